@@ -1,0 +1,227 @@
+"""The audit behind ``bnconvert inspect``: every BN layer, its statistics, its fold and its findings.
+
+:func:`audit_file` is a pure function of one file returning plain data (JSON-ready dicts and
+lists), so it can be mapped over many files by any scheduler (a process pool, a Dask bag,
+Spark ``mapPartitions``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .bn import BNParams, Finding, bn_params, findings, is_bn
+from .errors import BnconvertError
+from .fold.plan import FoldDecision, plan_folds
+from .layerspec import data_format
+from .model import Layer, Model, TensorRef
+from .readers import load
+from .shapes import infer_shapes
+
+__all__ = ["AuditReport", "BNReport", "audit", "audit_file"]
+
+
+def _summary(a: np.ndarray) -> dict[str, float | None]:
+    if a.size == 0:
+        return {"min": None, "median": None, "max": None}
+    return {"min": float(np.min(a)), "median": float(np.median(a)), "max": float(np.max(a))}
+
+
+@dataclass
+class BNReport:
+    """One BN layer as ``inspect`` reports it."""
+
+    name: str
+    channels: int
+    axis: list[int]
+    epsilon: float | None
+    input_from: dict[str, Any] | None
+    fold: FoldDecision
+    params: BNParams | None
+    findings: list[Finding] = field(default_factory=list)
+    mode: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.params
+        stats: dict[str, Any] = {}
+        if p is not None:
+            stats = {
+                "gamma": _summary(p.gamma),
+                "beta": _summary(p.beta),
+                "moving_mean": _summary(p.mean),
+                "moving_variance": _summary(p.variance),
+            }
+            with np.errstate(all="ignore"):
+                s = np.abs(p.fold_scale)
+            finite = s[np.isfinite(s)]
+            stats["fold_scale_abs"] = _summary(finite)
+        return {
+            "name": self.name,
+            "channels": self.channels,
+            "axis": self.axis,
+            "epsilon": self.epsilon,
+            "mode": self.mode,
+            "input_from": self.input_from,
+            "fold": self.fold.to_dict(),
+            "statistics": stats,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+@dataclass
+class AuditReport:
+    """A whole file's audit."""
+
+    model: Model
+    batch_norms: list[BNReport]
+
+    @property
+    def findings(self) -> list[tuple[str, Finding]]:
+        return [(bn.name, f) for bn in self.batch_norms for f in bn.findings]
+
+    def to_dict(self) -> dict[str, Any]:
+        src = self.model.source
+        assert src is not None
+        kinds: dict[str, int] = {}
+        for _, f in self.findings:
+            kinds[f.kind] = kinds.get(f.kind, 0) + 1
+        folding = sum(1 for bn in self.batch_norms if bn.fold.folds)
+        return {
+            "file": src.path,
+            "format": src.format,
+            "keras_version": src.keras_version,
+            "backend": src.backend,
+            "backend_origin": src.backend_origin,
+            "kernels_flipped": src.kernels_flipped,
+            "running_std": src.running_std,
+            "model_kind": self.model.kind,
+            "layers": sum(1 for _ in self.model.walk()),
+            "parameters": self.model.count_params(),
+            "notes": list(src.notes),
+            "batch_norms": [bn.to_dict() for bn in self.batch_norms],
+            "summary": {
+                "batch_norms": len(self.batch_norms),
+                "foldable": folding,
+                "findings": kinds,
+            },
+            "bnconvert_version": __version__,
+        }
+
+
+def _input_from(model: Model, bn: Layer, shapes: dict[TensorRef, Any]) -> dict[str, Any] | None:
+    if not model.has_graph:
+        previous = None
+        for layer in model.layers:
+            if layer is bn:
+                break
+            if layer.weights:
+                previous = layer
+        if previous is None:
+            return None
+        return {"layer": previous.name, "class": previous.source_class, "inferred": "previous layer with weights in file order"}
+    if not bn.calls:
+        return None
+    ref = bn.calls[0][0]
+    layer = model[ref.layer]
+    return {"layer": layer.name, "class": layer.source_class}
+
+
+def _channel_axis_of(model: Model, ref: TensorRef, rank: int) -> int | None:
+    """The channel axis of a tensor, from the nearest layer upstream that knows its data format."""
+    if rank <= 2:
+        return rank - 1
+    seen = 0
+    while seen < 64:
+        layer = model[ref.layer]
+        if "data_format" in layer.config:
+            return 1 if data_format(layer.config) == "channels_first" else rank - 1
+        if layer.class_name == "Dense":
+            return rank - 1
+        if layer.class_name == "InputLayer" or not layer.calls or layer.class_name in ("Reshape", "Permute", "Flatten"):
+            return rank - 1
+        if len(layer.calls[0]) != 1 and layer.class_name not in ("Add", "Multiply", "Average", "Maximum", "Minimum", "Subtract"):
+            return None
+        ref = layer.calls[0][0]
+        seen += 1
+    return None
+
+
+def _axis_finding(model: Model, bn: Layer, p: BNParams, shapes: dict[TensorRef, Any]) -> Finding | None:
+    if not model.has_graph or not bn.calls or len(p.axis) != 1:
+        return None
+    ref = bn.calls[0][0]
+    shape = shapes.get(ref)
+    if shape is None:
+        return None
+    rank = len(shape)
+    axis = p.axis[0] % rank
+    chan = _channel_axis_of(model, ref, rank)
+    if chan is None or axis == chan:
+        return None
+    return Finding(
+        "non-channel-axis",
+        "warning",
+        f"normalises axis {p.axis[0]} of a {tuple(shape)} tensor whose channel axis is {chan}: "
+        "a per-row (or per-column) scale, which cannot fold into convolution channels",
+    )
+
+
+def _audit_model(model: Model, decisions: dict[str, FoldDecision], tf_keras: bool, prefix: str = "") -> list[BNReport]:
+    reports = []
+    try:
+        shapes = infer_shapes(model) if model.has_graph else {}
+    except BnconvertError:
+        shapes = {}
+    for layer in model.layers:
+        if layer.model is not None:
+            reports += _audit_model(layer.model, decisions, tf_keras, f"{prefix}{layer.name}/")
+            continue
+        if not is_bn(layer):
+            continue
+        path = f"{prefix}{layer.name}"
+        decision = decisions.get(path) or FoldDecision(layer.name, "stays", "not planned", scope=prefix)
+        try:
+            p = bn_params(layer)
+        except BnconvertError as exc:
+            reports.append(BNReport(path, 0, [], layer.config.get("epsilon"), _input_from(model, layer, shapes), decision, None,
+                                    [Finding("unreadable", "error", str(exc))]))
+            continue
+        found = findings(p, layer=layer, tf_keras=tf_keras)
+        axis_finding = _axis_finding(model, layer, p, shapes)
+        if axis_finding is not None:
+            found.append(axis_finding)
+        axis_cfg = layer.config.get("axis")
+        reports.append(BNReport(
+            name=path,
+            channels=p.channels,
+            axis=[] if axis_cfg is None else list(p.axis),
+            epsilon=None if layer.config.get("epsilon_assumed") else p.epsilon,
+            input_from=_input_from(model, layer, shapes),
+            fold=decision,
+            params=p,
+            findings=found,
+            mode=p.mode,
+        ))
+    return reports
+
+
+def audit(model: Model) -> AuditReport:
+    """Audit every BN layer of a loaded model."""
+    decisions = {d.path: d for d in plan_folds(model)}
+    src = model.source
+    tf_keras = src is not None and src.generation == 2
+    return AuditReport(model=model, batch_norms=_audit_model(model, decisions, tf_keras))
+
+
+def audit_file(path: str | os.PathLike[str], **load_options: Any) -> dict[str, Any]:
+    """Audit one file and return plain data (the ``inspect --json`` object).
+
+    A pure function of the file: no printing, no global state. Errors are raised as
+    :class:`~bnconvert.errors.BnconvertError`.
+    """
+    return audit(load(path, **load_options)).to_dict()
+

@@ -1,0 +1,71 @@
+"""The ``bnconvert`` command: thin click wrappers around the library, one module per command.
+
+Only this package writes to the terminal. A :class:`~bnconvert.errors.BnconvertError` becomes one
+line on stderr and its exit code (2 bad input, 1 failed check); ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import BnconvertError
+
+__all__ = ["main"]
+
+
+class _Group(click.Group):
+    """Turns library errors into one clear line and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BnconvertError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"bnconvert: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("bnconvert: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 2
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"bnconvert: error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="bnconvert")
+@click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Read Keras model files of every generation, audit and fold BatchNormalization,
+    and export ONNX that is checked against the original.
+
+    Exit codes: 0 success, 1 check failed (or findings with --strict), 2 bad input or usage.
+    """
+    ctx.obj = {"debug": debug}
+
+
+def _register() -> None:
+    from . import inspect_cmd
+
+    main.add_command(inspect_cmd.inspect)
+    for module_name, command_name in (("fold_cmd", "fold"), ("export_cmd", "export"), ("verify_cmd", "verify")):
+        try:
+            module = __import__(f"{__name__}.{module_name}", fromlist=[command_name])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{module_name}":
+                raise
+            continue
+        main.add_command(getattr(module, command_name))
+
+
+_register()

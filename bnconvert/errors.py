@@ -1,0 +1,43 @@
+"""The exceptions bnconvert raises: one family, so callers and the CLI catch one base class."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BnconvertError",
+    "FormatError",
+    "UnsupportedLayerError",
+    "FoldError",
+    "EquivalenceError",
+    "OutputError",
+]
+
+
+class BnconvertError(Exception):
+    """Base class: anything bnconvert reports to the user as one clear line.
+
+    ``exit_code`` is what the CLI exits with: 2 for bad input or usage, 1 for a failed check.
+    """
+
+    exit_code = 2
+
+
+class FormatError(BnconvertError):
+    """The file is not a Keras model bnconvert can read, or it is damaged or inconsistent."""
+
+
+class UnsupportedLayerError(BnconvertError):
+    """A layer bnconvert cannot convert (Lambda, custom classes, ...)."""
+
+
+class FoldError(BnconvertError):
+    """Folding was refused: NaN/Inf weights, non-positive variance plus epsilon, ..."""
+
+
+class EquivalenceError(BnconvertError):
+    """Two models that should agree numerically do not."""
+
+    exit_code = 1
+
+
+class OutputError(BnconvertError):
+    """The output could not be written (exists, is the input, read-only folder, full disk)."""

@@ -1,0 +1,179 @@
+"""The format-neutral model every reader produces and every later stage consumes.
+
+A :class:`Model` is a graph of :class:`Layer` objects. Each layer is *called* one or more
+times (a shared layer is called several times); call ``k`` of layer ``L`` consumes the
+tensors ``L.calls[k]`` and produces the tensors ``TensorRef(L.name, k, i)``. Sequential
+models are stored in the same form (each layer calls the previous one), and nested models
+are layers whose ``model`` attribute is itself a :class:`Model`.
+
+Everything format-specific (Keras 1 argument names, ``vars/0..N`` indices, ``:0`` suffixes,
+Theano kernel orientation, ``running_std``) is resolved by the readers: a layer's
+``class_name`` and ``config`` use the Keras 2/3 vocabulary, and its ``weights`` are numpy
+arrays keyed by meaning (``kernel``, ``bias``, ``gamma``, ``beta``, ``moving_mean``,
+``moving_variance``, ``depthwise_kernel``, ``pointwise_kernel`` ...), in the layout the
+modern Keras class uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TensorRef", "Layer", "Model", "Source"]
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """Output ``index`` of call ``node`` of the layer named ``layer``."""
+
+    layer: str
+    node: int = 0
+    index: int = 0
+
+    def __str__(self) -> str:
+        return self.layer if (self.node, self.index) == (0, 0) else f"{self.layer}[{self.node}][{self.index}]"
+
+
+@dataclass
+class Layer:
+    """One layer: its class, its config (modern vocabulary), its weights by meaning, its calls."""
+
+    name: str
+    class_name: str
+    config: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    calls: list[list[TensorRef]] = field(default_factory=list)
+    #: the class name as written in the file (``Convolution2D`` for a Keras 1 ``Conv2D``)
+    source_class: str = ""
+    #: for a nested Sequential/Functional model, the model itself
+    model: Model | None = None
+    #: per call, keyword arguments recorded in the file (``training``, ``mask`` ...)
+    call_kwargs: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.source_class:
+            self.source_class = self.class_name
+
+    @property
+    def label(self) -> str:
+        """``'name' (Class)``, the way messages name a layer."""
+        return f"'{self.name}' ({self.source_class})"
+
+    def copy(self, **changes: Any) -> Layer:
+        """A shallow copy with fresh containers, so a pass can edit it without touching the original."""
+        new = replace(
+            self,
+            config=dict(self.config),
+            weights=dict(self.weights),
+            calls=[list(c) for c in self.calls],
+            call_kwargs=[dict(k) for k in self.call_kwargs],
+        )
+        for key, value in changes.items():
+            setattr(new, key, value)
+        return new
+
+
+@dataclass
+class Source:
+    """Where a model came from and what the file says about itself."""
+
+    path: str
+    #: one of: keras1-h5, keras1-weights, keras2-h5, keras2-weights, keras3-h5, keras3-weights,
+    #: tfkeras-zip (tf.keras 2.13+ ``.keras``), keras3-zip
+    format: str
+    keras_version: str | None = None
+    backend: str | None = None
+    #: how ``backend`` was decided: "file attribute", "inferred from ...", "option", ...
+    backend_origin: str = ""
+    #: whether spatial conv kernels were flipped on reading (Theano true convolution)
+    kernels_flipped: bool = False
+    #: Keras 1 only: how ``running_std`` was interpreted ("variance" or "std", ...)
+    running_std: str | None = None
+    #: the parsed model config from the file (``None`` for weights-only files)
+    config: dict[str, Any] | None = None
+    #: free-form notes the reader wants the user to see
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def generation(self) -> int:
+        """1, 2 or 3: the Keras generation that wrote the file."""
+        if self.format.startswith("keras1"):
+            return 1
+        if self.format.startswith("keras3"):
+            return 3
+        return 2
+
+
+@dataclass
+class Model:
+    """A graph of layers. ``kind`` is Functional, Sequential or weights-only (no connections known)."""
+
+    name: str
+    layers: list[Layer]
+    inputs: list[TensorRef]
+    outputs: list[TensorRef]
+    kind: str = "Functional"
+    source: Source | None = None
+
+    def __post_init__(self) -> None:
+        self._index = {layer.name: layer for layer in self.layers}
+
+    # -- lookup -----------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Layer:
+        return self._index[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def has_graph(self) -> bool:
+        """False for weights-only files read without an architecture."""
+        return self.kind != "weights-only"
+
+    def consumers(self, ref: TensorRef) -> list[tuple[Layer, int]]:
+        """Every (layer, call index) that consumes ``ref``; model outputs are not included."""
+        found = []
+        for layer in self.layers:
+            for k, inputs in enumerate(layer.calls):
+                if ref in inputs:
+                    found.append((layer, k))
+        return found
+
+    def uses(self, ref: TensorRef) -> int:
+        """How many places read ``ref``: consuming calls plus model outputs."""
+        count = sum(inputs.count(ref) for layer in self.layers for inputs in layer.calls)
+        return count + self.outputs.count(ref)
+
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, Layer, Model]]:
+        """Every layer, nested models included, as (path, layer, owning model)."""
+        for layer in self.layers:
+            path = f"{prefix}{layer.name}"
+            yield path, layer, self
+            if layer.model is not None:
+                yield from layer.model.walk(path + "/")
+
+    def count_params(self) -> int:
+        """Number of scalars in all weights, nested models included."""
+        return sum(int(w.size) for _, layer, _ in self.walk() for w in layer.weights.values())
+
+    def with_layers(self, layers: list[Layer], **changes: Any) -> Model:
+        """A new model with ``layers`` in place of the current ones (and other fields changed)."""
+        fields = dict(
+            name=self.name,
+            layers=layers,
+            inputs=list(self.inputs),
+            outputs=list(self.outputs),
+            kind=self.kind,
+            source=self.source,
+        )
+        fields.update(changes)
+        return Model(**fields)

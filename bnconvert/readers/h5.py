@@ -1,0 +1,237 @@
+"""HDF5 Keras files: Keras 1 full and weights-only, Keras 2 / tf.keras, Keras 3 legacy ``.h5``.
+
+Datasets are always found through the ``weight_names`` attributes, never by walking the tree
+(weight names need not match group names: ``Normalize/Normalize_5/gamma:0``). Attributes over
+64 KB are split by Keras into ``layer_names0``, ``layer_names1``...; :func:`attr_list` joins them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import FormatError
+from ..layerspec import weight_spec
+from ..model import Layer, Model, Source
+from . import keras1
+from .graph import build_model
+from .weights import assign, distribute, read_dataset
+
+__all__ = ["read_h5", "attr_list", "attr_text"]
+
+
+def attr_text(obj: h5py.HLObject, name: str) -> str | None:
+    """A string attribute (bytes or str in the file), or None when absent."""
+    if name not in obj.attrs:
+        return None
+    value = obj.attrs[name]
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return value
+    raise FormatError(f"attribute '{name}' is not a string")
+
+
+def attr_list(obj: h5py.HLObject, name: str) -> list[str] | None:
+    """A list-of-strings attribute, joining the chunks Keras writes for large ones."""
+    if name in obj.attrs:
+        chunks = [obj.attrs[name]]
+    elif f"{name}0" in obj.attrs:
+        chunks, i = [], 0
+        while f"{name}{i}" in obj.attrs:
+            chunks.append(obj.attrs[f"{name}{i}"])
+            i += 1
+    else:
+        return None
+    out = []
+    for chunk in chunks:
+        arr = np.atleast_1d(np.asarray(chunk))
+        if arr.size == 0:  # Keras writes an empty float array for a layer without weights
+            continue
+        if arr.dtype.kind not in "SUO":
+            raise FormatError(f"attribute '{name}' is not a list of names")
+        out += [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v) for v in arr.tolist()]
+    return out
+
+
+def parse_config(text: str, what: str) -> dict[str, Any]:
+    """Parse a model config JSON, also when it was JSON-encoded twice (a string holding JSON)."""
+    try:
+        value = json.loads(text)
+        if isinstance(value, str):
+            value = json.loads(value)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise FormatError(f"{what} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise FormatError(f"{what} is not a JSON object")
+    return value
+
+
+def _format(gen: int, full: bool) -> str:
+    return f"keras{gen}-h5" if full else f"keras{gen}-weights"
+
+
+def _generation(version: str | None, root: h5py.Group) -> int:
+    if version is None:
+        return 1  # Keras 1 save_weights wrote no version; Keras 2 and 3 always do
+    if version.startswith("1"):
+        return 1
+    if version.startswith("3"):
+        return 3
+    return 2
+
+
+def read_h5(
+    path: str,
+    f: h5py.File,
+    *,
+    config_text: str | None = None,
+    running_std: str = "auto",
+    flip_kernels: bool | None = None,
+) -> Model:
+    """Read a Keras HDF5 file (already open) into a Model."""
+    if "nb_layers" in f.attrs:
+        raise FormatError("pre-1.0 Keras weights (layer_{k}/param_{p}) are not supported: re-save with Keras 1 or 2")
+    config_attr = attr_text(f, "model_config")
+    full = config_attr is not None
+    weights_root = f["model_weights"] if full and "model_weights" in f else f
+    if full and "model_weights" not in f:
+        raise FormatError("the file has a model_config but no model_weights group")
+    layer_names = attr_list(weights_root, "layer_names")
+    if layer_names is None:
+        if "layers" in f and isinstance(f["layers"], h5py.Group):
+            raise FormatError("this is a Keras 3 weights file (.weights.h5); pass the .keras model or its config")
+        raise FormatError("no Keras layer list (layer_names) in this HDF5 file: not a Keras model or weights file")
+
+    version = attr_text(f, "keras_version")
+    config_text = config_attr if config_text is None else config_text
+    config = parse_config(config_text, "model config") if config_text is not None else None
+    if version is None and config is not None and isinstance(config.get("keras_version"), str):
+        version = config["keras_version"]  # Keras 1.2 to_json() records it
+    gen = _generation(version, f)
+    if config is not None and gen == 1 and _looks_modern(config):
+        gen = 2
+
+    backend, origin = _backend(f, weights_root, layer_names, gen)
+    source = Source(path=path, format=_format(gen, full), keras_version=version, backend=backend, backend_origin=origin)
+    flip = backend == "theano" if flip_kernels is None else flip_kernels
+    source.kernels_flipped = flip
+    if flip_kernels is not None:
+        source.backend_origin += f"; kernel flip set by option ({'on' if flip else 'off'})"
+    if gen == 1:
+        source.running_std = keras1.resolve_running_std(running_std, version, backend)
+
+    stored = {name: _stored(weights_root, name) for name in layer_names}
+    if config is None:
+        model = _weights_only(stored, source)
+    else:
+        source.config = config
+        graph_config = keras1.upgrade_config(config) if gen == 1 else config
+        model = build_model(graph_config)
+        model.source = source
+        _attach(model, stored, keras1=gen == 1)
+    if gen == 1 or flip:
+        _upgrade(model, source, flip)
+    return model
+
+
+def _looks_modern(config: dict[str, Any]) -> bool:
+    text = json.dumps(config)[:20000]
+    return '"Conv2D"' in text or '"inbound_nodes": [{' in text or '"units"' in text
+
+
+def _backend(f: h5py.File, root: h5py.Group, layer_names: list[str], gen: int) -> tuple[str | None, str]:
+    attr = attr_text(f, "backend") or attr_text(root, "backend")
+    if attr:
+        return attr, "file attribute"
+    if gen == 3:
+        return None, "not recorded (Keras 3)"
+    names = [n for layer in layer_names if layer in root for n in (attr_list(root[layer], "weight_names") or [])]
+    if not names:
+        return None, "unknown (no weights to tell from)"
+    if all(n.endswith(":0") or ":" in n for n in names):
+        return "tensorflow", "inferred: weight names end in ':0'"
+    return "theano", "inferred: weight names lack the ':0' suffix TensorFlow adds"
+
+
+def _stored(root: h5py.Group, name: str) -> list[tuple[str, np.ndarray]]:
+    where = f"layer '{name}'"
+    link = root.get(name, getlink=True)
+    if link is None:
+        return []
+    if not isinstance(link, h5py.HardLink):
+        raise FormatError(f"{where}: its weight group is a {type(link).__name__}; links are refused")
+    group = root[name]
+    if not isinstance(group, h5py.Group):
+        raise FormatError(f"{where}: expected a weight group, found a dataset")
+    names = attr_list(group, "weight_names") or []
+    return [(n, read_dataset(group, n, where)) for n in names]
+
+
+def _attach(model: Model, stored: dict[str, list[tuple[str, np.ndarray]]], *, keras1: bool) -> None:
+    for layer in model.layers:
+        named = stored.get(layer.name)
+        if named is None:
+            spec = weight_spec(layer.class_name, layer.config)
+            if layer.model is not None or spec:
+                raise FormatError(f"layer {layer.label} is in the model config but has no weights in the file")
+            named = []
+        if layer.model is not None:
+            distribute(layer.model, named, keras1=keras1)
+        else:
+            assign(layer, named, keras1=keras1)
+    known = {layer.name for layer in model.layers}
+    extra = [name for name, named in stored.items() if named and name not in known]
+    if extra:
+        raise FormatError(f"the file holds weights for layers not in the model config: {', '.join(extra[:5])}")
+
+
+def _guess_class(weights: dict[str, np.ndarray]) -> str:
+    if "moving_mean" in weights or "moving_variance" in weights or "running_std" in weights:
+        return "BatchNormalization"
+    if "pointwise_kernel" in weights:
+        return "SeparableConv2D"
+    if "depthwise_kernel" in weights:
+        return "DepthwiseConv2D"
+    kernel = weights.get("kernel")
+    if kernel is not None:
+        return {2: "Dense", 3: "Conv1D", 4: "Conv2D", 5: "Conv3D"}.get(kernel.ndim, "Unknown")
+    return "Unknown" if weights else "NoWeights"
+
+
+def _weights_only(stored: dict[str, list[tuple[str, np.ndarray]]], source: Source) -> Model:
+    """A model with no architecture: layers in file order, classes guessed from weight names."""
+    layers = []
+    for name, named in stored.items():
+        layer = Layer(name=name, class_name="Unknown", config={"name": name})
+        assign(layer, named)  # unknown class: names give the meaning
+        layer.class_name = layer.source_class = _guess_class(layer.weights)
+        if layer.class_name == "BatchNormalization":
+            layer.config.update(epsilon=None, axis=None, center="beta" in layer.weights, scale="gamma" in layer.weights)
+        layers.append(layer)
+    source.notes.append("weights only, no architecture: layer classes are guessed from weight names and "
+                        "connections are unknown (pass the architecture JSON with --config)")
+    return Model(name="weights", layers=layers, inputs=[], outputs=[], kind="weights-only", source=source)
+
+
+def _upgrade(model: Model, source: Source, flip: bool) -> None:
+    gen1 = source.generation == 1
+    for _, layer, _ in model.walk():
+        if layer.model is not None or not layer.weights:
+            continue
+        if gen1:
+            eps_known = layer.config.get("epsilon") is not None
+            if layer.class_name == "BatchNormalization" and not eps_known:
+                layer.config["epsilon"] = 1e-3
+                layer.config["epsilon_assumed"] = True
+            layer.weights = keras1.upgrade_weights(
+                layer.class_name, layer.config, layer.weights,
+                source_class=layer.source_class, flip=flip, running_std=source.running_std or "variance",
+            )
+        elif flip:
+            layer.weights = keras1.flip_kernels(layer.class_name, layer.weights)

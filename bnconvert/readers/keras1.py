@@ -1,0 +1,274 @@
+"""Keras 1 to Keras 2/3 vocabulary: layer configs, kernel layouts, Theano orientation, running_std.
+
+Keras 1 facts used here (see ``docs/keras-formats.md`` sections 2 and 3):
+
+* ``dim_ordering='th'`` kernels are ``(out, in, *spatial)``; ``'tf'`` kernels ``(*spatial, in, out)``.
+  A ``th`` layer becomes a ``channels_first`` layer, so tensors keep their Keras 1 layout.
+* ``Convolution1D`` stores ``(length, 1, in, out)``; ``Deconvolution2D`` stores a Conv2D-layout kernel
+  that the backend transposes to ``(rows, cols, out, in)`` before ``conv2d_transpose``.
+* Theano convolves (flips the kernel); TensorFlow cross-correlates. Kernels written by Theano are
+  flipped on reading so every later stage sees cross-correlation kernels.
+* BatchNormalization stores ``[gamma, beta, running_mean, running_std]``; what ``running_std``
+  holds depends on the writer (``RUNNING_STD``). It becomes a ``moving_variance`` with the same
+  inference result: ``sqrt(moving_variance + eps)`` equals the version's denominator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError
+from ..layerspec import CONV_CLASSES, DEPTHWISE_CLASSES, SEPARABLE_CLASSES, TRANSPOSE_CLASSES
+
+__all__ = ["upgrade_config", "upgrade_weights", "RUNNING_STD", "resolve_running_std", "running_std_to_variance", "flip_kernels"]
+
+#: running_std interpretations: name -> inference denominator as a function of (running_std, eps)
+RUNNING_STD = {
+    "variance": lambda rs, eps: np.sqrt(rs + eps),  # 1.0.6 TF, 1.0.7 TF, 1.0.8-1.2.2
+    "std": lambda rs, eps: rs + eps,  # 1.0.0-1.0.5, 1.0.6 Theano
+    "theano-1.0.7": lambda rs, eps: np.sqrt(rs) + eps,  # 1.0.7 Theano
+}
+
+
+def resolve_running_std(choice: str, keras_version: str | None, backend: str | None) -> str:
+    """Pick the running_std interpretation: the user's choice, or the version table for ``auto``."""
+    if choice != "auto":
+        if choice not in RUNNING_STD:
+            raise FormatError(f"unknown running_std interpretation {choice!r}; choose from auto, {', '.join(RUNNING_STD)}")
+        return choice
+    if keras_version == "1.0.7" and backend == "theano":
+        return "theano-1.0.7"
+    if keras_version == "1.0.6" and backend == "theano":
+        return "std"
+    if keras_version and keras_version.split(".")[:3] in (["1", "0", str(p)] for p in range(6)):
+        return "std"
+    return "variance"
+
+
+def _pair(value: Any, n: int = 2) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value] * n
+
+
+def _fmt(cfg: dict[str, Any]) -> str:
+    return "channels_first" if cfg.get("dim_ordering") == "th" else "channels_last"
+
+
+def _common(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = {"name": cfg.get("name"), "trainable": cfg.get("trainable", True)}
+    shape = cfg.get("batch_input_shape")
+    if shape is not None:
+        out["batch_input_shape"] = shape
+    elif cfg.get("input_shape") is not None:
+        out["batch_input_shape"] = [None, *cfg["input_shape"]]
+    if cfg.get("input_dtype"):
+        out["dtype"] = cfg["input_dtype"]
+    return out
+
+
+_MERGE = {"sum": "Add", "mul": "Multiply", "ave": "Average", "max": "Maximum", "concat": "Concatenate", "dot": "Dot"}
+_SAME_CLASS = {
+    "Activation", "Flatten", "Reshape", "Permute", "RepeatVector", "Lambda", "Masking", "Embedding",
+    "LSTM", "GRU", "SimpleRNN", "TimeDistributed", "Bidirectional", "Highway", "MaxoutDense",
+}
+
+
+def upgrade_layer(class_name: str, cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """One Keras 1 layer ``(class_name, config)`` in the Keras 2 vocabulary."""
+    out = _common(cfg)
+    c = cfg
+    if class_name == "InputLayer":
+        out["batch_shape"] = c.get("batch_input_shape")
+        out["dtype"] = c.get("input_dtype") or "float32"
+        return "InputLayer", out
+    if class_name == "Dense":
+        out.update(units=c["output_dim"], activation=c.get("activation", "linear"), use_bias=c.get("bias", True))
+        if c.get("input_dim") and "batch_input_shape" not in out:
+            out["batch_input_shape"] = [None, c["input_dim"]]
+        return "Dense", out
+    if class_name in ("Convolution1D", "AtrousConvolution1D"):
+        out.update(
+            filters=c["nb_filter"], kernel_size=[c["filter_length"]], strides=[c.get("subsample_length", 1)],
+            padding=c.get("border_mode", "valid"), data_format="channels_last",
+            dilation_rate=[c.get("atrous_rate", 1)], activation=c.get("activation", "linear"),
+            use_bias=c.get("bias", True),
+        )
+        if "batch_input_shape" not in out and c.get("input_dim"):
+            out["batch_input_shape"] = [None, c.get("input_length"), c["input_dim"]]
+        return "Conv1D", out
+    if class_name in ("Convolution2D", "AtrousConvolution2D", "Deconvolution2D", "SeparableConvolution2D"):
+        out.update(
+            filters=c["nb_filter"], kernel_size=[c["nb_row"], c["nb_col"]], strides=_pair(c.get("subsample", 1)),
+            padding=c.get("border_mode", "valid"), data_format=_fmt(c), activation=c.get("activation", "linear"),
+            use_bias=c.get("bias", True), dilation_rate=_pair(c.get("atrous_rate", 1)),
+        )
+        if class_name == "Deconvolution2D":
+            out["keras1_output_shape"] = c.get("output_shape")
+            del out["dilation_rate"]
+            return "Conv2DTranspose", out
+        if class_name == "SeparableConvolution2D":
+            out["depth_multiplier"] = c.get("depth_multiplier", 1)
+            return "SeparableConv2D", out
+        return "Conv2D", out
+    if class_name == "Convolution3D":
+        out.update(
+            filters=c["nb_filter"], kernel_size=[c["kernel_dim1"], c["kernel_dim2"], c["kernel_dim3"]],
+            strides=_pair(c.get("subsample", 1), 3), padding=c.get("border_mode", "valid"), data_format=_fmt(c),
+            activation=c.get("activation", "linear"), use_bias=c.get("bias", True), dilation_rate=[1, 1, 1],
+        )
+        return "Conv3D", out
+    if class_name in ("MaxPooling1D", "AveragePooling1D"):
+        pool = c.get("pool_length", 2)
+        out.update(pool_size=[pool], strides=[c.get("stride") or pool], padding=c.get("border_mode", "valid"),
+                   data_format="channels_last")
+        return class_name, out
+    if class_name in ("MaxPooling2D", "AveragePooling2D", "MaxPooling3D", "AveragePooling3D"):
+        n = 3 if class_name.endswith("3D") else 2
+        pool = _pair(c.get("pool_size", 2), n)
+        out.update(pool_size=pool, strides=_pair(c.get("strides") or pool, n), padding=c.get("border_mode", "valid"),
+                   data_format=_fmt(c))
+        return class_name, out
+    if class_name.startswith("Global"):
+        out["data_format"] = _fmt(c)
+        return class_name, out
+    if class_name in ("ZeroPadding2D", "ZeroPadding3D", "Cropping2D", "Cropping3D", "UpSampling2D", "UpSampling3D"):
+        key = {"Zero": "padding", "Crop": "cropping", "UpSa": "size"}[class_name[:4]]
+        out[key] = c.get(key)
+        if isinstance(out[key], dict):  # ZeroPadding2D({'top_pad':..})
+            p = out[key]
+            out[key] = [[p.get("top_pad", 0), p.get("bottom_pad", 0)], [p.get("left_pad", 0), p.get("right_pad", 0)]]
+        out["data_format"] = _fmt(c)
+        if class_name.startswith("UpSampling"):
+            out["interpolation"] = "nearest"
+        return class_name, out
+    if class_name in ("ZeroPadding1D", "Cropping1D", "UpSampling1D"):
+        key = {"Zero": "padding", "Crop": "cropping", "UpSa": "size"}[class_name[:4]]
+        out[key] = c.get(key if key != "size" else "length", c.get(key))
+        return class_name, out
+    if class_name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout"):
+        out["rate"] = c.get("p", 0.0)
+        return class_name, out
+    if class_name == "GaussianNoise":
+        out["stddev"] = c.get("sigma", 0.0)
+        return class_name, out
+    if class_name in ("LeakyReLU", "ELU"):
+        out["alpha"] = c.get("alpha", 0.3 if class_name == "LeakyReLU" else 1.0)
+        return class_name, out
+    if class_name == "ThresholdedReLU":
+        out["theta"] = c.get("theta", 1.0)
+        return class_name, out
+    if class_name == "PReLU":
+        out["shared_axes"] = None
+        return class_name, out
+    if class_name == "BatchNormalization":
+        out.update(axis=c.get("axis", -1), epsilon=c.get("epsilon", 1e-3), momentum=c.get("momentum", 0.99),
+                   center=True, scale=True, keras1_mode=int(c.get("mode", 0)))
+        return class_name, out
+    if class_name == "Merge":
+        mode = c.get("mode", "sum")
+        if not isinstance(mode, str) or mode not in _MERGE:
+            out["keras1_merge_mode"] = mode if isinstance(mode, str) else "<python function>"
+            return "Merge", out
+        if mode == "concat":
+            out["axis"] = c.get("concat_axis", -1)
+        if mode == "dot":
+            out["axes"] = c.get("dot_axes", -1)
+        return _MERGE[mode], out
+    if class_name in _SAME_CLASS:
+        merged = dict(c)
+        merged.update(out)
+        if class_name == "Embedding":
+            merged["output_dim"] = c.get("output_dim")
+        return class_name, merged
+    # Unknown (custom) class: keep it and its config as written; it is reported by name later.
+    merged = dict(c)
+    merged.update(out)
+    return class_name, merged
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A whole Keras 1 model config, recursively, in the Keras 2 vocabulary."""
+    class_name = config.get("class_name")
+    body = config.get("config")
+    if class_name == "Sequential":
+        entries = body if isinstance(body, list) else (body or {}).get("layers", [])
+        return {"class_name": "Sequential", "config": {"name": "sequential", "layers": [_upgrade_entry(e) for e in entries]}}
+    if class_name in ("Model", "Functional"):
+        body = dict(body or {})
+        body["layers"] = [_upgrade_entry(e) for e in body.get("layers", [])]
+        return {"class_name": "Functional", "config": body}
+    raise FormatError(f"model_config: top-level class {class_name!r} is not a Keras 1 Sequential or Model")
+
+
+def _upgrade_entry(entry: Any) -> dict[str, Any]:
+    if not isinstance(entry, dict) or "class_name" not in entry:
+        raise FormatError("model_config: a layer entry has no 'class_name'")
+    if entry["class_name"] in ("Sequential", "Model"):
+        upgraded = upgrade_config(entry)
+        name = (entry.get("config") or {}).get("name") if isinstance(entry.get("config"), dict) else None
+        upgraded["config"]["name"] = entry.get("name") or name or upgraded["config"]["name"]
+        return {**entry, **upgraded, "name": upgraded["config"]["name"]}
+    cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    new_class, new_cfg = upgrade_layer(entry["class_name"], cfg)
+    out = {"class_name": new_class, "config": new_cfg, "keras1_class": entry["class_name"]}
+    if "name" in entry:
+        out["name"] = entry["name"]
+    if "inbound_nodes" in entry:
+        out["inbound_nodes"] = entry["inbound_nodes"]
+    return out
+
+
+_SPATIAL = CONV_CLASSES | TRANSPOSE_CLASSES | DEPTHWISE_CLASSES | SEPARABLE_CLASSES
+
+
+def flip_kernels(class_name: str, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Reverse the spatial axes of a convolution kernel (modern layout): Theano's true convolution
+    becomes the cross-correlation every other runtime computes (Keras' ``convert_kernel``)."""
+    if class_name not in _SPATIAL:
+        return weights
+    w = dict(weights)
+    for key in ("kernel", "depthwise_kernel"):
+        if key in w:
+            w[key] = np.ascontiguousarray(w[key][(slice(None, None, -1),) * (w[key].ndim - 2)])
+    return w
+
+
+def upgrade_weights(
+    class_name: str,
+    config: dict[str, Any],
+    weights: dict[str, np.ndarray],
+    *,
+    source_class: str,
+    flip: bool,
+    running_std: str,
+) -> dict[str, np.ndarray]:
+    """A Keras 1 layer's weights in modern layout (and cross-correlation orientation when ``flip``)."""
+    w = dict(weights)
+    th = config.get("data_format") == "channels_first"
+    if class_name == "Conv1D" and "kernel" in w and w["kernel"].ndim == 4:
+        w["kernel"] = w["kernel"][:, 0]  # (length, 1, in, out) -> (length, in, out)
+    elif class_name in CONV_CLASSES and th and "kernel" in w:
+        rank = w["kernel"].ndim - 2
+        w["kernel"] = np.transpose(w["kernel"], (*range(2, 2 + rank), 1, 0))
+    elif class_name in TRANSPOSE_CLASSES and "kernel" in w:
+        k = w["kernel"]
+        if th:
+            k = np.transpose(k, (2, 3, 1, 0))
+        w["kernel"] = np.swapaxes(k, -1, -2)  # (r, c, in, out) -> (r, c, out, in)
+    elif class_name in SEPARABLE_CLASSES and th:
+        w["depthwise_kernel"] = np.transpose(w["depthwise_kernel"], (2, 3, 1, 0))
+        w["pointwise_kernel"] = np.transpose(w["pointwise_kernel"], (2, 3, 1, 0))
+    if flip:
+        w = flip_kernels(class_name, w)
+    if class_name == "BatchNormalization" and "running_std" in w:
+        w["moving_variance"] = running_std_to_variance(w.pop("running_std"), float(config.get("epsilon", 1e-3)), running_std)
+    return w
+
+
+def running_std_to_variance(running_std: np.ndarray, eps: float, interpretation: str) -> np.ndarray:
+    """The moving variance that gives the same denominator ``sqrt(var + eps)`` as ``running_std`` did."""
+    if interpretation == "variance":
+        return running_std
+    denom = RUNNING_STD[interpretation](running_std.astype(np.float64), eps)
+    return (denom * denom - eps).astype(running_std.dtype)

@@ -1,0 +1,126 @@
+"""Give a layer's stored arrays their meaning, and read HDF5 datasets defensively.
+
+Both HDF5 layouts (legacy ``.h5`` and the ``model.weights.h5`` inside a ``.keras`` zip) end here:
+a layer gets a list of ``(stored name, array)`` pairs, and :func:`assign` resolves them to
+``kernel``/``bias``/``gamma``... by name when the names say it, by Keras' order otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import h5py
+import numpy as np
+
+from ..errors import FormatError
+from ..layerspec import meaning_of, weight_spec
+from ..model import Layer, Model
+
+__all__ = ["assign", "distribute", "read_dataset", "MAX_DATASET_BYTES"]
+
+#: No single weight of a real model comes near this; a larger dataset is refused before reading.
+MAX_DATASET_BYTES = 8 * 1024**3
+
+Named = list[tuple[str, np.ndarray]]
+
+
+def read_dataset(group: h5py.Group, name: str, where: str) -> np.ndarray:
+    """Read ``group[name]``: refuses soft/external links, non-numeric or absurdly large datasets."""
+    link = group.get(name, getlink=True)
+    if link is None:
+        raise FormatError(f"{where}: weight '{name}' is listed but missing from the file")
+    if not isinstance(link, h5py.HardLink):
+        raise FormatError(f"{where}: weight '{name}' is a {type(link).__name__}; links are refused")
+    obj = group[name]
+    if not isinstance(obj, h5py.Dataset):
+        raise FormatError(f"{where}: weight '{name}' is not a dataset")
+    if obj.dtype.kind not in "fiub" or obj.dtype.itemsize > 8:
+        raise FormatError(f"{where}: weight '{name}' has non-numeric dtype {obj.dtype}")
+    if obj.shape is None or obj.size * obj.dtype.itemsize > MAX_DATASET_BYTES:
+        raise FormatError(f"{where}: weight '{name}' has an implausible shape {obj.shape}")
+    try:
+        return obj[()] if obj.shape else np.asarray(obj[()])
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"{where}: weight '{name}' cannot be read ({exc})") from None
+
+
+def _expected(layer: Layer, keras1: bool) -> list[str] | None:
+    spec = weight_spec(layer.class_name, layer.config)
+    if spec is None:
+        return None
+    names = [m for m, _ in spec]
+    if keras1 and layer.class_name == "BatchNormalization":
+        names = ["running_std" if m == "moving_variance" else m for m in names]
+    return names
+
+
+def assign(layer: Layer, named: Named, *, keras1: bool = False) -> None:
+    """Set ``layer.weights`` from stored ``(name, array)`` pairs in file order."""
+    expected = _expected(layer, keras1)
+    meanings = [meaning_of(n) for n, _ in named]
+    if expected is None:  # a class we do not know: keep what the names say
+        layer.weights = {}
+        for i, ((n, arr), m) in enumerate(zip(named, meanings)):
+            key = m or n.split(":")[0].split("/")[-1] or f"weight_{i}"
+            layer.weights[key if key not in layer.weights else f"{key}_{i}"] = arr
+        return
+    if len(named) != len(expected):
+        found = ", ".join(n for n, _ in named) or "none"
+        raise FormatError(
+            f"layer {layer.label}: expected {len(expected)} weights ({', '.join(expected) or 'none'}), "
+            f"found {len(named)} ({found})"
+        )
+    if all(meanings) and sorted(meanings) == sorted(expected):
+        layer.weights = {m: arr for m, (_, arr) in zip(meanings, named)}
+        layer.weights = {m: layer.weights[m] for m in expected}
+    else:
+        layer.weights = {m: arr for m, (_, arr) in zip(expected, named)}
+
+
+def _owner(name: str, candidates: set[str]) -> str | None:
+    parts = name.split(":")[0].split("/")
+    for part in reversed(parts[:-1]):
+        if part in candidates:
+            return part
+    # Keras 1 style "<layer>_W": longest candidate that prefixes the name
+    base = parts[-1]
+    best = max((c for c in candidates if base.startswith(c + "_")), key=len, default=None)
+    return best
+
+
+def distribute(model: Model, named: Named, *, keras1: bool = False) -> None:
+    """Assign the flat weight list of a nested model (legacy ``.h5``) to its sublayers.
+
+    By name where every weight names its layer (``conv2d_1/kernel:0``), else in Keras' order:
+    all trainable weights of all sublayers, then all non-trainable ones.
+    """
+    leaves = [layer for _, layer, _ in model.walk() if layer.model is None]
+    with_weights = [layer for layer in leaves if weight_spec(layer.class_name, layer.config) != []]
+    names = {layer.name for layer in with_weights}
+    owners = [_owner(n, names) for n, _ in named]
+    if named and all(owners):
+        by_layer: dict[str, Named] = defaultdict(list)
+        for owner, item in zip(owners, named):
+            by_layer[owner].append(item)
+        for layer in with_weights:
+            assign(layer, by_layer.get(layer.name, []), keras1=keras1)
+        return
+    order: list[tuple[Layer, str, bool]] = []
+    for layer in with_weights:
+        spec = weight_spec(layer.class_name, layer.config)
+        if spec is None:
+            raise FormatError(
+                f"nested model '{model.name}': weights do not name their layers and layer {layer.label} "
+                "is of a class bnconvert does not know, so they cannot be matched"
+            )
+        order += [(layer, m, t) for m, t in spec]
+    order = [o for o in order if o[2]] + [o for o in order if not o[2]]
+    if len(order) != len(named):
+        raise FormatError(f"nested model '{model.name}': expected {len(order)} weights, found {len(named)}")
+    per_layer: dict[str, Named] = defaultdict(list)
+    for (layer, meaning, _), (_, arr) in zip(order, named):
+        per_layer[layer.name].append((meaning, arr))
+    for layer in with_weights:
+        spec_names = [m for m, _ in weight_spec(layer.class_name, layer.config) or []]
+        got = dict(per_layer[layer.name])
+        assign(layer, [(m, got[m]) for m in spec_names], keras1=keras1)
