@@ -166,7 +166,7 @@ def _axis_finding(model: Model, bn: Layer, p: BNParams, shapes: dict[TensorRef, 
         "non-channel-axis",
         "warning",
         f"normalises axis {p.axis[0]} of a {tuple(shape)} tensor whose channel axis is {chan}: "
-        "a per-row (or per-column) scale, which cannot fold into convolution channels",
+        "a per-position scale, not a per-channel one: it cannot fold into the producer's output channels",
     )
 
 

@@ -207,7 +207,8 @@ class _Planner:
             elif layer.class_name in GLOBAL_POOLS and not layer.config.get("keepdims") and not self.passes(layer, s):
                 axis, rank = 1, 2  # (N, C) after global pooling
             elif self.passes(layer, s):
-                return f"its output goes to {layer.label}"
+                why = self.passes(layer, s)
+                return why if layer.class_name in MAX_POOLS else f"its output goes to {layer.label}"
             via.append(layer.name)
             ref = TensorRef(layer.name)
         if axis is None:
