@@ -23,7 +23,7 @@ THRESHOLDS = {
     "near_zero_variance": 1e-5,  # var below this: the fold scale is set by eps alone
     "dead_gamma": 1e-6,  # |gamma| below this: the channel outputs beta whatever comes in
     "huge_scale": 1e3,  # |s| above this: float16 overflows at |x| > 65, int8 loses the channel
-    "tf_fused_min_eps": 1.001e-5,  # tf.keras' fused kernel raises a smaller eps to this at run time
+    "tf_fused_min_eps": 1.001e-5,  # older tf.keras' fused kernel raised a smaller eps to this at run time
 }
 
 
@@ -211,7 +211,8 @@ def findings(p: BNParams, *, layer: Layer | None = None, tf_keras: bool = False)
     if len(p.axis) > 1:
         out.append(Finding("multi-axis", "info", f"normalises over axes {list(p.axis)}: parameters of shape {p.param_shape}"))
     if tf_keras and p.epsilon < THRESHOLDS["tf_fused_min_eps"]:
-        out.append(Finding("fused-epsilon", "info", f"epsilon {p.epsilon:g} < 1.001e-5: tf.keras' fused kernel runs with 1.001e-5, Keras 3 and ONNX with {p.epsilon:g}"))
+        out.append(Finding("fused-epsilon", "info", f"epsilon {p.epsilon:g} < 1.001e-5: TensorFlow's fused kernel in older tf.keras raised it to 1.001e-5 at run time; "
+                                    f"tf-keras 2.21, Keras 3, bnconvert and ONNX use {p.epsilon:g}"))
     if layer is not None and layer.config.get("epsilon_assumed"):
         out.append(Finding("epsilon-assumed", "info", "no architecture: epsilon is unknown, 1e-3 (the Keras 1.1+ default) is assumed"))
     return out

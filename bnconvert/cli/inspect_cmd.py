@@ -1,16 +1,27 @@
-"""``bnconvert inspect``: every BN layer of a model, its statistics, its fold and its findings."""
+"""``bnconvert inspect``: every BN layer of one or many models, its statistics, its fold and its findings.
+
+Files and folders in, one record per model file out (table, JSON, JSONL or CSV on stdout), a
+progress line and a closing summary on stderr, optionally a PNG. The work is in
+:mod:`bnconvert.batch` (finding, parallel reading, totals) and :mod:`bnconvert.plot`.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from typing import Any
+import os
+import shutil
+import time
+from typing import Any, TextIO
 
 import click
 
-from ..audit import audit_file
+from ..batch import CSV_COLUMNS, Summary, audit_records, collect, csv_rows, is_error
+from ..errors import BnconvertError
 from .options import load_kwargs, load_options
 
-__all__ = ["inspect", "render_table"]
+__all__ = ["inspect", "render_table", "has_findings"]
 
 
 def _num(value: float | None) -> str:
@@ -90,19 +101,144 @@ def has_findings(report: dict[str, Any]) -> bool:
     return any(f["severity"] in ("warning", "error") for bn in report["batch_norms"] for f in bn["findings"])
 
 
+class _Progress:
+    """A one-line ``\\r`` progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
+        self.total, self.stream, self.enabled = total, stream, enabled
+        self.shown = False
+        self.last = 0.0
+
+    def update(self, done: int, failed: int, current: str) -> None:
+        now = time.monotonic()
+        if not self.enabled or (self.shown and now - self.last < 0.1 and done < self.total):
+            return
+        self.last = now
+        columns = shutil.get_terminal_size((80, 20)).columns
+        filled = int(20 * done / max(self.total, 1))
+        text = f"[{'#' * filled}{'.' * (20 - filled)}] {done}/{self.total} files"
+        if failed:
+            text += f", {failed} failed"
+        room = columns - len(text) - 3
+        name = os.path.basename(current)
+        if room > 10:
+            text += "  " + (name if len(name) <= room else "..." + name[-(room - 3):])
+        self.stream.write("\r" + text[: columns - 1].ljust(columns - 1))
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            columns = shutil.get_terminal_size((80, 20)).columns
+            self.stream.write("\r" + " " * (columns - 1) + "\r")
+            self.stream.flush()
+            self.shown = False
+
+
+class _Writer:
+    """Streams records to stdout in one format, one record at a time."""
+
+    def __init__(self, fmt: str, single: bool) -> None:
+        self.fmt, self.single, self.count, self.tables = fmt, single, 0, 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        first = self.count == 0
+        self.count += 1
+        if self.fmt == "table":
+            if not is_error(record):  # errors go to stderr, one line each
+                click.echo(("\n" if self.tables else "") + render_table(record))
+                self.tables += 1
+        elif self.fmt == "json":
+            text = json.dumps(record, indent=2)
+            click.echo(text if self.single else ("[\n" if first else ",\n") + text, nl=self.single)
+        elif self.fmt == "jsonl":
+            click.echo(json.dumps(record, separators=(",", ":")))
+        else:
+            buffer = io.StringIO()
+            out = csv.writer(buffer, lineterminator="\n")
+            if first:
+                out.writerow(CSV_COLUMNS)
+            out.writerows(csv_rows(record))
+            click.echo(buffer.getvalue(), nl=False)
+
+    def close(self) -> None:
+        if self.fmt == "json" and not self.single:
+            click.echo("[]" if self.count == 0 else "\n]")
+
+
+def _one_line(record: dict[str, Any]) -> str:
+    message = record["error"]
+    return message if message.startswith(record["file"]) else f"{record['file']}: {message}"
+
+
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per file (a list for several files).")
+@click.option("--recursive", "-r", is_flag=True, help="Search folders and their subfolders.")
+@click.option("--jobs", "-j", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Read files in this many processes (0: one per CPU).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl", "csv"]), default=None,
+              help="table (default), json (an object, a list for several files), jsonl (one record "
+                   "per model file) or csv (one row per BN layer).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Draw the BN scales, variances and findings into this image (needs bnconvert[plot]).")
 @click.option("--strict", is_flag=True, help="Exit 1 when any warning or error finding exists.")
 @load_options
-def inspect(paths: tuple[str, ...], as_json: bool, strict: bool, config: str | None, running_std: str,
+def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None, as_json: bool,
+            plot_path: str | None, strict: bool, config: str | None, running_std: str,
             flip_kernels: bool | None) -> None:
-    """Report every BatchNormalization layer of PATHS: parameters, fold, findings."""
-    options = load_kwargs(config, running_std, flip_kernels)
-    reports = [audit_file(path, **options) for path in paths]
-    if as_json:
-        click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
-    else:
-        click.echo("\n\n".join(render_table(r) for r in reports))
-    if strict and any(has_findings(r) for r in reports):
+    """Report every BatchNormalization layer of PATHS (model files and folders).
+
+    In folders, model files are recognised by content and everything else is skipped (counted in
+    the summary); a weights-only model.h5 uses a model.json beside it as its architecture. A file
+    that cannot be read becomes an error record and the exit code is 2 at the end; --strict exits
+    1 on findings.
+    """
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError("--json is --format json; it cannot be combined with --format " + str(fmt))
+    fmt = "json" if as_json else (fmt or "table")
+    plot_data = None
+    if plot_path is not None:
+        from ..plot import PlotData, require_matplotlib
+
+        require_matplotlib()
+        plot_data = PlotData()
+    found = collect(paths, recursive=recursive, config=config)
+    many = found.folders or len(found.tasks) > 1
+    if not found.tasks:
+        raise BnconvertError(f"no model file found in {', '.join(paths)} ({found.skipped} other files skipped"
+                             + ("; add --recursive to search subfolders)" if found.unsearched else ")"))
+    jobs = min(jobs or os.cpu_count() or 1, len(found.tasks))
+    stderr = click.get_text_stream("stderr")
+    progress = _Progress(len(found.tasks), stderr, enabled=many and stderr.isatty())
+    shared_terminal = progress.enabled and click.get_text_stream("stdout").isatty()
+    writer = _Writer(fmt, single=not many)
+    summary = Summary()
+    flagged = False
+    records = audit_records(found.tasks, jobs=jobs, load_options=load_kwargs(None, running_std, flip_kernels))
+    for record in records:
+        summary.add(record)
+        if shared_terminal or is_error(record):
+            progress.clear()
+        if is_error(record):
+            click.echo(f"bnconvert: error: {_one_line(record)}", err=True)
+        else:
+            flagged = flagged or has_findings(record)
+        writer.write(record)
+        if plot_data is not None:
+            plot_data.add(record)
+        progress.update(summary.files, summary.failed, record["file"])
+    writer.close()
+    progress.clear()
+    if plot_data is not None and plot_path is not None:
+        from ..plot import plot_records
+
+        plot_records(plot_data, plot_path)
+        click.echo(f"plot written to {plot_path}", err=True)
+    if many:
+        for line in summary.lines(found):
+            click.echo(line, err=True)
+    if summary.failed:
+        raise SystemExit(2)
+    if strict and flagged:
         raise SystemExit(1)

@@ -1,18 +1,22 @@
 """Decide, for every BatchNormalization layer, whether and where it folds, and why not.
 
-This is the predicate half of folding (the transform is in ``fold.apply``). A BN is the affine
-``y = s*x + t`` per channel. In model order, each BN tries, in turn:
+This is the predicate half of folding (the transform is in ``fold.apply``, the arithmetic in
+``fold.kernels``). A BN is the affine ``y = s*x + t`` per channel. In model order, each BN tries:
 
 1. **backward** into the layer that produces its input (Dense, Conv*, DepthwiseConv*,
    SeparableConv*, Conv*Transpose): exact when that layer's activation is linear, its output
    feeds only this BN, and BN's axis is its channel axis. Inference identities (Dropout family,
-   GaussianNoise, ...) and pooling are walked through (max pooling only where ``s > 0``).
+   GaussianNoise, ...), BNs already folded away and pooling on the same channel axis are walked
+   through (max pooling only where ``s > 0``).
 2. **merge** forward into the next BN (through identities and pooling): two affines make one.
-3. **forward** into the layer that consumes its output: Dense (also through Flatten/Reshape),
-   or Conv*/DepthwiseConv* with ``valid`` padding (``same`` only when ``t == 0``, since the
-   border windows would see zeros instead of the shifted value).
+3. **forward** into the layer that consumes its output: Dense (also through Flatten/Reshape, when
+   every position the Dense reads sees the same per-unit affine), or Conv*/DepthwiseConv*/
+   SeparableConv* with ``valid`` padding (other padding only when ``t == 0``, since border
+   windows would see zeros instead of the shifted value).
 
 Each edge on the way must have a single consumer, else folding would change the other reader.
+A BN whose parameters hold NaN/Inf or ``var + eps <= 0`` never folds; when it otherwise would,
+its decision is ``blocked`` and ``fold_model`` refuses the whole model.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from ..errors import BnconvertError
 from ..layerspec import CONV_CLASSES, DEPTHWISE_CLASSES, SEPARABLE_CLASSES, TRANSPOSE_CLASSES, data_format
 from ..model import Layer, Model, TensorRef
 from ..shapes import infer_shapes
+from .kernels import compose, dense_input_affine, features_of, flatten_features
 
-__all__ = ["FoldDecision", "plan_folds", "PRODUCERS", "IDENTITIES", "POOLS"]
+__all__ = ["FoldDecision", "plan_folds", "PRODUCERS", "IDENTITIES", "POOLS", "FORWARD_CONSUMERS"]
 
 PRODUCERS = frozenset({"Dense"}) | CONV_CLASSES | TRANSPOSE_CLASSES | DEPTHWISE_CLASSES | SEPARABLE_CLASSES
-FORWARD_CONSUMERS = frozenset({"Dense"}) | CONV_CLASSES | DEPTHWISE_CLASSES
+FORWARD_CONSUMERS = frozenset({"Dense"}) | CONV_CLASSES | DEPTHWISE_CLASSES | SEPARABLE_CLASSES
 IDENTITIES = frozenset({
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
     "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",
@@ -63,6 +68,12 @@ class FoldDecision:
     absorbed: list[str] = field(default_factory=list)
     #: nested-model path prefix ("" at top level)
     scope: str = ""
+    #: the affine as the target sees it: per output channel (backward) or per input
+    #: channel/unit (forward, after Flatten/Reshape/global pooling)
+    target_scale: np.ndarray | None = None
+    target_shift: np.ndarray | None = None
+    #: True when the BN would fold but its parameters are NaN/Inf or var + eps <= 0
+    blocked: bool = False
 
     @property
     def folds(self) -> bool:
@@ -73,7 +84,12 @@ class FoldDecision:
         return f"{self.scope}{self.bn}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "target": self.target, "via": list(self.via), "reason": self.reason}
+        out: dict[str, Any] = {"action": self.action, "target": self.target, "via": list(self.via), "reason": self.reason}
+        if self.absorbed:
+            out["absorbed"] = list(self.absorbed)
+        if self.blocked:
+            out["blocked"] = True
+        return out
 
 
 def _linear(layer: Layer) -> bool:
@@ -90,6 +106,16 @@ def _channel_axis(layer: Layer, rank: int) -> int:
     return 1 if data_format(layer.config) == "channels_first" else rank - 1
 
 
+@dataclass
+class _Features:
+    """How the BN's affine is laid out on the tensor reached so far in a forward walk:
+    per channel on ``axis`` (``full is None``) or per element after a Flatten/Reshape."""
+
+    axis: int | None
+    rank: int | None
+    full: tuple[np.ndarray, np.ndarray] | None = None
+
+
 class _Planner:
     def __init__(self, model: Model, scope: str) -> None:
         self.model = model
@@ -100,7 +126,8 @@ class _Planner:
             self.shapes = {}
         self.affine: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.params: dict[str, BNParams] = {}
-        self.gone: set[str] = set()  # BN merged away: walks pass through them
+        self.gone: set[str] = set()  # BN folded away (any action): walks pass through them
+        self.merged: dict[str, str] = {}  # BN -> the BN it was merged into (transitively)
 
     # -- graph helpers ----------------------------------------------------------------------
     def rank(self, ref: TensorRef) -> int | None:
@@ -134,17 +161,20 @@ class _Planner:
         return p.axis[0] % rank
 
     # -- the three moves ----------------------------------------------------------------------
-    def passes(self, layer: Layer, s: np.ndarray) -> str:
-        """'' if the affine commutes with ``layer``, else why not."""
+    def passes(self, layer: Layer, s: np.ndarray, axis: int | None, rank: int | None) -> str:
+        """'' if the per-channel affine on ``axis`` commutes with ``layer``, else why not."""
         if layer.class_name in IDENTITIES or layer.name in self.gone:
             return ""
         if layer.class_name == "Activation" and layer.config.get("activation") == "linear":
             return ""
-        if layer.class_name in AVG_POOLS:
+        if layer.class_name in POOLS:
+            if axis is None or rank is None or axis != _channel_axis(layer, rank):
+                return f"{layer.label} pools over the axis it normalises"
+            if layer.class_name in MAX_POOLS:
+                neg = int(np.sum(~(s > 0)))
+                if neg:
+                    return f"its scale is negative or zero on {neg} channels, so it does not commute with {layer.label}"
             return ""
-        if layer.class_name in MAX_POOLS:
-            neg = int(np.sum(s <= 0))
-            return "" if neg == 0 else f"scale is negative or zero on {neg} channels, so it does not commute with {layer.label}"
         return f"{layer.label} is not linear"
 
     def backward(self, bn: Layer, p: BNParams, s: np.ndarray) -> FoldDecision | str:
@@ -153,7 +183,7 @@ class _Planner:
             return "it is called on several tensors or several times"
         rank = self.rank(ref)
         axis = self.norm_axis(p, rank)
-        via = []
+        via: list[str] = []
         while True:
             if not self.single_use(ref):
                 return f"the output of '{ref.layer}' also feeds other layers"
@@ -164,13 +194,20 @@ class _Planner:
                 return "its input is a model input (nothing before it to fold into)"
             if layer.class_name in PRODUCERS:
                 break
-            why = self.passes(layer, s)
-            if why or len(layer.calls) != 1:
-                return f"its input comes from {layer.label}" + (f" ({len(layer.calls[0])} inputs)" if len(layer.calls[0]) > 1 else "")
+            if len(layer.calls) != 1 or len(layer.calls[0]) != 1:
+                n = len(layer.calls[0]) if len(layer.calls) == 1 else len(layer.calls)
+                return f"its input comes from {layer.label} ({n} {'inputs' if len(layer.calls) == 1 else 'calls'})"
+            if layer.class_name in GLOBAL_POOLS and not layer.config.get("keepdims"):
+                in_rank = self.rank(layer.calls[0][0])
+                if axis is not None and in_rank is not None and axis == rank - 1:
+                    axis, rank = _channel_axis(layer, in_rank), in_rank
+                else:
+                    return f"its input comes from {layer.label}, and the axes cannot be matched"
+            why = self.passes(layer, s, axis, rank)
+            if why:
+                return why if layer.class_name in POOLS else f"its input comes from {layer.label}"
             via.append(layer.name)
-            ref = self.producer(layer)
-            if ref is None:
-                return f"its input comes from {layer.label}"
+            ref = layer.calls[0][0]
         if len(layer.calls) != 1:
             return f"{layer.label} is shared ({len(layer.calls)} calls)"
         if not _linear(layer):
@@ -180,8 +217,6 @@ class _Planner:
             rank, axis = 2, 1  # the last axis, whatever the rank: the channel axis of a channels_last layer
         if axis is None:
             return "its axis cannot be matched to a channel axis (unknown shape or several axes)"
-        if any(self.model[v].class_name in GLOBAL_POOLS for v in via):
-            rank, axis = 2, 1
         if axis != _channel_axis(layer, rank):
             return f"its axis {p.axis[0]} is not the channel axis of {layer.label}"
         return FoldDecision(bn.name, "backward", f"folds into {layer.label}", target=layer.name, via=via[::-1])
@@ -189,44 +224,102 @@ class _Planner:
     def forward(self, bn: Layer, p: BNParams, s: np.ndarray, t: np.ndarray) -> FoldDecision | str:
         ref = TensorRef(bn.name)
         rank = self.rank(ref)
-        axis = self.norm_axis(p, rank)
-        via, reshaped = [], False
+        feat = _Features(self.norm_axis(p, rank), rank)
+        via: list[str] = []
         while True:
             layer, why = self.consumer(ref)
             if layer is None:
                 return why
-            if is_bn(layer) and layer.name not in self.gone and not reshaped:
-                other = self.params.get(layer.name)
-                if other is None or other.mode != 0 or len(other.axis) != 1 or self.norm_axis(other, rank) != axis:
-                    return f"the next BN {layer.label} normalises another axis or cannot fold"
-                return FoldDecision(bn.name, "merge", f"merges into the next BN {layer.label}", target=layer.name, via=via)
+            if is_bn(layer) and layer.name not in self.gone:
+                return self._merge_into(bn, layer, feat, via)
             if layer.class_name in FORWARD_CONSUMERS:
                 break
+            if layer.model is not None:
+                return f"its output goes into nested model '{layer.name}'"
             if layer.class_name in RESHAPES:
-                reshaped = True
-            elif layer.class_name in GLOBAL_POOLS and not layer.config.get("keepdims") and not self.passes(layer, s):
-                axis, rank = 1, 2  # (N, C) after global pooling
-            elif self.passes(layer, s):
-                why = self.passes(layer, s)
-                return why if layer.class_name in MAX_POOLS else f"its output goes to {layer.label}"
+                why = self._reshape(layer, ref, feat, s, t)
+                if why:
+                    return why
+            elif feat.full is not None and (layer.class_name in IDENTITIES or layer.name in self.gone):
+                pass
+            elif feat.full is not None:
+                return f"its output goes to {layer.label} after a Flatten/Reshape"
+            elif layer.class_name in GLOBAL_POOLS and not layer.config.get("keepdims"):
+                why = self.passes(layer, s, feat.axis, feat.rank)
+                if why:
+                    return why
+                feat = _Features(1, 2)
+            else:
+                why = self.passes(layer, s, feat.axis, feat.rank)
+                if why:
+                    return why if layer.class_name in POOLS else f"its output goes to {layer.label}"
             via.append(layer.name)
             ref = TensorRef(layer.name)
-        if axis is None:
-            return "its axis cannot be matched to a channel axis (unknown shape or several axes)"
+        return self._forward_into(bn, p, layer, feat, s, t, via)
+
+    def _reshape(self, layer: Layer, ref: TensorRef, feat: _Features, s: np.ndarray, t: np.ndarray) -> str:
+        """Follow the affine through Flatten/Reshape as per-element arrays (needs the full shape)."""
+        shape = self.shapes.get(ref)
+        if shape is None or any(d is None for d in shape[1:]):
+            return f"the shape before {layer.label} is not fully known"
+        if feat.full is None:
+            if feat.axis is None or feat.axis == 0:
+                return "its axis cannot be matched to a channel axis (unknown shape or several axes)"
+            dims = tuple(int(d) for d in shape[1:])
+            feat.full = (features_of(s, dims, feat.axis - 1), features_of(t, dims, feat.axis - 1))
+        fs, ft = feat.full
+        if layer.class_name == "Flatten":
+            fmt = layer.config.get("data_format") or "channels_last"
+            feat.full = (flatten_features(fs, fmt), flatten_features(ft, fmt))
+        else:
+            out = self.shapes.get(TensorRef(layer.name))
+            if out is None or any(d is None for d in out[1:]) or int(np.prod(out[1:])) != fs.size:
+                return f"the shape after {layer.label} is not known"
+            feat.full = (fs.reshape(out[1:]), ft.reshape(out[1:]))
+        feat.axis, feat.rank = None, None
+        return ""
+
+    def _merge_into(self, bn: Layer, other: Layer, feat: _Features, via: list[str]) -> FoldDecision | str:
+        q = self.params.get(other.name)
+        if feat.full is not None:
+            return f"the next BN {other.label} comes after a Flatten/Reshape"
+        if q is None or q.mode != 0 or len(q.axis) != 1 or feat.rank is None or self.norm_axis(q, feat.rank) != feat.axis:
+            return f"the next BN {other.label} normalises another axis or cannot fold"
+        if not _finite(q):
+            return f"the next BN {other.label} has NaN/Inf or non-positive variance + epsilon"
+        return FoldDecision(bn.name, "merge", f"merges into the next BN {other.label}", target=other.name, via=via)
+
+    def _forward_into(
+        self, bn: Layer, p: BNParams, layer: Layer, feat: _Features, s: np.ndarray, t: np.ndarray, via: list[str]
+    ) -> FoldDecision | str:
+        if len(layer.calls) != 1:
+            return f"{layer.label} is shared ({len(layer.calls)} calls)"
         if layer.class_name == "Dense":
-            if not reshaped and axis != rank - 1:
+            if feat.full is not None:
+                per_unit = dense_input_affine(*feat.full)
+                if per_unit is None:
+                    return f"after Flatten/Reshape the scale varies along an axis {layer.label} does not read"
+                ts, tt = per_unit
+            elif feat.axis is None or feat.rank is None:
+                return "its axis cannot be matched to a channel axis (unknown shape or several axes)"
+            elif feat.axis != feat.rank - 1:
                 return f"its axis {p.axis[0]} is not the last axis, which {layer.label} reads"
-            if reshaped and any(d is None for d in (self.shapes.get(TensorRef(bn.name)) or (None,))[1:]):
-                return "the shape before Flatten/Reshape is not fully known"
-            return FoldDecision(bn.name, "forward", f"folds forward into {layer.label}", target=layer.name, via=via)
-        if reshaped:
+            else:
+                ts, tt = s, t
+            return self._decision(bn, "forward", f"folds forward into {layer.label}", layer, via, ts, tt)
+        if feat.full is not None:
             return f"a Flatten/Reshape lies between it and {layer.label}"
-        in_rank = self.rank(self.model[layer.name].calls[0][0])
-        if in_rank is None or axis != _channel_axis(layer, in_rank):
+        in_rank = self.rank(layer.calls[0][0])
+        if feat.axis is None or in_rank is None or feat.axis != _channel_axis(layer, in_rank):
             return f"its axis is not the input channel axis of {layer.label}"
-        if layer.config.get("padding", "valid") != "valid" and np.any(t != 0):
-            return f"{layer.label} pads with zeros ({layer.config.get('padding')} padding) and the shift is not zero"
-        return FoldDecision(bn.name, "forward", f"folds forward into {layer.label}", target=layer.name, via=via)
+        padding = layer.config.get("padding", "valid")
+        if padding != "valid" and np.any(t != 0):
+            return f"{layer.label} pads with zeros ({padding} padding) and the shift is not zero"
+        return self._decision(bn, "forward", f"folds forward into {layer.label}", layer, via, s, t)
+
+    @staticmethod
+    def _decision(bn: Layer, action: str, reason: str, layer: Layer, via: list[str], ts: np.ndarray, tt: np.ndarray) -> FoldDecision:
+        return FoldDecision(bn.name, action, reason, target=layer.name, via=via, target_scale=ts, target_shift=tt)
 
     # -- driver -------------------------------------------------------------------------------
     def plan(self) -> list[FoldDecision]:
@@ -236,10 +329,7 @@ class _Planner:
                 self.params[layer.name] = bn_params(layer)
             except BnconvertError:
                 pass
-        decisions = []
-        for layer in bns:
-            decisions.append(self.decide(layer))
-        return decisions
+        return [self.decide(layer) for layer in bns]
 
     def stays(self, bn: Layer, reason: str) -> FoldDecision:
         return FoldDecision(bn.name, "stays", reason, scope=self.scope)
@@ -252,26 +342,32 @@ class _Planner:
             return self.stays(bn, f"Keras 1 mode {p.mode} uses batch statistics at inference, not the saved ones")
         if not self.model.has_graph:
             return self.stays(bn, "no architecture in the file: connections unknown (pass --config)")
-        arrays = (p.gamma, p.beta, p.mean, p.variance)
-        if not all(np.all(np.isfinite(a)) for a in arrays) or np.any(p.variance + p.epsilon <= 0):
-            return self.stays(bn, "NaN/Inf or non-positive variance + epsilon: refusing to fold")
         if len(p.axis) > 1:
             return self.stays(bn, f"it normalises over several axes {list(p.axis)}")
         if len(bn.calls) != 1:
             return self.stays(bn, f"the BN layer is shared ({len(bn.calls)} calls)")
-        s, t = self.affine.get(bn.name, (p.fold_scale, p.fold_shift))
-        absorbed = [d for d, into in getattr(self, "_merged", {}).items() if into == bn.name]
+        finite = _finite(p)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            s, t = self.affine.get(bn.name, (p.fold_scale, p.fold_shift))
+        absorbed = sorted(name for name, into in self.merged.items() if into == bn.name)
         reasons = []
-        for result in (self.backward(bn, p, s), None):
-            if result is None:
-                result = self.forward(bn, p, s, t)
+        for move in ("backward", "forward"):
+            result = self.backward(bn, p, s) if move == "backward" else self.forward(bn, p, s, t)
             if isinstance(result, FoldDecision):
+                if not finite:
+                    decision = self.stays(bn, f"NaN/Inf or non-positive variance + epsilon: refusing to fold ({result.reason})")
+                    decision.blocked, decision.target = True, result.target
+                    return decision
                 result.scale, result.shift, result.absorbed, result.scope = s, t, absorbed, self.scope
+                if result.target_scale is None:
+                    result.target_scale, result.target_shift = s, t
                 if result.action == "merge":
                     self._merge(bn.name, result.target, s, t)
+                self.gone.add(bn.name)
                 return result
             reasons.append(result)
-        decision = self.stays(bn, _combine(reasons))
+        reason = "NaN/Inf or non-positive variance + epsilon" if not finite else f"cannot fold back ({reasons[0]}) or forward ({reasons[1]})"
+        decision = self.stays(bn, reason)
         decision.absorbed = absorbed
         if absorbed:
             decision.scale, decision.shift = s, t
@@ -279,19 +375,16 @@ class _Planner:
 
     def _merge(self, name: str, into: str, s: np.ndarray, t: np.ndarray) -> None:
         other = self.params[into]
-        s2, t2 = self.affine.get(into, (other.fold_scale, other.fold_shift))
-        self.affine[into] = (s2 * s, s2 * t + t2)
-        self.gone.add(name)
-        self._merged = getattr(self, "_merged", {})
-        self._merged[name] = into
-        for prior, target in list(self._merged.items()):
+        self.affine[into] = compose((s, t), self.affine.get(into, (other.fold_scale, other.fold_shift)))
+        self.merged[name] = into
+        for prior, target in list(self.merged.items()):
             if target == name:
-                self._merged[prior] = into
+                self.merged[prior] = into
 
 
-def _combine(reasons: list[str]) -> str:
-    back, fwd = reasons
-    return f"cannot fold back ({back}) or forward ({fwd})"
+def _finite(p: BNParams) -> bool:
+    arrays = (p.gamma, p.beta, p.mean, p.variance)
+    return all(np.all(np.isfinite(a)) for a in arrays) and not np.any(p.variance + p.epsilon <= 0)
 
 
 def plan_folds(model: Model, scope: str = "") -> list[FoldDecision]:

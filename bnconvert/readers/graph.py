@@ -123,7 +123,23 @@ def _functional(body: Any, where: str) -> Model:
             for ref in call:
                 if ref.layer not in model:
                     raise FormatError(f"{where}: layer {layer.label} takes its input from unknown layer '{ref.layer}'")
+    _renumber_nested(model)
     return model
+
+
+def _renumber_nested(model: Model) -> None:
+    """Keras 2 counts a nested model's own input node as node 0, so its first call in the outer
+    graph is node 1 (Keras 3 writes 0): make every ref name the call index, as for other layers."""
+    for nested in model.layers:
+        if nested.model is None:
+            continue
+        refs = [r for layer in model.layers for call in layer.calls for r in call if r.layer == nested.name]
+        refs += [r for r in model.outputs if r.layer == nested.name]
+        if refs and min(r.node for r in refs) >= 1 and max(r.node for r in refs) == len(nested.calls):
+            fix = {r: TensorRef(r.layer, r.node - 1, r.index) for r in refs}
+            for layer in model.layers:
+                layer.calls = [[fix.get(r, r) for r in call] for call in layer.calls]
+            model.outputs = [fix.get(r, r) for r in model.outputs]
 
 
 def _check_unique(layers: list[Layer], where: str) -> None:
