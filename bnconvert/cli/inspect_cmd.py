@@ -17,11 +17,11 @@ from typing import Any, TextIO
 
 import click
 
-from ..batch import CSV_COLUMNS, Summary, audit_records, collect, csv_rows, is_error
+from ..batch import Summary, audit_records, collect, is_error
 from ..errors import BnconvertError
 from .options import load_kwargs, load_options
 
-__all__ = ["inspect", "render_table", "has_findings"]
+__all__ = ["CSV_COLUMNS", "csv_rows", "has_findings", "inspect", "render_table"]
 
 
 def _num(value: float | None) -> str:
@@ -99,6 +99,56 @@ def render_table(report: dict[str, Any]) -> str:
 def has_findings(report: dict[str, Any]) -> bool:
     """True when a report has a finding of severity warning or error (what ``--strict`` fails on)."""
     return any(f["severity"] in ("warning", "error") for bn in report["batch_norms"] for f in bn["findings"])
+
+
+CSV_COLUMNS = [
+    "file", "format", "keras_version", "bn", "channels", "axis", "epsilon", "input_from",
+    "fold_action", "fold_target", "fold_reason",
+    "gamma_min", "gamma_median", "gamma_max", "beta_min", "beta_median", "beta_max",
+    "mean_min", "mean_median", "mean_max", "variance_min", "variance_median", "variance_max",
+    "findings", "error",
+]
+
+_STATS = (("gamma", "gamma"), ("beta", "beta"), ("mean", "moving_mean"), ("variance", "moving_variance"))
+
+
+def _cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def csv_rows(record: dict[str, Any]) -> list[list[Any]]:
+    """A record flattened to rows of :data:`CSV_COLUMNS`: one per BN layer.
+
+    A file without BN layers gets one row with empty BN columns (so every file appears), and an
+    error record one row with only ``file`` and ``error``.
+    """
+    blank = dict.fromkeys(CSV_COLUMNS, "")
+    if is_error(record):
+        return [list({**blank, "file": record["file"], "error": record["error"]}.values())]
+    base = {**blank, "file": record["file"], "format": record["format"], "keras_version": _cell(record["keras_version"])}
+    if not record["batch_norms"]:
+        return [list(base.values())]
+    rows = []
+    for bn in record["batch_norms"]:
+        row = dict(base)
+        src = bn["input_from"]
+        row.update({
+            "bn": bn["name"],
+            "channels": bn["channels"],
+            "axis": ",".join(str(a) for a in bn["axis"]),
+            "epsilon": _cell(bn["epsilon"]),
+            "input_from": f"{src['layer']} ({src['class']})" if src else "",
+            "fold_action": bn["fold"]["action"],
+            "fold_target": _cell(bn["fold"]["target"]),
+            "fold_reason": _cell(bn["fold"]["reason"]),
+            "findings": ";".join(f["kind"] for f in bn["findings"]),
+        })
+        for column, key in _STATS:
+            stats = bn["statistics"].get(key) or {}
+            for part in ("min", "median", "max"):
+                row[f"{column}_{part}"] = _cell(stats.get(part))
+        rows.append(list(row.values()))
+    return rows
 
 
 class _Progress:
@@ -199,15 +249,19 @@ def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None,
     fmt = "json" if as_json else (fmt or "table")
     plot_data = None
     if plot_path is not None:
-        from ..plot import PlotData, require_matplotlib
+        from ..plot import PlotData, check_target, require_matplotlib
 
         require_matplotlib()
+        check_target(plot_path)
         plot_data = PlotData()
     found = collect(paths, recursive=recursive, config=config)
+    for problem in found.unreadable:
+        click.echo(f"bnconvert: error: {problem}", err=True)
     many = found.folders or len(found.tasks) > 1
     if not found.tasks:
-        raise BnconvertError(f"no model file found in {', '.join(paths)} ({found.skipped} other files skipped"
-                             + ("; add --recursive to search subfolders)" if found.unsearched else ")"))
+        others = f"{found.skipped} other {'file' if found.skipped == 1 else 'files'} skipped"
+        hint = "; add --recursive to search subfolders" if found.unsearched else ""
+        raise BnconvertError(f"no model file found in {', '.join(paths)} ({others}{hint})")
     jobs = min(jobs or os.cpu_count() or 1, len(found.tasks))
     stderr = click.get_text_stream("stderr")
     progress = _Progress(len(found.tasks), stderr, enabled=many and stderr.isatty())
@@ -230,15 +284,15 @@ def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None,
         progress.update(summary.files, summary.failed, record["file"])
     writer.close()
     progress.clear()
+    if many:
+        for line in summary.lines(found):
+            click.echo(line, err=True)
     if plot_data is not None and plot_path is not None:
         from ..plot import plot_records
 
         plot_records(plot_data, plot_path)
         click.echo(f"plot written to {plot_path}", err=True)
-    if many:
-        for line in summary.lines(found):
-            click.echo(line, err=True)
-    if summary.failed:
+    if summary.failed or found.unreadable:
         raise SystemExit(2)
     if strict and flagged:
         raise SystemExit(1)
