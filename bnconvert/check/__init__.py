@@ -1,0 +1,53 @@
+"""Numerical equivalence: run two models on the same inputs and compare every output.
+
+- :func:`verify`: any two of a Keras file, a folded Keras file and an ONNX file
+  (``bnconvert verify A B``), Polygraphy's element rule and defaults (atol = rtol = 1e-5, an
+  element fails only when it exceeds both), with ``locate`` to name the first diverging layer.
+- :func:`check_written` / :func:`check_export`: the checks ``fold`` and ``export`` run on what
+  they wrote, against Keras when TensorFlow is installed, else bnconvert's unfolded ONNX export.
+
+Runners (``runners``, ``keras_runner``) share one call, ``infer(feeds) -> outputs``; the
+comparison (``compare``) knows nothing about them. TensorFlow is imported only by the Keras runner.
+"""
+
+from __future__ import annotations
+
+from .compare import CompareResult, DiffStats, OutputComparison, compare_arrays, compare_outputs, diff_stats
+from .inputs import InputSpec, load_inputs, parse_input_shapes, parse_range, random_inputs
+from .keras_runner import KerasRunner
+from .locate import LayerDiff, LocateResult, locate_divergence
+from .results import EXPORT_TOLERANCE, FOLD_TOLERANCE, CheckResult, VerifyResult
+from .runners import ExportRunner, OnnxRunner, Runner, RunnerUnavailable
+from .verify import check_export, check_written, file_kind, open_runner, verify
+
+__all__ = [
+    "verify",
+    "check_written",
+    "check_export",
+    "open_runner",
+    "file_kind",
+    "VerifyResult",
+    "CheckResult",
+    "FOLD_TOLERANCE",
+    "EXPORT_TOLERANCE",
+    "CompareResult",
+    "OutputComparison",
+    "DiffStats",
+    "compare_arrays",
+    "compare_outputs",
+    "diff_stats",
+    "InputSpec",
+    "random_inputs",
+    "load_inputs",
+    "parse_input_shapes",
+    "parse_range",
+    "LocateResult",
+    "LayerDiff",
+    "locate_divergence",
+    "Runner",
+    "OnnxRunner",
+    "ExportRunner",
+    "KerasRunner",
+    "RunnerUnavailable",
+]
+

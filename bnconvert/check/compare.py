@@ -1,0 +1,315 @@
+"""Compare two sets of named outputs element by element, the way Polygraphy does.
+
+An element *fails* only when it exceeds **both** tolerances (Polygraphy's convention)::
+
+    |a - b| > atol   and   |a - b| / |a| > rtol
+
+``a`` is the reference (the first model). The relative difference of an element whose reference
+is 0 is 0 when the difference is 0 too, else infinite. NaN anywhere fails; an infinity fails
+unless the other side holds the same infinity at the same place. The statistics (max, mean,
+median, p90, p95, p99 of the absolute and relative differences) are computed in float64 over the
+elements that are finite on both sides. Nothing here knows about runners or model formats.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DiffStats", "OutputComparison", "CompareResult", "compare_arrays", "compare_outputs", "diff_stats"]
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass(frozen=True)
+class DiffStats:
+    """Summary statistics of one array of (absolute or relative) differences."""
+
+    max: float
+    mean: float
+    median: float
+    p90: float
+    p95: float
+    p99: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: _json_float(getattr(self, k)) for k in ("max", "mean", "median", "p90", "p95", "p99")}
+
+
+def diff_stats(values: np.ndarray) -> DiffStats:
+    """max, mean, median and p90/p95/p99 of ``values`` (float64; zeros for an empty array).
+
+    Percentiles use numpy's default (linear) interpolation; an infinite value makes the
+    statistics that include it infinite.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        return DiffStats(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        med, p90, p95, p99 = (float(x) for x in np.percentile(v, PERCENTILES))
+        return DiffStats(float(v.max()), float(v.mean()), med, p90, p95, p99)
+
+
+def _json_float(x: float) -> float | str:
+    return x if math.isfinite(x) else str(x)
+
+
+@dataclass
+class OutputComparison:
+    """The comparison of one output (``name``) of model A (reference) with model B."""
+
+    name: str
+    name_b: str
+    shape_a: tuple[int, ...]
+    shape_b: tuple[int, ...]
+    atol: float
+    rtol: float
+    passed: bool
+    #: why it failed when the numbers cannot say (shape mismatch, NaN ...), else ""
+    message: str = ""
+    abs: DiffStats | None = None
+    rel: DiffStats | None = None
+    #: elements exceeding both tolerances (NaN/unmatched Inf included) and the total
+    mismatches: int = 0
+    #: elements NaN or Inf on one side without the same value on the other
+    nonfinite_mismatches: int = 0
+    total: int = 0
+    #: index, reference value and other value of the largest absolute difference
+    worst_index: tuple[int, ...] | None = None
+    worst_a: float | None = None
+    worst_b: float | None = None
+    #: index of the largest relative difference
+    worst_rel_index: tuple[int, ...] | None = None
+    #: largest |a|: the scale the built-in checks divide the largest difference by
+    max_abs_ref: float = 0.0
+    nonfinite_a: dict[str, int] = field(default_factory=dict)
+    nonfinite_b: dict[str, int] = field(default_factory=dict)
+    #: (low, high, count) per decade of absolute difference; low 0 is the exact-match bin
+    histogram: list[tuple[float, float, int]] = field(default_factory=list)
+
+    @property
+    def normalized_error(self) -> float:
+        """max |a - b| / max |a|: scale-free, what the fold and export checks bound (inf when the
+        shapes differ or a NaN/Inf is not matched on the other side)."""
+        if self.abs is None or self.nonfinite_mismatches:
+            return math.inf
+        if self.abs.max == 0:
+            return 0.0
+        return self.abs.max / self.max_abs_ref if self.max_abs_ref > 0 else math.inf
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def summary(self) -> str:
+        """A few lines of text: verdict, statistics, worst element, histogram."""
+        label = self.name if self.name == self.name_b else f"{self.name} / {self.name_b}"
+        head = f"output '{label}' {self.shape_a}: {'PASSED' if self.passed else 'FAILED'}"
+        lines = [head]
+        if self.message:
+            lines.append(f"  {self.message}")
+        if self.abs is None or self.rel is None:
+            return "\n".join(lines)
+        lines.append(f"  mismatches {self.mismatches}/{self.total} (|diff| > {self.atol:g} and rel > {self.rtol:g})")
+        for title, s in (("abs diff", self.abs), ("rel diff", self.rel)):
+            lines.append(
+                f"  {title}  max {s.max:.4g}  mean {s.mean:.4g}  median {s.median:.4g}  "
+                f"p90 {s.p90:.4g}  p95 {s.p95:.4g}  p99 {s.p99:.4g}"
+            )
+        if self.worst_index is not None:
+            lines.append(
+                f"  worst abs at {list(self.worst_index)}: A={self.worst_a:.8g} B={self.worst_b:.8g}; "
+                f"max |A| {self.max_abs_ref:.4g}, normalized error {self.normalized_error:.3g}"
+            )
+        for side, counts in (("A", self.nonfinite_a), ("B", self.nonfinite_b)):
+            if any(counts.values()):
+                lines.append(f"  {side} holds {counts.get('nan', 0)} NaN and {counts.get('inf', 0)} Inf")
+        lines.extend("  " + line for line in render_histogram(self.histogram))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "name_b": self.name_b,
+            "shape_a": list(self.shape_a),
+            "shape_b": list(self.shape_b),
+            "passed": self.passed,
+            "message": self.message,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "mismatches": self.mismatches,
+            "nonfinite_mismatches": self.nonfinite_mismatches,
+            "total": self.total,
+            "abs": self.abs.to_dict() if self.abs else None,
+            "rel": self.rel.to_dict() if self.rel else None,
+            "worst_index": list(self.worst_index) if self.worst_index is not None else None,
+            "worst_a": _json_float(self.worst_a) if self.worst_a is not None else None,
+            "worst_b": _json_float(self.worst_b) if self.worst_b is not None else None,
+            "worst_rel_index": list(self.worst_rel_index) if self.worst_rel_index is not None else None,
+            "max_abs_ref": _json_float(self.max_abs_ref),
+            "normalized_error": _json_float(self.normalized_error),
+            "nonfinite_a": dict(self.nonfinite_a),
+            "nonfinite_b": dict(self.nonfinite_b),
+            "histogram": [[lo, _json_float(hi), n] for lo, hi, n in self.histogram],
+        }
+
+
+def histogram(absdiff: np.ndarray, *, low_decade: int = -12) -> list[tuple[float, float, int]]:
+    """Counts of absolute differences per decade: [0, 0] exact, then [10^k, 10^(k+1)) bins.
+
+    Only the decades from the smallest to the largest non-zero difference appear; anything
+    below ``10^low_decade`` is counted in the lowest bin.
+    """
+    v = np.asarray(absdiff, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    bins: list[tuple[float, float, int]] = []
+    zeros = int(np.count_nonzero(v == 0))
+    if zeros:
+        bins.append((0.0, 0.0, zeros))
+    nz = v[v > 0]
+    if nz.size == 0:
+        return bins
+    dec = np.maximum(np.floor(np.log10(nz)).astype(np.int64), low_decade)
+    for k in range(int(dec.min()), int(dec.max()) + 1):
+        bins.append((10.0**k, 10.0 ** (k + 1), int(np.count_nonzero(dec == k))))
+    return bins
+
+
+def render_histogram(bins: list[tuple[float, float, int]], *, width: int = 30) -> list[str]:
+    """Text bars, one per bin."""
+    if not bins:
+        return []
+    top = max(n for _, _, n in bins) or 1
+    lines = ["abs diff histogram:"]
+    for lo, hi, n in bins:
+        label = "        == 0       " if hi == 0 else f"[{lo:8.0e}, {hi:8.0e})"
+        lines.append(f"  {label} {n:>9} {'#' * max(1 if n else 0, round(width * n / top))}")
+    return lines
+
+
+def _nonfinite(x: np.ndarray) -> dict[str, int]:
+    if x.dtype.kind not in "fc":
+        return {"nan": 0, "inf": 0}
+    return {"nan": int(np.count_nonzero(np.isnan(x))), "inf": int(np.count_nonzero(np.isinf(x)))}
+
+
+def compare_arrays(
+    a: np.ndarray, b: np.ndarray, *, atol: float = 1e-5, rtol: float = 1e-5, name: str = "output", name_b: str | None = None
+) -> OutputComparison:
+    """Compare reference ``a`` with ``b`` element-wise; see the module docstring for the rule."""
+    a, b = np.asarray(a), np.asarray(b)
+    result = OutputComparison(
+        name=name, name_b=name_b or name, shape_a=tuple(a.shape), shape_b=tuple(b.shape),
+        atol=atol, rtol=rtol, passed=False, total=int(a.size),
+        nonfinite_a=_nonfinite(a), nonfinite_b=_nonfinite(b),
+    )
+    if a.shape != b.shape:
+        result.message = f"shapes differ: A {tuple(a.shape)}, B {tuple(b.shape)}"
+        return result
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    finite = np.isfinite(a64) & np.isfinite(b64)
+    # non-finite elements match only when both hold the same infinity
+    same_inf = np.isinf(a64) & (a64 == b64)
+    bad_nonfinite = ~finite & ~same_inf
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        absdiff = np.where(finite, np.abs(a64 - b64), 0.0)
+        ref = np.abs(a64)
+        reldiff = np.where(absdiff == 0, 0.0, absdiff / ref)  # x / 0 -> inf
+    fails = ((absdiff > atol) & (reldiff > rtol)) | bad_nonfinite
+    result.mismatches = int(np.count_nonzero(fails))
+    result.nonfinite_mismatches = int(np.count_nonzero(bad_nonfinite))
+    result.abs = diff_stats(absdiff[finite])
+    result.rel = diff_stats(reldiff[finite])
+    result.max_abs_ref = float(ref[finite].max()) if finite.any() else 0.0
+    if finite.any():
+        flat = np.where(finite, absdiff, -1.0)
+        worst = np.unravel_index(int(np.argmax(flat)), a.shape)
+        result.worst_index = tuple(int(i) for i in worst)
+        result.worst_a, result.worst_b = float(a64[worst]), float(b64[worst])
+        flat_rel = np.where(finite, reldiff, -1.0)
+        result.worst_rel_index = tuple(int(i) for i in np.unravel_index(int(np.argmax(flat_rel)), a.shape))
+    result.histogram = histogram(absdiff[finite])
+    notes = []
+    if bad_nonfinite.any():
+        count = int(np.count_nonzero(bad_nonfinite))
+        notes.append(f"{count} elements are NaN or Inf on one side without the same value on the other")
+    elif (~finite).any():
+        notes.append(f"{int(np.count_nonzero(~finite))} elements are the same infinity on both sides")
+    result.message = "; ".join(notes)
+    result.passed = result.mismatches == 0
+    return result
+
+
+@dataclass
+class CompareResult:
+    """All outputs compared; truthy when every output passed."""
+
+    outputs: list[OutputComparison]
+    atol: float
+    rtol: float
+    #: problems that are not about one output (different output names or counts)
+    messages: list[str] = field(default_factory=list)
+    passed: bool = False
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def normalized_error(self) -> float:
+        """The largest ``max |a-b| / max |a|`` over the outputs (inf when one could not be compared)."""
+        if not self.outputs:
+            return math.inf
+        return max(o.normalized_error for o in self.outputs)
+
+    def summary(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        ok = sum(map(bool, self.outputs))
+        lines = [f"{verdict}: {ok}/{len(self.outputs)} outputs within atol={self.atol:g}, rtol={self.rtol:g}"]
+        lines.extend(self.messages)
+        lines.extend(o.summary() for o in self.outputs)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "normalized_error": _json_float(self.normalized_error),
+            "messages": list(self.messages),
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+
+def pair_names(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Pairs of output names to compare, and notes: by name when the names agree, else by position."""
+    names_a, names_b = list(a), list(b)
+    if set(names_a) == set(names_b):
+        return [(n, n) for n in names_a], []
+    if len(names_a) == len(names_b):
+        note = f"output names differ (A {names_a}, B {names_b}): compared by position"
+        return list(zip(names_a, names_b)), [note]
+    return [], [f"output counts differ: A has {len(names_a)} {names_a}, B has {len(names_b)} {names_b}"]
+
+
+def compare_outputs(
+    a: Mapping[str, np.ndarray],
+    b: Mapping[str, np.ndarray],
+    *,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    pairs: Sequence[tuple[str, str]] | None = None,
+) -> CompareResult:
+    """Compare every output of ``a`` (reference) with the matching output of ``b``.
+
+    Outputs are matched by name, else by position when the counts agree (``pairs`` overrides).
+    """
+    if pairs is None:
+        pairs, messages = pair_names(a, b)
+    else:
+        messages = []
+    outputs = [compare_arrays(a[na], b[nb], atol=atol, rtol=rtol, name=na, name_b=nb) for na, nb in pairs]
+    passed = bool(pairs) and all(outputs)
+    return CompareResult(outputs=outputs, atol=atol, rtol=rtol, messages=messages, passed=passed)

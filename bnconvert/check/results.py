@@ -1,0 +1,158 @@
+"""What a check returns: :class:`VerifyResult` (``bnconvert verify``) and :class:`CheckResult`
+(the checks fold and export run after writing). Both are truthy when the models agreed, print a
+report with ``summary()`` and serialise with ``to_dict()``; both always say what ran each side.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import EquivalenceError
+from .compare import CompareResult
+from .locate import LocateResult
+
+__all__ = ["VerifyResult", "CheckResult", "FOLD_TOLERANCE", "EXPORT_TOLERANCE"]
+
+#: the fold check passes when max |reference - folded| / max |reference| is at most this
+FOLD_TOLERANCE = 1e-5
+#: the export check passes when max |reference - onnx| / max |reference| is at most this
+EXPORT_TOLERANCE = 1e-4
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}" if math.isfinite(x) else str(x)
+
+
+@dataclass
+class VerifyResult:
+    """Model A (the reference) against model B on the same inputs."""
+
+    a: str
+    b: str
+    runner_a: str
+    runner_b: str
+    kind_a: str
+    kind_b: str
+    comparison: CompareResult
+    #: one entry per input: name (A's), name in B, shape, dtype, layout transform applied for B
+    inputs: list[dict[str, Any]]
+    #: where the data came from: "uniform [0, 1) from seed 1" or "file x.npz"
+    input_source: str
+    notes: list[str] = field(default_factory=list)
+    located: LocateResult | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.comparison)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def summary(self) -> str:
+        lines = [f"A  {self.runner_a}", f"B  {self.runner_b}"]
+        feeds = ", ".join(
+            f"{i['name']} [{'x'.join(map(str, i['shape']))}] {i['dtype']}"
+            + (f" (B: {i['layout_b']})" if i.get("layout_b") else "")
+            for i in self.inputs
+        )
+        lines.append(f"inputs  {feeds}: {self.input_source}")
+        lines.extend(f"note  {n}" for n in self.notes)
+        lines.append(self.comparison.summary())
+        if self.located is not None:
+            lines.append(self.located.summary())
+        lines.append("EQUIVALENT" if self.passed else "NOT EQUIVALENT")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "a": {"path": self.a, "runner": self.runner_a, "kind": self.kind_a},
+            "b": {"path": self.b, "runner": self.runner_b, "kind": self.kind_b},
+            "inputs": [dict(i) for i in self.inputs],
+            "input_source": self.input_source,
+            "notes": list(self.notes),
+            "comparison": self.comparison.to_dict(),
+            "locate": self.located.to_dict() if self.located is not None else None,
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+        }
+
+
+@dataclass
+class CheckResult:
+    """The check fold or export runs on what it wrote, before keeping it.
+
+    Passes when every output satisfies ``max |ref - out| / max |ref| <= tolerance``
+    (:data:`FOLD_TOLERANCE`, :data:`EXPORT_TOLERANCE`) with no NaN/Inf on one side only.
+    """
+
+    what: str
+    original: str
+    written: str
+    reference: str
+    reference_kind: str
+    candidate: str
+    candidate_kind: str
+    tolerance: float
+    comparison: CompareResult | None
+    passed: bool
+    #: why the check failed when the numbers cannot say (the written file does not load ...)
+    message: str = ""
+    notes: list[str] = field(default_factory=list)
+    seed: int = 1
+    batch: int = 2
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def error(self) -> float:
+        """The largest max |ref - out| / max |ref| over the outputs (inf when not comparable)."""
+        return self.comparison.normalized_error if self.comparison is not None else math.inf
+
+    def headline(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        return (
+            f"{self.what} check {verdict}: max |diff| / max |reference| = {_fmt(self.error)} "
+            f"(tolerance {self.tolerance:g}); reference: {self.reference_kind}, checked: {self.candidate_kind}"
+        )
+
+    def summary(self) -> str:
+        lines = [self.headline(), f"  reference  {self.reference}", f"  checked    {self.candidate}"]
+        if self.inputs:
+            shapes = ", ".join(f"{i['name']} [{'x'.join(map(str, i['shape']))}]" for i in self.inputs)
+            lines.append(f"  inputs     {shapes}: uniform [0, 1) from seed {self.seed}")
+        if self.message:
+            lines.append(f"  {self.message}")
+        lines.extend(f"  note       {n}" for n in self.notes)
+        if self.comparison is not None and not self.passed:
+            lines.extend("  " + line for line in self.comparison.summary().splitlines())
+        return "\n".join(lines)
+
+    def require(self) -> CheckResult:
+        """Return self when passed; raise :class:`EquivalenceError` (exit code 1) with the numbers otherwise."""
+        if not self.passed:
+            raise EquivalenceError(self.summary())
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        error = self.error
+        return {
+            "what": self.what,
+            "passed": self.passed,
+            "original": self.original,
+            "written": self.written,
+            "reference": {"kind": self.reference_kind, "runner": self.reference},
+            "checked": {"kind": self.candidate_kind, "runner": self.candidate},
+            "tolerance": self.tolerance,
+            "error": error if math.isfinite(error) else str(error),
+            "message": self.message,
+            "notes": list(self.notes),
+            "seed": self.seed,
+            "batch": self.batch,
+            "inputs": [dict(i) for i in self.inputs],
+            "comparison": self.comparison.to_dict() if self.comparison is not None else None,
+        }

@@ -1,0 +1,254 @@
+"""``verify`` (any two models) and the checks fold and export run on what they wrote.
+
+A side is a Keras file (run by Keras when TensorFlow is installed and a current Keras loads the
+file, else by bnconvert's unfolded ONNX export in onnxruntime) or an ONNX file (onnxruntime,
+optimisations off). Both sides get the same inputs; B's inputs and outputs are transposed when
+it holds NCHW where A holds channels_last (``--nchw`` exports).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import FormatError
+from ..model import Model
+from .inputs import load_inputs, random_inputs
+from .keras_runner import INSTALL_HINT, KerasLoadError, KerasRunner, keras_available, keras_module_for
+from .pairing import bind_inputs, fill_dynamic, run_pair
+from .results import EXPORT_TOLERANCE, FOLD_TOLERANCE, CheckResult, VerifyResult
+from .runners import ExportRunner, OnnxRunner, Runner, RunnerUnavailable
+
+__all__ = ["verify", "check_written", "check_export", "open_runner", "file_kind", "reading_options"]
+
+log = logging.getLogger(__name__)
+
+
+def file_kind(path: str | os.PathLike[str]) -> str:
+    """``'keras'`` (HDF5 or zip) or ``'onnx'`` (protobuf); FormatError for anything else."""
+    from ..readers import sniff
+
+    try:
+        kind = sniff(path)
+    except FormatError:
+        if not Path(path).is_file() or Path(path).stat().st_size == 0:
+            raise
+        if _is_onnx(path):
+            return "onnx"
+        raise FormatError(f"{path}: neither a Keras model file (HDF5 or .keras zip) nor an ONNX model") from None
+    if kind == "json":
+        raise FormatError(f"{path}: a JSON architecture; pass the weights .h5 and --config {path}")
+    return "keras"
+
+
+def _is_onnx(path: str | os.PathLike[str]) -> bool:
+    import onnx
+
+    try:
+        proto = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - protobuf's DecodeError and friends: not ONNX
+        return False
+    return proto.ir_version > 0 and len(proto.graph.output) > 0
+
+
+def reading_options(path: str | os.PathLike[str], options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The reading options that concern this file, so one set can be given for two files.
+
+    ``config`` only for a weights-only HDF5; ``flip_kernels`` not for a file that records the
+    TensorFlow backend (a modern or bnconvert-written file); nothing for a ``.keras`` zip.
+    ``running_std`` is read by the Keras 1 reader only.
+    """
+    import h5py
+
+    from ..readers import sniff
+
+    opts = {k: v for k, v in dict(options or {}).items() if v is not None}
+    if not opts:
+        return opts
+    if sniff(path) != "hdf5":
+        return {}
+    with h5py.File(path, "r") as f:
+        full = "model_config" in f.attrs
+        backend = f.attrs.get("backend")
+    backend = backend.decode("utf-8", "replace") if isinstance(backend, bytes) else backend
+    if full:
+        opts.pop("config", None)
+    if backend == "tensorflow":
+        opts.pop("flip_kernels", None)
+    return opts
+
+
+def _load(path: str | os.PathLike[str], options: Mapping[str, Any] | None) -> Model:
+    from ..readers import load
+
+    return load(path, **reading_options(path, options))
+
+
+def open_runner(
+    path: str | os.PathLike[str],
+    *,
+    load_options: Mapping[str, Any] | None = None,
+    ort_optimize: bool = False,
+    use_keras: bool = True,
+) -> tuple[Runner, list[str]]:
+    """The runner for one side, and notes on how it was chosen.
+
+    ONNX files run in onnxruntime. Keras files run in Keras when ``use_keras``, TensorFlow is
+    installed and a current Keras loads them; otherwise in bnconvert's unfolded export.
+    """
+    if file_kind(path) == "onnx":
+        return OnnxRunner(path, optimize=ort_optimize), []
+    load_options = reading_options(path, load_options)
+    model = _load(path, load_options)
+    notes: list[str] = []
+    module = keras_module_for(model.source)
+    if not use_keras:
+        pass
+    elif module is None:
+        notes.append(f"{Path(path).name}: a Keras 1 file loads in no current Keras; it runs as bnconvert's unfolded ONNX export")
+    elif not keras_available(module):
+        notes.append(
+            f"{Path(path).name}: TensorFlow/{module} not installed ({INSTALL_HINT}); it runs as bnconvert's unfolded ONNX export"
+        )
+    else:
+        try:
+            return KerasRunner(path, model=model, load_options=load_options), notes
+        except RunnerUnavailable as exc:
+            notes.append(f"{exc}; it runs as bnconvert's unfolded ONNX export instead")
+    return ExportRunner(path, model=model), notes
+
+
+# ------------------------------------------------------------------------------------- verify
+def verify(
+    a_path: str | os.PathLike[str],
+    b_path: str | os.PathLike[str],
+    *,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    seed: int = 1,
+    batch: int = 1,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    inputs: str | os.PathLike[str] | None = None,
+    locate: bool = False,
+    load_options: Mapping[str, Any] | None = None,
+    ort_optimize: bool = False,
+) -> VerifyResult:
+    """Run A (the reference) and B on the same inputs and compare every output.
+
+    An element fails when ``|a-b| > atol`` **and** ``|a-b|/|a| > rtol`` (Polygraphy's rule and
+    defaults); NaN or an unmatched Inf fails. Inputs are uniform in ``value_range`` from ``seed``
+    with batch ``batch`` (dynamic dimensions from ``input_shapes``), or read from ``inputs``
+    (``.npz``/``.npy``). With ``locate``, a failure is traced to the first layer whose output
+    diverges. ``ort_optimize`` turns onnxruntime's graph optimisations on for ONNX files.
+    """
+    start = time.perf_counter()
+    ra, notes_a = open_runner(a_path, load_options=load_options, ort_optimize=ort_optimize)
+    rb, notes_b = open_runner(b_path, load_options=load_options, ort_optimize=ort_optimize)
+    loaded = time.perf_counter()
+    binding = bind_inputs(ra.input_specs(), rb.input_specs())
+    if inputs is not None:
+        feeds_a = load_inputs(inputs, binding.specs)
+        source = f"file {Path(inputs).name}"
+    else:
+        feeds_a = random_inputs(binding.specs, seed=seed, batch=batch, value_range=value_range, input_shapes=input_shapes)
+        source = f"uniform [{value_range[0]:g}, {value_range[1]:g}) from seed {seed}"
+    comparison, feeds_b = run_pair(ra, rb, binding, feeds_a, atol=atol, rtol=rtol)
+    located = None
+    if locate:
+        from .locate import LocateResult, locate_divergence
+
+        if comparison:
+            located = LocateResult(first=None, message="the outputs agree: nothing to locate")
+        else:
+            located = locate_divergence(ra, rb, feeds_a, feeds_b, atol=atol, rtol=rtol)
+    return VerifyResult(
+        a=str(a_path), b=str(b_path), runner_a=ra.describe(), runner_b=rb.describe(), kind_a=ra.kind, kind_b=rb.kind,
+        comparison=comparison, inputs=binding.rows(feeds_a), input_source=source,
+        notes=notes_a + notes_b + binding.notes, located=located,
+        seconds={
+            "load": loaded - start, "run_a": ra.infer_seconds, "run_b": rb.infer_seconds,
+            "total": time.perf_counter() - start,
+        },
+    )
+
+
+# ------------------------------------------------------------------------------ built-in checks
+def _check(
+    what: str, original: str, written: str, ref: Runner, cand: Runner, notes: list[str],
+    *, tolerance: float, seed: int, batch: int,
+) -> CheckResult:
+    """Run reference and candidate on seeded inputs; pass when max |diff| / max |ref| <= tolerance."""
+    binding = bind_inputs(ref.input_specs(), cand.input_specs())
+    specs, fill_notes = fill_dynamic(binding.specs, batch)
+    binding.specs = specs
+    feeds = random_inputs(specs, seed=seed, batch=batch)
+    comparison, _ = run_pair(ref, cand, binding, feeds, atol=1e-5, rtol=1e-5)
+    return CheckResult(
+        what=what, original=original, written=written, reference=ref.describe(), reference_kind=ref.kind,
+        candidate=cand.describe(), candidate_kind=cand.kind, tolerance=tolerance, comparison=comparison,
+        passed=bool(comparison.outputs) and comparison.normalized_error <= tolerance,
+        notes=notes + binding.notes + fill_notes, seed=seed, batch=batch, inputs=binding.rows(feeds),
+    )
+
+
+def check_written(
+    original_path: str | os.PathLike[str],
+    written_path: str | os.PathLike[str],
+    *,
+    load_options: Mapping[str, Any] | None = None,
+    seed: int = 1,
+    batch: int = 2,
+) -> CheckResult:
+    """Compare a folded Keras file with the original it came from (the check ``fold`` runs).
+
+    Reference: the original in Keras when TensorFlow is installed and a current Keras loads it,
+    else bnconvert's unfolded ONNX export of it. Checked: the written file in Keras when
+    TensorFlow is installed (a written file Keras cannot load fails the check), else its
+    export. Passes when max |ref - folded| / max |ref| <= :data:`FOLD_TOLERANCE` (1e-5).
+    ``load_options`` apply to reading the original (``running_std`` ...).
+    """
+    original, written = str(original_path), str(written_path)
+    ref, notes = open_runner(original, load_options=load_options)
+    model = _load(written, load_options)
+    module = keras_module_for(model.source)
+    cand: Runner
+    if module is not None and keras_available(module):
+        try:
+            cand = KerasRunner(written, model=model, load_options=reading_options(written, load_options))
+        except KerasLoadError as exc:
+            return CheckResult(
+                what="fold", original=original, written=written, reference=ref.describe(), reference_kind=ref.kind,
+                candidate=f"{module}: {written}", candidate_kind="keras", tolerance=FOLD_TOLERANCE, comparison=None,
+                passed=False, message=f"the folded file does not load in Keras: {exc}", notes=notes, seed=seed, batch=batch,
+            )
+        except RunnerUnavailable as exc:
+            notes.append(f"{exc}; the folded file runs as bnconvert's export")
+            cand = ExportRunner(written, model=model)
+    else:
+        cand = ExportRunner(written, model=model)
+    return _check("fold", original, written, ref, cand, notes, tolerance=FOLD_TOLERANCE, seed=seed, batch=batch)
+
+
+def check_export(
+    source_path: str | os.PathLike[str],
+    onnx_path: str | os.PathLike[str],
+    *,
+    load_options: Mapping[str, Any] | None = None,
+    seed: int = 1,
+    batch: int = 2,
+) -> CheckResult:
+    """Compare an exported ONNX file with the Keras file it came from (the check ``export`` runs).
+
+    Reference: the source in Keras when TensorFlow is installed and a current Keras loads it
+    (not Keras 1 files), else bnconvert's unfolded ONNX export of it. Passes when
+    max |ref - onnx| / max |ref| <= :data:`EXPORT_TOLERANCE` (1e-4).
+    """
+    source, written = str(source_path), str(onnx_path)
+    ref, notes = open_runner(source, load_options=load_options)
+    cand = OnnxRunner(written)
+    return _check("export", source, written, ref, cand, notes, tolerance=EXPORT_TOLERANCE, seed=seed, batch=batch)

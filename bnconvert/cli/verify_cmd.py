@@ -1,0 +1,74 @@
+"""``bnconvert verify A B``: run two models on the same inputs and compare every output.
+
+Exit 0 when equivalent, 1 when not, 2 for bad input or usage.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .options import load_kwargs, load_options
+
+__all__ = ["verify"]
+
+
+@click.command("verify")
+@click.argument("a", type=click.Path(dir_okay=False))
+@click.argument("b", type=click.Path(dir_okay=False))
+@click.option("--atol", type=float, default=1e-5, show_default=True,
+              help="Absolute tolerance. An element fails only when it exceeds both --atol and --rtol.")
+@click.option("--rtol", type=float, default=1e-5, show_default=True,
+              help="Relative tolerance, |A-B|/|A| (A is the reference).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the random inputs.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the random inputs.")
+@click.option("--range", "value_range", default="0,1", show_default=True, metavar="LOW,HIGH",
+              help="Random inputs are uniform in [LOW, HIGH).")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:DIMS",
+              help="Whole shape of an input with dynamic dimensions, e.g. input_1:1x224x224x3 (repeatable).")
+@click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False), default=None,
+              help="Real inputs instead of random ones: .npz (arrays named like the inputs) or .npy (one input).")
+@click.option("--locate", is_flag=True, help="When the outputs differ, name the first layer whose output diverges.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--ort-optimize", is_flag=True,
+              help="Turn onnxruntime's graph optimisations on for ONNX files (off by default: ORT would fold BN itself).")
+@load_options
+@click.pass_context
+def verify(
+    ctx: click.Context,
+    a: str,
+    b: str,
+    atol: float,
+    rtol: float,
+    seed: int,
+    batch: int,
+    value_range: str,
+    input_shapes: tuple[str, ...],
+    inputs_file: str | None,
+    locate: bool,
+    as_json: bool,
+    ort_optimize: bool,
+    config: str | None,
+    running_std: str,
+    flip_kernels: bool | None,
+) -> None:
+    """Check that models A and B compute the same thing.
+
+    A and B are any two of: a Keras file (any generation bnconvert reads), a folded Keras file, an
+    ONNX file. A is the reference. Keras files run in Keras when TensorFlow is installed, else as
+    bnconvert's unfolded ONNX export; ONNX files run in onnxruntime on CPU.
+
+    Exit codes: 0 equivalent, 1 not equivalent, 2 bad input or usage.
+    """
+    from ..check import parse_input_shapes, parse_range
+    from ..check import verify as run_verify
+
+    result = run_verify(
+        a, b,
+        atol=atol, rtol=rtol, seed=seed, batch=batch, value_range=parse_range(value_range),
+        input_shapes=parse_input_shapes(input_shapes), inputs=inputs_file, locate=locate,
+        load_options=load_kwargs(config, running_std, flip_kernels), ort_optimize=ort_optimize,
+    )
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.summary())
+    ctx.exit(0 if result else 1)
