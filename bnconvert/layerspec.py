@@ -69,12 +69,14 @@ def weight_spec(class_name: str, config: dict[str, Any]) -> list[tuple[str, bool
         spec = []
         if config.get("scale", True):
             spec.append(("gamma", True))
-        if config.get("center", True):
+        if config.get("center", True) and not config.get("rms_scaling"):  # Keras 3: no beta with rms_scaling
             spec.append(("beta", True))
         return spec
     if class_name == "PReLU":
         return [("alpha", True)]
-    if class_name == "Normalization":
+    if class_name == "Normalization":  # mean/variance given in the config: no weights
+        if config.get("mean") is not None and config.get("variance") is not None:
+            return []
         return [("mean", False), ("variance", False), ("count", False)]
     if class_name == "Embedding":
         return [("embeddings", True)]

@@ -180,7 +180,7 @@ def _single(layer: Layer, shapes: list[Shape]) -> Shape | None:
         return (x[0], *(x[d] for d in c["dims"]))
     if cls == "RepeatVector":
         return (x[0], c["n"], *x[1:])
-    if cls in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"):
+    if cls in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Divide", "TrueDivide"):
         return tuple(next((s[i] for s in shapes if s[i] is not None), None) for i in range(len(x)))
     if cls == "Concatenate":
         axis = c.get("axis", -1)

@@ -1,0 +1,42 @@
+"""``bnconvert export``: Keras file -> ONNX, BN folded first, checked against the original."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .options import load_kwargs, load_options
+
+__all__ = ["export"]
+
+
+@click.command()
+@click.argument("path", type=click.Path())
+@click.option("-o", "--output", "output", required=True, type=click.Path(), help="The ONNX file to write.")
+@click.option("--no-fold", is_flag=True, help="Export BatchNormalization as it is instead of folding it first.")
+@click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset (13 to 21).")
+@click.option("--nchw", is_flag=True, help="Make image inputs and outputs NCHW (default: the Keras layout).")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--no-check", is_flag=True, help="Skip the numerical check against the original model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
+@load_options
+def export(path: str, output: str, no_fold: bool, opset: int, nchw: bool, force: bool, no_check: bool, as_json: bool,
+           config: str | None, running_std: str, flip_kernels: bool | None) -> None:
+    """Export the Keras model PATH to ONNX.
+
+    The ONNX model takes and returns tensors like the Keras model (same names and layout, dynamic
+    batch size) unless --nchw. It is written only when it passes onnx.checker, shape inference and
+    the numerical check (exit 1 when that check fails); an unsupported layer stops the export
+    (exit 2) with every such layer named.
+    """
+    from ..onnx.export import export_file
+
+    report = export_file(
+        path, output, opset=opset, nchw=nchw, fold=not no_fold, force=force, check=not no_check,
+        load_options=load_kwargs(config, running_std, flip_kernels),
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        click.echo(report.summary())

@@ -1,0 +1,178 @@
+"""Walk a Model's layer calls in dependency order and hand each one to its handler.
+
+Nested Sequential/Functional models are inlined: their handler calls :func:`run_model` again
+with the caller's tensors bound to the inner inputs, so the ONNX graph is flat and inner node
+names read ``outer/inner``. Problems that make a layer unexportable are gathered (the class
+check up front over every layer, configuration problems as they are met) and reported together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import UnsupportedLayerError
+from ..model import Layer, Model, Source, TensorRef
+from ..shapes import infer_shapes
+from .builder import Builder, Call, Tensor
+from .registry import handlers
+
+__all__ = ["Run", "run_model", "unsupported_layers", "OP_CLASSES", "format_problems"]
+
+#: Keras 3 operation layers (``keras.src.ops.*``, from ``x + 3.0`` in a functional model) we
+#: export; they share their class name with the merge layer of the same meaning.
+OP_CLASSES = frozenset({"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum"})
+
+_MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+
+@dataclass
+class OpInfo:
+    """What the raw config says about one layer that the Model does not keep."""
+
+    module: str = ""
+    #: per call: positional arguments with tensors as None, when some are constants
+    constants: list[list[Any] | None] = field(default_factory=list)
+
+
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("class_name") == "__keras_tensor__"
+
+
+def op_index(config: dict[str, Any] | None, prefix: str = "") -> dict[str, OpInfo]:
+    """Layer path -> OpInfo, from a Keras 3 model config (other generations give nothing)."""
+    index: dict[str, OpInfo] = {}
+    body = (config or {}).get("config") if isinstance(config, dict) else None
+    entries = body.get("layers") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        return index
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("name") or (entry.get("config") or {}).get("name")
+        if not isinstance(name, str):
+            continue
+        if entry.get("class_name") in _MODEL_CLASSES:
+            index.update(op_index(entry, f"{prefix}{name}/"))
+            continue
+        info = OpInfo(module=str(entry.get("module") or ""))
+        for node in entry.get("inbound_nodes") or []:
+            args = node.get("args") if isinstance(node, dict) else None
+            if isinstance(args, list) and any(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+                info.constants.append([None if _is_tensor(a) else a for a in args])
+            else:
+                info.constants.append(None)
+        index[f"{prefix}{name}"] = info
+    return index
+
+
+def _is_op_layer(info: OpInfo | None) -> bool:
+    return info is not None and info.module.startswith("keras.src.ops")
+
+
+def unsupported_layers(model: Model) -> list[str]:
+    """``'name' (Class)`` for every layer (nested ones included) that has no ONNX handler."""
+    from .layers.activations import activation_problem
+
+    table = handlers()
+    ops = op_index(model.source.config if model.source else None)
+    found = []
+    for path, layer, _ in model.walk():
+        if layer.model is not None:
+            continue
+        info = ops.get(path)
+        if _is_op_layer(info) and layer.class_name not in OP_CLASSES:
+            found.append(f"'{path}' (Keras operation {layer.class_name} from {info.module})")
+        elif layer.class_name not in table:
+            found.append(f"'{path}' ({layer.source_class})")
+        else:
+            reason = activation_problem(layer)
+            if reason:
+                found.append(f"'{path}' ({layer.source_class}: {reason})")
+    return found
+
+
+def format_problems(where: str, problems: list[str]) -> str:
+    """One line naming every problem."""
+    noun = "layer" if len(problems) == 1 else "layers"
+    line = f"{where}: cannot export to ONNX, {len(problems)} unsupported {noun}: {', '.join(problems)}"
+    if any("(Lambda" in p for p in problems):
+        line += " (Lambda layers hold Python code, which bnconvert never runs)"
+    return line
+
+
+@dataclass
+class Run:
+    """State shared by the top-level model and every inlined nested model."""
+
+    builder: Builder
+    source: Source | None
+    ops: dict[str, OpInfo]
+    problems: list[str] = field(default_factory=list)
+
+
+def _call_name(prefix: str, layer: Layer, k: int) -> str:
+    return f"{prefix}{layer.name}" + (f"/call{k}" if k else "")
+
+
+def _n_outputs(layer: Layer) -> int:
+    return len(layer.model.outputs) if layer.model is not None else 1
+
+
+def run_model(run: Run, model: Model, inputs: list[Tensor], *, prefix: str = "", path: str = "") -> list[Tensor | None]:
+    """Convert every call of ``model`` with ``inputs`` bound to its inputs; returns its outputs
+    (``None`` for an output that depends on an unsupported layer)."""
+    table = handlers()
+    shapes = infer_shapes(model, [t.shape for t in inputs])
+    env: dict[TensorRef, Tensor | None] = dict(zip(model.inputs, inputs))
+    pending = [(i, k) for i, layer in enumerate(model.layers) for k in range(len(layer.calls))]
+    while pending:
+        ready = [(i, k) for i, k in pending if all(r in env for r in model.layers[i].calls[k])]
+        if not ready:
+            break
+        done = set(ready)
+        pending = [item for item in pending if item not in done]
+        for i, k in ready:
+            layer = model.layers[i]
+            refs = [TensorRef(layer.name, k, j) for j in range(_n_outputs(layer))]
+            xs = [env[r] for r in layer.calls[k]]
+            if any(x is None for x in xs):
+                env.update(dict.fromkeys(refs))
+                continue
+            info = run.ops.get(f"{path}{layer.name}")
+            call = Call(
+                layer=layer, name=_call_name(prefix, layer, k), inputs=xs,  # type: ignore[arg-type]
+                out_shapes=[shapes.get(r) for r in refs],
+                constants=info.constants[k] if info and k < len(info.constants) else None,
+                source=run.source,
+            )
+            try:
+                if layer.model is None and any(s is None for s in call.out_shapes):
+                    raise UnsupportedLayerError(f"'{call.name}' ({layer.source_class}: output shape unknown)")
+                if layer.model is None:
+                    outs = table[layer.class_name](run.builder, call)
+                else:
+                    outs = _inline(run, call, f"{path}{layer.name}/")
+            except UnsupportedLayerError as exc:
+                if str(exc):
+                    run.problems.append(str(exc))
+                env.update(dict.fromkeys(refs))
+                continue
+            env.update(zip(refs, outs))
+    missing = [str(r) for r in model.outputs if r not in env]
+    if missing and not run.problems:
+        raise UnsupportedLayerError(f"model '{model.name}': outputs {', '.join(missing)} are not connected to its inputs")
+    return [env.get(r) for r in model.outputs]
+
+
+def _inline(run: Run, call: Call, path: str) -> list[Tensor]:
+    inner = call.layer.model
+    assert inner is not None
+    if len(call.inputs) != len(inner.inputs):
+        raise UnsupportedLayerError(
+            f"'{call.name}' ({call.layer.source_class}: called with {len(call.inputs)} inputs, the model has {len(inner.inputs)})"
+        )
+    outs = run_model(run, inner, call.inputs, prefix=f"{call.name}/", path=path)
+    if any(o is None for o in outs):
+        raise UnsupportedLayerError("")  # the inner problem is already recorded
+    return outs  # type: ignore[return-value]

@@ -1,0 +1,328 @@
+"""Export a Model to ONNX (:func:`to_onnx`) and a Keras file to an ONNX file (:func:`export_file`).
+
+By default the ONNX model takes and returns tensors exactly like the Keras model (same names,
+same layout, a dynamic batch dimension) so it can replace it; inside, image tensors are held
+channels-first. ``nchw=True`` makes the image inputs and outputs of a channels_last model NCHW.
+
+:func:`export_file` reads, folds (unless ``fold=False``), exports, validates, writes to a
+temporary file in the target folder, runs the numerical check on that file, and only then moves
+it into place: a failed export never leaves a file behind, and never touches the input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .. import __version__
+from ..errors import BnconvertError, EquivalenceError, FormatError, OutputError, UnsupportedLayerError
+from ..model import Model
+from ..readers import load
+from .builder import Builder, Tensor
+from .convert import Run, format_problems, op_index, run_model, unsupported_layers
+from .layout import channels_first, held_shape, identity
+from .save import EXTERNAL_DATA_ABOVE, initializer_bytes, validate, validate_file, write_model
+
+__all__ = ["to_onnx", "export_file", "require_exportable", "fold_metadata", "ExportReport", "OPSETS", "DEFAULT_OPSET"]
+
+DEFAULT_OPSET = 17
+#: the opsets bnconvert writes (and tests)
+OPSETS = range(13, 22)
+
+_DTYPES = {
+    "float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "float64": TensorProto.DOUBLE,
+    "int32": TensorProto.INT32, "int64": TensorProto.INT64, "uint8": TensorProto.UINT8, "int8": TensorProto.INT8,
+}
+
+
+def _where(model: Model) -> str:
+    return os.path.basename(model.source.path) if model.source else f"model '{model.name}'"
+
+
+def _data_format(model: Model) -> str:
+    """``channels_first`` when the model's spatial layers all say so (Keras 1 ``th``)."""
+    formats = {layer.config.get("data_format") for _, layer, _ in model.walk()} - {None}
+    return "channels_first" if formats == {"channels_first"} else "channels_last"
+
+
+def _dtype_name(value: Any) -> str:
+    if isinstance(value, dict):  # Keras 3 DTypePolicy
+        value = (value.get("config") or {}).get("name")
+    return value if isinstance(value, str) and value in _DTYPES else "float32"
+
+
+def _dims(shape: tuple, name: str) -> list[Any]:
+    return ["batch" if i == 0 else (d if d is not None else f"{name}_dim{i}") for i, d in enumerate(shape)]
+
+
+def _graph_inputs(b: Builder, model: Model, nchw: bool) -> tuple[list[onnx.ValueInfoProto], list[Tensor]]:
+    infos, tensors = [], []
+    for ref in model.inputs:
+        layer = model[ref.layer]
+        shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape")
+        if not shape:
+            raise FormatError(f"{_where(model)}: input '{layer.name}' declares no shape")
+        shape = tuple(None if d is None else int(d) for d in shape)
+        perm = channels_first(len(shape)) if nchw and len(shape) >= 3 else identity(len(shape))
+        name = b.claim(layer.name)
+        dtype = _dtype_name(layer.config.get("dtype"))
+        infos.append(helper.make_tensor_value_info(name, _DTYPES[dtype], _dims(held_shape(shape, perm), name)))
+        if dtype != "float32":
+            name = b.node("Cast", [name], name=f"{name}/float", to=TensorProto.FLOAT)
+        tensors.append(b.tensor(shape, perm, name))
+    return infos, tensors
+
+
+def _output_names(model: Model) -> list[str]:
+    names: list[str] = []
+    inputs = {ref.layer for ref in model.inputs}
+    for ref in model.outputs:
+        base = ref.layer if (ref.node, ref.index) == (0, 0) else f"{ref.layer}_{ref.node}_{ref.index}"
+        name, k = base, 0
+        while name in names or name in inputs:
+            k += 1
+            name = f"{base}_{k}"
+        names.append(name)
+    return names
+
+
+def _graph_outputs(b: Builder, model: Model, outs: list[Tensor], nchw: bool, inputs: set[str]) -> list[onnx.ValueInfoProto]:
+    """Name each output like its Keras layer: the value computing it takes the name (it was
+    reserved up front), or an Identity when that value is an input or already an output."""
+    infos, done = [], set()
+    for wanted, t in zip(_output_names(model), outs):
+        perm = channels_first(t.rank) if nchw and t.rank >= 3 else identity(t.rank)
+        src = b.current(b.view(t, perm))
+        if b.produced(src) and src not in inputs and src not in done:
+            b.rename(src, wanted)
+        else:
+            b.rename(b.node("Identity", [src], name=f"{wanted}/output", out=f"{wanted}/output"), wanted)
+        done.add(wanted)
+        infos.append(helper.make_tensor_value_info(wanted, TensorProto.FLOAT, _dims(held_shape(t.shape, perm), wanted)))
+    return infos
+
+
+def _prune(b: Builder, outputs: list[str]) -> None:
+    """Drop nodes whose results nobody reads, and initializers nobody uses."""
+    needed = set(outputs)
+    kept = []
+    for node in reversed(b.nodes):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    b.nodes[:] = list(reversed(kept))
+    b.initializers[:] = [t for t in b.initializers if t.name in needed]
+
+
+def require_exportable(model: Model, *, opset: int = DEFAULT_OPSET) -> None:
+    """Refuse, before any work, an opset out of range, a model without an architecture, and a
+    model with layers that have no handler (all of them named in one message)."""
+    where = _where(model)
+    if opset not in OPSETS:
+        raise BnconvertError(f"opset {opset} is not supported: choose {OPSETS.start} to {OPSETS.stop - 1}")
+    if not model.has_graph:
+        raise FormatError(f"{where}: weights-only file without an architecture; pass the model JSON with --config")
+    problems = unsupported_layers(model)
+    if problems:
+        raise UnsupportedLayerError(format_problems(where, problems))
+
+
+def to_onnx(model: Model, *, opset: int = DEFAULT_OPSET, nchw: bool = False, fold_summary: dict | None = None) -> onnx.ModelProto:
+    """The ONNX model computing what ``model`` computes at inference.
+
+    Raises UnsupportedLayerError naming every layer that cannot be exported (all of them, in one
+    message), FormatError for a model without an architecture or without declared input shapes.
+    """
+    where = _where(model)
+    require_exportable(model, opset=opset)
+    b = Builder(opset)
+    nchw = nchw and _data_format(model) == "channels_last"  # a channels_first model is NCHW already
+    input_infos, tensors = _graph_inputs(b, model, nchw)
+    b.reserve(_output_names(model))
+    run = Run(builder=b, source=model.source, ops=op_index(model.source.config if model.source else None))
+    outs = run_model(run, model, tensors)
+    if run.problems:
+        raise UnsupportedLayerError(format_problems(where, run.problems))
+    output_infos = _graph_outputs(b, model, outs, nchw, {i.name for i in input_infos})  # type: ignore[arg-type]
+    _prune(b, [o.name for o in output_infos])
+    graph = helper.make_graph(b.nodes, model.name, input_infos, output_infos, initializer=b.initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="bnconvert", producer_version=__version__)
+    proto.ir_version = helper.find_min_ir_version_for(list(proto.opset_import))
+    props = {"producer": f"bnconvert {__version__}", "layout": "nchw" if nchw else "keras"}
+    if model.source is not None:
+        props.update(source_file=os.path.basename(model.source.path), source_format=model.source.format,
+                     keras_version=model.source.keras_version or "unknown")
+    props["fold_summary"] = json.dumps(fold_summary, default=str) if fold_summary is not None else "not folded"
+    helper.set_model_props(proto, props)
+    proto.doc_string = f"Exported by bnconvert {__version__} from {where}"
+    return proto
+
+
+# -- files -----------------------------------------------------------------------------------
+@dataclass
+class ExportReport:
+    """What :func:`export_file` did."""
+
+    source: str
+    output: str
+    opset: int
+    layout: str
+    nodes: int
+    op_types: dict[str, int]
+    parameters: int
+    size_bytes: int
+    external_data: str | None = None
+    fold: dict[str, Any] | None = None
+    check: dict[str, Any] | None = None
+    check_summary: str | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        ops = ", ".join(f"{n} {op}" for op, n in sorted(self.op_types.items(), key=lambda kv: (-kv[1], kv[0]))[:6])
+        size = f"{self.size_bytes / 1e6:.1f} MB" + (f" (weights in {os.path.basename(self.external_data)})" if self.external_data else "")
+        lines = [f"{self.output}: opset {self.opset}, {self.layout} inputs/outputs, {self.nodes} nodes ({ops}), "
+                 f"{self.parameters:,} parameters, {size}, {self.seconds:.1f} s"]
+        if self.fold is not None:
+            lines.append(f"  fold: {_fold_line(self.fold)}")
+        else:
+            lines.append("  fold: skipped (--no-fold)")
+        lines.append(f"  check: {self.check_summary or 'skipped'}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _fold_line(fold: dict[str, Any]) -> str:
+    t = fold.get("totals") or {}
+    if not t:
+        return "done"
+    line = f"{t.get('folded', 0)} of {t.get('batch_norms', 0)} BatchNormalization folded"
+    parts = [f"{t[k]} {k}" for k in ("backward", "forward", "merged") if t.get(k)]
+    if parts:
+        line += f" ({', '.join(parts)})"
+    if t.get("stays"):
+        line += f", {t['stays']} stay (exported as BatchNormalization or Mul+Add)"
+    return line
+
+
+def _check_paths(src: Path, dst: Path, force: bool) -> None:
+    if dst.is_dir():
+        raise OutputError(f"{dst}: is a folder; give the output file name")
+    if not dst.parent.is_dir():
+        raise OutputError(f"{dst}: the folder {dst.parent} does not exist")
+    if dst.exists() or dst.is_symlink():
+        if src.exists() and (src.resolve() == dst.resolve() or os.path.samefile(src, dst)):
+            raise OutputError(f"{dst}: is the input file; bnconvert never overwrites its input")
+        if not force:
+            raise OutputError(f"{dst}: exists; pass --force to overwrite it")
+    elif src.exists() and src.resolve() == dst.resolve():
+        raise OutputError(f"{dst}: is the input file; bnconvert never overwrites its input")
+
+
+def _fold(model: Model) -> tuple[Model, dict[str, Any]]:
+    from ..fold.apply import fold_model
+
+    folded, report = fold_model(model)
+    return folded, report.to_dict()
+
+
+def fold_metadata(fold: dict[str, Any]) -> dict[str, Any]:
+    """The part of a fold report worth keeping in the ONNX metadata: totals and why BN stayed."""
+    stays = [{"name": bn.get("name"), "reason": bn.get("reason")} for bn in fold.get("batch_norms", [])
+             if bn.get("action") == "stays"]
+    return {"totals": fold.get("totals", {}), "stays": stays}
+
+
+def _numerical_check(src: Path, onnx_path: Path, load_options: dict[str, Any] | None) -> Any:
+    """``bnconvert.check.check_export`` on the written file, or None when that module is absent."""
+    try:
+        from ..check import check_export
+    except ImportError as exc:
+        if (getattr(exc, "name", "") or "").startswith("bnconvert.check") or "check_export" in str(exc):
+            return None
+        raise
+    return check_export(str(src), str(onnx_path), load_options=load_options, seed=1, batch=2)
+
+
+def export_file(
+    in_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    nchw: bool = False,
+    fold: bool = True,
+    load_options: dict[str, Any] | None = None,
+    force: bool = False,
+    check: bool = True,
+    external_data_above: int = EXTERNAL_DATA_ABOVE,
+) -> ExportReport:
+    """Read ``in_path``, fold its BN (unless ``fold=False``), export ONNX to ``out_path``.
+
+    ``external_data_above`` is the initializer size in bytes above which weights go to
+    ``OUT.onnx.data`` (default: just under the 2 GiB protobuf limit). Raises OutputError when
+    ``out_path`` exists (without ``force``) or is the input, EquivalenceError when the numerical
+    check fails; nothing is written in either case.
+    """
+    start = time.perf_counter()
+    src, dst = Path(in_path), Path(out_path)
+    _check_paths(src, dst, force)
+    model = load(src, **(load_options or {}))
+    require_exportable(model, opset=opset)
+    fold_dict = None
+    if fold:
+        model, fold_dict = _fold(model)
+    proto = to_onnx(model, opset=opset, nchw=nchw, fold_summary=fold_metadata(fold_dict) if fold_dict else None)
+    op_types = dict(Counter(n.op_type for n in proto.graph.node))
+    parameters = int(sum(np.prod(t.dims, dtype=np.int64) for t in proto.graph.initializer))
+    external = initializer_bytes(proto) > external_data_above
+    if not external:
+        validate(proto)
+    report = ExportReport(source=str(src), output=str(dst), opset=opset, layout="nchw" if nchw else "keras",
+                          nodes=len(proto.graph.node), op_types=op_types, parameters=parameters, size_bytes=0, fold=fold_dict)
+    data_name = dst.name + ".data" if external else None
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    except OSError as exc:
+        raise OutputError(f"{dst}: cannot write in {dst.parent} ({exc.strerror})") from None
+    try:
+        tmp = tmpdir / dst.name
+        try:
+            write_model(proto, tmp, external_data=data_name)
+        except OSError as exc:
+            raise OutputError(f"{dst}: cannot be written ({exc.strerror})") from None
+        if external:
+            validate_file(tmp)
+        if check:
+            result = _numerical_check(src, tmp, load_options)
+            if result is None:
+                report.notes.append("numerical check unavailable (bnconvert.check is not installed)")
+            else:
+                headline = result.headline() if hasattr(result, "headline") else result.summary()
+                report.check, report.check_summary = result.to_dict(), headline
+                if not result:
+                    raise EquivalenceError(f"{src}: the ONNX model does not match, nothing written: {headline}")
+        if data_name:
+            os.replace(tmpdir / data_name, dst.parent / data_name)
+            report.external_data = str(dst.parent / data_name)
+        os.replace(tmp, dst)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    report.size_bytes = dst.stat().st_size + (Path(report.external_data).stat().st_size if report.external_data else 0)
+    report.seconds = time.perf_counter() - start
+    return report

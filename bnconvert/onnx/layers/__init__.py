@@ -1,0 +1,8 @@
+"""The layer handlers, one module per family. Importing this package registers every handler in
+:data:`bnconvert.onnx.registry.HANDLERS`; this list is the only place a family is enabled."""
+
+from __future__ import annotations
+
+from . import activations, conv, dense, merge, misc, norm, pooling, reshape, spatial
+
+__all__ = ["activations", "conv", "dense", "merge", "misc", "norm", "pooling", "reshape", "spatial"]

@@ -1,0 +1,279 @@
+"""Activation functions (by Keras name) and the activation layers.
+
+Formulas follow the Keras source of each generation. Where they differ by generation it is said:
+``hard_sigmoid`` is ``relu6(x + 3) / 6`` in Keras 3 and ``clip(0.2 x + 0.5, 0, 1)`` in Keras 1/2
+and tf.keras. Element-wise functions keep the input's layout; ``softmax`` and ``log_softmax``
+act on Keras' last axis wherever the layout holds it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ...model import Layer
+from ..builder import Builder, Call, Tensor
+from ..layout import Perm, position
+from ..registry import converts, refuse
+
+__all__ = ["activation_name", "activation_problem", "emit_activation", "fused", "ACTIVATIONS"]
+
+#: Keras' selu constants (keras/src/activations/activations.py)
+SELU_ALPHA = 1.67326324235437728481
+SELU_SCALE = 1.05070098735548049342
+
+
+class _Act:
+    """Arguments every activation emitter needs."""
+
+    def __init__(self, b: Builder, name: str, out: str, axis: int, generation: int) -> None:
+        self.b, self.name, self.out, self.axis, self.generation = b, name, out, axis, generation
+
+    def op(self, op: str, inputs: list[str], step: str | None = None, **attrs: Any) -> str:
+        """A node: the last step of the function (``step`` None) writes the activation's output."""
+        if step is None:
+            return self.b.node(op, inputs, name=self.name, out=self.out, **attrs)
+        return self.b.node(op, inputs, name=f"{self.name}/{step}", **attrs)
+
+    def c(self, what: str, value: float) -> str:
+        return self.b.const(f"{self.name}/{what}", np.float32(value))
+
+
+def _unary(op: str, **attrs: Any) -> Callable[[_Act, str], str]:
+    return lambda a, x: a.op(op, [x], **attrs)
+
+
+def _clip(lo: float, hi: float) -> Callable[[_Act, str], str]:
+    return lambda a, x: a.op("Clip", [x, a.c("min", lo), a.c("max", hi)])
+
+
+def _silu(a: _Act, x: str) -> str:
+    return a.op("Mul", [x, a.op("Sigmoid", [x], "sigmoid")])
+
+
+def _hard_sigmoid(a: _Act, x: str) -> str:
+    alpha = 1.0 / 6.0 if a.generation >= 3 else 0.2
+    return a.op("HardSigmoid", [x], alpha=alpha, beta=0.5)
+
+
+def _hard_silu(a: _Act, x: str) -> str:
+    if a.b.opset >= 14:
+        return a.op("HardSwish", [x])
+    return a.op("Mul", [x, a.op("HardSigmoid", [x], "hard_sigmoid", alpha=1.0 / 6.0, beta=0.5)])
+
+
+def _gelu(a: _Act, x: str) -> str:
+    if a.b.opset >= 20:
+        return a.op("Gelu", [x], approximate="none")
+    erf = a.op("Erf", [a.op("Mul", [x, a.c("inv_sqrt2", 1.0 / math.sqrt(2.0))], "scale")], "erf")
+    half_x = a.op("Mul", [x, a.c("half", 0.5)], "half_x")
+    return a.op("Mul", [half_x, a.op("Add", [erf, a.c("one", 1.0)], "one_plus")])
+
+
+def _gelu_tanh(a: _Act, x: str) -> str:
+    if a.b.opset >= 20:
+        return a.op("Gelu", [x], approximate="tanh")
+    cube = a.op("Mul", [a.op("Mul", [x, x], "square"), x], "cube")
+    inner = a.op("Add", [x, a.op("Mul", [cube, a.c("k", 0.044715)], "k_cube")], "inner")
+    t = a.op("Tanh", [a.op("Mul", [inner, a.c("sqrt_2_over_pi", math.sqrt(2.0 / math.pi))], "scaled")], "tanh")
+    half_x = a.op("Mul", [x, a.c("half", 0.5)], "half_x")
+    return a.op("Mul", [half_x, a.op("Add", [t, a.c("one", 1.0)], "one_plus")])
+
+
+def _mish(a: _Act, x: str) -> str:
+    if a.b.opset >= 18:
+        return a.op("Mish", [x])
+    return a.op("Mul", [x, a.op("Tanh", [a.op("Softplus", [x], "softplus")], "tanh")])
+
+
+def _log_sigmoid(a: _Act, x: str) -> str:
+    return a.op("Neg", [a.op("Softplus", [a.op("Neg", [x], "neg")], "softplus")])
+
+
+def _tanh_shrink(a: _Act, x: str) -> str:
+    return a.op("Sub", [x, a.op("Tanh", [x], "tanh")])
+
+
+#: Keras activation name -> emitter(act, x) -> output name
+ACTIVATIONS: dict[str, Callable[[_Act, str], str]] = {
+    "relu": _unary("Relu"),
+    "relu6": _clip(0.0, 6.0),
+    "sigmoid": _unary("Sigmoid"),
+    "hard_sigmoid": _hard_sigmoid,
+    "tanh": _unary("Tanh"),
+    "softmax": lambda a, x: a.op("Softmax", [x], axis=a.axis),
+    "log_softmax": lambda a, x: a.op("LogSoftmax", [x], axis=a.axis),
+    "silu": _silu,
+    "swish": _silu,
+    "hard_silu": _hard_silu,
+    "hard_swish": _hard_silu,
+    "gelu": _gelu,
+    "gelu_approximate": _gelu_tanh,
+    "elu": _unary("Elu", alpha=1.0),
+    "selu": _unary("Selu", alpha=SELU_ALPHA, gamma=SELU_SCALE),
+    "celu": _unary("Celu", alpha=1.0),
+    "softplus": _unary("Softplus"),
+    "softsign": _unary("Softsign"),
+    "exponential": _unary("Exp"),
+    "leaky_relu": _unary("LeakyRelu", alpha=0.2),
+    "mish": _mish,
+    "hard_tanh": _clip(-1.0, 1.0),
+    "log_sigmoid": _log_sigmoid,
+    "tanh_shrink": _tanh_shrink,
+}
+_LINEAR = frozenset({"linear", "identity", None})
+
+
+def activation_name(spec: Any) -> str | None:
+    """The Keras name of an activation config value (``"relu"``, a serialized function dict,
+    ``None``); ``"linear"`` for the identity, ``None`` when it cannot be told."""
+    if spec is None:
+        return "linear"
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        cfg = spec.get("config")
+        if isinstance(cfg, str):
+            name = cfg
+        elif isinstance(cfg, dict) and isinstance(cfg.get("name"), str):
+            name = cfg["name"]
+        else:
+            name = spec.get("class_name") if spec.get("class_name") not in ("function", None) else None
+        if name == "gelu" and isinstance(cfg, dict) and cfg.get("approximate"):
+            return "gelu_approximate"
+        return name
+    return None
+
+
+def activation_problem(layer: Layer) -> str | None:
+    """Why ``layer``'s ``activation`` setting cannot be exported, or None."""
+    if "activation" not in layer.config:
+        return None
+    name = activation_name(layer.config["activation"])
+    if name in _LINEAR or name in ACTIVATIONS:
+        return None
+    return f"activation {name or layer.config['activation']!r} is not supported"
+
+
+def emit_activation(b: Builder, name: str, x: str, *, node: str, out: str, axis: int, generation: int) -> str:
+    """Apply Keras activation ``name`` to ONNX value ``x``; the result is named ``out``."""
+    if name in _LINEAR:
+        return b.node("Identity", [x], name=node, out=out)
+    return ACTIVATIONS[name](_Act(b, node, out, axis, generation), x)
+
+
+def _is_linear(call: Call) -> bool:
+    return activation_name(call.config.get("activation")) in _LINEAR
+
+
+def pre_activation_name(call: Call) -> str:
+    """How a handler names its main output: the layer's name, unless an activation follows."""
+    return call.name if _is_linear(call) else f"{call.name}/preact"
+
+
+def fused(b: Builder, call: Call, y: str, perm: Perm) -> list[Tensor]:
+    """The layer's own ``activation`` applied to its pre-activation value ``y`` held in ``perm``."""
+    if not _is_linear(call):
+        name = activation_name(call.config.get("activation"))
+        y = emit_activation(b, name, y, node=f"{call.name}/{name}", out=call.name,
+                            axis=position(perm, -1), generation=call.generation)
+    return [b.tensor(call.out_shape, perm, y)]
+
+
+# -- activation layers -----------------------------------------------------------------------
+def _elementwise(b: Builder, call: Call, emit: Callable[[str, str, int], str]) -> list[Tensor]:
+    perm, x = b.native(call.x)
+    return [b.tensor(call.out_shape, perm, emit(x, call.name, position(perm, -1)))]
+
+
+@converts("Activation")
+def activation(b: Builder, call: Call) -> list[Tensor]:
+    name = activation_name(call.config.get("activation"))
+    if name in _LINEAR:
+        return [call.x]
+    if name not in ACTIVATIONS:
+        raise refuse(call, f"activation {name!r} is not supported")
+    return _elementwise(b, call, lambda x, n, axis: emit_activation(
+        b, name, x, node=n, out=n, axis=axis, generation=call.generation))
+
+
+def relu_formula(a: _Act, x: str, *, max_value: float | None, slope: float, threshold: float) -> str:
+    """Keras' ``relu(x, negative_slope, max_value, threshold)`` (identical in Keras 2 and 3)."""
+    if slope == 0 and threshold == 0:
+        return a.op("Relu", [x]) if max_value is None else a.op("Clip", [x, a.c("min", 0.0), a.c("max", max_value)])
+    if max_value is None and threshold == 0:
+        return a.op("LeakyRelu", [x], alpha=slope)
+    last = slope == 0
+    if threshold != 0:
+        mask = a.op("Cast", [a.op("Greater", [x, a.c("threshold", threshold)], "above")], "mask", to=1)
+        pos = a.op("Mul", [x, mask], None if last and max_value is None else "positive")
+    else:
+        pos = a.op("Relu", [x], None if last and max_value is None else "positive")
+    if max_value is not None:
+        pos = a.op("Clip", [pos, a.c("min", 0.0), a.c("max", max_value)], None if last else "clipped")
+    if slope == 0:
+        return pos
+    below = a.op("Sub", [a.c("threshold_n", threshold), x], "below") if threshold != 0 else a.op("Neg", [x], "neg")
+    neg = a.op("Mul", [a.op("Relu", [below], "negative_part"), a.c("slope", slope)], "scaled_negative")
+    return a.op("Sub", [pos, neg])
+
+
+@converts("ReLU")
+def relu_layer(b: Builder, call: Call) -> list[Tensor]:
+    c = call.config
+    max_value = c.get("max_value")
+    slope = float(c.get("negative_slope") or 0.0)
+    threshold = float(c.get("threshold") or 0.0)
+    return _elementwise(b, call, lambda x, n, axis: relu_formula(
+        _Act(b, n, n, axis, call.generation), x,
+        max_value=None if max_value is None else float(max_value), slope=slope, threshold=threshold))
+
+
+@converts("LeakyReLU")
+def leaky_relu(b: Builder, call: Call) -> list[Tensor]:
+    c = call.config
+    slope = c.get("negative_slope", c.get("alpha", 0.3))
+    return _elementwise(b, call, lambda x, n, axis: b.node("LeakyRelu", [x], name=n, alpha=float(slope)))
+
+
+@converts("ELU")
+def elu(b: Builder, call: Call) -> list[Tensor]:
+    alpha = float(call.config.get("alpha", 1.0))
+    return _elementwise(b, call, lambda x, n, axis: b.node("Elu", [x], name=n, alpha=alpha))
+
+
+@converts("ThresholdedReLU")
+def thresholded_relu(b: Builder, call: Call) -> list[Tensor]:
+    theta = float(call.config.get("theta", 1.0))
+    return _elementwise(b, call, lambda x, n, axis: b.node("ThresholdedRelu", [x], name=n, alpha=theta))
+
+
+@converts("PReLU")
+def prelu(b: Builder, call: Call) -> list[Tensor]:
+    alpha = call.layer.weights.get("alpha")
+    if alpha is None:
+        raise refuse(call, "no alpha weight")
+    perm, x = b.native(call.x)
+    full = np.asarray(alpha, np.float32).reshape((1, *np.shape(alpha)))
+    if full.ndim != call.x.rank:
+        raise refuse(call, f"alpha of shape {np.shape(alpha)} does not match an input of rank {call.x.rank}")
+    slope = b.const(f"{call.name}/alpha", np.transpose(full, perm))
+    return [b.tensor(call.out_shape, perm, b.node("PRelu", [x, slope], name=call.name))]
+
+
+@converts("Softmax")
+def softmax(b: Builder, call: Call) -> list[Tensor]:
+    axis = call.config.get("axis", -1)
+    perm, x = b.native(call.x)
+    if isinstance(axis, int) or (isinstance(axis, list) and len(axis) == 1):
+        held = position(perm, axis if isinstance(axis, int) else axis[0])
+        return [b.tensor(call.out_shape, perm, b.node("Softmax", [x], name=call.name, axis=held))]
+    axes = sorted({position(perm, a) for a in axis})
+    n = call.name
+    top = b.reduce("ReduceMax", x, axes, keepdims=True, name=f"{n}/max")
+    e = b.node("Exp", [b.node("Sub", [x, top], name=f"{n}/shifted")], name=f"{n}/exp")
+    total = b.reduce("ReduceSum", e, axes, keepdims=True, name=f"{n}/sum")
+    return [b.tensor(call.out_shape, perm, b.node("Div", [e, total], name=n))]

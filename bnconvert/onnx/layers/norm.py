@@ -1,0 +1,177 @@
+"""BatchNormalization (every Keras 1 mode), LayerNormalization and the Normalization preprocessing layer.
+
+BatchNormalization that did not fold becomes an ONNX BatchNormalization when the tensor is held
+with the normalised axis at position 1 (what the ONNX operator normalises), else a Mul + Add with
+constants ``s = gamma / sqrt(var + eps)``, ``t = beta - mean * s`` computed in float64.
+
+Keras 1 modes (keras 1.2.2 ``layers/normalization.py``):
+
+* mode 0: the running statistics, as above.
+* mode 1, per sample: ``m, v`` = mean and (population) variance over the last axis of each
+  sample; ``y = gamma * (x - m) / (sqrt(v + eps) + eps) + beta`` (gamma, beta on the last axis).
+* mode 2, batch statistics at inference too: ``m, v`` = mean and variance over every axis but
+  ``axis``, *across the batch*; ``y = gamma * (x - m) / sqrt(v + eps) + beta``. The ONNX model
+  therefore gives each sample a result that depends on the rest of its batch, exactly as Keras 1 did.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...bn import bn_params
+from ...errors import FormatError
+from ..builder import Builder, Call, Tensor
+from ..layout import keras_param, position
+from ..registry import converts, refuse
+
+__all__ = ["batch_norm", "layer_norm", "normalization"]
+
+
+def _moments(b: Builder, x: str, axes: list[int], name: str) -> tuple[str, str]:
+    """``(x - mean, variance)`` over held ``axes`` (keepdims), variance = mean((x - mean)^2)."""
+    mean = b.reduce("ReduceMean", x, axes, keepdims=True, name=f"{name}/mean")
+    centred = b.node("Sub", [x, mean], name=f"{name}/centred")
+    square = b.node("Mul", [centred, centred], name=f"{name}/square")
+    return centred, b.reduce("ReduceMean", square, axes, keepdims=True, name=f"{name}/variance")
+
+
+def _std(b: Builder, variance: str, eps: float, name: str) -> str:
+    return b.node("Sqrt", [b.node("Add", [variance, b.const(f"{name}/epsilon", np.float32(eps))], name=f"{name}/var_eps")],
+                  name=f"{name}/std")
+
+
+def _affine_tail(b: Builder, call: Call, y: str, gamma: np.ndarray | None, beta: np.ndarray | None,
+                 rank: int, axes: list[int], perm: tuple, shape: tuple, labels: tuple[str, str] = ("gamma", "beta")) -> str:
+    """``y * gamma + beta`` with per-feature parameters over Keras ``axes`` (either may be None);
+    the last node writes the layer's output."""
+    steps = [(w, op, v) for w, op, v in ((labels[0], "Mul", gamma), (labels[1], "Add", beta)) if v is not None]
+    if not steps:
+        return b.node("Identity", [y], name=call.name)
+    for i, (what, op, values) in enumerate(steps):
+        const = b.const(f"{call.name}/{what}", keras_param(values, rank, axes, perm, shape))
+        y = b.node(op, [y, const], name=call.name if i == len(steps) - 1 else f"{call.name}/{what}")
+    return y
+
+
+@converts("BatchNormalization")
+def batch_norm(b: Builder, call: Call) -> list[Tensor]:
+    try:
+        p = bn_params(call.layer)
+    except FormatError as exc:
+        raise refuse(call, str(exc)) from None
+    arrays = (p.gamma, p.beta, p.mean, p.variance)
+    if not all(np.all(np.isfinite(a)) for a in arrays):
+        raise FormatError(f"layer {call.layer.label}: NaN or Inf in its parameters; export refuses it")
+    x, rank = call.x, call.x.rank
+    axes = sorted(a % rank for a in _real_axes(p.axis, call))
+    perm, xn = b.native(x)
+    if p.mode == 1:
+        return _per_sample(b, call, p.gamma, p.beta, p.epsilon)
+    if p.mode == 2:
+        held = [position(perm, a) for a in axes]
+        centred, var = _moments(b, xn, [i for i in range(rank) if i not in held], call.name)
+        y = b.node("Div", [centred, _std(b, var, p.epsilon, call.name)], name=f"{call.name}/normalised")
+        return [b.tensor(call.out_shape, perm, _affine_tail(b, call, y, p.gamma, p.beta, rank, axes, perm, x.shape))]
+    if p.mode != 0:
+        raise refuse(call, f"Keras 1 mode {p.mode} is unknown")
+    if np.any(p.variance + p.epsilon <= 0):
+        raise FormatError(f"layer {call.layer.label}: variance + epsilon <= 0 on some channels; export refuses it")
+    if len(axes) == 1 and rank >= 2 and position(perm, axes[0]) == 1:
+        f32 = [b.const(f"{call.name}/{w}", v.astype(np.float32)) for w, v in
+               (("gamma", p.gamma), ("beta", p.beta), ("moving_mean", p.mean), ("moving_variance", p.variance))]
+        return [b.tensor(call.out_shape, perm, b.node("BatchNormalization", [xn, *f32], name=call.name, epsilon=p.epsilon))]
+    y = _affine_tail(b, call, xn, p.fold_scale, p.fold_shift, rank, axes, perm, x.shape, labels=("scale", "shift"))
+    return [b.tensor(call.out_shape, perm, y)]
+
+
+def _real_axes(axes: tuple[int, ...], call: Call) -> list[int]:
+    """tf.keras writes the axes of its internal rank+1 view when ``virtual_batch_size`` is set
+    (``axis: [4]`` on a 4-D input); those minus one are the real ones."""
+    if call.config.get("virtual_batch_size"):
+        return [a - 1 if a > 0 else a for a in axes]
+    return list(axes)
+
+
+def _per_sample(b: Builder, call: Call, gamma: np.ndarray, beta: np.ndarray, eps: float) -> list[Tensor]:
+    x, rank = call.x, call.x.rank
+    if gamma.size != x.shape[-1]:
+        raise refuse(call, f"Keras 1 mode 1 scales the last axis ({x.shape[-1]}) by {gamma.size} parameters")
+    perm, xn = b.native(x)
+    last = position(perm, -1)
+    centred, var = _moments(b, xn, [last], call.name)
+    denom = b.node("Add", [_std(b, var, eps, call.name), b.const(f"{call.name}/epsilon2", np.float32(eps))],
+                   name=f"{call.name}/std_eps")
+    y = b.node("Div", [centred, denom], name=f"{call.name}/normalised")
+    return [b.tensor(call.out_shape, perm, _affine_tail(b, call, y, gamma, beta, rank, [rank - 1], perm, x.shape))]
+
+
+def _axes(value: object, rank: int) -> list[int]:
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return sorted({int(a) % rank for a in items})  # type: ignore[arg-type]
+
+
+@converts("LayerNormalization")
+def layer_norm(b: Builder, call: Call) -> list[Tensor]:
+    c, w = call.config, call.layer.weights
+    x, rank = call.x, call.x.rank
+    axes = _axes(c.get("axis", -1), rank)
+    eps = float(c.get("epsilon", 1e-3))
+    gamma, beta = w.get("gamma"), w.get("beta")
+    perm, xn = b.native(x)
+    held = sorted(position(perm, a) for a in axes)
+    if c.get("rms_scaling"):  # Keras 3: x * rsqrt(var + eps) * gamma (its variance, not the mean square)
+        _, var = _moments(b, xn, held, call.name)
+        y = b.node("Div", [xn, _std(b, var, eps, call.name)], name=f"{call.name}/normalised")
+        return [b.tensor(call.out_shape, perm, _affine_tail(b, call, y, gamma, None, rank, axes, perm, x.shape))]
+    if b.opset >= 17 and held == list(range(rank - len(axes), rank)):
+        def trailing(values: np.ndarray) -> np.ndarray:
+            arr = keras_param(values, rank, axes, perm, x.shape)
+            return arr.reshape(arr.shape[held[0]:])
+
+        n = int(np.prod([x.shape[a] for a in axes]))
+        inputs = [xn, b.const(f"{call.name}/gamma", trailing(gamma if gamma is not None else np.ones(n)))]
+        if beta is not None:
+            inputs.append(b.const(f"{call.name}/beta", trailing(beta)))
+        y = b.node("LayerNormalization", inputs, name=call.name, axis=held[0], epsilon=eps)
+        return [b.tensor(call.out_shape, perm, y)]
+    centred, var = _moments(b, xn, held, call.name)
+    y = b.node("Div", [centred, _std(b, var, eps, call.name)], name=f"{call.name}/normalised")
+    return [b.tensor(call.out_shape, perm, _affine_tail(b, call, y, gamma, beta, rank, axes, perm, x.shape))]
+
+
+def _broadcast_stat(values: object, keep: list[int], shape: tuple) -> np.ndarray:
+    """Keras 3 Normalization: align a mean/variance array to the kept axes from the right."""
+    arr = np.asarray(values, dtype=np.float64)
+    rank = len(shape)
+    target = [int(shape[d]) if d in keep else 1 for d in range(rank)]
+    expanded = [1] * rank
+    for i in range(1, arr.ndim + 1):
+        if i > len(keep):
+            arr = arr.reshape(arr.shape[-len(keep):]) if keep else arr.reshape(())
+            break
+        expanded[keep[-i]] = arr.shape[-i]
+    return np.broadcast_to(arr.reshape(expanded) if arr.ndim else arr, target)
+
+
+@converts("Normalization")
+def normalization(b: Builder, call: Call) -> list[Tensor]:
+    c, w = call.config, call.layer.weights
+    x, rank = call.x, call.x.rank
+    mean, var = w.get("mean", c.get("mean")), w.get("variance", c.get("variance"))
+    if mean is None or var is None:
+        raise refuse(call, "no mean/variance (the layer was never adapted)")
+    keep = _axes(c.get("axis", -1), rank)
+    try:
+        m = _broadcast_stat(mean, keep, x.shape)
+        d = np.maximum(np.sqrt(_broadcast_stat(var, keep, x.shape)), 1e-7)  # keras.backend.epsilon()
+    except (ValueError, TypeError) as exc:
+        raise refuse(call, f"mean/variance do not match the input shape {x.shape}: {exc}") from None
+    perm, xn = b.native(x)
+    m, d = np.transpose(m, perm), np.transpose(d, perm)
+    if c.get("invert"):
+        y = b.node("Mul", [xn, b.const(f"{call.name}/std", d)], name=f"{call.name}/scaled")
+        return [b.tensor(call.out_shape, perm, b.node("Add", [y, b.const(f"{call.name}/mean", m)], name=call.name))]
+    y = b.node("Sub", [xn, b.const(f"{call.name}/mean", m)], name=f"{call.name}/centred")
+    return [b.tensor(call.out_shape, perm, b.node("Div", [y, b.const(f"{call.name}/std", d)], name=call.name))]

@@ -1,0 +1,65 @@
+"""Max/AveragePooling1D/2D/3D and their Global variants.
+
+Keras ``same`` pooling pads like ``same`` convolution (smaller half first); padded positions are
+ignored by max pooling and excluded from the average (TensorFlow's ``avg_pool``, Theano's
+``average_exc_pad``), which is ONNX AveragePool with ``count_include_pad=0``. Global pooling is
+a ReduceMean/ReduceMax over the spatial axes of whatever layout holds the tensor, so it never
+needs a Transpose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...layerspec import data_format
+from ..builder import Builder, Call, Tensor
+from ..layout import channels_first, identity, position
+from ..registry import converts, refuse
+from .conv import spatial_axes, window_pads
+
+__all__ = ["pool", "global_pool"]
+
+
+def _tuple(value: Any, n: int) -> list[int]:
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value]
+    return [int(value)] * n
+
+
+@converts("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
+def pool(b: Builder, call: Call) -> list[Tensor]:
+    c = call.config
+    x, rank = call.x, call.x.rank
+    n = rank - 2
+    fmt = data_format(c)
+    size = _tuple(c.get("pool_size", 2), n)
+    strides = _tuple(c.get("strides") or size, n)
+    padding = str(c.get("padding", "valid")).lower()
+    if padding == "same" and call.theano:
+        raise refuse(call, "Keras 1 Theano 'same' pooling pads differently from TensorFlow and is not exported")
+    sizes = [x.shape[a] for a in spatial_axes(rank, fmt)]
+    attrs = window_pads(call, sizes, size, strides, [1] * n, padding)
+    is_max = call.layer.class_name.startswith("Max")
+    if not is_max:
+        attrs["count_include_pad"] = 0
+    y = b.node("MaxPool" if is_max else "AveragePool", [b.spatial_view(x, fmt)], name=call.name,
+               kernel_shape=size, strides=strides, **attrs)
+    perm = identity(rank) if fmt == "channels_first" else channels_first(rank)
+    return [b.tensor(call.out_shape, perm, y)]
+
+
+@converts("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+          "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D")
+def global_pool(b: Builder, call: Call) -> list[Tensor]:
+    c = call.config
+    x, rank = call.x, call.x.rank
+    fmt = data_format(c)
+    perm, xn = b.native(x)
+    axes = sorted(position(perm, a) for a in spatial_axes(rank, fmt))
+    keepdims = bool(c.get("keepdims", False))
+    op = "ReduceMax" if call.layer.class_name.startswith("GlobalMax") else "ReduceMean"
+    y = b.reduce(op, xn, axes, keepdims=keepdims, name=call.name)
+    if keepdims:
+        return [b.tensor(call.out_shape, perm, y)]
+    kept = [p for p in perm if p not in spatial_axes(rank, fmt)]  # batch and channel, in held order
+    return [b.tensor(call.out_shape, (0, 1) if kept == sorted(kept) else (1, 0), y)]
