@@ -143,6 +143,11 @@ def bn_params(layer: Layer) -> BNParams:
     if missing:
         raise FormatError(f"layer {layer.label}: no {' or '.join(missing)} weight")
     axis = c.get("axis")
+    if c.get("virtual_batch_size") and axis is not None:
+        # tf.keras shifts the axes of a virtual-batch BN by one in build() (it splits the batch
+        # dimension in two) and then saves the shifted value: undo that.
+        axes = axis if isinstance(axis, (list, tuple)) else [axis]
+        axis = [a - 1 if a > 0 else a for a in axes]
     eps = c.get("epsilon")
     return _make(
         w.get("gamma"), w.get("beta"), w["moving_mean"], w["moving_variance"],
