@@ -1,7 +1,9 @@
-"""Folding BatchNormalization into neighbouring layers: the plan (predicate) and its application."""
+"""Folding BatchNormalization into neighbouring layers: the plan (predicate), the pure kernels
+(arithmetic) and the graph pass that applies them."""
 
 from __future__ import annotations
 
+from .apply import BNOutcome, FoldReport, fold_model
 from .plan import FoldDecision, plan_folds
 
-__all__ = ["FoldDecision", "plan_folds"]
+__all__ = ["FoldDecision", "plan_folds", "fold_model", "FoldReport", "BNOutcome"]

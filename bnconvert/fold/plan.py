@@ -155,10 +155,18 @@ class _Planner:
             return None, f"the next layer {layer.label} takes {len(layer.calls[0])} inputs"
         return layer, ""
 
-    def norm_axis(self, p: BNParams, rank: int | None) -> int | None:
+    def norm_axis(self, p: BNParams, rank: int | None, virtual: bool = False) -> int | None:
+        """BN's axis as a non-negative index into a tensor of ``rank`` (None when unknown).
+
+        tf.keras writes the axis of its internal rank+1 view when ``virtual_batch_size`` is set
+        (``axis: [4]`` on a 4-D input): that axis minus one is the real one.
+        """
         if len(p.axis) != 1 or rank is None:
             return None
-        return p.axis[0] % rank
+        axis = p.axis[0]
+        if virtual and axis > 0:
+            axis -= 1
+        return axis % rank if -rank <= axis < rank else None
 
     # -- the three moves ----------------------------------------------------------------------
     def passes(self, layer: Layer, s: np.ndarray, axis: int | None, rank: int | None) -> str:
@@ -182,17 +190,17 @@ class _Planner:
         if ref is None:
             return "it is called on several tensors or several times"
         rank = self.rank(ref)
-        axis = self.norm_axis(p, rank)
+        axis = self.norm_axis(p, rank, _virtual(bn))
         via: list[str] = []
         while True:
-            if not self.single_use(ref):
-                return f"the output of '{ref.layer}' also feeds other layers"
             layer = self.model[ref.layer]
             if layer.model is not None:
                 return f"its input comes from nested model '{layer.name}'"
             if layer.class_name == "InputLayer":
                 return "its input is a model input (nothing before it to fold into)"
             if layer.class_name in PRODUCERS:
+                if not self.single_use(ref):
+                    return f"the output of {layer.label} also feeds other layers"
                 break
             if len(layer.calls) != 1 or len(layer.calls[0]) != 1:
                 n = len(layer.calls[0]) if len(layer.calls) == 1 else len(layer.calls)
@@ -205,7 +213,9 @@ class _Planner:
                     return f"its input comes from {layer.label}, and the axes cannot be matched"
             why = self.passes(layer, s, axis, rank)
             if why:
-                return why if layer.class_name in POOLS else f"its input comes from {layer.label}"
+                return why if layer.class_name in POOLS else f"its input comes from {_describe(layer)}"
+            if not self.single_use(ref):
+                return f"the output of {layer.label} also feeds other layers"
             via.append(layer.name)
             ref = layer.calls[0][0]
         if len(layer.calls) != 1:
@@ -224,7 +234,7 @@ class _Planner:
     def forward(self, bn: Layer, p: BNParams, s: np.ndarray, t: np.ndarray) -> FoldDecision | str:
         ref = TensorRef(bn.name)
         rank = self.rank(ref)
-        feat = _Features(self.norm_axis(p, rank), rank)
+        feat = _Features(self.norm_axis(p, rank, _virtual(bn)), rank)
         via: list[str] = []
         while True:
             layer, why = self.consumer(ref)
@@ -252,7 +262,7 @@ class _Planner:
             else:
                 why = self.passes(layer, s, feat.axis, feat.rank)
                 if why:
-                    return why if layer.class_name in POOLS else f"its output goes to {layer.label}"
+                    return why if layer.class_name in POOLS else f"its output goes to {_describe(layer)}"
             via.append(layer.name)
             ref = TensorRef(layer.name)
         return self._forward_into(bn, p, layer, feat, s, t, via)
@@ -283,7 +293,7 @@ class _Planner:
         q = self.params.get(other.name)
         if feat.full is not None:
             return f"the next BN {other.label} comes after a Flatten/Reshape"
-        if q is None or q.mode != 0 or len(q.axis) != 1 or feat.rank is None or self.norm_axis(q, feat.rank) != feat.axis:
+        if q is None or q.mode != 0 or len(q.axis) != 1 or feat.rank is None or self.norm_axis(q, feat.rank, _virtual(other)) != feat.axis:
             return f"the next BN {other.label} normalises another axis or cannot fold"
         if not _finite(q):
             return f"the next BN {other.label} has NaN/Inf or non-positive variance + epsilon"
@@ -300,6 +310,9 @@ class _Planner:
                 if per_unit is None:
                     return f"after Flatten/Reshape the scale varies along an axis {layer.label} does not read"
                 ts, tt = per_unit
+                rows = layer.weights.get("kernel")
+                if rows is not None and rows.shape[0] != ts.size:
+                    return f"the shape before Flatten/Reshape does not match {layer.label}'s kernel ({ts.size} vs {rows.shape[0]} inputs)"
             elif feat.axis is None or feat.rank is None:
                 return "its axis cannot be matched to a channel axis (unknown shape or several axes)"
             elif feat.axis != feat.rank - 1:
@@ -380,6 +393,18 @@ class _Planner:
         for prior, target in list(self.merged.items()):
             if target == name:
                 self.merged[prior] = into
+
+
+def _describe(layer: Layer) -> str:
+    """``'act_1' (Activation relu)``: the label, with the function an activation layer applies."""
+    act = layer.config.get("activation")
+    if layer.class_name == "Activation" and isinstance(act, str):
+        return f"'{layer.name}' ({layer.source_class} {act})"
+    return layer.label
+
+
+def _virtual(bn: Layer) -> bool:
+    return bool(bn.config.get("virtual_batch_size"))
 
 
 def _finite(p: BNParams) -> bool:

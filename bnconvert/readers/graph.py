@@ -58,11 +58,13 @@ def _input_layer(name: str, batch_shape: Any, dtype: Any = "float32") -> Layer:
 
 def batch_shape_of(cfg: dict[str, Any]) -> list[Any] | None:
     """The batch shape a layer config declares (``batch_shape``/``batch_input_shape``/``input_shape``)."""
-    for key in ("batch_shape", "batch_input_shape"):
-        if cfg.get(key) is not None:
-            return list(cfg[key])
-    if cfg.get("input_shape") is not None:
-        return [None, *cfg["input_shape"]]
+    for key in ("batch_shape", "batch_input_shape", "input_shape"):
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, (list, tuple)):
+            raise FormatError(f"layer '{cfg.get('name')}': config '{key}' is {value!r}, not a shape")
+        return list(value) if key != "input_shape" else [None, *value]
     if cfg.get("input_dim") is not None:
         return [None, cfg["input_dim"]]
     return None
@@ -160,12 +162,13 @@ def _refs(value: Any, where: str, what: str) -> list[TensorRef]:
 
 def _ref(value: Any, where: str) -> TensorRef:
     if isinstance(value, dict):  # Keras 3 __keras_tensor__
-        value = (value.get("config") or {}).get("keras_history")
+        inner = value.get("config")
+        value = inner.get("keras_history") if isinstance(inner, dict) else None
     if not isinstance(value, (list, tuple)) or len(value) < 3 or not isinstance(value[0], str):
         raise FormatError(f"{where}: malformed tensor reference {str(value)[:80]}")
     try:
         return TensorRef(value[0], int(value[1]), int(value[2]))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise FormatError(f"{where}: malformed tensor reference {str(value)[:80]}") from None
 
 
@@ -187,7 +190,10 @@ def _inbound(nodes: Any, layer: Layer, where: str) -> tuple[list[list[TensorRef]
         refs: list[TensorRef] = []
         if isinstance(node, dict):  # Keras 3
             _keras3_tensors(node.get("args", []), refs, where)
-            kw = {k: v for k, v in (node.get("kwargs") or {}).items() if not _has_tensor(v)}
+            given = node.get("kwargs") or {}
+            if not isinstance(given, dict):
+                raise FormatError(f"{where}: layer {layer.label} has malformed call arguments")
+            kw = {k: v for k, v in given.items() if not _has_tensor(v)}
         elif isinstance(node, list):  # Keras 1/2: [[name, node, tensor, kwargs], ...]
             kw = {}
             for item in node:

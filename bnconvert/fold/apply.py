@@ -1,0 +1,209 @@
+"""The graph pass: apply the plan's decisions and return a new model without the folded BN.
+
+For every decision of :func:`~bnconvert.fold.plan.plan_folds` (in model order, so several
+affines reaching one layer compose correctly):
+
+* ``backward``/``forward``: the target's weights are rewritten by the pure kernels of
+  :mod:`bnconvert.fold.kernels` (a missing bias is created: ``use_bias`` becomes true) and the BN
+  disappears;
+* ``merge``: the BN disappears, its affine already travels with the BN it merged into;
+* ``stays`` with absorbed BNs: the BN keeps its place and carries the combined affine
+  (``mean = 0``, ``gamma = s*sqrt(var + eps)``, ``beta = t``, ``center = scale = True``).
+
+Inference identities (Dropout family, GaussianNoise, ActivityRegularization, Identity) are
+dropped as well. Every consumer of a removed layer (and every model output) is rewired to the
+removed layer's input. The input model is never modified.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..bn import bn_params
+from ..errors import FoldError
+from ..model import Layer, Model, TensorRef
+from .kernels import fold_backward, fold_forward, stays_bn_weights
+from .plan import IDENTITIES, FoldDecision, plan_folds
+
+__all__ = ["fold_model", "FoldReport", "BNOutcome"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BNOutcome:
+    """What happened to one BN layer (``path`` includes nested-model prefixes)."""
+
+    path: str
+    action: str
+    reason: str
+    target: str | None = None
+    via: list[str] = field(default_factory=list)
+    absorbed: list[str] = field(default_factory=list)
+    #: largest |s| of the affine folded (None when the BN stays)
+    max_scale: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.path, "action": self.action, "target": self.target, "via": list(self.via),
+            "absorbed": list(self.absorbed), "reason": self.reason, "max_scale": self.max_scale,
+        }
+
+
+@dataclass
+class FoldReport:
+    """Everything the user is told about a fold: one outcome per BN, totals, notes."""
+
+    source: str
+    input_format: str
+    batch_norms: list[BNOutcome] = field(default_factory=list)
+    #: inference identities removed (paths)
+    dropped: list[str] = field(default_factory=list)
+    #: layers whose weights changed, and those that got a new bias (paths)
+    changed: list[str] = field(default_factory=list)
+    created_bias: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    #: filled in by whoever writes the model
+    output: str | None = None
+    output_format: str | None = None
+    check: dict[str, Any] | None = None
+
+    @property
+    def totals(self) -> dict[str, int]:
+        count = defaultdict(int)
+        for bn in self.batch_norms:
+            count[bn.action] += 1
+        folded = count["backward"] + count["forward"] + count["merge"]
+        return {
+            "batch_norms": len(self.batch_norms), "folded": folded, "backward": count["backward"],
+            "forward": count["forward"], "merged": count["merge"], "stays": count["stays"],
+            "identities_dropped": len(self.dropped), "biases_created": len(self.created_bias),
+        }
+
+    @property
+    def largest_scale(self) -> tuple[float, str] | None:
+        """The largest |gamma/sqrt(var+eps)| folded into a weight, and the BN it came from."""
+        scored = [(bn.max_scale, bn.path) for bn in self.batch_norms if bn.max_scale is not None]
+        return max(scored) if scored else None
+
+    def to_dict(self) -> dict[str, Any]:
+        largest = self.largest_scale
+        return {
+            "file": self.source,
+            "input_format": self.input_format,
+            "output": self.output,
+            "output_format": self.output_format,
+            "totals": self.totals,
+            "largest_fold_scale": None if largest is None else {"value": largest[0], "batch_norm": largest[1]},
+            "batch_norms": [bn.to_dict() for bn in self.batch_norms],
+            "dropped": list(self.dropped),
+            "changed": list(self.changed),
+            "created_bias": list(self.created_bias),
+            "notes": list(self.notes),
+            "check": self.check,
+        }
+
+
+def _max_abs(a: np.ndarray | None) -> float | None:
+    if a is None or np.size(a) == 0:
+        return None
+    return float(np.max(np.abs(a)))
+
+
+def fold_model(model: Model) -> tuple[Model, FoldReport]:
+    """A new model with every foldable BN folded, and the report of what happened.
+
+    Raises :class:`~bnconvert.errors.FoldError` when a BN that would fold has NaN/Inf
+    parameters or a non-positive ``var + eps`` (nothing is folded then).
+    """
+    decisions = plan_folds(model)
+    blocked = [d for d in decisions if d.blocked]
+    if blocked:
+        names = ", ".join(f"'{d.path}'" for d in blocked[:5]) + (" ..." if len(blocked) > 5 else "")
+        raise FoldError(
+            f"{len(blocked)} BatchNormalization layer(s) that would fold have NaN/Inf parameters or "
+            f"variance + epsilon <= 0: {names}; refusing to fold"
+        )
+    source = model.source
+    report = FoldReport(source=source.path if source else model.name, input_format=source.format if source else "model")
+    for d in decisions:
+        folded = d.folds
+        report.batch_norms.append(BNOutcome(
+            path=d.path, action=d.action, reason=d.reason, target=d.target, via=list(d.via),
+            absorbed=list(d.absorbed), max_scale=_max_abs(d.scale) if folded else None,
+        ))
+    by_scope: dict[str, list[FoldDecision]] = defaultdict(list)
+    for d in decisions:
+        by_scope[d.scope].append(d)
+    return _fold_scope(model, "", by_scope, report), report
+
+
+def _fold_scope(model: Model, scope: str, by_scope: dict[str, list[FoldDecision]], report: FoldReport) -> Model:
+    layers = {layer.name: layer.copy() for layer in model.layers}
+    for layer in layers.values():
+        if layer.model is not None:
+            layer.model = _fold_scope(layer.model, f"{scope}{layer.name}/", by_scope, report)
+    removed: set[str] = set()
+    for d in by_scope.get(scope, []):
+        if d.action in ("backward", "forward"):
+            target = layers[d.target]
+            _rewrite(target, d, scope, report)
+        elif d.action == "stays" and d.absorbed:
+            _carry(layers[d.bn], d, scope, report)
+        if d.folds:
+            removed.add(d.bn)
+    for layer in layers.values():
+        if layer.class_name in IDENTITIES and all(len(call) == 1 for call in layer.calls):
+            removed.add(layer.name)
+            report.dropped.append(f"{scope}{layer.name}")
+    alias = {
+        TensorRef(name, k, 0): call[0]
+        for name in removed
+        for k, call in enumerate(layers[name].calls)
+    }
+
+    def resolve(ref: TensorRef) -> TensorRef:
+        seen = 0
+        while ref in alias:
+            ref = alias[ref]
+            seen += 1
+            if seen > len(alias):
+                raise FoldError(f"a cycle among removed layers at '{ref.layer}'")
+        return ref
+
+    kept = []
+    for layer in model.layers:
+        if layer.name in removed:
+            continue
+        new = layers[layer.name]
+        new.calls = [[resolve(r) for r in call] for call in new.calls]
+        kept.append(new)
+    return model.with_layers(kept, outputs=[resolve(r) for r in model.outputs])
+
+
+def _rewrite(target: Layer, d: FoldDecision, scope: str, report: FoldReport) -> None:
+    kernel = fold_backward if d.action == "backward" else fold_forward
+    had_bias = bool(target.config.get("use_bias", True)) and "bias" in target.weights
+    target.weights = kernel(target.class_name, target.weights, d.target_scale, d.target_shift, config=target.config)
+    path = f"{scope}{target.name}"
+    if not had_bias:
+        target.config["use_bias"] = True
+        if path not in report.created_bias:
+            report.created_bias.append(path)
+    if path not in report.changed:
+        report.changed.append(path)
+    log.debug("folded %s BN %s into %s", d.action, d.path, path)
+
+
+def _carry(bn: Layer, d: FoldDecision, scope: str, report: FoldReport) -> None:
+    p = bn_params(bn)
+    bn.weights = stays_bn_weights(bn.weights, d.scale, d.shift, epsilon=p.epsilon)
+    order = ["gamma", "beta", "moving_mean", "moving_variance"]
+    bn.weights = {k: bn.weights[k] for k in order} | {k: v for k, v in bn.weights.items() if k not in order}
+    bn.config["center"] = bn.config["scale"] = True
+    report.changed.append(f"{scope}{bn.name}")

@@ -1,0 +1,259 @@
+"""Pure numpy folding kernels: arrays in, new arrays out, float64 inside, never mutating inputs.
+
+A BatchNormalization at inference is the per-channel affine ``y = s*x + t`` with
+``s = gamma / sqrt(var + eps)`` and ``t = beta - mean*s``.
+
+Backward fold (linear producer -> BN), along the producer's output-channel axis::
+
+    W' = W * s          b' = b*s + t          (b = 0 when the layer has no bias)
+
+Forward fold (BN -> consumer), along the consumer's input-channel axis, exact for Dense and for
+``valid`` convolutions (every window sees the shifted value, never a padded zero)::
+
+    W' = W * s          b' = b + sum over kernel and input of W * t
+
+Keras kernel layouts (the same for channels_last and channels_first):
+
+=====================================  =========================  ==============================
+class                                  kernel                     output channel / input channel
+=====================================  =========================  ==============================
+Dense                                  ``(in, out)``              axis -1 / axis -2
+Conv1D/2D/3D (``groups`` g)            ``(*k, in/g, out)``        axis -1 / axis -2 within group
+Conv1D/2D/3DTranspose                  ``(*k, filters, in)``      axis -2 / axis -1
+DepthwiseConv1D/2D (multiplier dm)     ``(*k, C, dm)``            ``c*dm + m`` / axis -2
+SeparableConv1D/2D                     depthwise ``(*k, C, dm)``, pointwise ``(*1, C*dm, out)``
+=====================================  =========================  ==============================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import FoldError
+
+__all__ = [
+    "Affine",
+    "compose",
+    "fold_backward",
+    "fold_forward",
+    "scale_output",
+    "scale_depthwise_output",
+    "scale_conv_input",
+    "scale_depthwise_input",
+    "scale_separable_input",
+    "scale_dense_input",
+    "features_of",
+    "flatten_features",
+    "dense_input_affine",
+    "stays_bn_weights",
+]
+
+#: ``(s, t)``: the per-channel affine ``x -> s*x + t``
+Affine = tuple[np.ndarray, np.ndarray]
+
+
+def _f64(a: Any) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
+def _dtype(kernel: np.ndarray) -> np.dtype:
+    kind = np.asarray(kernel).dtype
+    return kind if kind.kind == "f" else np.dtype("float32")
+
+
+def _bias(bias: np.ndarray | None, n: int) -> np.ndarray:
+    return np.zeros(n) if bias is None else _f64(bias).reshape(-1)
+
+
+def _check(s: np.ndarray, t: np.ndarray, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    s, t = _f64(s).reshape(-1), _f64(t).reshape(-1)
+    if s.size != n or t.size != n:
+        raise FoldError(f"{what}: the BN has {s.size} channels but the layer has {n}")
+    return s, t
+
+
+def compose(first: Affine, second: Affine) -> Affine:
+    """The affine ``second(first(x))``: ``s = s2*s1``, ``t = s2*t1 + t2``."""
+    s1, t1 = _f64(first[0]), _f64(first[1])
+    s2, t2 = _f64(second[0]), _f64(second[1])
+    return s2 * s1, s2 * t1 + t2
+
+
+# -- backward: scale the output channels ----------------------------------------------------------
+def scale_output(kernel: np.ndarray, bias: np.ndarray | None, s: np.ndarray, t: np.ndarray, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """Dense/Conv (``axis=-1``) or Conv*Transpose (``axis=-2``): ``W*s`` on ``axis``, ``b*s + t``."""
+    w = _f64(kernel)
+    n = w.shape[axis]
+    s, t = _check(s, t, n, "backward fold")
+    shape = [1] * w.ndim
+    shape[axis] = n
+    new_w = w * s.reshape(shape)
+    new_b = _bias(bias, n) * s + t
+    dt = _dtype(kernel)
+    return new_w.astype(dt), new_b.astype(dt)
+
+
+def scale_depthwise_output(kernel: np.ndarray, bias: np.ndarray | None, s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DepthwiseConv: kernel ``(*k, C, dm)``, output channel ``c*dm + m``."""
+    w = _f64(kernel)
+    c, dm = w.shape[-2], w.shape[-1]
+    s, t = _check(s, t, c * dm, "backward fold into a depthwise convolution")
+    new_w = w * s.reshape(c, dm)
+    new_b = _bias(bias, c * dm) * s + t
+    dt = _dtype(kernel)
+    return new_w.astype(dt), new_b.astype(dt)
+
+
+# -- forward: scale the input channels ------------------------------------------------------------
+def scale_dense_input(kernel: np.ndarray, bias: np.ndarray | None, s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense ``(in, out)`` reading ``s*x + t``: ``W*s[:, None]``, ``b + t @ W``."""
+    w = _f64(kernel)
+    s, t = _check(s, t, w.shape[0], "forward fold into Dense")
+    new_b = _bias(bias, w.shape[1]) + t @ w
+    dt = _dtype(kernel)
+    return (w * s[:, None]).astype(dt), new_b.astype(dt)
+
+
+def scale_conv_input(
+    kernel: np.ndarray, bias: np.ndarray | None, s: np.ndarray, t: np.ndarray, *, groups: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Conv ``(*k, in/groups, out)`` with ``valid`` padding reading ``s*x + t``.
+
+    Output channel ``o`` of group ``g = o // (out/groups)`` reads input channel ``g*in_g + j``
+    through ``W[..., j, o]``.
+    """
+    w = _f64(kernel)
+    in_g, out = w.shape[-2], w.shape[-1]
+    if groups < 1 or out % groups:
+        raise FoldError(f"forward fold: {out} filters cannot be split into {groups} groups")
+    s, t = _check(s, t, in_g * groups, "forward fold into a convolution")
+    out_g = out // groups
+    # per (j, o): the input channel that kernel entry reads
+    channel = (np.arange(out) // out_g)[None, :] * in_g + np.arange(in_g)[:, None]
+    new_w = w * s[channel]
+    spatial = tuple(range(w.ndim - 2))
+    new_b = _bias(bias, out) + (w.sum(axis=spatial) * t[channel]).sum(axis=0)
+    dt = _dtype(kernel)
+    return new_w.astype(dt), new_b.astype(dt)
+
+
+def scale_depthwise_input(kernel: np.ndarray, bias: np.ndarray | None, s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DepthwiseConv ``(*k, C, dm)`` with ``valid`` padding reading ``s*x + t``."""
+    w = _f64(kernel)
+    c, dm = w.shape[-2], w.shape[-1]
+    s, t = _check(s, t, c, "forward fold into a depthwise convolution")
+    new_w = w * s[:, None]
+    spatial = tuple(range(w.ndim - 2))
+    shift = (w.sum(axis=spatial) * t[:, None]).reshape(-1)  # (C, dm) -> c*dm + m
+    new_b = _bias(bias, c * dm) + shift
+    dt = _dtype(kernel)
+    return new_w.astype(dt), new_b.astype(dt)
+
+
+def scale_separable_input(
+    depthwise: np.ndarray, pointwise: np.ndarray, bias: np.ndarray | None, s: np.ndarray, t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SeparableConv with ``valid`` padding reading ``s*x + t``: the scale goes into the depthwise
+    kernel, the shift travels through both kernels into the bias."""
+    dw = _f64(depthwise)
+    pw = _f64(pointwise)
+    c, dm = dw.shape[-2], dw.shape[-1]
+    s, t = _check(s, t, c, "forward fold into a separable convolution")
+    new_dw = dw * s[:, None]
+    spatial = tuple(range(dw.ndim - 2))
+    mid = (dw.sum(axis=spatial) * t[:, None]).reshape(-1)  # shift of each intermediate channel
+    pw2 = pw.reshape(-1, pw.shape[-1])  # (C*dm, out): pointwise kernels are 1x1
+    new_b = _bias(bias, pw.shape[-1]) + mid @ pw2
+    return new_dw.astype(_dtype(depthwise)), np.asarray(pointwise).copy(), new_b.astype(_dtype(pointwise))
+
+
+# -- dispatch by Keras class ------------------------------------------------------------------------
+def _groups(config: dict[str, Any]) -> int:
+    return int(config.get("groups", 1) or 1)
+
+
+def fold_backward(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    """New weights of a producer whose output goes through ``s*x + t`` (a bias is always returned)."""
+    w = dict(weights)
+    bias = w.get("bias") if config.get("use_bias", True) else None
+    if class_name == "Dense" or (class_name.startswith("Conv") and not class_name.endswith("Transpose")):
+        # grouped convolutions too: output channels are the last kernel axis whatever the groups
+        w["kernel"], w["bias"] = scale_output(w["kernel"], bias, s, t, axis=-1)
+    elif class_name.endswith("Transpose"):
+        w["kernel"], w["bias"] = scale_output(w["kernel"], bias, s, t, axis=-2)
+    elif class_name.startswith("DepthwiseConv"):
+        w["depthwise_kernel"], w["bias"] = scale_depthwise_output(w["depthwise_kernel"], bias, s, t)
+    elif class_name.startswith("SeparableConv"):
+        w["pointwise_kernel"], w["bias"] = scale_output(w["pointwise_kernel"], bias, s, t, axis=-1)
+    else:
+        raise FoldError(f"cannot fold a BN backward into a {class_name}")
+    return w
+
+
+def fold_forward(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    """New weights of a consumer whose input is ``s*x + t`` per input channel/unit."""
+    w = dict(weights)
+    bias = w.get("bias") if config.get("use_bias", True) else None
+    if class_name == "Dense":
+        w["kernel"], w["bias"] = scale_dense_input(w["kernel"], bias, s, t)
+    elif class_name.startswith("Conv") and not class_name.endswith("Transpose"):
+        w["kernel"], w["bias"] = scale_conv_input(w["kernel"], bias, s, t, groups=_groups(config))
+    elif class_name.startswith("DepthwiseConv"):
+        w["depthwise_kernel"], w["bias"] = scale_depthwise_input(w["depthwise_kernel"], bias, s, t)
+    elif class_name.startswith("SeparableConv"):
+        w["depthwise_kernel"], w["pointwise_kernel"], w["bias"] = scale_separable_input(
+            w["depthwise_kernel"], w["pointwise_kernel"], bias, s, t
+        )
+    else:
+        raise FoldError(f"cannot fold a BN forward into a {class_name}")
+    return w
+
+
+# -- where each feature of a reshaped tensor came from ------------------------------------------------
+def features_of(vec: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray:
+    """A per-channel vector broadcast over a whole (batchless) tensor of ``shape``, channel on ``axis``."""
+    vec = _f64(vec).reshape(-1)
+    bshape = [1] * len(shape)
+    bshape[axis] = vec.size
+    return np.broadcast_to(vec.reshape(bshape), shape).copy()
+
+
+def flatten_features(full: np.ndarray, data_format: str = "channels_last") -> np.ndarray:
+    """What Keras ``Flatten`` does to a batchless tensor: ``channels_first`` moves the channel axis
+    last before flattening (to keep weight order across data formats)."""
+    if data_format == "channels_first" and full.ndim > 1:
+        full = np.moveaxis(full, 0, -1)
+    return full.reshape(-1)
+
+
+def dense_input_affine(s_full: np.ndarray, t_full: np.ndarray) -> Affine | None:
+    """The per-unit affine a Dense reading these per-element arrays sees, or None when it varies
+    along a non-last axis (Dense applies one kernel at every position)."""
+    units = s_full.shape[-1]
+    s2, t2 = s_full.reshape(-1, units), t_full.reshape(-1, units)
+    if not (np.all(s2 == s2[:1]) and np.all(t2 == t2[:1])):
+        return None
+    return s2[0].copy(), t2[0].copy()
+
+
+def stays_bn_weights(
+    weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *, epsilon: float
+) -> dict[str, np.ndarray]:
+    """Weights of a BN that stays but now carries the affine ``s*x + t`` (its own plus merged ones).
+
+    Keeps its variance (so ``sqrt(var + eps)`` stays valid) and sets ``mean = 0``,
+    ``gamma = s*sqrt(var + eps)``, ``beta = t``; gamma and beta are always returned (the layer
+    needs ``scale=True, center=True`` afterwards).
+    """
+    var = _f64(weights["moving_variance"])
+    shape = var.shape
+    s = _f64(s).reshape(shape)
+    t = _f64(t).reshape(shape)
+    dt = _dtype(weights["moving_variance"])
+    out = dict(weights)
+    out["gamma"] = (s * np.sqrt(var + epsilon)).astype(dt)
+    out["beta"] = t.astype(dt)
+    out["moving_mean"] = np.zeros(shape, dtype=dt)
+    return out

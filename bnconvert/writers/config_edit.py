@@ -1,0 +1,191 @@
+"""Edit a Keras model config so it describes a folded model: the original JSON, minus the layers
+the fold removed, with their consumers rewired and the few changed settings updated.
+
+Works on both ``inbound_nodes`` forms: Keras 1/2 lists (``[[[name, node, tensor, kwargs], ...]]``)
+and Keras 3 dicts (``[{"args": [...__keras_tensor__...], "kwargs": {...}}]``), on Sequential
+models (list or dict body), on Functional models and, recursively, on nested models. Only
+BatchNormalization and inference identities may be removed; anything else missing from the
+folded model is an error.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ..errors import OutputError
+from ..layerspec import DEPTHWISE_CLASSES, SEPARABLE_CLASSES, TRANSPOSE_CLASSES
+from ..model import Model
+from ..fold.plan import IDENTITIES
+
+__all__ = ["edit_config", "keras3_compatible", "layer_entries", "entry_name", "MODEL_CLASSES", "OVERRIDE_KEYS"]
+
+MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
+#: config keys a fold may change on a kept layer
+OVERRIDE_KEYS = ("use_bias", "center", "scale")
+_REMOVABLE = IDENTITIES | {"BatchNormalization"}
+_SHAPE_KEYS = ("batch_input_shape", "batch_shape", "input_shape", "input_dim", "input_length")
+
+
+def entry_name(entry: dict[str, Any]) -> str:
+    """A layer entry's name (Keras 2/3 put it beside ``config``; Sequential entries only inside)."""
+    cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    return entry.get("name") or cfg.get("name") or ""
+
+
+def layer_entries(model_entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The list of layer entries of a ``{"class_name": Sequential|Functional, "config": ...}`` dict
+    (the list object itself, so callers can edit it in place)."""
+    body = model_entry.get("config")
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict) and isinstance(body.get("layers"), list):
+        return body["layers"]
+    raise OutputError(f"model config of '{entry_name(model_entry)}' has no layer list")
+
+
+def edit_config(config: dict[str, Any], model: Model) -> dict[str, Any]:
+    """A new config (the input is not modified) describing the folded ``model``."""
+    out = copy.deepcopy(config)
+    _edit(out, model)
+    return out
+
+
+def _edit(model_entry: dict[str, Any], model: Model) -> None:
+    entries = layer_entries(model_entry)
+    kept_names = {layer.name for layer in model.layers}
+    removed = [e for e in entries if entry_name(e) not in kept_names]
+    for entry in removed:
+        cls = entry.get("class_name")
+        if cls not in _REMOVABLE:
+            raise OutputError(f"layer '{entry_name(entry)}' ({cls}) is missing from the folded model; only BN and identities may go")
+    if model_entry.get("class_name") == "Sequential":
+        _drop_sequential(entries, {entry_name(e) for e in removed})
+    else:
+        _drop_functional(model_entry, entries, removed)
+    for entry in entries:
+        name = entry_name(entry)
+        if name not in model:
+            continue
+        layer = model[name]
+        cfg = entry.get("config")
+        if layer.model is not None and entry.get("class_name") in MODEL_CLASSES:
+            _edit(entry, layer.model)
+        elif isinstance(cfg, dict):
+            for key in OVERRIDE_KEYS:  # all three default to True in every Keras
+                if key in layer.config and bool(cfg.get(key, True)) != bool(layer.config[key]):
+                    cfg[key] = bool(layer.config[key])
+
+
+def _drop_sequential(entries: list[dict[str, Any]], names: set[str]) -> None:
+    carried: dict[str, Any] = {}
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        if entry_name(entry) in names:
+            cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+            # the first layer of a Sequential without InputLayer declares the input shape
+            carried.update({k: cfg[k] for k in (*_SHAPE_KEYS, "dtype") if cfg.get(k) is not None and k not in carried})
+            del entries[i]
+            continue
+        if carried:
+            cfg = entry.setdefault("config", {})
+            if not any(cfg.get(k) is not None for k in _SHAPE_KEYS) and any(k in carried for k in _SHAPE_KEYS):
+                cfg.update({k: v for k, v in carried.items() if k in _SHAPE_KEYS or k not in cfg})
+            carried = {}
+        i += 1
+
+
+# -- Functional: rewire every reference to a removed layer to that layer's own input ----------------------
+def _node_refs(node: Any) -> list[Any]:
+    """The tensor references of one inbound node: Keras 2 lists ``[name, node, index, ...]`` or
+    Keras 3 ``__keras_tensor__`` dicts (returned as the dicts themselves)."""
+    found: list[Any] = []
+    if isinstance(node, dict) and "args" in node:
+        _k3(node.get("args"), found)
+        _k3(node.get("kwargs"), found)
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, list) and item and isinstance(item[0], str):
+                found.append(item)
+    return found
+
+
+def _k3(value: Any, out: list[Any]) -> None:
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            out.append(value)
+        else:
+            for v in value.values():
+                _k3(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _k3(v, out)
+
+
+def _triple(ref: Any) -> tuple[str, int, int]:
+    if isinstance(ref, dict):
+        hist = ref["config"]["keras_history"]
+        return str(hist[0]), int(hist[1]), int(hist[2])
+    return str(ref[0]), int(ref[1]), int(ref[2])
+
+
+def _set(ref: Any, triple: tuple[str, int, int]) -> None:
+    if isinstance(ref, dict):
+        ref["config"]["keras_history"] = list(triple)
+    else:
+        ref[0], ref[1], ref[2] = triple
+
+
+def _drop_functional(model_entry: dict[str, Any], entries: list[dict[str, Any]], removed: list[dict[str, Any]]) -> None:
+    alias: dict[tuple[str, int, int], tuple[str, int, int]] = {}
+    for entry in removed:
+        for k, node in enumerate(entry.get("inbound_nodes") or []):
+            refs = _node_refs(node)
+            if len(refs) != 1:
+                raise OutputError(f"removed layer '{entry_name(entry)}' has {len(refs)} inputs in call {k}")
+            alias[(entry_name(entry), k, 0)] = _triple(refs[0])
+
+    def resolve(triple: tuple[str, int, int]) -> tuple[str, int, int]:
+        for _ in range(len(alias) + 1):
+            if triple not in alias:
+                return triple
+            triple = alias[triple]
+        raise OutputError(f"cycle among removed layers at '{triple[0]}'")
+
+    gone = {entry_name(e) for e in removed}
+    entries[:] = [e for e in entries if entry_name(e) not in gone]
+    for entry in entries:
+        for node in entry.get("inbound_nodes") or []:
+            for ref in _node_refs(node):
+                _set(ref, resolve(_triple(ref)))
+    body = model_entry["config"]
+    for key in ("output_layers", "input_layers"):
+        value = body.get(key)
+        if not isinstance(value, list) or not value:
+            continue
+        refs = [value] if isinstance(value[0], str) else value
+        for ref in refs:
+            if isinstance(ref, list) and len(ref) >= 3:
+                _set(ref, resolve(_triple(ref)))
+
+
+def keras3_compatible(config: dict[str, Any]) -> dict[str, Any]:
+    """A Keras 2 config that Keras 3 also loads. tf.keras writes ``groups: 1`` in every
+    convolution config and ``kernel_initializer/regularizer/constraint`` in separable ones, which
+    Keras 3 refuses as unknown arguments for depthwise, separable and transposed convolutions;
+    tf.keras does not need them (defaults, and training-only settings)."""
+    for entry in layer_entries(config):
+        cls, cfg = entry.get("class_name"), entry.get("config")
+        if cls in MODEL_CLASSES and isinstance(cfg, (dict, list)):
+            keras3_compatible(entry)
+        elif isinstance(cfg, dict):
+            if cls in _NO_GROUPS and cfg.get("groups") == 1:
+                del cfg["groups"]
+            if cls in SEPARABLE_CLASSES:  # tf.keras inherits these from Conv; they only matter in training
+                for key in ("kernel_initializer", "kernel_regularizer", "kernel_constraint"):
+                    cfg.pop(key, None)
+    return config
+
+
+_NO_GROUPS = DEPTHWISE_CLASSES | SEPARABLE_CLASSES | TRANSPOSE_CLASSES
