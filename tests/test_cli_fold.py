@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 import bnconvert
 from bnconvert.cli import main
-from bnconvert.fold import keras_check
+import bnconvert.check
 
 from .conftest import corpus_file, fixture_file
 
@@ -118,13 +118,16 @@ def test_failed_check_exits_1_and_writes_nothing(tmp_path: Path, monkeypatch: py
     src = _copy("k3_dense_tanh.h5", tmp_path)
     seen = []
 
-    def differs(original, written, *, fmt):  # noqa: ANN001, ANN202
+    real = bnconvert.check.check_written
+
+    def differs(original, written, *, load_options=None):  # noqa: ANN001, ANN202
         seen.append(Path(written))
         assert Path(written).exists() and Path(written).parent == tmp_path  # checked before the rename
-        return keras_check.FoldCheck("failed", "outputs differ beyond tolerance", reference="the original file",
-                                     runtime="Keras test", max_abs=1.0, max_rel=0.5)
+        result = real(original, written, load_options=load_options)
+        result.passed = False  # what a wrong fold would give
+        return result
 
-    monkeypatch.setattr(keras_check, "check_fold", differs)
+    monkeypatch.setattr(bnconvert.check, "check_written", differs)
     result = CliRunner().invoke(main, ["fold", str(src)])
     assert result.exit_code == 1 and "differs from the original" in result.output and "nothing written" in result.output
     assert seen and _files(tmp_path) == ["k3_dense_tanh.h5"]
@@ -133,13 +136,16 @@ def test_failed_check_exits_1_and_writes_nothing(tmp_path: Path, monkeypatch: py
 # -- the built-in check with real Keras ----------------------------------------------------------------------
 @needs_tf
 def test_check_runs_keras_for_keras3_and_keras1_files(tmp_path: Path) -> None:
-    for name, reference in (("k3_chain.keras", "the original file"), ("k1_th_model.h5", "Keras 1 files cannot be loaded")):
+    # Keras 3 original: Keras on both sides. Keras 1 original: no Keras loads it, so the reference is
+    # bnconvert's unfolded ONNX export of the original; the folded Keras 2 file runs in tf-keras.
+    for name, reference in (("k3_chain.keras", "keras"), ("k1_th_model.h5", "bnconvert-export")):
         src = _copy(name, tmp_path)
         result = _fold(str(src), "--json")
         assert result.exit_code == 0, result.output
         data = json.loads(result.output)
         assert data["check"]["status"] == "passed", data["check"]
-        assert reference in data["check"]["reference"] and data["check"]["max_rel"] < 1e-5
+        assert reference in data["check"]["reference"]["kind"] and data["check"]["max_rel"] < 1e-5
+        assert data["check"]["checked"]["kind"] == "keras"
     notes = " ".join(data["notes"])
     assert "converted from Keras 1" in notes and data["output_format"] == "keras2-h5"
 
@@ -170,7 +176,7 @@ def test_corpus_files_fold_and_match(prefix: str, tmp_path: Path) -> None:
         if bn["action"] == "stays":
             assert any(r in bn["reason"] for r in reasons), bn
     if prefix.startswith("svh2811"):  # Lambda layers are never run: check the model after them
-        assert data["check"]["status"] == "skipped" and "Lambda" in data["check"]["reason"]
+        assert data["check"]["status"] == "skipped" and "Lambda" in data["check"]["reason"], data["check"]
         assert _svh2811_tail(src, out) < 1e-5
     else:
         assert data["check"]["status"] == "passed" and data["check"]["max_rel"] < 1e-5, data["check"]

@@ -1,55 +1,20 @@
 """``bnconvert fold``: fold every BatchNormalization that can go, write a Keras file in the input's format.
 
-The output is written to a temporary file beside the target, checked against the original in
-real Keras when TensorFlow is installed (unless ``--no-check``), and only then renamed into
-place: a failed check (exit 1) or any error (exit 2) leaves nothing behind.
+All the work is :func:`bnconvert.fold.run.fold_file`; this module parses options and prints.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 import click
 
-from ..errors import EquivalenceError, OutputError
-from ..fold import FoldReport, fold_model
-from ..model import Model
-from ..readers import load
-from ..writers import atomic_output, check_target, describe_format, output_format, write_model
+from ..errors import EquivalenceError
+from ..fold import FoldReport
+from ..fold.run import default_output, fold_file
 from .options import load_kwargs, load_options
 
 __all__ = ["fold", "default_output", "render_report"]
-
-_SUFFIXES = {"keras3-zip": (".keras",), "tfkeras-zip": (".keras",), "keras2-h5": (".h5", ".hdf5"), "keras3-h5": (".h5", ".hdf5")}
-
-
-def default_output(path: str | Path) -> Path:
-    """``<stem>.folded<ext>`` beside the input."""
-    p = Path(path)
-    return p.with_name(f"{p.stem}.folded{p.suffix}")
-
-
-def _check_suffix(out: Path, fmt: str, source: Path) -> None:
-    allowed = _SUFFIXES.get(fmt, ())
-    if out.suffix.lower() in allowed or out.suffix.lower() == source.suffix.lower():
-        return
-    raise OutputError(f"{out}: a {fmt} file needs the extension {' or '.join(allowed)} (Keras picks the reader by it)")
-
-
-def _verify(original_path: str, written: Path, *, load_options: dict[str, Any], original: Model, fmt: str) -> dict[str, Any]:
-    """The fold's numerical check, original file vs written file (the only call site).
-
-    The result is truthy when it passed and has ``summary()`` and ``to_dict()``.
-    """
-    from ..fold.keras_check import check_fold
-
-    result = check_fold(original, written, fmt=fmt)
-    outcome = result.to_dict()
-    outcome["summary"] = result.summary()
-    outcome["passed"] = bool(result)
-    return outcome
 
 
 def render_report(report: FoldReport, *, dry_run: bool = False) -> str:
@@ -111,33 +76,11 @@ def fold(path: str, output: str | None, force: bool, as_json: bool, dry_run: boo
     """Fold every BatchNormalization of PATH that can go into its neighbours and write the
     folded model as a Keras file in PATH's own format (a Keras 1 file becomes a Keras 2 .h5)."""
     options = load_kwargs(config, running_std, flip_kernels)
-    original = load(path, **options)
-    out = Path(output) if output is not None else default_output(path)
-    fmt = output_format(original)
-    if not dry_run:
-        check_target(out, source=path, force=force)
-        _check_suffix(out, fmt, Path(path))
-        if not original.has_graph:
-            raise OutputError(f"{path}: weights only, no architecture: pass the model JSON with --config to fold it")
-    folded, report = fold_model(original)
-    report.output_format = fmt
-    report.notes.append(f"output: {describe_format(fmt, original)}")
-    if original.source is not None and original.source.generation != 1 and not original.source.format.endswith("weights"):
-        report.notes.append("optimizer state is not copied (the folded model is for inference)")
-    if dry_run:
-        _emit(report, as_json, True)
-        return
     try:
-        with atomic_output(out, source=path, force=force) as tmp:
-            write_model(folded, tmp, original=original)
-            if no_check:
-                report.check = {"status": "skipped", "reason": "--no-check", "summary": "not run (--no-check)"}
-            else:
-                report.check = _verify(path, tmp, load_options=options, original=original, fmt=fmt)
-                if not report.check["passed"]:
-                    raise EquivalenceError(f"{path}: the folded model differs from the original ({report.check['summary']}); nothing written")
-    except EquivalenceError:
-        _emit(report, as_json, False)
+        report = fold_file(path, output, force=force, dry_run=dry_run, check=not no_check, load_options=options)
+    except EquivalenceError as exc:
+        report = getattr(exc, "report", None)
+        if report is not None:
+            _emit(report, as_json, False)
         raise
-    report.output = str(out)
-    _emit(report, as_json, False)
+    _emit(report, as_json, dry_run)

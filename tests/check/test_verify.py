@@ -302,7 +302,7 @@ def test_locate_between_original_and_folded_keras_files(tmp_path: Path) -> None:
     write_model(folded, good, original=original)
     assert verify(src, good)
     bad = tmp_path / "bad.h5"
-    _perturb_h5(good, bad, "model_weights/depthwise_conv2d/chain/depthwise_conv2d/depthwise_kernel", 1.02)
+    _perturb_h5(good, bad, "model_weights/depthwise_conv2d/chain/depthwise_conv2d/kernel", 1.02)
     forward = verify(src, bad, locate=True).located
     assert (forward.first, forward.first_b) == ("batch_normalization_1", "depthwise_conv2d")
     assert forward.layers[0].passed and forward.layers[0].note == "BN 'batch_normalization' folded into 'conv2d'"

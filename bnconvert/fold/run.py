@@ -1,0 +1,96 @@
+"""Fold a file: read, fold, write in the input's format, check, keep — or leave nothing behind.
+
+This is everything ``bnconvert fold`` does; the command only parses options and prints.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import EquivalenceError, OutputError, UnsupportedLayerError
+from ..readers import load
+from ..writers import atomic_output, check_target, describe_format, output_format, write_model
+from .apply import FoldReport, fold_model
+
+__all__ = ["fold_file", "default_output"]
+
+_SUFFIXES = {"keras3-zip": (".keras",), "tfkeras-zip": (".keras",), "keras2-h5": (".h5", ".hdf5"), "keras3-h5": (".h5", ".hdf5")}
+
+
+def default_output(path: str | os.PathLike[str]) -> Path:
+    """``<stem>.folded<ext>`` beside the input."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.folded{p.suffix}")
+
+
+def _check_suffix(out: Path, fmt: str, source: Path) -> None:
+    allowed = _SUFFIXES.get(fmt, ())
+    if out.suffix.lower() in allowed or out.suffix.lower() == source.suffix.lower():
+        return
+    raise OutputError(f"{out}: a {fmt} file needs the extension {' or '.join(allowed)} (Keras picks the reader by it)")
+
+
+def _check(original: str, written: Path, load_options: dict[str, Any]) -> dict[str, Any]:
+    """The numerical check of a written file against its original, as report data."""
+    from ..check import check_written
+
+    try:
+        result = check_written(original, written, load_options=load_options)
+    except UnsupportedLayerError as exc:
+        reason = f"no runtime can run the model without executing code from the file ({exc})"
+        return {"status": "skipped", "passed": None, "reason": reason, "summary": f"not run: {reason}"}
+    data = result.to_dict()
+    data.update(status="passed" if result else "failed", summary=result.summary(),
+                max_rel=result.error, reference_label=result.reference_kind)
+    return data
+
+
+def fold_file(
+    path: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    check: bool = True,
+    load_options: dict[str, Any] | None = None,
+) -> FoldReport:
+    """Fold every BN of ``path`` that can go and write the result in the input's own Keras format.
+
+    ``output`` defaults to ``<stem>.folded<ext>`` beside the input. The file is written to a
+    temporary path, checked against the original (``check``: Keras when TensorFlow is installed,
+    else bnconvert's ONNX exports), and only then renamed into place. Raises
+    :class:`~bnconvert.errors.EquivalenceError` (with the report as ``.report``) when the check
+    fails, and :class:`~bnconvert.errors.BnconvertError` subclasses on bad input; either way nothing
+    is written. ``dry_run`` plans and reports without writing.
+    """
+    options = dict(load_options or {})
+    original = load(path, **options)
+    out = Path(output) if output is not None else default_output(path)
+    fmt = output_format(original)
+    if not dry_run:
+        check_target(out, source=path, force=force)
+        _check_suffix(out, fmt, Path(path))
+        if not original.has_graph:
+            raise OutputError(f"{path}: weights only, no architecture: pass the model JSON with --config to fold it")
+    folded, report = fold_model(original)
+    report.output_format = fmt
+    report.notes.append(f"output: {describe_format(fmt, original)}")
+    src = original.source
+    if src is not None and src.generation != 1 and not src.format.endswith("weights"):
+        report.notes.append("optimizer state is not copied (the folded model is for inference)")
+    if dry_run:
+        return report
+    with atomic_output(out, source=path, force=force) as tmp:
+        write_model(folded, tmp, original=original)
+        if check:
+            report.check = _check(str(path), tmp, options)
+            if report.check["status"] == "failed":
+                error = EquivalenceError(f"{path}: the folded model differs from the original; nothing written\n{report.check['summary']}")
+                error.report = report  # type: ignore[attr-defined]
+                raise error
+        else:
+            report.check = {"status": "skipped", "passed": None, "reason": "--no-check", "summary": "not run (--no-check)"}
+    report.output = str(out)
+    return report
