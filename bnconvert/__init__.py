@@ -1,40 +1,111 @@
 """bnconvert: read Keras model files of every generation, audit and fold BatchNormalization,
-export verified ONNX. The core needs no TensorFlow.
+export ONNX that is checked against the original. The core needs no TensorFlow.
 
-Public API (the CLI only wraps these)::
+The public API (the ``bnconvert`` command only wraps it)::
 
     import bnconvert
-    model = bnconvert.load("model.h5")
-    report = bnconvert.audit(model)
+
+    model = bnconvert.load("model.h5")                  # any Keras generation -> Model
+    report = bnconvert.audit(model)                     # every BN: parameters, fold, findings
+    folded, fold_report = bnconvert.fold_model(model)   # a new Model, BN folded where exact
+    bnconvert.fold_file("model.h5", "model.folded.h5")  # read, fold, write, check
+    bnconvert.export_file("model.h5", "model.onnx")     # read, fold, export, check
+    result = bnconvert.verify("model.h5", "model.onnx") # truthy when equivalent
+
+Heavy modules (onnx, onnxruntime, the checks) load on first use of the names that need them,
+so ``import bnconvert`` and ``bnconvert inspect`` stay fast; TensorFlow loads only when Keras
+is run as a reference.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 from .audit import AuditReport, BNReport, audit, audit_file
 from .bn import BNParams, Finding, bn_params
 from .errors import BnconvertError, EquivalenceError, FoldError, FormatError, OutputError, UnsupportedLayerError
-from .fold.plan import FoldDecision, plan_folds
+from .fold import BNOutcome, FoldDecision, FoldReport, fold_model, plan_folds
+from .fold.kernels import fold_backward, fold_bn, fold_forward
 from .model import Layer, Model, Source, TensorRef
 from .readers import load
 
+#: name -> module that defines it, imported on first access (PEP 562)
+_LAZY = {
+    "fold_file": "bnconvert.fold.run",
+    "write_model": "bnconvert.writers",
+    "to_onnx": "bnconvert.onnx",
+    "export_file": "bnconvert.onnx",
+    "ExportReport": "bnconvert.onnx",
+    "verify": "bnconvert.check",
+    "check_written": "bnconvert.check",
+    "check_export": "bnconvert.check",
+    "VerifyResult": "bnconvert.check",
+    "CheckResult": "bnconvert.check",
+    "CompareResult": "bnconvert.check",
+}
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .check import CheckResult, CompareResult, VerifyResult, check_export, check_written, verify
+    from .fold.run import fold_file
+    from .onnx import ExportReport, export_file, to_onnx
+    from .writers import write_model
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bnconvert' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
 __all__ = [
     "__version__",
+    # read
     "load",
-    "audit",
-    "audit_file",
-    "plan_folds",
-    "AuditReport",
-    "BNReport",
-    "BNParams",
-    "Finding",
-    "FoldDecision",
-    "bn_params",
     "Model",
     "Layer",
     "Source",
     "TensorRef",
+    # BN parameters and audit
+    "BNParams",
+    "bn_params",
+    "Finding",
+    "audit",
+    "audit_file",
+    "AuditReport",
+    "BNReport",
+    # fold
+    "plan_folds",
+    "FoldDecision",
+    "fold_model",
+    "fold_file",
+    "FoldReport",
+    "BNOutcome",
+    "fold_bn",
+    "fold_backward",
+    "fold_forward",
+    "write_model",
+    # export
+    "to_onnx",
+    "export_file",
+    "ExportReport",
+    # verify
+    "verify",
+    "check_written",
+    "check_export",
+    "VerifyResult",
+    "CheckResult",
+    "CompareResult",
+    # errors
     "BnconvertError",
     "FormatError",
     "UnsupportedLayerError",

@@ -38,6 +38,7 @@ __all__ = [
     "compose",
     "fold_backward",
     "fold_forward",
+    "fold_bn",
     "scale_output",
     "scale_depthwise_output",
     "scale_conv_input",
@@ -257,3 +258,24 @@ def stays_bn_weights(
     out["beta"] = t.astype(dt)
     out["moving_mean"] = np.zeros(shape, dtype=dt)
     return out
+
+
+def fold_bn(
+    class_name: str,
+    weights: dict[str, np.ndarray],
+    bn: Any,
+    *,
+    forward: bool = False,
+    config: dict[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """Fold a BN (a :class:`bnconvert.BNParams`) into a Keras layer's weights given by meaning.
+
+    ``weights`` uses Keras 2/3 names and layouts (``kernel``/``bias``, ``depthwise_kernel``,
+    ``pointwise_kernel``); backward (the layer feeds the BN) unless ``forward`` (the BN feeds the
+    layer). Returns new arrays in the kernel's dtype, computed in float64; a bias is always
+    returned (created when the layer had none).
+    """
+    move = fold_forward if forward else fold_backward
+    cfg = dict(config or {})
+    cfg.setdefault("use_bias", "bias" in weights)
+    return move(class_name, weights, bn.fold_scale, bn.fold_shift, config=cfg)
