@@ -55,17 +55,13 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from . import inspect_cmd
+    from .export_cmd import export
+    from .fold_cmd import fold
+    from .inspect_cmd import inspect
+    from .verify_cmd import verify
 
-    main.add_command(inspect_cmd.inspect)
-    for module_name, command_name in (("fold_cmd", "fold"), ("export_cmd", "export"), ("verify_cmd", "verify")):
-        try:
-            module = __import__(f"{__name__}.{module_name}", fromlist=[command_name])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{module_name}":
-                raise
-            continue
-        main.add_command(getattr(module, command_name))
+    for command in (inspect, fold, export, verify):
+        main.add_command(command)
 
 
 _register()
