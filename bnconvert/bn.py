@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from .errors import FormatError
-from .model import Layer
+from .model import Layer, Model
 
-__all__ = ["BNParams", "Finding", "bn_params", "findings", "is_bn", "THRESHOLDS"]
+__all__ = ["BNParams", "Finding", "bn_params", "findings", "is_bn", "unsafe_values", "THRESHOLDS"]
 
 #: Audit thresholds (documented in the README); a finding names the value that crossed one.
 THRESHOLDS = {
@@ -220,4 +220,26 @@ def findings(p: BNParams, *, layer: Layer | None = None, tf_keras: bool = False)
                                     f"tf-keras 2.21, Keras 3, bnconvert and ONNX use {p.epsilon:g}"))
     if layer is not None and layer.config.get("epsilon_assumed"):
         out.append(Finding("epsilon-assumed", "info", "no architecture: epsilon is unknown, 1e-3 (the Keras 1.1+ default) is assumed"))
+    return out
+
+
+def unsafe_values(model: Model) -> list[str]:
+    """What makes a model's numbers unusable for fold and export, per layer: NaN/Inf in any
+    weight, a negative BN moving variance. ``inspect`` reports the same things as findings."""
+    out = []
+    for path, layer, _ in model.walk():
+        bad = [k for k, w in layer.weights.items() if w.dtype.kind in "fc" and not np.all(np.isfinite(w))]
+        if bad:
+            out.append(f"layer '{path}' ({layer.source_class}): NaN or Inf in {', '.join(bad)}")
+        var = layer.weights.get("moving_variance") if is_bn(layer) and not bad else None
+        if var is not None and np.any(np.asarray(var) < 0):
+            var = np.asarray(var, dtype=np.float64).reshape(-1)
+            eps = layer.config.get("epsilon")
+            eps = float(eps) if isinstance(eps, (int, float)) else 1e-3
+            if np.any(var + eps <= 0):
+                _, text = _chan(var + eps <= 0)
+                out.append(f"layer '{path}' ({layer.source_class}): moving variance + epsilon <= 0 on {text}")
+            else:
+                _, text = _chan(var < 0)
+                out.append(f"layer '{path}' ({layer.source_class}): negative moving variance on {text}")
     return out

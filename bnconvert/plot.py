@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BnconvertError, OutputError
+from .io import atomic_output, check_output
 
 __all__ = ["LayerPoint", "PlotData", "check_target", "plot_records", "render", "require_matplotlib"]
 
@@ -242,8 +242,10 @@ def render(data: PlotData, *, title: str | None = None) -> Any:
 _FORMATS = ("png", "svg", "pdf")
 
 
-def check_target(path: str | os.PathLike[str]) -> Path:
-    """The image path if it can be written (known suffix, existing folder); OutputError otherwise.
+def check_target(path: str | os.PathLike[str], *, force: bool = False,
+                 inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
+    """The image path if it can be written (known suffix, existing folder, not an existing file
+    unless ``force``, never one of ``inputs``); OutputError otherwise.
 
     Cheap and without matplotlib, so a long run can refuse a bad ``--plot`` before reading anything.
     """
@@ -251,21 +253,12 @@ def check_target(path: str | os.PathLike[str]) -> Path:
     fmt = target.suffix.lstrip(".").lower()
     if fmt not in _FORMATS:
         raise OutputError(f"{target}: cannot draw a '{target.suffix or '(no suffix)'}' file; use .png, .svg or .pdf")
-    if not target.parent.is_dir():
-        raise OutputError(f"{target}: the folder {target.parent} does not exist")
-    if target.is_dir():
-        raise OutputError(f"{target}: is a folder")
-    return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return check_output(target, force=force, inputs=inputs)
 
 
 def plot_records(records: Iterable[dict[str, Any]] | PlotData, path: str | os.PathLike[str], *,
-                 title: str | None = None, dpi: int = 110) -> Path:
+                 title: str | None = None, dpi: int = 110, force: bool = False,
+                 inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
     """Draw audit records (or accumulated :class:`PlotData`) into an image file, written atomically.
 
     The format follows the suffix (``.png``, ``.svg``, ``.pdf``...); the file appears complete or
@@ -277,22 +270,9 @@ def plot_records(records: Iterable[dict[str, Any]] | PlotData, path: str | os.Pa
         data = PlotData()
         for record in records:
             data.add(record)
-    target = check_target(path)
+    target = check_target(path, force=force, inputs=inputs)
     fig = render(data, title=title)
     fmt = target.suffix.lstrip(".").lower()
-    folder = target.parent
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise OutputError(f"{target}: cannot write there ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=dpi)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise OutputError(f"{target}: cannot write the plot ({exc.strerror or exc})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(target, force=force, inputs=inputs) as tmp, open(tmp, "wb") as fh:  # complete or not at all
+        fig.savefig(fh, format=fmt, dpi=dpi)
     return target

@@ -191,6 +191,13 @@ def _single(layer: Layer, shapes: list[Shape]) -> Shape | None:
     return None
 
 
+def _sane(shape: Shape | None) -> Shape | None:
+    """A computed shape, or None when a dimension is negative or not an integer (a damaged config)."""
+    if shape is None or all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 0) for d in shape):
+        return shape
+    return None
+
+
 def infer_shapes(model: Model, input_shapes: list[Shape] | None = None) -> dict[TensorRef, Shape | None]:
     """Shape of every tensor of ``model`` (top level), nested models followed through.
 
@@ -219,8 +226,8 @@ def infer_shapes(model: Model, input_shapes: list[Shape] | None = None) -> dict[
                         shapes[TensorRef(layer.name, k, j)] = inner.get(out)
                 else:
                     try:
-                        shapes[TensorRef(layer.name, k, 0)] = _single(layer, ins)
-                    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError):
+                        shapes[TensorRef(layer.name, k, 0)] = _sane(_single(layer, ins))
+                    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, OverflowError):
                         shapes[TensorRef(layer.name, k, 0)] = None
             pending.remove(layer)
             progress = True

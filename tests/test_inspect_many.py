@@ -398,7 +398,7 @@ def test_plot_records_is_atomic_and_checks_the_target(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(Figure, "savefig", broken_savefig)
     with pytest.raises(OutputError, match="No space left"):
-        plot_records(synthetic_records(), out)
+        plot_records(synthetic_records(), out, force=True)  # without force an existing file is refused
     assert out.read_bytes() == before  # the old image is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]  # no temporary left
     monkeypatch.undo()

@@ -102,9 +102,11 @@ class KerasRunner(Runner):
         if self.module is None:
             fmt = self.model.source.format if self.model.source else "unknown"
             raise RunnerUnavailable(f"{path}: a Keras 1 file ({fmt}) does not load in any current Keras")
-        for where, layer, _ in self.model.walk():
-            if layer.class_name == "Lambda":
-                raise RunnerUnavailable(f"{path}: layer '{where}' (Lambda) holds Python code; bnconvert never runs it in Keras")
+        from ..readers.code import code_in_model
+
+        code = code_in_model(self.model)  # the whole raw config: a Lambda can hide inside a wrapper
+        if code:
+            raise RunnerUnavailable(f"{path}: {code[0]} holds Python code; bnconvert never runs it in Keras")
         source = self.model.source
         foreign = sorted(_foreign_modules(source.config if source is not None else None))
         if foreign:  # tf_keras imports whatever module a config names: never let a file choose

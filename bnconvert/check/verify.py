@@ -62,19 +62,17 @@ def reading_options(path: str | os.PathLike[str], options: Mapping[str, Any] | N
     TensorFlow backend (a modern or bnconvert-written file); nothing for a ``.keras`` zip.
     ``running_std`` is read by the Keras 1 reader only.
     """
-    import h5py
-
-    from ..readers import sniff
+    from ..readers import root_attributes, sniff
 
     opts = {k: v for k, v in dict(options or {}).items() if v is not None}
     if not opts:
         return opts
     if sniff(path) != "hdf5":
         return {}
-    with h5py.File(path, "r") as f:
-        full = "model_config" in f.attrs
-        backend = f.attrs.get("backend")
-    backend = backend.decode("utf-8", "replace") if isinstance(backend, bytes) else backend
+    if not opts.keys() & {"config", "flip_kernels"}:
+        return opts  # running_std alone needs no peek into the file (only Keras 1 files read it)
+    attrs = root_attributes(path, ("model_config", "backend"))  # with the readers' guards
+    full, backend = attrs["model_config"] is not None, attrs["backend"]
     if full:
         opts.pop("config", None)
     if backend == "tensorflow":
@@ -94,16 +92,19 @@ def open_runner(
     load_options: Mapping[str, Any] | None = None,
     ort_optimize: bool = False,
     use_keras: bool = True,
+    model: Model | None = None,
 ) -> tuple[Runner, list[str]]:
     """The runner for one side, and notes on how it was chosen.
 
     ONNX files run in onnxruntime. Keras files run in Keras when ``use_keras``, TensorFlow is
     installed and a current Keras loads them; otherwise in bnconvert's unfolded export.
+    ``model`` is the Keras file already read with ``load_options`` (it is not read again).
     """
-    if file_kind(path) == "onnx":
+    if model is None and file_kind(path) == "onnx":
         return OnnxRunner(path, optimize=ort_optimize), []
     load_options = reading_options(path, load_options)
-    model = _load(path, load_options)
+    if model is None:
+        model = _load(path, load_options)
     notes: list[str] = []
     module = keras_module_for(model.source)
     if not use_keras:
@@ -203,6 +204,7 @@ def check_written(
     load_options: Mapping[str, Any] | None = None,
     seed: int = 1,
     batch: int = 2,
+    original_model: Model | None = None,
 ) -> CheckResult:
     """Compare a folded Keras file with the original it came from (the check ``fold`` runs).
 
@@ -210,10 +212,11 @@ def check_written(
     else bnconvert's unfolded ONNX export of it. Checked: the written file in Keras when
     TensorFlow is installed (a written file Keras cannot load fails the check), else its
     export. Passes when max |ref - folded| / max |ref| <= :data:`FOLD_TOLERANCE` (1e-5).
-    ``load_options`` apply to reading the original (``running_std`` ...).
+    ``load_options`` apply to reading the original (``running_std`` ...); ``original_model`` is
+    the original already read with them (used instead of reading the file again).
     """
+    ref, notes = open_runner(str(original_path), load_options=load_options, model=original_model)
     original, written = str(original_path), str(written_path)
-    ref, notes = open_runner(original, load_options=load_options)
     model = _load(written, load_options)
     module = keras_module_for(model.source)
     cand: Runner
@@ -241,14 +244,16 @@ def check_export(
     load_options: Mapping[str, Any] | None = None,
     seed: int = 1,
     batch: int = 2,
+    original_model: Model | None = None,
 ) -> CheckResult:
     """Compare an exported ONNX file with the Keras file it came from (the check ``export`` runs).
 
     Reference: the source in Keras when TensorFlow is installed and a current Keras loads it
     (not Keras 1 files), else bnconvert's unfolded ONNX export of it. Passes when
-    max |ref - onnx| / max |ref| <= :data:`EXPORT_TOLERANCE` (1e-4).
+    max |ref - onnx| / max |ref| <= :data:`EXPORT_TOLERANCE` (1e-4). ``original_model`` is the
+    source already read with ``load_options`` (not read again).
     """
     source, written = str(source_path), str(onnx_path)
-    ref, notes = open_runner(source, load_options=load_options)
+    ref, notes = open_runner(source, load_options=load_options, model=original_model)
     cand = OnnxRunner(written)
     return _check("export", source, written, ref, cand, notes, tolerance=EXPORT_TOLERANCE, seed=seed, batch=batch)

@@ -232,10 +232,11 @@ def _one_line(record: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw the BN scales, variances and findings into this image (needs bnconvert[plot]).")
+@click.option("--force", is_flag=True, help="Replace an existing --plot image.")
 @click.option("--strict", is_flag=True, help="Exit 1 when any warning or error finding exists.")
 @load_options
 def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None, as_json: bool,
-            plot_path: str | None, strict: bool, config: str | None, running_std: str,
+            plot_path: str | None, force: bool, strict: bool, config: str | None, running_std: str,
             flip_kernels: bool | None) -> None:
     """Report every BatchNormalization layer of PATHS (model files and folders).
 
@@ -252,7 +253,7 @@ def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None,
         from ..plot import PlotData, check_target, require_matplotlib
 
         require_matplotlib()
-        check_target(plot_path)
+        check_target(plot_path, force=force, inputs=paths)
         plot_data = PlotData()
     found = collect(paths, recursive=recursive, config=config)
     for problem in found.unreadable:
@@ -290,7 +291,7 @@ def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None,
     if plot_data is not None and plot_path is not None:
         from ..plot import plot_records
 
-        plot_records(plot_data, plot_path)
+        plot_records(plot_data, plot_path, force=force, inputs=paths)
         click.echo(f"plot written to {plot_path}", err=True)
     if summary.failed or found.unreadable:
         raise SystemExit(2)

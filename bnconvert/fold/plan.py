@@ -21,6 +21,7 @@ its decision is ``blocked`` and ``fold_model`` refuses the whole model.
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +129,15 @@ class _Planner:
         self.params: dict[str, BNParams] = {}
         self.gone: set[str] = set()  # BN folded away (any action): walks pass through them
         self.merged: dict[str, str] = {}  # BN -> the BN it was merged into (transitively)
+        # who reads each tensor, built once (Model.uses/consumers scan every layer: quadratic
+        # over a whole plan); planning never changes the model's connections
+        self._uses: Counter[TensorRef] = Counter(self.model.outputs)
+        self._consumers: dict[TensorRef, list[tuple[Layer, int]]] = defaultdict(list)
+        for layer in model.layers:
+            for k, inputs in enumerate(layer.calls):
+                self._uses.update(inputs)
+                for ref in dict.fromkeys(inputs):
+                    self._consumers[ref].append((layer, k))
 
     # -- graph helpers ----------------------------------------------------------------------
     def rank(self, ref: TensorRef) -> int | None:
@@ -135,7 +145,7 @@ class _Planner:
         return len(shape) if shape is not None else None
 
     def single_use(self, ref: TensorRef) -> bool:
-        return self.model.uses(ref) == 1
+        return self._uses[ref] == 1  # Model.uses(ref) == 1
 
     def producer(self, layer: Layer) -> TensorRef | None:
         if len(layer.calls) != 1 or len(layer.calls[0]) != 1:
@@ -143,7 +153,7 @@ class _Planner:
         return layer.calls[0][0]
 
     def consumer(self, ref: TensorRef) -> tuple[Layer | None, str]:
-        users = self.model.consumers(ref)
+        users = list(self._consumers.get(ref, ()))  # Model.consumers(ref)
         if ref in self.model.outputs:
             return None, "its output is a model output"
         if len(users) != 1:
@@ -159,13 +169,12 @@ class _Planner:
         """BN's axis as a non-negative index into a tensor of ``rank`` (None when unknown).
 
         tf.keras writes the axis of its internal rank+1 view when ``virtual_batch_size`` is set
-        (``axis: [4]`` on a 4-D input): that axis minus one is the real one.
+        (``axis: [4]`` on a 4-D input); :func:`~bnconvert.bn.bn_params` already undoes that shift,
+        so ``p.axis`` is the real axis here (``virtual`` is kept for callers, unused).
         """
         if len(p.axis) != 1 or rank is None:
             return None
         axis = p.axis[0]
-        if virtual and axis > 0:
-            axis -= 1
         return axis % rank if -rank <= axis < rank else None
 
     # -- the three moves ----------------------------------------------------------------------

@@ -17,34 +17,55 @@ from ..errors import FormatError
 from ..layerspec import weight_spec
 from ..model import Layer, Model, Source
 from . import keras1
+from .fields import check_fields
 from .graph import build_model
-from .weights import assign, distribute, read_dataset
+from .h5guard import Budget, child, read_array, read_attr
+from .weights import assign, distribute
 
-__all__ = ["read_h5", "attr_list", "attr_text"]
+__all__ = ["read_h5", "attr_list", "attr_text", "parse_config", "MAX_CONFIG_CHARS", "MAX_JSON_DEPTH"]
+
+#: A model config longer than this (characters) is refused before parsing; real ones are < 10 MB.
+MAX_CONFIG_CHARS = 64 * 1024**2
+#: Nesting deeper than this is refused; real configs nest < 20 levels (a nested model adds ~6).
+MAX_JSON_DEPTH = 200
+#: Keras splits a long list attribute into ``name0``, ``name1``...; more chunks than this is not Keras.
+_MAX_CHUNKS = 10_000
+
+
+def _where(obj: h5py.HLObject) -> str:
+    try:
+        return f"HDF5 object '{obj.name}'" if obj.name not in (None, "/") else "HDF5 root"
+    except (RuntimeError, ValueError, KeyError):
+        return "HDF5 object"
 
 
 def attr_text(obj: h5py.HLObject, name: str) -> str | None:
     """A string attribute (bytes or str in the file), or None when absent."""
-    if name not in obj.attrs:
+    value = read_attr(obj, name, _where(obj))
+    if value is None:
         return None
-    value = obj.attrs[name]
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value[()]
+    if isinstance(value, np.bytes_):
+        value = bytes(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, str):
         return value
-    raise FormatError(f"attribute '{name}' is not a string")
+    raise FormatError(f"{_where(obj)}: attribute '{name}' is not a string (found {type(value).__name__})")
 
 
 def attr_list(obj: h5py.HLObject, name: str) -> list[str] | None:
     """A list-of-strings attribute, joining the chunks Keras writes for large ones."""
+    where = _where(obj)
     if name in obj.attrs:
-        chunks = [obj.attrs[name]]
+        chunks = [read_attr(obj, name, where)]
     elif f"{name}0" in obj.attrs:
         chunks, i = [], 0
         while f"{name}{i}" in obj.attrs:
-            chunks.append(obj.attrs[f"{name}{i}"])
+            if i >= _MAX_CHUNKS:
+                raise FormatError(f"{where}: attribute '{name}' is split into more than {_MAX_CHUNKS} chunks; refused")
+            chunks.append(read_attr(obj, f"{name}{i}", where))
             i += 1
     else:
         return None
@@ -53,22 +74,56 @@ def attr_list(obj: h5py.HLObject, name: str) -> list[str] | None:
         arr = np.atleast_1d(np.asarray(chunk))
         if arr.size == 0:  # Keras writes an empty float array for a layer without weights
             continue
-        if arr.dtype.kind not in "SUO":
-            raise FormatError(f"attribute '{name}' is not a list of names")
-        out += [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v) for v in arr.tolist()]
+        if arr.dtype.kind not in "SUO" or arr.ndim != 1:
+            raise FormatError(f"{where}: attribute '{name}' is not a list of names (found {arr.dtype} {arr.shape})")
+        for v in arr.tolist():
+            if isinstance(v, bytes):
+                v = v.decode("utf-8", errors="replace")
+            if not isinstance(v, str):
+                raise FormatError(f"{where}: attribute '{name}' holds a {type(v).__name__}, not a name")
+            out.append(v)
     return out
 
 
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    best, stack = 0, [(value, 1)]
+    while stack:
+        item, d = stack.pop()
+        if d > best:
+            best = d
+            if best > MAX_JSON_DEPTH:
+                return best
+        if isinstance(item, dict):
+            stack.extend((v, d + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, d + 1) for v in item)
+    return best
+
+
 def parse_config(text: str, what: str) -> dict[str, Any]:
-    """Parse a model config JSON, also when it was JSON-encoded twice (a string holding JSON)."""
+    """Parse a model config JSON, also when it was JSON-encoded twice (a string holding JSON).
+
+    Bounded: longer than ``MAX_CONFIG_CHARS`` or nested deeper than ``MAX_JSON_DEPTH`` is refused.
+    """
+    if not isinstance(text, str):
+        raise FormatError(f"{what} is not text")
+    if len(text) > MAX_CONFIG_CHARS:
+        raise FormatError(f"{what} is {len(text):,} characters long (limit {MAX_CONFIG_CHARS:,}); refused")
     try:
         value = json.loads(text)
         if isinstance(value, str):
+            if len(value) > MAX_CONFIG_CHARS:
+                raise FormatError(f"{what} is too long; refused")
             value = json.loads(value)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except RecursionError:
+        raise FormatError(f"{what} is nested too deeply (limit {MAX_JSON_DEPTH} levels); refused") from None
+    except ValueError as exc:  # JSONDecodeError, and int() past Python's digit limit
         raise FormatError(f"{what} is not valid JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise FormatError(f"{what} is not a JSON object")
+        raise FormatError(f"{what} is not a JSON object (found {type(value).__name__})")
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise FormatError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep; refused")
     return value
 
 
@@ -93,20 +148,27 @@ def read_h5(
     config_text: str | None = None,
     running_std: str = "auto",
     flip_kernels: bool | None = None,
+    mapping: Any = None,
 ) -> Model:
-    """Read a Keras HDF5 file (already open) into a Model."""
+    """Read a Keras HDF5 file (already open) into a Model. ``mapping`` (the file memory-mapped
+    read-only) makes large weights views of it instead of copies (see :mod:`.h5guard`)."""
     if "nb_layers" in f.attrs:
         raise FormatError("pre-1.0 Keras weights (layer_{k}/param_{p}) are not supported: re-save with Keras 1 or 2")
     config_attr = attr_text(f, "model_config")
     full = config_attr is not None
-    weights_root = f["model_weights"] if full and "model_weights" in f else f
-    if full and "model_weights" not in f:
+    weights_root = child(f, "model_weights", "HDF5 root") if full else f
+    if weights_root is None:
         raise FormatError("the file has a model_config but no model_weights group")
+    if not isinstance(weights_root, h5py.Group):
+        raise FormatError("'model_weights' is a dataset, not a group")
     layer_names = attr_list(weights_root, "layer_names")
     if layer_names is None:
-        if "layers" in f and isinstance(f["layers"], h5py.Group):
+        if isinstance(child(f, "layers", "HDF5 root"), h5py.Group):
             raise FormatError("this is a Keras 3 weights file (.weights.h5); pass the .keras model or its config")
         raise FormatError("no Keras layer list (layer_names) in this HDF5 file: not a Keras model or weights file")
+    duplicates = sorted({n for n in layer_names if layer_names.count(n) > 1}) if len(set(layer_names)) != len(layer_names) else []
+    if duplicates:
+        raise FormatError(f"layer_names lists {', '.join(repr(n) for n in duplicates[:5])} more than once")
 
     version = attr_text(f, "keras_version")
     config_text = config_attr if config_text is None else config_text
@@ -126,13 +188,15 @@ def read_h5(
     if gen == 1:
         source.running_std = keras1.resolve_running_std(running_std, version, backend)
 
-    stored = {name: _stored(weights_root, name) for name in layer_names}
+    budget = Budget(f.id.get_filesize(), mapping=mapping)
+    stored = {name: _stored(weights_root, name, budget) for name in layer_names}
     if config is None:
         model = _weights_only(stored, source)
     else:
         source.config = config
         graph_config = keras1.upgrade_config(config) if gen == 1 else config
         model = build_model(graph_config)
+        check_fields(model)
         model.source = source
         _attach(model, stored, keras1=gen == 1)
     if gen == 1 or flip:
@@ -151,7 +215,11 @@ def _backend(f: h5py.File, root: h5py.Group, layer_names: list[str], gen: int) -
         return attr, "file attribute"
     if gen == 3:
         return None, "not recorded (Keras 3)"
-    names = [n for layer in layer_names if layer in root for n in (attr_list(root[layer], "weight_names") or [])]
+    names = []
+    for layer in layer_names:
+        group = child(root, layer, f"layer '{layer}'")
+        if isinstance(group, h5py.Group):
+            names += attr_list(group, "weight_names") or []
     if not names:
         return None, "unknown (no weights to tell from)"
     if all(n.endswith(":0") or ":" in n for n in names):
@@ -159,18 +227,22 @@ def _backend(f: h5py.File, root: h5py.Group, layer_names: list[str], gen: int) -
     return "theano", "inferred: weight names lack the ':0' suffix TensorFlow adds"
 
 
-def _stored(root: h5py.Group, name: str) -> list[tuple[str, np.ndarray]]:
+def _stored(root: h5py.Group, name: str, budget: Budget) -> list[tuple[str, np.ndarray]]:
     where = f"layer '{name}'"
-    link = root.get(name, getlink=True)
-    if link is None:
+    group = child(root, name, where)
+    if group is None:
         return []
-    if not isinstance(link, h5py.HardLink):
-        raise FormatError(f"{where}: its weight group is a {type(link).__name__}; links are refused")
-    group = root[name]
     if not isinstance(group, h5py.Group):
         raise FormatError(f"{where}: expected a weight group, found a dataset")
-    names = attr_list(group, "weight_names") or []
-    return [(n, read_dataset(group, n, where)) for n in names]
+    out = []
+    for n in attr_list(group, "weight_names") or []:
+        dset = child(group, n, where)
+        if dset is None:
+            raise FormatError(f"{where}: weight '{n}' is listed in weight_names but missing from the file")
+        if not isinstance(dset, h5py.Dataset):
+            raise FormatError(f"{where}: weight '{n}' is a group, not a dataset")
+        out.append((n, read_array(dset, f"{where}: weight '{n}'", budget)))
+    return out
 
 
 def _attach(model: Model, stored: dict[str, list[tuple[str, np.ndarray]]], *, keras1: bool) -> None:

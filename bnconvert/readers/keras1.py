@@ -192,10 +192,14 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     class_name = config.get("class_name")
     body = config.get("config")
     if class_name == "Sequential":
-        entries = body if isinstance(body, list) else (body or {}).get("layers", [])
+        entries = body if isinstance(body, list) else body.get("layers", []) if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise FormatError("model_config: the Sequential config holds no list of layers")
         return {"class_name": "Sequential", "config": {"name": "sequential", "layers": [_upgrade_entry(e) for e in entries]}}
     if class_name in ("Model", "Functional"):
-        body = dict(body or {})
+        if not isinstance(body, dict) or not isinstance(body.get("layers", []), list):
+            raise FormatError("model_config: the Model config holds no list of layers")
+        body = dict(body)
         body["layers"] = [_upgrade_entry(e) for e in body.get("layers", [])]
         return {"class_name": "Functional", "config": body}
     raise FormatError(f"model_config: top-level class {class_name!r} is not a Keras 1 Sequential or Model")
@@ -210,13 +214,23 @@ def _upgrade_entry(entry: Any) -> dict[str, Any]:
         upgraded["config"]["name"] = entry.get("name") or name or upgraded["config"]["name"]
         return {**entry, **upgraded, "name": upgraded["config"]["name"]}
     cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
-    new_class, new_cfg = upgrade_layer(entry["class_name"], cfg)
+    try:
+        new_class, new_cfg = upgrade_layer(entry["class_name"], cfg)
+    except KeyError as exc:
+        raise FormatError(f"model_config: Keras 1 layer {_label(entry, cfg)} has no {exc} field") from None
+    except (TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise FormatError(f"model_config: Keras 1 layer {_label(entry, cfg)} has a malformed field ({exc})") from None
     out = {"class_name": new_class, "config": new_cfg, "keras1_class": entry["class_name"]}
     if "name" in entry:
         out["name"] = entry["name"]
     if "inbound_nodes" in entry:
         out["inbound_nodes"] = entry["inbound_nodes"]
     return out
+
+
+def _label(entry: dict[str, Any], cfg: dict[str, Any]) -> str:
+    name = entry.get("name") or cfg.get("name")
+    return f"'{name}' ({entry['class_name']})" if isinstance(name, str) else f"of class {entry['class_name']!r}"
 
 
 _SPATIAL = CONV_CLASSES | TRANSPOSE_CLASSES | DEPTHWISE_CLASSES | SEPARABLE_CLASSES

@@ -9,8 +9,10 @@ weights twice, so those advance the class counter by two (``conv2d``, ``conv2d_2
 from __future__ import annotations
 
 import io
-import json
+import lzma
+import re
 import zipfile
+import zlib
 from typing import Any
 
 import h5py
@@ -19,37 +21,61 @@ import numpy as np
 from ..errors import FormatError
 from ..layerspec import snake_case
 from ..model import Model, Source
+from .fields import check_fields
 from .graph import build_model
-from .h5 import parse_config
-from .weights import assign, read_dataset
+from .h5 import MAX_CONFIG_CHARS, parse_config
+from .h5guard import Budget, precheck, child, read_array
+from .weights import assign
 
-__all__ = ["read_zip", "MAX_MEMBER_BYTES", "MAX_RATIO"]
+__all__ = ["read_zip", "MAX_MEMBER_BYTES", "MAX_RATIO", "check_members"]
 
-#: Refuse members that would inflate past this (a zip bomb), and absurd compression ratios.
+#: Refuse a weights member that would inflate past this, and JSON members past MAX_CONFIG_CHARS.
 MAX_MEMBER_BYTES = 4 * 1024**3
-MAX_RATIO = 1000
+#: Keras stores members uncompressed; a compressed member may inflate at most this many times
+#: (above ``_SMALL`` bytes, which inflate in milliseconds whatever the ratio).
+MAX_RATIO = 100
+_SMALL = 16 * 1024**2
 _MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
+_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+_READ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError,
+                zlib.error, lzma.LZMAError, OverflowError)
+_VAR = re.compile(r"[0-9]{1,6}")
+_MAX_WALK = 100_000
 
 
-def _check_members(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
-    members = {}
+def check_members(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """Every entry's name, size and method checked from the central directory, before any
+    byte is decompressed: absolute or parent paths, duplicates, encryption, zip bombs."""
+    members: dict[str, zipfile.ZipInfo] = {}
     for info in zf.infolist():
         name = info.filename
-        if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/") or ":" in name:
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith(("/", "\\")) or ".." in parts or ":" in name or "\x00" in name:
             raise FormatError(f"zip entry '{name}' has an absolute or parent path; refused")
-        if info.file_size > MAX_MEMBER_BYTES:
-            raise FormatError(f"zip entry '{name}' would inflate to {info.file_size} bytes; refused")
-        if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 1 << 20:
-            raise FormatError(f"zip entry '{name}' has a compression ratio over {MAX_RATIO}:1 (a zip bomb?); refused")
+        if name in members:
+            raise FormatError(f"zip entry '{name}' appears twice (which one is real?); refused")
         members[name] = info
+        if name not in _MEMBERS:
+            continue  # never read: assets/, variables/ ... only their names are checked
+        if info.flag_bits & 0x1:
+            raise FormatError(f"zip entry '{name}' is encrypted; refused")
+        if info.compress_type not in _METHODS:
+            raise FormatError(f"zip entry '{name}' uses unsupported compression method {info.compress_type}")
+        limit = MAX_MEMBER_BYTES if name == "model.weights.h5" else MAX_CONFIG_CHARS
+        if info.file_size > limit:
+            raise FormatError(f"zip entry '{name}' would inflate to {info.file_size:,} bytes (limit {limit:,}); refused")
+        if info.file_size > _SMALL and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise FormatError(f"zip entry '{name}' would inflate {info.file_size / max(info.compress_size, 1):,.0f} times "
+                              f"(from {info.compress_size:,} to {info.file_size:,} bytes: a zip bomb?); refused")
     return members
 
 
 def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """A member's bytes, never more than its declared size (a lying header cannot inflate more)."""
     try:
         with zf.open(info) as fh:
             data = fh.read(info.file_size + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+    except _READ_ERRORS as exc:
         raise FormatError(f"zip entry '{info.filename}' cannot be read ({exc})") from None
     if len(data) != info.file_size:
         raise FormatError(f"zip entry '{info.filename}' does not have the size its header declares")
@@ -58,7 +84,7 @@ def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
 
 def read_zip(path: str, zf: zipfile.ZipFile) -> Model:
     """Read a ``.keras`` zip (already open) into a Model."""
-    members = _check_members(zf)
+    members = check_members(zf)
     missing = [m for m in ("config.json", "model.weights.h5") if m not in members]
     if missing:
         extra = " (sharded or .npz weights are not supported)" if any(m.endswith((".npz", ".json")) for m in members if m not in _MEMBERS) else ""
@@ -78,52 +104,83 @@ def read_zip(path: str, zf: zipfile.ZipFile) -> Model:
         config=config,
     )
     model = build_model(config, where="config.json")
+    check_fields(model)
     model.source = source
     blob = _read(zf, members["model.weights.h5"])
+    if not blob.startswith(b"\x89HDF\r\n\x1a\n"):
+        raise FormatError("model.weights.h5 inside the archive is not an HDF5 file")
+    precheck(blob, "model.weights.h5")
     try:
         with h5py.File(io.BytesIO(blob), "r") as f:
+            where = "model.weights.h5"
             container = "layers" if gen == 3 else "_layer_checkpoint_dependencies"
-            if container not in f and gen == 2 and "layers" in f:
+            if child(f, container, where) is None and gen == 2 and child(f, "layers", where) is not None:
                 container = "layers"  # tf-keras versions that adopted the Keras 3 layout
-            _attach(model, f.get(container), container, double=container == "_layer_checkpoint_dependencies")
-    except OSError as exc:
-        raise FormatError(f"model.weights.h5 inside the archive is not a readable HDF5 file ({exc})") from None
+            root = child(f, container, where)
+            if root is not None and not isinstance(root, h5py.Group):
+                raise FormatError(f"model.weights.h5: '{container}' is not a group")
+            _attach(model, root, container, Budget(len(blob)), double=container == "_layer_checkpoint_dependencies")
+    except (OSError, RuntimeError) as exc:
+        raise FormatError(f"model.weights.h5 inside the archive is damaged ({exc})") from None
     return model
 
 
-def _has_data(group: h5py.Group | None) -> bool:
+def _has_data(group: h5py.Group | None, where: str) -> bool:
+    """True when any dataset lies under ``group`` (hard links only, bounded walk)."""
     if group is None:
         return False
-    found = []
-    group.visititems(lambda _, obj: found.append(1) if isinstance(obj, h5py.Dataset) else None)
-    return bool(found)
+    stack, seen = [(group, 0)], 0
+    while stack:
+        g, depth = stack.pop()
+        for key in g.keys():
+            seen += 1
+            if seen > _MAX_WALK or depth > 32:
+                raise FormatError(f"{where}: the weight group is implausibly large or deep; refused")
+            obj = child(g, key, where)
+            if isinstance(obj, h5py.Dataset):
+                return True
+            if isinstance(obj, h5py.Group):
+                stack.append((obj, depth + 1))
+    return False
 
 
-def _vars(group: h5py.Group | None, where: str) -> list[tuple[str, np.ndarray]]:
-    if group is None or "vars" not in group:
+def _vars(group: h5py.Group | None, where: str, budget: Budget) -> list[tuple[str, np.ndarray]]:
+    if group is None:
         return []
-    vars_group = group["vars"]
+    vars_group = child(group, "vars", where)
+    if vars_group is None:
+        return []
     if not isinstance(vars_group, h5py.Group):
         raise FormatError(f"{where}: 'vars' is not a group")
     keys = list(vars_group.keys())
-    if not all(k.isdigit() for k in keys):
-        raise FormatError(f"{where}: unexpected entries in vars: {', '.join(keys[:5])}")
-    return [(f"vars/{k}", read_dataset(vars_group, k, where)) for k in sorted(keys, key=int)]
+    if not all(_VAR.fullmatch(k) for k in keys):
+        raise FormatError(f"{where}: unexpected entries in vars: {', '.join(repr(k) for k in keys[:5])}")
+    if sorted(int(k) for k in keys) != list(range(len(keys))):
+        raise FormatError(f"{where}: vars are not numbered 0..{len(keys) - 1}: {', '.join(sorted(keys, key=int)[:8])}")
+    out = []
+    for k in sorted(keys, key=int):
+        dset = child(vars_group, k, where)
+        if not isinstance(dset, h5py.Dataset):
+            raise FormatError(f"{where}: vars/{k} is not a dataset")
+        out.append((f"vars/{k}", read_array(dset, f"{where}: vars/{k}", budget)))
+    return out
 
 
-def _attach(model: Model, container: h5py.Group | None, name: str, *, double: bool) -> None:
+def _attach(model: Model, container: h5py.Group | None, name: str, budget: Budget, *, double: bool) -> None:
     counts: dict[str, int] = {}
     for layer in model.layers:
         snake = snake_case(layer.class_name)
         index = counts.get(snake, 0)
         path = snake if index == 0 else f"{snake}_{index}"
-        group = container.get(path) if container is not None else None
+        where = f"layer {layer.label} (weights at {name}/{path})"
+        group = child(container, path, where) if container is not None and snake else None
         if group is not None and not isinstance(group, h5py.Group):
             raise FormatError(f"model.weights.h5: '{name}/{path}' is not a group")
-        counts[snake] = index + (2 if double and _has_data(group) else 1)
-        where = f"layer {layer.label} (weights at {name}/{path})"
+        counts[snake] = index + (2 if double and _has_data(group, where) else 1)
         if layer.model is not None:
-            inner = group.get(name) if group is not None else None
-            _attach(layer.model, inner, name, double=double)
+            inner = child(group, name, where) if group is not None else None
+            if inner is not None and not isinstance(inner, h5py.Group):
+                raise FormatError(f"{where}: '{name}' is not a group")
+            _attach(layer.model, inner, name, budget, double=double)
             continue
-        assign(layer, _vars(group, where))
+        assign(layer, _vars(group, where, budget))

@@ -1,4 +1,4 @@
-"""Give a layer's stored arrays their meaning, and read HDF5 datasets defensively.
+"""Give a layer's stored arrays their meaning (reading them defensively is :mod:`.h5guard`'s job).
 
 Both HDF5 layouts (legacy ``.h5`` and the ``model.weights.h5`` inside a ``.keras`` zip) end here:
 a layer gets a list of ``(stored name, array)`` pairs, and :func:`assign` resolves them to
@@ -9,39 +9,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import h5py
 import numpy as np
 
 from ..errors import FormatError
 from ..layerspec import meaning_of, weight_spec
 from ..model import Layer, Model
 
-__all__ = ["assign", "distribute", "read_dataset", "MAX_DATASET_BYTES"]
-
-#: No single weight of a real model comes near this; a larger dataset is refused before reading.
-MAX_DATASET_BYTES = 8 * 1024**3
+__all__ = ["assign", "distribute"]
 
 Named = list[tuple[str, np.ndarray]]
-
-
-def read_dataset(group: h5py.Group, name: str, where: str) -> np.ndarray:
-    """Read ``group[name]``: refuses soft/external links, non-numeric or absurdly large datasets."""
-    link = group.get(name, getlink=True)
-    if link is None:
-        raise FormatError(f"{where}: weight '{name}' is listed but missing from the file")
-    if not isinstance(link, h5py.HardLink):
-        raise FormatError(f"{where}: weight '{name}' is a {type(link).__name__}; links are refused")
-    obj = group[name]
-    if not isinstance(obj, h5py.Dataset):
-        raise FormatError(f"{where}: weight '{name}' is not a dataset")
-    if obj.dtype.kind not in "fiub" or obj.dtype.itemsize > 8:
-        raise FormatError(f"{where}: weight '{name}' has non-numeric dtype {obj.dtype}")
-    if obj.shape is None or obj.size * obj.dtype.itemsize > MAX_DATASET_BYTES:
-        raise FormatError(f"{where}: weight '{name}' has an implausible shape {obj.shape}")
-    try:
-        return obj[()] if obj.shape else np.asarray(obj[()])
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"{where}: weight '{name}' cannot be read ({exc})") from None
 
 
 def _expected(layer: Layer, keras1: bool) -> list[str] | None:

@@ -14,6 +14,7 @@ transformed its weights: Keras 1 layouts, Theano kernel flips). Optimizer state 
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,10 @@ def write_h5(model: Model, out: Path, *, config: dict[str, Any], keras1: bool, o
     source = model.source
     if source is None:
         raise OutputError("the model does not say which file it came from")
-    with h5py.File(source.path, "r") as orig, h5py.File(out, "w") as f:
+    # Built in memory, written with plain file I/O: libhdf5 writing straight to a full disk can
+    # crash the process (found by tests/hostile); Python's write raises a clean OSError instead.
+    image = io.BytesIO()
+    with h5py.File(source.path, "r") as orig, h5py.File(image, "w") as f:
         full = "model_weights" in orig and "model_config" in orig.attrs
         root = orig["model_weights"] if full else orig
         _root_attrs(orig, f, config, keras1=keras1, flipped=source.kernels_flipped)
@@ -68,6 +72,7 @@ def write_h5(model: Model, out: Path, *, config: dict[str, Any], keras1: bool, o
             _write_layer(group.create_group(name), layer, stored or [], known, keras1=keras1, vlen=vlen)
         if "top_level_model_weights" in root:
             root.copy(root["top_level_model_weights"], group, name="top_level_model_weights")
+    out.write_bytes(image.getvalue())
 
 
 def _text(value: Any) -> str:

@@ -85,10 +85,9 @@ def batch_norm(b: Builder, call: Call) -> list[Tensor]:
 
 
 def _real_axes(axes: tuple[int, ...], call: Call) -> list[int]:
-    """tf.keras writes the axes of its internal rank+1 view when ``virtual_batch_size`` is set
-    (``axis: [4]`` on a 4-D input); those minus one are the real ones."""
-    if call.config.get("virtual_batch_size"):
-        return [a - 1 if a > 0 else a for a in axes]
+    """The BN's real axes. tf.keras writes the axes of its internal rank+1 view when
+    ``virtual_batch_size`` is set (``axis: [4]`` on a 4-D input), but
+    :func:`~bnconvert.bn.bn_params` already undoes that shift, so ``axes`` are the real ones."""
     return list(axes)
 
 

@@ -1,0 +1,275 @@
+"""Treat an HDF5 file as untrusted data: only hard links, only plain numeric datasets, bounded sizes.
+
+Keras 3 refuses soft and external links and "shape bombs" when it loads weights; bnconvert goes a
+little further, because it also reads files no Keras wrote:
+
+* Every path is walked one component at a time and each component must be a *hard* link: a soft
+  link can point anywhere in the file, an external link opens another file.
+* A dataset must be a plain numeric array stored in this file: no external raw-data files, no
+  virtual datasets (both read other files), only the filters libhdf5 and h5py carry built in
+  (an unknown filter id makes libhdf5 look for a plugin, i.e. load a shared library).
+* Sizes are checked before anything is read: an unfiltered dataset cannot hold more bytes than the
+  file; a compressed one may inflate at most ``MAX_RATIO`` times its stored size and never past
+  ``MAX_DATASET_BYTES``; a :class:`Budget` bounds the total over the file, so a dataset listed a
+  thousand times cannot exhaust memory either. Attributes are checked the same way.
+* With lazy loading (``load(..., lazy=True)``, what ``inspect`` uses) a large contiguous
+  uncompressed dataset is a read-only view of the memory-mapped file, bounds-checked against the
+  file's size, so its bytes are read only if something uses them.
+* :func:`precheck` checks the global heap collections (where variable-length
+  strings such as ``model_config`` live) before libhdf5 parses them: libhdf5 1.14 loops forever on
+  a collection whose object sizes do not add up (found by the fuzz test, ``tests/hostile``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import FormatError
+
+__all__ = [
+    "Budget",
+    "child",
+    "read_array",
+    "read_attr",
+    "precheck",
+    "MAX_DATASET_BYTES",
+    "MAX_RATIO",
+    "MAX_ATTR_BYTES",
+    "MAP_FROM",
+]
+
+#: No single weight of a real model comes near this; a larger dataset is refused before reading.
+MAX_DATASET_BYTES = 8 * 1024**3
+#: A filtered (compressed) dataset may inflate at most this many times its stored size.
+MAX_RATIO = 1000
+#: An attribute larger than this (a model config of 64 MB) is refused before reading.
+MAX_ATTR_BYTES = 64 * 1024**2
+#: With lazy loading, datasets this large (kernels) are mapped views; smaller ones (BN vectors,
+#: biases) are always read, so the values an audit uses never depend on the mapping.
+MAP_FROM = 64 * 1024
+#: Filters that libhdf5 and h5py implement themselves: deflate, shuffle, fletcher32, szip,
+#: nbit, scaleoffset, lzf. Any other id would make libhdf5 search for a plugin library.
+BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
+
+
+class Budget:
+    """How many bytes may still be read from one HDF5 file (its size, plus bounded inflation)."""
+
+    def __init__(self, file_bytes: int, *, mapping: Any = None) -> None:
+        self.file_bytes = max(int(file_bytes), 0)
+        self.plain_left = self.file_bytes
+        self.inflated_left = min(MAX_DATASET_BYTES, MAX_RATIO * self.file_bytes)
+        #: the whole file, memory-mapped read-only, when weights may be views of it (lazy loading)
+        self.mapping = mapping
+
+    def take(self, nbytes: int, *, filtered: bool, what: str) -> None:
+        """Account for ``nbytes`` about to be read; FormatError when the file cannot hold them."""
+        if filtered:
+            if nbytes > self.inflated_left:
+                raise FormatError(f"{what}: compressed data would inflate to {nbytes:,} bytes in total, "
+                                  f"more than {MAX_RATIO}x the file's {self.file_bytes:,} bytes (a shape bomb?); refused")
+            self.inflated_left -= nbytes
+        else:
+            if nbytes > self.plain_left:
+                read = self.file_bytes - self.plain_left
+                raise FormatError(f"{what}: its {nbytes:,} bytes would bring the weights read to {read + nbytes:,} bytes, "
+                                  f"more than the whole file holds ({self.file_bytes:,}): a shape bomb or a weight "
+                                  "listed many times; refused")
+            self.plain_left -= nbytes
+
+
+def _check_name(name: Any, where: str) -> list[str]:
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise FormatError(f"{where}: invalid HDF5 name {name!r}")
+    parts = name.split("/")
+    if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise FormatError(f"{where}: '{name}' points outside its group (absolute or relative path); refused")
+    return parts
+
+
+def child(group: h5py.Group, name: str, where: str) -> h5py.Group | h5py.Dataset | None:
+    """``group[name]`` following hard links only; None when the name does not exist.
+
+    ``name`` may have several components (``conv2d_1/kernel:0``); each must be a hard link.
+    Absolute names, ``.`` and ``..`` components are refused.
+    """
+    obj: Any = group
+    for part in _check_name(name, where):
+        if not isinstance(obj, h5py.Group):
+            raise FormatError(f"{where}: '{name}' goes through a dataset, not a group")
+        link = obj.get(part, getlink=True)
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            kind = "an external link (to another file)" if isinstance(link, h5py.ExternalLink) else "a soft link"
+            what = f"'{name}'" if part == name else f"'{part}' in '{name}'"
+            raise FormatError(f"{where}: {what} is {kind}; links are refused")
+        obj = obj[part]
+        if not isinstance(obj, (h5py.Group, h5py.Dataset)):
+            raise FormatError(f"{where}: '{name}' is a {type(obj).__name__}, not a group or dataset")
+    return obj
+
+
+def _filters(dset: h5py.Dataset, where: str) -> bool:
+    """True when the dataset is filtered; FormatError for storage that reads other files or plugins."""
+    plist = dset.id.get_create_plist()
+    if plist.get_external_count() > 0:
+        raise FormatError(f"{where}: its data lives in external raw files; refused")
+    if dset.is_virtual:
+        raise FormatError(f"{where}: is a virtual dataset mapping other files; refused")
+    count = plist.get_nfilters()
+    for i in range(count):
+        code = plist.get_filter(i)[0]
+        if code not in BUILTIN_FILTERS:
+            raise FormatError(f"{where}: uses HDF5 filter {code}, which would need a plugin library; refused")
+    return count > 0
+
+
+def read_array(dset: h5py.Dataset, where: str, budget: Budget) -> np.ndarray:
+    """Read a numeric dataset after checking its type, storage and declared size."""
+    dtype = dset.dtype
+    if dtype.kind not in "fiub" or dtype.itemsize > 8 or dtype.fields is not None or dtype.subdtype is not None:
+        raise FormatError(f"{where}: has non-numeric dtype {dtype}")
+    shape = dset.shape
+    if shape is None:
+        raise FormatError(f"{where}: is an empty (null dataspace) dataset")
+    nbytes = math.prod(shape) * dtype.itemsize
+    filtered = _filters(dset, where)
+    if nbytes > MAX_DATASET_BYTES:
+        raise FormatError(f"{where}: has an implausible shape {shape} ({nbytes:,} bytes)")
+    if filtered and nbytes > MAX_RATIO * max(dset.id.get_storage_size(), 1):
+        raise FormatError(f"{where}: compressed shape {shape} would inflate more than {MAX_RATIO}x (a shape bomb?); refused")
+    budget.take(nbytes, filtered=filtered, what=where)
+    if budget.mapping is not None and not filtered and nbytes >= MAP_FROM:
+        view = _mapped(dset, budget.mapping, shape, dtype, nbytes)
+        if view is not None:
+            return view
+    try:
+        out = dset[()]
+    except (OSError, ValueError, RuntimeError, TypeError) as exc:
+        raise FormatError(f"{where}: cannot be read ({exc})") from None
+    return np.asarray(out)
+
+
+def _mapped(dset: h5py.Dataset, mapping: Any, shape: tuple[int, ...], dtype: np.dtype, nbytes: int) -> np.ndarray | None:
+    """A read-only view of a contiguous dataset's bytes in the mapped file (read by the OS only
+    when used), or None when its storage is not one contiguous run inside the file."""
+    try:
+        offset = dset.id.get_offset()
+    except (OSError, ValueError, RuntimeError):
+        return None
+    if offset is None or offset < 0 or offset + nbytes > len(mapping):
+        return None
+    return np.frombuffer(mapping, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
+
+
+def read_attr(obj: h5py.HLObject, name: str, where: str) -> Any:
+    """An attribute's value after checking its size and type; None when absent."""
+    if name not in obj.attrs:
+        return None
+    aid = obj.attrs.get_id(name)
+    shape = aid.shape
+    dtype = aid.dtype
+    count = 1 if shape is None else math.prod(shape)
+    itemsize = dtype.itemsize if dtype.kind != "O" else 16
+    if dtype.fields is not None or dtype.kind not in "SUOfiub":
+        raise FormatError(f"{where}: attribute '{name}' has an unexpected type {dtype}")
+    try:
+        stored = aid.get_storage_size()
+    except RuntimeError:  # h5py raises for a legitimate 0 (an empty attribute)
+        stored = 0
+    if count * itemsize > MAX_ATTR_BYTES or stored > MAX_ATTR_BYTES:
+        raise FormatError(f"{where}: attribute '{name}' declares {count:,} items; refused")
+    if dtype.kind == "O" and h5py.check_string_dtype(dtype) is None:
+        raise FormatError(f"{where}: attribute '{name}' holds variable-length data that is not text")
+    try:
+        return obj.attrs[name]
+    except (OSError, ValueError, RuntimeError, TypeError) as exc:
+        raise FormatError(f"{where}: attribute '{name}' cannot be read ({exc})") from None
+
+
+# -- global heap pre-check ---------------------------------------------------------------------
+
+_GCOL = b"GCOL\x01"
+_MIN_COLLECTION = 4096  # H5HG_MINSIZE: libhdf5 never writes a smaller collection
+
+
+def _superblock(data: Any) -> tuple[int, int, int] | None:
+    """(size of lengths, base address, end-of-file address) from the superblock at offset 0."""
+    if len(data) < 48:
+        return None
+    version = data[8]
+    if version in (0, 1):
+        offsets, lengths = data[13], data[14]
+        base_at = 24 if version == 0 else 28
+    elif version in (2, 3):
+        offsets, lengths = data[9], data[10]
+        base_at = 12
+    else:
+        return None
+    if offsets not in (2, 4, 8) or lengths not in (2, 4, 8):
+        return None
+    eoa_at = base_at + 2 * offsets
+    if eoa_at + offsets > len(data):
+        return None
+    base = int.from_bytes(data[base_at : base_at + offsets], "little")
+    eoa = int.from_bytes(data[eoa_at : eoa_at + offsets], "little")
+    return lengths, base, eoa
+
+
+def _collection_ok(data: Any, at: int, lengths: int, end_of_file: int) -> bool | None:
+    """Walk one collection the way libhdf5's ``H5HG__cache_heap_deserialize`` does.
+
+    None: libhdf5 would reject it itself (too big for the file's address space); True: the
+    objects tile the collection exactly; False: they do not (libhdf5 loops or over-reads).
+    Bytes past the physical end of the file read as zeros, as libhdf5's sec2 driver does.
+    """
+    size = int.from_bytes(bytes(data[at + 8 : at + 8 + lengths]).ljust(lengths, b"\0"), "little")
+    if at + size > end_of_file:
+        return None
+    if size < _MIN_COLLECTION:
+        return False
+    header = 8 + lengths
+    obj_header = 8 + lengths
+    end = at + size
+    p = at + header
+    while p < end:
+        if p + obj_header > end:
+            return True  # trailing space too small for an object header: free space
+        raw = bytes(data[p : p + obj_header]).ljust(obj_header, b"\0")
+        index = int.from_bytes(raw[0:2], "little")
+        obj_size = int.from_bytes(raw[8 : 8 + lengths], "little")
+        need = obj_header + (obj_size + 7) // 8 * 8 if index > 0 else obj_size
+        if need == 0 or p + need > end:
+            return False
+        p += need
+    return True
+
+
+def precheck(data: Any, where: str) -> None:
+    """Checks on the raw bytes of an HDF5 file before libhdf5 parses it.
+
+    ``data`` is the whole file (bytes or an mmap). A file shorter than its superblock says is
+    reported as truncated; a global heap collection whose objects do not tile it exactly is
+    refused (libhdf5 would loop forever or read past it). Every ``GCOL`` signature is checked,
+    wherever it is: libhdf5 reaches collections by address, so any position could be one.
+    """
+    sb = _superblock(data)
+    if sb is None:
+        return  # libhdf5 will refuse the superblock itself
+    lengths, base, eoa = sb
+    end_of_file = base + eoa
+    lead = f"{where}: " if where else ""
+    if end_of_file > len(data) and eoa < 2**63:
+        raise FormatError(f"{lead}the file is truncated: it has {len(data):,} bytes, its HDF5 superblock "
+                          f"says {end_of_file:,}")
+    at = data.find(_GCOL)
+    while at != -1:
+        if _collection_ok(data, at, lengths, end_of_file) is False:
+            raise FormatError(f"{lead}the HDF5 global heap at byte {at} is corrupted (its objects do not fit "
+                              "the collection); refused before libhdf5 parses it")
+        at = data.find(_GCOL, at + 1)

@@ -1,0 +1,278 @@
+"""Outputs: written to a temporary file in the target folder and renamed; an existing file is kept
+without ``--force``; the input is never the output; a read-only folder or a full disk gives one
+clear line and leaves nothing behind. First :mod:`bnconvert.io` itself, then every command that
+writes."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bnconvert.cli import main
+from bnconvert.errors import OutputError
+from bnconvert.io import atomic_output, check_output, same_file
+
+from ..conftest import fixture_file
+from .conftest import folder_state
+
+SOURCE = "k3_dense_tanh.keras"
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """Make ``folder`` unwritable (chmod; ``chattr +i`` when running as root); skip if impossible."""
+    os.chmod(folder, 0o555)
+    immutable = False
+    try:
+        probe = folder / ".probe"
+        try:
+            probe.touch()
+        except OSError:
+            pass
+        else:  # root ignores the mode bits
+            probe.unlink()
+            immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0 \
+                if shutil.which("chattr") else False
+            if not immutable:
+                pytest.skip("cannot make a folder read-only here (root without chattr)")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        os.chmod(folder, 0o755)
+
+
+# -- bnconvert.io --------------------------------------------------------------------------------
+
+
+def test_temporary_file_lives_in_the_target_folder_and_is_renamed(tmp_path: Path) -> None:
+    target = tmp_path / "model.onnx"
+    with atomic_output(target) as tmp:
+        assert tmp.name == "model.onnx" and tmp.parent.parent == tmp_path and tmp.parent != tmp_path
+        tmp.write_bytes(b"data")
+        assert not target.exists()
+    assert target.read_bytes() == b"data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_failure_inside_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "out.h5"
+    with pytest.raises(RuntimeError), atomic_output(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("the writer failed half way")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("code", "words"), [(errno.ENOSPC, "disk is full"), (errno.EFBIG, "larger than"),
+                                            (errno.EROFS, "read-only"), (errno.EACCES, "(?i)permission denied")])
+def test_os_errors_become_one_clear_output_error(tmp_path: Path, code: int, words: str) -> None:
+    target = tmp_path / "out.h5"
+    with pytest.raises(OutputError, match=words) as info, atomic_output(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise OSError(code, os.strerror(code))
+    assert str(target) in str(info.value) and "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_force(tmp_path: Path) -> None:
+    target = tmp_path / "out.h5"
+    target.write_bytes(b"keep me")
+    ran = []
+    with pytest.raises(OutputError, match="already exists.*--force"), atomic_output(target) as tmp:
+        ran.append(tmp)
+    assert not ran and target.read_bytes() == b"keep me"
+    with atomic_output(target, force=True) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.h5"]
+
+
+def test_output_that_appears_meanwhile_is_not_replaced(tmp_path: Path) -> None:
+    target = tmp_path / "out.h5"
+    with pytest.raises(OutputError, match="already exists|appeared"), atomic_output(target) as tmp:
+        tmp.write_bytes(b"ours")
+        target.write_bytes(b"someone else's")
+    assert target.read_bytes() == b"someone else's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5"]
+
+
+def _input(tmp_path: Path) -> Path:
+    src = tmp_path / "in.h5"
+    src.write_bytes(b"input")
+    return src
+
+
+@pytest.mark.parametrize("how", ["same", "relative", "symlink", "hardlink", "symlinked_folder"])
+def test_output_is_never_the_input(tmp_path: Path, how: str) -> None:
+    src = _input(tmp_path)
+    (tmp_path / "sub").mkdir()
+    if how == "same":
+        target = src
+    elif how == "relative":
+        target = tmp_path / "sub" / ".." / "in.h5"
+    elif how == "symlink":
+        target = tmp_path / "link.h5"
+        target.symlink_to(src)
+    elif how == "hardlink":
+        target = tmp_path / "hard.h5"
+        os.link(src, target)
+    else:
+        (tmp_path / "alias").symlink_to(tmp_path, target_is_directory=True)
+        target = tmp_path / "alias" / "in.h5"
+    assert same_file(target, src)
+    for force in (False, True):
+        with pytest.raises(OutputError, match="is the input file"):
+            check_output(target, force=force, inputs=[src])
+        with pytest.raises(OutputError, match="is the input file"), atomic_output(target, force=force, inputs=[src]):
+            pass
+    assert src.read_bytes() == b"input"
+
+
+def test_companion_files_move_with_the_output(tmp_path: Path) -> None:
+    target = tmp_path / "m.onnx"
+    with atomic_output(target, companions=["m.onnx.data"]) as tmp:
+        tmp.write_bytes(b"graph")
+        (tmp.parent / "m.onnx.data").write_bytes(b"weights")
+    assert (tmp_path / "m.onnx.data").read_bytes() == b"weights"
+    (tmp_path / "m.onnx").unlink()
+    with pytest.raises(OutputError, match="m.onnx.data: already exists"), atomic_output(target, companions=["m.onnx.data"]):
+        pass
+
+
+def test_nothing_written_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="produced no file"), atomic_output(tmp_path / "x.h5"):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    with read_only(folder), pytest.raises(OutputError, match="cannot write in"), atomic_output(folder / "x.h5") as tmp:
+        tmp.write_bytes(b"x")
+    assert list(folder.iterdir()) == []
+
+
+def test_missing_folder_and_folder_target(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="does not exist"):
+        check_output(tmp_path / "nowhere" / "x.h5")
+    with pytest.raises(OutputError, match="is a folder"):
+        check_output(tmp_path)
+
+
+# -- every command that writes -------------------------------------------------------------------
+
+
+def _writers() -> dict[str, tuple[str, list[str]]]:
+    """command -> (output suffix, arguments with IN and OUT placeholders)."""
+    table = {
+        "fold": (".keras", ["fold", "IN", "-o", "OUT", "--no-check"]),
+        "export": (".onnx", ["export", "IN", "-o", "OUT", "--no-check"]),
+    }
+    if importlib.util.find_spec("matplotlib") is not None:
+        table["inspect --plot"] = (".png", ["inspect", "IN", "--plot", "OUT"])
+    return {k: v for k, v in table.items() if k.split()[0] in main.commands}
+
+
+WRITERS = _writers()
+
+
+def _argv(name: str, src: Path, out: Path, *extra: str) -> list[str]:
+    return [str(src) if a == "IN" else str(out) if a == "OUT" else a for a in WRITERS[name][1]] + list(extra)
+
+
+def _one_line(result) -> str:  # noqa: ANN001
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bnconvert: error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    src = tmp_path / "in" / SOURCE
+    src.parent.mkdir()
+    shutil.copy(fixture_file(SOURCE), src)
+    return src
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_writes_and_keeps_existing_output_without_force(name: str, source: Path, tmp_path: Path) -> None:
+    out = tmp_path / ("out" + WRITERS[name][0])
+    first = CliRunner().invoke(main, _argv(name, source, out))
+    assert first.exit_code == 0, first.output
+    assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["in", out.name]
+    out.write_bytes(b"keep me")
+    again = CliRunner().invoke(main, _argv(name, source, out))
+    assert again.exit_code == 2 and out.name in _one_line(again)
+    assert out.read_bytes() == b"keep me"
+    forced = CliRunner().invoke(main, _argv(name, source, out, "--force"))
+    assert forced.exit_code == 0, forced.output
+    assert out.read_bytes() != b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", out.name]
+
+
+@pytest.mark.parametrize("how", ["same", "relative", "symlink", "hardlink"])
+@pytest.mark.parametrize("name", WRITERS)
+def test_output_is_never_the_input_for_commands(name: str, how: str, source: Path) -> None:
+    folder = source.parent
+    (folder / "sub").mkdir()
+    target = {"same": source, "relative": folder / "sub" / ".." / source.name}.get(how)
+    if how == "symlink":
+        target = folder / "link.keras"
+        target.symlink_to(source)
+    elif how == "hardlink":
+        target = folder / "hard.keras"
+        os.link(source, target)
+    before = folder_state(folder)
+    for extra in ([], ["--force"]):
+        result = CliRunner().invoke(main, _argv(name, source, target, *extra))
+        assert result.exit_code == 2, result.output
+        _one_line(result)
+        assert folder_state(folder) == before
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_read_only_output_folder(name: str, source: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    out = folder / ("out" + WRITERS[name][0])
+    with read_only(folder):
+        result = CliRunner().invoke(main, _argv(name, source, out))
+        assert result.exit_code == 2, result.output
+        line = _one_line(result)
+        assert out.name in line or str(folder) in line
+        assert list(folder.iterdir()) == []
+
+
+_FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)           # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))  # no file can grow past 2 KB: a "full disk"
+from bnconvert.cli import main
+sys.argv = ["bnconvert", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+@pytest.mark.parametrize("name", WRITERS)
+def test_full_disk(name: str, source: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / ("out" + WRITERS[name][0])
+    done = subprocess.run([sys.executable, "-c", _FULL_DISK, *_argv(name, source, out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bnconvert: error: ") and out.name in lines[0], done.stderr[-2000:]
+    assert list(out_dir.iterdir()) == []
