@@ -25,10 +25,20 @@ from .shapes import infer_shapes
 __all__ = ["AuditReport", "BNReport", "audit", "audit_file"]
 
 
+def _median(a: np.ndarray) -> float:
+    """``np.median`` (NaN when any element is NaN) without its per-call overhead and its first-call
+    import of ``numpy.ma`` (together about 0.04 s of ``inspect`` on ResNet50)."""
+    v = np.sort(a, axis=None)
+    n = v.size
+    if v.dtype.kind in "fc" and np.isnan(v[-1]):
+        return float("nan")
+    return float(v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2)
+
+
 def _summary(a: np.ndarray) -> dict[str, float | None]:
     if a.size == 0:
         return {"min": None, "median": None, "max": None}
-    return {"min": float(np.min(a)), "median": float(np.median(a)), "max": float(np.max(a))}
+    return {"min": float(np.min(a)), "median": _median(a), "max": float(np.max(a))}
 
 
 @dataclass
@@ -223,5 +233,5 @@ def audit_file(path: str | os.PathLike[str], **load_options: Any) -> dict[str, A
     A pure function of the file: no printing, no global state. Errors are raised as
     :class:`~bnconvert.errors.BnconvertError`.
     """
-    return audit(load(path, **load_options)).to_dict()
+    return audit(load(path, lazy=True, **load_options)).to_dict()  # an audit reads BN vectors, not kernels
 

@@ -83,7 +83,7 @@ def test_refusals_exit_2_and_write_nothing(tmp_path: Path) -> None:
     src = _copy("k3_conv1d.h5", tmp_path)
     runner = CliRunner()
     result = runner.invoke(main, ["fold", str(src), "-o", str(src), "--force", "--no-check"])
-    assert result.exit_code == 2 and "refusing to overwrite the input" in result.output
+    assert result.exit_code == 2 and "never overwrites its input" in result.output
     (tmp_path / "k3_conv1d.folded.h5").write_bytes(b"keep me")
     result = runner.invoke(main, ["fold", str(src), "--no-check"])
     assert result.exit_code == 2 and "already exists" in result.output
@@ -120,10 +120,10 @@ def test_failed_check_exits_1_and_writes_nothing(tmp_path: Path, monkeypatch: py
 
     real = bnconvert.check.check_written
 
-    def differs(original, written, *, load_options=None):  # noqa: ANN001, ANN202
+    def differs(original, written, *, load_options=None, **kwargs):  # noqa: ANN001, ANN202, ANN003
         seen.append(Path(written))
-        assert Path(written).exists() and Path(written).parent == tmp_path  # checked before the rename
-        result = real(original, written, load_options=load_options)
+        assert Path(written).exists() and Path(written).parent.parent == tmp_path  # checked before the rename, beside the target
+        result = real(original, written, load_options=load_options, **kwargs)
         result.passed = False  # what a wrong fold would give
         return result
 

@@ -124,6 +124,28 @@ def test_depthwise_and_separable_input_folds() -> None:
     np.testing.assert_array_equal(pw3, pw)
 
 
+def test_kernels_round_once_from_float64_and_accept_read_only_weights() -> None:
+    # a fold reads each kernel once (read-only views of a mapped file included) and rounds the
+    # float64 product once: bit for bit what float64 math followed by one cast gives
+    rng = np.random.default_rng(11)
+    s, t = _bn(rng, 6)
+    for dtype in (np.float32, np.float16):
+        kernel = rng.normal(size=(3, 3, 4, 6)).astype(dtype)
+        kernel.setflags(write=False)
+        w, b = K.scale_output(kernel, None, s, t)
+        assert w.dtype == dtype and b.dtype == dtype and w.flags.writeable
+        np.testing.assert_array_equal(w, (kernel.astype(np.float64) * s).astype(dtype))
+        dw = rng.normal(size=(3, 3, 6, 1)).astype(dtype)
+        dw.setflags(write=False)
+        w2, _ = K.scale_depthwise_input(dw, None, s, t)
+        np.testing.assert_array_equal(w2, (dw.astype(np.float64) * s[:, None]).astype(dtype))
+        dense = rng.normal(size=(6, 5)).astype(dtype)
+        dense.setflags(write=False)
+        w3, b3 = K.scale_dense_input(dense, None, s, t)
+        np.testing.assert_array_equal(w3, (dense.astype(np.float64) * s[:, None]).astype(dtype))
+        np.testing.assert_array_equal(b3, (t @ dense.astype(np.float64)).astype(dtype))
+
+
 def test_compose_and_dispatch() -> None:
     rng = np.random.default_rng(5)
     a, b = _bn(rng, 3), _bn(rng, 3)

@@ -103,11 +103,21 @@ class OnnxRunner(Runner):
 
     ``optimize=False`` (the default) sets ``ORT_DISABLE_ALL``: ORT otherwise folds BN into the
     preceding Conv/MatMul at load time, so an unfolded reference would stop being one.
+    ``initializers`` (with a ``ModelProto`` that has none) are handed to onnxruntime as arrays
+    (``add_external_initializers``, which copies them once) instead of being serialised into the
+    protobuf and parsed back.
     """
 
     kind = "onnxruntime"
 
-    def __init__(self, source: str | os.PathLike[str] | Any, *, optimize: bool = False, label: str | None = None) -> None:
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | Any,
+        *,
+        optimize: bool = False,
+        label: str | None = None,
+        initializers: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
         super().__init__()
         self.optimize = optimize
         if isinstance(source, (str, os.PathLike)):
@@ -115,12 +125,10 @@ class OnnxRunner(Runner):
         else:
             self.path, self._proto = label or "<in-memory ONNX>", source
         self.label = label or self.path
+        self._initializers = dict(initializers or {})
         start = time.perf_counter()
-        self.session = self._session(self._load_target())
+        self.session = self._session(self._proto if self._proto is not None else self.path)
         self.load_seconds = time.perf_counter() - start
-
-    def _load_target(self) -> Any:
-        return self._proto.SerializeToString() if self._proto is not None else self.path
 
     def _options(self) -> Any:
         ort = _ort()
@@ -132,9 +140,20 @@ class OnnxRunner(Runner):
         return opts
 
     def _session(self, target: Any) -> Any:
+        """A session for a file path or a ModelProto (plus :attr:`_initializers`, if any)."""
         ort = _ort()
+        opts = self._options()
+        if not isinstance(target, str):
+            if self._initializers:
+                from ..onnx.save import external_stubs, in_memory_names
+
+                names = in_memory_names(self._initializers)
+                values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(self._initializers[n])) for n in names]
+                opts.add_external_initializers(names, values)
+                target = external_stubs(target, self._initializers)
+            target = target.SerializeToString()
         try:
-            return ort.InferenceSession(target, sess_options=self._options(), providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(target, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind classes; all mean "cannot load"
             raise FormatError(f"{self.label}: onnxruntime cannot load it ({_first_line(exc)})") from None
 
@@ -196,7 +215,7 @@ class OnnxRunner(Runner):
         for name in wanted:
             if name not in existing:
                 model.graph.output.append(onnx.ValueInfoProto(name=name))
-        session = self._session(model.SerializeToString())
+        session = self._session(model)
         return self._run(session, wanted, feeds)
 
 
@@ -231,11 +250,11 @@ class ExportRunner(Runner):
         start = time.perf_counter()
         self.model = model if model is not None else load(path, **dict(load_options or {}))
         try:
-            from ..onnx.export import to_onnx
+            from ..onnx.export import to_onnx_parts
         except ImportError as exc:
             raise RunnerUnavailable(f"bnconvert's ONNX export is not available ({exc})") from None
-        proto = to_onnx(self.model, nchw=False)
-        self.onnx = OnnxRunner(proto, optimize=optimize, label=f"unfolded export of {Path(path).name}")
+        proto, constants = to_onnx_parts(self.model, nchw=False)
+        self.onnx = OnnxRunner(proto, optimize=optimize, label=f"unfolded export of {Path(path).name}", initializers=constants)
         self.load_seconds = time.perf_counter() - start
 
     def input_specs(self) -> list[InputSpec]:

@@ -1,5 +1,8 @@
 """Pure numpy folding kernels: arrays in, new arrays out, float64 inside, never mutating inputs.
 
+The per-channel vectors are float64; each kernel is read once and multiplied in float64 through
+numpy's cast buffers, rounded once to its own dtype (no float64 copy of a whole kernel).
+
 A BatchNormalization at inference is the per-channel affine ``y = s*x + t`` with
 ``s = gamma / sqrt(var + eps)`` and ``t = beta - mean*s``.
 
@@ -64,6 +67,16 @@ def _dtype(kernel: np.ndarray) -> np.dtype:
     return kind if kind.kind == "f" else np.dtype("float32")
 
 
+def _scaled(kernel: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """``kernel * factor`` (broadcast) in float64, rounded once to the kernel's dtype: the same
+    numbers as ``(float64(kernel) * factor).astype(dtype)`` without a float64 copy of the kernel
+    (numpy casts through small buffers), so a fold reads each kernel once and writes it once."""
+    k = np.asarray(kernel)
+    out = np.empty(np.broadcast_shapes(k.shape, np.shape(factor)), dtype=_dtype(kernel))
+    np.multiply(k, factor, out=out, dtype=np.float64, casting="same_kind")
+    return out
+
+
 def _bias(bias: np.ndarray | None, n: int) -> np.ndarray:
     return np.zeros(n) if bias is None else _f64(bias).reshape(-1)
 
@@ -85,36 +98,34 @@ def compose(first: Affine, second: Affine) -> Affine:
 # -- backward: scale the output channels ----------------------------------------------------------
 def scale_output(kernel: np.ndarray, bias: np.ndarray | None, s: np.ndarray, t: np.ndarray, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """Dense/Conv (``axis=-1``) or Conv*Transpose (``axis=-2``): ``W*s`` on ``axis``, ``b*s + t``."""
-    w = _f64(kernel)
+    w = np.asarray(kernel)
     n = w.shape[axis]
     s, t = _check(s, t, n, "backward fold")
     shape = [1] * w.ndim
     shape[axis] = n
-    new_w = w * s.reshape(shape)
+    new_w = _scaled(w, s.reshape(shape))
     new_b = _bias(bias, n) * s + t
-    dt = _dtype(kernel)
-    return new_w.astype(dt), new_b.astype(dt)
+    return new_w, new_b.astype(new_w.dtype)
 
 
 def scale_depthwise_output(kernel: np.ndarray, bias: np.ndarray | None, s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """DepthwiseConv: kernel ``(*k, C, dm)``, output channel ``c*dm + m``."""
-    w = _f64(kernel)
+    w = np.asarray(kernel)
     c, dm = w.shape[-2], w.shape[-1]
     s, t = _check(s, t, c * dm, "backward fold into a depthwise convolution")
-    new_w = w * s.reshape(c, dm)
+    new_w = _scaled(w, s.reshape(c, dm))
     new_b = _bias(bias, c * dm) * s + t
-    dt = _dtype(kernel)
-    return new_w.astype(dt), new_b.astype(dt)
+    return new_w, new_b.astype(new_w.dtype)
 
 
 # -- forward: scale the input channels ------------------------------------------------------------
 def scale_dense_input(kernel: np.ndarray, bias: np.ndarray | None, s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dense ``(in, out)`` reading ``s*x + t``: ``W*s[:, None]``, ``b + t @ W``."""
-    w = _f64(kernel)
+    w = np.asarray(kernel)
     s, t = _check(s, t, w.shape[0], "forward fold into Dense")
-    new_b = _bias(bias, w.shape[1]) + t @ w
-    dt = _dtype(kernel)
-    return (w * s[:, None]).astype(dt), new_b.astype(dt)
+    new_b = _bias(bias, w.shape[1]) + t @ _f64(w)
+    new_w = _scaled(w, s[:, None])
+    return new_w, new_b.astype(new_w.dtype)
 
 
 def scale_conv_input(
@@ -125,7 +136,7 @@ def scale_conv_input(
     Output channel ``o`` of group ``g = o // (out/groups)`` reads input channel ``g*in_g + j``
     through ``W[..., j, o]``.
     """
-    w = _f64(kernel)
+    w = np.asarray(kernel)
     in_g, out = w.shape[-2], w.shape[-1]
     if groups < 1 or out % groups:
         raise FoldError(f"forward fold: {out} filters cannot be split into {groups} groups")
@@ -133,24 +144,22 @@ def scale_conv_input(
     out_g = out // groups
     # per (j, o): the input channel that kernel entry reads
     channel = (np.arange(out) // out_g)[None, :] * in_g + np.arange(in_g)[:, None]
-    new_w = w * s[channel]
+    new_w = _scaled(w, s[channel])
     spatial = tuple(range(w.ndim - 2))
-    new_b = _bias(bias, out) + (w.sum(axis=spatial) * t[channel]).sum(axis=0)
-    dt = _dtype(kernel)
-    return new_w.astype(dt), new_b.astype(dt)
+    new_b = _bias(bias, out) + (w.sum(axis=spatial, dtype=np.float64) * t[channel]).sum(axis=0)
+    return new_w, new_b.astype(new_w.dtype)
 
 
 def scale_depthwise_input(kernel: np.ndarray, bias: np.ndarray | None, s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """DepthwiseConv ``(*k, C, dm)`` with ``valid`` padding reading ``s*x + t``."""
-    w = _f64(kernel)
+    w = np.asarray(kernel)
     c, dm = w.shape[-2], w.shape[-1]
     s, t = _check(s, t, c, "forward fold into a depthwise convolution")
-    new_w = w * s[:, None]
+    new_w = _scaled(w, s[:, None])
     spatial = tuple(range(w.ndim - 2))
-    shift = (w.sum(axis=spatial) * t[:, None]).reshape(-1)  # (C, dm) -> c*dm + m
+    shift = (w.sum(axis=spatial, dtype=np.float64) * t[:, None]).reshape(-1)  # (C, dm) -> c*dm + m
     new_b = _bias(bias, c * dm) + shift
-    dt = _dtype(kernel)
-    return new_w.astype(dt), new_b.astype(dt)
+    return new_w, new_b.astype(new_w.dtype)
 
 
 def scale_separable_input(
@@ -158,16 +167,16 @@ def scale_separable_input(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SeparableConv with ``valid`` padding reading ``s*x + t``: the scale goes into the depthwise
     kernel, the shift travels through both kernels into the bias."""
-    dw = _f64(depthwise)
-    pw = _f64(pointwise)
+    dw = np.asarray(depthwise)
+    pw = np.asarray(pointwise)
     c, dm = dw.shape[-2], dw.shape[-1]
     s, t = _check(s, t, c, "forward fold into a separable convolution")
-    new_dw = dw * s[:, None]
+    new_dw = _scaled(dw, s[:, None])
     spatial = tuple(range(dw.ndim - 2))
-    mid = (dw.sum(axis=spatial) * t[:, None]).reshape(-1)  # shift of each intermediate channel
-    pw2 = pw.reshape(-1, pw.shape[-1])  # (C*dm, out): pointwise kernels are 1x1
+    mid = (dw.sum(axis=spatial, dtype=np.float64) * t[:, None]).reshape(-1)  # shift of each intermediate channel
+    pw2 = _f64(pw).reshape(-1, pw.shape[-1])  # (C*dm, out): pointwise kernels are 1x1
     new_b = _bias(bias, pw.shape[-1]) + mid @ pw2
-    return new_dw.astype(_dtype(depthwise)), np.asarray(pointwise).copy(), new_b.astype(_dtype(pointwise))
+    return new_dw, pw.copy(), new_b.astype(_dtype(pointwise))
 
 
 # -- dispatch by Keras class ------------------------------------------------------------------------

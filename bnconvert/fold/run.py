@@ -9,9 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import EquivalenceError, OutputError, UnsupportedLayerError
+from ..bn import unsafe_values
+from ..errors import EquivalenceError, FoldError, OutputError, UnsupportedLayerError
+from ..model import Model
 from ..readers import load
-from ..writers import atomic_output, check_target, describe_format, output_format, write_model
+from ..io import atomic_output, check_output
+from ..writers import describe_format, output_format, write_model
 from .apply import FoldReport, fold_model
 
 __all__ = ["fold_file", "default_output"]
@@ -32,12 +35,13 @@ def _check_suffix(out: Path, fmt: str, source: Path) -> None:
     raise OutputError(f"{out}: a {fmt} file needs the extension {' or '.join(allowed)} (Keras picks the reader by it)")
 
 
-def _check(original: str, written: Path, load_options: dict[str, Any]) -> dict[str, Any]:
-    """The numerical check of a written file against its original, as report data."""
+def _check(original: str, written: Path, load_options: dict[str, Any], model: Model) -> dict[str, Any]:
+    """The numerical check of a written file against its original (``model``, as already read:
+    the TensorFlow-free reference is built from it, not from a second read), as report data."""
     from ..check import check_written
 
     try:
-        result = check_written(original, written, load_options=load_options)
+        result = check_written(original, written, load_options=load_options, original_model=model)
     except UnsupportedLayerError as exc:
         reason = f"no runtime can run the model without executing code from the file ({exc})"
         return {"status": "skipped", "passed": None, "reason": reason, "summary": f"not run: {reason}"}
@@ -67,10 +71,13 @@ def fold_file(
     """
     options = dict(load_options or {})
     original = load(path, **options)
+    unsafe = unsafe_values(original)
+    if unsafe:
+        raise FoldError(f"{path}: refusing to fold: " + "; ".join(unsafe[:5]) + (f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""))
     out = Path(output) if output is not None else default_output(path)
     fmt = output_format(original)
     if not dry_run:
-        check_target(out, source=path, force=force)
+        check_output(out, force=force, inputs=[path])
         _check_suffix(out, fmt, Path(path))
         if not original.has_graph:
             raise OutputError(f"{path}: weights only, no architecture: pass the model JSON with --config to fold it")
@@ -82,10 +89,10 @@ def fold_file(
         report.notes.append("optimizer state is not copied (the folded model is for inference)")
     if dry_run:
         return report
-    with atomic_output(out, source=path, force=force) as tmp:
+    with atomic_output(out, force=force, inputs=[path]) as tmp:
         write_model(folded, tmp, original=original)
         if check:
-            report.check = _check(str(path), tmp, options)
+            report.check = _check(str(path), tmp, options, original)
             if report.check["status"] == "failed":
                 error = EquivalenceError(f"{path}: the folded model differs from the original; nothing written\n{report.check['summary']}")
                 error.report = report  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from onnx import NodeProto, TensorProto, helper, numpy_helper
+from onnx import NodeProto, helper
 
 from ..model import Layer, Source
 from .layout import Perm, channels_first, identity, same_memory_order, transpose_between
@@ -93,7 +93,9 @@ class Builder:
     def __init__(self, opset: int) -> None:
         self.opset = opset
         self.nodes: list[NodeProto] = []
-        self.initializers: list[TensorProto] = []
+        #: initializer values by name, in creation order; kept as numpy arrays (often views of the
+        #: model's weights) and turned into TensorProtos once, by :func:`.save.add_initializers`
+        self.constants: dict[str, np.ndarray] = {}
         self._tensors: set[str] = set()
         self._node_names: set[str] = set()
         self._reserved: set[str] = set()
@@ -135,9 +137,10 @@ class Builder:
 
     # -- initializers ------------------------------------------------------------------------
     def const(self, base: str, value: Any, dtype: Any = np.float32) -> str:
-        """An initializer holding ``value`` (float32 unless said otherwise)."""
+        """An initializer holding ``value`` (float32 unless said otherwise). No copy is made here:
+        ``value`` (a weight, or a transposed view of one) must not change until the export is done."""
         name = self.fresh(base)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(np.asarray(value, dtype=dtype)), name))
+        self.constants[name] = np.asarray(value, dtype=dtype)
         return name
 
     def ints(self, base: str, values: Sequence[int]) -> str:

@@ -125,16 +125,12 @@ def run_model(run: Run, model: Model, inputs: list[Tensor], *, prefix: str = "",
     table = handlers()
     shapes = infer_shapes(model, [t.shape for t in inputs])
     env: dict[TensorRef, Tensor | None] = dict(zip(model.inputs, inputs))
-    pending = [(i, k) for i, layer in enumerate(model.layers) for k in range(len(layer.calls))]
-    while pending:
-        ready = [(i, k) for i, k in pending if all(r in env for r in model.layers[i].calls[k])]
-        if not ready:
-            break
-        done = set(ready)
-        pending = [item for item in pending if item not in done]
-        for i, k in ready:
+    for wave in _waves(model, set(env)):
+        for i, k in wave:
             layer = model.layers[i]
             refs = [TensorRef(layer.name, k, j) for j in range(_n_outputs(layer))]
+            if any(r not in env for r in layer.calls[k]):
+                continue  # an output index its producer does not have: it never exists
             xs = [env[r] for r in layer.calls[k]]
             if any(x is None for x in xs):
                 env.update(dict.fromkeys(refs))
@@ -163,6 +159,51 @@ def run_model(run: Run, model: Model, inputs: list[Tensor], *, prefix: str = "",
     if missing and not run.problems:
         raise UnsupportedLayerError(f"model '{model.name}': outputs {', '.join(missing)} are not connected to its inputs")
     return [env.get(r) for r in model.outputs]
+
+
+def _waves(model: Model, known: set[TensorRef]) -> list[list[tuple[int, int]]]:
+    """Layer calls ``(layer index, call index)`` grouped by dependency depth: a call is in wave
+    ``n`` when its deepest input comes from wave ``n - 1`` (the model inputs are wave 0), in model
+    order within a wave. Calls that depend on a tensor nothing produces (or on a cycle) are left
+    out. Linear in the number of calls (Kahn's algorithm)."""
+    producer = {(layer.name, k): (i, k) for i, layer in enumerate(model.layers) for k in range(len(layer.calls))}
+    waiting: dict[tuple[int, int], int] = {}
+    readers: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    level: dict[tuple[int, int], int] = {}
+    frontier = []
+    for i, layer in enumerate(model.layers):
+        for k, call in enumerate(layer.calls):
+            deps = set()
+            for ref in call:
+                if ref in known:
+                    continue
+                dep = producer.get((ref.layer, ref.node))
+                if dep is None:
+                    deps = None  # never produced: the call can never run
+                    break
+                deps.add(dep)
+            if deps is None:
+                continue
+            waiting[(i, k)] = len(deps)
+            for dep in deps:
+                readers.setdefault(dep, []).append((i, k))
+            if not deps:
+                level[(i, k)] = 1
+                frontier.append((i, k))
+    while frontier:
+        item = frontier.pop()
+        for reader in readers.get(item, ()):
+            level[reader] = max(level.get(reader, 1), level[item] + 1)
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                frontier.append(reader)
+    placed = sorted((n, item) for item, n in level.items() if waiting.get(item) == 0)
+    waves: list[list[tuple[int, int]]] = []
+    for n, item in placed:
+        if len(waves) < n:
+            waves.extend([] for _ in range(n - len(waves)))
+        waves[n - 1].append(item)
+    return [w for w in waves if w]
 
 
 def _inline(run: Run, call: Call, path: str) -> list[Tensor]:

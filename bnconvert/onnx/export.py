@@ -26,15 +26,16 @@ import onnx
 from onnx import TensorProto, helper
 
 from .. import __version__
-from ..errors import BnconvertError, EquivalenceError, FormatError, OutputError, UnsupportedLayerError
+from ..bn import unsafe_values
+from ..errors import BnconvertError, EquivalenceError, FoldError, FormatError, OutputError, UnsupportedLayerError
 from ..model import Model
 from ..readers import load
 from .builder import Builder, Tensor
 from .convert import Run, format_problems, op_index, run_model, unsupported_layers
 from .layout import channels_first, held_shape, identity
-from .save import EXTERNAL_DATA_ABOVE, initializer_bytes, validate, validate_file, write_model
+from .save import EXTERNAL_DATA_ABOVE, add_initializers, constants_bytes, validate_parts, write_onnx
 
-__all__ = ["to_onnx", "export_file", "require_exportable", "fold_metadata", "ExportReport", "OPSETS", "DEFAULT_OPSET"]
+__all__ = ["to_onnx", "to_onnx_parts", "export_file", "require_exportable", "fold_metadata", "ExportReport", "OPSETS", "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17
 #: the opsets bnconvert writes (and tests)
@@ -122,7 +123,8 @@ def _prune(b: Builder, outputs: list[str]) -> None:
             kept.append(node)
             needed.update(i for i in node.input if i)
     b.nodes[:] = list(reversed(kept))
-    b.initializers[:] = [t for t in b.initializers if t.name in needed]
+    for name in [n for n in b.constants if n not in needed]:
+        del b.constants[name]
 
 
 def require_exportable(model: Model, *, opset: int = DEFAULT_OPSET) -> None:
@@ -144,6 +146,19 @@ def to_onnx(model: Model, *, opset: int = DEFAULT_OPSET, nchw: bool = False, fol
     Raises UnsupportedLayerError naming every layer that cannot be exported (all of them, in one
     message), FormatError for a model without an architecture or without declared input shapes.
     """
+    graph, constants = to_onnx_parts(model, opset=opset, nchw=nchw, fold_summary=fold_summary)
+    return add_initializers(graph, constants)
+
+
+def to_onnx_parts(
+    model: Model, *, opset: int = DEFAULT_OPSET, nchw: bool = False, fold_summary: dict | None = None
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """:func:`to_onnx` in two parts: the ModelProto without initializers, and the initializer
+    values by name, as numpy arrays (views of the model's weights where the layout allows).
+
+    What :func:`export_file` writes straight to disk and the TensorFlow-free check hands to
+    onnxruntime, without building a ``ModelProto`` that holds every weight.
+    """
     where = _where(model)
     require_exportable(model, opset=opset)
     b = Builder(opset)
@@ -156,7 +171,7 @@ def to_onnx(model: Model, *, opset: int = DEFAULT_OPSET, nchw: bool = False, fol
         raise UnsupportedLayerError(format_problems(where, run.problems))
     output_infos = _graph_outputs(b, model, outs, nchw, {i.name for i in input_infos})  # type: ignore[arg-type]
     _prune(b, [o.name for o in output_infos])
-    graph = helper.make_graph(b.nodes, model.name, input_infos, output_infos, initializer=b.initializers)
+    graph = helper.make_graph(b.nodes, model.name, input_infos, output_infos)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="bnconvert", producer_version=__version__)
     proto.ir_version = helper.find_min_ir_version_for(list(proto.opset_import))
@@ -167,7 +182,7 @@ def to_onnx(model: Model, *, opset: int = DEFAULT_OPSET, nchw: bool = False, fol
     props["fold_summary"] = json.dumps(fold_summary, default=str) if fold_summary is not None else "not folded"
     helper.set_model_props(proto, props)
     proto.doc_string = f"Exported by bnconvert {__version__} from {where}"
-    return proto
+    return proto, b.constants
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -249,15 +264,17 @@ def fold_metadata(fold: dict[str, Any]) -> dict[str, Any]:
     return {"totals": fold.get("totals", {}), "stays": stays}
 
 
-def _numerical_check(src: Path, onnx_path: Path, load_options: dict[str, Any] | None) -> Any:
-    """``bnconvert.check.check_export`` on the written file, or None when that module is absent."""
+def _numerical_check(src: Path, onnx_path: Path, load_options: dict[str, Any] | None, original: Model) -> Any:
+    """``bnconvert.check.check_export`` on the written file, or None when that module is absent.
+    ``original`` is the model as read (not folded): the TensorFlow-free reference is built from it
+    instead of reading the file again."""
     try:
         from ..check import check_export
     except ImportError as exc:
         if (getattr(exc, "name", "") or "").startswith("bnconvert.check") or "check_export" in str(exc):
             return None
         raise
-    return check_export(str(src), str(onnx_path), load_options=load_options, seed=1, batch=2)
+    return check_export(str(src), str(onnx_path), load_options=load_options, seed=1, batch=2, original_model=original)
 
 
 def export_file(
@@ -282,17 +299,20 @@ def export_file(
     start = time.perf_counter()
     src, dst = Path(in_path), Path(out_path)
     _check_paths(src, dst, force)
-    model = load(src, **(load_options or {}))
+    original = model = load(src, **(load_options or {}))
+    unsafe = unsafe_values(model)
+    if unsafe:
+        raise FoldError(f"{src}: refusing to export: " + "; ".join(unsafe[:5]) + (f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""))
     require_exportable(model, opset=opset)
     fold_dict = None
     if fold:
         model, fold_dict = _fold(model)
-    proto = to_onnx(model, opset=opset, nchw=nchw, fold_summary=fold_metadata(fold_dict) if fold_dict else None)
+    proto, constants = to_onnx_parts(model, opset=opset, nchw=nchw, fold_summary=fold_metadata(fold_dict) if fold_dict else None)
+    del model  # the folded weights now live on in ``constants`` only
     op_types = dict(Counter(n.op_type for n in proto.graph.node))
-    parameters = int(sum(np.prod(t.dims, dtype=np.int64) for t in proto.graph.initializer))
-    external = initializer_bytes(proto) > external_data_above
-    if not external:
-        validate(proto)
+    parameters = int(sum(a.size for a in constants.values()))
+    external = constants_bytes(constants) > external_data_above
+    validate_parts(proto, constants)
     report = ExportReport(source=str(src), output=str(dst), opset=opset, layout="nchw" if nchw else "keras",
                           nodes=len(proto.graph.node), op_types=op_types, parameters=parameters, size_bytes=0, fold=fold_dict)
     data_name = dst.name + ".data" if external else None
@@ -303,13 +323,12 @@ def export_file(
     try:
         tmp = tmpdir / dst.name
         try:
-            write_model(proto, tmp, external_data=data_name)
+            write_onnx(proto, constants, tmp, external_data=data_name)
         except OSError as exc:
             raise OutputError(f"{dst}: cannot be written ({exc.strerror})") from None
-        if external:
-            validate_file(tmp)
+        del proto, constants
         if check:
-            result = _numerical_check(src, tmp, load_options)
+            result = _numerical_check(src, tmp, load_options, original)
             if result is None:
                 report.notes.append("numerical check unavailable (bnconvert.check is not installed)")
             else:

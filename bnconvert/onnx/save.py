@@ -1,29 +1,94 @@
-"""Validate an ONNX model and write it, with external data when it would not fit in one protobuf.
+"""Turn the exporter's graph and weights into ONNX: a ``ModelProto`` in memory, or a file written
+straight from the numpy arrays, with external data when it would not fit in one protobuf.
+
+The exporter keeps weights as numpy arrays (``{name: array}``) beside a ``ModelProto`` whose graph
+has no initializers yet. :func:`add_initializers` puts them into the proto (for :func:`to_onnx`
+callers). :func:`write_onnx` never does: it writes the proto, then each initializer as one more
+``graph.initializer`` entry encoded by hand from the array's buffer. Protobuf merges repeated
+occurrences of an embedded message field (``ModelProto.graph``, field 7) and concatenates the
+repeated fields inside (``GraphProto.initializer``, field 5), so the file is the same model
+``onnx.save`` would write, without the three copies of every weight that building, copying and
+serialising a full ``ModelProto`` costs.
 
 A protobuf message cannot exceed 2 GiB, so a model whose initializers come near that is written
-with ONNX external data: ``OUT.onnx`` plus ``OUT.onnx.data`` beside it (``onnx.save_model(...,
-save_as_external_data=True)``), and validated from the file, since the in-memory checker would
-hit the same limit.
+with ONNX external data: ``OUT.onnx`` (graph, small tensors) plus ``OUT.onnx.data`` beside it, each
+floating-point tensor of 1 KiB or more at a 4 KiB-aligned offset (``location``/``offset``/``length``, the ONNX external-data
+convention), written from the arrays one at a time. The graph is validated before anything is
+written (:func:`validate_parts`: the checker and strict shape inference need the weights' types
+and shapes, not their bytes), which works for any size.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import onnx
+from onnx import TensorProto, helper
 
 from ..errors import BnconvertError
 
-__all__ = ["PROTOBUF_LIMIT", "EXTERNAL_DATA_ABOVE", "initializer_bytes", "validate", "validate_file", "write_model"]
+__all__ = [
+    "PROTOBUF_LIMIT",
+    "EXTERNAL_DATA_ABOVE",
+    "IN_MEMORY",
+    "constants_bytes",
+    "initializer_bytes",
+    "tensor_header",
+    "add_initializers",
+    "external_stubs",
+    "in_memory_names",
+    "validate",
+    "validate_parts",
+    "validate_file",
+    "write_onnx",
+]
 
 PROTOBUF_LIMIT = 2**31
 #: initializer bytes above which the model is written with external data (room left for the graph)
 EXTERNAL_DATA_ABOVE = PROTOBUF_LIMIT - 2**28
+#: tensors smaller than this stay in the ``.onnx`` file when the rest goes to external data
+_INLINE_BELOW = 1024
+_ALIGN = 4096
+#: external-data location of tensors handed to onnxruntime from memory (never read from disk)
+IN_MEMORY = "bnconvert-in-memory"
+
+# protobuf wire tags (field number << 3 | wire type 2, length-delimited)
+_MODEL_GRAPH = b"\x3a"  # ModelProto.graph = 7
+_GRAPH_INITIALIZER = b"\x2a"  # GraphProto.initializer = 5
+_TENSOR_RAW_DATA = b"\x4a"  # TensorProto.raw_data = 9
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _little_endian(arr: np.ndarray) -> np.ndarray:
+    """``arr`` C-contiguous and little-endian (ONNX raw data), copied only when it is not."""
+    arr = np.asarray(arr)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(arr)
+
+
+def constants_bytes(constants: Mapping[str, np.ndarray]) -> int:
+    """Bytes the exporter's initializer arrays will take in the file."""
+    return sum(int(a.nbytes) for a in constants.values())
 
 
 def initializer_bytes(model: onnx.ModelProto) -> int:
-    """Bytes held by the graph's initializers (the bulk of a model file)."""
+    """Bytes held by a ``ModelProto``'s initializers (the bulk of a model file)."""
     total = 0
     for t in model.graph.initializer:
         if t.raw_data:
@@ -33,38 +98,142 @@ def initializer_bytes(model: onnx.ModelProto) -> int:
     return total
 
 
+def tensor_header(name: str, arr: np.ndarray) -> TensorProto:
+    """A TensorProto with the name, type and dims of ``arr`` and no data yet."""
+    dtype = np.asarray(arr).dtype
+    t = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(dtype.newbyteorder("=")))
+    t.dims.extend(int(d) for d in np.shape(arr))
+    return t
+
+
+def add_initializers(model: onnx.ModelProto, constants: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """Put the arrays into ``model.graph.initializer`` as raw data (in place; returns ``model``)."""
+    for name, arr in constants.items():
+        t = model.graph.initializer.add()
+        t.CopyFrom(tensor_header(name, arr))
+        t.raw_data = _little_endian(arr).tobytes()
+    return model
+
+
+def external_stubs(model: onnx.ModelProto, constants: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializers are external-data stubs located :data:`IN_MEMORY`:
+    what onnxruntime's ``SessionOptions.add_external_initializers`` replaces with the arrays."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for name, arr in constants.items():
+        t = out.graph.initializer.add()
+        t.CopyFrom(tensor_header(name, arr))
+        if not _external(arr):  # shapes, pads, axes: onnxruntime's shape inference reads them
+            t.raw_data = _little_endian(arr).tobytes()
+            continue
+        t.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", IN_MEMORY), ("offset", "0"), ("length", str(int(np.asarray(arr).nbytes)))):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+    return out
+
+
+def _external(arr: np.ndarray) -> bool:
+    """Whether a tensor goes to external data: floating point weights of 1 KiB or more."""
+    arr = np.asarray(arr)
+    return arr.dtype.kind == "f" and arr.nbytes >= _INLINE_BELOW
+
+
+def in_memory_names(constants: Mapping[str, np.ndarray]) -> list[str]:
+    """The initializers :func:`external_stubs` leaves as stubs (to pass to onnxruntime)."""
+    return [name for name, arr in constants.items() if _external(arr)]
+
+
+def _write_tensor(fh: BinaryIO, header: TensorProto, data: np.ndarray | None) -> None:
+    """One ``graph.initializer`` entry appended to a serialised ModelProto (``data`` as raw data)."""
+    head = header.SerializeToString()
+    raw = b"" if data is None else _TENSOR_RAW_DATA + _varint(data.nbytes)
+    tensor_len = len(head) + len(raw) + (0 if data is None else data.nbytes)
+    entry = _GRAPH_INITIALIZER + _varint(tensor_len)
+    fh.write(_MODEL_GRAPH + _varint(len(entry) + tensor_len))
+    fh.write(entry)
+    fh.write(head)
+    if data is not None:
+        fh.write(raw)
+        fh.write(memoryview(data.reshape(-1)).cast("B"))
+
+
+def write_onnx(
+    model: onnx.ModelProto,
+    constants: Mapping[str, np.ndarray],
+    path: str | os.PathLike[str],
+    *,
+    external_data: str | None = None,
+) -> None:
+    """Write ``model`` (a graph without initializers) and ``constants`` as its initializers.
+
+    With ``external_data`` (a file name beside ``path``) every floating-point tensor of 1 KiB or
+    more goes to that file instead, 4 KiB-aligned. Each array is read once, straight into the file
+    (an array that is a transposed view is made contiguous one tensor at a time).
+    """
+    path = Path(path)
+    with open(path, "wb") as fh:
+        fh.write(model.SerializeToString())
+        if external_data is None:
+            for name, arr in constants.items():
+                data = _little_endian(arr)
+                _write_tensor(fh, tensor_header(name, data), data)
+            return
+        with open(path.parent / external_data, "wb") as side:
+            offset = 0
+            for name, arr in constants.items():
+                data = _little_endian(arr)
+                header = tensor_header(name, data)
+                if not _external(data):
+                    _write_tensor(fh, header, data)
+                    continue
+                offset = -(-offset // _ALIGN) * _ALIGN
+                side.seek(offset)
+                side.write(memoryview(data.reshape(-1)).cast("B"))
+                header.data_location = TensorProto.EXTERNAL
+                for key, value in (("location", external_data), ("offset", str(offset)), ("length", str(data.nbytes))):
+                    entry = header.external_data.add()
+                    entry.key, entry.value = key, value
+                _write_tensor(fh, header, None)
+                offset += data.nbytes
+
+
 def _invalid(exc: Exception) -> BnconvertError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return BnconvertError(f"bnconvert built an ONNX graph that fails validation (a bnconvert bug, please report it): {first}")
 
 
-def validate(model: onnx.ModelProto) -> None:
-    """``onnx.checker`` (full check) and strict shape inference, in memory."""
+def validate(model: onnx.ModelProto | bytes) -> None:
+    """``onnx.checker`` with ``full_check`` (which includes strict shape inference with type
+    checks), in memory."""
     try:
         onnx.checker.check_model(model, full_check=True)
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise _invalid(exc) from None
+
+
+def validate_parts(model: onnx.ModelProto, constants: Mapping[str, np.ndarray]) -> None:
+    """:func:`validate` on ``model`` with ``constants`` as its initializers, without the weights'
+    bytes: a floating-point weight of 1 KiB or more is declared as a graph input of the same type
+    and shape instead (the checker and shape inference need its type and shape, never its
+    values); smaller tensors (shapes, pads, axes, scalars) go in as real initializers, since shape
+    inference reads them. Any size, in milliseconds."""
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    for name, arr in constants.items():
+        if _external(arr):
+            t = tensor_header(name, arr)
+            light.graph.input.append(helper.make_tensor_value_info(name, t.data_type, list(t.dims)))
+        else:
+            t = light.graph.initializer.add()
+            t.CopyFrom(tensor_header(name, arr))
+            t.raw_data = _little_endian(arr).tobytes()
+    validate(light)
 
 
 def validate_file(path: str | os.PathLike[str]) -> None:
-    """The same checks on a file (works with external data and above 2 GiB)."""
-    path = Path(path)
-    inferred = path.with_name(path.name + ".inferred")
+    """The same check on a file (works with external data and above 2 GiB)."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
-        onnx.shape_inference.infer_shapes_path(str(path), str(inferred), check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise _invalid(exc) from None
-    finally:
-        inferred.unlink(missing_ok=True)
-
-
-def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: str | None = None) -> None:
-    """Write ``model`` to ``path``; with ``external_data`` (a file name beside ``path``) the
-    initializers go to that file. The model object is modified by the external-data conversion."""
-    if external_data is None:
-        onnx.save_model(model, str(path))
-        return
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=external_data, size_threshold=1024, convert_attribute=False)

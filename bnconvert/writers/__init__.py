@@ -14,13 +14,12 @@ from typing import Any
 
 from ..errors import OutputError, UnsupportedLayerError
 from ..model import Model
-from .atomic import atomic_output, check_target
 from .config_edit import edit_config, keras3_compatible
 from .h5 import write_h5
 from .keras1_config import keras2_config_from_keras1
 from .keras_zip import write_zip
 
-__all__ = ["write_model", "output_format", "describe_format", "atomic_output", "check_target"]
+__all__ = ["write_model", "output_format", "describe_format"]
 
 _DESCRIPTIONS = {
     "keras2-h5": "Keras 2 / tf.keras HDF5 (.h5): loads with tf-keras and Keras 3",
@@ -59,7 +58,7 @@ def describe_format(fmt: str, original: Model | None = None) -> str:
 def write_model(folded: Model, path: str | os.PathLike[str], *, original: Model) -> str:
     """Write ``folded`` (the result of folding ``original``) to ``path``; returns the format written.
 
-    ``path`` is written directly: use :func:`atomic_output` around this for an atomic write.
+    ``path`` is written directly: use :func:`bnconvert.io.atomic_output` around this for an atomic write.
     """
     src = original.source
     if src is None or src.config is None or not original.has_graph:

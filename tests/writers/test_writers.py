@@ -19,7 +19,8 @@ import bnconvert
 from bnconvert.errors import OutputError, UnsupportedLayerError
 from bnconvert.fold import fold_model
 from bnconvert.readers.h5 import attr_list
-from bnconvert.writers import atomic_output, write_model
+from bnconvert.io import atomic_output
+from bnconvert.writers import write_model
 from bnconvert.writers.config_edit import edit_config
 from bnconvert.writers.h5 import save_list_attr
 
@@ -275,20 +276,20 @@ def test_atomic_output(tmp_path: Path) -> None:
     src = tmp_path / "in.h5"
     src.write_bytes(b"input")
     with pytest.raises(OutputError, match="input"):
-        with atomic_output(src, source=src, force=True):
+        with atomic_output(src, inputs=[src], force=True):
             pass
     target = tmp_path / "out.h5"
     target.write_bytes(b"old")
     with pytest.raises(OutputError, match="--force"):
-        with atomic_output(target, source=src):
+        with atomic_output(target, inputs=[src]):
             pass
     with pytest.raises(RuntimeError):
-        with atomic_output(target, source=src, force=True) as tmp:
+        with atomic_output(target, inputs=[src], force=True) as tmp:
             tmp.write_bytes(b"half")
             raise RuntimeError("boom")
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["in.h5", "out.h5"]
-    with atomic_output(target, source=src, force=True) as tmp:
-        assert tmp.parent == tmp_path and tmp.suffix == ".h5"
+    with atomic_output(target, inputs=[src], force=True) as tmp:
+        assert tmp.parent.parent == tmp_path and tmp.name == "out.h5"  # private folder beside the target
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["in.h5", "out.h5"]
     with pytest.raises(OutputError, match="does not exist"):
