@@ -69,7 +69,7 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
     out.write_text("keep me")
     code, _, stderr = run(fixture_file("k3_conv1d.keras"), "-o", out, "--no-check")
     assert code == 2
-    assert "exists; pass --force" in stderr and len(stderr.strip().splitlines()) == 1
+    assert "already exists (use --force" in stderr and len(stderr.strip().splitlines()) == 1
     assert out.read_text() == "keep me"
     code, _, _ = run(fixture_file("k3_conv1d.keras"), "-o", out, "--no-check", "--force")
     assert code == 0 and ops(out)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from onnx import TensorProto, helper
 
 from .. import __version__
 from ..bn import unsafe_values
+from ..io import atomic_output, check_output
 from ..errors import BnconvertError, EquivalenceError, FoldError, FormatError, OutputError, UnsupportedLayerError
 from ..model import Model
 from ..readers import load
@@ -236,20 +235,6 @@ def _fold_line(fold: dict[str, Any]) -> str:
     return line
 
 
-def _check_paths(src: Path, dst: Path, force: bool) -> None:
-    if dst.is_dir():
-        raise OutputError(f"{dst}: is a folder; give the output file name")
-    if not dst.parent.is_dir():
-        raise OutputError(f"{dst}: the folder {dst.parent} does not exist")
-    if dst.exists() or dst.is_symlink():
-        if src.exists() and (src.resolve() == dst.resolve() or os.path.samefile(src, dst)):
-            raise OutputError(f"{dst}: is the input file; bnconvert never overwrites its input")
-        if not force:
-            raise OutputError(f"{dst}: exists; pass --force to overwrite it")
-    elif src.exists() and src.resolve() == dst.resolve():
-        raise OutputError(f"{dst}: is the input file; bnconvert never overwrites its input")
-
-
 def _fold(model: Model) -> tuple[Model, dict[str, Any]]:
     from ..fold.apply import fold_model
 
@@ -264,17 +249,13 @@ def fold_metadata(fold: dict[str, Any]) -> dict[str, Any]:
     return {"totals": fold.get("totals", {}), "stays": stays}
 
 
-def _numerical_check(src: Path, onnx_path: Path, load_options: dict[str, Any] | None, original: Model) -> Any:
-    """``bnconvert.check.check_export`` on the written file, or None when that module is absent.
-    ``original`` is the model as read (not folded): the TensorFlow-free reference is built from it
-    instead of reading the file again."""
-    try:
-        from ..check import check_export
-    except ImportError as exc:
-        if (getattr(exc, "name", "") or "").startswith("bnconvert.check") or "check_export" in str(exc):
-            return None
-        raise
-    return check_export(str(src), str(onnx_path), load_options=load_options, seed=1, batch=2, original_model=original)
+def _numerical_check(src: Path, onnx_path: Path, load_options: dict[str, Any] | None, handed: list[Model]) -> Any:
+    """``bnconvert.check.check_export`` on the written file. ``handed`` holds the model as read
+    (not folded), the only reference left to it: the TensorFlow-free reference is built from it
+    instead of reading the file again, and the check lets it go once onnxruntime has the weights."""
+    from ..check import check_export
+
+    return check_export(str(src), str(onnx_path), load_options=load_options, seed=1, batch=2, original_model=handed.pop())
 
 
 def export_file(
@@ -298,7 +279,7 @@ def export_file(
     """
     start = time.perf_counter()
     src, dst = Path(in_path), Path(out_path)
-    _check_paths(src, dst, force)
+    check_output(dst, force=force, inputs=[src])
     original = model = load(src, **(load_options or {}))
     unsafe = unsafe_values(model)
     if unsafe:
@@ -316,32 +297,18 @@ def export_file(
     report = ExportReport(source=str(src), output=str(dst), opset=opset, layout="nchw" if nchw else "keras",
                           nodes=len(proto.graph.node), op_types=op_types, parameters=parameters, size_bytes=0, fold=fold_dict)
     data_name = dst.name + ".data" if external else None
-    try:
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    except OSError as exc:
-        raise OutputError(f"{dst}: cannot write in {dst.parent} ({exc.strerror})") from None
-    try:
-        tmp = tmpdir / dst.name
-        try:
-            write_onnx(proto, constants, tmp, external_data=data_name)
-        except OSError as exc:
-            raise OutputError(f"{dst}: cannot be written ({exc.strerror})") from None
+    with atomic_output(dst, force=force, inputs=[src], companions=[data_name] if data_name else []) as tmp:
+        write_onnx(proto, constants, tmp, external_data=data_name)
         del proto, constants
         if check:
-            result = _numerical_check(src, tmp, load_options, original)
-            if result is None:
-                report.notes.append("numerical check unavailable (bnconvert.check is not installed)")
-            else:
-                headline = result.headline() if hasattr(result, "headline") else result.summary()
-                report.check, report.check_summary = result.to_dict(), headline
-                if not result:
-                    raise EquivalenceError(f"{src}: the ONNX model does not match, nothing written: {headline}")
-        if data_name:
-            os.replace(tmpdir / data_name, dst.parent / data_name)
-            report.external_data = str(dst.parent / data_name)
-        os.replace(tmp, dst)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+            handed = [original]
+            del original  # so that at most two copies of the weights are ever held (see _numerical_check)
+            result = _numerical_check(src, tmp, load_options, handed)
+            report.check, report.check_summary = result.to_dict(), result.headline()
+            if not result:
+                raise EquivalenceError(f"{src}: the ONNX model does not match, nothing written\n{result.summary()}")
+    if data_name:
+        report.external_data = str(dst.parent / data_name)
     report.size_bytes = dst.stat().st_size + (Path(report.external_data).stat().st_size if report.external_data else 0)
     report.seconds = time.perf_counter() - start
     return report

@@ -348,6 +348,9 @@ def test_failed_check_writes_nothing(tmp_path, monkeypatch):
         def headline(self):
             return "export check FAILED: max |diff| / max |reference| = 0.5"
 
+        def summary(self):
+            return self.headline() + "\n  reference  keras"
+
         def to_dict(self):
             return {"passed": False}
 
