@@ -126,6 +126,7 @@ class OnnxRunner(Runner):
             self.path, self._proto = label or "<in-memory ONNX>", source
         self.label = label or self.path
         self._initializers = dict(initializers or {})
+        self._released = False
         start = time.perf_counter()
         self.session = self._session(self._proto if self._proto is not None else self.path)
         self.load_seconds = time.perf_counter() - start
@@ -137,6 +138,10 @@ class OnnxRunner(Runner):
         opts.graph_optimization_level = level.ORT_ENABLE_ALL if self.optimize else level.ORT_DISABLE_ALL
         opts.log_severity_level = 3
         opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
+        # no weight pre-packing: it copies every Gemm/MatMul weight into another layout once per
+        # session to speed up later runs, i.e. a second copy of a Dense-heavy model (3 s for 2 GB),
+        # and a check runs each model once or twice
+        opts.add_session_config_entry("session.disable_prepacking", "1")
         return opts
 
     def _session(self, target: Any) -> Any:
@@ -165,6 +170,13 @@ class OnnxRunner(Runner):
 
             self._proto = onnx.load(self.path)
         return self._proto
+
+    def release_weights(self) -> None:
+        """Drop the arrays given as ``initializers`` (the session holds its own copy): what a
+        one-shot check does so that the model's weights are not held twice. Intermediate tensors
+        (:meth:`layer_outputs`) need them and are no longer available afterwards."""
+        if self._initializers:
+            self._initializers, self._released = {}, True
 
     def input_specs(self) -> list[InputSpec]:
         return [
@@ -207,7 +219,7 @@ class OnnxRunner(Runner):
 
         available = set(self.layer_names())
         wanted = [n for n in dict.fromkeys(names) if n in available]
-        if not wanted:
+        if not wanted or self._released:
             return {}
         model = onnx.ModelProto()
         model.CopyFrom(self.proto)
@@ -256,6 +268,12 @@ class ExportRunner(Runner):
         proto, constants = to_onnx_parts(self.model, nchw=False)
         self.onnx = OnnxRunner(proto, optimize=optimize, label=f"unfolded export of {Path(path).name}", initializers=constants)
         self.load_seconds = time.perf_counter() - start
+
+    def release_weights(self) -> None:
+        """Forget the model and its arrays once onnxruntime holds the weights (see
+        :meth:`OnnxRunner.release_weights`)."""
+        self.model = None  # type: ignore[assignment]
+        self.onnx.release_weights()
 
     def input_specs(self) -> list[InputSpec]:
         return self.onnx.input_specs()

@@ -197,6 +197,12 @@ def _check(
     )
 
 
+def _release(runner: Runner) -> None:
+    """A built-in check runs each side once: a TensorFlow-free runner can forget its arrays."""
+    if isinstance(runner, ExportRunner):
+        runner.release_weights()
+
+
 def check_written(
     original_path: str | os.PathLike[str],
     written_path: str | os.PathLike[str],
@@ -216,6 +222,8 @@ def check_written(
     the original already read with them (used instead of reading the file again).
     """
     ref, notes = open_runner(str(original_path), load_options=load_options, model=original_model)
+    del original_model  # onnxruntime or Keras now holds the weights: never keep them twice
+    _release(ref)
     original, written = str(original_path), str(written_path)
     model = _load(written, load_options)
     module = keras_module_for(model.source)
@@ -234,6 +242,8 @@ def check_written(
             cand = ExportRunner(written, model=model)
     else:
         cand = ExportRunner(written, model=model)
+    del model
+    _release(cand)
     return _check("fold", original, written, ref, cand, notes, tolerance=FOLD_TOLERANCE, seed=seed, batch=batch)
 
 
@@ -255,5 +265,7 @@ def check_export(
     """
     source, written = str(source_path), str(onnx_path)
     ref, notes = open_runner(source, load_options=load_options, model=original_model)
+    del original_model  # onnxruntime or Keras now holds the weights: never keep them twice
+    _release(ref)
     cand = OnnxRunner(written)
     return _check("export", source, written, ref, cand, notes, tolerance=EXPORT_TOLERANCE, seed=seed, batch=batch)

@@ -35,13 +35,15 @@ def _check_suffix(out: Path, fmt: str, source: Path) -> None:
     raise OutputError(f"{out}: a {fmt} file needs the extension {' or '.join(allowed)} (Keras picks the reader by it)")
 
 
-def _check(original: str, written: Path, load_options: dict[str, Any], model: Model) -> dict[str, Any]:
-    """The numerical check of a written file against its original (``model``, as already read:
-    the TensorFlow-free reference is built from it, not from a second read), as report data."""
+def _check(original: str, written: Path, load_options: dict[str, Any], handed: list[Model]) -> dict[str, Any]:
+    """The numerical check of a written file against its original, as report data. ``handed``
+    holds the original model as already read, the only reference left to it: the TensorFlow-free
+    reference is built from it (not from a second read) and the check lets it go once
+    onnxruntime has the weights."""
     from ..check import check_written
 
     try:
-        result = check_written(original, written, load_options=load_options, original_model=model)
+        result = check_written(original, written, load_options=load_options, original_model=handed.pop())
     except UnsupportedLayerError as exc:
         reason = f"no runtime can run the model without executing code from the file ({exc})"
         return {"status": "skipped", "passed": None, "reason": reason, "summary": f"not run: {reason}"}
@@ -92,7 +94,9 @@ def fold_file(
     with atomic_output(out, force=force, inputs=[path]) as tmp:
         write_model(folded, tmp, original=original)
         if check:
-            report.check = _check(str(path), tmp, options, original)
+            handed = [original]
+            del folded, original  # so that the check never holds the weights more than twice
+            report.check = _check(str(path), tmp, options, handed)
             if report.check["status"] == "failed":
                 error = EquivalenceError(f"{path}: the folded model differs from the original; nothing written\n{report.check['summary']}")
                 error.report = report  # type: ignore[attr-defined]

@@ -1,0 +1,420 @@
+"""bnconvert against tf2onnx on Keras Applications models, each tool in its own process.
+
+    python benchmarks/run.py --scaling            # everything; writes benchmarks/RESULTS.md
+    python benchmarks/run.py --models ResNet50    # a subset (no RESULTS.md unless --output)
+
+Needs the test extras (TensorFlow, Keras 3) and tf2onnx (``pip install tf2onnx``). Models are
+built at run time (``weights=None``, random BN statistics) into ``benchmarks/out/`` (not committed).
+
+For every model: wall time and peak memory (``ru_maxrss`` of that one child, from ``os.wait4``)
+of ``bnconvert export`` (run with TensorFlow made unimportable, as a user without the ``keras``
+extra has it, so its built-in check is the TensorFlow-free one) and of the tf2onnx path users
+take with Keras 3 (load with Keras, ``tf2onnx.convert.from_function``); ONNX node counts;
+onnxruntime latency of both files (batch 1, 2 threads, default optimisation, runs of the two
+files interleaved so that both see the same machine); max relative error of both against the
+same Keras outputs. Also ``inspect`` and ``fold`` alone, and with ``--scaling`` a series of
+growing models: export time and peak memory against parameter count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+STANDARD = ["ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121", "InceptionV3", "Xception"]
+SCALING = ["ResNet50", "ResNet101", "ResNet152", "EfficientNetB0", "EfficientNetB1", "EfficientNetB2",
+           "EfficientNetB3", "EfficientNetB4"]
+#: the children run like an installed package: bytecode may be cached (the first, untimed run
+#: writes it), TensorFlow is quiet and on CPU
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV.update(TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
+NO_TF = (
+    "import sys\n"
+    "for m in ('tensorflow', 'keras', 'tf_keras'): sys.modules[m] = None\n"
+    "from bnconvert.cli import main\n"
+    "sys.argv = ['bnconvert'] + sys.argv[1:]\n"
+    "main()\n"
+)
+SAMPLES = 8  # inputs compared against Keras
+LATENCY_RUNS = 100
+
+
+def bnconvert(*args: str) -> list[str]:
+    return [sys.executable, "-c", NO_TF, *args]
+
+
+def _run_child(argv: list[str]) -> tuple[int, Any, bytes, bytes]:
+    proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = proc.stdout.read()  # type: ignore[union-attr]
+    err = proc.stderr.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    return status, usage, out, err
+
+
+def timed(argv: list[str], repeat: int = 1, output: Path | None = None) -> dict[str, Any]:
+    """Run a command ``repeat`` times, each as one child reaped by ``os.wait4`` (so ``ru_maxrss`` is
+    that child's own peak); median wall time (s), largest peak RSS (MB), exit code. ``output``
+    (and its ``.data``) is deleted before each run: every tool writes a new file, none pays for
+    replacing an old one."""
+    seconds, peaks, code = [], [], 0
+    for _ in range(repeat):
+        if output is not None:
+            for old in (output, output.with_name(output.name + ".data")):
+                old.unlink(missing_ok=True)
+        start = time.perf_counter()
+        status, usage, out, err = _run_child(argv)
+        seconds.append(time.perf_counter() - start)
+        peaks.append(usage.ru_maxrss / 1024)
+        code = os.waitstatus_to_exitcode(status)
+        if code:
+            print(f"  ! {' '.join(argv[:4])}... exited {code}: {(err or out).decode()[-600:]}", file=sys.stderr)
+            break
+    return {"seconds": statistics.median(seconds), "runs": [round(s, 3) for s in seconds], "peak_mb": max(peaks), "exit": code}
+
+
+BUILD = """
+import json, sys, numpy as np, keras
+from keras import applications as A
+name, size, h5, ref, samples = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+L = keras.layers
+
+
+def make(name):
+    if name == 'Tiny':  # the baseline: imports, onnxruntime, two sessions, no weights to speak of
+        x = keras.Input((32, 32, 3))
+        y = L.Flatten()(L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3)(x))))
+        return keras.Model(x, L.Dense(10, activation='softmax')(y), name='tiny')
+    if name == 'WideMLP':  # past 2 GB: Dense 2048 -> 21504 -> 21504 -> 2048 -> 1000, each with BN
+        x = y = keras.Input((2048,))
+        for i, units in enumerate((21504, 21504, 2048)):
+            y = L.ReLU()(L.BatchNormalization()(L.Dense(units)(y)))
+        return keras.Model(x, L.Dense(1000, activation='softmax')(y), name='wide_mlp')
+    kw = dict(weights=None)
+    if size: kw['input_shape'] = (size, size, 3)
+    return getattr(A, name)(**kw)
+
+
+model = make(name)
+rng = np.random.default_rng(0)
+for layer in model.layers:  # random, non-trivial BN statistics (the 1/0 defaults would hide errors)
+    if isinstance(layer, L.BatchNormalization):
+        n = layer.get_weights()[-1].shape
+        new = []
+        if layer.scale: new.append(rng.uniform(0.5, 1.5, n))
+        if layer.center: new.append(rng.normal(0, 0.2, n))
+        new += [rng.normal(0, 0.2, n), rng.uniform(0.5, 2.0, n)]
+        layer.set_weights([a.astype('float32') for a in new])
+model.save(h5)
+shape = tuple(model.inputs[0].shape[1:])
+x = np.random.default_rng(1).uniform(0, 1, (samples,) + shape).astype('float32')
+y = model.predict(x, batch_size=samples, verbose=0)
+arrays = dict(x=x, y=y)
+if name != 'WideMLP':  # the same model in float64 (too big for WideMLP): true outputs, to judge float32 error
+    keras.config.set_dtype_policy('float64')
+    model64 = make(name)
+    model64.set_weights([w.astype('float64') for w in model.get_weights()])
+    arrays['y64'] = model64.predict(x.astype('float64'), batch_size=samples, verbose=0)
+    keras.config.set_dtype_policy('float32')
+for layer in model.layers:  # tf2onnx leaves a Normalization layer's mean and variance as graph inputs
+    if isinstance(layer, L.Normalization) and 'norm_mean' not in arrays:
+        arrays.update(norm_mean=np.asarray(layer.mean), norm_var=np.asarray(layer.variance))
+np.savez(ref, **arrays)
+print(json.dumps(dict(params=int(model.count_params()), input=list(shape))))
+"""
+
+
+def build(name: str, size: int | None) -> dict[str, Any]:
+    """Build, randomise BN statistics, save .h5; save Keras outputs on fixed inputs (child process)."""
+    h5, ref = OUT / f"{name}.h5", OUT / f"{name}.ref.npz"
+    argv = [sys.executable, "-c", BUILD, name, str(size or 0), str(h5), str(ref), str(SAMPLES)]
+    out = subprocess.run(argv, env=ENV, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"building {name} failed:\n{out.stderr[-2000:]}")
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    info["file_mb"] = h5.stat().st_size / 1e6
+    return info
+
+
+TF2ONNX = """
+import sys, tensorflow as tf, keras, tf2onnx
+model = keras.models.load_model(sys.argv[1], compile=False)
+spec = [tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32, name='input')]
+fn = tf.function(lambda x: model(x, training=False))
+tf2onnx.convert.from_function(fn, input_signature=spec, opset=17, output_path=sys.argv[2])
+"""
+
+
+COMPARE = """
+import json, sys, time, collections, numpy as np, onnx, onnxruntime as ort
+paths, ref, runs = json.loads(sys.argv[1]), np.load(sys.argv[2]), int(sys.argv[3])
+x, y_ref = ref['x'], ref['y']
+y64 = ref['y64'] if 'y64' in ref.files else None
+scale = float(np.max(np.abs(y_ref)))
+keras_err64 = None if y64 is None else float(np.max(np.abs(y_ref.astype(np.float64) - y64)) / np.max(np.abs(y64)))
+out, sessions = {}, {}
+def extra_inputs(sess):  # inputs beyond the image: a Normalization layer's mean/variance (tf2onnx)
+    feeds = {}
+    for i in sess.get_inputs()[1:]:
+        key = 'norm_mean' if i.name.endswith('Sub/y:0') else 'norm_var' if i.name.endswith('Sqrt/x:0') else None
+        if key is None or key not in ref.files:
+            raise SystemExit(f'cannot feed extra input {i.name}')
+        shape = [d if isinstance(d, int) else 1 for d in i.shape]
+        feeds[i.name] = ref[key].astype(np.float32).reshape(shape)
+    return feeds
+for tool, path in paths.items():
+    proto = onnx.load(path, load_external_data=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2  # default graph optimisation level (ORT_ENABLE_ALL)
+    sess = ort.InferenceSession(path, opts, providers=['CPUExecutionProvider'])
+    name = sess.get_inputs()[0].name
+    extra = extra_inputs(sess)
+    y = sess.run(None, {name: x, **extra})[0].reshape(y_ref.shape)
+    diff = np.abs(y.astype(np.float64) - y_ref)
+    out[tool] = dict(nodes=len(proto.graph.node), ops=dict(collections.Counter(n.op_type for n in proto.graph.node)),
+                     max_rel_err=float(diff.max() / scale), mean_rel_err=float(diff.mean() / scale),
+                     keras_err64=keras_err64, extra_inputs=sorted(extra))
+    if y64 is not None:
+        diff64 = np.abs(y.astype(np.float64) - y64)
+        out[tool].update(max_rel_err64=float(diff64.max() / np.max(np.abs(y64))),
+                         mean_rel_err64=float(diff64.mean() / np.max(np.abs(y64))))
+    sessions[tool] = (sess, {name: x[:1], **extra})
+times = {tool: [] for tool in sessions}
+for sess, feed in sessions.values():
+    for _ in range(10):
+        sess.run(None, feed)
+order = list(sessions)
+for r in range(runs):  # interleaved, alternating order: both files see the same machine
+    for tool in (order if r % 2 == 0 else order[::-1]):
+        sess, feed = sessions[tool]
+        t = time.perf_counter(); sess.run(None, feed); times[tool].append(time.perf_counter() - t)
+for tool, ts in times.items():
+    ts = np.array(ts) * 1000
+    out[tool].update(latency_ms=float(np.median(ts)), latency_p10_ms=float(np.percentile(ts, 10)))
+print(json.dumps(out))
+"""
+
+
+def compare(paths: dict[str, Path], ref: Path) -> dict[str, Any]:
+    """Node counts, errors against Keras and interleaved latency of the ONNX files (child process)."""
+    existing = {tool: str(p) for tool, p in paths.items() if p.exists()}
+    if not existing:
+        return {}
+    argv = [sys.executable, "-c", COMPARE, json.dumps(existing), str(ref), str(LATENCY_RUNS)]
+    out = subprocess.run(argv, env=ENV, capture_output=True, text=True)
+    if out.returncode:
+        print(f"  ! comparing {list(existing)} failed: {out.stderr[-600:]}", file=sys.stderr)
+        return {}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_model(name: str, size: int | None, repeat: int, with_tf2onnx: bool) -> dict[str, Any]:
+    print(f"{name}: building", file=sys.stderr)
+    row: dict[str, Any] = {"model": name, **build(name, size)}
+    h5, bn_onnx, tf_onnx = OUT / f"{name}.h5", OUT / f"{name}.bnconvert.onnx", OUT / f"{name}.tf2onnx.onnx"
+    print(f"{name}: bnconvert export, inspect, fold", file=sys.stderr)
+    folded = OUT / f"{name}.folded.h5"
+    row["bnconvert"] = timed(bnconvert("export", str(h5), "-o", str(bn_onnx)), repeat, output=bn_onnx)
+    row["inspect"] = timed(bnconvert("inspect", str(h5), "--json"), repeat)
+    row["fold"] = timed(bnconvert("fold", str(h5), "-o", str(folded)), repeat, output=folded)
+    paths = {"bnconvert": bn_onnx} if row["bnconvert"]["exit"] == 0 else {}
+    if with_tf2onnx:
+        print(f"{name}: tf2onnx", file=sys.stderr)
+        row["tf2onnx"] = timed([sys.executable, "-c", TF2ONNX, str(h5), str(tf_onnx)], output=tf_onnx)
+        if row["tf2onnx"]["exit"] == 0:
+            paths["tf2onnx"] = tf_onnx
+    print(f"{name}: onnxruntime", file=sys.stderr)
+    for tool, stats in compare(paths, OUT / f"{name}.ref.npz").items():
+        row[tool].update(stats)
+    return row
+
+
+def run_scaling(name: str, size: int | None, repeat: int, compare_onnx: bool = False) -> dict[str, Any]:
+    """``bnconvert export`` alone (scaling series, the baseline and the model past 2 GB)."""
+    print(f"{name}: building (scaling)", file=sys.stderr)
+    info = build(name, size)
+    h5, onnx_path = OUT / f"{name}.h5", OUT / f"{name}.bnconvert.onnx"
+    row = {"model": name, **info, "bnconvert": timed(bnconvert("export", str(h5), "-o", str(onnx_path)), repeat, output=onnx_path)}
+    if compare_onnx and row["bnconvert"]["exit"] == 0:
+        row["bnconvert"].update(compare({"bnconvert": onnx_path}, OUT / f"{name}.ref.npz").get("bnconvert", {}))
+    return row
+
+
+# -- report ---------------------------------------------------------------------------------------
+def _versions() -> str:
+    import numpy
+    import onnx
+    import onnxruntime
+
+    try:
+        import keras
+        import tensorflow as tf
+        import tf2onnx
+
+        ml = f"TensorFlow {tf.__version__}, Keras {keras.__version__}, tf2onnx {tf2onnx.__version__}"
+    except ImportError:
+        ml = "TensorFlow not importable"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    return (f"Machine: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}; "
+            f"{ml}, onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, numpy {numpy.__version__}; "
+            f"bnconvert at {commit or 'unknown commit'} (plus working tree). Load average at the end: {load}.")
+
+
+def _f(x: Any, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _ratio(a: Any, b: Any) -> str:
+    return f"{a / b:.3f}" if a is not None and b else "-"
+
+
+def _fit(rows: list[dict[str, Any]]) -> str:
+    """Least-squares ``seconds = a + b * Mparams`` over the scaling rows, and its R^2."""
+    xs = [r["params"] / 1e6 for r in rows]
+    ys = [r["bnconvert"]["seconds"] for r in rows]
+    if len(xs) < 3:
+        return ""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    a = my - b * mx
+    ss_res = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys))
+    ss_tot = sum((y - my) ** 2 for y in ys) or 1.0
+    return f"Least-squares fit: seconds = {a:.2f} + {b:.4f} x (million parameters), R^2 = {1 - ss_res / ss_tot:.3f}."
+
+
+def markdown(rows: list[dict[str, Any]], scaling: list[dict[str, Any]]) -> str:
+    lines = [
+        _versions(),
+        f"Generated by `python benchmarks/run.py{' --scaling' if scaling else ''}` on {time.strftime('%Y-%m-%d %H:%M')}; "
+        "times are medians of the bnconvert runs (one tf2onnx run each), peaks are the largest.",
+        "",
+        "Conversion (`.h5` -> verified ONNX for bnconvert, `.h5` -> ONNX for tf2onnx):",
+        "",
+        "| model | params | export s: bnconvert / tf2onnx (ratio) | peak MB: bnconvert / tf2onnx (ratio) | inspect s | fold s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        b, t = r["bnconvert"], r.get("tf2onnx", {})
+        lines.append(
+            f"| {r['model']} | {r['params']:,} "
+            f"| {b['seconds']:.2f} / {_f(t.get('seconds'), '.1f')} ({_ratio(b['seconds'], t.get('seconds'))}) "
+            f"| {b['peak_mb']:.0f} / {_f(t.get('peak_mb'), '.0f')} ({_ratio(b['peak_mb'], t.get('peak_mb'))}) "
+            f"| {r['inspect']['seconds']:.2f} | {r['fold']['seconds']:.2f} |"
+        )
+    lines += [
+        "",
+        "The ONNX files (onnxruntime, default optimisation, 2 threads; errors are max |onnx - ref| / max |ref| "
+        f"over {SAMPLES} inputs, against the float32 Keras outputs and against the same model run in float64 by Keras):",
+        "",
+        "| model | nodes: bn / tf2onnx | latency ms, batch 1: bn / tf2onnx | max rel err vs Keras f32: bn / tf2onnx "
+        "| max rel err vs float64: bn / tf2onnx / Keras f32 |",
+        "|---|---|---|---|---|",
+    ]
+    notes = []
+    for r in rows:
+        b, t = r["bnconvert"], r.get("tf2onnx", {})
+        for tool, d in (("bnconvert", b), ("tf2onnx", t)):
+            if d.get("extra_inputs"):
+                notes.append(f"{r['model']}: the {tool} file has {len(d['extra_inputs'])} inputs besides the image "
+                             f"({', '.join(d['extra_inputs'])}, a Normalization layer's statistics left as graph "
+                             "inputs); they were fed with Keras' values to measure error and latency.")
+        lines.append(
+            f"| {r['model']} | {_f(b.get('nodes'), 'd')} / {_f(t.get('nodes'), 'd')} "
+            f"| {_f(b.get('latency_ms'), '.1f')} / {_f(t.get('latency_ms'), '.1f')} "
+            f"| {_f(b.get('max_rel_err'), '.1e')} / {_f(t.get('max_rel_err'), '.1e')} "
+            f"| {_f(b.get('max_rel_err64'), '.1e')} / {_f(t.get('max_rel_err64'), '.1e')} / {_f(b.get('keras_err64'), '.1e')} |"
+        )
+    if notes:
+        lines += [""] + [f"Note: {n}" for n in notes]
+    if scaling:
+        base = next((r["bnconvert"]["peak_mb"] for r in scaling if r["model"] == "Tiny"), None)
+        lines += ["", "Scaling (`bnconvert export`, TensorFlow-free check included; weights MB = 4 bytes per "
+                  "parameter; copies = (peak - peak of Tiny) / weights MB, i.e. how many copies of the weights "
+                  "the process held at its peak):", "",
+                  "| model | params | weights MB | seconds | s per million params | peak MB | copies |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in sorted(scaling, key=lambda r: r["params"]):
+            b, mb = r["bnconvert"], r["params"] * 4 / 1e6
+            copies = "-" if base is None or r["model"] == "Tiny" else f"{(b['peak_mb'] - base) / mb:.2f}"
+            lines.append(f"| {r['model']} | {r['params']:,} | {mb:.0f} | {b['seconds']:.2f} "
+                         f"| {b['seconds'] / (r['params'] / 1e6):.3f} | {b['peak_mb']:.0f} | {copies} |")
+        fit = _fit([r for r in scaling if r["model"] not in ("Tiny", "WideMLP")])
+        lines += ["", fit] if fit else []
+        for r in scaling:
+            b = r["bnconvert"]
+            if "max_rel_err" in b:
+                lines += ["", f"{r['model']}: the ONNX file (external data) has {b['nodes']} nodes, max rel err vs Keras "
+                          f"{b['max_rel_err']:.1e}, latency {b['latency_ms']:.1f} ms at batch 1; tf2onnx was not run on it."]
+    return "\n".join(lines) + "\n"
+
+
+START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+
+
+def write_results(path: Path, table: str) -> None:
+    """Replace the generated part of ``path`` (between the markers), keeping the text around it."""
+    block = f"{START}\n{table}{END}"
+    if path.exists() and START in (text := path.read_text()) and END in text:
+        head, rest = text.split(START, 1)
+        path.write_text(head + block + rest.split(END, 1)[1])
+    else:
+        path.write_text(f"# Benchmark results\n\n{block}\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=None, help=f"default: {' '.join(STANDARD)}")
+    parser.add_argument("--scaling", action="store_true", help="also the scaling series (time vs parameters)")
+    parser.add_argument("--size", type=int, default=None, help="input size (default: each model's own)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each bnconvert command (median)")
+    parser.add_argument("--no-tf2onnx", action="store_true", help="skip tf2onnx (quick runs)")
+    parser.add_argument("--large", action="store_true", help="also a 2.2 GB model (bnconvert only; needs ~5 GB RAM "
+                        "for bnconvert and ~7 GB to build it)")
+    parser.add_argument("--output", default=None, help="Markdown file (default: RESULTS.md for the full set)")
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    subprocess.run(bnconvert("--help"), env=ENV, capture_output=True)  # untimed: writes bytecode caches
+    models = args.models if args.models is not None else STANDARD
+    rows = [run_model(name, args.size, args.repeat, not args.no_tf2onnx) for name in models]
+    done = {r["model"]: r for r in rows}
+    scaling = []
+    if args.scaling or args.large:
+        scaling.append(run_scaling("Tiny", None, args.repeat))
+    if args.scaling:
+        for name in SCALING:
+            if name in done:
+                scaling.append({k: done[name][k] for k in ("model", "params", "file_mb", "bnconvert")})
+            else:
+                scaling.append(run_scaling(name, args.size, args.repeat))
+    if args.large:
+        scaling.append(run_scaling("WideMLP", None, 1, compare_onnx=True))
+    table = markdown(rows, scaling)
+    (OUT / "results.json").write_text(json.dumps({"rows": rows, "scaling": scaling}, indent=2))
+    output = args.output or (str(HERE / "RESULTS.md") if args.models is None else None)
+    if output:
+        write_results(Path(output), table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
