@@ -72,7 +72,8 @@ def write_h5(model: Model, out: Path, *, config: dict[str, Any], keras1: bool, o
             _write_layer(group.create_group(name), layer, stored or [], known, keras1=keras1, vlen=vlen)
         if "top_level_model_weights" in root:
             root.copy(root["top_level_model_weights"], group, name="top_level_model_weights")
-    out.write_bytes(image.getvalue())
+    with image.getbuffer() as view:  # the buffer itself: getvalue() would copy the whole file once more
+        out.write_bytes(view)
 
 
 def _text(value: Any) -> str:
