@@ -126,6 +126,36 @@ def _prune(b: Builder, outputs: list[str]) -> None:
         del b.constants[name]
 
 
+def _axis(node: onnx.NodeProto) -> int | None:
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), None)
+
+
+def _merge_concats(b: Builder, outputs: list[str]) -> None:
+    """Flatten ``Concat(.., Concat(x, y), ..)`` into ``Concat(.., x, y, ..)`` when both join along
+    the same axis and the inner result is read by nothing else (Inception's nested branches):
+    the same values, one node fewer each time."""
+    readers = Counter(i for node in b.nodes for i in node.input)
+    readers.update(outputs)
+    producer = {node.output[0]: node for node in b.nodes if node.op_type == "Concat"}
+    gone: set[int] = set()
+    for node in b.nodes:  # topological: an inner Concat is flattened before its reader looks at it
+        if node.op_type != "Concat":
+            continue
+        axis = _axis(node)
+        merged: list[str] = []
+        for name in node.input:
+            inner = producer.get(name)
+            if inner is not None and readers[name] == 1 and _axis(inner) == axis:
+                merged += inner.input
+                gone.add(id(inner))
+            else:
+                merged.append(name)
+        if len(merged) != len(node.input):
+            del node.input[:]
+            node.input.extend(merged)
+    b.nodes[:] = [node for node in b.nodes if id(node) not in gone]
+
+
 def require_exportable(model: Model, *, opset: int = DEFAULT_OPSET) -> None:
     """Refuse, before any work, an opset out of range, a model without an architecture, and a
     model with layers that have no handler (all of them named in one message)."""
@@ -170,6 +200,7 @@ def to_onnx_parts(
         raise UnsupportedLayerError(format_problems(where, run.problems))
     output_infos = _graph_outputs(b, model, outs, nchw, {i.name for i in input_infos})  # type: ignore[arg-type]
     _prune(b, [o.name for o in output_infos])
+    _merge_concats(b, [o.name for o in output_infos])
     graph = helper.make_graph(b.nodes, model.name, input_infos, output_infos)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="bnconvert", producer_version=__version__)

@@ -166,6 +166,29 @@ def test_bn_on_the_held_axis_1_is_batchnormalization_else_mul_add(tmp_path):
     assert rel_err(keras_predict(model, xs)[0], run_onnx(proto, xs)[0]) <= TOLERANCE
 
 
+def test_nested_concatenations_become_one_concat_unless_read_elsewhere(tmp_path):
+    # Inception's pattern: concat([a, concat([b, c])]) on one axis is one Concat; an inner concat
+    # that is also an output, or joins along another axis, stays
+    inp = keras.Input((4, 4, 3), name="inp")
+    a, b, c, d = (L.Conv2D(2, 1, name=f"conv_{k}")(inp) for k in "abcd")
+    inner = L.Concatenate(name="inner")([b, c])
+    deeper = L.Concatenate(name="deeper")([L.Concatenate(name="innermost")([c, d]), a])
+    kept = L.Concatenate(axis=1, name="rows")([a, b])
+    outs = [L.Concatenate(name="outer")([a, inner, deeper]),
+            L.Concatenate(name="shared_outer")([kept, kept]), L.Concatenate(name="cat_out")([c, d])]
+    shared = L.Concatenate(name="shared")([d, a])
+    model = keras.Model(inp, [*outs, L.Concatenate(name="uses_shared")([shared, b]), shared], name="cats")
+    randomize(model)
+    model.save(tmp_path / "m.keras")
+    proto, _ = export(tmp_path / "m.keras", tmp_path)
+    cats = {n.name: list(n.input) for n in proto.graph.node if n.op_type == "Concat"}
+    assert set(cats) == {"outer", "rows", "shared_outer", "cat_out", "shared", "uses_shared"}
+    assert len(cats["outer"]) == 6  # a, b, c, c, d, a
+    xs = uniform_inputs([(4, 4, 3)])
+    for ref, out in zip(keras_predict(model, xs), run_onnx(proto, xs)):
+        assert rel_err(ref, out) <= TOLERANCE
+
+
 def test_builtin_numerical_check_runs(tmp_path):
     _, report = export(fixture_file("k3_conv1d.keras"), tmp_path, check=True)
     assert report.check is not None and "passed" in report.check_summary
