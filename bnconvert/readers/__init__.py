@@ -169,7 +169,7 @@ def _read(path: Path, kind: str, *, config_text: str | None, running_std: str, f
         precheck(data, "")
         with h5py.File(path, "r") as f:
             return read_h5(name, f, config_text=config_text, running_std=running_std, flip_kernels=flip_kernels,
-                           mapping=data if lazy else None)
+                           mapping=data, lazy=lazy)
     finally:
         if not lazy:
             data.close()  # lazy: the weights that view it keep it open; it closes with the last one

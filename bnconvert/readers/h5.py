@@ -19,7 +19,7 @@ from ..model import Layer, Model, Source
 from . import keras1
 from .fields import check_fields
 from .graph import build_model
-from .h5guard import Budget, child, read_array, read_attr
+from .h5guard import Budget, child, child_id, read_array, read_attr
 from .weights import assign, distribute
 
 __all__ = ["read_h5", "attr_list", "attr_text", "parse_config", "MAX_CONFIG_CHARS", "MAX_JSON_DEPTH"]
@@ -37,6 +37,20 @@ def _where(obj: h5py.HLObject) -> str:
         return f"HDF5 object '{obj.name}'" if obj.name not in (None, "/") else "HDF5 root"
     except (RuntimeError, ValueError, KeyError):
         return "HDF5 object"
+
+
+class _Where:
+    """:func:`_where` computed only when a message needs it (asking libhdf5 for an object's name
+    costs more than reading a small attribute)."""
+
+    def __init__(self, obj: h5py.HLObject) -> None:
+        self.obj = obj
+
+    def __str__(self) -> str:
+        return _where(self.obj)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
 
 
 def attr_text(obj: h5py.HLObject, name: str) -> str | None:
@@ -57,9 +71,10 @@ def attr_text(obj: h5py.HLObject, name: str) -> str | None:
 
 def attr_list(obj: h5py.HLObject, name: str) -> list[str] | None:
     """A list-of-strings attribute, joining the chunks Keras writes for large ones."""
-    where = _where(obj)
-    if name in obj.attrs:
-        chunks = [read_attr(obj, name, where)]
+    where = _Where(obj)
+    whole = read_attr(obj, name, where)  # type: ignore[arg-type]
+    if whole is not None:
+        chunks = [whole]
     elif f"{name}0" in obj.attrs:
         chunks, i = [], 0
         while f"{name}{i}" in obj.attrs:
@@ -149,9 +164,11 @@ def read_h5(
     running_std: str = "auto",
     flip_kernels: bool | None = None,
     mapping: Any = None,
+    lazy: bool = False,
 ) -> Model:
-    """Read a Keras HDF5 file (already open) into a Model. ``mapping`` (the file memory-mapped
-    read-only) makes large weights views of it instead of copies (see :mod:`.h5guard`)."""
+    """Read a Keras HDF5 file (already open) into a Model. ``mapping`` is the file's bytes (memory-
+    mapped read-only), where weights are copied from; ``lazy`` makes large weights views of it
+    instead of copies (see :mod:`.h5guard`)."""
     if "nb_layers" in f.attrs:
         raise FormatError("pre-1.0 Keras weights (layer_{k}/param_{p}) are not supported: re-save with Keras 1 or 2")
     config_attr = attr_text(f, "model_config")
@@ -188,7 +205,7 @@ def read_h5(
     if gen == 1:
         source.running_std = keras1.resolve_running_std(running_std, version, backend)
 
-    budget = Budget(f.id.get_filesize(), mapping=mapping)
+    budget = Budget(f.id.get_filesize(), mapping=mapping, views=lazy)
     stored = {name: _stored(weights_root, name, budget) for name in layer_names}
     if config is None:
         model = _weights_only(stored, source)
@@ -236,12 +253,12 @@ def _stored(root: h5py.Group, name: str, budget: Budget) -> list[tuple[str, np.n
         raise FormatError(f"{where}: expected a weight group, found a dataset")
     out = []
     for n in attr_list(group, "weight_names") or []:
-        dset = child(group, n, where)
-        if dset is None:
+        did = child_id(group.id, n, where)
+        if did is None:
             raise FormatError(f"{where}: weight '{n}' is listed in weight_names but missing from the file")
-        if not isinstance(dset, h5py.Dataset):
+        if not isinstance(did, h5py.h5d.DatasetID):
             raise FormatError(f"{where}: weight '{n}' is a group, not a dataset")
-        out.append((n, read_array(dset, f"{where}: weight '{n}'", budget)))
+        out.append((n, read_array(did, f"{where}: weight '{n}'", budget)))
     return out
 
 

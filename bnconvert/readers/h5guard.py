@@ -33,6 +33,7 @@ from ..errors import FormatError
 __all__ = [
     "Budget",
     "child",
+    "child_id",
     "read_array",
     "read_attr",
     "precheck",
@@ -59,12 +60,15 @@ BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
 class Budget:
     """How many bytes may still be read from one HDF5 file (its size, plus bounded inflation)."""
 
-    def __init__(self, file_bytes: int, *, mapping: Any = None) -> None:
+    def __init__(self, file_bytes: int, *, mapping: Any = None, views: bool = False) -> None:
         self.file_bytes = max(int(file_bytes), 0)
         self.plain_left = self.file_bytes
         self.inflated_left = min(MAX_DATASET_BYTES, MAX_RATIO * self.file_bytes)
-        #: the whole file, memory-mapped read-only, when weights may be views of it (lazy loading)
+        #: the whole file's bytes (an mmap or the bytes of an HDF5 image), if at hand: contiguous
+        #: unfiltered datasets are copied from it, a memcpy instead of a libhdf5 read each
         self.mapping = mapping
+        #: large datasets become read-only views of ``mapping`` instead of copies (lazy loading)
+        self.views = views and mapping is not None
 
     def take(self, nbytes: int, *, filtered: bool, what: str) -> None:
         """Account for ``nbytes`` about to be read; FormatError when the file cannot hold them."""
@@ -97,83 +101,87 @@ def child(group: h5py.Group, name: str, where: str) -> h5py.Group | h5py.Dataset
     ``name`` may have several components (``conv2d_1/kernel:0``); each must be a hard link.
     Absolute names, ``.`` and ``..`` components are refused.
     """
-    obj: Any = group
+    oid = child_id(group.id, name, where)
+    if oid is None:
+        return None
+    return h5py.Group(oid) if isinstance(oid, h5py.h5g.GroupID) else h5py.Dataset(oid, readonly=True)
+
+
+def child_id(group: h5py.h5g.GroupID, name: str, where: str) -> h5py.h5g.GroupID | h5py.h5d.DatasetID | None:
+    """:func:`child` in libhdf5 identifiers, without h5py's high-level objects: what reading
+    hundreds of weights uses (h5py builds a File object on every lookup to learn the mode)."""
+    oid: Any = group
     for part in _check_name(name, where):
-        if not isinstance(obj, h5py.Group):
+        if not isinstance(oid, h5py.h5g.GroupID):
             raise FormatError(f"{where}: '{name}' goes through a dataset, not a group")
-        # what ``obj.get(part, getlink=True)`` tells, from libhdf5 directly: ``part in obj`` is
-        # H5Lexists for one component; its Python layers were a fifth of reading a model
         key = part.encode("utf-8")
-        if not obj.id.links.exists(key):
+        if not oid.links.exists(key):
             return None
-        link_type = obj.id.links.get_info(key).type
+        link_type = oid.links.get_info(key).type
         if link_type != h5py.h5l.TYPE_HARD:
             kind = "an external link (to another file)" if link_type == h5py.h5l.TYPE_EXTERNAL else "a soft link"
             what = f"'{name}'" if part == name else f"'{part}' in '{name}'"
             raise FormatError(f"{where}: {what} is {kind}; links are refused")
-        obj = _open(obj, key, name, where)
-    return obj
+        oid = h5py.h5o.open(oid, key)
+        if not isinstance(oid, (h5py.h5g.GroupID, h5py.h5d.DatasetID)):
+            what = "Datatype" if isinstance(oid, h5py.h5t.TypeID) else f"HDF5 object ({type(oid).__name__})"
+            raise FormatError(f"{where}: '{name}' is a {what}, not a group or dataset")
+    return oid
 
 
-def _open(group: h5py.Group, key: bytes, name: str, where: str) -> h5py.Group | h5py.Dataset:
-    """``group[key]`` as h5py does it, minus the File object h5py builds on every access to learn
-    the file mode (files are read here, so datasets are read-only)."""
-    oid = h5py.h5o.open(group.id, key)
-    kind = h5py.h5i.get_type(oid)
-    if kind == h5py.h5i.GROUP:
-        return h5py.Group(oid)
-    if kind == h5py.h5i.DATASET:
-        return h5py.Dataset(oid, readonly=True)
-    what = "Datatype" if kind == h5py.h5i.DATATYPE else f"HDF5 object of type {kind}"
-    raise FormatError(f"{where}: '{name}' is a {what}, not a group or dataset")
-
-
-def _filters(dset: h5py.Dataset, where: str) -> bool:
-    """True when the dataset is filtered; FormatError for storage that reads other files or plugins."""
-    plist = dset.id.get_create_plist()
+def _storage(did: h5py.h5d.DatasetID, where: str) -> tuple[bool, bool]:
+    """(filtered, contiguous) for a dataset; FormatError for storage that reads other files or
+    plugins."""
+    plist = did.get_create_plist()
     if plist.get_external_count() > 0:
         raise FormatError(f"{where}: its data lives in external raw files; refused")
-    if plist.get_layout() == h5py.h5d.VIRTUAL:  # Dataset.is_virtual, without a second plist
+    layout = plist.get_layout()
+    if layout == h5py.h5d.VIRTUAL:
         raise FormatError(f"{where}: is a virtual dataset mapping other files; refused")
     count = plist.get_nfilters()
     for i in range(count):
         code = plist.get_filter(i)[0]
         if code not in BUILTIN_FILTERS:
             raise FormatError(f"{where}: uses HDF5 filter {code}, which would need a plugin library; refused")
-    return count > 0
+    return count > 0, layout == h5py.h5d.CONTIGUOUS
 
 
-def read_array(dset: h5py.Dataset, where: str, budget: Budget) -> np.ndarray:
-    """Read a numeric dataset after checking its type, storage and declared size."""
-    dtype = dset.dtype
+def read_array(dset: h5py.Dataset | h5py.h5d.DatasetID, where: str, budget: Budget) -> np.ndarray:
+    """Read a numeric dataset (an h5py Dataset or its identifier) after checking its type, storage
+    and declared size."""
+    did = dset.id if isinstance(dset, h5py.Dataset) else dset
+    dtype = did.dtype
     if dtype.kind not in "fiub" or dtype.itemsize > 8 or dtype.fields is not None or dtype.subdtype is not None:
         raise FormatError(f"{where}: has non-numeric dtype {dtype}")
-    shape = dset.shape
+    shape = did.shape
     if shape is None:
         raise FormatError(f"{where}: is an empty (null dataspace) dataset")
     nbytes = math.prod(shape) * dtype.itemsize
-    filtered = _filters(dset, where)
+    filtered, contiguous = _storage(did, where)
     if nbytes > MAX_DATASET_BYTES:
         raise FormatError(f"{where}: has an implausible shape {shape} ({nbytes:,} bytes)")
-    if filtered and nbytes > MAX_RATIO * max(dset.id.get_storage_size(), 1):
+    if filtered and nbytes > MAX_RATIO * max(did.get_storage_size(), 1):
         raise FormatError(f"{where}: compressed shape {shape} would inflate more than {MAX_RATIO}x (a shape bomb?); refused")
     budget.take(nbytes, filtered=filtered, what=where)
-    if budget.mapping is not None and not filtered and nbytes >= MAP_FROM:
-        view = _mapped(dset, budget.mapping, shape, dtype, nbytes)
+    if nbytes == 0:
+        return np.zeros(shape, dtype)
+    if budget.mapping is not None and contiguous and not filtered:
+        view = _mapped(did, budget.mapping, shape, dtype, nbytes)
         if view is not None:
-            return view
+            return view if budget.views and nbytes >= MAP_FROM else view.copy()
+    out = np.empty(shape, dtype)
     try:
-        out = dset[()]
+        did.read(h5py.h5s.ALL, h5py.h5s.ALL, out)  # straight into numpy, in the file's own dtype
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
         raise FormatError(f"{where}: cannot be read ({exc})") from None
-    return np.asarray(out)
+    return out
 
 
-def _mapped(dset: h5py.Dataset, mapping: Any, shape: tuple[int, ...], dtype: np.dtype, nbytes: int) -> np.ndarray | None:
+def _mapped(did: h5py.h5d.DatasetID, mapping: Any, shape: tuple[int, ...], dtype: np.dtype, nbytes: int) -> np.ndarray | None:
     """A read-only view of a contiguous dataset's bytes in the mapped file (read by the OS only
-    when used), or None when its storage is not one contiguous run inside the file."""
+    when used), or None when they are not inside the file."""
     try:
-        offset = dset.id.get_offset()
+        offset = did.get_offset()  # absolute (a user block included); None if never allocated
     except (OSError, ValueError, RuntimeError):
         return None
     if offset is None or offset < 0 or offset + nbytes > len(mapping):
@@ -182,11 +190,13 @@ def _mapped(dset: h5py.Dataset, mapping: Any, shape: tuple[int, ...], dtype: np.
 
 
 def read_attr(obj: h5py.HLObject, name: str, where: str) -> Any:
-    """An attribute's value after checking its size and type; None when absent."""
-    attrs = obj.attrs  # h5py builds a new AttributeManager on every ``.attrs``
-    if name not in attrs:
+    """An attribute's value after checking its size and type; None when absent. Values come as
+    h5py gives them (arrays, scalars for scalar attributes, ``str`` for variable-length text)."""
+    oid = obj.id
+    key = name.encode("utf-8")
+    if not h5py.h5a.exists(oid, key):
         return None
-    aid = attrs.get_id(name)
+    aid = h5py.h5a.open(oid, key)
     shape = aid.shape
     dtype = aid.dtype
     count = 1 if shape is None else math.prod(shape)
@@ -202,9 +212,13 @@ def read_attr(obj: h5py.HLObject, name: str, where: str) -> Any:
     if dtype.kind == "O" and h5py.check_string_dtype(dtype) is None:
         raise FormatError(f"{where}: attribute '{name}' holds variable-length data that is not text")
     try:
-        return attrs[name]
+        if dtype.kind == "O" or shape is None or dtype.subdtype is not None:
+            return obj.attrs[name]  # variable-length text, empty: h5py's rules
+        out = np.empty(shape, dtype)
+        aid.read(out)
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
         raise FormatError(f"{where}: attribute '{name}' cannot be read ({exc})") from None
+    return out[()] if out.ndim == 0 else out
 
 
 # -- global heap pre-check ---------------------------------------------------------------------

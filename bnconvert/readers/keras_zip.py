@@ -119,7 +119,7 @@ def read_zip(path: str, zf: zipfile.ZipFile) -> Model:
             root = child(f, container, where)
             if root is not None and not isinstance(root, h5py.Group):
                 raise FormatError(f"model.weights.h5: '{container}' is not a group")
-            _attach(model, root, container, Budget(len(blob)), double=container == "_layer_checkpoint_dependencies")
+            _attach(model, root, container, Budget(len(blob), mapping=blob), double=container == "_layer_checkpoint_dependencies")
     except (OSError, RuntimeError) as exc:
         raise FormatError(f"model.weights.h5 inside the archive is damaged ({exc})") from None
     return model
