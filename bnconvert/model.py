@@ -165,6 +165,10 @@ class Model:
         """Number of scalars in all weights, nested models included."""
         return sum(int(w.size) for _, layer, _ in self.walk() for w in layer.weights.values())
 
+    def weight_bytes(self) -> int:
+        """Bytes held by all weights, nested models included."""
+        return sum(int(w.nbytes) for _, layer, _ in self.walk() for w in layer.weights.values())
+
     def with_layers(self, layers: list[Layer], **changes: Any) -> Model:
         """A new model with ``layers`` in place of the current ones (and other fields changed)."""
         fields = dict(

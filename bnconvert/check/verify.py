@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import FormatError
 from ..model import Model
@@ -23,7 +27,10 @@ from .pairing import bind_inputs, fill_dynamic, run_pair
 from .results import EXPORT_TOLERANCE, FOLD_TOLERANCE, CheckResult, VerifyResult
 from .runners import ExportRunner, OnnxRunner, Runner, RunnerUnavailable
 
-__all__ = ["verify", "check_written", "check_export", "open_runner", "file_kind", "reading_options"]
+__all__ = [
+    "verify", "check_written", "check_export", "start_reference", "ReferenceAhead", "open_runner", "file_kind",
+    "reading_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,18 @@ def _load(path: str | os.PathLike[str], options: Mapping[str, Any] | None) -> Mo
     return load(path, **reading_options(path, options))
 
 
+def _keras_choice(path: str | os.PathLike[str], model: Model, use_keras: bool) -> tuple[bool, list[str]]:
+    """Whether a Keras file should run in Keras, and notes saying why not."""
+    module = keras_module_for(model.source)
+    if not use_keras:
+        return False, []
+    if module is None:
+        return False, [f"{Path(path).name}: a Keras 1 file loads in no current Keras; it runs as bnconvert's unfolded ONNX export"]
+    if not keras_available(module):
+        return False, [f"{Path(path).name}: TensorFlow/{module} not installed ({INSTALL_HINT}); it runs as bnconvert's unfolded ONNX export"]
+    return True, []
+
+
 def open_runner(
     path: str | os.PathLike[str],
     *,
@@ -105,17 +124,8 @@ def open_runner(
     load_options = reading_options(path, load_options)
     if model is None:
         model = _load(path, load_options)
-    notes: list[str] = []
-    module = keras_module_for(model.source)
-    if not use_keras:
-        pass
-    elif module is None:
-        notes.append(f"{Path(path).name}: a Keras 1 file loads in no current Keras; it runs as bnconvert's unfolded ONNX export")
-    elif not keras_available(module):
-        notes.append(
-            f"{Path(path).name}: TensorFlow/{module} not installed ({INSTALL_HINT}); it runs as bnconvert's unfolded ONNX export"
-        )
-    else:
+    in_keras, notes = _keras_choice(path, model, use_keras)
+    if in_keras:
         try:
             return KerasRunner(path, model=model, load_options=load_options), notes
         except RunnerUnavailable as exc:
@@ -181,14 +191,20 @@ def verify(
 # ------------------------------------------------------------------------------ built-in checks
 def _check(
     what: str, original: str, written: str, ref: Runner, cand: Runner, notes: list[str],
-    *, tolerance: float, seed: int, batch: int,
+    *, tolerance: float, seed: int, batch: int, ahead: ReferenceAhead | None = None,
 ) -> CheckResult:
-    """Run reference and candidate on seeded inputs; pass when max |diff| / max |ref| <= tolerance."""
+    """Run reference and candidate on seeded inputs; pass when max |diff| / max |ref| <= tolerance.
+    ``ahead``: the reference's run made in advance, used when its inputs are the ones drawn here."""
     binding = bind_inputs(ref.input_specs(), cand.input_specs())
     specs, fill_notes = fill_dynamic(binding.specs, batch)
     binding.specs = specs
     feeds = random_inputs(specs, seed=seed, batch=batch)
-    comparison, _ = run_pair(ref, cand, binding, feeds, atol=1e-5, rtol=1e-5)
+    outputs = None
+    if ahead is not None and ahead.feeds.keys() == feeds.keys() and all(
+        np.array_equal(ahead.feeds[k], feeds[k]) for k in feeds
+    ):
+        outputs = ahead.outputs  # the reference already ran on exactly these inputs
+    comparison, _ = run_pair(ref, cand, binding, feeds, atol=1e-5, rtol=1e-5, out_a=outputs)
     return CheckResult(
         what=what, original=original, written=written, reference=ref.describe(), reference_kind=ref.kind,
         candidate=cand.describe(), candidate_kind=cand.kind, tolerance=tolerance, comparison=comparison,
@@ -255,17 +271,95 @@ def check_export(
     seed: int = 1,
     batch: int = 2,
     original_model: Model | None = None,
+    reference: ReferenceAhead | None = None,
 ) -> CheckResult:
     """Compare an exported ONNX file with the Keras file it came from (the check ``export`` runs).
 
     Reference: the source in Keras when TensorFlow is installed and a current Keras loads it
     (not Keras 1 files), else bnconvert's unfolded ONNX export of it. Passes when
     max |ref - onnx| / max |ref| <= :data:`EXPORT_TOLERANCE` (1e-4). ``original_model`` is the
-    source already read with ``load_options`` (not read again).
+    source already read with ``load_options`` (not read again); ``reference`` is that reference
+    already started by :func:`start_reference` (same ``seed`` and ``batch``).
     """
     source, written = str(source_path), str(onnx_path)
-    ref, notes = open_runner(source, load_options=load_options, model=original_model)
-    del original_model  # onnxruntime or Keras now holds the weights: never keep them twice
-    _release(ref)
+    if reference is not None:
+        ahead = reference.result()
+        ref, notes = ahead.runner, list(ahead.notes)
+    else:
+        ahead = None
+        ref, notes = open_runner(source, load_options=load_options, model=original_model)
+        del original_model  # onnxruntime or Keras now holds the weights: never keep them twice
+        _release(ref)
     cand = OnnxRunner(written)
-    return _check("export", source, written, ref, cand, notes, tolerance=EXPORT_TOLERANCE, seed=seed, batch=batch)
+    return _check("export", source, written, ref, cand, notes, tolerance=EXPORT_TOLERANCE, seed=seed, batch=batch,
+                  ahead=ahead)
+
+
+# ------------------------------------------------------------------------ the reference, ahead
+#: :func:`start_reference` runs ahead only for models whose weights take at most this many bytes:
+#: while it runs, the caller's folded copy and onnxruntime's copy of the weights coexist with the
+#: model as read, and past this size the two-copies bound matters more than a second core
+AHEAD_MAX_BYTES = 1 << 30
+
+
+@dataclass
+class _Done:
+    runner: Runner
+    notes: list[str]
+    feeds: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+
+
+class ReferenceAhead:
+    """The TensorFlow-free reference of :func:`check_export`, built and run in a background thread.
+
+    What ``export`` starts right after reading, so that the unfolded export of the model is
+    converted, loaded into onnxruntime and run on the check's inputs while the main thread
+    folds and writes (onnxruntime and numpy release the GIL: the two overlap on a second
+    core). :meth:`result` waits for it and re-raises whatever it raised; leaving a ``with``
+    block waits too, so no work outlives the call that started it.
+    """
+
+    def __init__(self, path: str, model: Model, notes: list[str], *, seed: int, batch: int) -> None:
+        self.path, self.notes, self.seed, self.batch = path, notes, seed, batch
+        self._handed = [model]  # popped by the thread: the model is not kept alive by this object
+        self._done: _Done | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="bnconvert-reference", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            runner = ExportRunner(self.path, model=self._handed.pop())
+            _release(runner)
+            specs, _ = fill_dynamic(runner.input_specs(), self.batch)
+            feeds = random_inputs(specs, seed=self.seed, batch=self.batch)
+            self._done = _Done(runner, self.notes, feeds, runner.infer(feeds))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> _Done:
+        """The reference runner with its inputs and outputs (waits for the thread)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._done is not None
+        return self._done
+
+    def __enter__(self) -> ReferenceAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join()
+
+
+def start_reference(
+    source_path: str | os.PathLike[str], model: Model, *, seed: int = 1, batch: int = 2
+) -> ReferenceAhead | None:
+    """:func:`check_export`'s reference for ``model`` (the source as read) started in a background
+    thread, when it is the TensorFlow-free one (Keras is never run off the main thread) and the
+    weights are at most :data:`AHEAD_MAX_BYTES`; None otherwise (the check then runs it itself)."""
+    in_keras, notes = _keras_choice(source_path, model, True)
+    if in_keras or model.weight_bytes() > AHEAD_MAX_BYTES:
+        return None
+    return ReferenceAhead(str(source_path), model, notes, seed=seed, batch=batch)

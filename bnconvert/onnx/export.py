@@ -11,6 +11,7 @@ it into place: a failed export never leaves a file behind, and never touches the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -280,13 +281,22 @@ def fold_metadata(fold: dict[str, Any]) -> dict[str, Any]:
     return {"totals": fold.get("totals", {}), "stays": stays}
 
 
-def _numerical_check(src: Path, onnx_path: Path, load_options: dict[str, Any] | None, handed: list[Model]) -> Any:
-    """``bnconvert.check.check_export`` on the written file. ``handed`` holds the model as read
-    (not folded), the only reference left to it: the TensorFlow-free reference is built from it
-    instead of reading the file again, and the check lets it go once onnxruntime has the weights."""
+def _numerical_check(src: Path, onnx_path: Path, load_options: dict[str, Any] | None, handed: list[Model],
+                     reference: Any) -> Any:
+    """``bnconvert.check.check_export`` on the written file: with ``reference`` when it was started
+    ahead, else from ``handed``, the model as read (not folded) and the only reference left to
+    it: the TensorFlow-free reference is built from it instead of reading the file again, and the
+    check lets it go once onnxruntime has the weights."""
     from ..check import check_export
 
-    return check_export(str(src), str(onnx_path), load_options=load_options, seed=1, batch=2, original_model=handed.pop())
+    return check_export(str(src), str(onnx_path), load_options=load_options, seed=1, batch=2,
+                        original_model=handed.pop() if handed else None, reference=reference)
+
+
+def _start_reference(src: Path, model: Model) -> Any:
+    from ..check.verify import start_reference
+
+    return start_reference(src, model, seed=1, batch=2)
 
 
 def export_file(
@@ -311,33 +321,38 @@ def export_file(
     start = time.perf_counter()
     src, dst = Path(in_path), Path(out_path)
     check_output(dst, force=force, inputs=[src])
-    original = model = load(src, **(load_options or {}))
+    original = model = load(src, lazy=True, **(load_options or {}))
     unsafe = unsafe_values(model)
     if unsafe:
         raise FoldError(f"{src}: refusing to export: " + "; ".join(unsafe[:5]) + (f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""))
     require_exportable(model, opset=opset)
-    fold_dict = None
-    if fold:
-        model, fold_dict = _fold(model)
-    proto, constants = to_onnx_parts(model, opset=opset, nchw=nchw, fold_summary=fold_metadata(fold_dict) if fold_dict else None)
-    del model  # the folded weights now live on in ``constants`` only
-    op_types = dict(Counter(n.op_type for n in proto.graph.node))
-    parameters = int(sum(a.size for a in constants.values()))
-    external = constants_bytes(constants) > external_data_above
-    validate_parts(proto, constants)
-    report = ExportReport(source=str(src), output=str(dst), opset=opset, layout="nchw" if nchw else "keras",
-                          nodes=len(proto.graph.node), op_types=op_types, parameters=parameters, size_bytes=0, fold=fold_dict)
-    data_name = dst.name + ".data" if external else None
-    with atomic_output(dst, force=force, inputs=[src], companions=[data_name] if data_name else []) as tmp:
-        write_onnx(proto, constants, tmp, external_data=data_name)
-        del proto, constants
-        if check:
-            handed = [original]
-            del original  # so that at most two copies of the weights are ever held (see _numerical_check)
-            result = _numerical_check(src, tmp, load_options, handed)
-            report.check, report.check_summary = result.to_dict(), result.headline()
-            if not result:
-                raise EquivalenceError(f"{src}: the ONNX model does not match, nothing written\n{result.summary()}")
+    # the check's reference starts now, in a second thread, when it is the TensorFlow-free one
+    reference = _start_reference(src, original) if check else None
+    handed = [original] if check and reference is None else []
+    del original  # so that at most two copies of the weights are ever held (see _numerical_check)
+    with contextlib.ExitStack() as stack:
+        if reference is not None:
+            stack.enter_context(reference)  # an error below still waits for the thread
+        fold_dict = None
+        if fold:
+            model, fold_dict = _fold(model)
+        proto, constants = to_onnx_parts(model, opset=opset, nchw=nchw, fold_summary=fold_metadata(fold_dict) if fold_dict else None)
+        del model  # the folded weights now live on in ``constants`` only
+        op_types = dict(Counter(n.op_type for n in proto.graph.node))
+        parameters = int(sum(a.size for a in constants.values()))
+        external = constants_bytes(constants) > external_data_above
+        validate_parts(proto, constants)
+        report = ExportReport(source=str(src), output=str(dst), opset=opset, layout="nchw" if nchw else "keras",
+                              nodes=len(proto.graph.node), op_types=op_types, parameters=parameters, size_bytes=0, fold=fold_dict)
+        data_name = dst.name + ".data" if external else None
+        with atomic_output(dst, force=force, inputs=[src], companions=[data_name] if data_name else []) as tmp:
+            write_onnx(proto, constants, tmp, external_data=data_name)
+            del proto, constants
+            if check:
+                result = _numerical_check(src, tmp, load_options, handed, reference)
+                report.check, report.check_summary = result.to_dict(), result.headline()
+                if not result:
+                    raise EquivalenceError(f"{src}: the ONNX model does not match, nothing written\n{result.summary()}")
     if data_name:
         report.external_data = str(dst.parent / data_name)
     report.size_bytes = dst.stat().st_size + (Path(report.external_data).stat().st_size if report.external_data else 0)

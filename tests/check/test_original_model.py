@@ -7,6 +7,7 @@ A Keras 1 file makes the reference bnconvert's unfolded export even with TensorF
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +67,54 @@ def test_a_released_export_runner_still_runs_without_the_arrays() -> None:
     for name, value in before.items():
         np.testing.assert_array_equal(after[name], value)
     assert runner.layer_outputs(feeds, names) == {}  # intermediates would need the arrays again
+
+
+# -- the reference started ahead (export's TensorFlow-free check) ------------------------------
+def test_export_runs_the_tensorflow_free_reference_ahead_once(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    verify_mod = importlib.import_module("bnconvert.check.verify")  # the package exports a function of that name
+
+    started, runs = [], []
+    real_start, real_infer = verify_mod.start_reference, ExportRunner.infer
+
+    def start(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        ahead = real_start(*args, **kwargs)
+        started.append(ahead)
+        return ahead
+
+    def infer(self, feeds):  # noqa: ANN001, ANN202
+        runs.append(sorted(feeds))
+        return real_infer(self, feeds)
+
+    monkeypatch.setattr(verify_mod, "start_reference", start)
+    monkeypatch.setattr(ExportRunner, "infer", infer)
+    report = export_file(fixture_file("k1_tf_seq.h5"), tmp_path / "m.onnx")  # Keras 1: no Keras runs it
+    assert started and started[0] is not None
+    assert report.check["reference"]["kind"] == "bnconvert-export" and "passed" in report.check_summary
+    assert len(runs) == 1  # the outputs computed ahead were the ones compared
+    assert not started[0]._thread.is_alive()
+
+
+def test_an_error_in_the_reference_ahead_reaches_the_caller_and_nothing_is_written(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    def broken(self, feeds):  # noqa: ANN001, ANN202
+        raise RuntimeError("reference exploded")
+
+    monkeypatch.setattr(ExportRunner, "infer", broken)
+    out = tmp_path / "m.onnx"
+    try:
+        export_file(fixture_file("k1_tf_seq.h5"), out)
+    except RuntimeError as exc:
+        assert "reference exploded" in str(exc)
+    else:
+        raise AssertionError("the reference's error was lost")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_large_models_are_checked_one_side_after_the_other(monkeypatch) -> None:  # noqa: ANN001
+    verify_mod = importlib.import_module("bnconvert.check.verify")  # the package exports a function of that name
+
+    model = load(fixture_file("k1_tf_seq.h5"))
+    monkeypatch.setattr(verify_mod, "AHEAD_MAX_BYTES", model.weight_bytes() - 1)
+    assert verify_mod.start_reference(fixture_file("k1_tf_seq.h5"), model) is None
+    monkeypatch.setattr(verify_mod, "AHEAD_MAX_BYTES", model.weight_bytes())
+    ahead = verify_mod.start_reference(fixture_file("k1_tf_seq.h5"), model)
+    assert ahead is not None and ahead.result().outputs
