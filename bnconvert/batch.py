@@ -15,20 +15,21 @@ so memory stays flat however many files there are.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import zipfile
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .audit import audit_file
 from .errors import BnconvertError
 from .readers import sniff
+
+if TYPE_CHECKING:
+    import multiprocessing.context
+    from concurrent.futures import Future
 
 __all__ = [
     "COMPANION_NOTE",
@@ -220,8 +221,11 @@ def audit_record(task: Task, load_options: dict[str, Any] | None = None) -> dict
         return error_record(task.path, f"{task.path}: unexpected {type(exc).__name__}: {exc}")
 
 
+# process pools are imported where used: one file (the common case) never needs them
 def _context() -> multiprocessing.context.BaseContext:
     """forkserver where the platform has it, else spawn: never fork a process that may hold h5py state."""
+    import multiprocessing
+
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     return multiprocessing.get_context(method)
 
@@ -231,6 +235,8 @@ def _isolated(task: Task, options: dict[str, Any]) -> dict[str, Any] | None:
 
     None when that process died too.
     """
+    from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
+
     with ProcessPoolExecutor(max_workers=1, mp_context=_context()) as pool:
         try:
             return pool.submit(audit_record, task, options).result()
@@ -243,6 +249,8 @@ def _ping() -> bool:
 
 
 def _workers_can_start() -> bool:
+    from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
+
     with ProcessPoolExecutor(max_workers=1, mp_context=_context()) as pool:
         try:
             return pool.submit(_ping).result()
@@ -256,6 +264,8 @@ def _crashed(task: Task) -> dict[str, Any]:
 
 
 def _parallel(tasks: Iterator[Task], jobs: int, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
+
     window = 2 * jobs
     pending: deque[tuple[Task, Future[dict[str, Any]]]] = deque()
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_context())

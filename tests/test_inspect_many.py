@@ -433,6 +433,25 @@ def test_the_cli_imports_no_matplotlib() -> None:
     assert subprocess.run([sys.executable, "-c", code], env={**os.environ}).returncode == 0
 
 
+def test_inspecting_one_file_imports_only_what_it_needs() -> None:
+    # commands are imported when named; process pools only with --jobs > 1
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from bnconvert.cli import main\n"
+        f"try: main(['inspect', {str(fixture_file('k3_chain.h5'))!r}])\n"
+        "except SystemExit: pass\n"
+        "heavy = ['onnx', 'onnxruntime', 'tensorflow', 'keras', 'multiprocessing', 'concurrent.futures.process',\n"
+        "         'bnconvert.onnx', 'bnconvert.check', 'bnconvert.writers']\n"
+        "loaded = [m for m in heavy if m in sys.modules]\n"
+        "sys.exit('imported: ' + ', '.join(loaded) if loaded else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "conv" in done.stdout  # it did inspect the file
+
+
 # --- the corpus --------------------------------------------------------------------------------
 
 @pytest.mark.corpus

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import click
@@ -16,6 +17,33 @@ from .. import __version__
 from ..errors import BnconvertError
 
 __all__ = ["main"]
+
+
+
+class _Commands(Mapping[str, click.Command]):
+    """``main.commands``: each command's module is imported when the command is asked for, so
+    ``bnconvert inspect`` never imports what ``export`` needs."""
+
+    names = ("export", "fold", "inspect", "verify")
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name == "inspect":
+            from .inspect_cmd import inspect as command
+        elif name == "fold":
+            from .fold_cmd import fold as command
+        elif name == "export":
+            from .export_cmd import export as command
+        elif name == "verify":
+            from .verify_cmd import verify as command
+        else:
+            raise KeyError(name)
+        return command
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 class _Group(click.Group):
@@ -54,14 +82,4 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def _register() -> None:
-    from .export_cmd import export
-    from .fold_cmd import fold
-    from .inspect_cmd import inspect
-    from .verify_cmd import verify
-
-    for command in (inspect, fold, export, verify):
-        main.add_command(command)
-
-
-_register()
+main.commands = _Commands()  # type: ignore[assignment]

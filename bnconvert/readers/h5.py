@@ -101,18 +101,18 @@ def attr_list(obj: h5py.HLObject, name: str) -> list[str] | None:
 
 
 def _depth(value: Any) -> int:
-    """Nesting depth of parsed JSON, without recursion."""
-    best, stack = 0, [(value, 1)]
+    """Nesting depth of parsed JSON (a scalar is 1), without recursion; only containers are walked."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    best, stack = 1, [(value, 1)]
     while stack:
         item, d = stack.pop()
-        if d > best:
-            best = d
+        children = item.values() if isinstance(item, dict) else item
+        if children and d + 1 > best:
+            best = d + 1
             if best > MAX_JSON_DEPTH:
                 return best
-        if isinstance(item, dict):
-            stack.extend((v, d + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, d + 1) for v in item)
+        stack.extend((v, d + 1) for v in children if isinstance(v, (dict, list)))
     return best
 
 
