@@ -48,7 +48,7 @@ NO_TF = (
     "main()\n"
 )
 SAMPLES = 8  # inputs compared against Keras
-LATENCY_RUNS = 100
+LATENCY_RUNS = 200
 
 
 def bnconvert(*args: str) -> list[str]:
@@ -202,6 +202,9 @@ for r in range(runs):  # interleaved, alternating order: both files see the same
 for tool, ts in times.items():
     ts = np.array(ts) * 1000
     out[tool].update(latency_ms=float(np.median(ts)), latency_p10_ms=float(np.percentile(ts, 10)))
+if len(times) == 2:  # runs r of the two files were back to back: their ratio cancels the machine's drift
+    a, b = (np.array(times[tool]) for tool in order)
+    out[order[0]]['latency_ratio'] = float(np.median(a / b))
 print(json.dumps(out))
 """
 
@@ -228,6 +231,7 @@ def run_model(name: str, size: int | None, repeat: int, with_tf2onnx: bool) -> d
     row["bnconvert"] = timed(bnconvert("export", str(h5), "-o", str(bn_onnx)), repeat, output=bn_onnx)
     row["inspect"] = timed(bnconvert("inspect", str(h5), "--json"), repeat)
     row["fold"] = timed(bnconvert("fold", str(h5), "-o", str(folded)), repeat, output=folded)
+    row["no_check"] = _no_check(h5, repeat)
     paths = {"bnconvert": bn_onnx} if row["bnconvert"]["exit"] == 0 else {}
     if with_tf2onnx:
         print(f"{name}: tf2onnx", file=sys.stderr)
@@ -240,12 +244,20 @@ def run_model(name: str, size: int | None, repeat: int, with_tf2onnx: bool) -> d
     return row
 
 
+def _no_check(h5: Path, repeat: int) -> dict[str, Any]:
+    """``export --no-check``: the conversion alone (read, fold, export, validate, write), whose cost
+    follows the weights; the check adds two inferences, whose cost follows the FLOPs."""
+    out = h5.with_suffix(".nocheck.onnx")
+    return timed(bnconvert("export", str(h5), "-o", str(out), "--no-check"), repeat, output=out)
+
+
 def run_scaling(name: str, size: int | None, repeat: int, compare_onnx: bool = False) -> dict[str, Any]:
     """``bnconvert export`` alone (scaling series, the baseline and the model past 2 GB)."""
     print(f"{name}: building (scaling)", file=sys.stderr)
     info = build(name, size)
     h5, onnx_path = OUT / f"{name}.h5", OUT / f"{name}.bnconvert.onnx"
     row = {"model": name, **info, "bnconvert": timed(bnconvert("export", str(h5), "-o", str(onnx_path)), repeat, output=onnx_path)}
+    row["no_check"] = _no_check(h5, repeat)
     if compare_onnx and row["bnconvert"]["exit"] == 0:
         row["onnx"] = compare({"bnconvert": onnx_path}, OUT / f"{name}.ref.npz").get("bnconvert", {})
     return row
@@ -288,19 +300,76 @@ def _ratio(a: Any, b: Any) -> str:
     return f"{a / b:.3f}" if a is not None and b else "-"
 
 
-def _fit(rows: list[dict[str, Any]]) -> str:
-    """Least-squares ``seconds = a + b * Mparams`` over the scaling rows, and its R^2."""
-    xs = [r["params"] / 1e6 for r in rows]
-    ys = [r["bnconvert"]["seconds"] for r in rows]
-    if len(xs) < 3:
-        return ""
+def _fit(rows: list[dict[str, Any]], key: str = "bnconvert") -> tuple[float, float, float] | None:
+    """Least-squares ``seconds = a + b * Mparams`` over rows (``row[key]['seconds']``): a, b, R^2."""
+    pts = [(r["params"] / 1e6, r[key]["seconds"]) for r in rows if r.get(key)]
+    if len(pts) < 3:
+        return None
+    xs, ys = zip(*pts)
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     sxx = sum((x - mx) ** 2 for x in xs)
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
     a = my - b * mx
     ss_res = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys))
     ss_tot = sum((y - my) ** 2 for y in ys) or 1.0
-    return f"Least-squares fit: seconds = {a:.2f} + {b:.4f} x (million parameters), R^2 = {1 - ss_res / ss_tot:.3f}."
+    return a, b, 1 - ss_res / ss_tot
+
+
+def _fit_text(fit: tuple[float, float, float] | None, what: str) -> str:
+    if fit is None:
+        return ""
+    a, b, r2 = fit
+    return f"{what}: seconds = {a:.2f} + {b:.4f} x (million parameters), R^2 = {r2:.3f}."
+
+
+#: "latency no worse": the paired ratio may exceed 1 by this much, the spread of repeated
+#: measurements of one and the same file on this kind of (shared, 2-core) machine
+LATENCY_NOISE = 0.05
+
+
+def targets(rows: list[dict[str, Any]], scaling: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets, each with the measured value and met / NOT met."""
+    by = {r["model"]: r for r in rows}
+    out = ["| target | measured | |", "|---|---|---|"]
+
+    def line(what: str, measured: str, ok: bool | None) -> None:
+        out.append(f"| {what} | {measured} | {'-' if ok is None else 'met' if ok else '**NOT met**'} |")
+
+    r50 = by.get("ResNet50")
+    if r50 and r50.get("tf2onnx", {}).get("seconds"):
+        b, t = r50["bnconvert"], r50["tf2onnx"]
+        line("ResNet50 export time <= 1/20 of tf2onnx (check included)", f"{b['seconds']:.2f} s / {t['seconds']:.1f} s = "
+             f"{b['seconds'] / t['seconds']:.3f}", b["seconds"] / t["seconds"] <= 0.05)
+        line("ResNet50 peak memory <= 1/10 of tf2onnx", f"{b['peak_mb']:.0f} MB / {t['peak_mb']:.0f} MB = "
+             f"{b['peak_mb'] / t['peak_mb']:.3f}", b["peak_mb"] / t["peak_mb"] <= 0.10)
+    compared = [r for r in rows if r.get("tf2onnx", {}).get("nodes") and r["bnconvert"].get("nodes")]
+    if compared:
+        nodes = [(r["model"], r["bnconvert"]["nodes"], r["tf2onnx"]["nodes"]) for r in compared]
+        line("node count <= tf2onnx's, every model", ", ".join(f"{m} {a}/{b}" for m, a, b in nodes),
+             all(a <= b for _, a, b in nodes))
+        lat = [(r["model"], r["bnconvert"].get("latency_ratio")) for r in compared]
+        if all(x is not None for _, x in lat):
+            line(f"onnxruntime latency no worse (paired ratio <= 1 + {LATENCY_NOISE:g})",
+                 ", ".join(f"{m} {x:.3f}" for m, x in lat), all(x <= 1 + LATENCY_NOISE for _, x in lat))
+        err = [(r["model"], r["bnconvert"].get("mean_rel_err64"), r["tf2onnx"].get("mean_rel_err64")) for r in compared]
+        if all(a is not None and b is not None for _, a, b in err):
+            line("error no worse (mean relative error against float64)",
+                 ", ".join(f"{m} {a:.2e}/{b:.2e}" for m, a, b in err), all(a <= b for _, a, b in err))
+    if r50:
+        line("`inspect` on ResNet50 under 0.5 s", f"{r50['inspect']['seconds']:.2f} s (median)", r50["inspect"]["seconds"] < 0.5)
+    series = [r for r in scaling if r["model"] not in ("Tiny", "WideMLP")]
+    fit = _fit(series, "no_check")
+    if fit is not None:
+        line("cost linear in parameters (conversion alone, `--no-check`)", f"R^2 = {fit[2]:.3f} over {len(series)} models",
+             fit[2] >= 0.9)
+    base = next((r["bnconvert"]["peak_mb"] for r in scaling if r["model"] == "Tiny"), None)
+    large = next((r for r in scaling if r["model"] == "WideMLP"), None)
+    if large and base is not None:
+        copies = (large["bnconvert"]["peak_mb"] - base) / (large["params"] * 4 / 1e6)
+        line("a model past 2 GB exports (external data), <= about two copies of its weights",
+             f"{large['params'] * 4 / 1e9:.2f} GB of weights: exit {large['bnconvert']['exit']}, {copies:.2f} copies",
+             large["bnconvert"]["exit"] == 0 and copies <= 2.2)
+    return out
 
 
 def markdown(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], command: str) -> str:
@@ -309,10 +378,15 @@ def markdown(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], command:
         f"Generated by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; "
         "times are medians of the bnconvert runs (one tf2onnx run each), peaks are the largest.",
         "",
+        "Targets:",
+        "",
+        *targets(rows, scaling),
+        "",
         "Conversion (`.h5` -> verified ONNX for bnconvert, `.h5` -> ONNX for tf2onnx):",
         "",
-        "| model | params | export s: bnconvert / tf2onnx (ratio) | peak MB: bnconvert / tf2onnx (ratio) | inspect s | fold s |",
-        "|---|---|---|---|---|---|",
+        "| model | params | export s: bnconvert / tf2onnx (ratio) | peak MB: bnconvert / tf2onnx (ratio) "
+        "| export --no-check s | inspect s | fold s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         b, t = r["bnconvert"], r.get("tf2onnx", {})
@@ -320,16 +394,19 @@ def markdown(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], command:
             f"| {r['model']} | {r['params']:,} "
             f"| {b['seconds']:.2f} / {_f(t.get('seconds'), '.1f')} ({_ratio(b['seconds'], t.get('seconds'))}) "
             f"| {b['peak_mb']:.0f} / {_f(t.get('peak_mb'), '.0f')} ({_ratio(b['peak_mb'], t.get('peak_mb'))}) "
-            f"| {r['inspect']['seconds']:.2f} | {r['fold']['seconds']:.2f} |"
+            f"| {_f(r.get('no_check', {}).get('seconds'), '.2f')} | {r['inspect']['seconds']:.2f} | {r['fold']['seconds']:.2f} |"
         )
     lines += [
         "",
-        "The ONNX files (onnxruntime, default optimisation, 2 threads; errors are max |onnx - ref| / max |ref| "
-        f"over {SAMPLES} inputs, against the float32 Keras outputs and against the same model run in float64 by Keras):",
+        "The ONNX files (onnxruntime, default optimisation, 2 threads). Latency: median of "
+        f"{LATENCY_RUNS} runs at batch 1, the two files' runs interleaved; the paired ratio is the median of "
+        "bnconvert/tf2onnx over back-to-back pairs. Errors: |onnx - ref| / max |ref| over "
+        f"{SAMPLES} inputs, max and mean, against the float32 Keras outputs and against the same model run "
+        "in float64 by Keras (the true values; float32 Keras is itself off by a few 1e-7):",
         "",
-        "| model | nodes: bn / tf2onnx | latency ms, batch 1: bn / tf2onnx | max rel err vs Keras f32: bn / tf2onnx "
-        "| max rel err vs float64: bn / tf2onnx / Keras f32 |",
-        "|---|---|---|---|---|",
+        "| model | nodes: bn / tf2onnx | latency ms: bn / tf2onnx (paired ratio) | max rel err vs Keras f32: bn / tf2onnx "
+        "| max rel err vs float64: bn / tf2onnx / Keras f32 | mean rel err vs float64: bn / tf2onnx |",
+        "|---|---|---|---|---|---|",
     ]
     notes = []
     for r in rows:
@@ -341,32 +418,36 @@ def markdown(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], command:
                              "inputs); they were fed with Keras' values to measure error and latency.")
         lines.append(
             f"| {r['model']} | {_f(b.get('nodes'), 'd')} / {_f(t.get('nodes'), 'd')} "
-            f"| {_f(b.get('latency_ms'), '.1f')} / {_f(t.get('latency_ms'), '.1f')} "
+            f"| {_f(b.get('latency_ms'), '.1f')} / {_f(t.get('latency_ms'), '.1f')} ({_f(b.get('latency_ratio'), '.3f')}) "
             f"| {_f(b.get('max_rel_err'), '.1e')} / {_f(t.get('max_rel_err'), '.1e')} "
-            f"| {_f(b.get('max_rel_err64'), '.1e')} / {_f(t.get('max_rel_err64'), '.1e')} / {_f(b.get('keras_err64'), '.1e')} |"
+            f"| {_f(b.get('max_rel_err64'), '.1e')} / {_f(t.get('max_rel_err64'), '.1e')} / {_f(b.get('keras_err64'), '.1e')} "
+            f"| {_f(b.get('mean_rel_err64'), '.2e')} / {_f(t.get('mean_rel_err64'), '.2e')} |"
         )
     if notes:
         lines += [""] + [f"Note: {n}" for n in notes]
     if scaling:
         base = next((r["bnconvert"]["peak_mb"] for r in scaling if r["model"] == "Tiny"), None)
-        lines += ["", "Scaling (`bnconvert export`, TensorFlow-free check included; weights MB = 4 bytes per "
-                  "parameter; copies = (peak - peak of Tiny) / weights MB, i.e. how many copies of the weights "
-                  "the process held at its peak):", "",
-                  "| model | params | weights MB | seconds | s per million params | peak MB | copies |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", "Scaling (`bnconvert export`, TensorFlow-free check included, and `--no-check`; weights MB = "
+                  "4 bytes per parameter; copies = (peak - peak of Tiny) / weights MB: how many copies of the "
+                  "weights the process held at its peak, activations of the check's inferences included):", "",
+                  "| model | params | weights MB | seconds | --no-check seconds | s per million params | peak MB | copies |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in sorted(scaling, key=lambda r: r["params"]):
             b, mb = r["bnconvert"], r["params"] * 4 / 1e6
             copies = "-" if base is None or r["model"] == "Tiny" else f"{(b['peak_mb'] - base) / mb:.2f}"
             lines.append(f"| {r['model']} | {r['params']:,} | {mb:.0f} | {b['seconds']:.2f} "
+                         f"| {_f(r.get('no_check', {}).get('seconds'), '.2f')} "
                          f"| {b['seconds'] / (r['params'] / 1e6):.3f} | {b['peak_mb']:.0f} | {copies} |")
-        fit = _fit([r for r in scaling if r["model"] not in ("Tiny", "WideMLP")])
-        lines += ["", fit] if fit else []
+        series = [r for r in scaling if r["model"] not in ("Tiny", "WideMLP")]
+        fits = [_fit_text(_fit(series, "no_check"), "Conversion alone (`--no-check`), least squares"),
+                _fit_text(_fit(series), "With the check, least squares")]
+        lines += [""] + [f for f in fits if f]
         for r in scaling:
             o = r.get("onnx")
             if o:
                 lines += ["", f"{r['model']} ({r['file_mb'] / 1e3:.1f} GB .h5): its ONNX file (weights in external data) "
                           f"has {o['nodes']} nodes, max rel err vs Keras {o['max_rel_err']:.1e}, latency "
-                          f"{o['latency_ms']:.1f} ms at batch 1; tf2onnx was not run on it (see below)."]
+                          f"{o['latency_ms']:.1f} ms at batch 1; tf2onnx was not run on it."]
     return "\n".join(lines) + "\n"
 
 
@@ -405,7 +486,7 @@ def main() -> None:
     if args.scaling:
         for name in SCALING:
             if name in done:
-                scaling.append({k: done[name][k] for k in ("model", "params", "file_mb", "bnconvert")})
+                scaling.append({k: done[name][k] for k in ("model", "params", "file_mb", "bnconvert", "no_check")})
             else:
                 scaling.append(run_scaling(name, args.size, args.repeat))
     if args.large:

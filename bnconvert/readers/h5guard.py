@@ -22,7 +22,9 @@ little further, because it also reads files no Keras wrote:
 
 from __future__ import annotations
 
+import ctypes
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import h5py
@@ -296,9 +298,47 @@ def precheck(data: Any, where: str) -> None:
     if end_of_file > len(data) and eoa < 2**63:
         raise FormatError(f"{lead}the file is truncated: it has {len(data):,} bytes, its HDF5 superblock "
                           f"says {end_of_file:,}")
-    at = data.find(_GCOL)
-    while at != -1:
+    for at in find_all(data, _GCOL):
         if _collection_ok(data, at, lengths, end_of_file) is False:
             raise FormatError(f"{lead}the HDF5 global heap at byte {at} is corrupted (its objects do not fit "
                               "the collection); refused before libhdf5 parses it")
-        at = data.find(_GCOL, at + 1)
+
+
+def _libc_memmem() -> Any:
+    """The C library's ``memmem`` (glibc, musl, BSD/macOS libc), or None (Windows)."""
+    try:
+        func = ctypes.CDLL(None).memmem
+    except (OSError, AttributeError, TypeError):
+        return None
+    func.restype = ctypes.c_void_p
+    func.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    return func
+
+
+_memmem = _libc_memmem()
+
+
+def find_all(data: Any, needle: bytes) -> Iterator[int]:
+    """Every offset of ``needle`` in ``data`` (bytes or an mmap), in order, overlaps included.
+
+    With the C library's ``memmem`` (two-way search, vectorised): on float weights it is 2-3x
+    faster than ``bytes.find``, whose skip loop stops at every byte that shares low bits with the
+    needle. Elsewhere ``data.find``.
+    """
+    size = len(data)
+    if _memmem is None or size < len(needle):
+        at = data.find(needle)
+        while at != -1:
+            yield at
+            at = data.find(needle, at + 1)
+        return
+    view = np.frombuffer(data, dtype=np.uint8)  # keeps ``data`` alive and gives its address
+    base = view.ctypes.data
+    at = 0
+    while at <= size - len(needle):
+        hit = _memmem(base + at, size - at, needle, len(needle))
+        if not hit:
+            return
+        at = hit - base
+        yield at
+        at += 1
