@@ -142,6 +142,9 @@ class OnnxRunner(Runner):
         # session to speed up later runs, i.e. a second copy of a Dense-heavy model (3 s for 2 GB),
         # and a check runs each model once or twice
         opts.add_session_config_entry("session.disable_prepacking", "1")
+        # idle worker threads sleep instead of spinning: a check runs two sessions at once (the
+        # reference ahead, the written file), and a spinning pool takes the core the other needs
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return opts
 
     def _session(self, target: Any) -> Any:

@@ -112,8 +112,13 @@ def child(group: h5py.Group, name: str, where: str) -> h5py.Group | h5py.Dataset
 def child_id(group: h5py.h5g.GroupID, name: str, where: str) -> h5py.h5g.GroupID | h5py.h5d.DatasetID | None:
     """:func:`child` in libhdf5 identifiers, without h5py's high-level objects: what reading
     hundreds of weights uses (h5py builds a File object on every lookup to learn the mode)."""
+    parts = _check_name(name, where)
+    if len(parts) > 1:
+        found = _hard_path(group, parts)
+        if found is not None:
+            return found
     oid: Any = group
-    for part in _check_name(name, where):
+    for part in parts:
         if not isinstance(oid, h5py.h5g.GroupID):
             raise FormatError(f"{where}: '{name}' goes through a dataset, not a group")
         key = part.encode("utf-8")
@@ -129,6 +134,24 @@ def child_id(group: h5py.h5g.GroupID, name: str, where: str) -> h5py.h5g.GroupID
             what = "Datatype" if isinstance(oid, h5py.h5t.TypeID) else f"HDF5 object ({type(oid).__name__})"
             raise FormatError(f"{where}: '{name}' is a {what}, not a group or dataset")
     return oid
+
+
+def _hard_path(group: h5py.h5g.GroupID, parts: list[str]) -> h5py.h5g.GroupID | h5py.h5d.DatasetID | None:
+    """The object at ``parts`` opened in one call, when every link on the way is a hard link to an
+    existing group (then dataset or group): checked prefix by prefix with ``H5Lget_info``, which
+    costs a lookup, not an open. None when anything is otherwise (missing, a soft or external
+    link, a dataset midway, a damaged group): the component-by-component walk then decides and
+    words the error."""
+    path = b""
+    try:
+        for part in parts:
+            path = part.encode("utf-8") if not path else path + b"/" + part.encode("utf-8")
+            if not group.links.exists(path) or group.links.get_info(path).type != h5py.h5l.TYPE_HARD:
+                return None
+        oid = h5py.h5o.open(group, path)
+    except (KeyError, RuntimeError, ValueError, OSError):
+        return None
+    return oid if isinstance(oid, (h5py.h5g.GroupID, h5py.h5d.DatasetID)) else None
 
 
 def _storage(did: h5py.h5d.DatasetID, where: str) -> tuple[bool, bool]:
