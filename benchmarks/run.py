@@ -73,6 +73,7 @@ def timed(argv: list[str], repeat: int = 1, output: Path | None = None) -> dict[
         if output is not None:
             for old in (output, output.with_name(output.name + ".data")):
                 old.unlink(missing_ok=True)
+        os.sync()  # no run pays for the disk writeback of the one before
         start = time.perf_counter()
         status, usage, out, err = _run_child(argv)
         seconds.append(time.perf_counter() - start)
@@ -131,7 +132,7 @@ for layer in model.layers:  # tf2onnx leaves a Normalization layer's mean and va
     if isinstance(layer, L.Normalization) and 'norm_mean' not in arrays:
         arrays.update(norm_mean=np.asarray(layer.mean), norm_var=np.asarray(layer.variance))
 np.savez(ref, **arrays)
-print(json.dumps(dict(params=int(model.count_params()), input=list(shape))))
+print(json.dumps(dict(params=int(model.count_params()), layers=len(model.layers), input=list(shape))))
 """
 
 
@@ -202,9 +203,11 @@ for r in range(runs):  # interleaved, alternating order: both files see the same
 for tool, ts in times.items():
     ts = np.array(ts) * 1000
     out[tool].update(latency_ms=float(np.median(ts)), latency_p10_ms=float(np.percentile(ts, 10)))
-if len(times) == 2:  # runs r of the two files were back to back: their ratio cancels the machine's drift
+if len(times) == 2:  # runs r of the two files were back to back: their ratio cancels the machine's drift;
+    # the geometric mean of the two orders' medians cancels any advantage of going first or second
     a, b = (np.array(times[tool]) for tool in order)
-    out[order[0]]['latency_ratio'] = float(np.median(a / b))
+    r = a / b
+    out[order[0]]['latency_ratio'] = float(np.sqrt(np.median(r[0::2]) * np.median(r[1::2])))
 print(json.dumps(out))
 """
 
@@ -228,8 +231,8 @@ def run_model(name: str, size: int | None, repeat: int, with_tf2onnx: bool) -> d
     h5, bn_onnx, tf_onnx = OUT / f"{name}.h5", OUT / f"{name}.bnconvert.onnx", OUT / f"{name}.tf2onnx.onnx"
     print(f"{name}: bnconvert export, inspect, fold", file=sys.stderr)
     folded = OUT / f"{name}.folded.h5"
+    row["inspect"] = timed(bnconvert("inspect", str(h5), "--json"), 3 * repeat)  # short: more runs
     row["bnconvert"] = timed(bnconvert("export", str(h5), "-o", str(bn_onnx)), repeat, output=bn_onnx)
-    row["inspect"] = timed(bnconvert("inspect", str(h5), "--json"), repeat)
     row["fold"] = timed(bnconvert("fold", str(h5), "-o", str(folded)), repeat, output=folded)
     row["no_check"] = _no_check(h5, repeat)
     paths = {"bnconvert": bn_onnx} if row["bnconvert"]["exit"] == 0 else {}
@@ -300,26 +303,27 @@ def _ratio(a: Any, b: Any) -> str:
     return f"{a / b:.3f}" if a is not None and b else "-"
 
 
-def _fit(rows: list[dict[str, Any]], key: str = "bnconvert") -> tuple[float, float, float] | None:
-    """Least-squares ``seconds = a + b * Mparams`` over rows (``row[key]['seconds']``): a, b, R^2."""
-    pts = [(r["params"] / 1e6, r[key]["seconds"]) for r in rows if r.get(key)]
-    if len(pts) < 3:
+def _fit(rows: list[dict[str, Any]], key: str = "bnconvert", layers: bool = False) -> tuple[list[float], float] | None:
+    """Least squares ``seconds = a + b * Mparams (+ c * layers)`` over rows (``row[key]['seconds']``):
+    the coefficients and R^2."""
+    import numpy as np
+
+    pts = [r for r in rows if r.get(key) and (not layers or r.get("layers"))]
+    if len(pts) < (4 if layers else 3):
         return None
-    xs, ys = zip(*pts)
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-    a = my - b * mx
-    ss_res = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys))
-    ss_tot = sum((y - my) ** 2 for y in ys) or 1.0
-    return a, b, 1 - ss_res / ss_tot
+    x = np.array([[1.0, r["params"] / 1e6] + ([float(r["layers"])] if layers else []) for r in pts])
+    y = np.array([r[key]["seconds"] for r in pts])
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    r2 = 1 - float(((y - x @ coef) ** 2).sum()) / (float(((y - y.mean()) ** 2).sum()) or 1.0)
+    return [float(c) for c in coef], r2
 
 
-def _fit_text(fit: tuple[float, float, float] | None, what: str) -> str:
+def _fit_text(fit: tuple[list[float], float] | None, what: str) -> str:
     if fit is None:
         return ""
-    a, b, r2 = fit
-    return f"{what}: seconds = {a:.2f} + {b:.4f} x (million parameters), R^2 = {r2:.3f}."
+    coef, r2 = fit
+    layers = f" + {coef[2]:.4f} x layers" if len(coef) > 2 else ""
+    return f"{what}: seconds = {coef[0]:.2f} + {coef[1]:.4f} x (million parameters){layers}, R^2 = {r2:.3f}."
 
 
 #: "latency no worse": the paired ratio may exceed 1 by this much, the spread of repeated
@@ -357,11 +361,12 @@ def targets(rows: list[dict[str, Any]], scaling: list[dict[str, Any]]) -> list[s
                  ", ".join(f"{m} {a:.2e}/{b:.2e}" for m, a, b in err), all(a <= b for _, a, b in err))
     if r50:
         line("`inspect` on ResNet50 under 0.5 s", f"{r50['inspect']['seconds']:.2f} s (median)", r50["inspect"]["seconds"] < 0.5)
-    series = [r for r in scaling if r["model"] not in ("Tiny", "WideMLP")]
+    series = [r for r in scaling if r["model"] != "Tiny"]
     fit = _fit(series, "no_check")
     if fit is not None:
-        line("cost linear in parameters (conversion alone, `--no-check`)", f"R^2 = {fit[2]:.3f} over {len(series)} models",
-             fit[2] >= 0.9)
+        line("cost linear in parameters (conversion alone, `--no-check`)",
+             f"R^2 = {fit[1]:.3f} over {len(series)} models, {min(r['params'] for r in series) / 1e6:.0f}M to "
+             f"{max(r['params'] for r in series) / 1e6:.0f}M parameters", fit[1] >= 0.95)
     base = next((r["bnconvert"]["peak_mb"] for r in scaling if r["model"] == "Tiny"), None)
     large = next((r for r in scaling if r["model"] == "WideMLP"), None)
     if large and base is not None:
@@ -400,7 +405,7 @@ def markdown(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], command:
         "",
         "The ONNX files (onnxruntime, default optimisation, 2 threads). Latency: median of "
         f"{LATENCY_RUNS} runs at batch 1, the two files' runs interleaved; the paired ratio is the median of "
-        "bnconvert/tf2onnx over back-to-back pairs. Errors: |onnx - ref| / max |ref| over "
+        "bnconvert/tf2onnx over back-to-back pairs (geometric mean of the two orders). Errors: |onnx - ref| / max |ref| over "
         f"{SAMPLES} inputs, max and mean, against the float32 Keras outputs and against the same model run "
         "in float64 by Keras (the true values; float32 Keras is itself off by a few 1e-7):",
         "",
@@ -438,9 +443,12 @@ def markdown(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], command:
             lines.append(f"| {r['model']} | {r['params']:,} | {mb:.0f} | {b['seconds']:.2f} "
                          f"| {_f(r.get('no_check', {}).get('seconds'), '.2f')} "
                          f"| {b['seconds'] / (r['params'] / 1e6):.3f} | {b['peak_mb']:.0f} | {copies} |")
-        series = [r for r in scaling if r["model"] not in ("Tiny", "WideMLP")]
-        fits = [_fit_text(_fit(series, "no_check"), "Conversion alone (`--no-check`), least squares"),
-                _fit_text(_fit(series), "With the check, least squares")]
+        series = [r for r in scaling if r["model"] != "Tiny"]
+        apps = [r for r in series if r["model"] != "WideMLP"]
+        fits = [_fit_text(_fit(series, "no_check"), "Conversion alone (`--no-check`), every model, least squares"),
+                _fit_text(_fit(apps, "no_check", layers=True), "Conversion alone, the Keras Applications only "
+                          "(5M to 60M parameters, where a fixed cost per layer still shows)"),
+                _fit_text(_fit(series), "With the check, every model")]
         lines += [""] + [f for f in fits if f]
         for r in scaling:
             o = r.get("onnx")
@@ -486,7 +494,7 @@ def main() -> None:
     if args.scaling:
         for name in SCALING:
             if name in done:
-                scaling.append({k: done[name][k] for k in ("model", "params", "file_mb", "bnconvert", "no_check")})
+                scaling.append({k: done[name][k] for k in ("model", "params", "layers", "file_mb", "bnconvert", "no_check")})
             else:
                 scaling.append(run_scaling(name, args.size, args.repeat))
     if args.large:
