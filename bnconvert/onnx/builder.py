@@ -87,6 +87,16 @@ class Call:
         return self.source is not None and self.generation == 1 and (self.source.backend or "") == "theano"
 
 
+def _take(base: str, taken: set[str]) -> str:
+    """``base``, else ``base_1``, ``base_2``...: the first not in ``taken``, which it joins."""
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
 class Builder:
     """Collects nodes and initializers for one export at one opset."""
 
@@ -120,20 +130,10 @@ class Builder:
         """A tensor name not used yet: ``base``, else ``base_1``, ``base_2``..."""
         if base in self._reserved:
             base = f"{base}/held"
-        name, k = base, 0
-        while name in self._tensors:
-            k += 1
-            name = f"{base}_{k}"
-        self._tensors.add(name)
-        return name
+        return _take(base, self._tensors)
 
     def _fresh_node(self, base: str) -> str:
-        name, k = base, 0
-        while name in self._node_names:
-            k += 1
-            name = f"{base}_{k}"
-        self._node_names.add(name)
-        return name
+        return _take(base, self._node_names)
 
     # -- initializers ------------------------------------------------------------------------
     def const(self, base: str, value: Any, dtype: Any = np.float32) -> str:
