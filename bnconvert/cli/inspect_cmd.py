@@ -47,8 +47,9 @@ def render_table(report: dict[str, Any]) -> str:
     """The human-readable form of one file's audit."""
     lines = [f"{report['file']}"]
     version = report["keras_version"] or "unknown version"
-    backend = report["backend"] or "backend not recorded"
-    lines.append(f"  format   {report['format']} (Keras {version}); backend {backend} [{report['backend_origin']}]")
+    origin = report["backend_origin"]
+    backend = f"backend {report['backend']} [{origin}]" if report["backend"] else f"backend {origin}"
+    lines.append(f"  format   {report['format']} (Keras {version}); {backend}")
     extra = []
     if report.get("running_std"):
         extra.append(f"running_std read as {report['running_std']}")
