@@ -111,23 +111,30 @@ def _input(tmp_path: Path) -> Path:
     return src
 
 
+def _alias(src: Path, how: str) -> Path:
+    """Another path to the file ``src``: itself, through ``sub/..``, a symlink, a hard link, or a
+    symlinked folder (made next to it)."""
+    folder = src.parent
+    (folder / "sub").mkdir()
+    if how == "same":
+        return src
+    if how == "relative":
+        return folder / "sub" / ".." / src.name
+    if how == "symlinked_folder":
+        (folder / "alias").symlink_to(folder, target_is_directory=True)
+        return folder / "alias" / src.name
+    target = folder / f"{how}{src.suffix}"
+    if how == "symlink":
+        target.symlink_to(src)
+    else:
+        os.link(src, target)
+    return target
+
+
 @pytest.mark.parametrize("how", ["same", "relative", "symlink", "hardlink", "symlinked_folder"])
 def test_output_is_never_the_input(tmp_path: Path, how: str) -> None:
     src = _input(tmp_path)
-    (tmp_path / "sub").mkdir()
-    if how == "same":
-        target = src
-    elif how == "relative":
-        target = tmp_path / "sub" / ".." / "in.h5"
-    elif how == "symlink":
-        target = tmp_path / "link.h5"
-        target.symlink_to(src)
-    elif how == "hardlink":
-        target = tmp_path / "hard.h5"
-        os.link(src, target)
-    else:
-        (tmp_path / "alias").symlink_to(tmp_path, target_is_directory=True)
-        target = tmp_path / "alias" / "in.h5"
+    target = _alias(src, how)
     assert same_file(target, src)
     for force in (False, True):
         with pytest.raises(OutputError, match="is the input file"):
@@ -225,14 +232,7 @@ def test_writes_and_keeps_existing_output_without_force(name: str, source: Path,
 @pytest.mark.parametrize("name", WRITERS)
 def test_output_is_never_the_input_for_commands(name: str, how: str, source: Path) -> None:
     folder = source.parent
-    (folder / "sub").mkdir()
-    target = {"same": source, "relative": folder / "sub" / ".." / source.name}.get(how)
-    if how == "symlink":
-        target = folder / "link.keras"
-        target.symlink_to(source)
-    elif how == "hardlink":
-        target = folder / "hard.keras"
-        os.link(source, target)
+    target = _alias(source, how)
     before = folder_state(folder)
     for extra in ([], ["--force"]):
         result = CliRunner().invoke(main, _argv(name, source, target, *extra))
