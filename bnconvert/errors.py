@@ -9,13 +9,15 @@ __all__ = [
     "FoldError",
     "EquivalenceError",
     "OutputError",
+    "InternalError",
 ]
 
 
 class BnconvertError(Exception):
     """Base class: anything bnconvert reports to the user as one clear line.
 
-    ``exit_code`` is what the CLI exits with: 2 for bad input or usage, 1 for a failed check.
+    ``exit_code`` is what the CLI exits with: 2 for bad input or usage, 1 for a failed check,
+    3 for a bug in bnconvert itself (:class:`InternalError`).
     """
 
     exit_code = 2
@@ -41,3 +43,11 @@ class EquivalenceError(BnconvertError):
 
 class OutputError(BnconvertError):
     """The output could not be written (exists, is the input, read-only folder, full disk)."""
+
+
+class InternalError(BnconvertError):
+    """A bug in bnconvert, not a problem with the user's input: reported as "internal error, please
+    report" with exit code 3, never disguised as bad input. Raised where bnconvert notices its own
+    inconsistency (an isolated reader that died for a reason other than the file's content, ...)."""
+
+    exit_code = 3

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import BnconvertError
+from ..errors import BnconvertError, InternalError
 
 __all__ = ["main"]
 
@@ -62,11 +62,12 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("bnconvert: interrupted", err=True)
             sys.exit(130)
-        except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 2
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug of ours, exit 3
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
-            click.echo(f"bnconvert: error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
-            sys.exit(2)
+            click.echo(f"bnconvert: internal error, please report: {type(exc).__name__}: {exc} "
+                       "(rerun with --debug for the traceback)", err=True)
+            sys.exit(InternalError.exit_code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -77,7 +78,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     """Read Keras model files of every generation, audit and fold BatchNormalization,
     and export ONNX that is checked against the original.
 
-    Exit codes: 0 success, 1 check failed (or findings with --strict), 2 bad input or usage.
+    Exit codes: 0 success, 1 check failed (or findings with --strict), 2 bad input or usage,
+    3 internal error (a bug in bnconvert: please report it).
     """
     ctx.obj = {"debug": debug}
 
