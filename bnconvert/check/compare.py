@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..text import one_line
+
 __all__ = ["DiffStats", "OutputComparison", "CompareResult", "compare_arrays", "compare_outputs", "diff_stats"]
 
 PERCENTILES = (50, 90, 95, 99)
@@ -112,7 +114,7 @@ class OutputComparison:
         if self.message:
             lines.append(f"  {self.message}")
         if self.abs is None or self.rel is None:
-            return "\n".join(lines)
+            return "\n".join(map(one_line, lines))
         lines.append(f"  mismatches {self.mismatches}/{self.total} (|diff| > {self.atol:g} and rel > {self.rtol:g})")
         for title, s in (("abs diff", self.abs), ("rel diff", self.rel)):
             lines.append(
@@ -128,6 +130,7 @@ class OutputComparison:
             if any(counts.values()):
                 lines.append(f"  {side} holds {counts.get('nan', 0)} NaN and {counts.get('inf', 0)} Inf")
         lines.extend("  " + line for line in render_histogram(self.histogram))
+        lines = [one_line(line) for line in lines]  # one line each: output names are data
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -268,7 +271,7 @@ class CompareResult:
         verdict = "PASSED" if self.passed else "FAILED"
         ok = sum(map(bool, self.outputs))
         lines = [f"{verdict}: {ok}/{len(self.outputs)} outputs within atol={self.atol:g}, rtol={self.rtol:g}"]
-        lines.extend(self.messages)
+        lines.extend(map(one_line, self.messages))  # names are data
         lines.extend(o.summary() for o in self.outputs)
         return "\n".join(lines)
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import BnconvertError
 from ..model import Model
+from ..text import one_line
 from .compare import OutputComparison, compare_arrays
 from .layout import inverse, layout_options, transpose
 
@@ -84,7 +85,7 @@ class LocateResult:
             shown = ", ".join(f"{n} ({why})" for n, why in self.skipped[:8])
             more = f" and {len(self.skipped) - 8} more" if len(self.skipped) > 8 else ""
             lines.append(f"  not compared: {shown}{more}")
-        return "\n".join(lines)
+        return "\n".join(map(one_line, lines))  # one line each: layer names are data
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import EquivalenceError
+from ..text import one_line
 from .compare import CompareResult
 from .locate import LocateResult
 
@@ -60,6 +61,7 @@ class VerifyResult:
         )
         lines.append(f"inputs  {feeds}: {self.input_source}")
         lines.extend(f"note  {n}" for n in self.notes)
+        lines = [one_line(line) for line in lines]  # one line each: names are data
         lines.append(self.comparison.summary())
         if self.located is not None:
             lines.append(self.located.summary())
@@ -128,6 +130,7 @@ class CheckResult:
         if self.message:
             lines.append(f"  {self.message}")
         lines.extend(f"  note       {n}" for n in self.notes)
+        lines = [one_line(line) for line in lines]  # one line each: names are data
         if self.comparison is not None and not self.passed:
             lines.extend("  " + line for line in self.comparison.summary().splitlines())
         return "\n".join(lines)

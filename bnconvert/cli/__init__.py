@@ -15,6 +15,8 @@ import click
 
 from .. import __version__
 from ..errors import BnconvertError, InternalError
+from ..io import Terminated, terminate_on_signals
+from ..text import one_line, safe_lines
 
 __all__ = ["main"]
 
@@ -51,22 +53,26 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with terminate_on_signals():  # SIGTERM/SIGHUP unwind like Ctrl-C: no output left behind
+                return super().invoke(ctx)
         except BnconvertError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
-            click.echo(f"bnconvert: error: {exc}", err=True)
+            click.echo(error_text(exc), err=True)
             sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C 130, SIGTERM 143, SIGHUP 129 (128 + signal)
+            if isinstance(exc, Terminated):
+                click.echo(f"bnconvert: terminated ({exc}); nothing written", err=True)
+                sys.exit(exc.exit_code)
             click.echo("bnconvert: interrupted", err=True)
             sys.exit(130)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug of ours, exit 3
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
-            click.echo(f"bnconvert: internal error, please report: {type(exc).__name__}: {exc} "
-                       "(rerun with --debug for the traceback)", err=True)
+            click.echo(one_line(f"bnconvert: internal error, please report: {type(exc).__name__}: {exc} "
+                                "(rerun with --debug for the traceback)"), err=True)
             sys.exit(InternalError.exit_code)
 
 
@@ -82,6 +88,16 @@ def main(ctx: click.Context, debug: bool) -> None:
     3 internal error (a bug in bnconvert: please report it).
     """
     ctx.obj = {"debug": debug}
+
+
+def error_text(exc: BaseException) -> str:
+    """The line(s) the CLI prints for a library error: ``bnconvert: error: <message>`` with every
+    control character escaped (layer and file names are data). A failed check (exit 1) keeps the
+    line breaks of its report, whose names are escaped where the report is made."""
+    text = str(exc)
+    if isinstance(exc, BnconvertError) and exc.exit_code == 1:
+        return "bnconvert: error: " + safe_lines(text)
+    return "bnconvert: error: " + one_line(text)
 
 
 main.commands = _Commands()  # type: ignore[assignment]

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from ..text import safe_lines
 from .options import load_kwargs, load_options
 
 __all__ = ["export"]
@@ -39,4 +40,4 @@ def export(path: str, output: str, no_fold: bool, opset: int, nchw: bool, force:
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:
-        click.echo(report.summary())
+        click.echo(safe_lines(report.summary()))  # names escaped where the summary is made

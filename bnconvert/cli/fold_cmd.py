@@ -12,13 +12,14 @@ import click
 from ..errors import EquivalenceError
 from ..fold import FoldReport
 from ..fold.run import default_output, fold_file
+from ..text import one_line, safe_lines
 from .options import load_kwargs, load_options
 
 __all__ = ["fold", "default_output", "render_report"]
 
 
 def render_report(report: FoldReport, *, dry_run: bool = False) -> str:
-    """The human-readable fold report."""
+    """The human-readable fold report, every name escaped (:func:`bnconvert.text.one_line`)."""
     t = report.totals
     lines = [report.source]
     fmt = report.output_format or "-"
@@ -36,21 +37,22 @@ def render_report(report: FoldReport, *, dry_run: bool = False) -> str:
         lines.append(f"  scale    largest |gamma/sqrt(var+eps)| folded: {largest[0]:.4g} ({largest[1]})")
     if report.batch_norms:
         lines.append("")
-        width = max(len(bn.path) for bn in report.batch_norms)
+        width = max(len(one_line(bn.path)) for bn in report.batch_norms)
         for bn in report.batch_norms:
             arrow = {"backward": "<- ", "forward": "-> ", "merge": "=> "}.get(bn.action, "")
             what = bn.reason if bn.action == "stays" else f"{arrow}{bn.target}"
             extra = f" (carries {', '.join(bn.absorbed)})" if bn.absorbed else ""
-            lines.append(f"  {bn.path.ljust(width)}  {bn.action:<8}  {what}{extra}")
+            lines.append(f"  {one_line(bn.path).ljust(width)}  {bn.action:<8}  {what}{extra}")
     for note in report.notes:
         lines.append(f"  note     {note}")
-    if report.check:
+    check_at = len(lines)
+    if report.check:  # the check's own report: several lines, its names escaped where it was made
         lines.append(f"  check    {report.check.get('summary') or report.check.get('reason')}")
     if dry_run:
         lines.append("  dry run: nothing written")
     else:
         lines.append(f"  wrote    {report.output}" if report.output else "  nothing written")
-    return "\n".join(lines)
+    return "\n".join(safe_lines(line) if i == check_at else one_line(line) for i, line in enumerate(lines))
 
 
 def _emit(report: FoldReport, as_json: bool, dry_run: bool) -> None:

@@ -19,6 +19,8 @@ import click
 
 from ..batch import Summary, audit_records, collect, is_error
 from ..errors import BnconvertError
+from ..io import InputSet
+from ..text import one_line
 from .options import load_kwargs, load_options
 
 __all__ = ["CSV_COLUMNS", "csv_rows", "has_findings", "inspect", "render_table"]
@@ -44,7 +46,9 @@ def _fold_cell(fold: dict[str, Any]) -> str:
 
 
 def render_table(report: dict[str, Any]) -> str:
-    """The human-readable form of one file's audit."""
+    """The human-readable form of one file's audit. Names are data: every control character in
+    them is escaped (:func:`bnconvert.text.one_line`), so no name can start a line of its own or
+    send the terminal an escape sequence."""
     lines = [f"{report['file']}"]
     version = report["keras_version"] or "unknown version"
     origin = report["backend_origin"]
@@ -77,6 +81,7 @@ def render_table(report: dict[str, Any]) -> str:
             _triple(st, "gamma"), _triple(st, "beta"), _triple(st, "moving_mean"), _triple(st, "moving_variance"),
             _fold_cell(bn["fold"]),
         ])
+    rows = [[one_line(c) for c in row] for row in rows]  # escaped before measuring: columns stay aligned
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines.append("")
     lines.append("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
@@ -94,7 +99,7 @@ def render_table(report: dict[str, Any]) -> str:
         lines.append("  Findings:")
         for name, f in found:
             lines.append(f"    [{f['severity']}] {name}: {f['kind']}: {f['message']}")
-    return "\n".join(lines)
+    return "\n".join(map(one_line, lines))
 
 
 def has_findings(report: dict[str, Any]) -> bool:
@@ -125,10 +130,10 @@ def csv_rows(record: dict[str, Any]) -> list[list[Any]]:
     """
     blank = dict.fromkeys(CSV_COLUMNS, "")
     if is_error(record):
-        return [list({**blank, "file": record["file"], "error": record["error"]}.values())]
+        return [[_csv_safe(v) for v in {**blank, "file": record["file"], "error": record["error"]}.values()]]
     base = {**blank, "file": record["file"], "format": record["format"], "keras_version": _cell(record["keras_version"])}
     if not record["batch_norms"]:
-        return [list(base.values())]
+        return [[_csv_safe(v) for v in base.values()]]
     rows = []
     for bn in record["batch_norms"]:
         row = dict(base)
@@ -148,8 +153,18 @@ def csv_rows(record: dict[str, Any]) -> list[list[Any]]:
             stats = bn["statistics"].get(key) or {}
             for part in ("min", "median", "max"):
                 row[f"{column}_{part}"] = _cell(stats.get(part))
-        rows.append(list(row.values()))
+        rows.append([_csv_safe(v) for v in row.values()])
     return rows
+
+
+def _csv_safe(value: Any) -> Any:
+    """A CSV cell that is safe in a terminal and in a spreadsheet: control characters escaped
+    (one row stays one line), and a text that a spreadsheet would run as a formula (``=``, ``+``,
+    ``-``, ``@`` first) prefixed with ``'``. Numbers are left alone."""
+    if not isinstance(value, str):
+        return value
+    value = one_line(value)
+    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
 
 
 class _Progress:
@@ -171,7 +186,7 @@ class _Progress:
         if failed:
             text += f", {failed} failed"
         room = columns - len(text) - 3
-        name = os.path.basename(current)
+        name = one_line(os.path.basename(current))
         if room > 10:
             text += "  " + (name if len(name) <= room else "..." + name[-(room - 3):])
         self.stream.write("\r" + text[: columns - 1].ljust(columns - 1))
@@ -219,7 +234,7 @@ class _Writer:
 
 def _one_line(record: dict[str, Any]) -> str:
     message = record["error"]
-    return message if message.startswith(record["file"]) else f"{record['file']}: {message}"
+    return one_line(message if message.startswith(record["file"]) else f"{record['file']}: {message}")
 
 
 @click.command()
@@ -250,15 +265,20 @@ def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None,
         raise click.UsageError("--json is --format json; it cannot be combined with --format " + str(fmt))
     fmt = "json" if as_json else (fmt or "table")
     plot_data = None
+    inputs = InputSet([*paths, config])  # the image may be none of the files read, nor in a folder run
     if plot_path is not None:
         from ..plot import PlotData, check_target, require_matplotlib
 
         require_matplotlib()
-        check_target(plot_path, force=force, inputs=paths)
+        check_target(plot_path, force=force, inputs=inputs)
         plot_data = PlotData()
     found = collect(paths, recursive=recursive, config=config)
+    if plot_path is not None:
+        for task in found.tasks:
+            inputs.add(task.path, task.config, task.companion)
+        check_target(plot_path, force=force, inputs=inputs)
     for problem in found.unreadable:
-        click.echo(f"bnconvert: error: {problem}", err=True)
+        click.echo(f"bnconvert: error: {one_line(problem)}", err=True)
     many = found.folders or len(found.tasks) > 1
     if not found.tasks:
         others = f"{found.skipped} other {'file' if found.skipped == 1 else 'files'} skipped"
@@ -288,12 +308,12 @@ def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None,
     progress.clear()
     if many:
         for line in summary.lines(found):
-            click.echo(line, err=True)
+            click.echo(one_line(line), err=True)
     if plot_data is not None and plot_path is not None:
         from ..plot import plot_records
 
-        plot_records(plot_data, plot_path, force=force, inputs=paths)
-        click.echo(f"plot written to {plot_path}", err=True)
+        plot_records(plot_data, plot_path, force=force, inputs=inputs)
+        click.echo(f"plot written to {one_line(plot_path)}", err=True)
     if summary.failed or found.unreadable:
         raise SystemExit(2)
     if strict and flagged:

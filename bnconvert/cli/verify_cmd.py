@@ -9,6 +9,7 @@ import json
 
 import click
 
+from ..text import safe_lines
 from .options import load_kwargs, load_options
 
 __all__ = ["verify"]
@@ -70,5 +71,6 @@ def verify(
         input_shapes=parse_input_shapes(input_shapes), inputs=inputs_file, locate=locate,
         load_options=load_kwargs(config, running_std, flip_kernels), ort_optimize=ort_optimize,
     )
-    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.summary())
+    # the report's names are escaped where it is made; safe_lines catches anything else
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else safe_lines(result.summary()))
     ctx.exit(0 if result else 1)

@@ -79,7 +79,7 @@ def fold_file(
     out = Path(output) if output is not None else default_output(path)
     fmt = output_format(original)
     if not dry_run:
-        check_output(out, force=force, inputs=[path])
+        check_output(out, force=force, inputs=[path, options.get("config")])  # no input is ever the output
         _check_suffix(out, fmt, Path(path))
         if not original.has_graph:
             raise OutputError(f"{path}: weights only, no architecture: pass the model JSON with --config to fold it")
@@ -91,7 +91,7 @@ def fold_file(
         report.notes.append("optimizer state is not copied (the folded model is for inference)")
     if dry_run:
         return report
-    with atomic_output(out, force=force, inputs=[path]) as tmp:
+    with atomic_output(out, force=force, inputs=[path, options.get("config")]) as tmp:
         write_model(folded, tmp, original=original)
         if check:
             handed = [original]

@@ -30,6 +30,7 @@ from ..io import atomic_output, check_output
 from ..errors import BnconvertError, EquivalenceError, FoldError, FormatError, OutputError, UnsupportedLayerError
 from ..model import Model
 from ..readers import load
+from ..text import one_line
 from .builder import Builder, Tensor
 from .convert import Run, format_problems, op_index, run_model, unsupported_layers
 from .layout import channels_first, held_shape, identity
@@ -251,7 +252,7 @@ class ExportReport:
             lines.append("  fold: skipped (--no-fold)")
         lines.append(f"  check: {self.check_summary or 'skipped'}")
         lines += [f"  note: {n}" for n in self.notes]
-        return "\n".join(lines)
+        return "\n".join(map(one_line, lines))  # one line each: names are data
 
 
 def _fold_line(fold: dict[str, Any]) -> str:
@@ -320,7 +321,8 @@ def export_file(
     """
     start = time.perf_counter()
     src, dst = Path(in_path), Path(out_path)
-    check_output(dst, force=force, inputs=[src])
+    inputs = [src, (load_options or {}).get("config")]  # the model and its --config: never the output
+    check_output(dst, force=force, inputs=inputs)
     original = model = load(src, lazy=True, **(load_options or {}))
     unsafe = unsafe_values(model)
     if unsafe:
@@ -345,7 +347,7 @@ def export_file(
         report = ExportReport(source=str(src), output=str(dst), opset=opset, layout="nchw" if nchw else "keras",
                               nodes=len(proto.graph.node), op_types=op_types, parameters=parameters, size_bytes=0, fold=fold_dict)
         data_name = dst.name + ".data" if external else None
-        with atomic_output(dst, force=force, inputs=[src], companions=[data_name] if data_name else []) as tmp:
+        with atomic_output(dst, force=force, inputs=inputs, companions=[data_name] if data_name else []) as tmp:
             write_onnx(proto, constants, tmp, external_data=data_name)
             del proto, constants
             if check:
