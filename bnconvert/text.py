@@ -11,8 +11,13 @@ escapes the same characters itself).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["one_line", "safe_lines"]
+if TYPE_CHECKING:
+    from .model import Model
+
+__all__ = ["one_line", "refuse_unencodable", "safe_lines", "unencodable_layers"]
 
 # C0 controls and DEL, C1 controls, lone surrogates, the Unicode line and paragraph separators,
 # and the bidirectional overrides and isolates (they reorder what the terminal shows)
@@ -40,3 +45,45 @@ def safe_lines(text: str) -> str:
     :func:`one_line`. Names inside must already be escaped where the text was made, or a newline
     in a name would still start a line of its own."""
     return "\n".join(one_line(line) for line in text.split("\n"))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _strings(value: Any, depth: int = 0) -> Iterator[str]:
+    """Every string (keys included) in a config value; the readers bound the nesting already."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                yield key
+            yield from _strings(item, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item, depth + 1)
+
+
+def unencodable_layers(model: Model) -> list[str]:
+    """The layers (as ``'name' (Class)``, escaped) whose name or config holds a lone surrogate:
+    text no file format can store (UTF-8, HDF5 names, ONNX's protobuf strings all refuse it).
+    ``fold`` and ``export`` refuse such a model before writing anything."""
+    found = []
+    if any(_SURROGATE.search(s) for s in _strings(model.name)):
+        found.append(f"the model '{one_line(model.name)}'")
+    for path, layer, _ in model.walk():
+        if _SURROGATE.search(path) or any(_SURROGATE.search(s) for s in _strings(layer.config)):
+            found.append(f"'{one_line(path)}' ({one_line(layer.source_class)})")
+    return found
+
+
+def refuse_unencodable(model: Model, path: object, what: str) -> None:
+    """Raise :class:`~bnconvert.errors.FormatError` (``<path>: cannot <what>: ...``) when
+    :func:`unencodable_layers` finds any: called before an output is written, never after."""
+    from .errors import FormatError
+
+    bad = unencodable_layers(model)
+    if bad:
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise FormatError(f"{path}: cannot {what}: {', '.join(bad[:5])}{more}: a name or config value holds a lone "
+                          "surrogate (text that is not valid Unicode), which no model file can store")

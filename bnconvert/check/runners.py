@@ -268,6 +268,9 @@ class ExportRunner(Runner):
             from ..onnx.export import to_onnx_parts
         except ImportError as exc:
             raise RunnerUnavailable(f"bnconvert's ONNX export is not available ({exc})") from None
+        from ..text import refuse_unencodable
+
+        refuse_unencodable(self.model, path, "run it in the float64 reference")  # ONNX cannot hold such names
         proto, constants = to_onnx_parts(self.model, nchw=False)
         self.onnx = OnnxRunner(proto, optimize=optimize, label=f"unfolded export of {Path(path).name}", initializers=constants)
         self.load_seconds = time.perf_counter() - start

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import time
 from typing import Any, TextIO
@@ -164,7 +165,10 @@ def _csv_safe(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     value = one_line(value)
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+    return "'" + value if value[:1] in ("=", "+", "-", "@") and not _NUMBERS.fullmatch(value) else value
+
+
+_NUMBERS = re.compile(r"[-+]?[0-9.e+-]+(,[-+]?[0-9.e+-]+)*")  # an axis list such as -1 or 1,-1 stays as it is
 
 
 class _Progress:

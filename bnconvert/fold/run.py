@@ -14,6 +14,7 @@ from ..errors import EquivalenceError, FoldError, OutputError, UnsupportedLayerE
 from ..model import Model
 from ..readers import load
 from ..io import atomic_output, check_output
+from ..text import refuse_unencodable
 from ..writers import describe_format, output_format, write_model
 from .apply import FoldReport, fold_model
 
@@ -76,6 +77,8 @@ def fold_file(
     unsafe = unsafe_values(original)
     if unsafe:
         raise FoldError(f"{path}: refusing to fold: " + "; ".join(unsafe[:5]) + (f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""))
+    if not dry_run:
+        refuse_unencodable(original, path, "fold")  # before anything is written
     out = Path(output) if output is not None else default_output(path)
     fmt = output_format(original)
     if not dry_run:

@@ -30,7 +30,7 @@ from ..io import atomic_output, check_output
 from ..errors import BnconvertError, EquivalenceError, FoldError, FormatError, OutputError, UnsupportedLayerError
 from ..model import Model
 from ..readers import load
-from ..text import one_line
+from ..text import one_line, refuse_unencodable
 from .builder import Builder, Tensor
 from .convert import Run, format_problems, op_index, run_model, unsupported_layers
 from .layout import channels_first, held_shape, identity
@@ -327,6 +327,7 @@ def export_file(
     unsafe = unsafe_values(model)
     if unsafe:
         raise FoldError(f"{src}: refusing to export: " + "; ".join(unsafe[:5]) + (f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""))
+    refuse_unencodable(model, src, "export")  # before anything is written
     require_exportable(model, opset=opset)
     # the check's reference starts now, in a second thread, when it is the TensorFlow-free one
     reference = _start_reference(src, original) if check else None
