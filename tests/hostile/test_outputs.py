@@ -10,8 +10,12 @@ import errno
 import importlib.util
 import os
 import shutil
+import signal
+import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +24,7 @@ from click.testing import CliRunner
 
 from bnconvert.cli import main
 from bnconvert.errors import OutputError
-from bnconvert.io import atomic_output, check_output, same_file
+from bnconvert.io import InputSet, Terminated, atomic_output, check_output, same_file, terminate_on_signals
 
 from ..conftest import fixture_file
 from .conftest import folder_state
@@ -276,3 +280,238 @@ def test_full_disk(name: str, source: Path, tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bnconvert: error: ") and out.name in lines[0], done.stderr[-2000:]
     assert list(out_dir.iterdir()) == []
+
+
+# -- only regular files are replaced -------------------------------------------------------------
+
+
+def _not_regular(folder: Path, how: str, name: str) -> Path:
+    """A non-regular file named ``name`` in ``folder``: a character device (``mknod`` as root,
+    else a symlink to /dev/null), a symlink to /dev/null, or a named pipe."""
+    target = folder / name
+    if how == "device":
+        try:
+            os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # /dev/null's numbers
+        except (OSError, AttributeError):
+            target.symlink_to(os.devnull)
+    elif how == "symlink_to_device":
+        target.symlink_to(os.devnull)
+    else:
+        os.mkfifo(target)
+    assert not stat.S_ISREG(os.stat(target).st_mode)
+    return target
+
+
+NOT_REGULAR = ["device", "symlink_to_device", "fifo"] if hasattr(os, "mkfifo") and os.path.exists(os.devnull) else []
+
+
+@pytest.mark.parametrize("how", NOT_REGULAR)
+def test_only_regular_files_are_replaced(tmp_path: Path, how: str) -> None:
+    target = _not_regular(tmp_path, how, "out.h5")
+    for force in (False, True):
+        with pytest.raises(OutputError, match="exists and is not a regular file; refused even with --force"):
+            check_output(target, force=force)
+        with pytest.raises(OutputError, match="not a regular file"), atomic_output(target, force=force):
+            pass
+    assert not stat.S_ISREG(os.stat(target).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.h5"]
+
+
+@pytest.mark.parametrize("how", NOT_REGULAR)
+@pytest.mark.parametrize("name", WRITERS)
+def test_commands_replace_only_regular_files(name: str, how: str, source: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    target = _not_regular(out_dir, how, "out" + WRITERS[name][0])
+    result = CliRunner().invoke(main, _argv(name, source, target, "--force"))
+    assert result.exit_code == 2, result.output
+    line = _one_line(result)
+    assert line == f"bnconvert: error: {target}: exists and is not a regular file; refused even with --force"
+    assert not stat.S_ISREG(os.stat(target).st_mode) and [p.name for p in out_dir.iterdir()] == [target.name]
+
+
+# -- no output is ever any input: --config, every file of a folder run ----------------------------
+
+
+@pytest.mark.parametrize("how", ["same", "relative", "symlink", "hardlink", "symlinked_folder"])
+def test_input_set_knows_a_file_by_any_of_its_names(tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = tmp_path / "a.h5", tmp_path / "b.json"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    inputs = InputSet([a, None, b])
+    assert len(inputs) == 2
+    alias = _alias(b, how)
+    assert inputs.find(alias) == b and alias in inputs
+    assert inputs.find(tmp_path / "c.h5") is None and (tmp_path / "a.h5x") not in inputs
+    monkeypatch.chdir(tmp_path)
+    assert inputs.find("a.h5") == a  # a relative path from the current folder
+    assert InputSet(["b.json"]).find(b) == Path("b.json")
+
+
+@pytest.fixture
+def weights_and_config(tmp_path: Path) -> tuple[Path, Path]:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    weights, config = folder / "weights.h5", folder / "arch.json"
+    shutil.copy(fixture_file("k2_weights.h5"), weights)
+    shutil.copy(fixture_file("k2_weights.json"), config)
+    return weights, config
+
+
+@pytest.mark.parametrize("how", ["same", "relative", "symlink", "hardlink"])
+@pytest.mark.parametrize("command", ["fold", "export"])
+def test_output_is_never_the_config(command: str, how: str, weights_and_config: tuple[Path, Path]) -> None:
+    weights, config = weights_and_config
+    target = _alias(config, how)
+    before = folder_state(config.parent)
+    for extra in ([], ["--force"]):
+        result = CliRunner().invoke(main, [command, str(weights), "--config", str(config), "-o", str(target),
+                                           "--no-check", *extra])
+        assert result.exit_code == 2, result.output
+        assert "is the input file" in _one_line(result) and str(target) in _one_line(result)
+        assert folder_state(config.parent) == before
+
+
+def test_config_run_still_writes(weights_and_config: tuple[Path, Path], tmp_path: Path) -> None:
+    weights, config = weights_and_config
+    out = tmp_path / "w.onnx"
+    result = CliRunner().invoke(main, ["export", str(weights), "--config", str(config), "-o", str(out), "--no-check"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+
+
+needs_plot = pytest.mark.skipif("inspect --plot" not in WRITERS, reason="matplotlib is not installed")
+
+
+@pytest.fixture
+def model_folder(tmp_path: Path) -> Path:
+    """A folder run's input: a model under an image's name, one in a subfolder, a weights-only
+    file with its companion architecture."""
+    folder = tmp_path / "models"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(fixture_file(SOURCE), folder / "model.png")
+    shutil.copy(fixture_file("k3_chain.keras"), folder / "sub" / "deep.svg")
+    shutil.copy(fixture_file("k2_weights.h5"), folder / "w.h5")
+    shutil.copy(fixture_file("k2_weights.json"), folder / "w.json")
+    return folder
+
+
+@needs_plot
+@pytest.mark.parametrize("target", ["model.png", "sub/deep.svg", "hardlink", "symlink"])
+def test_plot_is_never_a_file_of_the_folder_run(target: str, model_folder: Path, tmp_path: Path) -> None:
+    if target == "hardlink":
+        path = tmp_path / "plot.png"
+        os.link(model_folder / "model.png", path)
+    elif target == "symlink":
+        path = tmp_path / "plot.pdf"
+        path.symlink_to(model_folder / "sub" / "deep.svg")
+    else:
+        path = model_folder / target
+    before = folder_state(model_folder)
+    result = CliRunner().invoke(main, ["inspect", str(model_folder), "-r", "--plot", str(path), "--force"])
+    assert result.exit_code == 2, result.output
+    assert "is the input file" in _one_line(result)
+    assert folder_state(model_folder) == before
+
+
+@needs_plot
+def test_plot_beside_a_folder_run_is_written(model_folder: Path) -> None:
+    result = CliRunner().invoke(main, ["inspect", str(model_folder), "-r", "--plot", str(model_folder / "bn.png")])
+    assert result.exit_code == 0, result.output
+    assert (model_folder / "bn.png").is_file()
+
+
+def test_verify_writes_nothing(tmp_path: Path) -> None:
+    """``verify`` writes no file, so its inputs (A, B, --inputs) cannot be overwritten: nothing to check
+    but that the folder is left as it was."""
+    shutil.copy(fixture_file(SOURCE), tmp_path / SOURCE)
+    before = folder_state(tmp_path)
+    result = CliRunner().invoke(main, ["verify", str(tmp_path / SOURCE), str(tmp_path / SOURCE)])
+    assert result.exit_code in (0, 2), result.output
+    assert folder_state(tmp_path) == before
+
+
+# -- SIGTERM, SIGHUP and Ctrl-C while the check runs ----------------------------------------------
+
+
+_SLOW_CHECK = """
+import os, sys, time
+import bnconvert.check
+import bnconvert.onnx.export as export
+
+def slow_check(*args, **kwargs):  # the check starts: say so, then take "forever"
+    open(os.environ["BNCONVERT_TEST_MARKER"], "w").close()
+    time.sleep(300)
+
+bnconvert.check.check_written = slow_check      # fold's check
+export._numerical_check = slow_check            # export's check
+export._start_reference = lambda *a, **k: None
+from bnconvert.cli import main
+sys.argv = ["bnconvert", *sys.argv[1:]]
+main()
+"""
+
+_SIGNALS = [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(("signame", "code"), [s for s in _SIGNALS if hasattr(signal, s[0])])
+@pytest.mark.parametrize("command", ["fold", "export"])
+def test_signal_during_the_check_leaves_nothing(command: str, signame: str, code: int, source: Path,
+                                                tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / ("out.keras" if command == "fold" else "out.onnx")
+    marker = tmp_path / "check-started"
+    env = {**os.environ, "BNCONVERT_TEST_MARKER": str(marker)}
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_CHECK, command, str(source), "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the check never started"
+            time.sleep(0.05)
+        assert [p.name for p in out_dir.iterdir()][0].startswith(".bnconvert-tmp-")  # written, unchecked
+        proc.send_signal(getattr(signal, signame))
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, stderr[-2000:]
+    assert list(out_dir.iterdir()) == [], "a temporary or unchecked output was left behind"
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bnconvert: "), stderr[-2000:]
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
+def test_signal_handlers_are_restored() -> None:
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    with pytest.raises(Terminated) as info, terminate_on_signals():
+        assert signal.getsignal(signal.SIGTERM) is not before[signal.SIGTERM]
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    assert info.value.exit_code == 143 and isinstance(info.value, KeyboardInterrupt)
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_signal_handlers_only_in_the_main_thread() -> None:
+    seen = []
+
+    def run() -> None:
+        with terminate_on_signals():
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == [signal.getsignal(signal.SIGTERM)]
+
+
+def test_terminated_unwinds_atomic_output(tmp_path: Path) -> None:
+    with pytest.raises(Terminated), atomic_output(tmp_path / "out.keras") as tmp:
+        tmp.write_bytes(b"complete but unchecked")
+        raise Terminated(signal.SIGTERM)
+    assert list(tmp_path.iterdir()) == []
