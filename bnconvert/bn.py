@@ -232,14 +232,14 @@ def unsafe_values(model: Model) -> list[str]:
         if bad:
             out.append(f"layer '{path}' ({layer.source_class}): NaN or Inf in {', '.join(bad)}")
         var = layer.weights.get("moving_variance") if is_bn(layer) and not bad else None
-        if var is not None and np.any(np.asarray(var) < 0):
+        if var is not None:
             var = np.asarray(var, dtype=np.float64).reshape(-1)
             eps = layer.config.get("epsilon")
             eps = float(eps) if isinstance(eps, (int, float)) else 1e-3
-            if np.any(var + eps <= 0):
+            if np.any(var + eps <= 0):  # also var = 0 with epsilon 0: sqrt(0), a division by zero
                 _, text = _chan(var + eps <= 0)
                 out.append(f"layer '{path}' ({layer.source_class}): moving variance + epsilon <= 0 on {text}")
-            else:
+            elif np.any(var < 0):
                 _, text = _chan(var < 0)
                 out.append(f"layer '{path}' ({layer.source_class}): negative moving variance on {text}")
     return out

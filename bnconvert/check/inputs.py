@@ -4,23 +4,34 @@ Random data follows Polygraphy's defaults: uniform in [0, 1) from seed 1 (one ge
 inputs drawn in model order). The batch dimension comes from ``batch``; any other dimension
 the model leaves open must be given as ``name:1x224x224x3`` (``input_shapes``), which sets the
 whole shape of that input, batch included.
+
+Both are bounded before anything is allocated: random data to :data:`MAX_ELEMENTS` elements in
+all (a config can declare a 100000x100000 input, ``--batch`` can be 10**12), and an ``.npy`` (also
+inside an ``.npz``) must hold the bytes its header declares; object arrays are refused (no pickle).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from ..errors import BnconvertError, FormatError
 
-__all__ = ["InputSpec", "parse_input_shape", "parse_input_shapes", "parse_range", "resolve_shape", "random_inputs", "load_inputs"]
+__all__ = [
+    "InputSpec", "parse_input_shape", "parse_input_shapes", "parse_range", "resolve_shape", "random_inputs",
+    "load_inputs", "MAX_ELEMENTS",
+]
 
 Dim = int | None
+#: most elements the inputs of one check may hold together (2**28: 1 GiB of float32)
+MAX_ELEMENTS = 2**28
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,10 @@ def _check_names(specs: Sequence[InputSpec], input_shapes: Mapping[str, Sequence
         raise BnconvertError(f"--input-shape names {unknown} which are not inputs of the model (inputs: {known})")
 
 
+def _shape_text(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
 def random_inputs(
     specs: Sequence[InputSpec],
     *,
@@ -111,17 +126,36 @@ def random_inputs(
     batch: int = 1,
     value_range: tuple[float, float] = (0.0, 1.0),
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    source: str | os.PathLike[str] | None = None,
+    advice: str = "give --inputs or --no-check",
 ) -> dict[str, np.ndarray]:
     """Seeded data for every input: uniform in ``[low, high)`` for floats, integers in
-    ``[ceil(low), ceil(high))`` (at least one value) for integer inputs, fair coins for booleans."""
+    ``[ceil(low), ceil(high))`` (at least one value) for integer inputs, fair coins for booleans.
+
+    ``source`` (the model file) starts every error message; inputs of more than
+    :data:`MAX_ELEMENTS` elements in all are refused before anything is drawn, with ``advice``.
+    """
+    where = f"{source}: " if source is not None else ""
     if batch < 1:
-        raise BnconvertError(f"--batch {batch}: must be at least 1")
-    _check_names(specs, input_shapes)
+        raise BnconvertError(f"{where}--batch {batch}: must be at least 1")
+    try:
+        _check_names(specs, input_shapes)
+        shapes = [resolve_shape(spec, batch=batch, given=(input_shapes or {}).get(spec.name)) for spec in specs]
+    except BnconvertError as exc:
+        raise BnconvertError(f"{where}{exc}") from None
+    total = 0
+    for spec, shape in zip(specs, shapes):
+        count = math.prod(shape)
+        total += count
+        if count > MAX_ELEMENTS or total > MAX_ELEMENTS:
+            which = f"input '{spec.name}' of shape {_shape_text(shape)}"
+            size = f"{count:,} elements" if count == total else f"{total:,} elements with the inputs before it"
+            raise BnconvertError(f"{where}{which} is too large for the check's random inputs ({size}, the limit is "
+                                 f"{MAX_ELEMENTS:,}); {advice}")
     low, high = value_range
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
-    for spec in specs:
-        shape = resolve_shape(spec, batch=batch, given=(input_shapes or {}).get(spec.name))
+    for spec, shape in zip(specs, shapes):
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
             feeds[spec.name] = rng.uniform(low, high, shape).astype(dtype)
@@ -131,45 +165,112 @@ def random_inputs(
         elif dtype.kind == "b":
             feeds[spec.name] = rng.random(shape) < 0.5
         else:
-            raise BnconvertError(f"input {spec.describe()}: cannot make random data of dtype {spec.dtype}; pass --inputs")
+            raise BnconvertError(f"{where}input {spec.describe()}: cannot make random data of dtype {spec.dtype}; pass --inputs")
     return feeds
 
 
-def _read(path: Path) -> dict[str, np.ndarray]:
+def _npy(fh: IO[bytes], available: int, label: str) -> Callable[[], np.ndarray]:
+    """Check one ``.npy`` stream's header against the ``available`` bytes (file or zip member size)
+    and return the function that reads its data: nothing is allocated for a header that lies."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise FormatError(f"{label}: .npy format version {version[0]}.{version[1]} is not supported (1.0 and 2.0 are)")
+    if dtype.hasobject or dtype.kind not in "biufc":
+        raise FormatError(f"{label}: holds an array of dtype {dtype}, not numbers (object arrays are never unpickled)")
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:
+        raise FormatError(f"{label}: an array of shape {_shape_text(shape)} ({count:,} elements) is above the limit "
+                          f"of {MAX_ELEMENTS:,} for inputs")
+    nbytes = count * dtype.itemsize
+    header = fh.tell()
+    if nbytes > available - header:
+        raise FormatError(f"{label}: the header declares shape {_shape_text(shape)} {dtype} ({nbytes:,} bytes) but "
+                          f"{max(available - header, 0):,} bytes follow it (truncated or damaged)")
+
+    def read() -> np.ndarray:
+        buf = bytearray(nbytes)
+        view, got = memoryview(buf), 0
+        while got < nbytes:
+            n = fh.readinto(view[got:])  # type: ignore[attr-defined]
+            if not n:
+                raise FormatError(f"{label}: the data ends after {got:,} of {nbytes:,} bytes (truncated)")
+            got += n
+        return np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+    return read
+
+
+def _read(path: Path, wanted: Callable[[list[str]], list[str]]) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npy`` (named ``""``) or ``.npz`` that ``wanted`` picks from the names the
+    file holds; the format is sniffed from the bytes, every header is checked before reading."""
     try:
-        if path.suffix.lower() == ".npy":
-            return {"": np.load(path, allow_pickle=False)}
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                return {"": np.asarray(data)}
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise FormatError(f"{path}: cannot read inputs ({exc})") from None
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(6)
+            fh.seek(0)
+            if head == b"\x93NUMPY":
+                return {"": _npy(fh, size, str(path))()}
+            if not head.startswith(b"PK"):
+                raise FormatError(f"{path}: cannot read inputs (neither .npy nor .npz)")
+            with zipfile.ZipFile(fh) as zf:
+                members = {info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")}
+                out = {}
+                for name in wanted(list(members)):
+                    info = members[name]
+                    with zf.open(info) as member:
+                        out[name] = _npy(member, info.file_size, f"{path}: array '{name}'")()
+                return out
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
+        # the bytes are damaged (numpy raises ValueError for a bad header, zipfile its own kinds)
+        text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise FormatError(f"{path}: cannot read inputs ({text})") from None
 
 
 def load_inputs(path: str | os.PathLike[str], specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
     """Real data from ``.npz`` (arrays named like the inputs; or ``arr_0..`` in input order;
     or, for one input, an array ``x`` or the only array) or ``.npy`` (one input).
 
-    Arrays are cast to the input's dtype and checked against its fixed dimensions.
+    Arrays are cast to the input's dtype and checked against its fixed dimensions; only the
+    arrays used are read, each after its header was checked against the bytes that hold it.
     """
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise FormatError(f"{p}: is a folder, not an inputs file")
+    if not p.exists():
         raise FormatError(f"{p}: no such inputs file")
-    arrays = _read(p)
+    if not p.is_file():  # a FIFO or a device would block or never end
+        raise FormatError(f"{p}: not a regular file")
     names = [s.name for s in specs]
-    if all(n in arrays for n in names):
-        chosen = {n: arrays[n] for n in names}
-    elif len(specs) == 1 and (len(arrays) == 1 or "x" in arrays):
-        chosen = {names[0]: arrays["x"] if "x" in arrays else next(iter(arrays.values()))}
-    elif [f"arr_{i}" for i in range(len(names))] == sorted(k for k in arrays if k.startswith("arr_"))[: len(names)]:
-        chosen = {n: arrays[f"arr_{i}"] for i, n in enumerate(names)}
-    else:
-        missing = [n for n in names if n not in arrays]
-        raise BnconvertError(f"{p}: no array for inputs {missing} (file holds {sorted(arrays)})")
+    chosen: dict[str, str] = {}  # input name -> array name in the file
+
+    def wanted(held: list[str]) -> list[str]:
+        if all(n in held for n in names):
+            chosen.update({n: n for n in names})
+        elif len(specs) == 1 and (len(held) == 1 or "x" in held):
+            chosen[names[0]] = "x" if "x" in held else held[0]
+        elif [f"arr_{i}" for i in range(len(names))] == sorted(k for k in held if k.startswith("arr_"))[: len(names)]:
+            chosen.update({n: f"arr_{i}" for i, n in enumerate(names)})
+        else:
+            missing = [n for n in names if n not in held]
+            raise BnconvertError(f"{p}: no array for inputs {missing} (file holds {sorted(held)})")
+        return list(dict.fromkeys(chosen.values()))
+
+    arrays = _read(p, wanted)
+    if "" in arrays:  # an .npy: one array
+        wanted([""])
+    total = sum(a.size for a in arrays.values())
+    if total > MAX_ELEMENTS:
+        raise FormatError(f"{p}: the arrays hold {total:,} elements together, above the limit of {MAX_ELEMENTS:,} for inputs")
     feeds = {}
     for spec in specs:
-        value = np.asarray(chosen[spec.name])
-        resolve_shape(spec, given=value.shape, what=f"the array in {p.name}")  # raises, naming the input
+        value = arrays[chosen[spec.name]]
+        try:
+            resolve_shape(spec, given=value.shape, what=f"the array in {p.name}")  # raises, naming the input
+        except BnconvertError as exc:
+            raise BnconvertError(f"{p}: {exc}") from None
         feeds[spec.name] = value.astype(np.dtype(spec.dtype), copy=False)
     return feeds

@@ -166,7 +166,8 @@ def verify(
         feeds_a = load_inputs(inputs, binding.specs)
         source = f"file {Path(inputs).name}"
     else:
-        feeds_a = random_inputs(binding.specs, seed=seed, batch=batch, value_range=value_range, input_shapes=input_shapes)
+        feeds_a = random_inputs(binding.specs, seed=seed, batch=batch, value_range=value_range, input_shapes=input_shapes,
+                                source=a_path, advice="give --inputs, or a smaller --batch or --input-shape")
         source = f"uniform [{value_range[0]:g}, {value_range[1]:g}) from seed {seed}"
     comparison, feeds_b = run_pair(ra, rb, binding, feeds_a, atol=atol, rtol=rtol)
     located = None
@@ -198,7 +199,7 @@ def _check(
     binding = bind_inputs(ref.input_specs(), cand.input_specs())
     specs, fill_notes = fill_dynamic(binding.specs, batch)
     binding.specs = specs
-    feeds = random_inputs(specs, seed=seed, batch=batch)
+    feeds = random_inputs(specs, seed=seed, batch=batch, source=original)
     outputs = None
     if ahead is not None and ahead.feeds.keys() == feeds.keys() and all(
         np.array_equal(ahead.feeds[k], feeds[k]) for k in feeds
@@ -333,7 +334,7 @@ class ReferenceAhead:
             runner = ExportRunner(self.path, model=self._handed.pop())
             _release(runner)
             specs, _ = fill_dynamic(runner.input_specs(), self.batch)
-            feeds = random_inputs(specs, seed=self.seed, batch=self.batch)
+            feeds = random_inputs(specs, seed=self.seed, batch=self.batch, source=self.path)
             self._done = _Done(runner, self.notes, feeds, runner.infer(feeds))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
             self._error = exc

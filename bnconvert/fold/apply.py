@@ -27,7 +27,7 @@ import numpy as np
 from ..bn import bn_params
 from ..errors import FoldError
 from ..model import Layer, Model, TensorRef
-from .kernels import fold_backward, fold_forward, stays_bn_weights
+from .kernels import FoldOverflow, fold_backward, fold_forward, stays_bn_weights
 from .plan import IDENTITIES, FoldDecision, plan_folds
 
 __all__ = ["fold_model", "FoldReport", "BNOutcome"]
@@ -118,15 +118,17 @@ def _max_abs(a: np.ndarray | None) -> float | None:
 def fold_model(model: Model) -> tuple[Model, FoldReport]:
     """A new model with every foldable BN folded, and the report of what happened.
 
-    Raises :class:`~bnconvert.errors.FoldError` when a BN that would fold has NaN/Inf
-    parameters or a non-positive ``var + eps`` (nothing is folded then).
+    Raises :class:`~bnconvert.errors.FoldError`, naming the file and the layers, when a BN that
+    would fold has NaN/Inf parameters or a non-positive ``var + eps``, or when folding gives
+    weights beyond their dtype (a huge gamma over a tiny variance); nothing is folded then.
     """
+    where = _where(model)
     decisions = plan_folds(model)
     blocked = [d for d in decisions if d.blocked]
     if blocked:
         names = ", ".join(f"'{d.path}'" for d in blocked[:5]) + (" ..." if len(blocked) > 5 else "")
         raise FoldError(
-            f"{len(blocked)} BatchNormalization layer(s) that would fold have NaN/Inf parameters or "
+            f"{where}: {len(blocked)} BatchNormalization layer(s) that would fold have NaN/Inf parameters or "
             f"variance + epsilon <= 0: {names}; refusing to fold"
         )
     source = model.source
@@ -140,21 +142,35 @@ def fold_model(model: Model) -> tuple[Model, FoldReport]:
     by_scope: dict[str, list[FoldDecision]] = defaultdict(list)
     for d in decisions:
         by_scope[d.scope].append(d)
-    return _fold_scope(model, "", by_scope, report), report
+    return _fold_scope(model, "", by_scope, report, where), report
 
 
-def _fold_scope(model: Model, scope: str, by_scope: dict[str, list[FoldDecision]], report: FoldReport) -> Model:
+def _where(model: Model) -> str:
+    """What a message names: the file the model was read from, else the model."""
+    return model.source.path if model.source is not None and model.source.path else f"model '{model.name}'"
+
+
+def _fold_scope(model: Model, scope: str, by_scope: dict[str, list[FoldDecision]], report: FoldReport,
+                where: str) -> Model:
     layers = {layer.name: layer.copy() for layer in model.layers}
     for layer in layers.values():
         if layer.model is not None:
-            layer.model = _fold_scope(layer.model, f"{scope}{layer.name}/", by_scope, report)
+            layer.model = _fold_scope(layer.model, f"{scope}{layer.name}/", by_scope, report, where)
     removed: set[str] = set()
     for d in by_scope.get(scope, []):
-        if d.action in ("backward", "forward"):
-            target = layers[d.target]
-            _rewrite(target, d, scope, report)
-        elif d.action == "stays" and d.absorbed:
-            _carry(layers[d.bn], d, scope, report)
+        try:
+            if d.action in ("backward", "forward"):
+                _rewrite(layers[d.target], d, scope, report)
+            elif d.action == "stays" and d.absorbed:
+                _carry(layers[d.bn], d, scope, report)
+        except FoldError as exc:
+            what = f"'{d.path}'" + (f" (with {', '.join(repr(scope + a) for a in d.absorbed)} merged into it)"
+                                    if d.absorbed else "")
+            if d.action in ("backward", "forward"):
+                what += f" into '{scope}{d.target}'"
+            if isinstance(exc, FoldOverflow):
+                raise FoldError(f"{where}: folding {what} {exc}; refused") from None
+            raise FoldError(f"{where}: folding {what}: {exc}") from None
         if d.folds:
             removed.add(d.bn)
     for layer in layers.values():
@@ -173,7 +189,7 @@ def _fold_scope(model: Model, scope: str, by_scope: dict[str, list[FoldDecision]
             ref = alias[ref]
             seen += 1
             if seen > len(alias):
-                raise FoldError(f"a cycle among removed layers at '{ref.layer}'")
+                raise FoldError(f"{where}: a cycle among removed layers at '{scope}{ref.layer}'")
         return ref
 
     kept = []

@@ -15,6 +15,11 @@ Forward fold (BN -> consumer), along the consumer's input-channel axis, exact fo
 
     W' = W * s          b' = b + sum over kernel and input of W * t
 
+:func:`fold_backward`, :func:`fold_forward` and :func:`stays_bn_weights` check every result to
+be finite in the dtype it is stored in: a huge gamma over a tiny variance can give ``s`` beyond
+float32 (``3.4e38``), and a folded kernel of Inf would be a broken model written without
+complaint (:class:`FoldOverflow`).
+
 Keras kernel layouts (the same for channels_last and channels_first):
 
 =====================================  =========================  ==============================
@@ -30,6 +35,8 @@ SeparableConv1D/2D                     depthwise ``(*k, C, dm)``, pointwise ``(*
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,6 +45,7 @@ from ..errors import FoldError
 
 __all__ = [
     "Affine",
+    "FoldOverflow",
     "compose",
     "fold_backward",
     "fold_forward",
@@ -58,8 +66,22 @@ __all__ = [
 Affine = tuple[np.ndarray, np.ndarray]
 
 
+class FoldOverflow(FoldError):
+    """A fold whose new weights do not fit their dtype (Inf/NaN after rounding). The message reads
+    on from "folding 'bn' into 'conv' ..." (the caller names the layers and the file)."""
+
+
 def _f64(a: Any) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
+
+
+def _finite(s: np.ndarray, *arrays: np.ndarray) -> None:
+    """FoldOverflow unless every array is finite (each already in the dtype it will be stored in)."""
+    for a in arrays:
+        if a is not None and a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            with np.errstate(invalid="ignore"):
+                biggest = float(np.max(np.abs(_f64(s)))) if np.size(s) else float("nan")
+            raise FoldOverflow(f"gives values beyond {a.dtype} (gamma/sqrt(var+eps) up to {biggest:.3g})")
 
 
 def _dtype(kernel: np.ndarray) -> np.dtype:
@@ -184,6 +206,19 @@ def _groups(config: dict[str, Any]) -> int:
     return int(config.get("groups", 1) or 1)
 
 
+def _checked(move: Callable[..., dict[str, np.ndarray]]) -> Callable[..., dict[str, np.ndarray]]:
+    """``move`` with numpy's overflow warnings off and its new arrays checked to be finite."""
+    @functools.wraps(move)
+    def run(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *,
+            config: dict[str, Any]) -> dict[str, np.ndarray]:
+        with np.errstate(over="ignore", invalid="ignore"):
+            w = move(class_name, weights, s, t, config=config)
+        _finite(s, *(w[k] for k in w if w[k] is not weights.get(k)))
+        return w
+    return run
+
+
+@_checked
 def fold_backward(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *, config: dict[str, Any]) -> dict[str, np.ndarray]:
     """New weights of a producer whose output goes through ``s*x + t`` (a bias is always returned)."""
     w = dict(weights)
@@ -202,6 +237,7 @@ def fold_backward(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray
     return w
 
 
+@_checked
 def fold_forward(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *, config: dict[str, Any]) -> dict[str, np.ndarray]:
     """New weights of a consumer whose input is ``s*x + t`` per input channel/unit."""
     w = dict(weights)
@@ -263,9 +299,11 @@ def stays_bn_weights(
     t = _f64(t).reshape(shape)
     dt = _dtype(weights["moving_variance"])
     out = dict(weights)
-    out["gamma"] = (s * np.sqrt(var + epsilon)).astype(dt)
-    out["beta"] = t.astype(dt)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out["gamma"] = (s * np.sqrt(var + epsilon)).astype(dt)
+        out["beta"] = t.astype(dt)
     out["moving_mean"] = np.zeros(shape, dtype=dt)
+    _finite(s, out["gamma"], out["beta"])
     return out
 
 

@@ -197,7 +197,10 @@ def to_onnx_parts(
     input_infos, tensors = _graph_inputs(b, model, nchw)
     b.reserve(_output_names(model))
     run = Run(builder=b, source=model.source, ops=op_index(model.source.config if model.source else None))
-    outs = run_model(run, model, tensors)
+    try:
+        outs = run_model(run, model, tensors)
+    except FormatError as exc:  # a handler refusing the file's values ("layer 'bn': NaN ..."): name the file
+        raise FormatError(f"{where}: {exc}") from None
     if run.problems:
         raise UnsupportedLayerError(format_problems(where, run.problems))
     output_infos = _graph_outputs(b, model, outs, nchw, {i.name for i in input_infos})  # type: ignore[arg-type]

@@ -116,8 +116,10 @@ def _bn_problems(layer: Layer, input_shape: tuple[Dim, ...] | None) -> list[str]
     rank = len(input_shape)
     if not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
         return [f"config 'axis' is {axis!r}, not an axis"]
+    if layer.config.get("virtual_batch_size"):  # tf.keras saves the axes of its internal rank+1 view
+        axes = [a - 1 if a > 0 else a for a in axes]
     if any(not -rank <= a < rank for a in axes):
-        return []  # e.g. tf.keras virtual_batch_size counts axes of an internal rank+1 tensor
+        return [f"config 'axis' is {axis!r}, outside its rank-{rank} input {_show(input_shape)}"]
     dims = [_dim(input_shape[a]) for a in axes]
     if any(d is None for d in dims):
         return []

@@ -6,6 +6,11 @@ pooling, reshaping, the input layer), on the config in the Keras 2/3 vocabulary,
 damaged config becomes one FormatError naming the layer and the field instead of a crash deep in
 folding or export. A field that is absent keeps Keras' default and is not checked here (the
 weight checks in :mod:`.consistency` report what a missing ``filters`` or ``units`` means).
+
+Integers are bounded (below ``2**31``: what ONNX attributes, numpy shapes and every runtime accept
+without overflow) and axes lie within the largest rank a config can describe; whether an axis
+lies within the rank of the layer's actual input is checked where the shapes are known
+(:mod:`.consistency`). Each rule carries the words the message uses for what was expected.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ __all__ = ["check_fields"]
 
 Check = Callable[[Any], bool]
 _SHOWN = 5
+#: integers in a config (sizes, strides, units, dimensions) stay below this
+MAX_INT = 2**31
+#: axes are within this rank (an input shape has at most 8 dimensions; a layer can add one)
+MAX_RANK = 9
 
 
 def _int(v: Any) -> bool:
@@ -38,7 +47,11 @@ def _as_int(v: Any) -> Any:
 
 
 def _pos_int(v: Any) -> bool:
-    return _int(v) and v > 0
+    return _int(v) and 0 < v < MAX_INT
+
+
+def _nonneg_int(v: Any) -> bool:
+    return _int(v) and 0 <= v < MAX_INT
 
 
 def _pos_ints(v: Any) -> bool:
@@ -46,7 +59,10 @@ def _pos_ints(v: Any) -> bool:
 
 
 def _opt(check: Check) -> Check:
-    return lambda v: v is None or check(v)
+    def optional(v: Any) -> bool:
+        return v is None or check(v)
+    optional.want = getattr(check, "want", "")  # type: ignore[attr-defined]
+    return optional
 
 
 def _bool(v: Any) -> bool:
@@ -65,8 +81,12 @@ def _one_of(*words: Any) -> Check:
     return lambda v: v in words
 
 
+def _one_axis(v: Any) -> bool:
+    return _int(v) and -MAX_RANK <= v <= MAX_RANK  # MAX_RANK itself: tf.keras' virtual-batch shift
+
+
 def _axis(v: Any) -> bool:
-    return _int(v) or (isinstance(v, (list, tuple)) and 0 < len(v) <= 8 and all(_int(x) for x in v))
+    return _one_axis(v) or (isinstance(v, (list, tuple)) and 0 < len(v) <= 8 and all(_one_axis(x) for x in v))
 
 
 def _activation(v: Any) -> bool:
@@ -74,11 +94,11 @@ def _activation(v: Any) -> bool:
 
 
 def _shape(v: Any) -> bool:
-    return isinstance(v, (list, tuple)) and 0 < len(v) <= 8 and all(x is None or (_int(x) and x >= 0) for x in v)
+    return isinstance(v, (list, tuple)) and 0 < len(v) <= 8 and all(x is None or _nonneg_int(x) for x in v)
 
 
 def _target_shape(v: Any) -> bool:
-    return (isinstance(v, (list, tuple)) and 0 < len(v) <= 8 and all(_int(x) and (x > 0 or x == -1) for x in v)
+    return (isinstance(v, (list, tuple)) and 0 < len(v) <= 8 and all(_pos_int(x) or x == -1 for x in v)
             and sum(1 for x in v if x == -1) <= 1)
 
 
@@ -90,13 +110,38 @@ def _dims(v: Any) -> bool:
 def _amounts(v: Any) -> bool:
     """ZeroPadding/Cropping: an int, a list of ints, or a list of (before, after) pairs; all >= 0."""
     def ok(x: Any) -> bool:
-        pair = isinstance(x, (list, tuple)) and len(x) == 2 and all(_int(y) and y >= 0 for y in x)
-        return (_int(x) and x >= 0) or pair
+        pair = isinstance(x, (list, tuple)) and len(x) == 2 and all(_nonneg_int(y) for y in x)
+        return _nonneg_int(x) or pair
     return ok(v) or (isinstance(v, (list, tuple)) and 0 < len(v) <= 3 and all(ok(x) for x in v))
 
 
+def _wants(**texts: str) -> None:
+    """What each check expects, in the words of the message (``config 'strides' is ..., expected ...``)."""
+    for name, text in texts.items():
+        globals()[name].want = text
+
+
+_wants(
+    _pos_int="a positive integer below 2**31",
+    _pos_ints="positive integers below 2**31",
+    _axis=f"an axis from -{MAX_RANK} to {MAX_RANK}",
+    _one_axis=f"an axis from -{MAX_RANK} to {MAX_RANK}",
+    _shape="up to 8 dimensions, each null or an integer from 0 to 2**31 - 1",
+    _target_shape="up to 8 positive integers below 2**31, at most one -1",
+    _dims="a permutation of 1..rank",
+    _amounts="integers from 0 to 2**31 - 1",
+    _finite_nonneg="a finite number >= 0",
+    _number="a finite number",
+    _bool="true or false",
+)
 _PADDING = _one_of("valid", "same", "causal", "full")
 _FORMAT = _one_of(None, "channels_last", "channels_first")
+#: set by the Keras 1 reader (which already refused other modes): a later file cannot smuggle one in
+def _keras1_mode(v: Any) -> bool:
+    return _int(v) and v in (0, 1, 2)
+
+
+_keras1_mode.want = "0, 1 or 2 (the Keras 1 BatchNormalization modes)"  # type: ignore[attr-defined]
 _CONV = {
     "kernel_size": _pos_ints, "strides": _pos_ints, "dilation_rate": _pos_ints, "padding": _PADDING,
     "data_format": _FORMAT, "use_bias": _bool, "activation": _activation, "groups": _pos_int,
@@ -106,12 +151,13 @@ _POOL = {"pool_size": _pos_ints, "strides": _opt(_pos_ints), "padding": _PADDING
 _FIELDS: dict[str, dict[str, Check]] = {
     "Dense": {"units": _pos_int, "use_bias": _bool, "activation": _activation},
     "BatchNormalization": {"axis": _opt(_axis), "epsilon": _opt(_finite_nonneg), "center": _bool, "scale": _bool,
-                           "momentum": _opt(_number), "virtual_batch_size": _opt(_pos_int), "renorm": _bool},
+                           "momentum": _opt(_number), "virtual_batch_size": _opt(_pos_int), "renorm": _bool,
+                           "keras1_mode": _keras1_mode},
     "InputLayer": {"batch_shape": _opt(_shape), "batch_input_shape": _opt(_shape)},
     "Reshape": {"target_shape": _target_shape},
     "Permute": {"dims": _dims},
     "RepeatVector": {"n": _pos_int},
-    "Concatenate": {"axis": _int},
+    "Concatenate": {"axis": _one_axis},
     "Activation": {"activation": _activation},
     "Flatten": {"data_format": _FORMAT},
 }
@@ -148,7 +194,9 @@ def _problems(model: Model, prefix: str, out: list[str]) -> None:
             if not check(value) and check(_as_int(value)):
                 layer.config[key] = value = _as_int(value)
             if not check(value):
-                out.append(f"layer '{prefix}{layer.name}' ({layer.source_class}): config '{key}' is {_show(layer.config[key])}")
+                want = getattr(check, "want", "")
+                out.append(f"layer '{prefix}{layer.name}' ({layer.source_class}): config '{key}' is {_show(layer.config[key])}"
+                           + (f", expected {want}" if want else ""))
 
 
 def check_fields(model: Model) -> None:

@@ -74,6 +74,21 @@ _SAME_CLASS = {
 }
 
 
+class _BadField(Exception):
+    """A Keras 1 config value no Keras 1 could have written; becomes a FormatError naming the layer."""
+
+
+def _bn_mode(mode: Any) -> int:
+    """Keras 1 BatchNormalization ``mode``: 0 (feature-wise), 1 (per sample) or 2 (batch
+    statistics); anything else is not a Keras 1 file (Keras 1 itself raised on other modes)."""
+    if isinstance(mode, float) and mode.is_integer():
+        mode = int(mode)
+    if isinstance(mode, bool) or mode not in (0, 1, 2):
+        shown = repr(mode) if len(repr(mode)) <= 40 else repr(mode)[:37] + "..."
+        raise _BadField(f"config 'mode' is {shown}; Keras 1 BatchNormalization modes are 0, 1 and 2")
+    return int(mode)
+
+
 def upgrade_layer(class_name: str, cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """One Keras 1 layer ``(class_name, config)`` in the Keras 2 vocabulary."""
     out = _common(cfg)
@@ -163,7 +178,7 @@ def upgrade_layer(class_name: str, cfg: dict[str, Any]) -> tuple[str, dict[str, 
         return class_name, out
     if class_name == "BatchNormalization":
         out.update(axis=c.get("axis", -1), epsilon=c.get("epsilon", 1e-3), momentum=c.get("momentum", 0.99),
-                   center=True, scale=True, keras1_mode=int(c.get("mode", 0)))
+                   center=True, scale=True, keras1_mode=_bn_mode(c.get("mode", 0)))
         return class_name, out
     if class_name == "Merge":
         mode = c.get("mode", "sum")
@@ -216,6 +231,8 @@ def _upgrade_entry(entry: Any) -> dict[str, Any]:
     cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
     try:
         new_class, new_cfg = upgrade_layer(entry["class_name"], cfg)
+    except _BadField as exc:
+        raise FormatError(f"model_config: Keras 1 layer {_label(entry, cfg)}: {exc}") from None
     except KeyError as exc:
         raise FormatError(f"model_config: Keras 1 layer {_label(entry, cfg)} has no {exc} field") from None
     except (TypeError, ValueError, AttributeError, IndexError) as exc:

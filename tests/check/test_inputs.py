@@ -74,7 +74,7 @@ def test_load_inputs_by_name_position_and_npy(tmp_path: Path) -> None:
 
 def test_load_inputs_errors_name_the_input(tmp_path: Path) -> None:
     np.savez(tmp_path / "bad.npz", image=np.zeros((2, 4, 4, 2)), ids=np.zeros((2, 5)))
-    with pytest.raises(BnconvertError, match=r"input 'image'.*bad.npz sets axis 3 to 2"):
+    with pytest.raises(BnconvertError, match=r"bad\.npz: input .image.*bad\.npz sets axis 3 to 2"):
         load_inputs(tmp_path / "bad.npz", SPECS)
     np.savez(tmp_path / "missing.npz", image=np.zeros((2, 4, 4, 3)))
     with pytest.raises(BnconvertError, match=r"no array for inputs \['ids'\]"):

@@ -63,6 +63,8 @@ def batch_norm(b: Builder, call: Call) -> list[Tensor]:
     if not all(np.all(np.isfinite(a)) for a in arrays):
         raise FormatError(f"layer {call.layer.label}: NaN or Inf in its parameters; export refuses it")
     x, rank = call.x, call.x.rank
+    if any(not -rank <= a < rank for a in p.axis):
+        raise FormatError(f"layer {call.layer.label}: config 'axis' is {list(p.axis)}, outside its rank-{rank} input")
     axes = sorted(a % rank for a in _real_axes(p.axis, call))
     perm, xn = b.native(x)
     if p.mode == 1:
@@ -80,6 +82,11 @@ def batch_norm(b: Builder, call: Call) -> list[Tensor]:
         f32 = [b.const(f"{call.name}/{w}", v.astype(np.float32)) for w, v in
                (("gamma", p.gamma), ("beta", p.beta), ("moving_mean", p.mean), ("moving_variance", p.variance))]
         return [b.tensor(call.out_shape, perm, b.node("BatchNormalization", [xn, *f32], name=call.name, epsilon=p.epsilon))]
+    with np.errstate(over="ignore", invalid="ignore"):
+        beyond = not all(np.all(np.isfinite(v.astype(np.float32))) for v in (p.fold_scale, p.fold_shift))
+    if beyond:
+        raise FormatError(f"layer {call.layer.label}: its scale gamma/sqrt(var+eps) and shift (up to "
+                          f"{float(np.max(np.abs(p.fold_scale))):.3g}) are beyond float32; export refuses it")
     y = _affine_tail(b, call, xn, p.fold_scale, p.fold_shift, rank, axes, perm, x.shape, labels=("scale", "shift"))
     return [b.tensor(call.out_shape, perm, y)]
 
