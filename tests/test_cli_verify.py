@@ -175,5 +175,5 @@ def test_verify_model_h5_against_its_export(stem: str, tmp_path: Path) -> None:
     proc = run_cli("verify", str(src), str(onnx_file), "--batch", "2", "--json")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     report = json.loads(proc.stdout)
-    expected = "bnconvert-export" if stem.startswith("k1_") else "keras"
+    expected = "reference" if stem.startswith("k1_") else "keras"
     assert report["a"]["kind"] == expected and report["comparison"]["normalized_error"] < 1e-5

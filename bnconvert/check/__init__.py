@@ -4,7 +4,8 @@
   (``bnconvert verify A B``), Polygraphy's element rule and defaults (atol = rtol = 1e-5, an
   element fails only when it exceeds both), with ``locate`` to name the first diverging layer.
 - :func:`check_written` / :func:`check_export`: the checks ``fold`` and ``export`` run on what
-  they wrote, against Keras when TensorFlow is installed, else bnconvert's unfolded ONNX export.
+  they wrote, against Keras when TensorFlow is installed, else bnconvert's float64 reference
+  (:class:`ReferenceRunner`: the model in numpy from the layer catalog, no ONNX involved).
 
 Runners (``runners``, ``keras_runner``) share one call, ``infer(feeds) -> outputs``; the
 comparison (``compare``) knows nothing about them. TensorFlow is imported only by the Keras runner.
@@ -16,6 +17,7 @@ from .compare import CompareResult, DiffStats, OutputComparison, compare_arrays,
 from .inputs import InputSpec, load_inputs, parse_input_shapes, parse_range, random_inputs
 from .keras_runner import KerasRunner
 from .locate import LayerDiff, LocateResult, locate_divergence
+from .reference import ReferenceRunner
 from .results import EXPORT_TOLERANCE, FOLD_TOLERANCE, CheckResult, VerifyResult
 from .runners import ExportRunner, OnnxRunner, Runner, RunnerUnavailable
 from .verify import check_export, check_written, file_kind, open_runner, verify
@@ -47,6 +49,7 @@ __all__ = [
     "Runner",
     "OnnxRunner",
     "ExportRunner",
+    "ReferenceRunner",
     "KerasRunner",
     "RunnerUnavailable",
 ]

@@ -46,7 +46,9 @@ def layout_options(ref: Dims, other: Dims) -> list[str | None]:
     if len(ref) >= 3 and len(other) == len(ref):
         for kind in (LAST_TO_FIRST, FIRST_TO_LAST):
             moved = [ref[i] for i in permutation(kind, len(ref))]
-            if compatible(moved, other) and list(moved) != list(ref):
+            # a shape that reads the same both ways (C == H == W) keeps the transpose as an option:
+            # the caller tries each (an NCHW tensor of an 8x8x8 image is not its NHWC self)
+            if compatible(moved, other):
                 options.append(kind)
     return options
 

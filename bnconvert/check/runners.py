@@ -2,12 +2,15 @@
 
 ``infer(feeds: dict[str, ndarray]) -> dict[str, ndarray]`` runs the model on named inputs and
 returns named outputs; ``input_specs()`` says what to feed; ``layer_outputs(feeds, names)``
-returns intermediate tensors for ``--locate``. Three runners (Polygraphy's backend split):
+returns intermediate tensors for ``--locate``. Four runners (Polygraphy's backend split):
 
 - :class:`OnnxRunner`: onnxruntime on CPU, graph optimisations **off** by default (at its basic
   level ORT folds Conv+BN and MatMul+BN itself, and the check would then prove nothing).
+- :class:`~bnconvert.check.reference.ReferenceRunner` (kind ``"reference"``): the model run in
+  float64 numpy from the layer catalog, independent of the ONNX export: the reference when
+  TensorFlow is absent or cannot load the file.
 - :class:`ExportRunner`: bnconvert's own *unfolded* ONNX export of a Keras file, run by an
-  :class:`OnnxRunner`: the reference when TensorFlow is absent or cannot load the file.
+  :class:`OnnxRunner` (a diagnostic: it shares the layer handlers with what it would check).
 - :class:`~bnconvert.check.keras_runner.KerasRunner`: the real Keras (in its own module, since it
   is the only one that imports TensorFlow, lazily).
 """
@@ -50,7 +53,7 @@ class RunnerUnavailable(BnconvertError):
 class Runner(ABC):
     """A model that can be run: feeds in, named outputs back."""
 
-    #: short kind for reports: "keras", "onnxruntime" or "bnconvert-export"
+    #: short kind for reports: "keras", "reference", "onnxruntime" or "bnconvert-export"
     kind: str = ""
     path: str = ""
 

@@ -1,8 +1,8 @@
 """``verify`` (any two models) and the checks fold and export run on what they wrote.
 
 A side is a Keras file (run by Keras when TensorFlow is installed and a current Keras loads the
-file, else by bnconvert's unfolded ONNX export in onnxruntime) or an ONNX file (onnxruntime,
-optimisations off). Both sides get the same inputs; B's inputs and outputs are transposed when
+file, else by bnconvert's float64 reference: the model executed in numpy from the layer catalog,
+independent of the ONNX export) or an ONNX file (onnxruntime, optimisations off). Both sides get the same inputs; B's inputs and outputs are transposed when
 it holds NCHW where A holds channels_last (``--nchw`` exports).
 """
 
@@ -25,12 +25,19 @@ from .inputs import load_inputs, random_inputs
 from .keras_runner import INSTALL_HINT, KerasLoadError, KerasRunner, keras_available, keras_module_for
 from .pairing import bind_inputs, fill_dynamic, run_pair
 from .results import EXPORT_TOLERANCE, FOLD_TOLERANCE, CheckResult, VerifyResult
+from .reference import ReferenceRunner
 from .runners import ExportRunner, OnnxRunner, Runner, RunnerUnavailable
 
 __all__ = [
     "verify", "check_written", "check_export", "start_reference", "ReferenceAhead", "open_runner", "file_kind",
-    "reading_options",
+    "reading_options", "REFERENCES",
 ]
+
+#: what ``verify --reference`` accepts: Keras only, the float64 reference only, or Keras when it
+#: can run the file and the float64 reference otherwise
+REFERENCES = ("auto", "keras", "float64")
+_FLOAT64 = "bnconvert's float64 reference"
+
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +106,9 @@ def _keras_choice(path: str | os.PathLike[str], model: Model, use_keras: bool) -
     if not use_keras:
         return False, []
     if module is None:
-        return False, [f"{Path(path).name}: a Keras 1 file loads in no current Keras; it runs as bnconvert's unfolded ONNX export"]
+        return False, [f"{Path(path).name}: a Keras 1 file loads in no current Keras; it runs in {_FLOAT64}"]
     if not keras_available(module):
-        return False, [f"{Path(path).name}: TensorFlow/{module} not installed ({INSTALL_HINT}); it runs as bnconvert's unfolded ONNX export"]
+        return False, [f"{Path(path).name}: TensorFlow/{module} not installed ({INSTALL_HINT}); it runs in {_FLOAT64}"]
     return True, []
 
 
@@ -112,25 +119,34 @@ def open_runner(
     ort_optimize: bool = False,
     use_keras: bool = True,
     model: Model | None = None,
+    reference: str = "auto",
 ) -> tuple[Runner, list[str]]:
     """The runner for one side, and notes on how it was chosen.
 
     ONNX files run in onnxruntime. Keras files run in Keras when ``use_keras``, TensorFlow is
-    installed and a current Keras loads them; otherwise in bnconvert's unfolded export.
+    installed and a current Keras loads them; otherwise in bnconvert's float64 reference.
+    ``reference``: ``"auto"`` (that choice), ``"keras"`` (Keras or a RunnerUnavailable error),
+    ``"float64"`` (the float64 reference even when Keras could run the file).
     ``model`` is the Keras file already read with ``load_options`` (it is not read again).
     """
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, not {reference!r}")
     if model is None and file_kind(path) == "onnx":
         return OnnxRunner(path, optimize=ort_optimize), []
     load_options = reading_options(path, load_options)
     if model is None:
         model = _load(path, load_options)
-    in_keras, notes = _keras_choice(path, model, use_keras)
+    in_keras, notes = _keras_choice(path, model, use_keras and reference != "float64")
+    if reference == "keras" and not in_keras:
+        raise RunnerUnavailable(f"{path}: --reference keras, but " + (notes[0].split("; it runs")[0] if notes else "Keras is not used"))
     if in_keras:
         try:
             return KerasRunner(path, model=model, load_options=load_options), notes
         except RunnerUnavailable as exc:
-            notes.append(f"{exc}; it runs as bnconvert's unfolded ONNX export instead")
-    return ExportRunner(path, model=model), notes
+            if reference == "keras":
+                raise
+            notes.append(f"{exc}; it runs in {_FLOAT64} instead")
+    return ReferenceRunner(path, model=model), notes
 
 
 # ------------------------------------------------------------------------------------- verify
@@ -148,6 +164,7 @@ def verify(
     locate: bool = False,
     load_options: Mapping[str, Any] | None = None,
     ort_optimize: bool = False,
+    reference: str = "auto",
 ) -> VerifyResult:
     """Run A (the reference) and B on the same inputs and compare every output.
 
@@ -156,10 +173,12 @@ def verify(
     with batch ``batch`` (dynamic dimensions from ``input_shapes``), or read from ``inputs``
     (``.npz``/``.npy``). With ``locate``, a failure is traced to the first layer whose output
     diverges. ``ort_optimize`` turns onnxruntime's graph optimisations on for ONNX files.
+    ``reference`` says what runs a Keras file: ``"auto"`` (Keras when it can, else bnconvert's
+    float64 reference), ``"keras"`` or ``"float64"`` (see :func:`open_runner`).
     """
     start = time.perf_counter()
-    ra, notes_a = open_runner(a_path, load_options=load_options, ort_optimize=ort_optimize)
-    rb, notes_b = open_runner(b_path, load_options=load_options, ort_optimize=ort_optimize)
+    ra, notes_a = open_runner(a_path, load_options=load_options, ort_optimize=ort_optimize, reference=reference)
+    rb, notes_b = open_runner(b_path, load_options=load_options, ort_optimize=ort_optimize, reference=reference)
     loaded = time.perf_counter()
     binding = bind_inputs(ra.input_specs(), rb.input_specs())
     if inputs is not None:
@@ -232,9 +251,9 @@ def check_written(
     """Compare a folded Keras file with the original it came from (the check ``fold`` runs).
 
     Reference: the original in Keras when TensorFlow is installed and a current Keras loads it,
-    else bnconvert's unfolded ONNX export of it. Checked: the written file in Keras when
-    TensorFlow is installed (a written file Keras cannot load fails the check), else its
-    export. Passes when max |ref - folded| / max |ref| <= :data:`FOLD_TOLERANCE` (1e-5).
+    else bnconvert's float64 reference of it. Checked: the written file in Keras when
+    TensorFlow is installed (a written file Keras cannot load fails the check), else the
+    written file as read back, run by the float64 reference. Passes when max |ref - folded| / max |ref| <= :data:`FOLD_TOLERANCE` (1e-5).
     ``load_options`` apply to reading the original (``running_std`` ...); ``original_model`` is
     the original already read with them (used instead of reading the file again).
     """
@@ -255,10 +274,10 @@ def check_written(
                 passed=False, message=f"the folded file does not load in Keras: {exc}", notes=notes, seed=seed, batch=batch,
             )
         except RunnerUnavailable as exc:
-            notes.append(f"{exc}; the folded file runs as bnconvert's export")
-            cand = ExportRunner(written, model=model)
+            notes.append(f"{exc}; the folded file runs in {_FLOAT64}")
+            cand = ReferenceRunner(written, model=model)
     else:
-        cand = ExportRunner(written, model=model)
+        cand = ReferenceRunner(written, model=model)
     del model
     _release(cand)
     return _check("fold", original, written, ref, cand, notes, tolerance=FOLD_TOLERANCE, seed=seed, batch=batch)
@@ -277,7 +296,7 @@ def check_export(
     """Compare an exported ONNX file with the Keras file it came from (the check ``export`` runs).
 
     Reference: the source in Keras when TensorFlow is installed and a current Keras loads it
-    (not Keras 1 files), else bnconvert's unfolded ONNX export of it. Passes when
+    (not Keras 1 files), else bnconvert's float64 reference of it. Passes when
     max |ref - onnx| / max |ref| <= :data:`EXPORT_TOLERANCE` (1e-4). ``original_model`` is the
     source already read with ``load_options`` (not read again); ``reference`` is that reference
     already started by :func:`start_reference` (same ``seed`` and ``batch``).
@@ -314,10 +333,10 @@ class _Done:
 class ReferenceAhead:
     """The TensorFlow-free reference of :func:`check_export`, built and run in a background thread.
 
-    What ``export`` starts right after reading, so that the unfolded export of the model is
-    converted, loaded into onnxruntime and run on the check's inputs while the main thread
-    folds and writes (onnxruntime and numpy release the GIL: the two overlap on a second
-    core). :meth:`result` waits for it and re-raises whatever it raised; leaving a ``with``
+    What ``export`` starts right after reading, so that the model as read is run by the float64
+    reference (:class:`~bnconvert.check.reference.ReferenceRunner`) on the check's inputs while
+    the main thread folds and writes (numpy's matrix products release the GIL: the two overlap
+    on a second core). :meth:`result` waits for it and re-raises whatever it raised; leaving a ``with``
     block waits too, so no work outlives the call that started it.
     """
 
@@ -331,7 +350,7 @@ class ReferenceAhead:
 
     def _work(self) -> None:
         try:
-            runner = ExportRunner(self.path, model=self._handed.pop())
+            runner = ReferenceRunner(self.path, model=self._handed.pop())
             _release(runner)
             specs, _ = fill_dynamic(runner.input_specs(), self.batch)
             feeds = random_inputs(specs, seed=self.seed, batch=self.batch, source=self.path)

@@ -16,8 +16,8 @@ __all__ = ["verify"]
 
 
 @click.command("verify")
-@click.argument("a", type=click.Path(dir_okay=False))
-@click.argument("b", type=click.Path(dir_okay=False))
+@click.argument("a", type=click.Path(readable=False))  # bnconvert checks them: one line
+@click.argument("b", type=click.Path(readable=False))
 @click.option("--atol", type=float, default=1e-5, show_default=True,
               help="Absolute tolerance. An element fails only when it exceeds both --atol and --rtol.")
 @click.option("--rtol", type=float, default=1e-5, show_default=True,
@@ -28,10 +28,13 @@ __all__ = ["verify"]
               help="Random inputs are uniform in [LOW, HIGH).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:DIMS",
               help="Whole shape of an input with dynamic dimensions, e.g. input_1:1x224x224x3 (repeatable).")
-@click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--inputs", "inputs_file", type=click.Path(readable=False), default=None,
               help="Real inputs instead of random ones: .npz (arrays named like the inputs) or .npy (one input).")
 @click.option("--locate", is_flag=True, help="When the outputs differ, name the first layer whose output diverges.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--reference", type=click.Choice(["auto", "keras", "float64"]), default="auto", show_default=True,
+              help="What runs a Keras file: Keras (needs TensorFlow), bnconvert's float64 reference (numpy, "
+                   "independent of the ONNX export), or auto: Keras when it can load the file, else float64.")
 @click.option("--ort-optimize", is_flag=True,
               help="Turn onnxruntime's graph optimisations on for ONNX files (off by default: ORT would fold BN itself).")
 @load_options
@@ -50,6 +53,7 @@ def verify(
     locate: bool,
     as_json: bool,
     ort_optimize: bool,
+    reference: str,
     config: str | None,
     running_std: str,
     flip_kernels: bool | None,
@@ -57,8 +61,9 @@ def verify(
     """Check that models A and B compute the same thing.
 
     A and B are any two of: a Keras file (any generation bnconvert reads), a folded Keras file, an
-    ONNX file. A is the reference. Keras files run in Keras when TensorFlow is installed, else as
-    bnconvert's unfolded ONNX export; ONNX files run in onnxruntime on CPU.
+    ONNX file. A is the reference. Keras files run in Keras when TensorFlow is installed, else in
+    bnconvert's float64 reference (numpy, independent of the ONNX export; --reference chooses);
+    ONNX files run in onnxruntime on CPU.
 
     Exit codes: 0 equivalent, 1 not equivalent, 2 bad input or usage.
     """
@@ -70,6 +75,7 @@ def verify(
         atol=atol, rtol=rtol, seed=seed, batch=batch, value_range=parse_range(value_range),
         input_shapes=parse_input_shapes(input_shapes), inputs=inputs_file, locate=locate,
         load_options=load_kwargs(config, running_std, flip_kernels), ort_optimize=ort_optimize,
+        reference=reference,
     )
     # the report's names are escaped where it is made; safe_lines catches anything else
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else safe_lines(result.summary()))

@@ -1,7 +1,7 @@
 """The built-in checks take the original model already read (``original_model``) instead of
 reading the file a second time: the TensorFlow-free reference is built from that model.
 
-A Keras 1 file makes the reference bnconvert's unfolded export even with TensorFlow installed
+A Keras 1 file makes the reference bnconvert's float64 reference even with TensorFlow installed
 (no current Keras loads it), so these tests need no subprocess.
 """
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from bnconvert.check import check_export, check_written
 from bnconvert.check.inputs import random_inputs
+from bnconvert.check.reference import ReferenceRunner
 from bnconvert.check.runners import ExportRunner
 from bnconvert.fold import fold_model
 from bnconvert.onnx import export_file
@@ -36,7 +37,7 @@ def test_check_export_uses_the_model_it_is_given(tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
     export_file(src, out, check=False)
     same = check_export(src, out, original_model=load(src))
-    assert same and same.reference_kind == "bnconvert-export"
+    assert same and same.reference_kind == "reference"
     assert check_export(src, out)  # reading the file again agrees
     altered = check_export(src, out, original_model=_altered(src))
     assert not altered and altered.error > 1e-3
@@ -49,7 +50,7 @@ def test_check_written_uses_the_model_it_is_given(tmp_path: Path) -> None:
     out = tmp_path / "folded.h5"
     write_model(folded, out, original=original)
     result = check_written(src, out, original_model=original)
-    assert result.reference_kind == "bnconvert-export" and result
+    assert result.reference_kind == "reference" and result
     assert not check_written(src, out, original_model=_altered(src))
 
 
@@ -74,7 +75,7 @@ def test_export_runs_the_tensorflow_free_reference_ahead_once(tmp_path: Path, mo
     verify_mod = importlib.import_module("bnconvert.check.verify")  # the package exports a function of that name
 
     started, runs = [], []
-    real_start, real_infer = verify_mod.start_reference, ExportRunner.infer
+    real_start, real_infer = verify_mod.start_reference, ReferenceRunner.infer
 
     def start(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         ahead = real_start(*args, **kwargs)
@@ -86,10 +87,10 @@ def test_export_runs_the_tensorflow_free_reference_ahead_once(tmp_path: Path, mo
         return real_infer(self, feeds)
 
     monkeypatch.setattr(verify_mod, "start_reference", start)
-    monkeypatch.setattr(ExportRunner, "infer", infer)
+    monkeypatch.setattr(ReferenceRunner, "infer", infer)
     report = export_file(fixture_file("k1_tf_seq.h5"), tmp_path / "m.onnx")  # Keras 1: no Keras runs it
     assert started and started[0] is not None
-    assert report.check["reference"]["kind"] == "bnconvert-export" and "passed" in report.check_summary
+    assert report.check["reference"]["kind"] == "reference" and "passed" in report.check_summary
     assert len(runs) == 1  # the outputs computed ahead were the ones compared
     assert not started[0]._thread.is_alive()
 
@@ -98,7 +99,7 @@ def test_an_error_in_the_reference_ahead_reaches_the_caller_and_nothing_is_writt
     def broken(self, feeds):  # noqa: ANN001, ANN202
         raise RuntimeError("reference exploded")
 
-    monkeypatch.setattr(ExportRunner, "infer", broken)
+    monkeypatch.setattr(ReferenceRunner, "infer", broken)
     out = tmp_path / "m.onnx"
     try:
         export_file(fixture_file("k1_tf_seq.h5"), out)

@@ -203,7 +203,7 @@ def test_export_runner_without_tensorflow() -> None:
         "print(json.dumps({'kind': r.kind, 'notes': notes, 'tf': sys.modules.get('tensorflow') is not None}))\n",
         str(fixture_file("k3_chain.keras")), no_tf=True,
     )
-    assert data["kind"] == "bnconvert-export" and not data["tf"]
+    assert data["kind"] == "reference" and not data["tf"]
     assert "pip install 'bnconvert[keras]'" in data["notes"][0]
 
 
@@ -212,11 +212,11 @@ def test_export_runner_without_tensorflow() -> None:
 def test_theano_keras2_file_is_not_run_by_tf_keras() -> None:
     """Keras 2 flipped Theano conv kernels on loading; tf_keras does not, so it computes another
     function (measured on this file: max |diff| / max |out| = 1.25 against the flipped reading).
-    The reference falls back to bnconvert's export, which flips."""
+    The reference falls back to bnconvert's float64 reference of the file as read (flipped)."""
     from bnconvert.check.verify import open_runner
 
     from ..conftest import corpus_file
 
     runner, notes = open_runner(corpus_file("KonduitAI__dl4j-test-resources__src_main_resources_modelimport_keras_weights_batch_to_conv2d_theano_2"))
-    assert runner.kind == "bnconvert-export"
+    assert runner.kind == "reference"
     assert "Theano backend" in notes[0] and "no reference" in notes[0]

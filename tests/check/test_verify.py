@@ -256,8 +256,8 @@ def test_wrong_keras1_running_std_fold_is_caught(no_tf: bool, tmp_path: Path) ->
     right, wrong = out["variance"], out["std"]
     assert right["passed"] and right["error"] < 1e-5 and right["truth_error"] < 1e-5
     assert not wrong["passed"] and wrong["error"] > 1e-2 and wrong["truth_error"] > 1e-2
-    assert right["reference"] == "bnconvert-export"  # no current Keras loads a Keras 1 file
-    assert right["checked"] == ("bnconvert-export" if no_tf else "keras")
+    assert right["reference"] == "reference"  # no current Keras loads a Keras 1 file: the float64 reference
+    assert right["checked"] == ("reference" if no_tf else "keras")
 
 
 def test_verify_cli_without_tensorflow_on_an_export(tmp_path: Path) -> None:
@@ -268,11 +268,11 @@ def test_verify_cli_without_tensorflow_on_an_export(tmp_path: Path) -> None:
     code = "from bnconvert.cli import main\nmain()\n"
     ok = run_python(code, "verify", str(fixture_file("k3_educba.keras")), str(good), no_tf=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "bnconvert's unfolded ONNX export" in ok.stdout and "EQUIVALENT" in ok.stdout
+    assert "bnconvert float64 reference" in ok.stdout and "EQUIVALENT" in ok.stdout
     failed = run_python(code, "verify", str(fixture_file("k3_educba.keras")), str(bad), "--locate", "--json", no_tf=True)
     assert failed.returncode == 1, failed.stderr
     report = json.loads(failed.stdout)
-    assert report["a"]["kind"] == "bnconvert-export" and report["locate"]["first"] == "dense"
+    assert report["a"]["kind"] == "reference" and report["locate"]["first"] == "dense"
 
 
 def _export_no_check(src: Path, dst: Path) -> Path:

@@ -1,0 +1,54 @@
+"""The layer catalog: one record per Keras class, with its inference semantics in float64 numpy.
+
+Layout, one module per family (mirroring :mod:`bnconvert.onnx.layers`): ``activations``,
+``conv``, ``dense``, ``merge``, ``misc`` (identities and scaling), ``normalization``,
+``pooling``, ``reshape``, ``spatial`` (padding, cropping, upsampling). Each declares its
+classes with :func:`~.record.defines`; :data:`CATALOG` is keyed by the same class names as the
+ONNX handler registry, and :mod:`.families` is the one list of family modules.
+
+Conventions every record follows, written once here:
+
+- **Float64 everywhere.** Inputs and weights are read as float64 and every function computes
+  and returns float64: the reference is exact to about 1e-15, so what a check measures is the
+  float32 rounding of the model under test, never the reference's.
+- **Keras' layout, as Keras computes it.** Tensors are batch-first, in the layout the Keras
+  model itself holds them: ``channels_last`` ``(N, *spatial, C)`` by default, ``channels_first``
+  ``(N, C, *spatial)`` for a layer whose config says so. A record that computes channels_last
+  internally (convolutions, pooling) moves the channel axis there and back; a layer's ``axis``
+  settings (BatchNormalization, Concatenate, Softmax ...) index the tensor as Keras holds it.
+  Flatten of a channels_first input flattens it channels_last, as Keras does.
+- **Kernel layouts (Keras', whatever the data format):** Dense ``(in, out)``; Conv1D/2D/3D
+  ``(*k, C_in/groups, filters)``; Conv*Transpose ``(*k, filters, C_in)``; DepthwiseConv
+  ``(*k, C, depth_multiplier)``, output channel ``c*dm + m``; SeparableConv depthwise
+  ``(*k, C, dm)`` then pointwise ``(*1, C*dm, filters)``.
+- **Convolution and pooling arithmetic is TensorFlow's**, which every Keras uses: cross-correlation,
+  ``same`` padding ``max((ceil(n/s)-1)*s + (k-1)*d + 1 - n, 0)`` with the odd pixel after,
+  ``causal`` padding ``(k-1)*d`` before; same-padded average pooling divides by the real pixels
+  of each window; transposed convolutions are the gradient of the convolution whose input has
+  Keras' output length (``output_padding`` included).
+- **Keras 1 semantics arrive upgraded.** The readers turn Keras 1 files into the Keras 2/3
+  vocabulary before the catalog sees them: class and argument names (``Convolution2D`` ->
+  ``Conv2D``, ``border_mode`` -> ``padding``), ``th`` kernels into Keras' layout, Theano kernels
+  flipped (true convolution -> cross-correlation), ``running_std`` into ``moving_variance``; a
+  Keras 1 BN mode stays in ``config["keras1_mode"]``. Functions that changed between
+  generations (``hard_sigmoid``, bilinear upsampling) read the generation from the
+  :class:`CallContext`.
+- **Inference only**: dropouts and noise are the identity; BatchNormalization uses its moving
+  statistics (except Keras 1 mode 2, which used the batch's, at inference too).
+
+Each record's ``call(layer, inputs, context) -> outputs`` is written from Keras' own source
+and documentation (Keras 3 ``keras/src/layers``, ``keras/src/ops``; tf.keras where it differs),
+never from bnconvert's ONNX handlers: that is what makes the float64 reference an independent
+check of the export. :mod:`bnconvert.check.reference` runs a whole model with it.
+"""
+
+from __future__ import annotations
+
+from .record import CATALOG, CallContext, LayerRecord, Semantics, catalog, defines, record_for
+
+__all__ = ["CATALOG", "CallContext", "LayerRecord", "Semantics", "catalog", "defines", "record_for", "classes"]
+
+
+def classes() -> list[str]:
+    """Every Keras class name the catalog describes, sorted."""
+    return sorted(catalog())

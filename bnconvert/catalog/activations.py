@@ -1,0 +1,190 @@
+"""Activation functions (by Keras name) and the activation layers, in float64.
+
+From ``keras/src/activations/activations.py`` (Keras 3) and ``tf_keras/activations.py``. One
+function differs by generation: ``hard_sigmoid`` is ``relu6(x + 3) / 6`` in Keras 3 and
+``clip(0.2 x + 0.5, 0, 1)`` in Keras 1/2 and tf.keras; :func:`activation` takes the generation
+from the call's context. ``leaky_relu`` as an activation *name* has Keras 3's slope 0.2; the
+``LeakyReLU`` layer defaults to 0.3 in every generation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnsupportedLayerError
+from ..model import Layer
+from .record import CallContext, defines
+from .util import axes_of, f64
+
+__all__ = ["ACTIVATIONS", "activation_name", "apply_activation", "softmax", "erf"]
+
+SELU_ALPHA = 1.67326324235437728481
+SELU_SCALE = 1.05070098735548049342
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, element-wise in float64 (scipy when present, else the standard library)."""
+    try:
+        from scipy.special import erf as scipy_erf
+    except ImportError:
+        return np.vectorize(math.erf, otypes=[np.float64])(x)
+    return scipy_erf(x)
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+def softmax(x: np.ndarray, axes: int | tuple[int, ...] = -1) -> np.ndarray:
+    e = np.exp(x - np.max(x, axis=axes, keepdims=True))
+    return e / np.sum(e, axis=axes, keepdims=True)
+
+
+def log_softmax(x: np.ndarray, axes: int | tuple[int, ...] = -1) -> np.ndarray:
+    shifted = x - np.max(x, axis=axes, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1 / (1 + exp(-x)), without overflow
+
+
+def _hard_sigmoid_k3(x: np.ndarray) -> np.ndarray:
+    return np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def _hard_sigmoid_k2(x: np.ndarray) -> np.ndarray:
+    return np.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+
+
+#: Keras activation name -> (x, generation) -> y
+ACTIVATIONS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "linear": lambda x, g: x,
+    "relu": lambda x, g: np.maximum(x, 0.0),
+    "relu6": lambda x, g: np.clip(x, 0.0, 6.0),
+    "sigmoid": lambda x, g: sigmoid(x),
+    "hard_sigmoid": lambda x, g: _hard_sigmoid_k3(x) if g >= 3 else _hard_sigmoid_k2(x),
+    "tanh": lambda x, g: np.tanh(x),
+    "softmax": lambda x, g: softmax(x, -1),
+    "log_softmax": lambda x, g: log_softmax(x, -1),
+    "silu": lambda x, g: x * sigmoid(x),
+    "swish": lambda x, g: x * sigmoid(x),
+    "hard_silu": lambda x, g: x * _hard_sigmoid_k3(x),
+    "hard_swish": lambda x, g: x * _hard_sigmoid_k3(x),
+    "gelu": lambda x, g: _gelu(x),
+    "gelu_approximate": lambda x, g: _gelu_tanh(x),
+    "elu": lambda x, g: elu(x, 1.0),
+    "selu": lambda x, g: SELU_SCALE * elu(x, SELU_ALPHA),
+    "celu": lambda x, g: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),  # alpha = 1
+    "softplus": lambda x, g: softplus(x),
+    "softsign": lambda x, g: x / (np.abs(x) + 1.0),
+    "exponential": lambda x, g: np.exp(x),
+    "leaky_relu": lambda x, g: np.where(x >= 0, x, 0.2 * x),
+    "mish": lambda x, g: x * np.tanh(softplus(x)),
+    "hard_tanh": lambda x, g: np.clip(x, -1.0, 1.0),
+    "log_sigmoid": lambda x, g: -softplus(-x),
+    "tanh_shrink": lambda x, g: x - np.tanh(x),
+}
+
+
+def activation_name(spec: Any) -> str | None:
+    """The Keras name of an ``activation`` config value: a string, Keras 3's serialized function
+    ``{"class_name": "function", "config": "relu"}`` (or ``{"name": "gelu", "approximate": True}``),
+    None for the identity. ``gelu_approximate`` is gelu with ``approximate=True``."""
+    if spec is None:
+        return "linear"
+    if isinstance(spec, str):
+        return "linear" if spec == "identity" else spec
+    if isinstance(spec, dict):
+        cfg = spec.get("config")
+        if isinstance(cfg, str):
+            name = cfg
+        elif isinstance(cfg, dict) and isinstance(cfg.get("name"), str):
+            name = cfg["name"]
+            if name == "gelu" and cfg.get("approximate"):
+                return "gelu_approximate"
+        else:
+            name = spec.get("class_name") if spec.get("class_name") not in ("function", None) else None
+        return "linear" if name == "identity" else name
+    return None
+
+
+def apply_activation(layer: Layer, x: np.ndarray, ctx: CallContext, spec: Any = None) -> np.ndarray:
+    """The layer's ``activation`` (or ``spec``) applied to ``x``."""
+    name = activation_name(layer.config.get("activation") if spec is None else spec)
+    fn = ACTIVATIONS.get(name or "")
+    if fn is None:
+        raise UnsupportedLayerError(f"layer {layer.label}: activation {name!r} has no float64 semantics")
+    return fn(x, ctx.generation)
+
+
+@defines("Activation")
+def activation_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    return [apply_activation(layer, f64(xs[0]), ctx)]
+
+
+@defines("ReLU")
+def relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """Keras' ``relu(x, negative_slope, max_value, threshold)``: x above the threshold (else 0),
+    clipped at max_value, minus ``slope * relu(threshold - x)``."""
+    c, x = layer.config, f64(xs[0])
+    slope = float(c.get("negative_slope") or 0.0)
+    threshold = float(c.get("threshold") or 0.0)
+    max_value = c.get("max_value")
+    y = np.where(x > threshold, x, 0.0)
+    if max_value is not None:
+        y = np.clip(y, 0.0, float(max_value))
+    if slope:
+        y = y - slope * np.maximum(threshold - x, 0.0)
+    return [y]
+
+
+@defines("LeakyReLU")
+def leaky_relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    c, x = layer.config, f64(xs[0])
+    slope = float(c.get("negative_slope", c.get("alpha", 0.3)))
+    return [np.where(x >= 0, x, slope * x)]
+
+
+@defines("ELU")
+def elu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    return [elu(f64(xs[0]), float(layer.config.get("alpha", 1.0)))]
+
+
+@defines("ThresholdedReLU")
+def thresholded_relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    x = f64(xs[0])
+    return [np.where(x > float(layer.config.get("theta", 1.0)), x, 0.0)]
+
+
+@defines("PReLU")
+def prelu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """``relu(x) - alpha * relu(-x)``; ``alpha`` has the input's shape without the batch, with
+    size 1 on ``shared_axes``."""
+    x = f64(xs[0])
+    alpha = f64(layer.weights["alpha"])
+    return [np.maximum(x, 0.0) - alpha * np.maximum(-x, 0.0)]
+
+
+@defines("Softmax")
+def softmax_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """Softmax over ``axis`` (an int or several axes, normalised together)."""
+    x = f64(xs[0])
+    axes = tuple(axes_of(layer.config.get("axis", -1), x.ndim))
+    return [softmax(x, axes)]

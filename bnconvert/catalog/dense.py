@@ -1,0 +1,22 @@
+"""Dense: ``activation(x @ kernel + bias)`` over the last axis of an input of any rank."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..model import Layer
+from .activations import apply_activation
+from .record import CallContext, defines
+from .util import f64
+
+__all__ = ["dense_layer"]
+
+
+@defines("Dense")
+def dense_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """Kernel ``(in, units)``; a rank > 2 input is contracted on its last axis only."""
+    y = np.matmul(f64(xs[0]), f64(layer.weights["kernel"]))
+    bias = layer.weights.get("bias")
+    if bias is not None and layer.config.get("use_bias", True) is not False:
+        y = y + f64(bias)
+    return [apply_activation(layer, y, ctx)]

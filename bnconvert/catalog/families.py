@@ -1,0 +1,8 @@
+"""The catalog's family modules: importing this module registers every record in
+:data:`bnconvert.catalog.record.CATALOG`; this list is the only place a family is enabled."""
+
+from __future__ import annotations
+
+from . import activations, conv, dense, merge, misc, normalization, pooling, reshape, spatial
+
+__all__ = ["activations", "conv", "dense", "merge", "misc", "normalization", "pooling", "reshape", "spatial"]

@@ -1,0 +1,63 @@
+"""Pooling in float64, with TensorFlow's padding, which Keras uses.
+
+``same`` pads like a convolution (odd pixel after); the padded positions never count: a max
+pool ignores them, an average pool divides by the number of real pixels in each window.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..model import Layer
+from .record import CallContext, defines
+from .util import channels_first, f64, from_last, ntuple, same_pads, to_last
+
+__all__ = ["pool_nd"]
+
+
+def pool_nd(x: np.ndarray, size: tuple[int, ...], strides: tuple[int, ...], padding: str, kind: str) -> np.ndarray:
+    """Max or average pooling of ``x`` (N, *S, C)."""
+    n = len(size)
+    if padding == "same":
+        pads = [same_pads(x.shape[1 + i], size[i], strides[i]) for i in range(n)]
+        if any(a or b for a, b in pads):
+            fill = -np.inf if kind == "max" else 0.0
+            x = np.pad(x, [(0, 0), *pads, (0, 0)], constant_values=fill)
+    else:
+        pads = [(0, 0)] * n
+    view = sliding_window_view(x, size, axis=tuple(range(1, n + 1)))
+    view = view[(slice(None), *(slice(None, None, s) for s in strides))]  # (N, *out, C, *size)
+    window = tuple(range(-n, 0))
+    if kind == "max":
+        return view.max(axis=window)
+    total = view.sum(axis=window)
+    if not any(a or b for a, b in pads):
+        return total / float(np.prod(size))
+    ones = np.pad(np.ones(tuple(x.shape[1 + i] - sum(pads[i]) for i in range(n))), pads)  # 1 on real pixels
+    counts = sliding_window_view(ones, size)[tuple(slice(None, None, s) for s in strides)].sum(axis=window)
+    return total / counts[(None, Ellipsis, None)]
+
+
+@defines("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
+def pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    c = layer.config
+    n = int(layer.class_name[-2])
+    first = channels_first(c)
+    size = ntuple(c.get("pool_size", 2), n)
+    strides = ntuple(c.get("strides") or size, n)
+    kind = "max" if layer.class_name.startswith("Max") else "average"
+    x = to_last(f64(xs[0]), first)
+    return [from_last(pool_nd(x, size, strides, str(c.get("padding", "valid")).lower(), kind), first)]
+
+
+@defines("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+         "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D")
+def global_pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """Max or mean over every spatial axis; ``keepdims`` keeps them as size 1."""
+    c = layer.config
+    x = f64(xs[0])
+    spatial = tuple(range(2, x.ndim)) if channels_first(c) else tuple(range(1, x.ndim - 1))
+    keep = bool(c.get("keepdims", False))
+    fn = np.max if layer.class_name.startswith("GlobalMax") else np.mean
+    return [fn(x, axis=spatial, keepdims=keep)]

@@ -1,0 +1,106 @@
+"""The catalog record of one Keras class, and the plain dict that holds them.
+
+A family module declares its records with :func:`defines`, which puts one :class:`LayerRecord`
+per class name into :data:`CATALOG`; the family modules are listed once, in
+:mod:`bnconvert.catalog.families`, and :func:`catalog` imports that list before answering.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnsupportedLayerError
+from ..model import Layer, Source
+
+__all__ = ["LayerRecord", "CallContext", "Semantics", "CATALOG", "defines", "catalog", "record_for"]
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What a layer's semantics may need beyond its config and weights: which Keras wrote the file
+    (a few functions changed between generations) and the constant operands of a Keras 3
+    operation layer (``x + 3.0`` is an ``Add`` whose second operand is the number 3)."""
+
+    source: Source | None = None
+    #: per positional argument of the call: None for a tensor, else the constant
+    constants: Sequence[Any] | None = None
+
+    @property
+    def generation(self) -> int:
+        """1, 2 or 3 (3 when the source is unknown: the current Keras)."""
+        return self.source.generation if self.source is not None else 3
+
+    @property
+    def keras_version(self) -> tuple[int, int] | None:
+        """``(major, minor)`` recorded by the file, None when it records none."""
+        text = (self.source.keras_version if self.source is not None else None) or ""
+        match = re.match(r"(\d+)\.(\d+)", text)
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+#: the float64 inference function of a class: (layer, inputs, context) -> outputs
+Semantics = Callable[[Layer, list[np.ndarray], CallContext], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """Everything the catalog knows about one Keras class.
+
+    ``call`` is the class's inference in float64 numpy, in Keras' own layout, written from
+    Keras' behaviour (never from bnconvert's ONNX handler). The other facts of issue 14 (weights
+    by meaning, legacy names, output-shape rule, fold role) get their fields here as the tables
+    that hold them today move in; ``family`` is the catalog module that defines the class.
+    """
+
+    class_name: str
+    call: Semantics
+    family: str
+    #: other spellings of the class (Keras 1/2 names the readers upgrade, e.g. ``Convolution2D``)
+    aliases: tuple[str, ...] = ()
+    #: True when the layer is the identity at inference (dropouts, noise, InputLayer ...)
+    identity: bool = False
+    #: free-form notes on where Keras generations differ for this class
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+#: Keras class name -> record. Filled by :func:`defines` when the family modules load.
+CATALOG: dict[str, LayerRecord] = {}
+
+
+def defines(*class_names: str, identity: bool = False, notes: str = "",
+            aliases: tuple[str, ...] = ()) -> Callable[[Semantics], Semantics]:
+    """Register the decorated function as the float64 semantics of ``class_names``."""
+
+    def register(func: Semantics) -> Semantics:
+        family = func.__module__.rsplit(".", 1)[-1]
+        for name in class_names:
+            if name in CATALOG:
+                raise RuntimeError(f"two catalog records for Keras class {name!r}")
+            CATALOG[name] = LayerRecord(name, func, family, aliases=aliases, identity=identity, notes=notes)
+        return func
+
+    return register
+
+
+def catalog() -> dict[str, LayerRecord]:
+    """The catalog, with every family module loaded."""
+    from . import families  # noqa: F401 - the explicit list of family modules
+
+    return CATALOG
+
+
+def record_for(layer: Layer) -> LayerRecord:
+    """The record of ``layer``'s class; UnsupportedLayerError naming the layer otherwise."""
+    table = catalog()
+    try:
+        return table[layer.class_name]
+    except KeyError:
+        raise UnsupportedLayerError(
+            f"layer {layer.label}: bnconvert's float64 reference has no semantics for class {layer.class_name!r}"
+        ) from None

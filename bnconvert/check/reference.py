@@ -1,0 +1,245 @@
+"""The float64 reference runner: a format-neutral :class:`~bnconvert.model.Model` executed in
+numpy from the layer catalog (:mod:`bnconvert.catalog`), kind ``"reference"``.
+
+It needs no TensorFlow and shares nothing with the ONNX export but the reader: each layer's
+semantics are the catalog's float64 functions, written from Keras' behaviour. It is the
+reference of ``fold``, ``export`` and ``verify`` when Keras is absent or cannot load the file.
+
+Calls run in dependency order; call ``k`` of a layer reads the tensors ``layer.calls[k]`` and
+produces ``TensorRef(layer, k, i)``, so shared layers and layers with several outputs work as the
+model records them. A nested model runs its own graph with the caller's tensors bound to its
+inputs. Intermediate tensors are dropped once their last reader has run, unless they are asked
+for (``--locate``): top-level layers by name, calls after the first as ``name/call<k>``, layers
+inside a nested model as ``outer/inner`` (the names bnconvert's ONNX export gives them).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import BnconvertError, UnsupportedLayerError
+from ..model import Layer, Model, TensorRef
+from .inputs import InputSpec
+from .runners import Runner, RunnerUnavailable
+
+__all__ = ["ReferenceRunner", "run_reference"]
+
+_INPUT_DTYPES = frozenset({"float32", "float16", "float64", "int32", "int64", "uint8", "int8"})
+
+
+def _dtype_name(value: Any) -> str:
+    if isinstance(value, dict):  # Keras 3 DTypePolicy
+        value = (value.get("config") or {}).get("name")
+    return value if isinstance(value, str) and value in _INPUT_DTYPES else "float32"
+
+
+def _n_outputs(layer: Layer) -> int:
+    return len(layer.model.outputs) if layer.model is not None else 1
+
+
+def _order(model: Model) -> list[tuple[Layer, int]]:
+    """Every layer call ``(layer, k)`` whose inputs can be computed, in dependency order (Kahn's
+    algorithm, model order among ready calls)."""
+    known = set(model.inputs)
+    producer = {(layer.name, k) for layer in model.layers for k in range(len(layer.calls))}
+    calls = [(i, k) for i, layer in enumerate(model.layers) for k in range(len(layer.calls))]
+    waiting: dict[tuple[int, int], int] = {}
+    readers: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    ready: list[tuple[int, int]] = []
+    for i, k in calls:
+        deps = {(r.layer, r.node) for r in model.layers[i].calls[k] if r not in known}
+        if any(d not in producer for d in deps):
+            continue  # reads a tensor nothing produces: it never runs
+        waiting[(i, k)] = len(deps)
+        for d in deps:
+            readers.setdefault(d, []).append((i, k))
+        if not deps:
+            ready.append((i, k))
+    order: list[tuple[Layer, int]] = []
+    ready.sort(reverse=True)
+    while ready:
+        i, k = ready.pop()
+        layer = model.layers[i]
+        order.append((layer, k))
+        for reader in readers.get((layer.name, k), ()):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                ready.append(reader)
+                ready.sort(reverse=True)
+    return order
+
+
+class _Executor:
+    """Runs one model (recursively its nested models) with the catalog's semantics."""
+
+    def __init__(self, constants: Mapping[str, Any], source: Any) -> None:
+        from ..catalog import CallContext, catalog
+
+        self.table = catalog()
+        self.constants = constants
+        self.source = source
+        self.context = CallContext
+        self.keep: set[str] | None = None
+        self.kept: dict[str, np.ndarray] = {}
+
+    def run(self, model: Model, inputs: list[np.ndarray], path: str = "") -> list[np.ndarray]:
+        env: dict[TensorRef, np.ndarray] = dict(zip(model.inputs, inputs))
+        order = _order(model)
+        uses = Counter(r for layer, k in order for r in layer.calls[k])
+        uses.update(model.outputs)
+        for layer, k in order:
+            xs = [env[r] for r in layer.calls[k]]
+            name = f"{path}{layer.name}" + (f"/call{k}" if k else "")
+            outs = self._call(layer, k, xs, name, f"{path}{layer.name}")
+            for i, y in enumerate(outs):
+                env[TensorRef(layer.name, k, i)] = y
+            if self.keep is not None and len(outs) == 1 and name in self.keep:
+                self.kept[name] = outs[0]
+            for r in layer.calls[k]:  # forget what no later call reads
+                uses[r] -= 1
+                if uses[r] <= 0 and r not in model.inputs:
+                    env.pop(r, None)
+        missing = [str(r) for r in model.outputs if r not in env]
+        if missing:
+            raise BnconvertError(f"model '{model.name}': outputs {', '.join(missing)} are not connected to its inputs")
+        return [env[r] for r in model.outputs]
+
+    def _call(self, layer: Layer, k: int, xs: list[np.ndarray], name: str, path: str) -> list[np.ndarray]:
+        if layer.model is not None:
+            if len(xs) != len(layer.model.inputs):
+                raise UnsupportedLayerError(
+                    f"'{name}' ({layer.source_class}: called with {len(xs)} inputs, the model has {len(layer.model.inputs)})")
+            return self.run(layer.model, xs, f"{name}/")
+        record = self.table.get(layer.class_name)
+        if record is None:
+            raise UnsupportedLayerError(f"'{name}' ({layer.source_class}): no float64 semantics for this class")
+        info = self.constants.get(path)
+        constants = info.constants[k] if info is not None and k < len(info.constants) else None
+        return record.call(layer, xs, self.context(source=self.source, constants=constants))
+
+
+def _op_constants(model: Model) -> dict[str, Any]:
+    """Layer path -> the positional constants of Keras 3 operation layers (``x + 3.0``), read from
+    the file's config, and the paths of operation layers the reference cannot run."""
+    from ..onnx.convert import OP_CLASSES, op_index
+
+    index = op_index(model.source.config if model.source else None)
+    for path, layer, _ in model.walk():
+        info = index.get(path)
+        if info is not None and info.module.startswith("keras.src.ops") and layer.class_name not in OP_CLASSES:
+            raise UnsupportedLayerError(f"'{path}' (Keras operation {layer.class_name} from {info.module}): "
+                                        "no float64 semantics")
+    return index
+
+
+def run_reference(model: Model, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """``model``'s outputs on ``inputs`` (in the order of ``model.inputs``), in float64."""
+    ex = _Executor(_op_constants(model), model.source)
+    return ex.run(model, [np.asarray(x, np.float64) for x in inputs])
+
+
+class ReferenceRunner(Runner):
+    """A Keras file (or a Model already read) run by bnconvert's float64 numpy reference."""
+
+    kind = "reference"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        model: Model | None = None,
+        load_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        from ..catalog import catalog
+        from ..readers import load
+
+        self.path = str(path)
+        start = time.perf_counter()
+        self.model = model if model is not None else load(path, **dict(load_options or {}))
+        if not self.model.has_graph:
+            raise RunnerUnavailable(f"{path}: weights-only file without an architecture; pass the model JSON with --config")
+        table = catalog()
+        missing = sorted({f"'{p}' ({layer.source_class})" for p, layer, _ in self.model.walk()
+                          if layer.model is None and layer.class_name not in table})
+        if missing:
+            raise RunnerUnavailable(f"{path}: bnconvert's float64 reference cannot run {', '.join(missing)}")
+        self._constants = _op_constants(self.model)
+        self.load_seconds = time.perf_counter() - start
+
+    def release_weights(self) -> None:
+        """Nothing to release: the reference reads the model's own arrays."""
+
+    def input_specs(self) -> list[InputSpec]:
+        specs = []
+        for ref in self.model.inputs:
+            layer = self.model[ref.layer]
+            shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape")
+            if not shape:
+                raise BnconvertError(f"{self.path}: input '{layer.name}' declares no shape")
+            dims = tuple(int(d) if isinstance(d, int) and d > 0 else None for d in shape)
+            specs.append(InputSpec(layer.name, dims, _dtype_name(layer.config.get("dtype"))))
+        return specs
+
+    def output_names(self) -> list[str]:
+        names: list[str] = []
+        inputs = {ref.layer for ref in self.model.inputs}
+        for ref in self.model.outputs:
+            base = ref.layer if (ref.node, ref.index) == (0, 0) else f"{ref.layer}_{ref.node}_{ref.index}"
+            name, k = base, 0
+            while name in names or name in inputs:
+                k += 1
+                name = f"{base}_{k}"
+            names.append(name)
+        return names
+
+    def _feeds(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        specs = self.input_specs()
+        missing = [s.name for s in specs if s.name not in feeds]
+        if missing:
+            raise BnconvertError(f"{self.path}: no data for inputs {missing} (given {sorted(feeds)})")
+        # the data the model would see: cast to the input's dtype first (as Keras and ONNX do)
+        return [np.asarray(feeds[s.name]).astype(s.dtype, copy=False).astype(np.float64) for s in specs]
+
+    def _run(self, feeds: Mapping[str, np.ndarray], keep: set[str] | None = None) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+        ex = _Executor(self._constants, self.model.source)
+        ex.keep = keep
+        with np.errstate(all="ignore"):  # inf/nan propagate as in Keras; the comparison reports them
+            outs = ex.run(self.model, self._feeds(feeds))
+        return outs, ex.kept
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs, _ = self._timed(self._run, feeds)
+        return dict(zip(self.output_names(), outs))
+
+    def describe(self) -> str:
+        return f"bnconvert float64 reference (numpy {np.__version__}, TensorFlow-free): {self.path}"
+
+    def layer_names(self) -> list[str]:
+        names: list[str] = []
+
+        def walk(model: Model, prefix: str) -> None:
+            for layer, k in _order(model):
+                name = f"{prefix}{layer.name}" + (f"/call{k}" if k else "")
+                if layer.class_name == "InputLayer":
+                    continue
+                if layer.model is not None:
+                    walk(layer.model, name + "/")
+                if _n_outputs(layer) == 1:
+                    names.append(name)
+
+        walk(self.model, "")
+        return names
+
+    def layer_outputs(self, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+        wanted = set(names) & set(self.layer_names())
+        if not wanted:
+            return {}
+        _, kept = self._run(feeds, keep=wanted)
+        return {n: kept[n] for n in names if n in kept}
