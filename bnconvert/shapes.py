@@ -7,6 +7,7 @@ TensorFlow.
 
 from __future__ import annotations
 
+import heapq
 import math
 from typing import Any
 
@@ -209,26 +210,40 @@ def infer_shapes(model: Model, input_shapes: list[Shape] | None = None) -> dict[
         declared = model[ref.layer].config.get("batch_shape") or model[ref.layer].config.get("batch_input_shape")
         given = input_shapes[i] if input_shapes is not None and i < len(input_shapes) else None
         shapes[ref] = tuple(given) if given is not None else (tuple(declared) if declared else None)
-    pending = [layer for layer in model.layers if layer.calls]
-    progress = True
-    while pending and progress:
-        progress = False
-        for layer in list(pending):
-            if any(ref not in shapes for call in layer.calls for ref in call):
-                continue
-            for k, call in enumerate(layer.calls):
-                ins = [shapes[r] for r in call]
-                if any(s is None for s in ins):
-                    shapes[TensorRef(layer.name, k, 0)] = None
-                elif layer.model is not None:
-                    inner = infer_shapes(layer.model, ins)
-                    for j, out in enumerate(layer.model.outputs):
-                        shapes[TensorRef(layer.name, k, j)] = inner.get(out)
-                else:
-                    try:
-                        shapes[TensorRef(layer.name, k, 0)] = _sane(_single(layer, ins))
-                    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, OverflowError):
-                        shapes[TensorRef(layer.name, k, 0)] = None
-            pending.remove(layer)
-            progress = True
+    # Each layer runs once all the tensors of all its calls are known, earliest in the config
+    # first (a heap of positions): linear in the graph's size, whatever the order of the config.
+    # A layer waiting for a tensor nobody produces (or for itself) is never run.
+    missing: dict[int, int] = {}
+    waiting: dict[TensorRef, list[int]] = {}
+    ready: list[int] = []
+    for i, layer in enumerate(model.layers):
+        if not layer.calls:
+            continue
+        need = {ref for call in layer.calls for ref in call if ref not in shapes}
+        missing[i] = len(need)
+        for ref in need:
+            waiting.setdefault(ref, []).append(i)
+        if not need:
+            ready.append(i)
+    while ready:
+        layer = model.layers[heapq.heappop(ready)]
+        made: list[tuple[TensorRef, Shape | None]] = []
+        for k, call in enumerate(layer.calls):
+            ins = [shapes[r] for r in call]
+            if any(s is None for s in ins):
+                made.append((TensorRef(layer.name, k, 0), None))
+            elif layer.model is not None:
+                inner = infer_shapes(layer.model, ins)
+                made += [(TensorRef(layer.name, k, j), inner.get(out)) for j, out in enumerate(layer.model.outputs)]
+            else:
+                try:
+                    made.append((TensorRef(layer.name, k, 0), _sane(_single(layer, ins))))
+                except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, OverflowError):
+                    made.append((TensorRef(layer.name, k, 0), None))
+        for ref, shape in made:
+            shapes[ref] = shape
+            for j in waiting.pop(ref, ()):
+                missing[j] -= 1
+                if missing[j] == 0:
+                    heapq.heappush(ready, j)
     return shapes

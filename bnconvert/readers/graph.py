@@ -105,9 +105,12 @@ def _functional(body: Any, where: str) -> Model:
     if not isinstance(body, dict) or not isinstance(body.get("layers"), list):
         raise FormatError(f"{where}: Functional config has no 'layers' list")
     layers = []
+    kwarg_refs: dict[str, list[list[TensorRef]]] = {}  # tensors passed as keyword arguments, per call
     for entry in body["layers"]:
         layer = _layer(entry, where)
-        layer.calls, layer.call_kwargs = _inbound(entry.get("inbound_nodes") or [], layer, where)
+        layer.calls, layer.call_kwargs, extra = _inbound(entry.get("inbound_nodes") or [], layer, where)
+        if any(extra):
+            kwarg_refs[layer.name] = extra
         layers.append(layer)
     _check_unique(layers, where)
     model = Model(
@@ -126,22 +129,110 @@ def _functional(body: Any, where: str) -> Model:
                 if ref.layer not in model:
                     raise FormatError(f"{where}: layer {layer.label} takes its input from unknown layer '{ref.layer}'")
     _renumber_nested(model)
+    _check_acyclic(model, kwarg_refs, where)
     return model
 
 
 def _renumber_nested(model: Model) -> None:
     """Keras 2 counts a nested model's own input node as node 0, so its first call in the outer
-    graph is node 1 (Keras 3 writes 0): make every ref name the call index, as for other layers."""
-    for nested in model.layers:
-        if nested.model is None:
+    graph is node 1 (Keras 3 writes 0): make every ref name the call index, as for other layers.
+    One pass over the graph, whatever the number of nested models."""
+    nested = {layer.name: layer for layer in model.layers if layer.model is not None}
+    if not nested:
+        return
+    refs: dict[str, list[TensorRef]] = {}
+    for ref in [*(r for layer in model.layers for call in layer.calls for r in call), *model.outputs]:
+        if ref.layer in nested:
+            refs.setdefault(ref.layer, []).append(ref)
+    fix: dict[TensorRef, TensorRef] = {}
+    for name, found in refs.items():
+        if min(r.node for r in found) >= 1 and max(r.node for r in found) == len(nested[name].calls):
+            fix.update((r, TensorRef(r.layer, r.node - 1, r.index)) for r in found)
+    if fix:
+        for layer in model.layers:
+            layer.calls = [[fix.get(r, r) for r in call] for call in layer.calls]
+        model.outputs = [fix.get(r, r) for r in model.outputs]
+
+
+#: a cycle longer than this is shown by its first and last layers
+_CYCLE_SHOWN = 8
+
+
+def _check_acyclic(model: Model, kwarg_refs: dict[str, list[list[TensorRef]]], where: str) -> None:
+    """FormatError naming the layers of a cycle in a functional graph (Keras would wait forever
+    for a tensor that can only exist after itself: tf.keras loops, Keras 3 gives up).
+
+    The graph is that of *calls*, as Keras rebuilds it: call ``k`` of a layer needs the tensors
+    it takes (positional or keyword) and, because Keras replays a layer's calls in order, call
+    ``k - 1`` of the same layer. A shared layer used at two depths (``A(B(A(x)))``) is therefore
+    no cycle. A reference past a layer's last call counts as needing its last call. Iterative
+    depth-first search: linear in the number of calls and references, no recursion.
+    """
+    layers = model.layers
+    position = {layer.name: i for i, layer in enumerate(layers)}
+    first: list[int] = []  # node id of each layer's call 0
+    count = 0
+    for layer in layers:
+        first.append(count)
+        count += len(layer.calls)
+    if count == 0:
+        return
+    owner = [0] * count  # node id -> layer position
+    for i, layer in enumerate(layers):
+        for k in range(len(layer.calls)):
+            owner[first[i] + k] = i
+
+    def needs(node: int) -> list[int]:
+        i = owner[node]
+        k = node - first[i]
+        layer = layers[i]
+        out = [node - 1] if k > 0 else []
+        extra = kwarg_refs.get(layer.name)
+        for ref in [*layer.calls[k], *(extra[k] if extra else ())]:
+            j = position.get(ref.layer)
+            calls = len(layers[j].calls) if j is not None else 0
+            if calls:
+                out.append(first[j] + min(ref.node, calls - 1))
+        return out
+
+    state = bytearray(count)  # 0 unseen, 1 on the current path, 2 done
+    for root in range(count):
+        if state[root]:
             continue
-        refs = [r for layer in model.layers for call in layer.calls for r in call if r.layer == nested.name]
-        refs += [r for r in model.outputs if r.layer == nested.name]
-        if refs and min(r.node for r in refs) >= 1 and max(r.node for r in refs) == len(nested.calls):
-            fix = {r: TensorRef(r.layer, r.node - 1, r.index) for r in refs}
-            for layer in model.layers:
-                layer.calls = [[fix.get(r, r) for r in call] for call in layer.calls]
-            model.outputs = [fix.get(r, r) for r in model.outputs]
+        path: list[int] = [root]
+        todo: list[list[int]] = [needs(root)]
+        state[root] = 1
+        while path:
+            if not todo[-1]:
+                state[path.pop()] = 2
+                todo.pop()
+                continue
+            nxt = todo[-1].pop()
+            if state[nxt] == 1:
+                _refuse_cycle(model, [owner[n] for n in path[path.index(nxt):]], where)
+            if state[nxt] == 0:
+                state[nxt] = 1
+                path.append(nxt)
+                todo.append(needs(nxt))
+
+
+def _refuse_cycle(model: Model, cycle: list[int], where: str) -> None:
+    """``cycle`` lists layer positions, each needing the next (the last needs the first)."""
+    flow: list[int] = []
+    for i in reversed(cycle):  # in the direction the data flows; a layer's calls count once
+        if not flow or flow[-1] != i:
+            flow.append(i)
+    if len(flow) > 1 and flow[0] == flow[-1]:
+        flow.pop()
+    start = flow.index(min(flow))  # from the layer written first in the config
+    names = [model.layers[i].name for i in flow[start:] + flow[:start]]
+    if len(names) == 1:
+        raise FormatError(f"{where}: the layer '{names[0]}' takes its own output as input (a cycle)")
+    shown = [f"'{n}'" for n in names]
+    if len(shown) > _CYCLE_SHOWN:
+        half = _CYCLE_SHOWN // 2
+        shown = [*shown[:half], f"... ({len(names) - _CYCLE_SHOWN} more)", *shown[-half:]]
+    raise FormatError(f"{where}: the layers {' -> '.join([*shown, shown[0]])} form a cycle")
 
 
 def _check_unique(layers: list[Layer], where: str) -> None:
@@ -182,34 +273,57 @@ def _keras3_tensors(value: Any, out: list[TensorRef], where: str) -> None:
             _keras3_tensors(item, out, where)
 
 
-def _inbound(nodes: Any, layer: Layer, where: str) -> tuple[list[list[TensorRef]], list[dict[str, Any]]]:
+def _inbound(nodes: Any, layer: Layer, where: str) -> tuple[list[list[TensorRef]], list[dict[str, Any]], list[list[TensorRef]]]:
+    """Per call: the input tensors, the plain keyword arguments, and the tensors passed as
+    keyword arguments (``mask=...``: not inputs, but Keras needs them before the call)."""
     if not isinstance(nodes, list):
         raise FormatError(f"{where}: layer {layer.label} has malformed inbound_nodes")
-    calls, kwargs = [], []
+    calls, kwargs, extra = [], [], []
     for node in nodes:
         refs: list[TensorRef] = []
+        more: list[TensorRef] = []
         if isinstance(node, dict):  # Keras 3
             _keras3_tensors(node.get("args", []), refs, where)
             given = node.get("kwargs") or {}
             if not isinstance(given, dict):
                 raise FormatError(f"{where}: layer {layer.label} has malformed call arguments")
-            kw = {k: v for k, v in given.items() if not _has_tensor(v)}
+            kw = {}
+            for k, v in given.items():
+                found: list[TensorRef] = []
+                _keras3_tensors(v if isinstance(v, list) else [v], found, where)
+                if found:
+                    more += found
+                else:
+                    kw[k] = v
         elif isinstance(node, list):  # Keras 1/2: [[name, node, tensor, kwargs], ...]
             kw = {}
             for item in node:
                 refs.append(_ref(item, where))
                 if isinstance(item, list) and len(item) > 3 and isinstance(item[3], dict):
                     kw.update(item[3])
+                    _keras2_tensors(item[3], more)
         else:
             raise FormatError(f"{where}: layer {layer.label} has a malformed inbound node")
         if not refs:
             raise FormatError(f"{where}: layer {layer.label} has a call with no input tensors")
         calls.append(refs)
         kwargs.append(kw)
-    return calls, kwargs
+        extra.append(more)
+    return calls, kwargs, extra
 
 
-def _has_tensor(value: Any) -> bool:
-    found: list[TensorRef] = []
-    _keras3_tensors(value if isinstance(value, list) else [value], found, "")
-    return bool(found)
+def _keras2_tensors(value: Any, out: list[TensorRef]) -> None:
+    """Tensors in tf.keras call keyword arguments: tf.keras takes every list
+    ``[layer, node, tensor(, kwargs)]`` there for one (``convert_inner_node_data``)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            if len(item) in (3, 4) and isinstance(item[0], str):
+                if all(type(x) is int and 0 <= x < 2**31 for x in item[1:3]):
+                    out.append(TensorRef(item[0], item[1], item[2]))
+            else:
+                stack.extend(item)
+
