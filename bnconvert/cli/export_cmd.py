@@ -13,8 +13,8 @@ __all__ = ["export"]
 
 
 @click.command()
-@click.argument("path", type=click.Path())
-@click.option("-o", "--output", "output", required=True, type=click.Path(), help="The ONNX file to write.")
+@click.argument("path", type=click.Path(readable=False))  # bnconvert checks it: one line
+@click.option("-o", "--output", "output", required=True, type=click.Path(readable=False), help="The ONNX file to write.")
 @click.option("--no-fold", is_flag=True, help="Export BatchNormalization as it is instead of folding it first.")
 @click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset (13 to 21).")
 @click.option("--nchw", is_flag=True, help="Make image inputs and outputs NCHW (default: the Keras layout).")

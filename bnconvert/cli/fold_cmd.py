@@ -65,8 +65,8 @@ def _emit(report: FoldReport, as_json: bool, dry_run: bool) -> None:
 
 
 @click.command()
-@click.argument("path", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.argument("path", type=click.Path(readable=False))  # bnconvert checks it: one line
+@click.option("-o", "--output", type=click.Path(readable=False), default=None,
               help="Where to write (default: <stem>.folded<ext> beside the input).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

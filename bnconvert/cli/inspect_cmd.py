@@ -242,7 +242,7 @@ def _one_line(record: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--recursive", "-r", is_flag=True, help="Search folders and their subfolders.")
 @click.option("--jobs", "-j", type=click.IntRange(min=0), default=1, show_default=True,
               help="Read files in this many processes (0: one per CPU).")
@@ -250,7 +250,7 @@ def _one_line(record: dict[str, Any]) -> str:
               help="table (default), json (an object, a list for several files), jsonl (one record "
                    "per model file) or csv (one row per BN layer).")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", "plot_path", type=click.Path(readable=False), default=None,
               help="Draw the BN scales, variances and findings into this image (needs bnconvert[plot]).")
 @click.option("--force", is_flag=True, help="Replace an existing --plot image.")
 @click.option("--strict", is_flag=True, help="Exit 1 when any warning or error finding exists.")

@@ -21,7 +21,7 @@ def load_options(func: Callable[..., Any]) -> Callable[..., Any]:
         help="What a Keras 1 BN running_std holds: auto follows the version table; 'std' for Keras 1.0.0-1.0.6 files.",
     )(func)
     func = click.option(
-        "--config", "config", type=click.Path(dir_okay=False), default=None,
+        "--config", "config", type=click.Path(readable=False), default=None,
         help="Architecture JSON (model.to_json()) for a weights-only .h5.",
     )(func)
     return func

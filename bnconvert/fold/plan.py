@@ -121,10 +121,9 @@ class _Planner:
     def __init__(self, model: Model, scope: str) -> None:
         self.model = model
         self.scope = scope
-        try:
-            self.shapes = infer_shapes(model)
-        except Exception:  # noqa: BLE001 - shapes are a help, not a requirement, for planning
-            self.shapes = {}
+        # a shape the config does not determine is None there (never held against the file); the
+        # readers checked every value shapes are computed from, so whatever this raises is a bug
+        self.shapes = infer_shapes(model)
         self.affine: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.params: dict[str, BNParams] = {}
         self.gone: set[str] = set()  # BN folded away (any action): walks pass through them
