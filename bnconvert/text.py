@@ -64,26 +64,30 @@ def _strings(value: Any, depth: int = 0) -> Iterator[str]:
             yield from _strings(item, depth + 1)
 
 
-def unencodable_layers(model: Model) -> list[str]:
+def unencodable_layers(model: Model, *, hdf5: bool = False) -> list[str]:
     """The layers (as ``'name' (Class)``, escaped) whose name or config holds a lone surrogate:
     text no file format can store (UTF-8, HDF5 names, ONNX's protobuf strings all refuse it).
-    ``fold`` and ``export`` refuse such a model before writing anything."""
+    With ``hdf5``, also the layers whose name holds NUL, which HDF5 names and string attributes
+    cannot hold (a Keras file stores its layer names there). ``fold`` and ``export`` refuse such
+    a model before writing anything."""
     found = []
     if any(_SURROGATE.search(s) for s in _strings(model.name)):
         found.append(f"the model '{one_line(model.name)}'")
     for path, layer, _ in model.walk():
-        if _SURROGATE.search(path) or any(_SURROGATE.search(s) for s in _strings(layer.config)):
+        if (_SURROGATE.search(path) or (hdf5 and "\x00" in path)
+                or any(_SURROGATE.search(s) for s in _strings(layer.config))):
             found.append(f"'{one_line(path)}' ({one_line(layer.source_class)})")
     return found
 
 
-def refuse_unencodable(model: Model, path: object, what: str) -> None:
+def refuse_unencodable(model: Model, path: object, what: str, *, hdf5: bool = False) -> None:
     """Raise :class:`~bnconvert.errors.FormatError` (``<path>: cannot <what>: ...``) when
     :func:`unencodable_layers` finds any: called before an output is written, never after."""
     from .errors import FormatError
 
-    bad = unencodable_layers(model)
+    bad = unencodable_layers(model, hdf5=hdf5)
     if bad:
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise FormatError(f"{path}: cannot {what}: {', '.join(bad[:5])}{more}: a name or config value holds a lone "
-                          "surrogate (text that is not valid Unicode), which no model file can store")
+        kinds = "a lone surrogate (text that is not valid Unicode)" + (" or a NUL character" if hdf5 else "")
+        raise FormatError(f"{path}: cannot {what}: {', '.join(bad[:5])}{more}: a name or config value holds "
+                          f"{kinds}, which the output file cannot store")

@@ -78,7 +78,7 @@ def fold_file(
     if unsafe:
         raise FoldError(f"{path}: refusing to fold: " + "; ".join(unsafe[:5]) + (f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""))
     if not dry_run:
-        refuse_unencodable(original, path, "fold")  # before anything is written
+        refuse_unencodable(original, path, "fold", hdf5=True)  # before anything is written
     out = Path(output) if output is not None else default_output(path)
     fmt = output_format(original)
     if not dry_run:
