@@ -8,9 +8,11 @@ weights twice, so those advance the class counter by two (``conv2d``, ``conv2d_2
 
 from __future__ import annotations
 
+import bz2
 import io
 import lzma
 import re
+import struct
 import zipfile
 import zlib
 from typing import Any
@@ -71,15 +73,100 @@ def check_members(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
 
 
 def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-    """A member's bytes, never more than its declared size (a lying header cannot inflate more)."""
+    """A member's bytes, inflated in chunks and never past its declared size, whatever the method.
+
+    zipfile hands a whole chunk of compressed input to bzip2 and LZMA without an output bound, and
+    a few hundred bytes of either can hold a gigabyte: here every decompressor is asked for at most
+    one byte more than the header declares, and the member is refused as soon as it gives more.
+    """
+    name = info.filename
     try:
-        with zf.open(info) as fh:
-            data = fh.read(info.file_size + 1)
-    except _READ_ERRORS as exc:
-        raise FormatError(f"zip entry '{info.filename}' cannot be read ({exc})") from None
-    if len(data) != info.file_size:
-        raise FormatError(f"zip entry '{info.filename}' does not have the size its header declares")
+        fp = zf.fp
+        if fp is None:
+            raise FormatError(f"zip entry '{name}' cannot be read (the archive is closed)")
+        fp.seek(info.header_offset)
+        head = fp.read(30)
+        if len(head) != 30 or head[:4] != b"PK\x03\x04":
+            raise FormatError(f"zip entry '{name}' has no local header where the directory says; damaged archive")
+        name_len, extra_len = struct.unpack("<HH", head[26:30])
+        if fp.read(name_len) != _header_name(info):
+            raise FormatError(f"zip entry '{name}': its local header names a different file; refused")
+        fp.seek(extra_len, 1)
+        data = _inflate(fp, info)
+    except _READ_ERRORS + (lzma.LZMAError, zlib.error, OSError, struct.error, MemoryError) as exc:
+        raise FormatError(f"zip entry '{name}' cannot be read ({exc})") from None
+    if zlib.crc32(data) != info.CRC:
+        raise FormatError(f"zip entry '{name}' is damaged (its CRC-32 does not match)")
     return data
+
+
+def _header_name(info: zipfile.ZipInfo) -> bytes | None:
+    try:
+        return info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+    except UnicodeEncodeError:
+        return None
+
+
+_CHUNK = 1 << 20
+
+
+def _decompressor(method: int, fp: Any, left: int, limit: int) -> tuple[Any, int]:
+    """A decompressor for ``method`` taking ``decompress(data, max_length)``, and the compressed
+    bytes left after its own header (LZMA's properties). ``limit`` is the declared size."""
+    if method == zipfile.ZIP_DEFLATED:
+        return zlib.decompressobj(-15), left
+    if method == zipfile.ZIP_BZIP2:
+        return bz2.BZ2Decompressor(), left
+    # LZMA in a zip: 2 bytes of version, 2 of properties size, then the LZMA1 properties
+    # (lc/lp/pb in one byte, the dictionary size in four)
+    head = fp.read(4)
+    if len(head) != 4 or left < 4:
+        raise EOFError("the LZMA header is cut short")
+    size = struct.unpack("<H", head[2:4])[0]
+    props = fp.read(size)
+    if size != 5 or len(props) != 5 or left < 4 + size:
+        raise lzma.LZMAError("unexpected LZMA properties")
+    bits, dict_size = props[0], int.from_bytes(props[1:5], "little")
+    if bits >= 9 * 5 * 5:
+        raise lzma.LZMAError("invalid LZMA properties")
+    # no match reaches further back than the member's declared size: a larger dictionary would
+    # only make liblzma allocate it (4 GiB for a 4-byte field)
+    dict_size = max(min(dict_size, limit), 4096)
+    lzma1 = {"id": lzma.FILTER_LZMA1, "lc": bits % 9, "lp": bits // 9 % 5, "pb": bits // 45, "dict_size": dict_size}
+    return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma1]), left - 4 - size
+
+
+def _inflate(fp: Any, info: zipfile.ZipInfo) -> bytes:
+    """The member's data (the file positioned at it), at most its declared size."""
+    name, limit, left = info.filename, info.file_size, info.compress_size
+    if info.compress_type == zipfile.ZIP_STORED:
+        if left != limit:
+            raise FormatError(f"zip entry '{name}' does not have the size its header declares")
+        data = fp.read(limit)
+        if len(data) != limit:
+            raise FormatError(f"zip entry '{name}' is cut short (the archive is truncated)")
+        return data
+    dec, left = _decompressor(info.compress_type, fp, left, limit)
+    chunks: list[bytes] = []
+    produced = 0
+    while not dec.eof:
+        if left <= 0:
+            raise FormatError(f"zip entry '{name}' is cut short (its compressed data ends early)")
+        data = fp.read(min(_CHUNK, left))
+        if not data:
+            raise FormatError(f"zip entry '{name}' is cut short (the archive is truncated)")
+        left -= len(data)
+        # at most one byte past the declared size: an output shorter than that means the
+        # decompressor has used all its input, so the next round feeds it more
+        piece = dec.decompress(data, limit - produced + 1)
+        produced += len(piece)
+        if produced > limit:
+            raise FormatError(f"zip entry '{name}' inflates to more than the size its header declares "
+                              f"({limit:,} bytes): a zip bomb?; refused")
+        chunks.append(piece)
+    if produced != limit:
+        raise FormatError(f"zip entry '{name}' does not have the size its header declares")
+    return b"".join(chunks)
 
 
 def read_zip(path: str, zf: zipfile.ZipFile) -> Model:
