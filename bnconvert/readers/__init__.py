@@ -5,26 +5,25 @@ executed (Lambda bytecode stays an opaque string, custom classes are only names)
 external storage are refused (:mod:`.h5guard`), ``.keras`` zips are checked entry by entry before
 anything is inflated (:mod:`.keras_zip`), config values must be of the kind their field
 claims (:mod:`.fields`) and the weights must agree with the config (:mod:`.consistency`).
-Every problem becomes one :class:`~bnconvert.errors.FormatError` that names the file.
+An HDF5 file is parsed by libhdf5 only in an isolated child process under memory and CPU limits
+(:mod:`.isolated`): a file that crashes or hangs libhdf5 is refused, not fatal.
+Every problem with the file becomes one :class:`~bnconvert.errors.FormatError` that names the file;
+an error in bnconvert's own code is not blamed on the file: it propagates (the CLI reports it as
+an internal error, exit 3).
 """
 
 from __future__ import annotations
 
-import lzma
-import mmap
 import os
-import struct
 import zipfile
-import zlib
 from pathlib import Path
-
-import h5py
 
 from ..errors import BnconvertError, FormatError
 from ..model import Model
+from . import isolated
 from .consistency import check_weights
-from .h5 import MAX_CONFIG_CHARS, attr_text, read_h5
-from .h5guard import precheck
+from .h5 import MAX_CONFIG_CHARS, read_h5
+from .isolated import ModelFile, is_damage, short
 from .keras_zip import read_zip
 
 __all__ = ["load", "sniff", "root_attributes", "HDF5_MAGIC", "ZIP_MAGIC"]
@@ -72,9 +71,9 @@ def load(
     when encoded twice). ``running_std`` says how to read Keras 1 BatchNormalization
     ``running_std``: ``auto`` (the version table), ``variance``, ``std`` or ``theano-1.0.7``.
     ``flip_kernels`` overrides the Theano kernel-flip decision (None: decide from the file).
-    ``lazy``: large uncompressed HDF5 weights (kernels) become read-only views of the file,
-    memory-mapped, so their bytes are read only if used (``inspect`` never uses them); the file
-    must then not be truncated while the model is in use.
+    ``lazy``: large uncompressed HDF5 weights (kernels) are read from the file only when used
+    (:class:`~bnconvert.readers.isolated.DeferredArray`; ``inspect`` never uses them); a file
+    truncated in the meantime is then a FormatError at that use.
     """
     kind = sniff(path)
     config_text = None
@@ -90,58 +89,37 @@ def load(
         check_weights(model)
     except BnconvertError as exc:
         raise type(exc)(f"{path}: {exc}") from None
+    except RecursionError:
+        raise FormatError(f"{path}: the model config is nested too deeply to read") from None
     except Exception as exc:
-        if isinstance(exc, _DAMAGED) or _raised_by_library(exc):  # h5py, zipfile, a decompressor
+        if is_damage(exc):  # h5py, zipfile, a decompressor refusing the bytes
             what = "HDF5" if kind == "hdf5" else ".keras (zip)"
-            raise FormatError(f"{path}: damaged {what} file ({_short(exc)})") from None
-        if isinstance(exc, (KeyError, ValueError, TypeError, IndexError, AttributeError, RecursionError)):
-            # a config value of an unexpected type that slipped past the readers' own checks
-            raise FormatError(f"{path}: malformed model config ({type(exc).__name__}: {_short(exc)})") from None
-        raise
+            raise FormatError(f"{path}: damaged {what} file ({short(exc)})") from None
+        raise  # a bug of ours, not the file's fault: the CLI says "internal error, please report"
     return model
 
 
 def root_attributes(path: str | os.PathLike[str], names: tuple[str, ...]) -> dict[str, str | None]:
-    """String attributes of an HDF5 file's root (None when absent), read with the same guards as
-    :func:`load`: for callers that only need to peek (``backend``, whether ``model_config`` exists)."""
+    """String attributes of an HDF5 file's root (None when absent), read with the same guards and
+    the same isolation as :func:`load`: for callers that only need to peek (``backend``, whether
+    ``model_config`` exists)."""
     if sniff(path) != "hdf5":
         raise FormatError(f"{path}: not an HDF5 file")
     try:
-        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            precheck(data, "")
-        with h5py.File(path, "r") as f:
-            return {name: attr_text(f, name) for name in names}
+        source = ModelFile(path)
+        try:
+            answer = isolated.run(source, "attrs", {"names": list(names)})
+        finally:
+            source.close()
+        out = {}
+        for name in names:
+            value = answer.get(name)
+            if value is not None and not isinstance(value, str):
+                raise FormatError(f"attribute '{name}' is not text")
+            out[name] = value
+        return out
     except BnconvertError as exc:
         raise type(exc)(f"{path}: {exc}") from None
-    except Exception as exc:
-        if isinstance(exc, _DAMAGED) or _raised_by_library(exc):
-            raise FormatError(f"{path}: damaged HDF5 file ({_short(exc)})") from None
-        raise
-
-
-#: Exceptions that mean "the bytes are broken", raised by the libraries under the readers.
-_DAMAGED = (OSError, RuntimeError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, struct.error,
-            OverflowError, MemoryError, NotImplementedError, UnicodeError)
-_LIBRARIES = (os.path.dirname(h5py.__file__), os.path.dirname(zipfile.__file__))
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _raised_by_library(exc: BaseException) -> bool:
-    """True when the innermost frame of ``exc`` is in h5py or the standard library (h5py raises
-    KeyError and ValueError for damaged object headers), not in bnconvert."""
-    tb = exc.__traceback__
-    last = None
-    while tb is not None:
-        last = tb.tb_frame.f_code.co_filename
-        tb = tb.tb_next
-    if last is None or last.startswith(_PACKAGE):
-        return False
-    return last.startswith(_LIBRARIES) or last.startswith("h5py/")  # h5py's Cython frames: "h5py/h5o.pyx"
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
 
 
 def _read_config(config: str | os.PathLike[str]) -> str:
@@ -163,13 +141,14 @@ def _read(path: Path, kind: str, *, config_text: str | None, running_std: str, f
     if kind == "zip":
         with zipfile.ZipFile(path) as zf:
             return read_zip(name, zf)
-    with open(path, "rb") as fh:
-        data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    source = ModelFile(path)
     try:
-        precheck(data, "")
-        with h5py.File(path, "r") as f:
-            return read_h5(name, f, config_text=config_text, running_std=running_std, flip_kernels=flip_kernels,
-                           mapping=data, lazy=lazy)
-    finally:
-        if not lazy:
-            data.close()  # lazy: the weights that view it keep it open; it closes with the last one
+        answer = isolated.run(source, "h5")
+        model = read_h5(name, answer, source, config_text=config_text, running_std=running_std,
+                        flip_kernels=flip_kernels, lazy=lazy)
+    except BaseException:
+        source.close()
+        raise
+    if not lazy:
+        source.close()  # lazy: the descriptor closes with the last DeferredArray that needs it
+    return model

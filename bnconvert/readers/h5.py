@@ -8,21 +8,25 @@ Datasets are always found through the ``weight_names`` attributes, never by walk
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from typing import Any
 
 import h5py
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, InternalError
 from ..layerspec import weight_spec
 from ..model import Layer, Model, Source
 from . import keras1
 from .fields import check_fields
 from .graph import build_model
-from .h5guard import Budget, child, child_id, read_array, read_attr
+from . import h5guard, isolated
+from .h5guard import MAX_DATASET_BYTES, Budget, child, child_id, describe_array, precheck_file, read_attr
+from .isolated import Answer, DeferredArray, ModelFile
 from .weights import assign, distribute
 
-__all__ = ["read_h5", "attr_list", "attr_text", "parse_config", "MAX_CONFIG_CHARS", "MAX_JSON_DEPTH"]
+__all__ = ["read_h5", "scan_h5", "scan_attrs", "attr_list", "attr_text", "parse_config", "MAX_CONFIG_CHARS", "MAX_JSON_DEPTH"]
 
 #: A model config longer than this (characters) is refused before parsing; real ones are < 10 MB.
 MAX_CONFIG_CHARS = 64 * 1024**2
@@ -146,7 +150,7 @@ def _format(gen: int, full: bool) -> str:
     return f"keras{gen}-h5" if full else f"keras{gen}-weights"
 
 
-def _generation(version: str | None, root: h5py.Group) -> int:
+def _generation(version: str | None) -> int:
     if version is None:
         return 1  # Keras 1 save_weights wrote no version; Keras 2 and 3 always do
     if version.startswith("1"):
@@ -158,67 +162,201 @@ def _generation(version: str | None, root: h5py.Group) -> int:
 
 def read_h5(
     path: str,
-    f: h5py.File,
+    answer: Answer,
+    source: ModelFile,
     *,
     config_text: str | None = None,
     running_std: str = "auto",
     flip_kernels: bool | None = None,
-    mapping: Any = None,
     lazy: bool = False,
 ) -> Model:
-    """Read a Keras HDF5 file (already open) into a Model. ``mapping`` is the file's bytes (memory-
-    mapped read-only), where weights are copied from; ``lazy`` makes large weights views of it
-    instead of copies (see :mod:`.h5guard`)."""
-    if "nb_layers" in f.attrs:
+    """Build a Model from what the isolated child found in a Keras HDF5 file (:func:`scan_h5`):
+    ``answer`` holds its facts, ``source`` is the open file the contiguous weights are read from
+    (by offset; with ``lazy`` the large ones only when used, see :mod:`.isolated`)."""
+    if answer.get("nb_layers"):
         raise FormatError("pre-1.0 Keras weights (layer_{k}/param_{p}) are not supported: re-save with Keras 1 or 2")
-    config_attr = attr_text(f, "model_config")
+    config_attr = answer.get("model_config")
     full = config_attr is not None
-    weights_root = child(f, "model_weights", "HDF5 root") if full else f
-    if weights_root is None:
-        raise FormatError("the file has a model_config but no model_weights group")
-    if not isinstance(weights_root, h5py.Group):
-        raise FormatError("'model_weights' is a dataset, not a group")
-    layer_names = attr_list(weights_root, "layer_names")
+    if full:
+        kind = answer.get("model_weights")
+        if kind is None:
+            raise FormatError("the file has a model_config but no model_weights group")
+        if kind != "group":
+            raise FormatError("'model_weights' is a dataset, not a group")
+    layer_names = answer.get("layer_names")
     if layer_names is None:
-        if isinstance(child(f, "layers", "HDF5 root"), h5py.Group):
+        if answer.get("layers_group"):
             raise FormatError("this is a Keras 3 weights file (.weights.h5); pass the .keras model or its config")
         raise FormatError("no Keras layer list (layer_names) in this HDF5 file: not a Keras model or weights file")
-    duplicates = sorted({n for n in layer_names if layer_names.count(n) > 1}) if len(set(layer_names)) != len(layer_names) else []
-    if duplicates:
+    if len(set(layer_names)) != len(layer_names):
+        seen: set[str] = set()
+        duplicates = sorted({n for n in layer_names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
         raise FormatError(f"layer_names lists {', '.join(repr(n) for n in duplicates[:5])} more than once")
 
-    version = attr_text(f, "keras_version")
+    version = answer.get("keras_version")
     config_text = config_attr if config_text is None else config_text
     config = parse_config(config_text, "model config") if config_text is not None else None
     if version is None and config is not None and isinstance(config.get("keras_version"), str):
         version = config["keras_version"]  # Keras 1.2 to_json() records it
-    gen = _generation(version, f)
+    gen = _generation(version)
     if config is not None and gen == 1 and _looks_modern(config):
         gen = 2
 
-    backend, origin = _backend(f, weights_root, layer_names, gen)
-    source = Source(path=path, format=_format(gen, full), keras_version=version, backend=backend, backend_origin=origin)
+    backend, origin = _backend(answer, layer_names, gen)
+    source_info = Source(path=path, format=_format(gen, full), keras_version=version, backend=backend,
+                         backend_origin=origin)
     flip = backend == "theano" if flip_kernels is None else flip_kernels
-    source.kernels_flipped = flip
+    source_info.kernels_flipped = flip
     if flip_kernels is not None:
-        source.backend_origin += f"; kernel flip set by option ({'on' if flip else 'off'})"
+        source_info.backend_origin += f"; kernel flip set by option ({'on' if flip else 'off'})"
     if gen == 1:
-        source.running_std = keras1.resolve_running_std(running_std, version, backend)
+        source_info.running_std = keras1.resolve_running_std(running_std, version, backend)
 
-    budget = Budget(f.id.get_filesize(), mapping=mapping, views=lazy)
-    stored = {name: _stored(weights_root, name, budget) for name in layer_names}
+    reader = _Arrays(answer, source, lazy=lazy)
+    stored = {name: reader.layer(name) for name in layer_names}
+    if isolated.after_answer is not None:
+        isolated.after_answer(path)
+    stored = {name: [(n, reader.array(d, n, name)) for n, d in named] for name, named in stored.items()}
     if config is None:
-        model = _weights_only(stored, source)
+        model = _weights_only(stored, source_info)
     else:
-        source.config = config
+        source_info.config = config
         graph_config = keras1.upgrade_config(config) if gen == 1 else config
         model = build_model(graph_config)
         check_fields(model)
-        model.source = source
+        model.source = source_info
         _attach(model, stored, keras1=gen == 1)
     if gen == 1 or flip:
-        _upgrade(model, source, flip)
+        _upgrade(model, source_info, flip)
     return model
+
+
+# -- in the isolated child: everything that touches libhdf5 -------------------------------------
+
+
+@isolated.job("h5")
+def scan_h5(fd: int, size: int, params: dict[str, Any], facts: dict[str, Any],
+            send_blob: Callable[[np.ndarray], int]) -> None:
+    """Run in the isolated child: gather, in the order :func:`read_h5` needs them, the facts of a
+    Keras HDF5 file into ``facts``; weights become descriptors (dtype, shape, and an offset in
+    the file or the index of a blob sent with ``send_blob``). A FormatError stops the scan; the
+    facts gathered so far are still sent."""
+    precheck_file(fd, size, "")
+    with h5py.File(isolated.h5_path(fd), "r") as f:
+        facts["nb_layers"] = "nb_layers" in f.attrs
+        if facts["nb_layers"]:
+            return
+        facts["model_config"] = attr_text(f, "model_config")
+        root: h5py.Group = f
+        if facts["model_config"] is not None:
+            found = child(f, "model_weights", "HDF5 root")
+            facts["model_weights"] = None if found is None else "group" if isinstance(found, h5py.Group) else "dataset"
+            if not isinstance(found, h5py.Group):
+                return
+            root = found
+        names = attr_list(root, "layer_names")
+        facts["layer_names"] = names
+        if names is None:
+            facts["layers_group"] = isinstance(child(f, "layers", "HDF5 root"), h5py.Group)
+            return
+        if len(set(names)) != len(names):
+            return  # refused by the reader
+        facts["keras_version"] = attr_text(f, "keras_version")
+        facts["backend"] = attr_text(f, "backend") or attr_text(root, "backend")
+        groups: dict[str, h5py.Group] = {}
+        for name in names:
+            where = f"layer '{name}'"
+            group = child(root, name, where)
+            facts[f"group:{name}"] = None if group is None else "group" if isinstance(group, h5py.Group) else "dataset"
+            if isinstance(group, h5py.Group):
+                groups[name] = group
+                facts[f"weight_names:{name}"] = attr_list(group, "weight_names")
+        budget = Budget(size)
+        for name, group in groups.items():
+            where = f"layer '{name}'"
+            described = []
+            for n in facts[f"weight_names:{name}"] or []:
+                did = child_id(group.id, n, where)
+                if did is None:
+                    raise FormatError(f"{where}: weight '{n}' is listed in weight_names but missing from the file")
+                if not isinstance(did, h5py.h5d.DatasetID):
+                    raise FormatError(f"{where}: weight '{n}' is a group, not a dataset")
+                described.append([n, describe_array(did, f"{where}: weight '{n}'", budget, send_blob)])
+            facts[f"weights:{name}"] = described
+
+
+@isolated.job("attrs")
+def scan_attrs(fd: int, size: int, params: dict[str, Any], facts: dict[str, Any],
+               send_blob: Callable[[np.ndarray], int]) -> None:
+    """Run in the isolated child: the root attributes ``params["names"]`` as text (or None)."""
+    precheck_file(fd, size, "")
+    with h5py.File(isolated.h5_path(fd), "r") as f:
+        for name in params["names"]:
+            facts[name] = attr_text(f, name)
+
+
+# -- back in the main process: the child's descriptors checked and read --------------------------
+
+_DTYPES = {np.dtype(code).newbyteorder(order).str for code in ("f2", "f4", "f8", "i1", "i2", "i4", "i8",
+                                                              "u1", "u2", "u4", "u8", "b1") for order in "<>"}
+_MAX_DIMS = 32
+
+
+class _Arrays:
+    """Turns the child's weight descriptors into arrays, checking each against the file."""
+
+    def __init__(self, answer: Answer, source: ModelFile, *, lazy: bool) -> None:
+        self.answer, self.source, self.lazy = answer, source, lazy
+        self.plain_left = source.size
+
+    def layer(self, name: str) -> list[tuple[str, Any]]:
+        where = f"layer '{name}'"
+        kind = self.answer.get(f"group:{name}")
+        if kind is None:
+            return []
+        if kind != "group":
+            raise FormatError(f"{where}: expected a weight group, found a dataset")
+        described = self.answer.get(f"weights:{name}")
+        if not isinstance(described, list) or not all(isinstance(d, list) and len(d) == 2 for d in described):
+            raise InternalError(f"the isolated HDF5 reader described the weights of {where} as {type(described).__name__}")
+        return [(str(n), d) for n, d in described]
+
+    def array(self, d: Any, name: str, layer: str) -> np.ndarray:
+        where = f"layer '{layer}': weight '{name}'"
+
+        def bad(what: str) -> FormatError:
+            return FormatError(f"{where}: damaged HDF5 file (the isolated reader reported {what})")
+
+        if not isinstance(d, dict) or d.get("t") not in _DTYPES:
+            raise bad(f"dtype {d.get('t') if isinstance(d, dict) else d!r}")
+        dtype = np.dtype(d["t"])
+        shape = d.get("s")
+        if (not isinstance(shape, list) or len(shape) > _MAX_DIMS
+                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape)):
+            raise bad(f"shape {shape!r}")
+        shape = tuple(shape)
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > MAX_DATASET_BYTES:
+            raise bad(f"an implausible shape {shape}")
+        if "o" in d:
+            offset = d["o"]
+            if not isinstance(offset, int) or offset < 0 or offset + nbytes > self.source.size or nbytes > self.plain_left:
+                raise bad(f"{nbytes:,} bytes at offset {offset!r}, outside the file's {self.source.size:,} bytes")
+            self.plain_left -= nbytes
+            if self.lazy and nbytes >= h5guard.MAP_FROM:
+                return DeferredArray(self.source, offset, dtype, shape)  # type: ignore[return-value]
+            return self.source.read(offset, dtype, shape)
+        if "b" in d:
+            index = d["b"]
+            if not isinstance(index, int) or not 0 <= index < len(self.answer.blobs):
+                raise bad(f"blob {index!r}")
+            blob = self.answer.blobs[index]
+            if blob.size != nbytes:
+                raise bad(f"{blob.size:,} bytes for shape {shape} of {dtype}")
+            return blob.view(dtype).reshape(shape)
+        if nbytes != 0:
+            raise bad(f"no data for shape {shape}")
+        return np.zeros(shape, dtype)
 
 
 def _looks_modern(config: dict[str, Any]) -> bool:
@@ -226,40 +364,21 @@ def _looks_modern(config: dict[str, Any]) -> bool:
     return '"Conv2D"' in text or '"inbound_nodes": [{' in text or '"units"' in text
 
 
-def _backend(f: h5py.File, root: h5py.Group, layer_names: list[str], gen: int) -> tuple[str | None, str]:
-    attr = attr_text(f, "backend") or attr_text(root, "backend")
+def _backend(answer: Answer, layer_names: list[str], gen: int) -> tuple[str | None, str]:
+    attr = answer.get("backend")
     if attr:
         return attr, "file attribute"
     if gen == 3:
         return None, "not recorded (Keras 3)"
     names = []
     for layer in layer_names:
-        group = child(root, layer, f"layer '{layer}'")
-        if isinstance(group, h5py.Group):
-            names += attr_list(group, "weight_names") or []
+        if answer.get(f"group:{layer}") == "group":
+            names += answer.get(f"weight_names:{layer}") or []
     if not names:
         return None, "unknown (no weights to tell from)"
     if all(n.endswith(":0") or ":" in n for n in names):
         return "tensorflow", "inferred: weight names end in ':0'"
     return "theano", "inferred: weight names lack the ':0' suffix TensorFlow adds"
-
-
-def _stored(root: h5py.Group, name: str, budget: Budget) -> list[tuple[str, np.ndarray]]:
-    where = f"layer '{name}'"
-    group = child(root, name, where)
-    if group is None:
-        return []
-    if not isinstance(group, h5py.Group):
-        raise FormatError(f"{where}: expected a weight group, found a dataset")
-    out = []
-    for n in attr_list(group, "weight_names") or []:
-        did = child_id(group.id, n, where)
-        if did is None:
-            raise FormatError(f"{where}: weight '{n}' is listed in weight_names but missing from the file")
-        if not isinstance(did, h5py.h5d.DatasetID):
-            raise FormatError(f"{where}: weight '{n}' is a group, not a dataset")
-        out.append((n, read_array(did, f"{where}: weight '{n}'", budget)))
-    return out
 
 
 def _attach(model: Model, stored: dict[str, list[tuple[str, np.ndarray]]], *, keras1: bool) -> None:

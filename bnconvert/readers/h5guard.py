@@ -12,9 +12,10 @@ little further, because it also reads files no Keras wrote:
   file; a compressed one may inflate at most ``MAX_RATIO`` times its stored size and never past
   ``MAX_DATASET_BYTES``; a :class:`Budget` bounds the total over the file, so a dataset listed a
   thousand times cannot exhaust memory either. Attributes are checked the same way.
-* With lazy loading (``load(..., lazy=True)``, what ``inspect`` uses) a large contiguous
-  uncompressed dataset is a read-only view of the memory-mapped file, bounds-checked against the
-  file's size, so its bytes are read only if something uses them.
+* A model file's datasets are *described*, not read, by :func:`describe_array` (in the isolated
+  child, :mod:`.isolated`): a contiguous uncompressed one by its offset, which the main process
+  reads itself (with lazy loading, what ``inspect`` uses, only when a large one is used); any other
+  is read by libhdf5 in the child and sent as bytes.
 * :func:`precheck` checks the global heap collections (where variable-length
   strings such as ``model_config`` live) before libhdf5 parses them: libhdf5 1.14 loops forever on
   a collection whose object sizes do not add up (found by the fuzz test, ``tests/hostile``).
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
+from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +34,7 @@ import h5py
 import numpy as np
 
 from ..errors import FormatError
+from .isolated import allow_memory
 
 __all__ = [
     "Budget",
@@ -39,6 +43,8 @@ __all__ = [
     "read_array",
     "read_attr",
     "precheck",
+    "precheck_file",
+    "describe_array",
     "MAX_DATASET_BYTES",
     "MAX_RATIO",
     "MAX_ATTR_BYTES",
@@ -51,8 +57,8 @@ MAX_DATASET_BYTES = 8 * 1024**3
 MAX_RATIO = 1000
 #: An attribute larger than this (a model config of 64 MB) is refused before reading.
 MAX_ATTR_BYTES = 64 * 1024**2
-#: With lazy loading, datasets this large (kernels) are mapped views; smaller ones (BN vectors,
-#: biases) are always read, so the values an audit uses never depend on the mapping.
+#: With lazy loading, datasets this large (kernels) are read only when used; smaller ones (BN
+#: vectors, biases) are always read at once, so the values an audit uses are plain arrays.
 MAP_FROM = 64 * 1024
 #: Filters that libhdf5 and h5py implement themselves: deflate, shuffle, fletcher32, szip,
 #: nbit, scaleoffset, lzf. Any other id would make libhdf5 search for a plugin library.
@@ -62,15 +68,14 @@ BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
 class Budget:
     """How many bytes may still be read from one HDF5 file (its size, plus bounded inflation)."""
 
-    def __init__(self, file_bytes: int, *, mapping: Any = None, views: bool = False) -> None:
+    def __init__(self, file_bytes: int, *, mapping: Any = None) -> None:
         self.file_bytes = max(int(file_bytes), 0)
         self.plain_left = self.file_bytes
         self.inflated_left = min(MAX_DATASET_BYTES, MAX_RATIO * self.file_bytes)
-        #: the whole file's bytes (an mmap or the bytes of an HDF5 image), if at hand: contiguous
-        #: unfiltered datasets are copied from it, a memcpy instead of a libhdf5 read each
+        #: the bytes of an in-memory HDF5 image, if at hand (never a memory map of a file: a file
+        #: truncated under a mapping kills the process with SIGBUS): contiguous unfiltered datasets
+        #: are copied from it, a memcpy instead of a libhdf5 read each
         self.mapping = mapping
-        #: large datasets become read-only views of ``mapping`` instead of copies (lazy loading)
-        self.views = views and mapping is not None
 
     def take(self, nbytes: int, *, filtered: bool, what: str) -> None:
         """Account for ``nbytes`` about to be read; FormatError when the file cannot hold them."""
@@ -171,10 +176,9 @@ def _storage(did: h5py.h5d.DatasetID, where: str) -> tuple[bool, bool]:
     return count > 0, layout == h5py.h5d.CONTIGUOUS
 
 
-def read_array(dset: h5py.Dataset | h5py.h5d.DatasetID, where: str, budget: Budget) -> np.ndarray:
-    """Read a numeric dataset (an h5py Dataset or its identifier) after checking its type, storage
-    and declared size."""
-    did = dset.id if isinstance(dset, h5py.Dataset) else dset
+def _checked(did: h5py.h5d.DatasetID, where: str, budget: Budget) -> tuple[np.dtype, tuple[int, ...], int, bool, bool]:
+    """(dtype, shape, nbytes, filtered, contiguous) of a dataset after checking its type, storage
+    and declared size, accounted in ``budget``."""
     dtype = did.dtype
     if dtype.kind not in "fiub" or dtype.itemsize > 8 or dtype.fields is not None or dtype.subdtype is not None:
         raise FormatError(f"{where}: has non-numeric dtype {dtype}")
@@ -188,17 +192,51 @@ def read_array(dset: h5py.Dataset | h5py.h5d.DatasetID, where: str, budget: Budg
     if filtered and nbytes > MAX_RATIO * max(did.get_storage_size(), 1):
         raise FormatError(f"{where}: compressed shape {shape} would inflate more than {MAX_RATIO}x (a shape bomb?); refused")
     budget.take(nbytes, filtered=filtered, what=where)
-    if nbytes == 0:
-        return np.zeros(shape, dtype)
-    if budget.mapping is not None and contiguous and not filtered:
-        view = _mapped(did, budget.mapping, shape, dtype, nbytes)
-        if view is not None:
-            return view if budget.views and nbytes >= MAP_FROM else view.copy()
+    return dtype, shape, nbytes, filtered, contiguous
+
+
+def _libhdf5_read(did: h5py.h5d.DatasetID, where: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     out = np.empty(shape, dtype)
     try:
         did.read(h5py.h5s.ALL, h5py.h5s.ALL, out)  # straight into numpy, in the file's own dtype
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
         raise FormatError(f"{where}: cannot be read ({exc})") from None
+    return out
+
+
+def read_array(dset: h5py.Dataset | h5py.h5d.DatasetID, where: str, budget: Budget) -> np.ndarray:
+    """Read a numeric dataset (an h5py Dataset or its identifier) after checking its type, storage
+    and declared size."""
+    did = dset.id if isinstance(dset, h5py.Dataset) else dset
+    dtype, shape, nbytes, filtered, contiguous = _checked(did, where, budget)
+    if nbytes == 0:
+        return np.zeros(shape, dtype)
+    if budget.mapping is not None and contiguous and not filtered:
+        view = _mapped(did, budget.mapping, shape, dtype, nbytes)
+        if view is not None:
+            return view.copy()
+    return _libhdf5_read(did, where, dtype, shape)
+
+
+def describe_array(did: h5py.h5d.DatasetID, where: str, budget: Budget, send_blob: Callable[[np.ndarray], int]) -> dict[str, Any]:
+    """In the isolated child: a dataset checked like :func:`read_array`, described as plain data:
+    ``{"t": dtype, "s": shape}`` plus ``"o"``, its offset in the file, when it is one contiguous
+    uncompressed run inside the file (the main process reads it), or ``"b"``, the index of the
+    blob its bytes were sent as (read by libhdf5 here: compressed, chunked, compact)."""
+    dtype, shape, nbytes, filtered, contiguous = _checked(did, where, budget)
+    out: dict[str, Any] = {"t": dtype.str, "s": list(shape)}
+    if nbytes == 0:
+        return out
+    if contiguous and not filtered:
+        try:
+            offset = did.get_offset()  # absolute (a user block included); None if never allocated
+        except (OSError, ValueError, RuntimeError):
+            offset = None
+        if offset is not None and 0 <= offset and offset + nbytes <= budget.file_bytes:
+            out["o"] = int(offset)
+            return out
+    allow_memory(2 * nbytes)  # the array, and room for libhdf5's chunk cache and filter buffers
+    out["b"] = send_blob(_libhdf5_read(did, where, dtype, shape))
     return out
 
 
@@ -252,49 +290,52 @@ _GCOL = b"GCOL\x01"
 _MIN_COLLECTION = 4096  # H5HG_MINSIZE: libhdf5 never writes a smaller collection
 
 
-def _superblock(data: Any) -> tuple[int, int, int] | None:
-    """(size of lengths, base address, end-of-file address) from the superblock at offset 0."""
-    if len(data) < 48:
+def _superblock(head: bytes) -> tuple[int, int, int] | None:
+    """(size of lengths, base address, end-of-file address) from the superblock at offset 0
+    (``head``: the file's first bytes)."""
+    if len(head) < 48:
         return None
-    version = data[8]
+    version = head[8]
     if version in (0, 1):
-        offsets, lengths = data[13], data[14]
+        offsets, lengths = head[13], head[14]
         base_at = 24 if version == 0 else 28
     elif version in (2, 3):
-        offsets, lengths = data[9], data[10]
+        offsets, lengths = head[9], head[10]
         base_at = 12
     else:
         return None
     if offsets not in (2, 4, 8) or lengths not in (2, 4, 8):
         return None
     eoa_at = base_at + 2 * offsets
-    if eoa_at + offsets > len(data):
+    if eoa_at + offsets > len(head):
         return None
-    base = int.from_bytes(data[base_at : base_at + offsets], "little")
-    eoa = int.from_bytes(data[eoa_at : eoa_at + offsets], "little")
+    base = int.from_bytes(head[base_at : base_at + offsets], "little")
+    eoa = int.from_bytes(head[eoa_at : eoa_at + offsets], "little")
     return lengths, base, eoa
 
 
-def _collection_ok(data: Any, at: int, lengths: int, end_of_file: int) -> bool | None:
+def _collection_ok(read: Callable[[int, int], bytes], at: int, lengths: int, end_of_file: int) -> bool | None:
     """Walk one collection the way libhdf5's ``H5HG__cache_heap_deserialize`` does.
 
-    None: libhdf5 would reject it itself (too big for the file's address space); True: the
-    objects tile the collection exactly; False: they do not (libhdf5 loops or over-reads).
-    Bytes past the physical end of the file read as zeros, as libhdf5's sec2 driver does.
+    ``read(offset, n)`` gives up to ``n`` bytes of the file at ``offset``. None: libhdf5 would
+    reject it itself (too big for the file's address space); True: the objects tile the collection
+    exactly; False: they do not (libhdf5 loops or over-reads). Bytes past the physical end of the
+    file read as zeros, as libhdf5's sec2 driver does.
     """
-    size = int.from_bytes(bytes(data[at + 8 : at + 8 + lengths]).ljust(lengths, b"\0"), "little")
+    size = int.from_bytes(read(at + 8, lengths).ljust(lengths, b"\0"), "little")
     if at + size > end_of_file:
         return None
     if size < _MIN_COLLECTION:
         return False
+    data = read(at, size)  # at most the file's size (checked above): one read, then walked in memory
     header = 8 + lengths
     obj_header = 8 + lengths
-    end = at + size
-    p = at + header
+    end = size
+    p = header
     while p < end:
         if p + obj_header > end:
             return True  # trailing space too small for an object header: free space
-        raw = bytes(data[p : p + obj_header]).ljust(obj_header, b"\0")
+        raw = data[p : p + obj_header].ljust(obj_header, b"\0")
         index = int.from_bytes(raw[0:2], "little")
         obj_size = int.from_bytes(raw[8 : 8 + lengths], "little")
         need = obj_header + (obj_size + 7) // 8 * 8 if index > 0 else obj_size
@@ -305,26 +346,64 @@ def _collection_ok(data: Any, at: int, lengths: int, end_of_file: int) -> bool |
 
 
 def precheck(data: Any, where: str) -> None:
-    """Checks on the raw bytes of an HDF5 file before libhdf5 parses it.
+    """Checks on the raw bytes of an HDF5 image (``data``: bytes) before libhdf5 parses it.
 
-    ``data`` is the whole file (bytes or an mmap). A file shorter than its superblock says is
-    reported as truncated; a global heap collection whose objects do not tile it exactly is
-    refused (libhdf5 would loop forever or read past it). Every ``GCOL`` signature is checked,
-    wherever it is: libhdf5 reaches collections by address, so any position could be one.
+    A file shorter than its superblock says is reported as truncated; a global heap collection
+    whose objects do not tile it exactly is refused (libhdf5 would loop forever or read past it).
+    Every ``GCOL`` signature is checked, wherever it is: libhdf5 reaches collections by address,
+    so any position could be one.
     """
-    sb = _superblock(data)
+    _precheck(len(data), lambda at, n: bytes(data[at : at + n]), lambda: find_all(data, _GCOL), where)
+
+
+def precheck_file(fd: int, size: int, where: str) -> None:
+    """:func:`precheck` on an open file of ``size`` bytes, read by offset in blocks (never mapped)."""
+
+    def read(at: int, n: int) -> bytes:
+        return os.pread(fd, max(n, 0), at) if at < size else b""
+
+    _precheck(size, read, lambda: find_in_file(fd, size, _GCOL), where)
+
+
+def _precheck(size: int, read: Callable[[int, int], bytes], hits: Callable[[], Iterator[int]], where: str) -> None:
+    sb = _superblock(read(0, 64))
     if sb is None:
         return  # libhdf5 will refuse the superblock itself
     lengths, base, eoa = sb
     end_of_file = base + eoa
     lead = f"{where}: " if where else ""
-    if end_of_file > len(data) and eoa < 2**63:
-        raise FormatError(f"{lead}the file is truncated: it has {len(data):,} bytes, its HDF5 superblock "
+    if end_of_file > size and eoa < 2**63:
+        raise FormatError(f"{lead}the file is truncated: it has {size:,} bytes, its HDF5 superblock "
                           f"says {end_of_file:,}")
-    for at in find_all(data, _GCOL):
-        if _collection_ok(data, at, lengths, end_of_file) is False:
+    for at in hits():
+        if _collection_ok(read, at, lengths, end_of_file) is False:
             raise FormatError(f"{lead}the HDF5 global heap at byte {at} is corrupted (its objects do not fit "
                               "the collection); refused before libhdf5 parses it")
+
+
+#: :func:`find_in_file` reads this many bytes at a time
+_BLOCK = 4 * 1024**2
+
+
+def find_in_file(fd: int, size: int, needle: bytes) -> Iterator[int]:
+    """Every offset of ``needle`` in the first ``size`` bytes of an open file, read in blocks into
+    one reused buffer (consecutive blocks overlap by ``len(needle) - 1`` bytes)."""
+    buf = bytearray(min(_BLOCK, max(size, len(needle))))
+    view = memoryview(buf)
+    start, keep = 0, len(needle) - 1
+    while start < size:
+        got = os.preadv(fd, [view[: min(len(buf), size - start)]], start)
+        last = start + got >= size
+        if got <= keep and not last:
+            return  # the file shrank: libhdf5 will say so
+        limit = got if last else got - keep  # a match starting later is found in the next block
+        for at in find_all(view[:got], needle):
+            if at >= limit:
+                break
+            yield start + at
+        if last:
+            return
+        start += got - keep
 
 
 def _libc_memmem() -> Any:
@@ -342,7 +421,8 @@ _memmem = _libc_memmem()
 
 
 def find_all(data: Any, needle: bytes) -> Iterator[int]:
-    """Every offset of ``needle`` in ``data`` (bytes or an mmap), in order, overlaps included.
+    """Every offset of ``needle`` in ``data`` (bytes, a bytearray or a memoryview of one), in order,
+    overlaps included.
 
     With the C library's ``memmem`` (two-way search, vectorised): on float weights it is 2-3x
     faster than ``bytes.find``, whose skip loop stops at every byte that shares low bits with the
@@ -350,6 +430,7 @@ def find_all(data: Any, needle: bytes) -> Iterator[int]:
     """
     size = len(data)
     if _memmem is None or size < len(needle):
+        data = bytes(data) if isinstance(data, memoryview) else data
         at = data.find(needle)
         while at != -1:
             yield at

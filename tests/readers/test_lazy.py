@@ -1,4 +1,4 @@
-"""``load(..., lazy=True)``: large uncompressed HDF5 weights are read-only views of the mapped file.
+"""``load(..., lazy=True)``: large uncompressed HDF5 weights are read from the file only when used.
 
 What ``inspect`` uses so that an audit never reads the kernels. The model must be the same as
 an eager read, small weights (the BN vectors an audit reads) must be ordinary arrays, and
@@ -7,7 +7,7 @@ storage that is not one contiguous run in the file must still be read normally.
 
 from __future__ import annotations
 
-import mmap
+import os
 import shutil
 from pathlib import Path
 
@@ -16,16 +16,15 @@ import numpy as np
 import pytest
 
 from bnconvert.audit import audit, audit_file
-from bnconvert.readers import h5guard, load
+from bnconvert.errors import FormatError
+from bnconvert.readers import h5guard, isolated, load
+from bnconvert.readers.isolated import DeferredArray
 
 from ..conftest import fixture_file
 
 
-def _mapped(arr: np.ndarray) -> bool:
-    base = arr
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = getattr(base, "base", None) if isinstance(base, np.ndarray) else getattr(base, "obj", None)
-    return isinstance(base, mmap.mmap)
+def _mapped(arr: np.ndarray) -> bool:  # "deferred": read from the file on first use
+    return isinstance(arr, DeferredArray)
 
 
 def _weights(model):  # noqa: ANN001, ANN202
@@ -40,11 +39,12 @@ def test_lazy_model_equals_eager_model_and_maps_only_large_weights(name: str, mo
     assert eager.keys() == lazy.keys()
     mapped = 0
     for key, w in lazy.items():
+        deferred = _mapped(w) and not w.loaded
+        assert w.dtype == eager[key].dtype and w.shape == eager[key].shape
         np.testing.assert_array_equal(w, eager[key], err_msg=str(key))
-        assert w.dtype == eager[key].dtype
         if _mapped(w):
             mapped += 1
-            assert w.nbytes >= 2048 and not w.flags.writeable
+            assert deferred and w.loaded and w.nbytes >= 2048 and not w.flags.writeable
         else:
             assert w.nbytes < 2048 or name.startswith("k1_")  # Keras 1 upgrades may copy (transposes, flips)
     assert mapped > 0
@@ -127,3 +127,17 @@ def test_weights_are_what_libhdf5_reads_whatever_the_storage(tmp_path: Path, laz
     for target in layouts:  # each rewritten dataset is in the model as libhdf5 reads it
         want = expected[target.removeprefix("model_weights/")]
         assert any(w.dtype == want.dtype and np.array_equal(w, want) for w in got.values()), target
+
+
+def test_a_deferred_weight_of_a_file_truncated_since_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # no memory map: a file that shrinks under a lazily read model is an error naming it, not SIGBUS
+    monkeypatch.setattr(h5guard, "MAP_FROM", 2048)
+    path = tmp_path / "shrinks.h5"
+    shutil.copy(fixture_file("k3_chain.h5"), path)
+    model = load(path, lazy=True)
+    deferred = [w for w in _weights(model).values() if _mapped(w)]
+    assert deferred
+    os.truncate(path, 4096)
+    with pytest.raises(FormatError, match=r"shrinks\.h5: the file was truncated while being read"):
+        np.asarray(deferred[-1])
+    assert isolated.after_answer is None

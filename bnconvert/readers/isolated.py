@@ -1,0 +1,631 @@
+"""Parse untrusted HDF5 in a child process, so that no file can crash, hang or exhaust bnconvert.
+
+libhdf5 trusts the structures it reads: a v1 B-tree node that is its own child recurses until the
+stack overflows (SIGSEGV), a local-heap free list that points to itself allocates until memory
+runs out. No check made before parsing can foresee every such file, so every HDF5 parse of a
+model file happens in a child process under limits, and only validated plain data reaches the
+main process.
+
+**What crosses the boundary.** The child answers over a pipe with length-prefixed frames: raw
+byte blobs (the values of weights that are not one contiguous uncompressed run in the file:
+compressed, chunked, compact), then one JSON header: the facts the reader asked for (attribute
+texts, name lists, what kind of object a name is) and, per weight, its dtype and shape and either
+its byte offset in the file or the index of its blob. Nothing is unpickled: JSON and raw bytes
+only, and every value is checked again in the main process (dtype in an allow-list, sane shape,
+``offset + nbytes`` inside the file, blob sizes that match, totals within the file's budget).
+The main process reads contiguous weights itself with ``os.preadv`` on an ordinary file
+descriptor (:class:`ModelFile`; never a memory map, so a file that shrinks under us is a clear
+error, not SIGBUS), and with ``lazy`` a large weight is a :class:`DeferredArray` read on first use.
+
+**Limits** (in the child, ``resource.setrlimit``): address space = what the child had at start
+plus :data:`MEMORY_ALLOWANCE` (raised just before a compressed weight is inflated, by that weight's
+validated size); CPU :func:`cpu_seconds` (10 s plus 1 s per 50 MB of file); a wall-clock timeout
+of ``WALL_FACTOR`` times that (a blocked child); no core files. A child that dies by a signal,
+hits a limit or times out is a :class:`~bnconvert.errors.FormatError` naming the file; a child
+that fails in bnconvert's own code (a bug, not the file) is an
+:class:`~bnconvert.errors.InternalError`.
+
+**fork or a fresh interpreter.** The child is a ``fork()`` of the current process when that is
+safe: no other Python thread and none of the libraries that start native thread pools
+(TensorFlow, onnxruntime, torch, jax) imported, which holds when ``inspect``, ``fold`` and
+``export`` read their input. Forking is then cheap (numpy and h5py are already loaded; a few
+milliseconds). Otherwise (a reference model loaded by Keras, a thread running the check) a lock
+held by another thread at the fork could deadlock the child, so a fresh interpreter is started
+instead (``python -I``: about 0.3 s for the imports), with the same limits and the same answer.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import lzma
+import math
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import weakref
+import zipfile
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import BnconvertError, FormatError, InternalError
+
+__all__ = [
+    "ModelFile",
+    "DeferredArray",
+    "run",
+    "cpu_seconds",
+    "MEMORY_ALLOWANCE",
+    "WALL_FACTOR",
+    "is_damage",
+    "short",
+]
+
+#: Address space the child may add to what it had at start (libhdf5's metadata cache, a 64 MB
+#: model config decoded and re-encoded); a compressed weight raises it by its own validated size.
+MEMORY_ALLOWANCE = 1024**3
+#: The wall-clock timeout is this many times the CPU limit (a child blocked, not computing).
+WALL_FACTOR = 3
+#: Libraries that start native threads when imported or used: a process holding them is not forked.
+THREADED_LIBRARIES = ("tensorflow", "onnxruntime", "torch", "jax")
+#: The JSON header may not exceed this (a 64 MB config with every byte escaped, plus the names).
+MAX_HEADER_BYTES = 1024**3
+
+_SIGNAL_NAMES = {signal.SIGSEGV: "SIGSEGV", signal.SIGBUS: "SIGBUS", signal.SIGABRT: "SIGABRT",
+                 signal.SIGFPE: "SIGFPE", signal.SIGILL: "SIGILL"}
+
+
+def cpu_seconds(file_bytes: int) -> float:
+    """The child's CPU limit for a file of ``file_bytes``: 10 s plus 1 s per 50 MB."""
+    return 10.0 + file_bytes / 50e6
+
+
+# -- what counts as damage (shared by the child and the in-process readers) ---------------------
+
+#: Exceptions that mean "the bytes are broken", raised by the libraries under the readers.
+DAMAGED = (OSError, RuntimeError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, struct.error,
+           OverflowError, MemoryError, NotImplementedError, UnicodeError)
+_LIBRARIES = (os.path.dirname(h5py.__file__), os.path.dirname(zipfile.__file__))
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def raised_by_library(exc: BaseException) -> bool:
+    """True when the innermost frame of ``exc`` is in h5py or the standard library (h5py raises
+    KeyError and ValueError for damaged object headers), not in bnconvert."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    if last is None or last.startswith(_PACKAGE):
+        return False
+    return last.startswith(_LIBRARIES) or last.startswith("h5py/")  # h5py's Cython frames: "h5py/h5o.pyx"
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Does ``exc`` come from the file's bytes (a library refusing them), not from our code?"""
+    return isinstance(exc, DAMAGED) or raised_by_library(exc)
+
+
+def short(exc: BaseException) -> str:
+    """An exception's text on one line, at most 200 characters."""
+    text = " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
+
+
+# -- the file, read without mapping it -----------------------------------------------------------
+
+
+class ModelFile:
+    """A model file open for reading by offset: one descriptor, shared by the isolated child (which
+    inherits it, so both see the same file even if the name is replaced) and the weights read
+    later. Closed with :meth:`close` or when the last :class:`DeferredArray` using it is gone."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise FormatError(f"cannot be read ({exc.strerror})") from None
+        self._close = weakref.finalize(self, os.close, self.fd)
+        self.size = os.fstat(self.fd).st_size
+
+    def close(self) -> None:
+        self._close()
+
+    def read(self, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """The array of ``dtype`` and ``shape`` stored at ``offset``; FormatError if the file no
+        longer holds it (it was truncated after the child located it)."""
+        out = np.empty(shape, dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        done = 0
+        while done < len(view):
+            try:
+                got = os.preadv(self.fd, [view[done:]], offset + done)
+            except InterruptedError:  # pragma: no cover - retried by Python itself since 3.5
+                continue
+            except OSError as exc:
+                raise FormatError(f"cannot be read ({exc.strerror})") from None
+            if got == 0:
+                raise FormatError(f"the file was truncated while being read (it now ends before byte "
+                                  f"{offset + len(view):,})")
+            done += got
+        return out
+
+
+class DeferredArray:
+    """A weight of a lazily read model (``load(..., lazy=True)``): its ``shape``, ``dtype``,
+    ``ndim``, ``size`` and ``nbytes`` are known, its values are read from the file on first use
+    (``np.asarray``, indexing, arithmetic, any other attribute) and kept. Reading checks that the
+    file still holds them: a file truncated in the meantime is a FormatError naming it."""
+
+    __array_priority__ = 10.0
+
+    def __init__(self, source: ModelFile, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self._source: ModelFile | None = source
+        self._offset = offset
+        self.dtype = dtype
+        self.shape = shape
+        self.ndim = len(shape)
+        self.size = math.prod(shape)
+        self.nbytes = self.size * dtype.itemsize
+        self._value: np.ndarray | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """Have the values been read?"""
+        return self._value is not None
+
+    def value(self) -> np.ndarray:
+        """The values (read now if not yet), read-only."""
+        if self._value is None:
+            assert self._source is not None
+            try:
+                value = self._source.read(self._offset, self.dtype, self.shape)
+            except FormatError as exc:
+                raise FormatError(f"{self._source.path}: {exc}") from None
+            value.flags.writeable = False
+            self._value, self._source = value, None
+        return self._value
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        value = self.value()
+        if dtype is not None and np.dtype(dtype) != value.dtype:
+            return value.astype(dtype)
+        return value.copy() if copy else value
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.value(), name)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of unsized object")
+        return self.shape[0]
+
+    def __iter__(self) -> Any:
+        return iter(self.value())
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.value()[key]
+
+    def __repr__(self) -> str:
+        state = "read" if self.loaded else "not read yet"
+        return f"DeferredArray(shape={self.shape}, dtype={self.dtype}, {state})"
+
+
+def _delegate(name: str) -> Callable[..., Any]:
+    def method(self: DeferredArray, *args: Any) -> Any:
+        return getattr(self.value(), name)(*args)
+
+    method.__name__ = name
+    return method
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
+              "__floordiv__", "__rfloordiv__", "__pow__", "__rpow__", "__matmul__", "__rmatmul__", "__mod__",
+              "__neg__", "__pos__", "__abs__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__",
+              "__and__", "__rand__", "__or__", "__ror__", "__invert__", "__bool__", "__float__", "__int__",
+              "__index__", "__contains__"):
+    setattr(DeferredArray, _name, _delegate(_name))
+DeferredArray.__hash__ = None  # type: ignore[assignment]  # like an ndarray
+
+
+# -- the main process's side ---------------------------------------------------------------------
+
+#: Called with the file's path once the child has answered, before the main process reads any
+#: weight (tests truncate the file there).
+after_answer: Callable[[str], None] | None = None
+
+#: A child job: ``(file descriptor, file size, params, facts, send_blob)``; it fills ``facts`` and may
+#: raise (the facts gathered until then are still sent, with the error).
+Job = Callable[[int, int, dict[str, Any], dict[str, Any], Callable[[np.ndarray], int]], None]
+_JOBS: dict[str, Job] = {}
+
+
+def job(name: str) -> Callable[[Job], Job]:
+    """Register a function the child can run by name (the fresh-interpreter child finds it so)."""
+
+    def register(func: Job) -> Job:
+        _JOBS[name] = func
+        return func
+
+    return register
+
+
+class Answer:
+    """The child's answer, checked: ``facts`` (plain JSON data), ``blobs`` (raw byte arrays) and the
+    error that stopped the child's scan, if any. :meth:`get` raises that error for a fact the
+    scan did not reach, so errors surface in the order the reader needs the facts."""
+
+    def __init__(self, facts: dict[str, Any], blobs: list[np.ndarray], error: BnconvertError | None) -> None:
+        self.facts = facts
+        self.blobs = blobs
+        self.error = error
+
+    def get(self, key: str) -> Any:
+        if key in self.facts:
+            return self.facts[key]
+        if self.error is not None:
+            raise self.error
+        raise InternalError(f"the isolated HDF5 reader did not report '{key}'")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.facts
+
+
+def run(source: ModelFile, name: str, params: dict[str, Any] | None = None) -> Answer:
+    """Run job ``name`` on ``source`` in a child process under limits and return its answer.
+
+    FormatError (without the path: the caller adds it) when the child crashed, hit a limit or timed
+    out; InternalError when it failed in our own code.
+    """
+    params = dict(params or {})
+    cpu = cpu_seconds(source.size)
+    if _can_fork():
+        proc: _Child = _Forked(source, name, params, cpu)
+    else:
+        proc = _Spawned(source, name, params, cpu)
+    try:
+        frames = _receive(proc.out, deadline=time.monotonic() + WALL_FACTOR * cpu + 10,
+                          blob_limit=source.size + min(2**33, 1000 * max(source.size, 1)))
+    except _TimedOut:
+        proc.kill()
+        proc.wait()
+        raise FormatError(f"damaged HDF5 file (reading it took more than {WALL_FACTOR * cpu + 10:.0f} s: a loop "
+                          "in its structures?); refused") from None
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        os.close(proc.out)
+    status = proc.wait()
+    blobs, header = frames
+    if header is None:
+        raise _death(status, cpu)
+    if status != 0:  # an answer, then a crash on the way out: the answer is complete, but be strict
+        raise _death(status, cpu)
+    return _answer(header, blobs)
+
+
+def _can_fork() -> bool:
+    """Fork only a process that no other thread can leave in an inconsistent state for the child."""
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return False
+    return not any(name in sys.modules for name in THREADED_LIBRARIES)
+
+
+def _death(status: int, cpu: float) -> BnconvertError:
+    """What a child's end without an answer means (``status`` as from ``os.waitpid``)."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGXCPU or sig == signal.SIGKILL:
+            return FormatError(f"damaged HDF5 file (reading it exceeded the CPU limit of {cpu:.0f} s: a loop in its "
+                               "structures?); refused")
+        name = _SIGNAL_NAMES.get(sig) or signal.Signals(sig).name
+        return FormatError(f"damaged HDF5 file (the HDF5 library crashed reading it: {name})")
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+    if code == _EXIT_MEMORY:
+        return FormatError("damaged HDF5 file (reading it exceeded the memory limit); refused")
+    return InternalError(f"the isolated HDF5 reader exited with status {code} without an answer")
+
+
+class _TimedOut(Exception):
+    pass
+
+
+def _read_exact(fd: int, buf: memoryview, deadline: float) -> bool:
+    """Fill ``buf`` from the pipe; False at end of file before anything was read."""
+    done = 0
+    while done < len(buf):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _TimedOut
+        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+        if not ready:
+            continue
+        try:
+            got = os.readv(fd, [buf[done:]])
+        except InterruptedError:  # pragma: no cover
+            continue
+        if got == 0:
+            if done == 0:
+                return False
+            raise EOFError
+        done += got
+    return True
+
+
+def _receive(fd: int, *, deadline: float, blob_limit: int) -> tuple[list[np.ndarray], bytes | None]:
+    """Frames from the child until its header (None if the pipe ends first)."""
+    blobs: list[np.ndarray] = []
+    total = 0
+    head = bytearray(9)
+    try:
+        while True:
+            if not _read_exact(fd, memoryview(head), deadline):
+                return blobs, None
+            kind, size = head[:1], int.from_bytes(head[1:], "little")
+            if kind == b"H":
+                if size > MAX_HEADER_BYTES:
+                    return blobs, None
+                header = bytearray(size)
+                if size and not _read_exact(fd, memoryview(header), deadline):
+                    return blobs, None
+                return blobs, bytes(header)
+            if kind != b"B" or total + size > blob_limit:
+                return blobs, None
+            total += size
+            blob = np.empty(size, np.uint8)
+            if size and not _read_exact(fd, memoryview(blob), deadline):
+                return blobs, None
+            blobs.append(blob)
+    except EOFError:
+        return blobs, None
+
+
+def _answer(header: bytes, blobs: list[np.ndarray]) -> Answer:
+    try:
+        message = json.loads(header)
+        facts, error = message["facts"], message["error"]
+        if not isinstance(facts, dict) or not (error is None or isinstance(error, dict)):
+            raise TypeError("malformed answer")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InternalError(f"the isolated HDF5 reader gave a malformed answer ({short(exc)})") from None
+    raised: BnconvertError | None = None
+    if error is not None:
+        kind, text = error.get("kind"), str(error.get("message"))
+        if kind == "format":
+            raised = FormatError(text)
+        elif kind == "damaged":
+            raised = FormatError(f"damaged HDF5 file ({text})")
+        elif kind == "memory":
+            raised = FormatError("damaged HDF5 file (reading it exceeded the memory limit); refused")
+        else:
+            raise InternalError(f"the isolated HDF5 reader failed: {text}")
+    return Answer(facts, blobs, raised)
+
+
+# -- the two kinds of child ----------------------------------------------------------------------
+
+
+class _Child:
+    out: int
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def wait(self) -> int:
+        raise NotImplementedError
+
+
+class _Forked(_Child):
+    def __init__(self, source: ModelFile, name: str, params: dict[str, Any], cpu: float) -> None:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(read_end)
+            _child_main(source.fd, write_end, name, params, cpu, forked=True)
+        os.close(write_end)
+        self.pid, self.out, self.status = pid, read_end, None
+
+    def kill(self) -> None:
+        if self.status is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:  # pragma: no cover
+                pass
+
+    def wait(self) -> int:
+        while self.status is None:
+            try:
+                self.status = os.waitpid(self.pid, 0)[1]
+            except ChildProcessError:  # pragma: no cover - reaped elsewhere
+                self.status = 0
+            except InterruptedError:  # pragma: no cover
+                continue
+        return self.status
+
+
+class _Spawned(_Child):
+    def __init__(self, source: ModelFile, name: str, params: dict[str, Any], cpu: float) -> None:
+        package_parent = os.path.dirname(_PACKAGE)
+        boot = ("import sys; sys.path.insert(0, sys.argv[1]); "
+                "from bnconvert.readers.isolated import _spawned_main; _spawned_main()")
+        spec = json.dumps({"fd": source.fd, "job": name, "params": params, "cpu": cpu})
+        os.set_inheritable(source.fd, True)
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-I", "-c", boot, package_parent, spec],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                         pass_fds=(source.fd,), close_fds=True)
+        finally:
+            os.set_inheritable(source.fd, False)
+        assert self.proc.stdout is not None
+        self.out = os.dup(self.proc.stdout.fileno())
+        self.proc.stdout.close()
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+    def wait(self) -> int:
+        code = self.proc.wait()
+        # as os.waitpid would say it: a signal in the low bits, an exit code shifted
+        return -code & 0x7F if code < 0 else code << 8
+
+
+# -- the child's side ----------------------------------------------------------------------------
+
+_EXIT_OK, _EXIT_MEMORY, _EXIT_BUG = 0, 86, 87
+
+
+def _spawned_main() -> None:
+    """Entry point of the fresh-interpreter child: ``argv[2]`` holds the job, stdout is the pipe."""
+    import bnconvert.readers  # noqa: F401 - registers the jobs
+
+    spec = json.loads(sys.argv[2])
+    out = os.dup(1)
+    _child_main(spec["fd"], out, spec["job"], spec["params"], spec["cpu"], forked=False)
+
+
+def _vm_bytes() -> int | None:
+    """The process's current address-space size (Linux), or None."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def allow_memory(extra: int) -> None:
+    """In the child: let the address space grow ``extra`` bytes past its current size (plus the
+    base allowance). A no-op in the main process or where limits are not available."""
+    if not _IN_CHILD:
+        return
+    try:
+        import resource
+
+        now = _vm_bytes()
+        if now is None:
+            return
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        want = now + MEMORY_ALLOWANCE + max(int(extra), 0)
+        if hard != resource.RLIM_INFINITY:
+            want = min(want, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (want, hard))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - no resource module, or refused
+        pass
+
+
+_IN_CHILD = False
+
+
+def _limit(cpu: float) -> None:
+    """Set the child's limits: no core files, CPU, address space."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX: the wall-clock timeout still holds
+        return
+    for what, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_CPU, math.ceil(cpu))):
+        try:
+            soft, hard = resource.getrlimit(what)
+            if hard != resource.RLIM_INFINITY:
+                value = min(value, hard)
+            resource.setrlimit(what, (value, hard if what == resource.RLIMIT_CORE else min(hard, value + 2)
+                                      if hard != resource.RLIM_INFINITY else value + 2))
+        except (ValueError, OSError):  # pragma: no cover
+            pass
+    allow_memory(0)
+
+
+def _child_main(fd: int, out: int, name: str, params: dict[str, Any], cpu: float, *, forked: bool) -> None:
+    """Run one job and write its answer to ``out``; always ends the process."""
+    global _IN_CHILD
+    code = _EXIT_BUG
+    try:
+        _IN_CHILD = True
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_WRONLY)  # nothing from the child reaches the terminal
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        if forked:
+            import faulthandler
+
+            faulthandler.disable()
+        _limit(cpu)
+        code = _serve(fd, out, name, params)
+    except MemoryError:
+        code = _EXIT_MEMORY
+    except BaseException:  # noqa: BLE001 - the child must end here whatever happens
+        code = _EXIT_BUG
+    finally:
+        os._exit(code)
+
+
+def _serve(fd: int, out: int, name: str, params: dict[str, Any]) -> int:
+    def write(data: memoryview | bytes) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(out, view):]
+
+    count = 0
+
+    def send_blob(arr: np.ndarray) -> int:
+        nonlocal count
+        data = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        write(b"B" + len(data).to_bytes(8, "little"))
+        write(data.data)
+        count += 1
+        return count - 1
+
+    facts: dict[str, Any] = {}
+    error: dict[str, Any] | None = None
+    try:
+        size = os.fstat(fd).st_size
+        _JOBS[name](fd, size, params, facts, send_blob)
+    except FormatError as exc:
+        error = {"kind": "format", "message": str(exc)}
+    except MemoryError:
+        error = {"kind": "memory", "message": "memory limit"}
+    except RecursionError as exc:
+        error = {"kind": "damaged", "message": short(exc)}
+    except Exception as exc:  # noqa: BLE001 - sorted into the file's fault or ours
+        if is_damage(exc):
+            error = {"kind": "damaged", "message": short(exc)}
+        else:
+            error = {"kind": "internal", "message": f"{type(exc).__name__}: {short(exc)} "
+                                                    f"[{_where_raised(exc)}]"}
+    header = json.dumps({"facts": facts, "error": error}).encode("ascii")
+    write(b"H" + len(header).to_bytes(8, "little"))
+    write(header)
+    return _EXIT_OK
+
+
+def _where_raised(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{os.path.basename(last.filename)}:{last.lineno}"
+
+
+def h5_path(fd: int) -> str:
+    """A name under which the child opens the very file the main process opened."""
+    proc = f"/proc/self/fd/{fd}"
+    if os.path.exists(proc):
+        return proc
+    raise OSError(errno.ENOENT, "no /proc/self/fd to reopen the model file by")  # pragma: no cover
