@@ -2,6 +2,8 @@
 
 Only this package writes to the terminal. A :class:`~bnconvert.errors.BnconvertError` becomes one
 line on stderr and its exit code (2 bad input, 1 failed check); ``--debug`` shows the traceback.
+Everything printed that comes from a file (layer and file names, messages quoting them) goes
+through :func:`bnconvert.text.one_line`: no control character reaches the terminal raw.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class _Group(click.Group):
             raise
         except KeyboardInterrupt as exc:  # Ctrl-C 130, SIGTERM 143, SIGHUP 129 (128 + signal)
             if isinstance(exc, Terminated):
-                click.echo(f"bnconvert: terminated ({exc}); nothing written", err=True)
+                click.echo(f"bnconvert: terminated ({exc})", err=True)
                 sys.exit(exc.exit_code)
             click.echo("bnconvert: interrupted", err=True)
             sys.exit(130)
@@ -85,7 +87,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     and export ONNX that is checked against the original.
 
     Exit codes: 0 success, 1 check failed (or findings with --strict), 2 bad input or usage,
-    3 internal error (a bug in bnconvert: please report it).
+    3 internal error (a bug in bnconvert: please report it); 130, 143, 129 interrupted by Ctrl-C,
+    SIGTERM, SIGHUP (no output is left behind).
     """
     ctx.obj = {"debug": debug}
 
