@@ -8,14 +8,21 @@ The path of a run::
 
 A record is :func:`bnconvert.audit.audit_file`'s dict plus ``config_file`` (the architecture
 JSON used, or None), or an error record ``{"file": ..., "error": "<one line>"}``: one bad file
-never stops the others. Records are yielded one by one and at most ``2 * jobs`` are in flight,
-so memory stays flat however many files there are.
+never stops the others, not even one that crashes the process reading it: with ``jobs`` > 1
+the workers are separate processes, and with ``jobs`` 1 each file is audited in a forked child
+(when the process may fork, see :mod:`bnconvert.readers.isolated`), so a crash in a native
+library is that file's error record. Records cross back as JSON, never pickled from the child.
+Records are yielded one by one and at most ``2 * jobs`` are in flight, so memory stays flat
+however many files there are.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
+import stat
 import zipfile
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
@@ -26,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from .audit import audit_file
 from .errors import BnconvertError
 from .readers import sniff
+from .readers.isolated import can_fork
 
 if TYPE_CHECKING:
     import multiprocessing.context
@@ -81,7 +89,16 @@ class Collection:
 
 
 def _classify(path: Path) -> str | None:
-    """``'hdf5'``, ``'zip'``, ``'json'``, ``'unreadable'`` or None (not a model file) from the content."""
+    """``'hdf5'``, ``'zip'``, ``'json'``, ``'unreadable'`` or None (not a model file) from the content.
+
+    Only regular files are opened: a named pipe would block the run, a device never end; they
+    are skipped like other files that are not models.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+    except OSError:
+        return "unreadable"  # a dangling link, a file gone since the listing: audited, so reported
     try:
         kind = sniff(path)
     except BnconvertError:
@@ -99,10 +116,11 @@ def _classify(path: Path) -> str | None:
 
 def _readable(path: Path) -> bool:
     try:
-        with open(path, "rb"):
-            return True
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never waits on a pipe
     except OSError:
         return False
+    os.close(fd)
+    return True
 
 
 def _folder_files(folder: Path, recursive: bool, found: Collection) -> Iterator[list[Path]]:
@@ -122,7 +140,7 @@ def _folder_files(folder: Path, recursive: bool, found: Collection) -> Iterator[
         unreadable(exc)
         return
     found.unsearched += sum(1 for e in entries if e.is_dir())
-    yield [e for e in entries if e.is_file()]
+    yield [e for e in entries if e.exists() and not e.is_dir()]  # pipes and devices too: counted as skipped
 
 
 def collect(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = False, config: str | None = None) -> Collection:
@@ -303,12 +321,64 @@ def _parallel(tasks: Iterator[Task], jobs: int, options: dict[str, Any]) -> Iter
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _forked_record(task: Task, options: dict[str, Any]) -> dict[str, Any]:
+    """:func:`audit_record` in a forked child, so that a crash (a native library's SIGSEGV, the
+    kernel's OOM killer) is this file's error record, not the end of the run. The record comes
+    back as JSON over a pipe. In-process when forking is not safe (threads are running)."""
+    if not can_fork():
+        return audit_record(task, options)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: audit, answer, exit without running the parent's cleanup
+        code = 1
+        try:
+            os.close(read_end)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            import faulthandler
+
+            faulthandler.disable()  # a crash is reported by the parent, in one line
+            record = audit_record(task, options)
+            try:
+                data = json.dumps(record).encode("utf-8", "surrogatepass")
+            except (TypeError, ValueError) as exc:  # a record that is not plain data: our bug
+                data = json.dumps(error_record(task.path, f"{task.path}: unexpected {type(exc).__name__}: {exc}")).encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(write_end, view):]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    chunks = []
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            while chunk := pipe.read(1 << 20):
+                chunks.append(chunk)
+        status = os.waitpid(pid, 0)[1]
+    except BaseException:  # Ctrl-C, SIGTERM: the child goes too
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        raise
+    if status == 0 and chunks:
+        try:
+            record = json.loads(b"".join(chunks).decode("utf-8", "surrogatepass"))
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and "file" in record:
+            return record
+    return _crashed(task)
+
+
 def audit_records(tasks: Iterable[Task], *, jobs: int = 1, load_options: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-    """One record per task, in input order, streamed; ``jobs`` > 1 reads in that many processes."""
+    """One record per task, in input order, streamed; ``jobs`` > 1 reads in that many processes,
+    ``jobs`` 1 each file in a forked child of this one (see :func:`_forked_record`)."""
     options = dict(load_options or {})
     if jobs <= 1:
         for task in tasks:
-            yield audit_record(task, options)
+            yield _forked_record(task, options)
         return
     yield from _parallel(iter(tasks), jobs, options)
 
