@@ -15,7 +15,7 @@ from ..fold.run import default_output, fold_file
 from ..text import one_line, safe_lines
 from .options import load_kwargs, load_options
 
-__all__ = ["fold", "default_output", "render_report"]
+__all__ = ["default_output", "fold", "render_report"]
 
 
 def render_report(report: FoldReport, *, dry_run: bool = False) -> str:

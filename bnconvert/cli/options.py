@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-__all__ = ["load_options", "load_kwargs"]
+__all__ = ["load_kwargs", "load_options"]
 
 
 def load_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -78,7 +78,7 @@ def assert_safe(text: str) -> None:
     assert not any(line.lstrip().startswith(("forged", "bnconvert: error: forged")) for line in text.splitlines()), text
 
 
-def run(*args: str):  # noqa: ANN201
+def run(*args: str):
     result = CliRunner().invoke(main, list(args))
     assert not isinstance(result.exception, (UnicodeError, AttributeError, TypeError)), result.exception
     assert_safe(result.stdout)
@@ -86,7 +86,7 @@ def run(*args: str):  # noqa: ANN201
     return result
 
 
-def one_error_line(result) -> str:  # noqa: ANN001
+def one_error_line(result) -> str:
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2, result.output
     assert len(lines) == 1 and lines[0].startswith("bnconvert: error: "), result.stderr
@@ -156,7 +156,7 @@ def test_inspect_csv(key: str, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 4  # header + one line per BN layer
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert [r["bn"] for r in rows][0] == one_line(ALL[key]) and rows[0]["axis"] == "-1"
+    assert rows[0]["bn"] == one_line(ALL[key]) and rows[0]["axis"] == "-1"
 
 
 def test_csv_cells_cannot_be_formulas(tmp_path: Path) -> None:

@@ -24,7 +24,14 @@ from click.testing import CliRunner
 
 from bnconvert.cli import main
 from bnconvert.errors import OutputError
-from bnconvert.io import InputSet, Terminated, atomic_output, check_output, same_file, terminate_on_signals
+from bnconvert.io import (
+    InputSet,
+    Terminated,
+    atomic_output,
+    check_output,
+    same_file,
+    terminate_on_signals,
+)
 
 from ..conftest import fixture_file
 from .conftest import folder_state
@@ -45,14 +52,14 @@ def read_only(folder: Path) -> Iterator[None]:
             pass
         else:  # root ignores the mode bits
             probe.unlink()
-            immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0 \
+            immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False).returncode == 0 \
                 if shutil.which("chattr") else False
             if not immutable:
                 pytest.skip("cannot make a folder read-only here (root without chattr)")
         yield
     finally:
         if immutable:
-            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True, check=False)
         os.chmod(folder, 0o755)
 
 
@@ -201,7 +208,7 @@ def _argv(name: str, src: Path, out: Path, *extra: str) -> list[str]:
     return [str(src) if a == "IN" else str(out) if a == "OUT" else a for a in WRITERS[name][1]] + list(extra)
 
 
-def _one_line(result) -> str:  # noqa: ANN001
+def _one_line(result) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bnconvert: error: "), result.output
     assert "Traceback" not in result.output
@@ -275,7 +282,7 @@ def test_full_disk(name: str, source: Path, tmp_path: Path) -> None:
     out_dir.mkdir()
     out = out_dir / ("out" + WRITERS[name][0])
     done = subprocess.run([sys.executable, "-c", _FULL_DISK, *_argv(name, source, out)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bnconvert: error: ") and out.name in lines[0], done.stderr[-2000:]
@@ -472,7 +479,7 @@ def test_signal_during_the_check_leaves_nothing(command: str, signame: str, code
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the check never started"
             time.sleep(0.05)
-        assert [p.name for p in out_dir.iterdir()][0].startswith(".bnconvert-tmp-")  # written, unchecked
+        assert next(p.name for p in out_dir.iterdir()).startswith(".bnconvert-tmp-")  # written, unchecked
         proc.send_signal(getattr(signal, signame))
         _, stderr = proc.communicate(timeout=60)
     finally:
