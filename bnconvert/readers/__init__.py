@@ -15,6 +15,7 @@ an internal error, exit 3).
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -42,10 +43,14 @@ def sniff(path: str | os.PathLike[str]) -> str:
     if not p.is_file():  # a FIFO or a device would block or never end
         raise FormatError(f"{p}: not a regular file")
     try:
-        with open(p, "rb") as fh:
-            head = fh.read(8)
+        # O_NONBLOCK: a pipe put in the file's place after the check above cannot block the open
+        with open(p, "rb", opener=lambda f, flags: os.open(f, flags | getattr(os, "O_NONBLOCK", 0))) as fh:
+            regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
+            head = fh.read(8) if regular else b""
     except OSError as exc:
         raise FormatError(f"{p}: cannot be read ({exc.strerror})") from None
+    if not regular:
+        raise FormatError(f"{p}: not a regular file")
     if not head:
         raise FormatError(f"{p}: the file is empty")
     if head.startswith(HDF5_MAGIC):
