@@ -18,6 +18,7 @@ import os
 import stat
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from ..errors import BnconvertError, FormatError
 from ..model import Model
@@ -140,12 +141,33 @@ def _read_config(config: str | os.PathLike[str]) -> str:
         raise FormatError(f"{config}: cannot be read ({exc.strerror})") from None
 
 
+@isolated.job("zip")
+def _try_zip(fd: int, size: int, params: dict[str, Any], facts: dict[str, Any], send_blob: Any) -> None:
+    """Run in the isolated child: read the ``.keras`` archive as :func:`load` will (libhdf5 parses
+    its ``model.weights.h5``); ``facts["ok"]`` when that worked."""
+    with os.fdopen(os.dup(fd), "rb") as fh, zipfile.ZipFile(fh) as zf:
+        read_zip(params["path"], zf)
+    facts["ok"] = True
+
+
+def _read_zip(name: str) -> Model:
+    """A ``.keras`` archive: first read in the isolated child, where a ``model.weights.h5`` that
+    crashes or exhausts libhdf5 is only the child's end; then, libhdf5 being deterministic,
+    read here from the same open file (the one the child read, even if the name was replaced)."""
+    source = ModelFile(name)
+    try:
+        isolated.run(source, "zip", {"path": name}, what=".keras (zip) file").get("ok")
+        with os.fdopen(os.dup(source.fd), "rb") as fh, zipfile.ZipFile(fh) as zf:
+            return read_zip(name, zf)
+    finally:
+        source.close()
+
+
 def _read(path: Path, kind: str, *, config_text: str | None, running_std: str, flip_kernels: bool | None,
           lazy: bool = False) -> Model:
     name = str(path)
     if kind == "zip":
-        with zipfile.ZipFile(path) as zf:
-            return read_zip(name, zf)
+        return _read_zip(name)
     source = ModelFile(path)
     try:
         answer = isolated.run(source, "h5")

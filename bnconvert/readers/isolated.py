@@ -64,6 +64,7 @@ __all__ = [
     "ModelFile",
     "DeferredArray",
     "run",
+    "can_fork",
     "cpu_seconds",
     "MEMORY_ALLOWANCE",
     "WALL_FACTOR",
@@ -285,15 +286,15 @@ class Answer:
         return key in self.facts
 
 
-def run(source: ModelFile, name: str, params: dict[str, Any] | None = None) -> Answer:
+def run(source: ModelFile, name: str, params: dict[str, Any] | None = None, *, what: str = "HDF5 file") -> Answer:
     """Run job ``name`` on ``source`` in a child process under limits and return its answer.
 
-    FormatError (without the path: the caller adds it) when the child crashed, hit a limit or timed
-    out; InternalError when it failed in our own code.
+    FormatError (without the path: the caller adds it; ``what`` names the kind of file) when the
+    child crashed, hit a limit or timed out; InternalError when it failed in our own code.
     """
     params = dict(params or {})
     cpu = cpu_seconds(source.size)
-    if _can_fork():
+    if can_fork():
         proc: _Child = _Forked(source, name, params, cpu)
     else:
         proc = _Spawned(source, name, params, cpu)
@@ -303,7 +304,7 @@ def run(source: ModelFile, name: str, params: dict[str, Any] | None = None) -> A
     except _TimedOut:
         proc.kill()
         proc.wait()
-        raise FormatError(f"damaged HDF5 file (reading it took more than {WALL_FACTOR * cpu + 10:.0f} s: a loop "
+        raise FormatError(f"damaged {what} (reading it took more than {WALL_FACTOR * cpu + 10:.0f} s: a loop "
                           "in its structures?); refused") from None
     except BaseException:
         proc.kill()
@@ -314,31 +315,31 @@ def run(source: ModelFile, name: str, params: dict[str, Any] | None = None) -> A
     status = proc.wait()
     blobs, header = frames
     if header is None:
-        raise _death(status, cpu)
+        raise _death(status, cpu, what)
     if status != 0:  # an answer, then a crash on the way out: the answer is complete, but be strict
-        raise _death(status, cpu)
-    return _answer(header, blobs)
+        raise _death(status, cpu, what)
+    return _answer(header, blobs, what)
 
 
-def _can_fork() -> bool:
+def can_fork() -> bool:
     """Fork only a process that no other thread can leave in an inconsistent state for the child."""
     if not hasattr(os, "fork") or threading.active_count() > 1:
         return False
-    return not any(name in sys.modules for name in THREADED_LIBRARIES)
+    return all(sys.modules.get(name) is None for name in THREADED_LIBRARIES)  # None: blocked, not imported
 
 
-def _death(status: int, cpu: float) -> BnconvertError:
+def _death(status: int, cpu: float, what: str) -> BnconvertError:
     """What a child's end without an answer means (``status`` as from ``os.waitpid``)."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig == signal.SIGXCPU or sig == signal.SIGKILL:
-            return FormatError(f"damaged HDF5 file (reading it exceeded the CPU limit of {cpu:.0f} s: a loop in its "
+            return FormatError(f"damaged {what} (reading it exceeded the CPU limit of {cpu:.0f} s: a loop in its "
                                "structures?); refused")
         name = _SIGNAL_NAMES.get(sig) or signal.Signals(sig).name
-        return FormatError(f"damaged HDF5 file (the HDF5 library crashed reading it: {name})")
+        return FormatError(f"damaged {what} (the HDF5 library crashed reading it: {name})")
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
     if code == _EXIT_MEMORY:
-        return FormatError("damaged HDF5 file (reading it exceeded the memory limit); refused")
+        return FormatError(f"damaged {what} (reading it exceeded the memory limit); refused")
     return InternalError(f"the isolated HDF5 reader exited with status {code} without an answer")
 
 
@@ -396,7 +397,7 @@ def _receive(fd: int, *, deadline: float, blob_limit: int) -> tuple[list[np.ndar
         return blobs, None
 
 
-def _answer(header: bytes, blobs: list[np.ndarray]) -> Answer:
+def _answer(header: bytes, blobs: list[np.ndarray], what: str) -> Answer:
     try:
         message = json.loads(header)
         facts, error = message["facts"], message["error"]
@@ -410,9 +411,9 @@ def _answer(header: bytes, blobs: list[np.ndarray]) -> Answer:
         if kind == "format":
             raised = FormatError(text)
         elif kind == "damaged":
-            raised = FormatError(f"damaged HDF5 file ({text})")
+            raised = FormatError(f"damaged {what} ({text})")
         elif kind == "memory":
-            raised = FormatError("damaged HDF5 file (reading it exceeded the memory limit); refused")
+            raised = FormatError(f"damaged {what} (reading it exceeded the memory limit); refused")
         else:
             raise InternalError(f"the isolated HDF5 reader failed: {text}")
     return Answer(facts, blobs, raised)
