@@ -5,28 +5,42 @@ to ``keras`` (3), tf.keras / Keras 2 files (``keras2-*``, ``tfkeras-zip``) to ``
 Keras 1 files load in no current Keras (their layers were renamed); they raise
 :class:`~bnconvert.check.runners.RunnerUnavailable`, and the checks use bnconvert's export instead.
 
-Loading is ``compile=False, safe_mode=True``; a model with a ``Lambda`` layer is refused before
-Keras sees it (its config holds marshalled Python bytecode, which bnconvert never runs).
+Loading is ``compile=False, safe_mode=True``, and only after every config Keras will be handed
+has been checked (:mod:`bnconvert.readers.code`): the file's own ``model_config`` (HDF5) or
+``config.json`` (``.keras``), or the ``--config`` JSON of a weights-only file, whatever bnconvert
+itself read. One with a ``Lambda`` (marshalled Python bytecode, which bnconvert never runs) or a
+module outside Keras is refused before Keras sees the file.
+
+TensorFlow is imported quietly: ``TF_CPP_MIN_LOG_LEVEL=3`` unless set, and what its native
+libraries print while loading (oneDNN, CUDA, CPU features: absl logging, before that level is in
+force) goes to the debug log instead of stderr, so a refusal stays one line.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
+import lzma
 import os
+import re
+import sys
 import tempfile
+import threading
 import warnings
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import BnconvertError
+from ..errors import BnconvertError, FormatError
 from ..layerspec import CONV_CLASSES, DEPTHWISE_CLASSES, SEPARABLE_CLASSES, TRANSPOSE_CLASSES
 from ..model import Model, Source, TensorRef
 from ..readers import sniff
+from ..readers.code import code_in_config, code_in_model, foreign_references
 from .inputs import InputSpec
 from .runners import Runner, RunnerUnavailable
 
@@ -64,19 +78,87 @@ def keras_available(module: str = "keras") -> bool:
         return False
 
 
-def _import(module: str) -> tuple[Any, Any]:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+#: what TensorFlow's native libraries print while they load, before absl logging is initialised
+#: and ``TF_CPP_MIN_LOG_LEVEL`` is in force ("I0000 00:00:... port.cc:153] oneDNN custom operations
+#: are on...", the CUDA and CPU-feature notes)
+_NATIVE_LOG = re.compile(
+    r"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]"  # before InitializeLog the seconds are epoch seconds
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: "
+)
+
+
+class _NativeStderrToLog:
+    """File descriptor 2 sent to a temporary file while TensorFlow loads: the lines its native
+    libraries write go to the debug log, anything else written meanwhile back to stderr."""
+
+    def __init__(self) -> None:
+        self.saved: int | None = None
+        self.tmp: Any = None
+
+    def __enter__(self) -> _NativeStderrToLog:
+        _flush_stderr()
+        try:
+            self.tmp = tempfile.TemporaryFile()
+            self.saved = os.dup(2)
+            os.dup2(self.tmp.fileno(), 2)
+        except OSError:  # no descriptor 2 (a daemon) or no temporary folder: leave stderr alone
+            if self.saved is not None:
+                os.close(self.saved)
+                self.saved = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is None:
+            if self.tmp is not None:
+                self.tmp.close()
+            return
+        _flush_stderr()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.tmp.seek(0)
+        text = self.tmp.read(1 << 20).decode("utf-8", errors="replace")
+        self.tmp.close()
+        other = []
+        for line in text.splitlines():
+            if _NATIVE_LOG.match(line):
+                log.debug("TensorFlow: %s", line)
+            elif line.strip():
+                other.append(line)
+        if other:
+            try:
+                sys.stderr.write("\n".join(other) + "\n")
+            except (OSError, ValueError):
+                pass
+
+
+def _flush_stderr() -> None:
     try:
-        tf = importlib.import_module("tensorflow")
-        keras = importlib.import_module(module)
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):  # None, closed or broken: nothing to flush
+        pass
+
+
+#: one import at a time: descriptor 2 is process-wide, two redirections must not interleave
+_IMPORT_LOCK = threading.Lock()
+
+
+def _import(module: str) -> tuple[Any, Any]:
+    """TensorFlow and ``module`` (``keras`` or ``tf_keras``), imported without a line on stderr."""
+    first = "tensorflow" not in sys.modules
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # never TF_ENABLE_ONEDNN_OPTS: it changes numerics
+    try:
+        with _IMPORT_LOCK, warnings.catch_warnings(), _NativeStderrToLog():
+            warnings.simplefilter("ignore")  # DeprecationWarnings and the like, from TensorFlow's own imports
+            tf = importlib.import_module("tensorflow")
+            keras = importlib.import_module(module)
     except ImportError as exc:
         raise RunnerUnavailable(
             f"running the Keras reference needs TensorFlow and {module.replace('_', '-')} ({exc}): {INSTALL_HINT}"
         ) from None
-    try:
-        tf.get_logger().setLevel("ERROR")
-    except Exception:  # noqa: BLE001 - logging setup is cosmetic
-        pass
+    if first:  # bnconvert loaded TensorFlow: its Python loggers (tensorflow, absl) stay off the terminal
+        for name in ("tensorflow", "absl"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     return tf, keras
 
 
@@ -102,15 +184,23 @@ class KerasRunner(Runner):
         if self.module is None:
             fmt = self.model.source.format if self.model.source else "unknown"
             raise RunnerUnavailable(f"{path}: a Keras 1 file ({fmt}) does not load in any current Keras")
-        from ..readers.code import code_in_model
-
         code = code_in_model(self.model)  # the whole raw config: a Lambda can hide inside a wrapper
         if code:
-            raise RunnerUnavailable(f"{path}: {code[0]} holds Python code; bnconvert never runs it in Keras")
+            raise RunnerUnavailable(f"{path}: {code[0]} holds Python code or loads it; bnconvert never runs it in Keras")
         source = self.model.source
-        foreign = sorted(_foreign_modules(source.config if source is not None else None))
-        if foreign:  # tf_keras imports whatever module a config names: never let a file choose
-            raise RunnerUnavailable(f"{path}: its config names Python modules outside Keras ({', '.join(foreign)})")
+        zipped = source is not None and source.format.endswith("-zip")
+        _refuse_foreign(self.path, "its config", _as_loaded(source.config if source is not None else None, zipped))
+        # What bnconvert read is not always what Keras will load (a full HDF5 read with --config):
+        # check exactly what will be handed over, read the way Keras reads it.
+        self._config_text: str | None = None
+        for what, config in self._configs_for_keras(options.get("config")):
+            code = code_in_config(config)
+            if code:
+                raise RunnerUnavailable(
+                    f"{path}: {what}, which Keras would load, holds Python code or loads it ({code[0]}); "
+                    "bnconvert never runs it in Keras"
+                )
+            _refuse_foreign(self.path, what, config)
         if source is not None and source.kernels_flipped and any(
             layer.class_name in _SPATIAL_KERNELS for _, layer, _ in self.model.walk()
         ):
@@ -125,18 +215,50 @@ class KerasRunner(Runner):
         self._xla = False
 
     # -- loading ----------------------------------------------------------------------------------
-    def _load(self, config: str | None) -> Any:
-        km, source = self.keras, self.model.source
+    def _weights_only(self) -> bool:
+        source = self.model.source
+        return source is not None and source.format.endswith("-weights")
+
+    def _configs_for_keras(self, config: str | None) -> list[tuple[str, Any]]:
+        """Every config :meth:`_load` will hand to Keras, parsed: the ``--config`` JSON of a
+        weights-only file (its text is kept and handed over as checked), else the file's own
+        ``model_config`` (HDF5) or ``config.json`` (zip; without the top-level ``compile_config``,
+        which Keras drops when loading with ``compile=False``). Sniffed like :meth:`_load` does."""
+        from ..readers import root_attributes
+        from ..readers.h5 import parse_config
+
         try:
-            if source is not None and source.format.endswith("-weights"):
+            if self._weights_only():
                 if not config:
                     raise RunnerUnavailable(f"{self.path}: a weights-only file needs its architecture (--config)")
-                net = km.models.model_from_json(Path(config).read_text(encoding="utf-8"))
-                with _named_link(self.path, ".h5") as link:
-                    net.load_weights(link)
+                self._config_text = _read_json(config)
+                return [(f"its architecture {config}", parse_config(self._config_text, str(config)))]
+            if sniff(self.path) == "zip":
+                text = _zip_config(self.path)
+                return [] if text is None else [("its config.json", _as_loaded(parse_config(text, "config.json"), True))]
+            text = root_attributes(self.path, ("model_config",))["model_config"]
+            return [] if text is None else [("its model_config", parse_config(text, "model_config"))]
+        except RunnerUnavailable:
+            raise
+        except BnconvertError as exc:  # unreadable: Keras is not asked to load it
+            message = str(exc) if str(exc).startswith(self.path) else f"{self.path}: {exc}"
+            raise RunnerUnavailable(message) from None
+
+    def _load(self, config: str | None) -> Any:
+        km = self.keras
+        try:
+            if self._weights_only():
+                if self._config_text is None:
+                    raise RunnerUnavailable(f"{self.path}: a weights-only file needs its architecture (--config)")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    net = km.models.model_from_json(self._config_text)  # the text checked, not the file again
+                    with _named_link(self.path, ".h5") as link:
+                        net.load_weights(link)
                 return net
             suffix = ".keras" if sniff(self.path) == "zip" else ".h5"
-            with _named_link(self.path, suffix) as link:
+            with _named_link(self.path, suffix) as link, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Keras' notes on legacy files: the user gets one line or a report
                 return km.models.load_model(link, compile=False, safe_mode=True)
         except BnconvertError:
             raise
@@ -236,22 +358,63 @@ class KerasRunner(Runner):
         return dict(zip(symbolic, values))
 
 
-_KERAS_PACKAGES = frozenset({"keras", "tf_keras", "tensorflow", "builtins", "keras_hub", "keras_cv", "keras_nlp"})
+def _refuse_foreign(path: str, what: str, config: Any) -> None:
+    """RunnerUnavailable when ``config`` names a module or a registered object outside Keras:
+    Keras imports the module a config names (tf_keras any at all), so a file never chooses."""
+    if config is None:
+        return
+    modules, names = foreign_references(config)
+    if modules:
+        raise RunnerUnavailable(f"{path}: {what} names Python modules outside Keras ({', '.join(modules)})")
+    if names:
+        raise RunnerUnavailable(f"{path}: {what} names objects registered outside Keras ({', '.join(names)})")
 
 
-def _foreign_modules(config: Any, found: set[str] | None = None) -> set[str]:
-    """Every ``"module"`` a Keras config names outside the Keras packages (custom code)."""
-    found = set() if found is None else found
-    if isinstance(config, dict):
-        module = config.get("module")
-        if isinstance(module, str) and module.split(".", 1)[0] not in _KERAS_PACKAGES:
-            found.add(module)
-        for value in config.values():
-            _foreign_modules(value, found)
-    elif isinstance(config, list):
-        for value in config:
-            _foreign_modules(value, found)
-    return found
+def _as_loaded(config: Any, zipped: bool) -> Any:
+    """A ``.keras`` config as Keras deserialises it with ``compile=False``: without its top-level
+    ``compile_config`` (the optimizer and losses, custom ones included, are never built)."""
+    if zipped and isinstance(config, dict) and "compile_config" in config:
+        return {k: v for k, v in config.items() if k != "compile_config"}
+    return config
+
+
+def _read_json(path: str | os.PathLike[str]) -> str:
+    """The text of an architecture JSON, bounded like the readers bound it."""
+    from ..readers.h5 import MAX_CONFIG_CHARS
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_CHARS + 1)
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot be read ({exc.strerror})") from None
+    if len(data) > MAX_CONFIG_CHARS:
+        raise FormatError(f"{path}: too large for an architecture JSON; refused")
+    return data.decode("utf-8", errors="replace")
+
+
+def _zip_config(path: str) -> str | None:
+    """``config.json`` of a ``.keras`` zip (None when absent), with the readers' checks of the
+    archive and never inflated past its declared size."""
+    from ..readers.keras_zip import check_members
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = check_members(zf).get("config.json")
+            if info is None:
+                return None
+            with zf.open(info) as fh:
+                data = fh.read(info.file_size + 1)
+    except BnconvertError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+    except (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error,
+            lzma.LZMAError) as exc:
+        raise FormatError(f"{path}: damaged .keras (zip) file ({exc})") from None
+    if len(data) != info.file_size:
+        raise FormatError(f"{path}: zip entry 'config.json' does not have the size its header declares")
+    try:  # decoded as Keras' json.loads(bytes) decodes it (UTF-8, -16 or -32)
+        return data.decode(json.detect_encoding(data), "surrogatepass")
+    except (UnicodeDecodeError, LookupError):
+        raise FormatError(f"{path}: zip entry 'config.json' is not text") from None
 
 
 def _shape(tensor: Any) -> tuple[int | None, ...]:
