@@ -186,7 +186,9 @@ class KerasRunner(Runner):
             raise RunnerUnavailable(f"{path}: a Keras 1 file ({fmt}) does not load in any current Keras")
         code = code_in_model(self.model)  # the whole raw config: a Lambda can hide inside a wrapper
         if code:
-            raise RunnerUnavailable(f"{path}: {code[0]} holds Python code or loads it; bnconvert never runs it in Keras")
+            raise RunnerUnavailable(
+                f"{path}: {code[0]} holds Python code or loads it from elsewhere; bnconvert never runs it in Keras"
+            )
         source = self.model.source
         zipped = source is not None and source.format.endswith("-zip")
         _refuse_foreign(self.path, "its config", _as_loaded(source.config if source is not None else None, zipped))
@@ -197,7 +199,7 @@ class KerasRunner(Runner):
             code = code_in_config(config)
             if code:
                 raise RunnerUnavailable(
-                    f"{path}: {what}, which Keras would load, holds Python code or loads it ({code[0]}); "
+                    f"{path}: {what}, which Keras would load, holds Python code or loads it from elsewhere ({code[0]}); "
                     "bnconvert never runs it in Keras"
                 )
             _refuse_foreign(self.path, what, config)

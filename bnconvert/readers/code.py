@@ -9,9 +9,10 @@ Lambda can hide inside ``TimeDistributed``, ``Bidirectional``, a nested model, a
 or an RNN cell wrapper), and a config with code, or naming anything outside Keras, never gets there:
 
 - :func:`code_in_config`: Lambda layers and every ``*_type: "lambda"`` (marshalled bytecode),
-  layers that load code from elsewhere (a SavedModel, a torch module, a JAX function), and
-  tf.keras ``TFOpLambda`` layers calling a TensorFlow function that is not a tensor operation
-  (``io.write_file``, ``raw_ops.*``, ``compat.v1.py_func``...).
+  layers that load code from elsewhere (a SavedModel, a torch module, a JAX function), tf.keras
+  ``TFOpLambda`` layers calling a TensorFlow function that is not a tensor operation
+  (``io.write_file``, ``raw_ops.*``, ``compat.v1.py_func``...), and configs that make Keras read
+  another file or URL while loading (a lookup layer's ``vocabulary`` path, ``vocabulary_file``).
 - :func:`foreign_references`: every ``"module"`` not in :data:`KERAS_MODULES` (the full module
   paths Keras 3 and tf-keras define their layers and config objects in: a prefix match would let
   ``keras_hub.anything`` or ``tensorflow.anything`` through, and Keras imports it), and every
@@ -260,6 +261,10 @@ _CODE_CLASSES = frozenset({
 })
 #: tf.keras layers that call a TensorFlow function named in their config
 _TF_OP_CLASSES = frozenset({"TFOpLambda", "SlicingOpLambda"})
+#: lookup layers read their ``vocabulary`` from a path (or a gs:// URL) when it is a string
+_VOCABULARY_CLASSES = frozenset({"StringLookup", "IntegerLookup", "TextVectorization", "IndexLookup"})
+#: keys whose string value is a file Keras opens while building the object (feature columns, SavedModels)
+_PATH_KEYS = frozenset({"vocabulary_file", "filepath"})
 
 
 def _dicts(config: Any) -> Any:
@@ -303,9 +308,16 @@ def code_in_config(config: Any, limit: int = 10) -> list[str]:
             function = inner.get("function") if isinstance(inner, dict) else None
             if not _tf_op_allowed(function):
                 found.append(f"{where}: {cls}{_named(entry)} calls TensorFlow's {function!r}, not a tensor operation")
+        elif isinstance(cls, str) and cls in _VOCABULARY_CLASSES:
+            inner = entry.get("config")
+            vocabulary = inner.get("vocabulary") if isinstance(inner, dict) else None
+            if isinstance(vocabulary, str):
+                found.append(f"{where}: {cls}{_named(entry)} reads its vocabulary from {vocabulary!r}")
         for key, value in entry.items():  # function_type, output_shape_type, mode_type, dropout_fn_type, ...
             if value == "lambda" and isinstance(key, str) and key.endswith("_type"):
                 found.append(f"{where}.{key} = {value!r} (serialised bytecode)")
+            elif key in _PATH_KEYS and isinstance(value, str):
+                found.append(f"{where}.{key} = {value!r} (a file read while loading)")
     return found[:limit]
 
 

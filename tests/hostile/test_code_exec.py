@@ -242,6 +242,10 @@ def test_code_that_hides_in_other_places() -> None:
         assert code_in_config(layer("TFOpLambda", function=fn)), fn
     for fn in ("__operators__.add", "math.multiply", "nn.relu", "reshape", "compat.v1.transpose", "linalg.matmul"):
         assert not code_in_config(layer("TFOpLambda", function=fn)), fn
+    for cls in ("StringLookup", "IntegerLookup", "TextVectorization"):  # a vocabulary file (or gs:// URL) is read
+        assert code_in_config(layer(cls, vocabulary="/etc/passwd")), cls
+        assert not code_in_config(layer(cls, vocabulary=["a", "b"])) and not code_in_config(layer(cls, vocabulary=None))
+    assert code_in_config(layer("DenseFeatures", feature_columns=[{"config": {"vocabulary_file": "gs://x/v.txt"}}]))
 
 
 # -- the runner checks what Keras will load (in-process: refused before TensorFlow is imported) -------
