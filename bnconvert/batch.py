@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .audit import audit_file
-from .errors import BnconvertError
+from .errors import BnconvertError, InternalError
 from .readers import sniff
 from .readers.isolated import can_fork
 
@@ -202,6 +202,8 @@ def _audit_with_companion(task: Task, options: dict[str, Any]) -> dict[str, Any]
     first: dict[str, Any] | None = None
     try:
         first = audit_file(task.path, **options)
+    except InternalError:
+        raise
     except BnconvertError:
         first = None  # a weights-only file may only be readable with its architecture
     if first is not None and not str(first.get("format", "")).endswith("-weights"):
@@ -223,7 +225,10 @@ def _audit_with_companion(task: Task, options: dict[str, Any]) -> dict[str, Any]
 def audit_record(task: Task, load_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Audit one task and return its record; never raises for a bad file (error record instead).
 
-    Runs in worker processes, so it takes and returns plain, picklable data.
+    A bug of bnconvert's (any exception that is not a :class:`BnconvertError`, or an
+    :class:`InternalError`) is not the file's fault: it propagates and ends the run (the CLI
+    reports "internal error, please report", exit 3). Runs in worker processes, so it takes and
+    returns plain, picklable data.
     """
     options = {k: v for k, v in (load_options or {}).items() if k != "config"}
     try:
@@ -232,11 +237,10 @@ def audit_record(task: Task, load_options: dict[str, Any] | None = None) -> dict
         record = audit_file(task.path, **options, config=task.config)
         record["config_file"] = task.config
         return record
+    except InternalError:
+        raise
     except BnconvertError as exc:
         return error_record(task.path, str(exc))
-    except Exception as exc:  # noqa: BLE001 - one broken file must not stop a run; it is reported, not hidden
-        log.debug("unexpected failure on %s", task.path, exc_info=True)
-        return error_record(task.path, f"{task.path}: unexpected {type(exc).__name__}: {exc}")
 
 
 # process pools are imported where used: one file (the common case) never needs them
@@ -337,11 +341,13 @@ def _forked_record(task: Task, options: dict[str, Any]) -> dict[str, Any]:
             import faulthandler
 
             faulthandler.disable()  # a crash is reported by the parent, in one line
-            record = audit_record(task, options)
             try:
-                data = json.dumps(record).encode("utf-8", "surrogatepass")
-            except (TypeError, ValueError) as exc:  # a record that is not plain data: our bug
-                data = json.dumps(error_record(task.path, f"{task.path}: unexpected {type(exc).__name__}: {exc}")).encode()
+                data = json.dumps(audit_record(task, options)).encode("utf-8", "surrogatepass")
+            except Exception as exc:  # noqa: BLE001 - a bug of ours: sent to the parent, which raises it
+                import traceback
+
+                bug = str(exc) if isinstance(exc, InternalError) else f"{type(exc).__name__}: {exc}"
+                data = json.dumps({_BUG: bug, "traceback": traceback.format_exc()}).encode("utf-8", "surrogatepass")
             view = memoryview(data)
             while view:
                 view = view[os.write(write_end, view):]
@@ -367,9 +373,17 @@ def _forked_record(task: Task, options: dict[str, Any]) -> dict[str, Any]:
             record = json.loads(b"".join(chunks).decode("utf-8", "surrogatepass"))
         except ValueError:
             record = None
+        if isinstance(record, dict) and _BUG in record:
+            error = InternalError(str(record[_BUG]))
+            error.add_note(f"in the child process that audited {task.path}:\n{record.get('traceback', '')}")
+            raise error
         if isinstance(record, dict) and "file" in record:
             return record
     return _crashed(task)
+
+
+#: the key of the answer a forked child sends instead of a record when it met a bug of ours
+_BUG = "internal error"
 
 
 def audit_records(tasks: Iterable[Task], *, jobs: int = 1, load_options: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:

@@ -20,7 +20,7 @@ error, not SIGBUS), and with ``lazy`` a large weight is a :class:`DeferredArray`
 **Limits** (in the child, ``resource.setrlimit``): address space = what the child had at start
 plus :data:`MEMORY_ALLOWANCE` (raised just before a compressed weight is inflated, by that weight's
 validated size); CPU :func:`cpu_seconds` (10 s plus 1 s per 50 MB of file); a wall-clock timeout
-of ``WALL_FACTOR`` times that (a blocked child); no core files. A child that dies by a signal,
+of ``WALL_FACTOR`` times that plus ``WALL_GRACE`` (a blocked child); no core files. A child that dies by a signal,
 hits a limit or times out is a :class:`~bnconvert.errors.FormatError` naming the file; a child
 that fails in bnconvert's own code (a bug, not the file) is an
 :class:`~bnconvert.errors.InternalError`.
@@ -75,8 +75,10 @@ __all__ = [
 #: Address space the child may add to what it had at start (libhdf5's metadata cache, a 64 MB
 #: model config decoded and re-encoded); a compressed weight raises it by its own validated size.
 MEMORY_ALLOWANCE = 1024**3
-#: The wall-clock timeout is this many times the CPU limit (a child blocked, not computing).
+#: The wall-clock timeout is this many times the CPU limit plus ``WALL_GRACE`` seconds (a child
+#: blocked, not computing; a machine so loaded that the child gets a third of a core).
 WALL_FACTOR = 3
+WALL_GRACE = 10.0
 #: Libraries that start native threads when imported or used: a process holding them is not forked.
 THREADED_LIBRARIES = ("tensorflow", "onnxruntime", "torch", "jax")
 #: The JSON header may not exceed this (a 64 MB config with every byte escaped, plus the names).
@@ -294,17 +296,18 @@ def run(source: ModelFile, name: str, params: dict[str, Any] | None = None, *, w
     """
     params = dict(params or {})
     cpu = cpu_seconds(source.size)
+    wall = WALL_FACTOR * cpu + WALL_GRACE
     if can_fork():
         proc: _Child = _Forked(source, name, params, cpu)
     else:
         proc = _Spawned(source, name, params, cpu)
     try:
-        frames = _receive(proc.out, deadline=time.monotonic() + WALL_FACTOR * cpu + 10,
+        frames = _receive(proc.out, deadline=time.monotonic() + wall,
                           blob_limit=source.size + min(2**33, 1000 * max(source.size, 1)))
     except _TimedOut:
         proc.kill()
         proc.wait()
-        raise FormatError(f"damaged {what} (reading it took more than {WALL_FACTOR * cpu + 10:.0f} s: a loop "
+        raise FormatError(f"damaged {what} (reading it took more than {wall:.0f} s: a loop "
                           "in its structures?); refused") from None
     except BaseException:
         proc.kill()
