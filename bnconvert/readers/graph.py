@@ -13,13 +13,41 @@ from typing import Any
 from ..errors import FormatError
 from ..model import Layer, Model, TensorRef
 
-__all__ = ["build_model", "MODEL_CLASSES"]
+__all__ = ["build_model", "count_layers", "MODEL_CLASSES", "MAX_LAYERS"]
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
+#: A config with more layers than this (nested models included) is refused before anything is
+#: built. The largest real Keras models have a few thousand (NASNetLarge ~1,000, a keras_hub
+#: backbone a few hundred); reading is linear, but a million layers would still take minutes.
+MAX_LAYERS = 100_000
+
+
+def count_layers(config: Any) -> int:
+    """How many layer entries a model config holds, nested models included (no recursion)."""
+    total, stack = 0, [config]
+    while stack:
+        item = stack.pop()
+        body = item.get("config") if isinstance(item, dict) else None
+        entries = body.get("layers") if isinstance(body, dict) else body
+        if not isinstance(entries, list):
+            continue
+        total += len(entries)
+        stack.extend(e for e in entries if isinstance(e, dict) and e.get("class_name") in MODEL_CLASSES)
+    return total
 
 
 def build_model(config: dict[str, Any], *, where: str = "model_config") -> Model:
-    """Build the graph (no weights yet) from a ``{"class_name": ..., "config": ...}`` dict."""
+    """Build the graph (no weights yet) from a ``{"class_name": ..., "config": ...}`` dict.
+
+    A config of more than :data:`MAX_LAYERS` layers is refused first."""
+    count = count_layers(config)
+    if count > MAX_LAYERS:
+        raise FormatError(f"{where}: the model has {count:,} layers, more than bnconvert reads "
+                          f"({MAX_LAYERS:,}); refused")
+    return _build(config, where)
+
+
+def _build(config: dict[str, Any], where: str) -> Model:
     if not isinstance(config, dict) or "class_name" not in config:
         raise FormatError(f"{where}: expected an object with 'class_name', got {type(config).__name__}")
     class_name = config["class_name"]
@@ -43,7 +71,7 @@ def _layer(entry: Any, where: str) -> Layer:
     class_name = entry["class_name"]
     layer = Layer(name=name, class_name=class_name, config=dict(cfg), source_class=entry.get("keras1_class", ""))
     if class_name in MODEL_CLASSES:
-        layer.model = build_model({"class_name": class_name, "config": cfg}, where=f"{where}/{name}")
+        layer.model = _build({"class_name": class_name, "config": cfg}, f"{where}/{name}")
         layer.model.name = name
     return layer
 

@@ -57,6 +57,9 @@ MAX_DATASET_BYTES = 8 * 1024**3
 MAX_RATIO = 1000
 #: An attribute larger than this (a model config of 64 MB) is refused before reading.
 MAX_ATTR_BYTES = 64 * 1024**2
+#: A weight name deeper than this many groups is refused; Keras writes 2-4 (a few more per
+#: level of nested models).
+MAX_PATH_PARTS = 32
 #: With lazy loading, datasets this large (kernels) are read only when used; smaller ones (BN
 #: vectors, biases) are always read at once, so the values an audit uses are plain arrays.
 MAP_FROM = 64 * 1024
@@ -99,6 +102,9 @@ def _check_name(name: Any, where: str) -> list[str]:
     parts = name.split("/")
     if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise FormatError(f"{where}: '{name}' points outside its group (absolute or relative path); refused")
+    if len(parts) > MAX_PATH_PARTS:  # every group on the way is looked up and opened: bound the work per name
+        raise FormatError(f"{where}: the name '{name[:60]}...' is {len(parts):,} groups deep "
+                          f"(limit {MAX_PATH_PARTS}); refused")
     return parts
 
 
@@ -118,7 +124,7 @@ def child_id(group: h5py.h5g.GroupID, name: str, where: str) -> h5py.h5g.GroupID
     """:func:`child` in libhdf5 identifiers, without h5py's high-level objects: what reading
     hundreds of weights uses (h5py builds a File object on every lookup to learn the mode)."""
     parts = _check_name(name, where)
-    if len(parts) > 1:
+    if 1 < len(parts) <= 8:  # checked from the top at each depth: quadratic, so short names only
         found = _hard_path(group, parts)
         if found is not None:
             return found
