@@ -62,8 +62,10 @@ def conv_nd(x: np.ndarray, kernel: np.ndarray, *, strides: tuple[int, ...], dila
     else:
         cols = _windows(x, ks, strides, dilations)  # (N, *out, C, *k)
     c_in, filters = kernel.shape[-2], kernel.shape[-1]
-    contract_cols = [n + 1 + i for i in range(n + 1)]  # C, *k
-    contract_kernel = [n] + list(range(n))  # C, *k in the kernel's order
+    # contracted as (*k, C): the gathered rows then copy in runs of C contiguous values, and the
+    # kernel (*k, C, F) reshapes to (k*C, F) without a copy
+    contract_cols = [n + 2 + i for i in range(n)] + [n + 1]
+    contract_kernel = list(range(n + 1))
     if groups == 1:
         return np.tensordot(cols, kernel, axes=(contract_cols, contract_kernel))
     per = filters // groups

@@ -97,13 +97,13 @@ def _align_outputs(
 
 def run_pair(
     ra: Runner, rb: Runner, binding: Binding, feeds_a: Mapping[str, np.ndarray], *, atol: float, rtol: float,
-    out_a: Mapping[str, np.ndarray] | None = None,
+    out_a: Mapping[str, np.ndarray] | None = None, out_b: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[CompareResult, dict[str, np.ndarray]]:
     """Run both sides on the same data and compare; returns the comparison and B's feeds.
-    ``out_a``: A's outputs for ``feeds_a``, when A already ran on them."""
+    ``out_a`` / ``out_b``: a side's outputs for these inputs, when it already ran on them."""
     feeds_b = binding.feeds_b(feeds_a)
     out_a = ra.infer(feeds_a) if out_a is None else out_a
-    out_b = rb.infer(feeds_b)
+    out_b = rb.infer(feeds_b) if out_b is None else out_b
     aligned, pairs, notes = _align_outputs(out_a, out_b, any(binding.layouts))
     result = compare_outputs(out_a, aligned, atol=atol, rtol=rtol, pairs=pairs)
     result.messages = notes + result.messages

@@ -28,9 +28,52 @@ from ..model import Layer, Model, TensorRef
 from .inputs import InputSpec
 from .runners import Runner, RunnerUnavailable
 
-__all__ = ["ReferenceRunner", "run_reference"]
+__all__ = ["ReferenceRunner", "run_reference", "blas_threads"]
 
 _INPUT_DTYPES = frozenset({"float32", "float16", "float64", "int32", "int64", "uint8", "int8"})
+
+
+class blas_threads:
+    """``with blas_threads(n):`` numpy's matrix products in the calling thread use at most ``n``
+    threads (OpenBLAS's thread-local setting; nothing happens with another BLAS or an OpenBLAS
+    without it). What the check's reference does while onnxruntime runs beside it: on two busy
+    cores, a two-thread BLAS spends more time waiting for a core than computing."""
+
+    _set: Any = None
+
+    def __init__(self, n: int) -> None:
+        self.n, self.previous = n, None
+
+    @classmethod
+    def _function(cls) -> Any:
+        if cls._set is None:
+            cls._set = False
+            try:
+                import ctypes
+                import re
+
+                with open("/proc/self/maps", encoding="utf-8") as maps:  # the BLAS numpy loaded
+                    paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so[.\d]*)\s*$", maps.read(), re.M)))
+                for path in paths:
+                    func = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
+                    if func is not None:
+                        func.argtypes, func.restype = [ctypes.c_int], ctypes.c_int
+                        cls._set = func
+                        break
+            except (OSError, AttributeError, ValueError):
+                pass
+        return cls._set
+
+    def __enter__(self) -> blas_threads:
+        func = self._function()
+        if func:
+            self.previous = func(self.n)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        func = self._function()
+        if func and self.previous is not None:
+            func(self.previous)
 
 
 def _dtype_name(value: Any) -> str:

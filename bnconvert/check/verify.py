@@ -25,7 +25,7 @@ from .inputs import load_inputs, random_inputs
 from .keras_runner import INSTALL_HINT, KerasLoadError, KerasRunner, keras_available, keras_module_for
 from .pairing import bind_inputs, fill_dynamic, run_pair
 from .results import EXPORT_TOLERANCE, FOLD_TOLERANCE, CheckResult, VerifyResult
-from .reference import ReferenceRunner
+from .reference import ReferenceRunner, blas_threads
 from .runners import ExportRunner, OnnxRunner, Runner, RunnerUnavailable
 
 __all__ = [
@@ -214,17 +214,19 @@ def _check(
     *, tolerance: float, seed: int, batch: int, ahead: ReferenceAhead | None = None,
 ) -> CheckResult:
     """Run reference and candidate on seeded inputs; pass when max |diff| / max |ref| <= tolerance.
-    ``ahead``: the reference's run made in advance, used when its inputs are the ones drawn here."""
+    ``ahead``: the reference already running in another thread, used when its inputs are the ones
+    drawn here: the candidate then runs while it finishes."""
     binding = bind_inputs(ref.input_specs(), cand.input_specs())
     specs, fill_notes = fill_dynamic(binding.specs, batch)
     binding.specs = specs
     feeds = random_inputs(specs, seed=seed, batch=batch, source=original)
-    outputs = None
+    outputs = out_b = None
     if ahead is not None and ahead.feeds.keys() == feeds.keys() and all(
         np.array_equal(ahead.feeds[k], feeds[k]) for k in feeds
     ):
-        outputs = ahead.outputs  # the reference already ran on exactly these inputs
-    comparison, _ = run_pair(ref, cand, binding, feeds, atol=1e-5, rtol=1e-5, out_a=outputs)
+        out_b = cand.infer(binding.feeds_b(feeds))  # while the reference runs on exactly these inputs
+        outputs = ahead.result().outputs
+    comparison, _ = run_pair(ref, cand, binding, feeds, atol=1e-5, rtol=1e-5, out_a=outputs, out_b=out_b)
     return CheckResult(
         what=what, original=original, written=written, reference=ref.describe(), reference_kind=ref.kind,
         candidate=cand.describe(), candidate_kind=cand.kind, tolerance=tolerance, comparison=comparison,
@@ -299,14 +301,15 @@ def check_export(
     (not Keras 1 files), else bnconvert's float64 reference of it. Passes when
     max |ref - onnx| / max |ref| <= :data:`EXPORT_TOLERANCE` (1e-4). ``original_model`` is the
     source already read with ``load_options`` (not read again); ``reference`` is that reference
-    already started by :func:`start_reference` (same ``seed`` and ``batch``).
+    started by :func:`start_reference` (same ``seed`` and ``batch``): the written file runs in
+    onnxruntime while it finishes.
     """
     source, written = str(source_path), str(onnx_path)
+    ahead = reference
     if reference is not None:
-        ahead = reference.result()
-        ref, notes = ahead.runner, list(ahead.notes)
+        reference.start()
+        ref, notes = reference.runner, list(reference.notes)
     else:
-        ahead = None
         ref, notes = open_runner(source, load_options=load_options, model=original_model)
         del original_model  # onnxruntime or Keras now holds the weights: never keep them twice
         _release(ref)
@@ -331,35 +334,45 @@ class _Done:
 
 
 class ReferenceAhead:
-    """The TensorFlow-free reference of :func:`check_export`, built and run in a background thread.
+    """The TensorFlow-free reference of :func:`check_export`, run in a background thread.
 
-    What ``export`` starts right after reading, so that the model as read is run by the float64
-    reference (:class:`~bnconvert.check.reference.ReferenceRunner`) on the check's inputs while
-    the main thread folds and writes (numpy's matrix products release the GIL: the two overlap
-    on a second core). :meth:`result` waits for it and re-raises whatever it raised; leaving a ``with``
-    block waits too, so no work outlives the call that started it.
+    What ``export`` starts right after reading: the float64 reference
+    (:class:`~bnconvert.check.reference.ReferenceRunner`) runs the model as read on the check's
+    inputs in a second thread while the main thread folds and writes, and finishes while
+    onnxruntime loads and runs the written file (numpy's matrix products release the GIL). Its
+    BLAS is held to one thread (:class:`~bnconvert.check.reference.blas_threads`): the other core
+    is the main thread's, and on two busy cores a two-thread BLAS mostly waits for a core.
+    :meth:`result` waits for it and re-raises whatever it raised; leaving a ``with`` block waits
+    too, so no work outlives the call that started it.
     """
 
     def __init__(self, path: str, model: Model, notes: list[str], *, seed: int, batch: int) -> None:
         self.path, self.notes, self.seed, self.batch = path, notes, seed, batch
-        self._handed = [model]  # popped by the thread: the model is not kept alive by this object
+        self.runner = ReferenceRunner(path, model=model)
+        specs, _ = fill_dynamic(self.runner.input_specs(), batch)
+        self.feeds = random_inputs(specs, seed=seed, batch=batch, source=path)
         self._done: _Done | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="bnconvert-reference", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Run the reference on :attr:`feeds` in a background thread (once; done on creation)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="bnconvert-reference", daemon=True)
+            self._thread.start()
 
     def _work(self) -> None:
         try:
-            runner = ReferenceRunner(self.path, model=self._handed.pop())
-            _release(runner)
-            specs, _ = fill_dynamic(runner.input_specs(), self.batch)
-            feeds = random_inputs(specs, seed=self.seed, batch=self.batch, source=self.path)
-            self._done = _Done(runner, self.notes, feeds, runner.infer(feeds))
+            with blas_threads(1):  # the other core is the main thread's
+                self._done = _Done(self.runner, self.notes, self.feeds, self.runner.infer(self.feeds))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
             self._error = exc
 
     def result(self) -> _Done:
-        """The reference runner with its inputs and outputs (waits for the thread)."""
+        """The reference runner with its inputs and outputs (starts it if needed, waits for it)."""
+        self.start()
+        assert self._thread is not None
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -370,15 +383,17 @@ class ReferenceAhead:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def start_reference(
     source_path: str | os.PathLike[str], model: Model, *, seed: int = 1, batch: int = 2
 ) -> ReferenceAhead | None:
-    """:func:`check_export`'s reference for ``model`` (the source as read) started in a background
-    thread, when it is the TensorFlow-free one (Keras is never run off the main thread) and the
-    weights are at most :data:`AHEAD_MAX_BYTES`; None otherwise (the check then runs it itself)."""
+    """:func:`check_export`'s reference for ``model`` (the source as read), started in a
+    background thread (see :class:`ReferenceAhead`), when it is the TensorFlow-free one (Keras is
+    never run off the main thread) and the weights are at most :data:`AHEAD_MAX_BYTES`; None
+    otherwise (the check then runs it itself)."""
     in_keras, notes = _keras_choice(source_path, model, True)
     if in_keras or model.weight_bytes() > AHEAD_MAX_BYTES:
         return None
