@@ -25,18 +25,25 @@ hits a limit or times out is a :class:`~bnconvert.errors.FormatError` naming the
 that fails in bnconvert's own code (a bug, not the file) is an
 :class:`~bnconvert.errors.InternalError`.
 
-**fork or a fresh interpreter.** The child is a ``fork()`` of the current process when that is
-safe: no other Python thread and none of the libraries that start native thread pools
-(TensorFlow, onnxruntime, torch, jax) imported, which holds when ``inspect``, ``fold`` and
-``export`` read their input. Forking is then cheap (numpy and h5py are already loaded; a few
-milliseconds). Otherwise (a reference model loaded by Keras, a thread running the check) a lock
-held by another thread at the fork could deadlock the child, so a fresh interpreter is started
-instead (``python -I``: about 0.3 s for the imports), with the same limits and the same answer.
+**fork or a fresh interpreter.** A forked child has only the thread that forked; a lock another
+thread held at that moment stays held in the child forever, so the child must need no lock a
+concurrent thread can hold. The child runs Python, numpy, h5py and libhdf5 only: glibc's malloc
+and CPython's own locks are reset at fork, every module the child uses is imported before it
+forks (no loader lock), and h5py's global lock (which serialises libhdf5) is only taken from
+Python threads. So the rule is: fork when no other *Python* thread runs. The native thread pools
+of OpenBLAS, TensorFlow or onnxruntime never take those locks and do not prevent it; this holds
+when ``inspect``, ``fold``, ``export`` and ``verify`` read their inputs, and also when ``fold``'s
+check reads its output with TensorFlow loaded. Forking is cheap (a few milliseconds: numpy and
+h5py are already loaded). With another Python thread running (``export``'s TensorFlow-free
+reference is built in one), a fresh interpreter is started instead (``python -I``, about 0.3 s
+for its imports), with the same limits and the same answer. Either way the wall-clock timeout is
+the backstop: a child that never answers cannot block bnconvert.
 """
 
 from __future__ import annotations
 
 import errno
+import faulthandler
 import json
 import lzma
 import math
@@ -60,6 +67,11 @@ import numpy as np
 
 from ..errors import BnconvertError, FormatError, InternalError
 
+try:  # imported here, not in the child: a forked child must not need the loader's lock
+    import resource
+except ImportError:  # pragma: no cover - not POSIX: no limits but the wall-clock timeout
+    resource = None  # type: ignore[assignment]
+
 __all__ = [
     "ModelFile",
     "DeferredArray",
@@ -79,8 +91,6 @@ MEMORY_ALLOWANCE = 1024**3
 #: blocked, not computing; a machine so loaded that the child gets a third of a core).
 WALL_FACTOR = 3
 WALL_GRACE = 10.0
-#: Libraries that start native threads when imported or used: a process holding them is not forked.
-THREADED_LIBRARIES = ("tensorflow", "onnxruntime", "torch", "jax")
 #: The JSON header may not exceed this (a 64 MB config with every byte escaped, plus the names).
 MAX_HEADER_BYTES = 1024**3
 
@@ -326,9 +336,7 @@ def run(source: ModelFile, name: str, params: dict[str, Any] | None = None, *, w
 
 def can_fork() -> bool:
     """Fork only a process that no other thread can leave in an inconsistent state for the child."""
-    if not hasattr(os, "fork") or threading.active_count() > 1:
-        return False
-    return all(sys.modules.get(name) is None for name in THREADED_LIBRARIES)  # None: blocked, not imported
+    return hasattr(os, "fork") and threading.active_count() == 1
 
 
 def _death(status: int, cpu: float, what: str) -> BnconvertError:
@@ -516,11 +524,9 @@ def _vm_bytes() -> int | None:
 def allow_memory(extra: int) -> None:
     """In the child: let the address space grow ``extra`` bytes past its current size (plus the
     base allowance). A no-op in the main process or where limits are not available."""
-    if not _IN_CHILD:
+    if not _IN_CHILD or resource is None:
         return
     try:
-        import resource
-
         now = _vm_bytes()
         if now is None:
             return
@@ -529,7 +535,7 @@ def allow_memory(extra: int) -> None:
         if hard != resource.RLIM_INFINITY:
             want = min(want, hard)
         resource.setrlimit(resource.RLIMIT_AS, (want, hard))
-    except (ImportError, ValueError, OSError):  # pragma: no cover - no resource module, or refused
+    except (ValueError, OSError):  # pragma: no cover - refused
         pass
 
 
@@ -538,9 +544,7 @@ _IN_CHILD = False
 
 def _limit(cpu: float) -> None:
     """Set the child's limits: no core files, CPU, address space."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not POSIX: the wall-clock timeout still holds
+    if resource is None:  # pragma: no cover - not POSIX: the wall-clock timeout still holds
         return
     for what, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_CPU, math.ceil(cpu))):
         try:
@@ -567,8 +571,6 @@ def _child_main(fd: int, out: int, name: str, params: dict[str, Any], cpu: float
         os.dup2(devnull, 2)
         os.close(devnull)
         if forked:
-            import faulthandler
-
             faulthandler.disable()
         _limit(cpu)
         code = _serve(fd, out, name, params)
