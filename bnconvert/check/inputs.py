@@ -12,8 +12,10 @@ inside an ``.npz``) must hold the bytes its header declares; object arrays are r
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from ..errors import BnconvertError, FormatError
 
 __all__ = [
     "InputSpec", "parse_input_shape", "parse_input_shapes", "parse_range", "resolve_shape", "random_inputs",
-    "load_inputs", "MAX_ELEMENTS",
+    "load_inputs", "check_random_size", "check_inputs_file", "MAX_ELEMENTS",
 ]
 
 Dim = int | None
@@ -119,22 +121,17 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def random_inputs(
+def check_random_size(
     specs: Sequence[InputSpec],
     *,
-    seed: int = 1,
     batch: int = 1,
-    value_range: tuple[float, float] = (0.0, 1.0),
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     source: str | os.PathLike[str] | None = None,
     advice: str = "give --inputs or --no-check",
-) -> dict[str, np.ndarray]:
-    """Seeded data for every input: uniform in ``[low, high)`` for floats, integers in
-    ``[ceil(low), ceil(high))`` (at least one value) for integer inputs, fair coins for booleans.
-
-    ``source`` (the model file) starts every error message; inputs of more than
-    :data:`MAX_ELEMENTS` elements in all are refused before anything is drawn, with ``advice``.
-    """
+) -> list[tuple[int, ...]]:
+    """The shapes :func:`random_inputs` would draw, refused (naming ``source`` and the input, with
+    ``advice``) when they hold more than :data:`MAX_ELEMENTS` elements in all. Cheap: callers run it
+    before loading a runtime, so a model declaring a 100000x100000 input is refused at once."""
     where = f"{source}: " if source is not None else ""
     if batch < 1:
         raise BnconvertError(f"{where}--batch {batch}: must be at least 1")
@@ -152,6 +149,27 @@ def random_inputs(
             size = f"{count:,} elements" if count == total else f"{total:,} elements with the inputs before it"
             raise BnconvertError(f"{where}{which} is too large for the check's random inputs ({size}, the limit is "
                                  f"{MAX_ELEMENTS:,}); {advice}")
+    return shapes
+
+
+def random_inputs(
+    specs: Sequence[InputSpec],
+    *,
+    seed: int = 1,
+    batch: int = 1,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    source: str | os.PathLike[str] | None = None,
+    advice: str = "give --inputs or --no-check",
+) -> dict[str, np.ndarray]:
+    """Seeded data for every input: uniform in ``[low, high)`` for floats, integers in
+    ``[ceil(low), ceil(high))`` (at least one value) for integer inputs, fair coins for booleans.
+
+    ``source`` (the model file) starts every error message; inputs of more than
+    :data:`MAX_ELEMENTS` elements in all are refused before anything is drawn, with ``advice``.
+    """
+    where = f"{source}: " if source is not None else ""
+    shapes = check_random_size(specs, batch=batch, input_shapes=input_shapes, source=source, advice=advice)
     low, high = value_range
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
@@ -204,16 +222,18 @@ def _npy(fh: IO[bytes], available: int, label: str) -> Callable[[], np.ndarray]:
     return read
 
 
-def _read(path: Path, wanted: Callable[[list[str]], list[str]]) -> dict[str, np.ndarray]:
+def _read(path: Path, wanted: Callable[[list[str]], list[str]], *, data: bool = True) -> dict[str, np.ndarray]:
     """The arrays of an ``.npy`` (named ``""``) or ``.npz`` that ``wanted`` picks from the names the
-    file holds; the format is sniffed from the bytes, every header is checked before reading."""
+    file holds; the format is sniffed from the bytes, every header is checked before reading.
+    Without ``data`` only the headers are checked (nothing is read, nothing returned)."""
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             head = fh.read(6)
             fh.seek(0)
             if head == b"\x93NUMPY":
-                return {"": _npy(fh, size, str(path))()}
+                read = _npy(fh, size, str(path))
+                return {"": read()} if data else {}
             if not head.startswith(b"PK"):
                 raise FormatError(f"{path}: cannot read inputs (neither .npy nor .npz)")
             with zipfile.ZipFile(fh) as zf:
@@ -222,12 +242,40 @@ def _read(path: Path, wanted: Callable[[list[str]], list[str]]) -> dict[str, np.
                 for name in wanted(list(members)):
                     info = members[name]
                     with zf.open(info) as member:
-                        out[name] = _npy(member, info.file_size, f"{path}: array '{name}'")()
+                        read = _npy(member, info.file_size, f"{path}: array '{name}'")
+                        if data:
+                            out[name] = read()
                 return out
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
         # the bytes are damaged (numpy raises ValueError for a bad header, zipfile its own kinds)
         text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise FormatError(f"{path}: cannot read inputs ({text})") from None
+
+
+def _inputs_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` when it is a regular file; else a FormatError naming it (one ``stat``: a folder
+    without search permission is a message, not an exception from ``Path.exists``)."""
+    p = Path(path)
+    try:
+        mode = os.stat(p).st_mode
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise FormatError(f"{p}: no such inputs file") from None
+        raise FormatError(f"{p}: cannot be read ({exc.strerror or exc})") from None
+    except ValueError:  # a NUL in the path
+        raise FormatError(f"{p}: no such inputs file") from None
+    if stat.S_ISDIR(mode):
+        raise FormatError(f"{p}: is a folder, not an inputs file")
+    if not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
+        raise FormatError(f"{p}: not a regular file")
+    return p
+
+
+def check_inputs_file(path: str | os.PathLike[str]) -> None:
+    """Check an inputs file (``.npy``/``.npz``) without reading its data: a regular file whose
+    every array header declares numbers, at most :data:`MAX_ELEMENTS` elements and no more bytes
+    than the file holds. Cheap: ``verify`` runs it before loading any runtime."""
+    _read(_inputs_file(path), lambda held: held, data=False)
 
 
 def load_inputs(path: str | os.PathLike[str], specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
@@ -237,13 +285,7 @@ def load_inputs(path: str | os.PathLike[str], specs: Sequence[InputSpec]) -> dic
     Arrays are cast to the input's dtype and checked against its fixed dimensions; only the
     arrays used are read, each after its header was checked against the bytes that hold it.
     """
-    p = Path(path)
-    if p.is_dir():
-        raise FormatError(f"{p}: is a folder, not an inputs file")
-    if not p.exists():
-        raise FormatError(f"{p}: no such inputs file")
-    if not p.is_file():  # a FIFO or a device would block or never end
-        raise FormatError(f"{p}: not a regular file")
+    p = _inputs_file(path)
     names = [s.name for s in specs]
     chosen: dict[str, str] = {}  # input name -> array name in the file
 

@@ -28,7 +28,7 @@ from ..model import Layer, Model, TensorRef
 from .inputs import InputSpec
 from .runners import Runner, RunnerUnavailable
 
-__all__ = ["ReferenceRunner", "run_reference", "blas_threads"]
+__all__ = ["ReferenceRunner", "run_reference", "declared_input_specs", "blas_threads"]
 
 _INPUT_DTYPES = frozenset({"float32", "float16", "float64", "int32", "int64", "uint8", "int8"})
 
@@ -187,6 +187,19 @@ def run_reference(model: Model, inputs: list[np.ndarray]) -> list[np.ndarray]:
     return ex.run(model, [np.asarray(x, np.float64) for x in inputs])
 
 
+def declared_input_specs(model: Model, path: str) -> list[InputSpec]:
+    """The inputs ``model``'s input layers declare (a dimension that is not positive is open)."""
+    specs = []
+    for ref in model.inputs:
+        layer = model[ref.layer]
+        shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape")
+        if not shape:
+            raise BnconvertError(f"{path}: input '{layer.name}' declares no shape")
+        dims = tuple(int(d) if isinstance(d, int) and d > 0 else None for d in shape)
+        specs.append(InputSpec(layer.name, dims, _dtype_name(layer.config.get("dtype"))))
+    return specs
+
+
 class ReferenceRunner(Runner):
     """A Keras file (or a Model already read) run by bnconvert's float64 numpy reference."""
 
@@ -220,15 +233,7 @@ class ReferenceRunner(Runner):
         """Nothing to release: the reference reads the model's own arrays."""
 
     def input_specs(self) -> list[InputSpec]:
-        specs = []
-        for ref in self.model.inputs:
-            layer = self.model[ref.layer]
-            shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape")
-            if not shape:
-                raise BnconvertError(f"{self.path}: input '{layer.name}' declares no shape")
-            dims = tuple(int(d) if isinstance(d, int) and d > 0 else None for d in shape)
-            specs.append(InputSpec(layer.name, dims, _dtype_name(layer.config.get("dtype"))))
-        return specs
+        return declared_input_specs(self.model, self.path)
 
     def output_names(self) -> list[str]:
         names: list[str] = []

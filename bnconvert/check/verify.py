@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -19,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import BnconvertError, FormatError
 from ..model import Model
-from .inputs import load_inputs, random_inputs
+from .inputs import MAX_ELEMENTS, check_inputs_file, check_random_size, load_inputs, random_inputs
 from .keras_runner import INSTALL_HINT, KerasLoadError, KerasRunner, keras_available, keras_module_for
 from .pairing import bind_inputs, fill_dynamic, run_pair
 from .results import EXPORT_TOLERANCE, FOLD_TOLERANCE, CheckResult, VerifyResult
-from .reference import ReferenceRunner, blas_threads
+from .reference import ReferenceRunner, blas_threads, declared_input_specs
 from .runners import ExportRunner, OnnxRunner, Runner, RunnerUnavailable
 
 __all__ = [
@@ -49,7 +50,7 @@ def file_kind(path: str | os.PathLike[str]) -> str:
     try:
         kind = sniff(path)
     except FormatError:
-        if not Path(path).is_file() or Path(path).stat().st_size == 0:
+        if not _readable_file(path):  # missing, a folder, empty, unreadable: the reader's words
             raise
         if _is_onnx(path):
             return "onnx"
@@ -57,6 +58,18 @@ def file_kind(path: str | os.PathLike[str]) -> str:
     if kind == "json":
         raise FormatError(f"{path}: a JSON architecture; pass the weights .h5 and --config {path}")
     return "keras"
+
+
+def _readable_file(path: str | os.PathLike[str]) -> bool:
+    """A regular, non-empty file this process can open."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            return False
+        with open(path, "rb"):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _is_onnx(path: str | os.PathLike[str]) -> bool:
@@ -177,6 +190,14 @@ def verify(
     float64 reference), ``"keras"`` or ``"float64"`` (see :func:`open_runner`).
     """
     start = time.perf_counter()
+    # what can be refused without the models is refused before any runtime is loaded
+    for path in (a_path, b_path):
+        file_kind(path)  # missing, unreadable, neither Keras nor ONNX: B too, before A's runtime starts
+    if inputs is not None:
+        check_inputs_file(inputs)  # the headers: a lying or huge one allocates nothing
+    elif batch > MAX_ELEMENTS:
+        raise BnconvertError(f"{a_path}: --batch {batch} is too large for the check's random inputs (the limit is "
+                             f"{MAX_ELEMENTS:,} elements); give --inputs or a smaller --batch")
     ra, notes_a = open_runner(a_path, load_options=load_options, ort_optimize=ort_optimize, reference=reference)
     rb, notes_b = open_runner(b_path, load_options=load_options, ort_optimize=ort_optimize, reference=reference)
     loaded = time.perf_counter()
@@ -235,6 +256,18 @@ def _check(
     )
 
 
+def _bounded(path: str, model: Model | None, batch: int) -> None:
+    """The check's random inputs for ``model`` (as declared by its input layers) refused at once
+    when too large: before a runtime is loaded, not after Keras took seconds to start."""
+    if model is None or not model.has_graph:
+        return
+    try:
+        specs = declared_input_specs(model, path)
+    except BnconvertError:
+        return  # said by the runner that needs the shapes, in its own words
+    check_random_size(fill_dynamic(specs, batch)[0], batch=batch, source=path)
+
+
 def _release(runner: Runner) -> None:
     """A built-in check runs each side once: a TensorFlow-free runner can forget its arrays."""
     if isinstance(runner, ExportRunner):
@@ -259,6 +292,7 @@ def check_written(
     ``load_options`` apply to reading the original (``running_std`` ...); ``original_model`` is
     the original already read with them (used instead of reading the file again).
     """
+    _bounded(str(original_path), original_model, batch)
     ref, notes = open_runner(str(original_path), load_options=load_options, model=original_model)
     del original_model  # onnxruntime or Keras now holds the weights: never keep them twice
     _release(ref)
@@ -310,6 +344,7 @@ def check_export(
         reference.start()
         ref, notes = reference.runner, list(reference.notes)
     else:
+        _bounded(source, original_model, batch)
         ref, notes = open_runner(source, load_options=load_options, model=original_model)
         del original_model  # onnxruntime or Keras now holds the weights: never keep them twice
         _release(ref)

@@ -8,6 +8,8 @@ through :func:`bnconvert.text.one_line`: no control character reaches the termin
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import traceback
 from collections.abc import Iterator, Mapping
@@ -73,6 +75,10 @@ class _Group(click.Group):
         except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug of ours, exit 3
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
+            refused = path_refusal(exc)
+            if refused is not None:  # the system refused a path the user gave (or its folder): exit 2
+                click.echo(refused, err=True)
+                sys.exit(2)
             click.echo(one_line(f"bnconvert: internal error, please report: {type(exc).__name__}: {exc} "
                                 "(rerun with --debug for the traceback)"), err=True)
             sys.exit(InternalError.exit_code)
@@ -93,6 +99,23 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+#: what the system says about a path that no code of bnconvert can change: no permission to
+#: reach or read it (a folder without search permission), a parent that is not a folder, a link
+#: loop, a name too long, a read-only or full file system
+_PATH_ERRNOS = frozenset({
+    errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EROFS,
+    errno.ENOSPC, errno.EDQUOT,
+})
+
+
+def path_refusal(exc: BaseException) -> str | None:
+    """The one line for an OSError about a named path (``Path.exists`` raises PermissionError
+    for a file in a folder without search permission), None for anything else."""
+    if not isinstance(exc, OSError) or exc.filename is None or exc.errno not in _PATH_ERRNOS:
+        return None
+    return one_line(f"bnconvert: error: {os.fsdecode(exc.filename)}: cannot be accessed ({exc.strerror or exc})")
+
+
 def error_text(exc: BaseException) -> str:
     """The line(s) the CLI prints for a library error: ``bnconvert: error: <message>`` with every
     control character escaped (layer and file names are data). A failed check (exit 1) keeps the
@@ -100,6 +123,8 @@ def error_text(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, BnconvertError) and exc.exit_code == 1:
         return "bnconvert: error: " + safe_lines(text)
+    if isinstance(exc, InternalError):  # a bug of ours found by the library (a reader child that failed)
+        return one_line(f"bnconvert: internal error, please report: {text} (rerun with --debug for the traceback)")
     return "bnconvert: error: " + one_line(text)
 
 
