@@ -193,6 +193,7 @@ class DeferredArray:
         self.size = math.prod(shape)
         self.nbytes = self.size * dtype.itemsize
         self._value: np.ndarray | None = None
+        self._lock = threading.Lock()  # export's reference thread may use the weights meanwhile
 
     @property
     def loaded(self) -> bool:
@@ -201,15 +202,19 @@ class DeferredArray:
 
     def value(self) -> np.ndarray:
         """The values (read now if not yet), read-only."""
-        if self._value is None:
-            assert self._source is not None
-            try:
-                value = self._source.read(self._offset, self.dtype, self.shape)
-            except FormatError as exc:
-                raise FormatError(f"{self._source.path}: {exc}") from None
-            value.flags.writeable = False
-            self._value, self._source = value, None
-        return self._value
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    assert self._source is not None
+                    try:
+                        read = self._source.read(self._offset, self.dtype, self.shape)
+                    except FormatError as exc:
+                        raise FormatError(f"{self._source.path}: {exc}") from None
+                    read.flags.writeable = False
+                    self._value, self._source = read, None
+                value = self._value
+        return value
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         value = self.value()
