@@ -7,6 +7,7 @@ keep that order, which is also the order of ``vars/0..N`` in a ``.keras`` zip an
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -113,6 +114,7 @@ def meaning_of(weight_name: str) -> str | None:
     return _ALIASES[match.group(1)] if match else None
 
 
+@functools.lru_cache(maxsize=1024)  # once per class, not once per layer (three regex passes)
 def snake_case(name: str) -> str:
     """Keras' ``to_snake_case``: the name a ``.keras`` zip gives a layer's weight group."""
     name = re.sub(r"\W+", "", name)

@@ -58,10 +58,15 @@ def _owner(name: str, candidates: set[str]) -> str | None:
     for part in reversed(parts[:-1]):
         if part in candidates:
             return part
-    # Keras 1 style "<layer>_W": longest candidate that prefixes the name
+    # Keras 1 style "<layer>_W": the longest candidate that prefixes the name up to a "_" (found
+    # from the name's own underscores, not by trying every candidate: linear, not weights x layers)
     base = parts[-1]
-    best = max((c for c in candidates if base.startswith(c + "_")), key=len, default=None)
-    return best
+    at = base.rfind("_")
+    while at > 0:
+        if base[:at] in candidates:
+            return base[:at]
+        at = base.rfind("_", 0, at)
+    return None
 
 
 def distribute(model: Model, named: Named, *, keras1: bool = False) -> None:

@@ -215,3 +215,28 @@ def big_config_keras(folder: Path, count: int, kind: str) -> Path:
                "config.json": json.dumps(config).encode(), "model.weights.h5": _head_weights()}
     return _zip(folder / f"big_{kind.lower()}_{count}.keras", members)
 
+
+
+def nested_keras1_names_h5(folder: Path, count: int = 10_000) -> Path:
+    """A Keras 2 .h5 whose one nested Sequential holds ``count`` Dense layers with weights named
+    the Keras 1 way (``d7_W``, ``d7_b``): each name's owner is found by its prefix."""
+    inner = [{"class_name": "Dense", "config": {"name": f"d{i}", "units": 1,
+                                                **({"batch_input_shape": [None, 1]} if i == 0 else {})}}
+             for i in range(count)]
+    config = {"class_name": "Sequential", "config": {"name": "outer", "build_input_shape": [None, 1], "layers": [
+        {"class_name": "Sequential", "config": {"name": "inner", "layers": inner}}]}}
+    path = folder / "nested_keras1_names.h5"
+    rng = np.random.default_rng(5)
+    with h5py.File(path, "w", libver="latest") as f:
+        f.attrs["keras_version"] = b"2.15.0"
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["model_config"] = json.dumps(config).encode()
+        weights = f.create_group("model_weights")
+        weights.attrs["layer_names"] = np.array([b"inner"])
+        group = weights.create_group("inner")
+        names = [n for i in range(count) for n in (f"d{i}_W", f"d{i}_b")]
+        for i in range(count):
+            group.create_dataset(f"d{i}_W", data=rng.normal(size=(1, 1)).astype("float32"))
+            group.create_dataset(f"d{i}_b", data=rng.normal(size=1).astype("float32"))
+        group.attrs["weight_names"] = np.array(names, dtype="S")
+    return path

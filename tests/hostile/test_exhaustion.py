@@ -288,3 +288,11 @@ def test_nested_models_count_towards_the_limit() -> None:
     assert count_layers(config) == 120_002
     with pytest.raises(FormatError, match=r"120,002 layers, more than bnconvert reads"):
         build_model(config)
+
+
+def test_keras1_weight_names_in_a_large_nested_model(tmp_path: Path) -> None:
+    # each 'd7_W' finds its layer from its own underscores (it used to try every layer: 20 s here)
+    path = bx.nested_keras1_names_h5(tmp_path, count=10_000)
+    done = _cli("inspect", "--json", str(path))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["parameters"] == 20_000
