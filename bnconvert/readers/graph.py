@@ -49,7 +49,8 @@ def count_layers(config: Any) -> int:
         if not isinstance(entries, list):
             continue
         total += len(entries)
-        stack.extend(e for e in entries if isinstance(e, dict) and e.get("class_name") in MODEL_CLASSES)
+        stack.extend(e for e in entries if isinstance(e, dict) and isinstance(e.get("class_name"), str)
+                     and e["class_name"] in MODEL_CLASSES)  # a class name that is a list is the file's error
     return total
 
 
