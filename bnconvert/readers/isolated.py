@@ -42,7 +42,6 @@ the backstop: a child that never answers cannot block bnconvert.
 
 from __future__ import annotations
 
-import errno
 import faulthandler
 import json
 import lzma
@@ -309,7 +308,7 @@ def run(source: ModelFile, name: str, params: dict[str, Any] | None = None, *, w
     FormatError (without the path: the caller adds it; ``what`` names the kind of file) when the
     child crashed, hit a limit or timed out; InternalError when it failed in our own code.
     """
-    params = dict(params or {})
+    params = {**(params or {}), "_path": source.path}
     cpu = cpu_seconds(source.size)
     wall = WALL_FACTOR * cpu + WALL_GRACE
     if can_fork():
@@ -545,6 +544,7 @@ def allow_memory(extra: int) -> None:
 
 
 _IN_CHILD = False
+_PATH = ""  # in the child: the model file's name, for h5_path's last resort
 
 
 def _limit(cpu: float) -> None:
@@ -565,10 +565,10 @@ def _limit(cpu: float) -> None:
 
 def _child_main(fd: int, out: int, name: str, params: dict[str, Any], cpu: float, *, forked: bool) -> None:
     """Run one job and write its answer to ``out``; always ends the process."""
-    global _IN_CHILD
+    global _IN_CHILD, _PATH
     code = _EXIT_BUG
     try:
-        _IN_CHILD = True
+        _IN_CHILD, _PATH = True, str(params.get("_path", ""))
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         devnull = os.open(os.devnull, os.O_WRONLY)  # nothing from the child reaches the terminal
@@ -635,8 +635,9 @@ def _where_raised(exc: BaseException) -> str:
 
 
 def h5_path(fd: int) -> str:
-    """A name under which the child opens the very file the main process opened."""
-    proc = f"/proc/self/fd/{fd}"
-    if os.path.exists(proc):
-        return proc
-    raise OSError(errno.ENOENT, "no /proc/self/fd to reopen the model file by")  # pragma: no cover
+    """A name under which the child opens the very file the main process opened (Linux
+    ``/proc/self/fd``, BSD and macOS ``/dev/fd``), else the file's own name."""
+    for name in (f"/proc/self/fd/{fd}", f"/dev/fd/{fd}"):
+        if os.path.exists(name):
+            return name
+    return _PATH  # pragma: no cover - no descriptor file system

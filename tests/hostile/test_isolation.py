@@ -88,6 +88,16 @@ def btree_sibling_cycle(folder: Path) -> Path:
     return path
 
 
+def btree_siblings_only(folder: Path) -> Path:
+    """Every group B-tree node its own left and right sibling, nothing else changed."""
+    data = bytearray(fixture_file(SOURCE).read_bytes())
+    for node in _group_tree_nodes(data):
+        struct.pack_into("<QQ", data, node + 8, node, node)
+    path = folder / "btree_siblings_only.h5"
+    path.write_bytes(bytes(data))
+    return path
+
+
 def chunk_btree_loop(folder: Path) -> Path:
     """Every weight compressed (chunked, so indexed by a v1 chunk B-tree), and each chunk B-tree
     node made its own child and its own sibling: libhdf5 crashes when it reads the data."""
@@ -205,6 +215,22 @@ def test_what_each_file_does_to_libhdf5_without_isolation(tmp_path: Path) -> Non
         assert done.returncode < 0 or done.returncode in (98, 99), (name, done.returncode)
 
 
+def test_looping_siblings_alone_read_as_before_and_the_walk_that_follows_them_hits_the_cpu_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # reading a group looks names up through children, never siblings: the file reads as the
+    # original does; what follows siblings (H5Oget_info's storage walk) loops forever, and the
+    # child's CPU limit ends it
+    path = btree_siblings_only(tmp_path)
+    done = _cli("inspect", str(path), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["summary"] == json.loads(_cli("inspect", str(fixture_file(SOURCE)), "--format", "json").stdout)["summary"]
+    monkeypatch.setattr(isolated, "cpu_seconds", lambda size: 2.0)
+    start = time.monotonic()
+    with pytest.raises(FormatError, match="exceeded the CPU limit"):
+        isolated.run(isolated.ModelFile(path), "test-storage-info")
+    assert time.monotonic() - start < 20
+
+
 # -- folder runs: the crashing file is an error record, the others are audited -----------------
 
 
@@ -259,6 +285,12 @@ def _spin(fd: int, size: int, params: dict, facts: dict, send_blob: Callable) ->
 @isolated.job("test-block")
 def _block(fd: int, size: int, params: dict, facts: dict, send_blob: Callable) -> None:
     time.sleep(3600)
+
+
+@isolated.job("test-storage-info")
+def _storage_info(fd: int, size: int, params: dict, facts: dict, send_blob: Callable) -> None:
+    with h5py.File(isolated.h5_path(fd), "r") as f:
+        facts["info"] = str(h5py.h5o.get_info(f["model_weights"].id))
 
 
 @isolated.job("test-bug")
