@@ -40,7 +40,7 @@ from ..errors import BnconvertError, FormatError
 from ..layerspec import CONV_CLASSES, DEPTHWISE_CLASSES, SEPARABLE_CLASSES, TRANSPOSE_CLASSES
 from ..model import Model, Source, TensorRef
 from ..readers import sniff
-from ..readers.code import code_in_config, code_in_model, foreign_references
+from ..readers.code import code_in_model, scan_config
 from .inputs import InputSpec
 from .runners import Runner, RunnerUnavailable
 
@@ -184,25 +184,32 @@ class KerasRunner(Runner):
         if self.module is None:
             fmt = self.model.source.format if self.model.source else "unknown"
             raise RunnerUnavailable(f"{path}: a Keras 1 file ({fmt}) does not load in any current Keras")
-        code = code_in_model(self.model)  # the whole raw config: a Lambda can hide inside a wrapper
+        source = self.model.source
+        raw = None if source is None else _as_loaded(source.config, source.format.endswith("-zip"))
+        # the whole raw config (a Lambda can hide inside a wrapper), in one walk; a model built in
+        # code, without one, layer by layer
+        modules: list[str] = []
+        names: list[str] = []
+        if raw is None:
+            code = code_in_model(self.model)
+        else:
+            code, modules, names = scan_config(raw)
         if code:
             raise RunnerUnavailable(
                 f"{path}: {code[0]} holds Python code or loads it from elsewhere; bnconvert never runs it in Keras"
             )
-        source = self.model.source
-        zipped = source is not None and source.format.endswith("-zip")
-        _refuse_foreign(self.path, "its config", _as_loaded(source.config if source is not None else None, zipped))
+        _refuse_foreign(self.path, "its config", modules, names)
         # What bnconvert read is not always what Keras will load (a full HDF5 read with --config):
         # check exactly what will be handed over, read the way Keras reads it.
         self._config_text: str | None = None
         for what, config in self._configs_for_keras(options.get("config")):
-            code = code_in_config(config)
+            code, modules, names = scan_config(config)
             if code:
                 raise RunnerUnavailable(
                     f"{path}: {what}, which Keras would load, holds Python code or loads it from elsewhere ({code[0]}); "
                     "bnconvert never runs it in Keras"
                 )
-            _refuse_foreign(self.path, what, config)
+            _refuse_foreign(self.path, what, modules, names)
         if source is not None and source.kernels_flipped and any(
             layer.class_name in _SPATIAL_KERNELS for _, layer, _ in self.model.walk()
         ):
@@ -360,12 +367,10 @@ class KerasRunner(Runner):
         return dict(zip(symbolic, values))
 
 
-def _refuse_foreign(path: str, what: str, config: Any) -> None:
-    """RunnerUnavailable when ``config`` names a module or a registered object outside Keras:
-    Keras imports the module a config names (tf_keras any at all), so a file never chooses."""
-    if config is None:
-        return
-    modules, names = foreign_references(config)
+def _refuse_foreign(path: str, what: str, modules: list[str], names: list[str]) -> None:
+    """RunnerUnavailable when a config names modules or registered objects outside Keras
+    (:func:`~bnconvert.readers.code.scan_config`): Keras imports the module a config names
+    (tf_keras any at all), so a file never chooses."""
     if modules:
         raise RunnerUnavailable(f"{path}: {what} names Python modules outside Keras ({', '.join(modules)})")
     if names:

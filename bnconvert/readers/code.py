@@ -27,7 +27,7 @@ from typing import Any
 from ..model import Model
 
 __all__ = [
-    "code_in_config", "code_in_model", "foreign_references", "KERAS_MODULES", "KERAS_REGISTERED_NAMES",
+    "code_in_config", "code_in_model", "foreign_references", "scan_config", "KERAS_MODULES", "KERAS_REGISTERED_NAMES",
     "TF_OP_NAMESPACES", "TF_OP_FUNCTIONS",
 ]
 
@@ -267,16 +267,19 @@ _VOCABULARY_CLASSES = frozenset({"StringLookup", "IntegerLookup", "TextVectoriza
 _PATH_KEYS = frozenset({"vocabulary_file", "filepath"})
 
 
-def _dicts(config: Any) -> Any:
-    """Every JSON object in ``config`` with a readable path to it (iterative: no recursion limit)."""
-    stack: list[tuple[Any, str]] = [(config, "config")]
-    while stack:
-        value, where = stack.pop()
-        if isinstance(value, dict):
-            yield value, where
-            stack.extend((v, f"{where}.{k}") for k, v in value.items() if isinstance(v, (dict, list)))
-        elif isinstance(value, list):
-            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(value) if isinstance(v, (dict, list)))
+#: where a JSON object sits: None for the root, else (parent's place, key or index)
+_Place = Any
+#: class names that need a closer look (:func:`_code_at`)
+_LOOK_CLOSER = _CODE_CLASSES | _TF_OP_CLASSES | _VOCABULARY_CLASSES
+
+
+def _where(place: _Place) -> str:
+    """``config.config.layers[2]`` for a place of :func:`scan_config`'s walk."""
+    parts: list[str] = []
+    while place is not None:
+        place, key = place
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return "config" + "".join(reversed(parts))
 
 
 def _named(entry: dict[str, Any]) -> str:
@@ -294,31 +297,69 @@ def _tf_op_allowed(function: Any) -> bool:
     return head in TF_OP_NAMESPACES if rest else head in TF_OP_FUNCTIONS
 
 
+def _code_at(entry: dict[str, Any], place: _Place, found: list[str]) -> None:
+    """What in this one JSON object is code, or makes Keras load something, appended to ``found``."""
+    cls = entry.get("class_name")
+    cls = cls if isinstance(cls, str) else None
+    if cls in _CODE_CLASSES:
+        found.append(f"{_where(place)}: {cls}{_named(entry)}")
+    elif cls in _TF_OP_CLASSES:
+        inner = entry.get("config")
+        function = inner.get("function") if isinstance(inner, dict) else None
+        if not _tf_op_allowed(function):
+            found.append(f"{_where(place)}: {cls}{_named(entry)} calls TensorFlow's {function!r}, not a tensor operation")
+    elif cls in _VOCABULARY_CLASSES:
+        inner = entry.get("config")
+        vocabulary = inner.get("vocabulary") if isinstance(inner, dict) else None
+        if isinstance(vocabulary, str):
+            found.append(f"{_where(place)}: {cls}{_named(entry)} reads its vocabulary from {vocabulary!r}")
+    for key, value in entry.items():  # function_type, output_shape_type, mode_type, dropout_fn_type, ...
+        if value == "lambda" and isinstance(key, str) and key.endswith("_type"):
+            found.append(f"{_where(place)}.{key} = {value!r} (serialised bytecode)")
+        elif key in _PATH_KEYS and isinstance(value, str):
+            found.append(f"{_where(place)}.{key} = {value!r} (a file read while loading)")
+
+
+def scan_config(config: Any, limit: int = 10) -> tuple[list[str], list[str], list[str]]:
+    """Everything in ``config`` (parsed JSON) that is code or lies outside Keras, in one walk:
+    ``(code, modules, registered names)`` (see :func:`code_in_config`, :func:`foreign_references`).
+
+    Iterative (no recursion limit) and written for speed: a config of 300,000 layers has millions
+    of objects, and the closer look (and the readable path) is only taken where a cheap test hits.
+    """
+    code: list[str] = []
+    modules: set[str] = set()
+    names: set[str] = set()
+    stack: list[tuple[Any, _Place]] = [(config, None)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        value, place = pop()
+        if isinstance(value, dict):
+            cls = value.get("class_name")
+            if (cls.__class__ is str and cls in _LOOK_CLOSER) or "lambda" in value.values() or not _PATH_KEYS.isdisjoint(value):
+                _code_at(value, place, code)
+            module = value.get("module")
+            if module is not None and (module.__class__ is not str or module not in KERAS_MODULES):
+                modules.add(module if isinstance(module, str) else f"<a {type(module).__name__}>")
+            registered = value.get("registered_name")
+            for name in (cls, registered):
+                if name.__class__ is str and ">" in name and name not in KERAS_REGISTERED_NAMES:
+                    names.add(name)
+            if len(code) >= limit and len(modules) + len(names) >= limit:
+                break
+            for key, item in value.items():
+                if isinstance(item, (dict, list)):
+                    push((item, (place, key)))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, (dict, list)):
+                    push((item, (place, index)))
+    return code[:limit], sorted(modules)[:limit], sorted(names)[:limit]
+
+
 def code_in_config(config: Any, limit: int = 10) -> list[str]:
     """Where ``config`` (parsed JSON) holds code or makes Keras load it, as readable paths; empty when nowhere."""
-    found: list[str] = []
-    for entry, where in _dicts(config):
-        if len(found) >= limit:
-            break
-        cls = entry.get("class_name")
-        if isinstance(cls, str) and cls in _CODE_CLASSES:
-            found.append(f"{where}: {cls}{_named(entry)}")
-        elif isinstance(cls, str) and cls in _TF_OP_CLASSES:
-            inner = entry.get("config")
-            function = inner.get("function") if isinstance(inner, dict) else None
-            if not _tf_op_allowed(function):
-                found.append(f"{where}: {cls}{_named(entry)} calls TensorFlow's {function!r}, not a tensor operation")
-        elif isinstance(cls, str) and cls in _VOCABULARY_CLASSES:
-            inner = entry.get("config")
-            vocabulary = inner.get("vocabulary") if isinstance(inner, dict) else None
-            if isinstance(vocabulary, str):
-                found.append(f"{where}: {cls}{_named(entry)} reads its vocabulary from {vocabulary!r}")
-        for key, value in entry.items():  # function_type, output_shape_type, mode_type, dropout_fn_type, ...
-            if value == "lambda" and isinstance(key, str) and key.endswith("_type"):
-                found.append(f"{where}.{key} = {value!r} (serialised bytecode)")
-            elif key in _PATH_KEYS and isinstance(value, str):
-                found.append(f"{where}.{key} = {value!r} (a file read while loading)")
-    return found[:limit]
+    return scan_config(config, limit)[0]
 
 
 def foreign_references(config: Any, limit: int = 10) -> tuple[list[str], list[str]]:
@@ -328,22 +369,8 @@ def foreign_references(config: Any, limit: int = 10) -> tuple[list[str], list[st
     Keras' own "no module"); a ``class_name`` or ``registered_name`` is foreign when it has the
     ``package>Name`` form of a registered object and is not one of tf-keras' own.
     """
-    modules: set[str] = set()
-    names: set[str] = set()
-    for entry, _ in _dicts(config):
-        if len(modules) + len(names) >= limit:
-            break
-        if "module" in entry:
-            module = entry["module"]
-            if isinstance(module, str) and module not in KERAS_MODULES:
-                modules.add(module)
-            elif module is not None and not isinstance(module, str):
-                modules.add(f"<a {type(module).__name__}>")
-        for key in ("class_name", "registered_name"):
-            name = entry.get(key)
-            if isinstance(name, str) and ">" in name and name not in KERAS_REGISTERED_NAMES:
-                names.add(name)
-    return sorted(modules), sorted(names)
+    _, modules, names = scan_config(config, limit)
+    return modules, names
 
 
 def code_in_model(model: Model) -> list[str]:
