@@ -18,6 +18,8 @@ or an RNN cell wrapper), and a config with code, or naming anything outside Kera
   ``keras_hub.anything`` or ``tensorflow.anything`` through, and Keras imports it), and every
   ``class_name`` / ``registered_name`` of the form ``package>Name`` (an object registered by
   other code) that is not one of tf-keras' own (:data:`KERAS_REGISTERED_NAMES`).
+
+:func:`scan_config` does both in one walk (what the Keras runner uses).
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ _PUBLIC = (
     "keras.layers", "keras.layers.experimental", "keras.layers.experimental.preprocessing",
     "keras.losses", "keras.metrics", "keras.mixed_precision", "keras.models", "keras.optimizers",
     "keras.optimizers.experimental", "keras.optimizers.legacy", "keras.optimizers.schedules",
-    "keras.quantizers", "keras.random", "keras.regularizers",)
+    "keras.quantizers", "keras.random", "keras.regularizers",
+)
 
 #: modules under ``keras.src`` (Keras 3) of non-exported or internal classes ("keras.src.models.functional")
 _KERAS3_SRC = (
@@ -143,7 +146,8 @@ _KERAS3_SRC = (
     "optimizers.muon", "optimizers.nadam", "optimizers.optimizer", "optimizers.rmsprop",
     "optimizers.schedule_free_adamw", "optimizers.schedules.learning_rate_schedule", "optimizers.sgd",
     "quantizers.awq_config", "quantizers.gptq_config", "quantizers.quantization_config",
-    "quantizers.quantizers", "random.seed_generator", "regularizers.regularizers",)
+    "quantizers.quantizers", "random.seed_generator", "regularizers.regularizers",
+)
 
 #: modules under ``tf_keras.src`` (tf-keras 2.16+); Keras 2.13-2.15 wrote the same tree as
 #: ``keras.src`` (tf-keras maps it back), for which only the classes Keras 2 did not export count
@@ -209,7 +213,8 @@ _TF_KERAS_SRC = (
     "optimizers.legacy.nadam", "optimizers.legacy.optimizer_v2", "optimizers.legacy.rmsprop",
     "optimizers.lion", "optimizers.nadam", "optimizers.optimizer", "optimizers.rmsprop",
     "optimizers.schedules.learning_rate_schedule", "optimizers.sgd", "premade_models.linear",
-    "premade_models.wide_deep", "regularizers",)
+    "premade_models.wide_deep", "regularizers",
+)
 _KERAS2_SRC = (
     "engine.functional", "engine.sequential", "engine.training", "engine.input_layer", "engine.base_layer",
     "layers.core.tf_op_layer", "applications.convnext", "applications.inception_resnet_v2",
