@@ -125,9 +125,13 @@ def activation_name(spec: Any) -> str | None:
     return None
 
 
-def apply_activation(layer: Layer, x: np.ndarray, ctx: CallContext, spec: Any = None) -> np.ndarray:
-    """The layer's ``activation`` (or ``spec``) applied to ``x``."""
+def apply_activation(layer: Layer, x: np.ndarray, ctx: CallContext, spec: Any = None, *,
+                     in_place: bool = False) -> np.ndarray:
+    """The layer's ``activation`` (or ``spec``) applied to ``x`` (``in_place``: ``x`` is a fresh
+    array that may be overwritten, which saves a pass over memory for the common cases)."""
     name = activation_name(layer.config.get("activation") if spec is None else spec)
+    if in_place and name in ("relu", "linear"):
+        return np.maximum(x, 0.0, out=x) if name == "relu" else x
     fn = ACTIVATIONS.get(name or "")
     if fn is None:
         raise UnsupportedLayerError(f"layer {layer.label}: activation {name!r} has no float64 semantics")

@@ -135,10 +135,11 @@ def _settings(layer: Layer, n: int) -> tuple[tuple[int, ...], tuple[int, ...], s
 
 
 def _finish(layer: Layer, y: np.ndarray, ctx: CallContext, first: bool) -> list[np.ndarray]:
+    """Bias and activation on ``y``, a fresh array this function may overwrite."""
     bias = layer.weights.get("bias")
     if bias is not None and layer.config.get("use_bias", True) is not False:
-        y = y + f64(bias)
-    return [from_last(apply_activation(layer, y, ctx), first)]
+        y += bias
+    return [from_last(apply_activation(layer, y, ctx, in_place=True), first)]
 
 
 @defines("Conv1D", "Conv2D", "Conv3D", aliases=("Convolution1D", "Convolution2D", "Convolution3D", "AtrousConvolution2D"))

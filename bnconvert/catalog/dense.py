@@ -18,5 +18,5 @@ def dense_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np
     y = np.matmul(f64(xs[0]), f64(layer.weights["kernel"]))
     bias = layer.weights.get("bias")
     if bias is not None and layer.config.get("use_bias", True) is not False:
-        y = y + f64(bias)
-    return [apply_activation(layer, y, ctx)]
+        y += bias
+    return [apply_activation(layer, y, ctx, in_place=True)]

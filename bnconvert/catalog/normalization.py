@@ -36,8 +36,12 @@ def batch_norm(x: np.ndarray, axes: list[int], *, gamma: np.ndarray | None, beta
     inv = 1.0 / np.sqrt(broadcast_param(var, shape, axes) + eps)
     if gamma is not None:
         inv = inv * broadcast_param(gamma, shape, axes)
-    y = (x - broadcast_param(mean, shape, axes)) * inv
-    return y if beta is None else y + broadcast_param(beta, shape, axes)
+    shift = -broadcast_param(mean, shape, axes) * inv  # per channel: x * inv + shift, one pass over x
+    if beta is not None:
+        shift = shift + broadcast_param(beta, shape, axes)
+    y = x * inv
+    y += shift
+    return y
 
 
 @defines("BatchNormalization")
