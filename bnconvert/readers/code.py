@@ -44,11 +44,13 @@ __all__ = [
 # SavedModel ReloadedLayer, feature columns, PyMetric), test utilities, the backend, package
 # ``__init__`` modules (they re-export helper functions), and every other package.
 
-#: public namespaces Keras writes as "module" for exported objects ("keras.layers" + "Dense")
+#: public namespaces Keras writes as "module" for exported objects ("keras.layers" + "Dense"); not
+#: ``keras.models``: it exports only functions (load_model, model_from_json...), the classes are
+#: written as ``keras`` + ``Model``/``Sequential``
 _PUBLIC = (
     "keras", "keras.activations", "keras.constraints", "keras.dtype_policies", "keras.initializers",
     "keras.layers", "keras.layers.experimental", "keras.layers.experimental.preprocessing",
-    "keras.losses", "keras.metrics", "keras.mixed_precision", "keras.models", "keras.optimizers",
+    "keras.losses", "keras.metrics", "keras.mixed_precision", "keras.optimizers",
     "keras.optimizers.experimental", "keras.optimizers.legacy", "keras.optimizers.schedules",
     "keras.quantizers", "keras.random", "keras.regularizers",
 )
