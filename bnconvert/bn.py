@@ -207,7 +207,13 @@ def findings(p: BNParams, *, layer: Layer | None = None, tf_keras: bool = False)
     if np.all(denom > 0):
         s = np.abs(p.fold_scale)
         huge = s > THRESHOLDS["huge_scale"]
-        if np.any(huge):
+        stored = np.dtype(getattr((layer.weights if layer is not None else {}).get("moving_variance"), "dtype", "float32"))
+        beyond = s > np.finfo(stored if stored.kind == "f" else np.float32).max
+        if np.any(beyond):  # folding gives Inf weights: refused (fold.kernels.FoldOverflow)
+            ch, text = _chan(beyond)
+            out.append(Finding("huge-fold-scale", "error", f"fold scale |gamma|/sqrt(var+eps) up to {s.max():.3g} on {text}: beyond "
+                                                           f"{stored if stored.kind == 'f' else 'float32'}, folding it would give Inf; fold and export refuse it", ch))
+        elif np.any(huge):
             ch, text = _chan(huge)
             out.append(Finding("huge-fold-scale", "warning", f"fold scale |gamma|/sqrt(var+eps) up to {s.max():.3g} on {text}: a folded float16 or int8 model loses precision there", ch))
     if p.mode in (1, 2):

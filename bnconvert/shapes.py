@@ -193,8 +193,10 @@ def _single(layer: Layer, shapes: list[Shape]) -> Shape | None:
 
 
 def _sane(shape: Shape | None) -> Shape | None:
-    """A computed shape, or None when a dimension is negative or not an integer (a damaged config)."""
-    if shape is None or all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 0) for d in shape):
+    """A computed shape, or None when a dimension is not an integer (a damaged config). A negative
+    dimension stays (a kernel, pool or crop larger than its input): the readers refuse it, naming
+    the layer, where an unknown shape would let the file through to fail later as "unsupported"."""
+    if shape is None or all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in shape):
         return shape
     return None
 

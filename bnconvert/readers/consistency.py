@@ -183,12 +183,19 @@ def _clean(shape: Any) -> tuple[Dim, ...] | None:
     return tuple(_dim(d) for d in shape)
 
 
+def _empty(shape: Any) -> bool:
+    dims = shape[1:] if isinstance(shape, tuple) else ()
+    return any(isinstance(d, (int, float)) and not d >= 1 for d in dims)
+
+
 def _collect(model: Model, inputs: list[Any] | None, prefix: str, problems: list[str]) -> None:
     shapes = _shapes(model, inputs)
     for ref, shape in shapes.items():
-        dims = shape[1:] if isinstance(shape, tuple) else ()
-        if any(isinstance(d, (int, float)) and not d >= 1 for d in dims):
+        if _empty(shape):
             layer = model[ref.layer]
+            call = layer.calls[ref.node] if ref.node < len(layer.calls) else []
+            if any(_empty(shapes.get(r)) for r in call):
+                continue  # follows from the layer that made its input empty, which is named
             shown = "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
             problems.append(f"layer '{prefix}{layer.name}' ({layer.source_class}): its output shape {shown} has an "
                             "empty or negative dimension (a kernel, pool or crop larger than its input?)")

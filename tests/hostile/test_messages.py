@@ -99,6 +99,30 @@ def test_huge_integers_in_a_config(case: str, fixture: str, layer: str, key: str
     assert folder_state(tmp_path) == before
 
 
+LARGEST = 2**31 - 1
+WINDOWS = [  # (id, layer, key, value, the layer named): allowed integers, a window larger than its input
+    ("pool_size", "max_pooling2d", "pool_size", [LARGEST, LARGEST], "max_pooling2d"),
+    ("dilation_rate", "conv2d", "dilation_rate", [LARGEST, 1], "conv2d"),
+    ("kernel_size", "conv2d", "kernel_size", [LARGEST, 3], "conv2d"),
+    ("pool_strides", "max_pooling2d", "strides", [LARGEST, LARGEST], "conv2d_1"),  # 1x1 left for a 3x3 kernel
+]
+
+
+@pytest.mark.parametrize("command", ["inspect", "fold", "export"])
+@pytest.mark.parametrize(("case", "layer", "key", "value", "named"), WINDOWS, ids=[w[0] for w in WINDOWS])
+def test_a_window_larger_than_its_input(case: str, layer: str, key: str, value: object, named: str, command: str,
+                                        tmp_path: Path) -> None:
+    """Keras refuses to build such a layer (a negative output size); bnconvert used to take the
+    shape for unknown: inspect and fold passed, export called the layer unsupported."""
+    path = _edit_keras("k3_educba.keras", tmp_path, config=_set(layer, key, value), as_name=f"window_{case}.keras")
+    before = folder_state(tmp_path)
+    line = _refused(_run(_commands(path, tmp_path)[command]), path,
+                    rf"layer '{named}' \(\w+\): its output shape \(\?, -?\d+, -?\d+, 8\) has an empty or negative "
+                    r"dimension \(a kernel, pool or crop larger than its input\?\)")
+    assert line.count("empty or negative") == 1, "only the layer where it starts is named, not every one after it"
+    assert folder_state(tmp_path) == before
+
+
 # -- inputs too large for the check -----------------------------------------------------------------
 
 
@@ -414,6 +438,9 @@ def _huge_scale(layer: str = "batch_normalization_1", model: str = "dense_tanh")
                          ids=["fold", "export", "fold_check", "export_check"])
 def test_fold_giving_inf_is_refused_even_without_the_check(args: list[str], tmp_path: Path) -> None:
     path = _edit_h5("k3_dense_tanh.h5", tmp_path, _huge_scale(), "inf_fold.h5")
+    shown = _run(["inspect", path])  # a finding there, an error one: fold would refuse
+    assert shown.exit_code == 0 and "[error] batch_normalization_1: huge-fold-scale" in shown.stdout, shown.output
+    assert "beyond float32, folding it would give Inf; fold and export refuse it" in shown.stdout
     before = folder_state(tmp_path)
     out = tmp_path / ("folded.h5" if args[0] == "fold" else "out.onnx")
     _refused(_run([args[0], path, "-o", out, *args[1:]]), path,
