@@ -201,7 +201,10 @@ def verify(
     ra, notes_a = open_runner(a_path, load_options=load_options, ort_optimize=ort_optimize, reference=reference)
     rb, notes_b = open_runner(b_path, load_options=load_options, ort_optimize=ort_optimize, reference=reference)
     loaded = time.perf_counter()
-    binding = bind_inputs(ra.input_specs(), rb.input_specs())
+    try:
+        binding = bind_inputs(ra.input_specs(), rb.input_specs())
+    except BnconvertError as exc:  # B does not take A's inputs: named by its file, A's given too
+        raise type(exc)(f"{b_path}: {exc} (A is {a_path})") from None
     if inputs is not None:
         feeds_a = load_inputs(inputs, binding.specs)
         source = f"file {Path(inputs).name}"

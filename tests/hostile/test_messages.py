@@ -165,6 +165,18 @@ def test_huge_input_is_refused_before_tensorflow_loads(tmp_path: Path) -> None:
         "check's random inputs (200,000,000,000 elements, the limit is 268,435,456); give --inputs or --no-check"]
 
 
+def test_verify_huge_declared_input(tmp_path: Path) -> None:
+    path = _huge_input(tmp_path)
+    other = _copy("k3_dense_tanh.keras", tmp_path, "small.keras")
+    result = _run(["verify", path, path, "--reference", "float64"])
+    _refused(result, path, r"input 'input_layer' of shape \(1, 100000, 100000, 10\) is too large for the check's random "
+                           r"inputs .*; give --inputs, or a smaller --batch or --input-shape")
+    # and B that does not take A's inputs is named (it used to be a line naming no file)
+    result = _run(["verify", path, other, "--reference", "float64"])
+    _refused(result, other, rf"input 'input_layer' \[\?x100000x100000x10\] float32 of A does not fit input 'input_layer' "
+                            rf"\[\?x10\] float32 of B \(A is {re.escape(str(path))}\)")
+
+
 def _npy_header_only(path: Path, shape: tuple[int, ...], dtype: str = "<f4", body: int = 64) -> bytes:
     with open(path, "wb") as fh:
         np.lib.format.write_array_header_1_0(fh, {"descr": dtype, "fortran_order": False, "shape": shape})
