@@ -27,8 +27,8 @@ import numpy as np
 from ..errors import BnconvertError, FormatError
 
 __all__ = [
-    "InputSpec", "parse_input_shape", "parse_input_shapes", "parse_range", "resolve_shape", "random_inputs",
-    "load_inputs", "check_random_size", "check_inputs_file", "MAX_ELEMENTS",
+    "MAX_ELEMENTS", "InputSpec", "check_inputs_file", "check_random_size", "load_inputs", "parse_input_shape",
+    "parse_input_shapes", "parse_range", "random_inputs", "resolve_shape",
 ]
 
 Dim = int | None

@@ -28,7 +28,7 @@ from ..model import Layer, Model, TensorRef
 from .inputs import InputSpec
 from .runners import Runner, RunnerUnavailable
 
-__all__ = ["ReferenceRunner", "run_reference", "declared_input_specs", "blas_threads"]
+__all__ = ["ReferenceRunner", "blas_threads", "declared_input_specs", "run_reference"]
 
 _INPUT_DTYPES = frozenset({"float32", "float16", "float64", "int32", "int64", "uint8", "int8"})
 

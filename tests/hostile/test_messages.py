@@ -12,7 +12,6 @@ and folds whose weights overflow float32.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -29,7 +28,7 @@ from click.testing import CliRunner
 
 from bnconvert.cli import main
 
-from ..conftest import ROOT, fixture_file
+from ..conftest import ROOT
 from .build_files import _copy, _edit_h5, _edit_keras, _set_config
 from .build_models import _bn_edit
 from .conftest import folder_state
@@ -37,11 +36,11 @@ from .conftest import folder_state
 BIG = 2**70  # beyond int64: numpy and ONNX raise OverflowError / "Value out of range" on it
 
 
-def _run(args: list[str | Path]):  # noqa: ANN202
+def _run(args: list[str | Path]):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def _refused(result, path: Path | str, pattern: str) -> str:  # noqa: ANN001
+def _refused(result, path: Path | str, pattern: str) -> str:
     """Exit 2 and exactly one line on stderr: ``bnconvert: error: <path>: ...`` matching ``pattern``."""
     assert result.exit_code == 2, f"exit {result.exit_code}, expected 2\n{result.output}"
     assert "Traceback" not in result.output, result.output
@@ -139,7 +138,7 @@ def _cli_no_tf(*args: str | Path) -> subprocess.CompletedProcess[str]:
             "    print('tensorflow' in sys.modules)\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300,
-                          env=env, cwd=ROOT)
+                          env=env, cwd=ROOT, check=False)
 
 
 @pytest.mark.parametrize("command", ["fold", "export"])
@@ -161,8 +160,8 @@ def test_huge_input_is_refused_before_tensorflow_loads(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False", "TensorFlow was imported for a check refused anyway"
     assert done.stderr.splitlines() == [
-        f"bnconvert: error: {path}: input 'input_layer' of shape (2, 100000, 100000, 10) is too large for the "
-        "check's random inputs (200,000,000,000 elements, the limit is 268,435,456); give --inputs or --no-check"]
+        (f"bnconvert: error: {path}: input 'input_layer' of shape (2, 100000, 100000, 10) is too large for the "
+        "check's random inputs (200,000,000,000 elements, the limit is 268,435,456); give --inputs or --no-check")]
 
 
 def test_verify_huge_declared_input(tmp_path: Path) -> None:
@@ -343,7 +342,7 @@ def _without_dac() -> list[str] | None:
     if setpriv is None:
         return None
     prefix = [setpriv, "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search", "--"]
-    probe = subprocess.run([*prefix, sys.executable, "-c", "pass"], capture_output=True, timeout=60)
+    probe = subprocess.run([*prefix, sys.executable, "-c", "pass"], capture_output=True, timeout=60, check=False)
     return prefix if probe.returncode == 0 else None
 
 
@@ -382,7 +381,7 @@ def test_paths_without_permission(kind: str, where: str, tmp_path: Path) -> None
             args, named = _path_commands(bad, good, tmp_path)[where], bad
         code = "import sys\nsys.path.insert(0, sys.argv.pop(1))\nfrom bnconvert.cli import main\nmain()\n"
         done = subprocess.run([*prefix, sys.executable, "-c", code, str(ROOT), *map(str, args)],
-                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
     finally:
         locked.chmod(0o755 if locked.is_dir() else 0o644)
     lines = done.stderr.splitlines()
@@ -400,8 +399,8 @@ BAD_VALUES = {
     "inf_gamma": (_bn_edit("gamma", lambda a: np.where(np.arange(a.size) == 0, np.inf, a)),
                   r"layer 'batch_normalization_1' \(BatchNormalization\): NaN or Inf in gamma"),
     "negative_variance": (_bn_edit("moving_variance", lambda a: np.where(np.arange(a.size) == 2, -0.5, a)),
-                          r"layer 'batch_normalization_1' \(BatchNormalization\): moving variance \+ epsilon <= 0 "
-                          r"on 1 of 12 channels \(2\)"),
+                          (r"layer 'batch_normalization_1' \(BatchNormalization\): moving variance \+ epsilon <= 0 "
+                          r"on 1 of 12 channels \(2\)")),
 }
 
 
@@ -475,7 +474,7 @@ def test_fold_giving_inf_into_a_convolution(tmp_path: Path) -> None:
 # -- bnconvert's own bugs ---------------------------------------------------------------------------
 
 
-def _internal_error(result, name: str) -> None:  # noqa: ANN001
+def _internal_error(result, name: str) -> None:
     assert result.exit_code == 3, f"exit {result.exit_code}, expected 3\n{result.output}"
     line = result.stderr.splitlines()[-1]
     assert line.startswith("bnconvert: internal error, please report: "), result.stderr
@@ -529,12 +528,13 @@ def test_an_internal_bug_in_a_real_process(tmp_path: Path) -> None:
             "from bnconvert.cli import main\nmain()\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     args = ["fold", str(path), "-o", str(tmp_path / "folded.h5"), "--no-check"]
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, env=env,
+                          check=False)
     assert done.returncode == 3, done.stderr
     assert done.stderr.splitlines() == [
         "bnconvert: internal error, please report: KeyError: 'planted' (rerun with --debug for the traceback)"]
     done = subprocess.run([sys.executable, "-c", code, "--debug", *args], capture_output=True, text=True, timeout=120,
-                          env=env)
+                          env=env, check=False)
     assert done.returncode == 3
     assert "Traceback (most recent call last)" in done.stderr and "in planted_bug" in done.stderr, done.stderr
     assert done.stderr.splitlines()[-1].startswith("bnconvert: internal error, please report: KeyError: 'planted'")
