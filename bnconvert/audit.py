@@ -122,14 +122,23 @@ class AuditReport:
         }
 
 
-def _input_from(model: Model, bn: Layer, shapes: dict[TensorRef, Any]) -> dict[str, Any] | None:
+def _previous_with_weights(model: Model) -> dict[int, Layer]:
+    """For each layer (by id), the last layer with weights before it in file order: one pass, where
+    looking back from every BN of a weights-only file would be BNs x layers."""
+    out: dict[int, Layer] = {}
+    previous = None
+    for layer in model.layers:
+        if previous is not None:
+            out[id(layer)] = previous
+        if layer.weights:
+            previous = layer
+    return out
+
+
+def _input_from(model: Model, bn: Layer, shapes: dict[TensorRef, Any],
+                before: dict[int, Layer] | None = None) -> dict[str, Any] | None:
     if not model.has_graph:
-        previous = None
-        for layer in model.layers:
-            if layer is bn:
-                break
-            if layer.weights:
-                previous = layer
+        previous = (before if before is not None else _previous_with_weights(model)).get(id(bn))
         if previous is None:
             return None
         return {"layer": previous.name, "class": previous.source_class, "inferred": "previous layer with weights in file order"}
@@ -186,6 +195,7 @@ def _audit_model(model: Model, decisions: dict[str, FoldDecision], tf_keras: boo
         shapes = infer_shapes(model) if model.has_graph else {}
     except BnconvertError:
         shapes = {}
+    before = None if model.has_graph else _previous_with_weights(model)
     for layer in model.layers:
         if layer.model is not None:
             reports += _audit_model(layer.model, decisions, tf_keras, f"{prefix}{layer.name}/")
@@ -197,7 +207,7 @@ def _audit_model(model: Model, decisions: dict[str, FoldDecision], tf_keras: boo
         try:
             p = bn_params(layer)
         except BnconvertError as exc:
-            reports.append(BNReport(path, 0, [], layer.config.get("epsilon"), _input_from(model, layer, shapes), decision, None,
+            reports.append(BNReport(path, 0, [], layer.config.get("epsilon"), _input_from(model, layer, shapes, before), decision, None,
                                     [Finding("unreadable", "error", str(exc))]))
             continue
         found = findings(p, layer=layer, tf_keras=tf_keras)
@@ -210,7 +220,7 @@ def _audit_model(model: Model, decisions: dict[str, FoldDecision], tf_keras: boo
             channels=p.channels,
             axis=[] if axis_cfg is None else list(p.axis),
             epsilon=None if layer.config.get("epsilon_assumed") else p.epsilon,
-            input_from=_input_from(model, layer, shapes),
+            input_from=_input_from(model, layer, shapes, before),
             fold=decision,
             params=p,
             findings=found,

@@ -131,6 +131,7 @@ class _Planner:
         # who reads each tensor, built once (Model.uses/consumers scan every layer: quadratic
         # over a whole plan); planning never changes the model's connections
         self._uses: Counter[TensorRef] = Counter(self.model.outputs)
+        self._outputs = set(self.model.outputs)  # asked once per BN: a list scan would be BNs x outputs
         self._consumers: dict[TensorRef, list[tuple[Layer, int]]] = defaultdict(list)
         for layer in model.layers:
             for k, inputs in enumerate(layer.calls):
@@ -153,7 +154,7 @@ class _Planner:
 
     def consumer(self, ref: TensorRef) -> tuple[Layer | None, str]:
         users = list(self._consumers.get(ref, ()))  # Model.consumers(ref)
-        if ref in self.model.outputs:
+        if ref in self._outputs:
             return None, "its output is a model output"
         if len(users) != 1:
             return None, f"its output feeds {len(users)} layers"

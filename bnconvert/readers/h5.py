@@ -20,7 +20,7 @@ from ..layerspec import weight_spec
 from ..model import Layer, Model, Source
 from . import keras1
 from .fields import check_fields
-from .graph import build_model, paused_gc
+from .graph import MAX_LAYERS, build_model, paused_gc
 from . import h5guard, isolated
 from .h5guard import MAX_DATASET_BYTES, Budget, child, child_id, describe_array, precheck_file, read_attr
 from .isolated import Answer, DeferredArray, ModelFile
@@ -194,6 +194,9 @@ def read_h5(
         if answer.get("layers_group"):
             raise FormatError("this is a Keras 3 weights file (.weights.h5); pass the .keras model or its config")
         raise FormatError("no Keras layer list (layer_names) in this HDF5 file: not a Keras model or weights file")
+    if len(layer_names) > MAX_LAYERS:
+        raise FormatError(f"layer_names lists {len(layer_names):,} layers, more than bnconvert reads ({MAX_LAYERS:,}); "
+                          "refused")
     if len(set(layer_names)) != len(layer_names):
         seen: set[str] = set()
         duplicates = sorted({n for n in layer_names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]

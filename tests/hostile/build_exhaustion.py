@@ -240,3 +240,59 @@ def nested_keras1_names_h5(folder: Path, count: int = 10_000) -> Path:
             group.create_dataset(f"d{i}_b", data=rng.normal(size=1).astype("float32"))
         group.attrs["weight_names"] = np.array(names, dtype="S")
     return path
+
+
+def many_outputs_keras(folder: Path, bns: int = 1000, outputs: int = 97_000) -> Path:
+    """A Keras 3 .keras whose input feeds ``bns`` BatchNormalization layers (each into an
+    Activation) and ``outputs`` more Activations, all of them model outputs: every BN's forward
+    fold asks whether its output is a model output."""
+    layers = [{"class_name": "InputLayer", "name": "x", "config": {"name": "x", "batch_shape": [None, 2]},
+               "inbound_nodes": []}]
+    bn = {"axis": -1, "epsilon": 0.001, "center": True, "scale": True}
+    outs = []
+    for i in range(bns):
+        layers.append(_entry("BatchNormalization", f"bn{i}", bn, "x"))
+        layers.append(_entry("Activation", f"r{i}", {"activation": "relu"}, f"bn{i}"))
+        outs.append([f"r{i}", 0, 0])
+    for i in range(outputs):
+        layers.append(_entry("Activation", f"a{i}", {"activation": "relu"}, "x"))
+        outs.append([f"a{i}", 0, 0])
+    config = {"class_name": "Functional", "config": {"name": "wide", "layers": layers,
+                                                     "input_layers": [["x", 0, 0]], "output_layers": outs}}
+    rng = np.random.default_rng(4)
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_group("vars")
+        for i in range(bns):
+            group = f.create_group("layers/batch_normalization" + (f"_{i}" if i else "") + "/vars")
+            for k, v in enumerate([rng.normal(size=2), rng.normal(size=2), rng.normal(size=2),
+                                   rng.uniform(0.5, 2, size=2)]):
+                group.create_dataset(str(k), data=v.astype("float32"))
+    members = {"metadata.json": json.dumps({"keras_version": "3.6.0"}).encode(),
+               "config.json": json.dumps(config).encode(), "model.weights.h5": buf.getvalue()}
+    return _zip(folder / "many_outputs.keras", members)
+
+
+def weights_only_bn_chain_h5(folder: Path, pairs: int = 10_000) -> Path:
+    """A Keras 2 weights-only .h5 of ``pairs`` Dense + BatchNormalization layers (no architecture:
+    each BN is reported with the previous layer with weights in file order)."""
+    path = folder / "weights_only_chain.h5"
+    rng = np.random.default_rng(6)
+    names = []
+    with h5py.File(path, "w", libver="latest") as f:
+        f.attrs["keras_version"] = b"2.15.0"
+        f.attrs["backend"] = b"tensorflow"
+        for i in range(pairs):
+            for name, weights in ((f"dense_{i}", {"kernel:0": (2, 2), "bias:0": (2,)}),
+                                  (f"batch_normalization_{i}", {"gamma:0": (2,), "beta:0": (2,),
+                                                                "moving_mean:0": (2,), "moving_variance:0": (2,)})):
+                group = f.create_group(name)
+                for w, shape in weights.items():
+                    value = rng.uniform(0.5, 2, size=shape) if "variance" in w else rng.normal(size=shape)
+                    group.create_dataset(f"{name}/{w}", data=value.astype("float32"))
+                group.attrs["weight_names"] = np.array([f"{name}/{w}" for w in weights], dtype="S")
+                names.append(name)
+        per = 4000
+        for i in range(0, len(names), per):
+            f.attrs[f"layer_names{i // per}"] = np.array(names[i:i + per], dtype="S")
+    return path

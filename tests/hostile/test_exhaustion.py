@@ -296,3 +296,28 @@ def test_keras1_weight_names_in_a_large_nested_model(tmp_path: Path) -> None:
     done = _cli("inspect", "--json", str(path))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["parameters"] == 20_000
+
+
+def test_many_outputs_and_many_bns(tmp_path: Path) -> None:
+    # each BN's forward fold asks whether its output is a model output (was a scan of the list)
+    path = bx.many_outputs_keras(tmp_path, bns=1000, outputs=30_000)
+    done = _cli("inspect", "--json", str(path))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["batch_norms"]) == 1000
+    assert {bn["fold"]["action"] for bn in report["batch_norms"]} == {"stays"}
+
+
+def test_a_weights_only_file_of_many_bns(tmp_path: Path) -> None:
+    # each BN is reported with the previous layer with weights (was a scan from the top per BN)
+    path = bx.weights_only_bn_chain_h5(tmp_path, pairs=2000)
+    done = _cli("inspect", "--json", str(path))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [bn["input_from"]["layer"] for bn in report["batch_norms"]] == [f"dense_{i}" for i in range(2000)]
+
+
+def test_a_layer_list_over_the_limit_is_refused(tmp_path: Path) -> None:
+    path = bx.duplicate_layer_names_h5(tmp_path, count=MAX_LAYERS + 1)
+    _refused(_cli("inspect", str(path)), path,
+             rf"layer_names lists {MAX_LAYERS + 1:,} layers, more than bnconvert reads \({MAX_LAYERS:,}\); refused")
