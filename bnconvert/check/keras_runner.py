@@ -185,6 +185,9 @@ class KerasRunner(Runner):
             fmt = self.model.source.format if self.model.source else "unknown"
             raise RunnerUnavailable(f"{path}: a Keras 1 file ({fmt}) does not load in any current Keras")
         source = self.model.source
+        # Keras gets a private copy, taken before anything is checked: the checks below and the load
+        # read the same bytes, whatever happens to the user's file in between.
+        self._private = _PrivateCopy(self.path)
         raw = None if source is None else _as_loaded(source.config, source.format.endswith("-zip"))
         # the whole raw config (a Lambda can hide inside a wrapper), in one walk; a model built in
         # code, without one, layer by layer
@@ -242,10 +245,10 @@ class KerasRunner(Runner):
                     raise RunnerUnavailable(f"{self.path}: a weights-only file needs its architecture (--config)")
                 self._config_text = _read_json(config)
                 return [(f"its architecture {config}", parse_config(self._config_text, str(config)))]
-            if sniff(self.path) == "zip":
-                text = _zip_config(self.path)
+            if self._private.kind == "zip":
+                text = _zip_config(self._private.path)
                 return [] if text is None else [("its config.json", _as_loaded(parse_config(text, "config.json"), True))]
-            text = root_attributes(self.path, ("model_config",))["model_config"]
+            text = root_attributes(self._private.path, ("model_config",))["model_config"]
             return [] if text is None else [("its model_config", parse_config(text, "model_config"))]
         except RunnerUnavailable:
             raise
@@ -262,13 +265,11 @@ class KerasRunner(Runner):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     net = km.models.model_from_json(self._config_text)  # the text checked, not the file again
-                    with _named_link(self.path, ".h5") as link:
-                        net.load_weights(link)
+                    net.load_weights(self._private.path)
                 return net
-            suffix = ".keras" if sniff(self.path) == "zip" else ".h5"
-            with _named_link(self.path, suffix) as link, warnings.catch_warnings():
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Keras' notes on legacy files: the user gets one line or a report
-                return km.models.load_model(link, compile=False, safe_mode=True)
+                return km.models.load_model(self._private.path, compile=False, safe_mode=True)
         except BnconvertError:
             raise
         except Exception as exc:  # noqa: BLE001 - Keras raises anything; it all means "cannot load"
@@ -448,30 +449,26 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-class _named_link:
-    """A temporary name with the extension Keras dispatches on, linked to the real file.
+class _PrivateCopy:
+    """The model file copied into a private temporary folder, named with the extension Keras
+    dispatches on (``.keras`` zip or ``.h5``: a tf.keras 2.10 HDF5 saved as ``model.keras`` would
+    otherwise be refused).
 
-    Keras picks its loader from the file name (``.keras`` zip or ``.h5``); a tf.keras 2.10 HDF5
-    saved as ``model.keras`` would otherwise be refused.
-    """
+    Keras re-opens the file it loads, so handing it the user's path would let the bytes change
+    between bnconvert's check of the config and Keras' load. The copy is checked and loaded; it is
+    removed with the runner (or at exit)."""
 
-    def __init__(self, path: str, suffix: str) -> None:
-        self.path, self.suffix = path, suffix
-        self.tmp: tempfile.TemporaryDirectory[str] | None = None
+    def __init__(self, path: str) -> None:
+        import shutil
 
-    def __enter__(self) -> str:
-        if self.path.lower().endswith(self.suffix):
-            return self.path
-        self.tmp = tempfile.TemporaryDirectory(prefix="bnconvert-")
-        link = os.path.join(self.tmp.name, "model" + self.suffix)
+        self.kind = sniff(path)
+        self._tmp = tempfile.TemporaryDirectory(prefix="bnconvert-keras-")
+        self.path = os.path.join(self._tmp.name, "model" + (".keras" if self.kind == "zip" else ".h5"))
         try:
-            os.symlink(os.path.abspath(self.path), link)
-        except OSError:
-            import shutil
-
-            shutil.copyfile(self.path, link)
-        return link
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.tmp is not None:
-            self.tmp.cleanup()
+            shutil.copyfile(path, self.path)
+        except OSError as exc:
+            self._tmp.cleanup()
+            raise RunnerUnavailable(f"{path}: cannot be copied for Keras ({exc.strerror})") from None
+        if sniff(self.path) != self.kind:  # replaced between the sniff and the copy
+            self._tmp.cleanup()
+            raise RunnerUnavailable(f"{path}: the file changed while it was being read")

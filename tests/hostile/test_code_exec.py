@@ -403,3 +403,26 @@ def test_a_refusal_after_keras_was_loaded_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr[-3000:]
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("bnconvert: error: ") and "bad.keras" in lines[0], done.stderr
+
+
+@needs_tf
+def test_keras_loads_the_bytes_that_were_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is swapped for an armed one after the check and before Keras loads it (while
+    TensorFlow is imported): Keras loads the private copy that was checked, and nothing runs."""
+    from bnconvert.check import keras_runner
+    from bnconvert.check.keras_runner import KerasRunner
+
+    (tmp_path / "armed").mkdir()
+    armed, _ = lambda_in_own_config(tmp_path / "armed")
+    path = _copy("tfk_chain.h5", tmp_path, "swapped.h5")
+    real_import = keras_runner._import
+
+    def import_then_swap(module: str) -> tuple[object, object]:
+        os.replace(armed, path)  # between the check and the load
+        return real_import(module)
+
+    monkeypatch.setattr(keras_runner, "_import", import_then_swap)
+    runner = KerasRunner(path)
+    assert [layer.__class__.__name__ for layer in runner.keras_model.layers if "Lambda" in layer.__class__.__name__] == []
+    assert h5py.File(path, "r").attrs["model_config"]  # the user's path now holds the armed file
+    assert not (tmp_path / MARKER).exists() and not (tmp_path / "armed" / MARKER).exists()
