@@ -16,6 +16,7 @@ inside a nested model as ``outer/inner`` (the names bnconvert's ONNX export give
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -204,6 +205,9 @@ class ReferenceRunner(Runner):
     """A Keras file (or a Model already read) run by bnconvert's float64 numpy reference."""
 
     kind = "reference"
+    #: threads :meth:`infer` may split the batch over (one slice of samples each, each with a
+    #: one-thread BLAS: no barrier between threads, so none waits for a descheduled other)
+    threads: int = 1
 
     def __init__(
         self,
@@ -255,16 +259,54 @@ class ReferenceRunner(Runner):
         # the data the model would see: cast to the input's dtype first (as Keras and ONNX do)
         return [np.asarray(feeds[s.name]).astype(s.dtype, copy=False).astype(np.float64) for s in specs]
 
-    def _run(self, feeds: Mapping[str, np.ndarray], keep: set[str] | None = None) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    def _run(self, xs: list[np.ndarray], keep: set[str] | None = None) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
         ex = _Executor(self._constants, self.model.source)
         ex.keep = keep
         with np.errstate(all="ignore"):  # inf/nan propagate as in Keras; the comparison reports them
-            outs = ex.run(self.model, self._feeds(feeds))
+            outs = ex.run(self.model, xs)
         return outs, ex.kept
 
+    def _mixes_samples(self) -> bool:
+        """Whether some layer's output for one sample depends on the others (Keras 1 BN mode 2
+        uses the batch's statistics; an ``axis`` of 0 acts across the batch)."""
+        for _, layer, _ in self.model.walk():
+            c = layer.config
+            axis = c.get("axis")
+            axes = [axis] if isinstance(axis, int) else list(axis) if isinstance(axis, (list, tuple)) else []
+            if int(c.get("keras1_mode", 0) or 0) == 2 or 0 in axes:
+                return True
+        return False
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs, the batch split over :attr:`threads` threads when no layer mixes samples."""
+        xs = self._feeds(feeds)
+        n = xs[0].shape[0] if xs and xs[0].ndim else 0
+        parts = min(self.threads, n)
+        if parts <= 1 or any(x.ndim == 0 or x.shape[0] != n for x in xs) or self._mixes_samples():
+            return self._run(xs)[0]
+        bounds = np.linspace(0, n, parts + 1).astype(int)
+        results: list[list[np.ndarray] | None] = [None] * parts
+        errors: list[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                with blas_threads(1):  # parallel by samples, not inside each product
+                    results[i] = self._run([x[bounds[i]:bounds[i + 1]] for x in xs])[0]
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, in the calling thread
+                errors.append(exc)
+
+        helpers = [threading.Thread(target=work, args=(i,), name="bnconvert-reference-part") for i in range(1, parts)]
+        for t in helpers:
+            t.start()
+        work(0)
+        for t in helpers:
+            t.join()
+        if errors:
+            raise errors[0]
+        return [np.concatenate([r[j] for r in results if r is not None]) for j in range(len(results[0] or []))]
+
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs, _ = self._timed(self._run, feeds)
-        return dict(zip(self.output_names(), outs))
+        return dict(zip(self.output_names(), self._timed(self._infer, feeds)))
 
     def describe(self) -> str:
         return f"bnconvert float64 reference (numpy {np.__version__}, TensorFlow-free): {self.path}"
@@ -289,5 +331,5 @@ class ReferenceRunner(Runner):
         wanted = set(names) & set(self.layer_names())
         if not wanted:
             return {}
-        _, kept = self._run(feeds, keep=wanted)
+        _, kept = self._run(self._feeds(feeds), keep=wanted)
         return {n: kept[n] for n in names if n in kept}

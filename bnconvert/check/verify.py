@@ -388,6 +388,7 @@ class ReferenceAhead:
     def __init__(self, path: str, model: Model, notes: list[str], *, seed: int, batch: int) -> None:
         self.path, self.notes, self.seed, self.batch = path, notes, seed, batch
         self.runner = ReferenceRunner(path, model=model)
+        self.runner.threads = 2  # the batch's two halves in two threads, beside onnxruntime
         specs, _ = fill_dynamic(self.runner.input_specs(), batch)
         self.feeds = random_inputs(specs, seed=seed, batch=batch, source=path)
         self._done: _Done | None = None
