@@ -228,8 +228,8 @@ class ReferenceRunner(Runner):
         table = catalog()
         missing = sorted({f"'{p}' ({layer.source_class})" for p, layer, _ in self.model.walk()
                           if layer.model is None and layer.class_name not in table})
-        if missing:
-            raise RunnerUnavailable(f"{path}: bnconvert's float64 reference cannot run {', '.join(missing)}")
+        if missing:  # a layer no runtime can run without executing code from the file (Lambda ...)
+            raise UnsupportedLayerError(f"{path}: bnconvert's float64 reference cannot run {', '.join(missing)}")
         self._constants = _op_constants(self.model)
         self.load_seconds = time.perf_counter() - start
 

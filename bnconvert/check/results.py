@@ -82,6 +82,10 @@ class VerifyResult:
         }
 
 
+#: how a runner kind reads in a one-line headline (reports and JSON keep the kind itself)
+_KIND_WORDS = {"reference": "float64 reference (bnconvert, numpy)"}
+
+
 @dataclass
 class CheckResult:
     """The check fold or export runs on what it wrote, before keeping it.
@@ -119,7 +123,8 @@ class CheckResult:
         verdict = "passed" if self.passed else "FAILED"
         return (
             f"{self.what} check {verdict}: max |diff| / max |reference| = {_fmt(self.error)} "
-            f"(tolerance {self.tolerance:g}); reference: {self.reference_kind}, checked: {self.candidate_kind}"
+            f"(tolerance {self.tolerance:g}); reference: {_KIND_WORDS.get(self.reference_kind, self.reference_kind)}, "
+            f"checked: {_KIND_WORDS.get(self.candidate_kind, self.candidate_kind)}"
         )
 
     def summary(self) -> str:
