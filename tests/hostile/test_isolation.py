@@ -72,6 +72,27 @@ def btree_own_child(folder: Path) -> Path:
     return path
 
 
+def btree_own_child_in_an_unread_group(folder: Path) -> Path:
+    """The self-child B-tree node in a group no reader looks into (``top_level_model_weights``,
+    given one subgroup), but which ``fold`` copies into its output: the old version's inspect
+    read the file, and its fold crashed while writing."""
+    path = folder / "btree_own_child_unread.h5"
+    shutil.copy(fixture_file(SOURCE), path)
+    before = {at: data for at, data in _tree_entries(path.read_bytes()).items()}
+    with h5py.File(path, "r+") as f:
+        f["model_weights/top_level_model_weights"].create_group("extra")
+    data = bytearray(path.read_bytes())
+    grown = [at for at, used in _tree_entries(data).items() if before.get(at) == 0 and used == 1]
+    assert len(grown) == 1, grown
+    _make_own_child(data, grown[0], grown[0])
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _tree_entries(data: bytes | bytearray) -> dict[int, int]:
+    return {at: struct.unpack_from("<H", data, at + 6)[0] for at in _signatures(data, b"TREE") if data[at + 4] == 0}
+
+
 def btree_sibling_cycle(folder: Path) -> Path:
     """Two group B-tree nodes, each the other's child and sibling (left and right pointers loop);
     the second given the first's keys, so that a lookup in the first goes on into the second."""
@@ -160,6 +181,7 @@ def keras_btree_own_child(folder: Path) -> Path:
 
 CRASHERS: dict[str, Callable[[Path], Path]] = {
     "btree_own_child": btree_own_child,
+    "btree_own_child_in_an_unread_group": btree_own_child_in_an_unread_group,
     "btree_sibling_cycle": btree_sibling_cycle,
     "chunk_btree_loop": chunk_btree_loop,
     "heap_free_list_loop": heap_free_list_loop,
@@ -203,7 +225,7 @@ def test_a_file_that_crashes_libhdf5_is_one_line_in_every_command(name: str, com
 def test_what_each_file_does_to_libhdf5_without_isolation(tmp_path: Path) -> None:
     # the files are what they claim: opened by h5py in a plain child (with a memory cap), each one
     # crashes it or exhausts its memory (the free-list loop) rather than failing cleanly
-    for name in ("btree_own_child", "btree_sibling_cycle", "heap_free_list_loop"):
+    for name in ("btree_own_child", "btree_own_child_in_an_unread_group", "btree_sibling_cycle", "heap_free_list_loop"):
         path = CRASHERS[name](tmp_path)
         code = ("import resource, h5py, sys\n"
                 "resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, resource.RLIM_INFINITY))\n"
