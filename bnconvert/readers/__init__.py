@@ -28,7 +28,7 @@ from .h5 import MAX_CONFIG_CHARS, read_h5
 from .isolated import ModelFile, is_damage, short
 from .keras_zip import read_zip
 
-__all__ = ["load", "sniff", "root_attributes", "HDF5_MAGIC", "ZIP_MAGIC"]
+__all__ = ["HDF5_MAGIC", "ZIP_MAGIC", "load", "root_attributes", "sniff"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"

@@ -18,15 +18,22 @@ import numpy as np
 from ..errors import FormatError, InternalError
 from ..layerspec import weight_spec
 from ..model import Layer, Model, Source
-from . import keras1
+from . import h5guard, isolated, keras1
 from .fields import check_fields
 from .graph import MAX_LAYERS, build_model, paused_gc
-from . import h5guard, isolated
-from .h5guard import MAX_DATASET_BYTES, Budget, child, child_id, describe_array, precheck_file, read_attr
+from .h5guard import (
+    MAX_DATASET_BYTES,
+    Budget,
+    child,
+    child_id,
+    describe_array,
+    precheck_file,
+    read_attr,
+)
 from .isolated import Answer, DeferredArray, ModelFile
 from .weights import assign, distribute
 
-__all__ = ["read_h5", "scan_h5", "scan_attrs", "attr_list", "attr_text", "parse_config", "MAX_CONFIG_CHARS", "MAX_JSON_DEPTH"]
+__all__ = ["MAX_CONFIG_CHARS", "MAX_JSON_DEPTH", "attr_list", "attr_text", "parse_config", "read_h5", "scan_attrs", "scan_h5"]
 
 #: A model config longer than this (characters) is refused before parsing; real ones are < 10 MB.
 MAX_CONFIG_CHARS = 64 * 1024**2

@@ -26,8 +26,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-from collections.abc import Callable
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import h5py
@@ -37,18 +36,18 @@ from ..errors import FormatError
 from .isolated import allow_memory
 
 __all__ = [
+    "MAP_FROM",
+    "MAX_ATTR_BYTES",
+    "MAX_DATASET_BYTES",
+    "MAX_RATIO",
     "Budget",
     "child",
     "child_id",
-    "read_array",
-    "read_attr",
+    "describe_array",
     "precheck",
     "precheck_file",
-    "describe_array",
-    "MAX_DATASET_BYTES",
-    "MAX_RATIO",
-    "MAX_ATTR_BYTES",
-    "MAP_FROM",
+    "read_array",
+    "read_attr",
 ]
 
 #: No single weight of a real model comes near this; a larger dataset is refused before reading.
