@@ -267,15 +267,16 @@ def _check_cost(h5: Path, repeat: int) -> dict[str, Any]:
     runs = {"check": bnconvert("export", str(h5), "-o", str(checked)),
             "no_check": bnconvert("export", str(h5), "-o", str(bare), "--no-check")}
     outputs = {"check": checked, "no_check": bare}
-    wall, cpu = [], []
+    wall, cpu, pairs = [], [], []
     for k in range(repeat):
         got = {}
         for kind in (("check", "no_check") if k % 2 == 0 else ("no_check", "check")):
             got[kind] = timed(runs[kind], 1, output=outputs[kind])
         wall.append(got["check"]["seconds"] / got["no_check"]["seconds"])
         cpu.append(got["check"]["cpu_seconds"] / got["no_check"]["cpu_seconds"])
+        pairs.append({kind: [round(got[kind]["seconds"], 3), round(got[kind]["cpu_seconds"], 3)] for kind in got})
     return {"wall_ratio": statistics.median(wall), "cpu_ratio": statistics.median(cpu),
-            "wall_ratios": [round(x, 3) for x in wall], "cpu_ratios": [round(x, 3) for x in cpu]}
+            "wall_ratios": [round(x, 3) for x in wall], "cpu_ratios": [round(x, 3) for x in cpu], "pairs": pairs}
 
 
 def run_scaling(name: str, size: int | None, repeat: int, compare_onnx: bool = False) -> dict[str, Any]:
