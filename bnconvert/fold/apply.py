@@ -184,12 +184,14 @@ def _fold_scope(model: Model, scope: str, by_scope: dict[str, list[FoldDecision]
     }
 
     def resolve(ref: TensorRef) -> TensorRef:
-        seen = 0
+        path = []
         while ref in alias:
+            path.append(ref)
             ref = alias[ref]
-            seen += 1
-            if seen > len(alias):
+            if len(path) > len(alias):
                 raise FoldError(f"{where}: a cycle among removed layers at '{scope}{ref.layer}'")
+        for step in path:  # each ref into a chain of removed layers then takes one step, not the chain
+            alias[step] = ref
         return ref
 
     kept = []

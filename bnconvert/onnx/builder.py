@@ -111,6 +111,7 @@ class Builder:
         self._reserved: set[str] = set()
         #: old -> new names given by :meth:`rename` (a Tensor's views may still hold the old one)
         self.renamed: dict[str, str] = {}
+        self._pending: dict[str, str] = {}  # renamed, not yet written into the nodes
 
     # -- names -------------------------------------------------------------------------------
     def claim(self, name: str) -> str:
@@ -167,16 +168,25 @@ class Builder:
         return self.node(op, [x], name=name, out=out, axes=axes, keepdims=int(keepdims))
 
     def rename(self, old: str, new: str) -> None:
-        """Give the value ``old`` (a node output) a name kept by :meth:`reserve`, everywhere."""
+        """Give the value ``old`` (a node output) a name kept by :meth:`reserve`, everywhere: in
+        the nodes there are now and will be, once :meth:`apply_renames` runs (one pass over the
+        nodes for all renames, where one pass per rename made many outputs quadratic)."""
         if new not in self._reserved:
             raise ValueError(f"{new!r} was not reserved")
         self._reserved.discard(new)
         self.renamed[old] = new
+        self._pending[old] = new
+
+    def apply_renames(self) -> None:
+        """Write the names given by :meth:`rename` into every node."""
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
         for node in self.nodes:
             for seq in (node.input, node.output):
                 for i, value in enumerate(seq):
-                    if value == old:
-                        seq[i] = new
+                    if value in pending:
+                        seq[i] = pending[value]
 
     def current(self, name: str) -> str:
         """``name`` after the :meth:`rename` calls made so far."""

@@ -88,14 +88,15 @@ def _graph_inputs(b: Builder, model: Model, nchw: bool) -> tuple[list[onnx.Value
 
 def _output_names(model: Model) -> list[str]:
     names: list[str] = []
-    inputs = {ref.layer for ref in model.inputs}
+    taken = {ref.layer for ref in model.inputs}
     for ref in model.outputs:
         base = ref.layer if (ref.node, ref.index) == (0, 0) else f"{ref.layer}_{ref.node}_{ref.index}"
         name, k = base, 0
-        while name in names or name in inputs:
+        while name in taken:
             k += 1
             name = f"{base}_{k}"
         names.append(name)
+        taken.add(name)
     return names
 
 
@@ -103,15 +104,21 @@ def _graph_outputs(b: Builder, model: Model, outs: list[Tensor], nchw: bool, inp
     """Name each output like its Keras layer: the value computing it takes the name (it was
     reserved up front), or an Identity when that value is an input or already an output."""
     infos, done = [], set()
+    produced: set[str] = set()  # the outputs of b.nodes[:indexed] (b.produced, without a scan per output)
+    indexed = 0
     for wanted, t in zip(_output_names(model), outs):
         perm = channels_first(t.rank) if nchw and t.rank >= 3 else identity(t.rank)
         src = b.current(b.view(t, perm))
-        if b.produced(src) and src not in inputs and src not in done:
+        for node in b.nodes[indexed:]:
+            produced.update(node.output)
+        indexed = len(b.nodes)
+        if src in produced and src not in inputs and src not in done:
             b.rename(src, wanted)
         else:
             b.rename(b.node("Identity", [src], name=f"{wanted}/output", out=f"{wanted}/output"), wanted)
         done.add(wanted)
         infos.append(helper.make_tensor_value_info(wanted, TensorProto.FLOAT, _dims(held_shape(t.shape, perm), wanted)))
+    b.apply_renames()
     return infos
 
 

@@ -147,11 +147,15 @@ def _drop_functional(model_entry: dict[str, Any], entries: list[dict[str, Any]],
             alias[(entry_name(entry), k, 0)] = _triple(refs[0])
 
     def resolve(triple: tuple[str, int, int]) -> tuple[str, int, int]:
-        for _ in range(len(alias) + 1):
-            if triple not in alias:
-                return triple
+        path = []
+        while triple in alias:
+            if len(path) > len(alias):
+                raise OutputError(f"cycle among removed layers at '{triple[0]}'")
+            path.append(triple)
             triple = alias[triple]
-        raise OutputError(f"cycle among removed layers at '{triple[0]}'")
+        for step in path:  # each ref into a chain of removed layers then takes one step, not the chain
+            alias[step] = triple
+        return triple
 
     gone = {entry_name(e) for e in removed}
     entries[:] = [e for e in entries if entry_name(e) not in gone]

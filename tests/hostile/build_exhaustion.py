@@ -296,3 +296,24 @@ def weights_only_bn_chain_h5(folder: Path, pairs: int = 10_000) -> Path:
         for i in range(0, len(names), per):
             f.attrs[f"layer_names{i // per}"] = np.array(names[i:i + per], dtype="S")
     return path
+
+
+def dropout_chain_keras(folder: Path, count: int = 20_000) -> Path:
+    """A Keras 3 .keras: a Dense + BN head, then ``count`` Dropouts in a chain, each also read by
+    its own Activation (a model output). Folding removes the Dropouts (identities at inference)."""
+    layers = [{"class_name": "InputLayer", "name": "input", "config": {"name": "input", "batch_shape": [None, 4]},
+               "inbound_nodes": []}]
+    layers.append(_entry("Dense", "dense", {"units": 4, "activation": "linear", "use_bias": True}, "input"))
+    layers.append(_entry("BatchNormalization", "batch_normalization",
+                         {"axis": -1, "epsilon": 0.001, "center": True, "scale": True}, "dense"))
+    previous, outs = "batch_normalization", []
+    for i in range(count):
+        layers.append(_entry("Dropout", f"d{i}", {"rate": 0.5}, previous))
+        layers.append(_entry("Activation", f"a{i}", {"activation": "relu"}, f"d{i}"))
+        outs.append([f"a{i}", 0, 0])
+        previous = f"d{i}"
+    config = {"class_name": "Functional", "config": {"name": "drops", "layers": layers,
+                                                     "input_layers": [["input", 0, 0]], "output_layers": outs}}
+    members = {"metadata.json": json.dumps({"keras_version": "3.6.0"}).encode(),
+               "config.json": json.dumps(config).encode(), "model.weights.h5": _head_weights()}
+    return _zip(folder / f"dropout_chain_{count}.keras", members)

@@ -321,3 +321,21 @@ def test_a_layer_list_over_the_limit_is_refused(tmp_path: Path) -> None:
     path = bx.duplicate_layer_names_h5(tmp_path, count=MAX_LAYERS + 1)
     _refused(_cli("inspect", str(path)), path,
              rf"layer_names lists {MAX_LAYERS + 1:,} layers, more than bnconvert reads \({MAX_LAYERS:,}\); refused")
+
+
+@pytest.mark.parametrize("command", ["fold", "export"])
+def test_a_long_chain_of_removed_layers_read_from_everywhere(command: str, tmp_path: Path) -> None:
+    # each Dropout is removed and each is read by an output: every reference used to walk the chain
+    path = bx.dropout_chain_keras(tmp_path, count=5000)
+    out = tmp_path / ("out.keras" if command == "fold" else "out.onnx")
+    done = _cli(command, str(path), "--no-check", "-o", str(out), timeout=2 * HANG)
+    assert done.returncode == 0, done.stderr
+    if command == "fold":
+        with zipfile.ZipFile(out) as zf:
+            layers = json.loads(zf.read("config.json"))["config"]["layers"]
+        assert not [e for e in layers if e["class_name"] in ("Dropout", "BatchNormalization")]
+        assert len(layers) == 5002  # input, dense, the activations
+    else:
+        import onnx
+        graph = onnx.load(str(out)).graph
+        assert [o.name for o in graph.output] == [f"a{i}" for i in range(5000)]
