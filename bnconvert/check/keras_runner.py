@@ -185,9 +185,6 @@ class KerasRunner(Runner):
             fmt = self.model.source.format if self.model.source else "unknown"
             raise RunnerUnavailable(f"{path}: a Keras 1 file ({fmt}) does not load in any current Keras")
         source = self.model.source
-        # Keras gets a private copy, taken before anything is checked: the checks below and the load
-        # read the same bytes, whatever happens to the user's file in between.
-        self._private = _PrivateCopy(self.path)
         raw = None if source is None else _as_loaded(source.config, source.format.endswith("-zip"))
         # the whole raw config (a Lambda can hide inside a wrapper), in one walk; a model built in
         # code, without one, layer by layer
@@ -205,6 +202,9 @@ class KerasRunner(Runner):
         # What bnconvert read is not always what Keras will load (a full HDF5 read with --config):
         # check exactly what will be handed over, read the way Keras reads it.
         self._config_text: str | None = None
+        # Keras gets a private copy, taken before its configs are checked: the checks below and the
+        # load read the same bytes, whatever happens to the user's file in between.
+        self._private = _PrivateCopy(self.path)
         for what, config in self._configs_for_keras(options.get("config")):
             code, modules, names = scan_config(config)
             if code:
