@@ -14,17 +14,20 @@ an internal error, exit 3).
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import h5py
+
 from ..errors import BnconvertError, FormatError
 from ..model import Model
 from . import isolated
 from .consistency import check_weights
-from .h5 import MAX_CONFIG_CHARS, read_h5
+from .h5 import MAX_CONFIG_CHARS, read_h5, visit_links
 from .isolated import ModelFile, is_damage, short
 from .keras_zip import read_zip
 
@@ -144,9 +147,16 @@ def _read_config(config: str | os.PathLike[str]) -> str:
 @isolated.job("zip")
 def _try_zip(fd: int, size: int, params: dict[str, Any], facts: dict[str, Any], send_blob: Any) -> None:
     """Run in the isolated child: read the ``.keras`` archive as :func:`load` will (libhdf5 parses
-    its ``model.weights.h5``); ``facts["ok"]`` when that worked."""
+    its ``model.weights.h5``), then walk every link of that HDF5 file (see
+    :func:`~bnconvert.readers.h5.visit_links`: the writer and Keras may open more of it later);
+    ``facts["ok"]`` when that worked."""
     with os.fdopen(os.dup(fd), "rb") as fh, zipfile.ZipFile(fh) as zf:
-        read_zip(params["path"], zf)
+        read_zip(params["path"], zf)  # checked every member's name, size and method first
+        info = zf.getinfo("model.weights.h5")
+        with zf.open(info) as member:
+            blob = member.read(info.file_size + 1)  # never past its declared size
+        with h5py.File(io.BytesIO(blob), "r") as f:
+            visit_links(f)
     facts["ok"] = True
 
 

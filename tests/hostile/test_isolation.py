@@ -12,6 +12,7 @@ threads are running.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -179,6 +180,27 @@ def keras_btree_own_child(folder: Path) -> Path:
     return path
 
 
+def keras_btree_own_child_in_an_unread_group(folder: Path) -> Path:
+    """A ``.keras`` archive whose ``model.weights.h5`` has a self-child B-tree node in a group the
+    reader never opens (the writer or Keras might)."""
+    with zipfile.ZipFile(fixture_file("k3_dense_tanh.keras")) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    image = io.BytesIO(members["model.weights.h5"])
+    with h5py.File(image, "r+") as f:
+        f.create_group("unused").create_group("a")
+    data = bytearray(image.getvalue())
+    before = set(_tree_entries(members["model.weights.h5"]))
+    grown = [at for at, used in _tree_entries(data).items() if at not in before and used == 1]
+    assert len(grown) == 1, grown
+    _make_own_child(data, grown[0], grown[0])
+    members["model.weights.h5"] = bytes(data)
+    path = folder / "keras_btree_own_child_unread.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    return path
+
+
 CRASHERS: dict[str, Callable[[Path], Path]] = {
     "btree_own_child": btree_own_child,
     "btree_own_child_in_an_unread_group": btree_own_child_in_an_unread_group,
@@ -186,6 +208,7 @@ CRASHERS: dict[str, Callable[[Path], Path]] = {
     "chunk_btree_loop": chunk_btree_loop,
     "heap_free_list_loop": heap_free_list_loop,
     "keras_btree_own_child": keras_btree_own_child,
+    "keras_btree_own_child_in_an_unread_group": keras_btree_own_child_in_an_unread_group,
 }
 MESSAGE = r"damaged (HDF5|\.keras \(zip\)) file \((the HDF5 library crashed reading it: SIG[A-Z]+|.*memory.*|reading it exceeded .*)\)"
 
