@@ -79,3 +79,14 @@ def test_verify_float64_locates_a_broken_layer(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["a"]["kind"] == "reference" and report["locate"]["first"] == "dense"
+
+
+def test_verify_reference_keras_without_tensorflow_is_a_usage_error(tmp_path: Path) -> None:
+    """``--reference keras`` never falls back silently: without TensorFlow it is exit 2, saying why."""
+    out = tmp_path / "m.onnx"
+    made = run_python("from bnconvert.cli import main\nmain(sys.argv[1:])\n", "export", str(fixture_file("k3_chain.h5")),
+                      "-o", str(out), "--no-check", no_tf=True)
+    assert made.returncode == 0, made.stderr
+    proc = run_python("from bnconvert.cli import main\nmain(sys.argv[1:])\n", "verify", str(fixture_file("k3_chain.h5")),
+                      str(out), "--reference", "keras", no_tf=True)
+    assert proc.returncode == 2 and "--reference keras" in proc.stderr and "not installed" in proc.stderr
