@@ -176,6 +176,7 @@ def _functional(body: Any, where: str) -> Model:
                 if ref.layer not in model:
                     raise FormatError(f"{where}: layer {layer.label} takes its input from unknown layer '{ref.layer}'")
     _renumber_nested(model)
+    _check_calls_exist(model, where)
     _check_acyclic(model, kwarg_refs, where)
     return model
 
@@ -205,6 +206,21 @@ def _renumber_nested(model: Model) -> None:
 _CYCLE_SHOWN = 8
 
 
+def _check_calls_exist(model: Model, where: str) -> None:
+    """FormatError for a layer taking the output of a call its producer never makes (``['conv', 7, 0]``
+    of a layer called once, or of a layer never called): tf.keras would wait for it forever.
+    An InputLayer has no calls; every reference names its one tensor."""
+    for layer in model.layers:
+        for call in layer.calls:
+            for ref in call:
+                producer = model[ref.layer]
+                made = len(producer.calls)
+                if producer.class_name != "InputLayer" and not 0 <= ref.node < made:
+                    times = "never called" if made == 0 else "called once" if made == 1 else f"called {made} times"
+                    raise FormatError(f"{where}: layer {layer.label} takes the output of call {ref.node} of "
+                                      f"'{producer.name}', which is {times}")
+
+
 def _check_acyclic(model: Model, kwarg_refs: dict[str, list[list[TensorRef]]], where: str) -> None:
     """FormatError naming the layers of a cycle in a functional graph (Keras would wait forever
     for a tensor that can only exist after itself: tf.keras loops, Keras 3 gives up).
@@ -212,7 +228,7 @@ def _check_acyclic(model: Model, kwarg_refs: dict[str, list[list[TensorRef]]], w
     The graph is that of *calls*, as Keras rebuilds it: call ``k`` of a layer needs the tensors
     it takes (positional or keyword) and, because Keras replays a layer's calls in order, call
     ``k - 1`` of the same layer. A shared layer used at two depths (``A(B(A(x)))``) is therefore
-    no cycle. A reference past a layer's last call counts as needing its last call. Iterative
+    no cycle. A keyword tensor past a layer's last call counts as needing its last call. Iterative
     depth-first search: linear in the number of calls and references, no recursion.
     """
     layers = model.layers
@@ -239,7 +255,7 @@ def _check_acyclic(model: Model, kwarg_refs: dict[str, list[list[TensorRef]]], w
             j = position.get(ref.layer)
             calls = len(layers[j].calls) if j is not None else 0
             if calls:
-                out.append(first[j] + min(ref.node, calls - 1))
+                out.append(first[j] + min(max(ref.node, 0), calls - 1))
         return out
 
     state = bytearray(count)  # 0 unseen, 1 on the current path, 2 done

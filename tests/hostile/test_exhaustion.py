@@ -128,9 +128,14 @@ def test_calls_are_replayed_in_order() -> None:
         build_model(_functional([_input(), _dense("a", [("a", 1)], [("x", 0)])], [["a", 0, 0]]))
 
 
-def test_a_reference_past_the_last_call_counts_as_the_last_call() -> None:
-    with pytest.raises(FormatError, match=r"'a' -> 'b' -> 'a' form a cycle"):
-        build_model(_functional([_input(), _dense("a", [("b", 0)]), _dense("b", [("a", 7)])], [["b", 0, 0]]))
+@pytest.mark.parametrize(("node", "times"), [(1, "called once"), (-1, "called once")])
+def test_a_call_that_is_never_made_is_refused(node: int, times: str) -> None:
+    # tf.keras would wait forever for the second call of 'a'
+    with pytest.raises(FormatError, match=rf"layer 'b' \(Dense\) takes the output of call {node} of 'a', which is {times}"):
+        build_model(_functional([_input(), _dense("a", [("x", 0)]), _dense("b", [("a", node)])], [["b", 0, 0]]))
+    unconnected = {"class_name": "Dense", "name": "a", "config": {"name": "a", "units": 4}, "inbound_nodes": []}
+    with pytest.raises(FormatError, match=r"takes the output of call 0 of 'a', which is never called"):
+        build_model(_functional([_input(), unconnected, _dense("b", [("a", 0)])], [["b", 0, 0]]))
 
 
 def test_a_tensor_passed_as_a_keyword_argument_counts() -> None:
