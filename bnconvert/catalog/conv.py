@@ -142,7 +142,9 @@ def _finish(layer: Layer, y: np.ndarray, ctx: CallContext, first: bool) -> list[
     return [from_last(apply_activation(layer, y, ctx, in_place=True), first)]
 
 
-@defines("Conv1D", "Conv2D", "Conv3D", aliases=("Convolution1D", "Convolution2D", "Convolution3D", "AtrousConvolution2D"))
+@defines("Conv1D", "Conv2D", "Conv3D", aliases={"Conv1D": ("Convolution1D", "AtrousConvolution1D"),
+                                                 "Conv2D": ("Convolution2D", "AtrousConvolution2D"),
+                                                 "Conv3D": ("Convolution3D",)})
 def conv_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     kernel = f64(layer.weights["kernel"])
     n = kernel.ndim - 2
@@ -164,7 +166,7 @@ def depthwise_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> lis
     return _finish(layer, depthwise_nd(x, kernel, strides=strides, dilations=dilations, padding=padding), ctx, first)
 
 
-@defines("SeparableConv1D", "SeparableConv2D")
+@defines("SeparableConv1D", "SeparableConv2D", aliases={"SeparableConv2D": ("SeparableConvolution2D",)})
 def separable_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Depthwise (strides, dilation, padding) then pointwise (1x1), then bias and activation."""
     dw = f64(layer.weights["depthwise_kernel"])
@@ -178,7 +180,7 @@ def separable_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> lis
     return _finish(layer, y, ctx, first)
 
 
-@defines("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", aliases=("Deconvolution2D", "Deconvolution3D"))
+@defines("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", aliases={"Conv2DTranspose": ("Deconvolution2D",)})
 def conv_transpose_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     kernel = f64(layer.weights["kernel"])
     n = kernel.ndim - 2

@@ -74,15 +74,17 @@ CATALOG: dict[str, LayerRecord] = {}
 
 
 def defines(*class_names: str, identity: bool = False, notes: str = "",
-            aliases: tuple[str, ...] = ()) -> Callable[[Semantics], Semantics]:
-    """Register the decorated function as the float64 semantics of ``class_names``."""
+            aliases: dict[str, tuple[str, ...]] | None = None) -> Callable[[Semantics], Semantics]:
+    """Register the decorated function as the float64 semantics of ``class_names``
+    (``aliases``: per class, the Keras 1 names the readers turn into it)."""
 
     def register(func: Semantics) -> Semantics:
         family = func.__module__.rsplit(".", 1)[-1]
         for name in class_names:
             if name in CATALOG:
                 raise RuntimeError(f"two catalog records for Keras class {name!r}")
-            CATALOG[name] = LayerRecord(name, func, family, aliases=aliases, identity=identity, notes=notes)
+            CATALOG[name] = LayerRecord(name, func, family, aliases=(aliases or {}).get(name, ()), identity=identity,
+                                        notes=notes)
         return func
 
     return register
