@@ -294,10 +294,10 @@ def fold_metadata(fold: dict[str, Any]) -> dict[str, Any]:
 
 def _numerical_check(src: Path, onnx_path: Path, load_options: dict[str, Any] | None, handed: list[Model],
                      reference: Any) -> Any:
-    """``bnconvert.check.check_export`` on the written file: with ``reference`` when it was started
-    ahead, else from ``handed``, the model as read (not folded) and the only reference left to
-    it: the TensorFlow-free reference is built from it instead of reading the file again, and the
-    check lets it go once onnxruntime has the weights."""
+    """``bnconvert.check.check_export`` on the written file: with ``reference`` when it was prepared
+    ahead (the TensorFlow-free float64 reference of the model as read), else from ``handed``, the
+    model as read (not folded) and the only reference left to it: the check's reference is built
+    from it instead of reading the file again."""
     from ..check import check_export
 
     return check_export(str(src), str(onnx_path), load_options=load_options, seed=1, batch=2,
@@ -339,7 +339,8 @@ def export_file(
         raise FoldError(f"{src}: refusing to export: " + "; ".join(unsafe[:5]) + (f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""))
     refuse_unencodable(model, src, "export")  # before anything is written
     require_exportable(model, opset=opset)
-    # the check's reference starts now, in a second thread, when it is the TensorFlow-free one
+    # the check's TensorFlow-free reference (float64, numpy) is prepared now from the model as read;
+    # it runs in a second thread once the file is written, beside onnxruntime
     reference = _start_reference(src, original) if check else None
     handed = [original] if check and reference is None else []
     del original  # so that at most two copies of the weights are ever held (see _numerical_check)
