@@ -45,10 +45,23 @@ check of the export. :mod:`bnconvert.check.reference` runs a whole model with it
 from __future__ import annotations
 
 from .record import CATALOG, CallContext, LayerRecord, Semantics, catalog, defines, record_for
+from .roles import BARRIER, FoldRole
 
-__all__ = ["CATALOG", "CallContext", "LayerRecord", "Semantics", "catalog", "defines", "record_for", "classes"]
+__all__ = ["CATALOG", "CallContext", "LayerRecord", "Semantics", "catalog", "defines", "record_for", "classes",
+           "FoldRole", "fold_role", "identity_classes"]
 
 
 def classes() -> list[str]:
     """Every Keras class name the catalog describes, sorted."""
     return sorted(catalog())
+
+
+def fold_role(class_name: str) -> FoldRole:
+    """How a BN's affine meets ``class_name`` when folding (a class the catalog lacks is a barrier)."""
+    record = catalog().get(class_name)
+    return record.fold if record is not None else BARRIER
+
+
+def identity_classes() -> tuple[str, ...]:
+    """The classes that are the identity at inference (InputLayer included), sorted."""
+    return tuple(sorted(name for name, record in catalog().items() if record.identity))

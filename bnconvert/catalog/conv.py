@@ -19,6 +19,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..model import Layer
 from .activations import apply_activation
 from .record import CallContext, defines
+from .roles import producer
 from .util import channels_first, f64, from_last, ntuple, same_pads, to_last
 
 __all__ = ["conv_nd", "depthwise_nd", "conv_transpose_nd", "pad_input"]
@@ -144,7 +145,8 @@ def _finish(layer: Layer, y: np.ndarray, ctx: CallContext, first: bool) -> list[
 
 @defines("Conv1D", "Conv2D", "Conv3D", aliases={"Conv1D": ("Convolution1D", "AtrousConvolution1D"),
                                                  "Conv2D": ("Convolution2D", "AtrousConvolution2D"),
-                                                 "Conv3D": ("Convolution3D",)})
+                                                 "Conv3D": ("Convolution3D",)},
+         fold=producer(("kernel", -1), ("kernel", -2), grouped=True))
 def conv_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     kernel = f64(layer.weights["kernel"])
     n = kernel.ndim - 2
@@ -156,7 +158,7 @@ def conv_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.
                    ctx, first)
 
 
-@defines("DepthwiseConv1D", "DepthwiseConv2D")
+@defines("DepthwiseConv1D", "DepthwiseConv2D", fold=producer(("depthwise_kernel", (-2, -1)), ("depthwise_kernel", -2)))
 def depthwise_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     kernel = f64(layer.weights.get("depthwise_kernel", layer.weights.get("kernel")))
     n = kernel.ndim - 2
@@ -166,7 +168,8 @@ def depthwise_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> lis
     return _finish(layer, depthwise_nd(x, kernel, strides=strides, dilations=dilations, padding=padding), ctx, first)
 
 
-@defines("SeparableConv1D", "SeparableConv2D", aliases={"SeparableConv2D": ("SeparableConvolution2D",)})
+@defines("SeparableConv1D", "SeparableConv2D", aliases={"SeparableConv2D": ("SeparableConvolution2D",)},
+         fold=producer(("pointwise_kernel", -1), ("depthwise_kernel", -2), through="pointwise_kernel"))
 def separable_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Depthwise (strides, dilation, padding) then pointwise (1x1), then bias and activation."""
     dw = f64(layer.weights["depthwise_kernel"])
@@ -180,7 +183,8 @@ def separable_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> lis
     return _finish(layer, y, ctx, first)
 
 
-@defines("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", aliases={"Conv2DTranspose": ("Deconvolution2D",)})
+@defines("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", aliases={"Conv2DTranspose": ("Deconvolution2D",)},
+         fold=producer(("kernel", -2)))  # no forward fold: a strided transpose overlaps its windows
 def conv_transpose_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     kernel = f64(layer.weights["kernel"])
     n = kernel.ndim - 2

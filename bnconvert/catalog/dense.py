@@ -7,12 +7,13 @@ import numpy as np
 from ..model import Layer
 from .activations import apply_activation
 from .record import CallContext, defines
+from .roles import producer
 from .util import f64
 
 __all__ = ["dense_layer"]
 
 
-@defines("Dense")
+@defines("Dense", fold=producer(("kernel", -1), ("kernel", -2), windowed=False))
 def dense_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Kernel ``(in, units)``; a rank > 2 input is contracted on its last axis only."""
     y = np.matmul(f64(xs[0]), f64(layer.weights["kernel"]))

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import UnsupportedLayerError
 from ..model import Layer
 from .record import CallContext, defines
+from .roles import INPUT
 from .util import array_value, f64
 
 __all__ = ["IDENTITY_CLASSES"]
@@ -21,7 +22,7 @@ IDENTITY_CLASSES = ("InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout
                     "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity")
 
 
-@defines(*IDENTITY_CLASSES, identity=True)
+@defines(*IDENTITY_CLASSES, identity=True, fold={"InputLayer": INPUT})  # the others: IDENTITY
 def identity_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [f64(xs[0])]
 

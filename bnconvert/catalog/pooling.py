@@ -11,6 +11,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..model import Layer
 from .record import CallContext, defines
+from .roles import pool
 from .util import channels_first, f64, from_last, ntuple, same_pads, to_last
 
 __all__ = ["pool_nd"]
@@ -39,7 +40,9 @@ def pool_nd(x: np.ndarray, size: tuple[int, ...], strides: tuple[int, ...], padd
     return total / counts[(None, Ellipsis, None)]
 
 
-@defines("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
+@defines("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+         fold={**dict.fromkeys(("MaxPooling1D", "MaxPooling2D", "MaxPooling3D"), pool(max=True)),
+               **dict.fromkeys(("AveragePooling1D", "AveragePooling2D", "AveragePooling3D"), pool(max=False))})
 def pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     c = layer.config
     n = int(layer.class_name[-2])
@@ -52,7 +55,10 @@ def pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[
 
 
 @defines("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-         "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D")
+         "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+         fold={**dict.fromkeys(("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D"), pool(max=True, global_=True)),
+               **dict.fromkeys(("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D"),
+                               pool(max=False, global_=True))})
 def global_pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Max or mean over every spatial axis; ``keepdims`` keeps them as size 1."""
     c = layer.config

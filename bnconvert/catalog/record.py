@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ..errors import UnsupportedLayerError
 from ..model import Layer, Source
+from .roles import BARRIER, IDENTITY, FoldRole
 
 __all__ = ["LayerRecord", "CallContext", "Semantics", "CATALOG", "defines", "catalog", "record_for"]
 
@@ -64,6 +65,8 @@ class LayerRecord:
     aliases: tuple[str, ...] = ()
     #: True when the layer is the identity at inference (dropouts, noise, InputLayer ...)
     identity: bool = False
+    #: how a BatchNormalization's affine meets the class when folding (see :mod:`.roles`)
+    fold: FoldRole = BARRIER
     #: free-form notes on where Keras generations differ for this class
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -74,9 +77,11 @@ CATALOG: dict[str, LayerRecord] = {}
 
 
 def defines(*class_names: str, identity: bool = False, notes: str = "",
-            aliases: dict[str, tuple[str, ...]] | None = None) -> Callable[[Semantics], Semantics]:
+            aliases: dict[str, tuple[str, ...]] | None = None,
+            fold: FoldRole | dict[str, FoldRole] | None = None) -> Callable[[Semantics], Semantics]:
     """Register the decorated function as the float64 semantics of ``class_names``
-    (``aliases``: per class, the Keras 1 names the readers turn into it)."""
+    (``aliases``: per class, the Keras 1 names the readers turn into it; ``fold``: the fold role
+    of every class, or per class; an identity's role defaults to ``IDENTITY``, others' to ``BARRIER``)."""
 
     def register(func: Semantics) -> Semantics:
         family = func.__module__.rsplit(".", 1)[-1]
@@ -85,6 +90,8 @@ def defines(*class_names: str, identity: bool = False, notes: str = "",
                 raise RuntimeError(f"two catalog records for Keras class {name!r}")
             CATALOG[name] = LayerRecord(name, func, family, aliases=(aliases or {}).get(name, ()), identity=identity,
                                         notes=notes)
+            role = fold.get(name) if isinstance(fold, dict) else fold
+            CATALOG[name] = replace(CATALOG[name], fold=role or (IDENTITY if identity else BARRIER))
         return func
 
     return register

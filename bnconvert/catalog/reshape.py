@@ -6,12 +6,13 @@ import numpy as np
 
 from ..model import Layer
 from .record import CallContext, defines
+from .roles import FLATTEN, RESHAPE
 from .util import channels_first, f64
 
 __all__ = ["flatten_layer"]
 
 
-@defines("Flatten")
+@defines("Flatten", fold=FLATTEN)
 def flatten_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Row-major flattening; a channels_first input is first made channels_last (Keras does so)."""
     x = f64(xs[0])
@@ -20,7 +21,7 @@ def flatten_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[
     return [x.reshape(x.shape[0], -1)]
 
 
-@defines("Reshape")
+@defines("Reshape", fold=RESHAPE)
 def reshape_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     x = f64(xs[0])
     target = [-1 if t is None else int(t) for t in layer.config.get("target_shape") or []]

@@ -10,8 +10,8 @@ affines reaching one layer compose correctly):
 * ``stays`` with absorbed BNs: the BN keeps its place and carries the combined affine
   (``mean = 0``, ``gamma = s*sqrt(var + eps)``, ``beta = t``, ``center = scale = True``).
 
-Inference identities (Dropout family, GaussianNoise, ActivityRegularization, Identity) are
-dropped as well. Every consumer of a removed layer (and every model output) is rewired to the
+Inference identities (the classes whose catalog fold role is ``identity``: the Dropout family,
+GaussianNoise, ActivityRegularization, Identity ...) are dropped as well. Every consumer of a removed layer (and every model output) is rewired to the
 removed layer's input. The input model is never modified.
 """
 
@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 
 from ..bn import bn_params
+from ..catalog import fold_role
 from ..errors import FoldError
 from ..model import Layer, Model, TensorRef
 from .kernels import FoldOverflow, fold_backward, fold_forward, stays_bn_weights
-from .plan import IDENTITIES, FoldDecision, plan_folds
+from .plan import FoldDecision, plan_folds
 
 __all__ = ["fold_model", "FoldReport", "BNOutcome"]
 
@@ -174,7 +175,7 @@ def _fold_scope(model: Model, scope: str, by_scope: dict[str, list[FoldDecision]
         if d.folds:
             removed.add(d.bn)
     for layer in layers.values():
-        if layer.class_name in IDENTITIES and all(len(call) == 1 for call in layer.calls):
+        if fold_role(layer.class_name).kind == "identity" and all(len(call) == 1 for call in layer.calls):
             removed.add(layer.name)
             report.dropped.append(f"{scope}{layer.name}")
     alias = {

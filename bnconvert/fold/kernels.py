@@ -31,6 +31,9 @@ Conv1D/2D/3DTranspose                  ``(*k, filters, in)``      axis -2 / axis
 DepthwiseConv1D/2D (multiplier dm)     ``(*k, C, dm)``            ``c*dm + m`` / axis -2
 SeparableConv1D/2D                     depthwise ``(*k, C, dm)``, pointwise ``(*1, C*dm, out)``
 =====================================  =========================  ==============================
+
+Each class's catalog record states these axes in its fold role (:mod:`bnconvert.catalog.roles`);
+:func:`fold_backward` and :func:`fold_forward` pick the kernel from the role, never from the name.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from ..catalog import fold_role
 from ..errors import FoldError
 
 __all__ = [
@@ -201,7 +205,7 @@ def scale_separable_input(
     return new_dw, pw.copy(), new_b.astype(_dtype(pointwise))
 
 
-# -- dispatch by Keras class ------------------------------------------------------------------------
+# -- dispatch by the catalog's fold role ---------------------------------------------------------
 def _groups(config: dict[str, Any]) -> int:
     return int(config.get("groups", 1) or 1)
 
@@ -220,40 +224,42 @@ def _checked(move: Callable[..., dict[str, np.ndarray]]) -> Callable[..., dict[s
 
 @_checked
 def fold_backward(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *, config: dict[str, Any]) -> dict[str, np.ndarray]:
-    """New weights of a producer whose output goes through ``s*x + t`` (a bias is always returned)."""
+    """New weights of a producer whose output goes through ``s*x + t`` (a bias is always returned).
+
+    The catalog record's fold role says which weight holds the output channels and on which axis."""
+    role = fold_role(class_name)
+    if not role.producer:
+        raise FoldError(f"cannot fold a BN backward into a {class_name}")
     w = dict(weights)
     bias = w.get("bias") if config.get("use_bias", True) else None
-    if class_name == "Dense" or (class_name.startswith("Conv") and not class_name.endswith("Transpose")):
-        # grouped convolutions too: output channels are the last kernel axis whatever the groups
-        w["kernel"], w["bias"] = scale_output(w["kernel"], bias, s, t, axis=-1)
-    elif class_name.endswith("Transpose"):
-        w["kernel"], w["bias"] = scale_output(w["kernel"], bias, s, t, axis=-2)
-    elif class_name.startswith("DepthwiseConv"):
-        w["depthwise_kernel"], w["bias"] = scale_depthwise_output(w["depthwise_kernel"], bias, s, t)
-    elif class_name.startswith("SeparableConv"):
-        w["pointwise_kernel"], w["bias"] = scale_output(w["pointwise_kernel"], bias, s, t, axis=-1)
-    else:
-        raise FoldError(f"cannot fold a BN backward into a {class_name}")
+    key, axis = role.out
+    if role.spread:  # depthwise: output channel c*dm + m over the last two axes
+        w[key], w["bias"] = scale_depthwise_output(w[key], bias, s, t)
+    else:  # grouped convolutions too: output channels are the last kernel axis whatever the groups
+        w[key], w["bias"] = scale_output(w[key], bias, s, t, axis=axis)
     return w
 
 
 @_checked
 def fold_forward(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *, config: dict[str, Any]) -> dict[str, np.ndarray]:
-    """New weights of a consumer whose input is ``s*x + t`` per input channel/unit."""
+    """New weights of a consumer whose input is ``s*x + t`` per input channel/unit.
+
+    The catalog record's fold role says which weight holds the input channels (always axis -2 of
+    the Keras layouts above) and what the shift passes through."""
+    role = fold_role(class_name)
+    if not role.consumer or role.into[1] != -2:
+        raise FoldError(f"cannot fold a BN forward into a {class_name}")
     w = dict(weights)
     bias = w.get("bias") if config.get("use_bias", True) else None
-    if class_name == "Dense":
-        w["kernel"], w["bias"] = scale_dense_input(w["kernel"], bias, s, t)
-    elif class_name.startswith("Conv") and not class_name.endswith("Transpose"):
-        w["kernel"], w["bias"] = scale_conv_input(w["kernel"], bias, s, t, groups=_groups(config))
-    elif class_name.startswith("DepthwiseConv"):
-        w["depthwise_kernel"], w["bias"] = scale_depthwise_input(w["depthwise_kernel"], bias, s, t)
-    elif class_name.startswith("SeparableConv"):
-        w["depthwise_kernel"], w["pointwise_kernel"], w["bias"] = scale_separable_input(
-            w["depthwise_kernel"], w["pointwise_kernel"], bias, s, t
-        )
-    else:
-        raise FoldError(f"cannot fold a BN forward into a {class_name}")
+    key = role.into[0]
+    if role.through:  # separable: scale the depthwise kernel, the shift travels through both
+        w[key], w[role.through], w["bias"] = scale_separable_input(w[key], w[role.through], bias, s, t)
+    elif role.spread:  # depthwise: input channel c feeds outputs c*dm .. c*dm + dm-1
+        w[key], w["bias"] = scale_depthwise_input(w[key], bias, s, t)
+    elif role.windowed:
+        w[key], w["bias"] = scale_conv_input(w[key], bias, s, t, groups=_groups(config) if role.grouped else 1)
+    else:  # Dense: the same kernel at every position
+        w[key], w["bias"] = scale_dense_input(w[key], bias, s, t)
     return w
 
 

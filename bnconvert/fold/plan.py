@@ -29,28 +29,17 @@ import numpy as np
 
 from ..bn import BNParams, bn_params, is_bn
 from ..errors import BnconvertError
-from ..layerspec import CONV_CLASSES, DEPTHWISE_CLASSES, SEPARABLE_CLASSES, TRANSPOSE_CLASSES, data_format
+from ..catalog import fold_role
+from ..layerspec import data_format
 from ..model import Layer, Model, TensorRef
 from ..shapes import infer_shapes
 from .kernels import compose, dense_input_affine, features_of, flatten_features
 
-__all__ = ["FoldDecision", "plan_folds", "PRODUCERS", "IDENTITIES", "POOLS", "FORWARD_CONSUMERS"]
+__all__ = ["FoldDecision", "plan_folds"]
 
-PRODUCERS = frozenset({"Dense"}) | CONV_CLASSES | TRANSPOSE_CLASSES | DEPTHWISE_CLASSES | SEPARABLE_CLASSES
-FORWARD_CONSUMERS = frozenset({"Dense"}) | CONV_CLASSES | DEPTHWISE_CLASSES | SEPARABLE_CLASSES
-IDENTITIES = frozenset({
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",
-})
-MAX_POOLS = frozenset({"MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D"})
-AVG_POOLS = frozenset({
-    "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
-})
-#: global pooling without keepdims moves the channel axis to the last position
-GLOBAL_POOLS = frozenset(c for c in MAX_POOLS | AVG_POOLS if c.startswith("Global"))
-POOLS = MAX_POOLS | AVG_POOLS
-RESHAPES = frozenset({"Flatten", "Reshape"})
+# What each class is to a fold (producer with its kernel axes, identity, pooling, reshape, input,
+# barrier) is its catalog record's fold role (bnconvert.catalog.roles); nothing here names a class
+# except Activation, whose role depends on its config (a linear Activation is the identity).
 
 
 @dataclass
@@ -102,7 +91,7 @@ def _linear(layer: Layer) -> bool:
 
 def _channel_axis(layer: Layer, rank: int) -> int:
     """Channel axis (non-negative) of a layer's output/input tensor of rank ``rank``."""
-    if layer.class_name == "Dense" or rank <= 2:
+    if not fold_role(layer.class_name).windowed or rank <= 2:  # Dense: the last axis
         return rank - 1
     return 1 if data_format(layer.config) == "channels_first" else rank - 1
 
@@ -180,14 +169,15 @@ class _Planner:
     # -- the three moves ----------------------------------------------------------------------
     def passes(self, layer: Layer, s: np.ndarray, axis: int | None, rank: int | None) -> str:
         """'' if the per-channel affine on ``axis`` commutes with ``layer``, else why not."""
-        if layer.class_name in IDENTITIES or layer.name in self.gone:
+        role = fold_role(layer.class_name)
+        if role.kind == "identity" or layer.name in self.gone:
             return ""
         if layer.class_name == "Activation" and layer.config.get("activation") == "linear":
             return ""
-        if layer.class_name in POOLS:
+        if role.kind == "pool":
             if axis is None or rank is None or axis != _channel_axis(layer, rank):
                 return f"{layer.label} pools over the axis it normalises"
-            if layer.class_name in MAX_POOLS:
+            if role.max:
                 neg = int(np.sum(~(s > 0)))
                 if neg:
                     return f"its scale is negative or zero on {neg} channels, so it does not commute with {layer.label}"
@@ -203,18 +193,19 @@ class _Planner:
         via: list[str] = []
         while True:
             layer = self.model[ref.layer]
+            role = fold_role(layer.class_name)
             if layer.model is not None:
                 return f"its input comes from nested model '{layer.name}'"
-            if layer.class_name == "InputLayer":
+            if role.kind == "input":
                 return "its input is a model input (nothing before it to fold into)"
-            if layer.class_name in PRODUCERS:
+            if role.producer:
                 if not self.single_use(ref):
                     return f"the output of {layer.label} also feeds other layers"
                 break
             if len(layer.calls) != 1 or len(layer.calls[0]) != 1:
                 n = len(layer.calls[0]) if len(layer.calls) == 1 else len(layer.calls)
                 return f"its input comes from {layer.label} ({n} {'inputs' if len(layer.calls) == 1 else 'calls'})"
-            if layer.class_name in GLOBAL_POOLS and not layer.config.get("keepdims"):
+            if role.global_ and not layer.config.get("keepdims"):
                 in_rank = self.rank(layer.calls[0][0])
                 if axis is not None and in_rank is not None and axis == rank - 1:
                     axis, rank = _channel_axis(layer, in_rank), in_rank
@@ -222,7 +213,7 @@ class _Planner:
                     return f"its input comes from {layer.label}, and the axes cannot be matched"
             why = self.passes(layer, s, axis, rank)
             if why:
-                return why if layer.class_name in POOLS else f"its input comes from {_describe(layer)}"
+                return why if role.kind == "pool" else f"its input comes from {_describe(layer)}"
             if not self.single_use(ref):
                 return f"the output of {layer.label} also feeds other layers"
             via.append(layer.name)
@@ -232,7 +223,7 @@ class _Planner:
         if not _linear(layer):
             act = layer.config.get("activation")
             return f"{layer.label} has activation {act if isinstance(act, str) else 'custom'}"
-        if axis is None and p.axis == (-1,) and (layer.class_name == "Dense" or data_format(layer.config) == "channels_last"):
+        if axis is None and p.axis == (-1,) and (not role.windowed or data_format(layer.config) == "channels_last"):
             rank, axis = 2, 1  # the last axis, whatever the rank: the channel axis of a channels_last layer
         if axis is None:
             return "its axis cannot be matched to a channel axis (unknown shape or several axes)"
@@ -251,19 +242,20 @@ class _Planner:
                 return why
             if is_bn(layer) and layer.name not in self.gone:
                 return self._merge_into(bn, layer, feat, via)
-            if layer.class_name in FORWARD_CONSUMERS:
+            role = fold_role(layer.class_name)
+            if role.consumer:
                 break
             if layer.model is not None:
                 return f"its output goes into nested model '{layer.name}'"
-            if layer.class_name in RESHAPES:
+            if role.kind == "reshape":
                 why = self._reshape(layer, ref, feat, s, t)
                 if why:
                     return why
-            elif feat.full is not None and (layer.class_name in IDENTITIES or layer.name in self.gone):
+            elif feat.full is not None and (role.kind == "identity" or layer.name in self.gone):
                 pass
             elif feat.full is not None:
                 return f"its output goes to {layer.label} after a Flatten/Reshape"
-            elif layer.class_name in GLOBAL_POOLS and not layer.config.get("keepdims"):
+            elif role.global_ and not layer.config.get("keepdims"):
                 why = self.passes(layer, s, feat.axis, feat.rank)
                 if why:
                     return why
@@ -271,7 +263,7 @@ class _Planner:
             else:
                 why = self.passes(layer, s, feat.axis, feat.rank)
                 if why:
-                    return why if layer.class_name in POOLS else f"its output goes to {_describe(layer)}"
+                    return why if role.kind == "pool" else f"its output goes to {_describe(layer)}"
             via.append(layer.name)
             ref = TensorRef(layer.name)
         return self._forward_into(bn, p, layer, feat, s, t, via)
@@ -287,7 +279,7 @@ class _Planner:
             dims = tuple(int(d) for d in shape[1:])
             feat.full = (features_of(s, dims, feat.axis - 1), features_of(t, dims, feat.axis - 1))
         fs, ft = feat.full
-        if layer.class_name == "Flatten":
+        if fold_role(layer.class_name).flatten:
             fmt = layer.config.get("data_format") or "channels_last"
             feat.full = (flatten_features(fs, fmt), flatten_features(ft, fmt))
         else:
@@ -313,7 +305,7 @@ class _Planner:
     ) -> FoldDecision | str:
         if len(layer.calls) != 1:
             return f"{layer.label} is shared ({len(layer.calls)} calls)"
-        if layer.class_name == "Dense":
+        if not fold_role(layer.class_name).windowed:  # Dense: reads the last axis at every position
             if feat.full is not None:
                 per_unit = dense_input_affine(*feat.full)
                 if per_unit is None:

@@ -16,14 +16,13 @@ from typing import Any
 from ..errors import OutputError
 from ..layerspec import DEPTHWISE_CLASSES, SEPARABLE_CLASSES, TRANSPOSE_CLASSES
 from ..model import Model
-from ..fold.plan import IDENTITIES
+from ..catalog import fold_role
 
 __all__ = ["edit_config", "keras3_compatible", "layer_entries", "entry_name", "MODEL_CLASSES", "OVERRIDE_KEYS"]
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 #: config keys a fold may change on a kept layer
 OVERRIDE_KEYS = ("use_bias", "center", "scale")
-_REMOVABLE = IDENTITIES | {"BatchNormalization"}
 _SHAPE_KEYS = ("batch_input_shape", "batch_shape", "input_shape", "input_dim", "input_length")
 
 
@@ -57,7 +56,7 @@ def _edit(model_entry: dict[str, Any], model: Model) -> None:
     removed = [e for e in entries if entry_name(e) not in kept_names]
     for entry in removed:
         cls = entry.get("class_name")
-        if cls not in _REMOVABLE:
+        if cls != "BatchNormalization" and fold_role(cls).kind != "identity":
             raise OutputError(f"layer '{entry_name(entry)}' ({cls}) is missing from the folded model; only BN and identities may go")
     if model_entry.get("class_name") == "Sequential":
         _drop_sequential(entries, {entry_name(e) for e in removed})

@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 
 from ..builder import Builder, Call, Tensor
+from ...catalog import identity_classes
 from ..registry import converts, refuse
 from .merge import common_layout
 
 __all__ = ["identity_layer", "rescaling", "layer_scale", "custom_scale", "broadcast_constant"]
 
 
-@converts("InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-          "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity")
+@converts(*identity_classes())  # InputLayer, the Dropout family, noise ...: the catalog's identities
 def identity_layer(b: Builder, call: Call) -> list[Tensor]:
     return [call.x]
 
