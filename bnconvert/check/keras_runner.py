@@ -232,15 +232,16 @@ class KerasRunner(Runner):
         return source is not None and source.format.endswith("-weights")
 
     def _configs_for_keras(self, config: str | None) -> list[tuple[str, Any]]:
-        """Every config :meth:`_load` will hand to Keras, parsed: the ``--config`` JSON of a
-        weights-only file (its text is kept and handed over as checked), else the file's own
+        """Every config :meth:`_load` will hand to Keras, parsed: the ``--config`` JSON when one
+        was given (a weights-only file, or a full file whose architecture bnconvert read from it;
+        its text is kept and handed over as checked, with the file's weights), else the file's own
         ``model_config`` (HDF5) or ``config.json`` (zip; without the top-level ``compile_config``,
         which Keras drops when loading with ``compile=False``). Sniffed like :meth:`_load` does."""
         from ..readers import root_attributes
         from ..readers.h5 import parse_config
 
         try:
-            if self._weights_only():
+            if config or self._weights_only():  # the architecture bnconvert read is the one Keras gets
                 if not config:
                     raise RunnerUnavailable(f"{self.path}: a weights-only file needs its architecture (--config)")
                 self._config_text = _read_json(config)
@@ -259,7 +260,7 @@ class KerasRunner(Runner):
     def _load(self, config: str | None) -> Any:
         km = self.keras
         try:
-            if self._weights_only():
+            if self._config_text is not None or self._weights_only():
                 if self._config_text is None:
                     raise RunnerUnavailable(f"{self.path}: a weights-only file needs its architecture (--config)")
                 with warnings.catch_warnings():

@@ -146,9 +146,12 @@ def open_runner(
         raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, not {reference!r}")
     if model is None and file_kind(path) == "onnx":
         return OnnxRunner(path, optimize=ort_optimize), []
+    given_config = (load_options or {}).get("config")
     load_options = reading_options(path, load_options)
     if model is None:
         model = _load(path, load_options)
+    elif given_config is not None:  # ``model`` was read with this architecture: Keras gets the same one
+        load_options = {**load_options, "config": given_config}
     in_keras, notes = _keras_choice(path, model, use_keras and reference != "float64")
     if reference == "keras" and not in_keras:
         raise RunnerUnavailable(f"{path}: --reference keras, but " + (notes[0].split("; it runs")[0] if notes else "Keras is not used"))
