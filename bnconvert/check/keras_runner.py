@@ -206,6 +206,7 @@ class KerasRunner(Runner):
         # load read the same bytes, whatever happens to the user's file in between.
         self._private = _PrivateCopy(self.path)
         for what, config in self._configs_for_keras(options.get("config")):
+            _refuse_unbuildable(self.path, what, config)
             code, modules, names = scan_config(config)
             if code:
                 raise RunnerUnavailable(
@@ -448,6 +449,20 @@ def _flatten(values: Any) -> list[np.ndarray]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _refuse_unbuildable(path: str, what: str, config: Any) -> None:
+    """RunnerUnavailable unless bnconvert's reader builds ``config`` (what Keras will be handed):
+    a graph with a cycle makes tf.keras wait forever, and what bnconvert cannot build it has not
+    checked. (The same text bnconvert read builds; a file changed since it was read may not.)"""
+    from ..readers.graph import build_model
+
+    if not isinstance(config, dict):
+        raise RunnerUnavailable(f"{path}: {what} is not a model config")
+    try:
+        build_model(config, where=what)
+    except BnconvertError as exc:
+        raise RunnerUnavailable(f"{path}: {exc}") from None
 
 
 class _PrivateCopy:

@@ -442,3 +442,16 @@ def test_keras_loads_the_bytes_that_were_checked(tmp_path: Path, monkeypatch: py
     assert [layer.__class__.__name__ for layer in runner.keras_model.layers if "Lambda" in layer.__class__.__name__] == []
     assert h5py.File(path, "r").attrs["model_config"]  # the user's path now holds the armed file
     assert not (tmp_path / MARKER).exists() and not (tmp_path / "armed" / MARKER).exists()
+
+
+def test_keras_is_never_handed_a_graph_with_a_cycle(tmp_path: Path) -> None:
+    """The file bnconvert read was clean; the one Keras would load (copied later) has a cycle,
+    which makes tf.keras wait forever: refused before Keras is imported."""
+    from bnconvert.check.keras_runner import KerasRunner
+
+    from .build_exhaustion import cycle_pair_h5
+
+    looped = cycle_pair_h5(tmp_path)
+    clean = bnconvert.load(fixture_file("tfk_chain.h5"))
+    with pytest.raises(RunnerUnavailable, match=rf"{re.escape(looped.name)}: .*form a cycle"):
+        KerasRunner(looped, model=clean)
