@@ -14,12 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from ...catalog.activations import (
+    activation_name,  # how Keras names an activation is the catalog's fact
+)
 from ...model import Layer
 from ..builder import Builder, Call, Tensor
 from ..layout import Perm, position
 from ..registry import converts, refuse
 
-__all__ = ["activation_name", "activation_problem", "emit_activation", "fused", "ACTIVATIONS"]
+__all__ = ["ACTIVATIONS", "activation_name", "activation_problem", "emit_activation", "fused"]
 
 #: Keras' selu constants (keras/src/activations/activations.py)
 SELU_ALPHA = 1.67326324235437728481
@@ -125,27 +128,6 @@ ACTIVATIONS: dict[str, Callable[[_Act, str], str]] = {
     "tanh_shrink": _tanh_shrink,
 }
 _LINEAR = frozenset({"linear", "identity", None})
-
-
-def activation_name(spec: Any) -> str | None:
-    """The Keras name of an activation config value (``"relu"``, a serialized function dict,
-    ``None``); ``"linear"`` for the identity, ``None`` when it cannot be told."""
-    if spec is None:
-        return "linear"
-    if isinstance(spec, str):
-        return spec
-    if isinstance(spec, dict):
-        cfg = spec.get("config")
-        if isinstance(cfg, str):
-            name = cfg
-        elif isinstance(cfg, dict) and isinstance(cfg.get("name"), str):
-            name = cfg["name"]
-        else:
-            name = spec.get("class_name") if spec.get("class_name") not in ("function", None) else None
-        if name == "gelu" and isinstance(cfg, dict) and cfg.get("approximate"):
-            return "gelu_approximate"
-        return name
-    return None
 
 
 def activation_problem(layer: Layer) -> str | None:
