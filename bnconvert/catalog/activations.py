@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import UnsupportedLayerError
 from ..model import Layer
+from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .util import axes_of, f64
 
@@ -138,7 +139,7 @@ def apply_activation(layer: Layer, x: np.ndarray, ctx: CallContext, spec: Any = 
     return fn(x, ctx.generation)
 
 
-@defines("Activation")
+@defines("Activation", keras1=True)
 def activation_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [apply_activation(layer, f64(xs[0]), ctx)]
 
@@ -159,25 +160,25 @@ def relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.
     return [y]
 
 
-@defines("LeakyReLU")
+@defines("LeakyReLU", keras1={"LeakyReLU": (K1("alpha", "alpha", 0.3),)})
 def leaky_relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     c, x = layer.config, f64(xs[0])
     slope = float(c.get("negative_slope", c.get("alpha", 0.3)))
     return [np.where(x >= 0, x, slope * x)]
 
 
-@defines("ELU")
+@defines("ELU", keras1={"ELU": (K1("alpha", "alpha", 1.0),)})
 def elu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [elu(f64(xs[0]), float(layer.config.get("alpha", 1.0)))]
 
 
-@defines("ThresholdedReLU")
+@defines("ThresholdedReLU", keras1={"ThresholdedReLU": (K1("theta", "theta", 1.0),)})
 def thresholded_relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     x = f64(xs[0])
     return [np.where(x > float(layer.config.get("theta", 1.0)), x, 0.0)]
 
 
-@defines("PReLU")
+@defines("PReLU", keras1={"PReLU": (K1("shared_axes", "shared_axes", None),)})
 def prelu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """``relu(x) - alpha * relu(-x)``; ``alpha`` has the input's shape without the batch, with
     size 1 on ``shared_axes``."""

@@ -18,6 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..model import Layer
 from .activations import apply_activation
+from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .roles import producer
 from .util import channels_first, f64, from_last, ntuple, same_pads, to_last
@@ -143,10 +144,26 @@ def _finish(layer: Layer, y: np.ndarray, ctx: CallContext, first: bool) -> list[
     return [from_last(apply_activation(layer, y, ctx, in_place=True), first)]
 
 
+_K1_CONV = (K1("filters", "nb_filter"), K1("padding", "border_mode", "valid"), K1("activation", "activation", "linear"),
+            K1("use_bias", "bias", True))
+_K1_CONV2D = _K1_CONV + (K1("strides", "subsample", 1), K1("dilation_rate", "atrous_rate", 1))
+#: Keras 1 argument spellings (the reader builds ``kernel_size`` from ``nb_row``/``nb_col`` or
+#: ``kernel_dim1..3`` and ``data_format`` from ``dim_ordering``)
+_KERAS1 = {
+    "Conv1D": _K1_CONV + (K1("kernel_size", "filter_length"), K1("strides", "subsample_length", 1),
+                          K1("dilation_rate", "atrous_rate", 1)),
+    "Conv2D": _K1_CONV2D,
+    "Conv3D": _K1_CONV + (K1("strides", "subsample", 1),),
+    "Conv2DTranspose": _K1_CONV2D,
+    "SeparableConv2D": _K1_CONV2D + (K1("depth_multiplier", "depth_multiplier", 1),),
+}
+
+
 @defines("Conv1D", "Conv2D", "Conv3D", aliases={"Conv1D": ("Convolution1D", "AtrousConvolution1D"),
                                                  "Conv2D": ("Convolution2D", "AtrousConvolution2D"),
                                                  "Conv3D": ("Convolution3D",)},
-         fold=producer(("kernel", -1), ("kernel", -2), grouped=True))
+         fold=producer(("kernel", -1), ("kernel", -2), grouped=True),
+         keras1=_KERAS1)
 def conv_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     kernel = f64(layer.weights["kernel"])
     n = kernel.ndim - 2
@@ -169,7 +186,8 @@ def depthwise_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> lis
 
 
 @defines("SeparableConv1D", "SeparableConv2D", aliases={"SeparableConv2D": ("SeparableConvolution2D",)},
-         fold=producer(("pointwise_kernel", -1), ("depthwise_kernel", -2), through="pointwise_kernel"))
+         fold=producer(("pointwise_kernel", -1), ("depthwise_kernel", -2), through="pointwise_kernel"),
+         keras1=_KERAS1)
 def separable_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Depthwise (strides, dilation, padding) then pointwise (1x1), then bias and activation."""
     dw = f64(layer.weights["depthwise_kernel"])
@@ -184,7 +202,8 @@ def separable_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> lis
 
 
 @defines("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", aliases={"Conv2DTranspose": ("Deconvolution2D",)},
-         fold=producer(("kernel", -2)))  # no forward fold: a strided transpose overlaps its windows
+         fold=producer(("kernel", -2)),  # no forward fold: a strided transpose overlaps its windows
+         keras1=_KERAS1)
 def conv_transpose_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     kernel = f64(layer.weights["kernel"])
     n = kernel.ndim - 2

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..model import Layer
 from .activations import apply_activation
+from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .roles import producer
 from .util import f64
@@ -13,7 +14,10 @@ from .util import f64
 __all__ = ["dense_layer"]
 
 
-@defines("Dense", fold=producer(("kernel", -1), ("kernel", -2), windowed=False))
+#: Keras 1 argument spellings (the reader turns ``input_dim`` into an input shape)
+_KERAS1 = {"Dense": (K1("units", "output_dim"), K1("activation", "activation", "linear"), K1("use_bias", "bias", True))}
+
+@defines("Dense", keras1=_KERAS1, fold=producer(("kernel", -1), ("kernel", -2), windowed=False))
 def dense_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Kernel ``(in, units)``; a rank > 2 input is contracted on its last axis only."""
     y = np.matmul(f64(xs[0]), f64(layer.weights["kernel"]))

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import UnsupportedLayerError
 from ..model import Layer
+from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .roles import INPUT
 from .util import array_value, f64
@@ -22,7 +23,12 @@ IDENTITY_CLASSES = ("InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout
                     "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity")
 
 
-@defines(*IDENTITY_CLASSES, identity=True, fold={"InputLayer": INPUT})  # the others: IDENTITY
+#: Keras 1 argument spellings of the identities Keras 1 had
+_KERAS1 = {"InputLayer": (), "GaussianNoise": (K1("stddev", "sigma", 0.0),),
+           **{name: (K1("rate", "p", 0.0),) for name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D",
+                                                        "SpatialDropout3D", "GaussianDropout")}}
+
+@defines(*IDENTITY_CLASSES, keras1=_KERAS1, identity=True, fold={"InputLayer": INPUT})  # the others: IDENTITY
 def identity_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [f64(xs[0])]
 

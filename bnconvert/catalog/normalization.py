@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model import Layer
+from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .util import array_value, axes_of, f64
 
@@ -44,7 +45,11 @@ def batch_norm(x: np.ndarray, axes: list[int], *, gamma: np.ndarray | None, beta
     return y
 
 
-@defines("BatchNormalization")
+#: Keras 1 argument spellings (``mode`` is kept for the fold and the writers; running_std: the reader)
+_KERAS1 = {"BatchNormalization": (K1("axis", "axis", -1), K1("epsilon", "epsilon", 1e-3), K1("momentum", "momentum", 0.99),
+                                  K1("keras1_mode", "mode", 0))}
+
+@defines("BatchNormalization", keras1=_KERAS1)
 def batch_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     c, w, x = layer.config, layer.weights, f64(xs[0])
     axis = c.get("axis", -1)

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..model import Layer
+from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .roles import pool
 from .util import channels_first, f64, from_last, ntuple, same_pads, to_last
@@ -40,7 +41,14 @@ def pool_nd(x: np.ndarray, size: tuple[int, ...], strides: tuple[int, ...], padd
     return total / counts[(None, Ellipsis, None)]
 
 
-@defines("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+_K1_POOL1D = (K1("pool_size", "pool_length", 2), K1("strides", "stride", None), K1("padding", "border_mode", "valid"))
+_K1_POOL = (K1("pool_size", "pool_size", 2), K1("strides", "strides", None), K1("padding", "border_mode", "valid"))
+#: Keras 1 argument spellings (the reader makes ``strides`` default to the pool size and
+#: ``data_format`` from ``dim_ordering``)
+_KERAS1 = {"MaxPooling1D": _K1_POOL1D, "AveragePooling1D": _K1_POOL1D, "MaxPooling2D": _K1_POOL, "MaxPooling3D": _K1_POOL,
+           "AveragePooling2D": _K1_POOL, "AveragePooling3D": _K1_POOL}
+
+@defines("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D", keras1=_KERAS1,
          fold={**dict.fromkeys(("MaxPooling1D", "MaxPooling2D", "MaxPooling3D"), pool(max=True)),
                **dict.fromkeys(("AveragePooling1D", "AveragePooling2D", "AveragePooling3D"), pool(max=False))})
 def pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
@@ -55,7 +63,7 @@ def pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[
 
 
 @defines("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-         "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+         "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D", keras1=True,
          fold={**dict.fromkeys(("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D"), pool(max=True, global_=True)),
                **dict.fromkeys(("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D"),
                                pool(max=False, global_=True))})

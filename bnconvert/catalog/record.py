@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import UnsupportedLayerError
 from ..model import Layer, Source
+from .legacy import Keras1Arg
 from .roles import BARRIER, IDENTITY, FoldRole
 
 __all__ = ["LayerRecord", "CallContext", "Semantics", "CATALOG", "defines", "catalog", "record_for"]
@@ -63,6 +64,10 @@ class LayerRecord:
     family: str
     #: other spellings of the class (Keras 1/2 names the readers upgrade, e.g. ``Convolution2D``)
     aliases: tuple[str, ...] = ()
+    #: True when Keras 1 wrote the class under its own name too (see :mod:`.legacy`)
+    keras1: bool = False
+    #: the arguments Keras 1 spelled differently or defaulted (Dropout: ``p`` -> ``rate``)
+    keras1_args: tuple[Keras1Arg, ...] = ()
     #: True when the layer is the identity at inference (dropouts, noise, InputLayer ...)
     identity: bool = False
     #: how a BatchNormalization's affine meets the class when folding (see :mod:`.roles`)
@@ -78,10 +83,14 @@ CATALOG: dict[str, LayerRecord] = {}
 
 def defines(*class_names: str, identity: bool = False, notes: str = "",
             aliases: dict[str, tuple[str, ...]] | None = None,
-            fold: FoldRole | dict[str, FoldRole] | None = None) -> Callable[[Semantics], Semantics]:
+            fold: FoldRole | dict[str, FoldRole] | None = None,
+            keras1: bool | dict[str, tuple[Keras1Arg, ...]] = False) -> Callable[[Semantics], Semantics]:
     """Register the decorated function as the float64 semantics of ``class_names``
     (``aliases``: per class, the Keras 1 names the readers turn into it; ``fold``: the fold role
-    of every class, or per class; an identity's role defaults to ``IDENTITY``, others' to ``BARRIER``)."""
+    of every class, or per class; an identity's role defaults to ``IDENTITY``, others' to ``BARRIER``;
+    ``keras1``: True when Keras 1 wrote every class under its own name with today's arguments, or,
+    per class Keras 1 wrote (under its own name, or only under its ``aliases`` when it has some),
+    its Keras 1 argument spellings)."""
 
     def register(func: Semantics) -> Semantics:
         family = func.__module__.rsplit(".", 1)[-1]
@@ -91,6 +100,9 @@ def defines(*class_names: str, identity: bool = False, notes: str = "",
             CATALOG[name] = LayerRecord(name, func, family, aliases=(aliases or {}).get(name, ()), identity=identity,
                                         notes=notes)
             role = fold.get(name) if isinstance(fold, dict) else fold
+            old = keras1.get(name) if isinstance(keras1, dict) else None
+            CATALOG[name] = replace(CATALOG[name], keras1=keras1 is True or (old is not None and name not in (aliases or {})),
+                                    keras1_args=tuple(old or ()))
             CATALOG[name] = replace(CATALOG[name], fold=role or (IDENTITY if identity else BARRIER))
         return func
 

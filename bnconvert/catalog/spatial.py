@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model import Layer
+from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .util import channels_first, f64, ntuple, pairs
 
@@ -21,7 +22,13 @@ def _spatial_axes(layer: Layer, rank: int) -> list[int]:
     return list(range(2, rank)) if channels_first(layer.config) else list(range(1, rank - 1))
 
 
-@defines("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D")
+#: Keras 1 argument spellings (the reader turns ZeroPadding2D's ``{top_pad: ...}`` into pairs)
+_KERAS1 = {**{f"ZeroPadding{n}D": (K1("padding", "padding", None),) for n in (1, 2, 3)},
+           **{f"Cropping{n}D": (K1("cropping", "cropping", None),) for n in (1, 2, 3)},
+           "UpSampling1D": (K1("size", "length", None),),
+           **{f"UpSampling{n}D": (K1("size", "size", None),) for n in (2, 3)}}
+
+@defines("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", keras1=_KERAS1)
 def zero_padding_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     x = f64(xs[0])
     axes = _spatial_axes(layer, x.ndim)
@@ -31,7 +38,7 @@ def zero_padding_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> 
     return [np.pad(x, widths)]
 
 
-@defines("Cropping1D", "Cropping2D", "Cropping3D")
+@defines("Cropping1D", "Cropping2D", "Cropping3D", keras1=_KERAS1)
 def cropping_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     x = f64(xs[0])
     axes = _spatial_axes(layer, x.ndim)
@@ -72,7 +79,7 @@ def resize_bilinear(x: np.ndarray, axes: list[int], sizes: tuple[int, ...], half
     return x
 
 
-@defines("UpSampling1D", "UpSampling2D", "UpSampling3D")
+@defines("UpSampling1D", "UpSampling2D", "UpSampling3D", keras1=_KERAS1)
 def upsampling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     x = f64(xs[0])
     axes = _spatial_axes(layer, x.ndim)

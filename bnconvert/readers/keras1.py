@@ -15,14 +15,18 @@ Keras 1 facts used here (see ``docs/keras-formats.md`` sections 2 and 3):
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
+from ..catalog import LayerRecord, catalog
+from ..catalog.legacy import keras1_value
 from ..errors import FormatError
 from ..layerspec import CONV_CLASSES, DEPTHWISE_CLASSES, SEPARABLE_CLASSES, TRANSPOSE_CLASSES
 
-__all__ = ["upgrade_config", "upgrade_weights", "RUNNING_STD", "resolve_running_std", "running_std_to_variance", "flip_kernels"]
+__all__ = ["upgrade_config", "upgrade_weights", "keras1_classes", "MERGE_MODES", "RUNNING_STD", "resolve_running_std",
+           "running_std_to_variance", "flip_kernels"]
 
 #: running_std interpretations: name -> inference denominator as a function of (running_std, eps)
 RUNNING_STD = {
@@ -67,11 +71,29 @@ def _common(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_MERGE = {"sum": "Add", "mul": "Multiply", "ave": "Average", "max": "Maximum", "concat": "Concatenate", "dot": "Dot"}
-_SAME_CLASS = {
-    "Activation", "Flatten", "Reshape", "Permute", "RepeatVector", "Lambda", "Masking", "Embedding",
-    "LSTM", "GRU", "SimpleRNN", "TimeDistributed", "Bidirectional", "Highway", "MaxoutDense",
-}
+#: Keras 1 ``Merge`` modes and the Keras 2 class each became
+MERGE_MODES = {"sum": "Add", "mul": "Multiply", "ave": "Average", "max": "Maximum", "concat": "Concatenate", "dot": "Dot"}
+#: classes outside the catalog that Keras 1 wrote with today's arguments (copied as they are)
+_SAME_CLASS = {"Lambda", "Masking", "Embedding", "LSTM", "GRU", "SimpleRNN", "TimeDistributed", "Bidirectional", "Highway",
+               "MaxoutDense"}
+
+
+@functools.cache
+def _keras1_records() -> dict[str, LayerRecord]:
+    """Keras 1 class name -> catalog record: each record's aliases, and its own name when Keras 1
+    used it too (see :mod:`bnconvert.catalog.legacy`)."""
+    table: dict[str, LayerRecord] = {}
+    for record in catalog().values():
+        if record.keras1:
+            table[record.class_name] = record
+        for alias in record.aliases:
+            table[alias] = record
+    return table
+
+
+def keras1_classes() -> frozenset[str]:
+    """The catalog classes a Keras 1 file can hold after the upgrade (under their modern names)."""
+    return frozenset(record.class_name for record in _keras1_records().values())
 
 
 class _BadField(Exception):
@@ -90,115 +112,113 @@ def _bn_mode(mode: Any) -> int:
 
 
 def upgrade_layer(class_name: str, cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """One Keras 1 layer ``(class_name, config)`` in the Keras 2 vocabulary."""
+    """One Keras 1 layer ``(class_name, config)`` in the Keras 2 vocabulary.
+
+    The catalog says what the class is called today and how Keras 1 spelled its arguments; this
+    function does the conversions that are more than a spelling."""
     out = _common(cfg)
     c = cfg
-    if class_name == "InputLayer":
+    record = _keras1_records().get(class_name)
+    if record is None:
+        return _upgrade_other(class_name, c, out)
+    modern = record.class_name
+
+    def arg(name: str) -> Any:
+        return keras1_value(c, record.keras1_args, name)
+
+    if modern == "InputLayer":
         out["batch_shape"] = c.get("batch_input_shape")
         out["dtype"] = c.get("input_dtype") or "float32"
-        return "InputLayer", out
-    if class_name == "Dense":
-        out.update(units=c["output_dim"], activation=c.get("activation", "linear"), use_bias=c.get("bias", True))
+        return modern, out
+    if modern == "Dense":
+        out.update(units=arg("units"), activation=arg("activation"), use_bias=arg("use_bias"))
         if c.get("input_dim") and "batch_input_shape" not in out:
             out["batch_input_shape"] = [None, c["input_dim"]]
-        return "Dense", out
-    if class_name in ("Convolution1D", "AtrousConvolution1D"):
+        return modern, out
+    if modern == "Conv1D":
         out.update(
-            filters=c["nb_filter"], kernel_size=[c["filter_length"]], strides=[c.get("subsample_length", 1)],
-            padding=c.get("border_mode", "valid"), data_format="channels_last",
-            dilation_rate=[c.get("atrous_rate", 1)], activation=c.get("activation", "linear"),
-            use_bias=c.get("bias", True),
+            filters=arg("filters"), kernel_size=[arg("kernel_size")], strides=[arg("strides")],
+            padding=arg("padding"), data_format="channels_last",
+            dilation_rate=[arg("dilation_rate")], activation=arg("activation"),
+            use_bias=arg("use_bias"),
         )
         if "batch_input_shape" not in out and c.get("input_dim"):
             out["batch_input_shape"] = [None, c.get("input_length"), c["input_dim"]]
-        return "Conv1D", out
-    if class_name in ("Convolution2D", "AtrousConvolution2D", "Deconvolution2D", "SeparableConvolution2D"):
+        return modern, out
+    if modern in ("Conv2D", "Conv2DTranspose", "SeparableConv2D"):
         out.update(
-            filters=c["nb_filter"], kernel_size=[c["nb_row"], c["nb_col"]], strides=_pair(c.get("subsample", 1)),
-            padding=c.get("border_mode", "valid"), data_format=_fmt(c), activation=c.get("activation", "linear"),
-            use_bias=c.get("bias", True), dilation_rate=_pair(c.get("atrous_rate", 1)),
+            filters=arg("filters"), kernel_size=[c["nb_row"], c["nb_col"]], strides=_pair(arg("strides")),
+            padding=arg("padding"), data_format=_fmt(c), activation=arg("activation"),
+            use_bias=arg("use_bias"), dilation_rate=_pair(arg("dilation_rate")),
         )
-        if class_name == "Deconvolution2D":
+        if modern == "Conv2DTranspose":  # Keras 1 Deconvolution2D
             out["keras1_output_shape"] = c.get("output_shape")
             del out["dilation_rate"]
-            return "Conv2DTranspose", out
-        if class_name == "SeparableConvolution2D":
-            out["depth_multiplier"] = c.get("depth_multiplier", 1)
-            return "SeparableConv2D", out
-        return "Conv2D", out
-    if class_name == "Convolution3D":
+        if modern == "SeparableConv2D":
+            out["depth_multiplier"] = arg("depth_multiplier")
+        return modern, out
+    if modern == "Conv3D":
         out.update(
-            filters=c["nb_filter"], kernel_size=[c["kernel_dim1"], c["kernel_dim2"], c["kernel_dim3"]],
-            strides=_pair(c.get("subsample", 1), 3), padding=c.get("border_mode", "valid"), data_format=_fmt(c),
-            activation=c.get("activation", "linear"), use_bias=c.get("bias", True), dilation_rate=[1, 1, 1],
+            filters=arg("filters"), kernel_size=[c["kernel_dim1"], c["kernel_dim2"], c["kernel_dim3"]],
+            strides=_pair(arg("strides"), 3), padding=arg("padding"), data_format=_fmt(c),
+            activation=arg("activation"), use_bias=arg("use_bias"), dilation_rate=[1, 1, 1],
         )
-        return "Conv3D", out
-    if class_name in ("MaxPooling1D", "AveragePooling1D"):
-        pool = c.get("pool_length", 2)
-        out.update(pool_size=[pool], strides=[c.get("stride") or pool], padding=c.get("border_mode", "valid"),
-                   data_format="channels_last")
-        return class_name, out
-    if class_name in ("MaxPooling2D", "AveragePooling2D", "MaxPooling3D", "AveragePooling3D"):
-        n = 3 if class_name.endswith("3D") else 2
-        pool = _pair(c.get("pool_size", 2), n)
-        out.update(pool_size=pool, strides=_pair(c.get("strides") or pool, n), padding=c.get("border_mode", "valid"),
-                   data_format=_fmt(c))
-        return class_name, out
-    if class_name.startswith("Global"):
-        out["data_format"] = _fmt(c)
-        return class_name, out
-    if class_name in ("ZeroPadding2D", "ZeroPadding3D", "Cropping2D", "Cropping3D", "UpSampling2D", "UpSampling3D"):
-        key = {"Zero": "padding", "Crop": "cropping", "UpSa": "size"}[class_name[:4]]
-        out[key] = c.get(key)
-        if isinstance(out[key], dict):  # ZeroPadding2D({'top_pad':..})
-            p = out[key]
-            out[key] = [[p.get("top_pad", 0), p.get("bottom_pad", 0)], [p.get("left_pad", 0), p.get("right_pad", 0)]]
-        out["data_format"] = _fmt(c)
-        if class_name.startswith("UpSampling"):
-            out["interpolation"] = "nearest"
-        return class_name, out
-    if class_name in ("ZeroPadding1D", "Cropping1D", "UpSampling1D"):
-        key = {"Zero": "padding", "Crop": "cropping", "UpSa": "size"}[class_name[:4]]
-        out[key] = c.get(key if key != "size" else "length", c.get(key))
-        return class_name, out
-    if class_name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout"):
-        out["rate"] = c.get("p", 0.0)
-        return class_name, out
-    if class_name == "GaussianNoise":
-        out["stddev"] = c.get("sigma", 0.0)
-        return class_name, out
-    if class_name in ("LeakyReLU", "ELU"):
-        out["alpha"] = c.get("alpha", 0.3 if class_name == "LeakyReLU" else 1.0)
-        return class_name, out
-    if class_name == "ThresholdedReLU":
-        out["theta"] = c.get("theta", 1.0)
-        return class_name, out
-    if class_name == "PReLU":
-        out["shared_axes"] = None
-        return class_name, out
-    if class_name == "BatchNormalization":
-        out.update(axis=c.get("axis", -1), epsilon=c.get("epsilon", 1e-3), momentum=c.get("momentum", 0.99),
-                   center=True, scale=True, keras1_mode=_bn_mode(c.get("mode", 0)))
-        return class_name, out
+        return modern, out
+    if record.family == "pooling":
+        n = int(modern[-2])
+        if not record.keras1_args:  # global pooling
+            out["data_format"] = _fmt(c)
+        elif n == 1:
+            pool = arg("pool_size")
+            out.update(pool_size=[pool], strides=[arg("strides") or pool], padding=arg("padding"),
+                       data_format="channels_last")
+        else:
+            pool = _pair(arg("pool_size"), n)
+            out.update(pool_size=pool, strides=_pair(arg("strides") or pool, n), padding=arg("padding"),
+                       data_format=_fmt(c))
+        return modern, out
+    if record.family == "spatial":  # ZeroPadding, Cropping, UpSampling: one argument each
+        (spelled,) = record.keras1_args
+        key = spelled.name
+        out[key] = c.get(spelled.keras1, c.get(key))
+        if int(modern[-2]) > 1:
+            if isinstance(out[key], dict):  # ZeroPadding2D({'top_pad':..})
+                p = out[key]
+                out[key] = [[p.get("top_pad", 0), p.get("bottom_pad", 0)], [p.get("left_pad", 0), p.get("right_pad", 0)]]
+            out["data_format"] = _fmt(c)
+            if key == "size":
+                out["interpolation"] = "nearest"
+        return modern, out
+    if modern == "BatchNormalization":
+        out.update(axis=arg("axis"), epsilon=arg("epsilon"), momentum=arg("momentum"),
+                   center=True, scale=True, keras1_mode=_bn_mode(arg("keras1_mode")))
+        return modern, out
+    if record.keras1_args:  # Dropout family, noise, parametric activations: spellings only
+        out.update({spelled.name: arg(spelled.name) for spelled in record.keras1_args})
+        return modern, out
+    merged = dict(c)  # Keras 1 wrote it with today's arguments (Activation, Flatten, Reshape ...)
+    merged.update(out)
+    return modern, merged
+
+
+def _upgrade_other(class_name: str, c: dict[str, Any], out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A Keras 1 class outside the catalog: Merge, a class copied as it is, or a custom class."""
     if class_name == "Merge":
         mode = c.get("mode", "sum")
-        if not isinstance(mode, str) or mode not in _MERGE:
+        if not isinstance(mode, str) or mode not in MERGE_MODES:
             out["keras1_merge_mode"] = mode if isinstance(mode, str) else "<python function>"
             return "Merge", out
         if mode == "concat":
             out["axis"] = c.get("concat_axis", -1)
         if mode == "dot":
             out["axes"] = c.get("dot_axes", -1)
-        return _MERGE[mode], out
-    if class_name in _SAME_CLASS:
-        merged = dict(c)
-        merged.update(out)
-        if class_name == "Embedding":
-            merged["output_dim"] = c.get("output_dim")
-        return class_name, merged
-    # Unknown (custom) class: keep it and its config as written; it is reported by name later.
+        return MERGE_MODES[mode], out
+    # _SAME_CLASS, or an unknown (custom) class: keep it and its config as written; an unknown
+    # one is reported by name later.
     merged = dict(c)
     merged.update(out)
+    if class_name == "Embedding":
+        merged["output_dim"] = c.get("output_dim")
     return class_name, merged
 
 

@@ -13,24 +13,15 @@ from typing import Any
 
 from ..errors import UnsupportedLayerError
 from ..model import Model, TensorRef
-from ..readers.keras1 import upgrade_config
+from ..readers.keras1 import MERGE_MODES, keras1_classes, upgrade_config
 from ..shapes import infer_shapes
 from .config_edit import MODEL_CLASSES, entry_name, layer_entries
 
 __all__ = ["keras2_config_from_keras1", "KERAS1_WRITABLE"]
 
-#: classes whose upgraded config is a valid Keras 2 config
-KERAS1_WRITABLE = frozenset({
-    "InputLayer", "Dense", "Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "SeparableConv2D",
-    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
-    "AveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
-    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
-    "UpSampling1D", "UpSampling2D", "UpSampling3D", "BatchNormalization", "Activation", "Flatten",
-    "Reshape", "Permute", "RepeatVector", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
-    "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "LeakyReLU", "ELU", "ThresholdedReLU",
-    "PReLU", "Add", "Multiply", "Average", "Maximum", "Concatenate", "Dot", "Lambda",
-}) | MODEL_CLASSES
+#: classes whose upgraded config is a valid Keras 2 config: the catalog classes Keras 1 wrote
+#: (under their own name or an alias), what its Merge modes became, and Lambda (outside the catalog)
+KERAS1_WRITABLE = keras1_classes() | frozenset(MERGE_MODES.values()) | {"Lambda"} | MODEL_CLASSES
 _BOOKKEEPING = ("keras1_mode", "keras1_output_shape", "epsilon_assumed", "synthetic", "keras1_merge_mode")
 
 
