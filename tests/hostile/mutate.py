@@ -18,12 +18,27 @@ import h5py
 
 __all__ = ["mutate_bytes", "mutate_json", "with_config", "config_of", "BYTE_OPS"]
 
-BYTE_OPS = ("flip", "byte", "insert", "delete", "truncate", "zero", "splice")
+BYTE_OPS = ("flip", "byte", "insert", "delete", "truncate", "zero", "splice", "pointer")
 
 _WEIRD = [None, True, False, 0, -1, 1, 2**31, 2**63, 10**30, -(10**30), 1e308, -1e308, 0.5, float("nan"),
           float("inf"), "", "x", "channels_first", "same", "valid", [], [0], [-1, -1], [None], [1, 2, 3, 4, 5],
           {}, {"class_name": "Lambda", "config": {"function": "4wEAAAAAAAAA"}}, {"__keras_tensor__": 1},
           ["a", 0, 0], [["a", 0, 0, {}]], "Sequential", "Functional", "BatchNormalization", "Conv2D", "Dense"]
+#: integers past every bound a reader might forget (shapes, strides, axes), and names that are data
+_HUGE = [2**31, 2**63, 2**70, -(2**63), -9, 10**6]
+_NAMES = ["\x1b]0;pwned\x07", "\x1b[2J", "a\nbnconvert: error: forged", "nul\x00name", "\ud800", "\u202e", "..", "/abs", ""]
+
+
+def _pointers(buf: bytearray, rng: random.Random, tries: int = 4000) -> list[int]:
+    """Positions of 8-byte little-endian words that hold a plausible file address (sampled)."""
+    size = len(buf)
+    found = []
+    for _ in range(tries):
+        pos = rng.randrange(max(1, size - 8))
+        value = int.from_bytes(buf[pos : pos + 8], "little")
+        if 0 < value < size:
+            found.append(pos)
+    return found
 
 
 def mutate_bytes(data: bytes, rng: random.Random, op: str | None = None) -> tuple[bytes, str]:
@@ -52,6 +67,14 @@ def mutate_bytes(data: bytes, rng: random.Random, op: str | None = None) -> tupl
             src = rng.randrange(len(buf))
             n = rng.randint(1, 64)
             buf[pos : pos + n] = buf[src : src + n]
+        elif op == "pointer":  # an address field pointed at itself, near itself, or at another
+            # structure's address: B-tree children and siblings that loop, heaps that point inward
+            where = _pointers(buf, rng)
+            if not where:
+                break
+            at = rng.choice(where)
+            target = rng.choice([at, max(0, at - rng.randint(1, 64)), int.from_bytes(buf[rng.choice(where):][:8], "little")])
+            buf[at : at + 8] = target.to_bytes(8, "little")
     return bytes(buf), op
 
 
@@ -77,9 +100,17 @@ def mutate_json(config: Any, rng: random.Random) -> tuple[Any, str]:
     config = copy.deepcopy(config)
     paths = _paths(config)
     path = rng.choice(paths[1:] or paths)
-    op = rng.choice(["delete", "weird", "weird", "swap", "nest", "copy", "number"])
+    op = rng.choice(["delete", "weird", "weird", "swap", "nest", "copy", "number", "huge", "name", "rewire"])
     if not path:
         return rng.choice(_WEIRD), "root"
+    if op == "rewire":  # a reference to a layer made to name another one: cycles, dangling calls
+        names = sorted({v for p in paths if p and p[-1] == "name" and isinstance(v := _get(config, p), str)})
+        refs = [p for p in paths if p and isinstance(_get(config, p), str) and _get(config, p) in names and p[-1] != "name"]
+        if refs and names:
+            ref = rng.choice(refs)
+            _get(config, ref[:-1])[ref[-1]] = rng.choice(names)
+            return config, op
+        op = "weird"
     parent, key = _get(config, path[:-1]), path[-1]
     if op == "delete":
         del parent[key]
@@ -94,6 +125,11 @@ def mutate_json(config: Any, rng: random.Random) -> tuple[Any, str]:
         parent[key] = value
     elif op == "copy" and isinstance(parent, list):
         parent.insert(key, copy.deepcopy(parent[key]))
+    elif op == "huge":
+        parent[key] = rng.choice(_HUGE) if not isinstance(parent[key], list) else [rng.choice(_HUGE)] * max(1, len(parent[key]))
+    elif op == "name":  # any string may be a layer name somewhere: control characters, surrogates
+        if isinstance(parent[key], str):
+            parent[key] = rng.choice(_NAMES) + parent[key] * rng.randint(0, 1)
     elif op == "number":
         value = parent[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
