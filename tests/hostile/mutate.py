@@ -16,7 +16,7 @@ from typing import Any
 
 import h5py
 
-__all__ = ["mutate_bytes", "mutate_json", "with_config", "config_of", "BYTE_OPS"]
+__all__ = ["BYTE_OPS", "config_of", "mutate_bytes", "mutate_json", "with_config"]
 
 BYTE_OPS = ("flip", "byte", "insert", "delete", "truncate", "zero", "splice", "pointer")
 
