@@ -1,6 +1,10 @@
-"""What bnconvert knows about Keras layer classes: their weights by meaning, and their shapes.
+"""How files spell weights and layer names, and small config readers the stages share.
 
-Keras lists a layer's weights as trainable ones first, then non-trainable ones; the lists here
+What a class's weights are (names, order, shapes from the config) is its catalog record's
+``weights`` (:mod:`bnconvert.catalog`); :func:`weight_spec` is the lookup the readers and
+writers use.
+
+Keras lists a layer's weights as trainable ones first, then non-trainable ones; the records
 keep that order, which is also the order of ``vars/0..N`` in a ``.keras`` zip and of
 ``weight_names`` in an ``.h5``.
 """
@@ -11,6 +15,9 @@ import functools
 import re
 from typing import Any
 
+from .catalog import catalog
+from .catalog.facts import ConfigProblem
+
 __all__ = [
     "CONV_CLASSES",
     "TRANSPOSE_CLASSES",
@@ -20,7 +27,6 @@ __all__ = [
     "meaning_of",
     "snake_case",
     "data_format",
-    "spatial_rank",
 ]
 
 CONV_CLASSES = frozenset({"Conv1D", "Conv2D", "Conv3D"})
@@ -28,60 +34,20 @@ TRANSPOSE_CLASSES = frozenset({"Conv1DTranspose", "Conv2DTranspose", "Conv3DTran
 DEPTHWISE_CLASSES = frozenset({"DepthwiseConv1D", "DepthwiseConv2D"})
 SEPARABLE_CLASSES = frozenset({"SeparableConv1D", "SeparableConv2D"})
 
-_NO_WEIGHTS = frozenset(
-    {
-        "InputLayer", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "ThresholdedReLU",
-        "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-        "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Flatten", "Reshape", "Permute",
-        "RepeatVector", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
-        "AveragePooling2D", "AveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
-        "GlobalMaxPooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
-        "GlobalAveragePooling3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D",
-        "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D", "UpSampling3D", "Add",
-        "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot", "Rescaling",
-        "Lambda", "Masking", "Identity",
-    }
-)
-
-
 def weight_spec(class_name: str, config: dict[str, Any]) -> list[tuple[str, bool]] | None:
-    """The weights of a layer as ``(meaning, trainable)`` in Keras order, or None if unknown."""
-    use_bias = bool(config.get("use_bias", True))
-    bias = [("bias", True)] if use_bias else []
-    if class_name in _NO_WEIGHTS:
-        return []
-    if class_name == "Dense" or class_name in CONV_CLASSES or class_name in TRANSPOSE_CLASSES:
-        return [("kernel", True), *bias]
-    if class_name in DEPTHWISE_CLASSES:
-        return [("depthwise_kernel", True), *bias]
-    if class_name in SEPARABLE_CLASSES:
-        return [("depthwise_kernel", True), ("pointwise_kernel", True), *bias]
-    if class_name == "BatchNormalization":
-        spec = []
-        if config.get("scale", True):
-            spec.append(("gamma", True))
-        if config.get("center", True):
-            spec.append(("beta", True))
-        spec += [("moving_mean", False), ("moving_variance", False)]
-        if config.get("renorm"):
-            spec += [("moving_stddev", False), ("renorm_mean", False), ("renorm_stddev", False)]
-        return spec
-    if class_name == "LayerNormalization":
-        spec = []
-        if config.get("scale", True):
-            spec.append(("gamma", True))
-        if config.get("center", True) and not config.get("rms_scaling"):  # Keras 3: no beta with rms_scaling
-            spec.append(("beta", True))
-        return spec
-    if class_name == "PReLU":
-        return [("alpha", True)]
-    if class_name == "Normalization":  # mean/variance given in the config: no weights
-        if config.get("mean") is not None and config.get("variance") is not None:
-            return []
-        return [("mean", False), ("variance", False), ("count", False)]
-    if class_name == "Embedding":
-        return [("embeddings", True)]
-    return None
+    """The weights of a layer as ``(meaning, trainable)`` in Keras order, or None if unknown:
+    the names of its catalog record's ``weights`` (:mod:`bnconvert.catalog.facts`).
+
+    A config that lacks a size the weight shapes need (no ``filters``) also gives None: the
+    stored names then say what each weight is, and the weight check names the missing value.
+    """
+    record = catalog().get(class_name)
+    if record is None or record.weights is None:
+        return None
+    try:
+        return [(w.name, w.trainable) for w in record.weights(config, None)]
+    except ConfigProblem:
+        return None
 
 
 # Names of weights as files spell them (Keras 1 suffixes included), longest first.
@@ -95,6 +61,7 @@ _ALIASES = {
     "renorm_stddev": "renorm_stddev",
     "running_mean": "moving_mean",
     "running_std": "running_std",
+    "recurrent_kernel": "recurrent_kernel",
     "embeddings": "embeddings",
     "kernel": "kernel",
     "bias": "bias",
@@ -125,9 +92,3 @@ def snake_case(name: str) -> str:
 def data_format(config: dict[str, Any]) -> str:
     """``channels_last`` or ``channels_first`` for a layer config (missing means channels_last)."""
     return "channels_first" if config.get("data_format") == "channels_first" else "channels_last"
-
-
-def spatial_rank(class_name: str) -> int | None:
-    """1, 2 or 3 for a spatial layer named ``...1D/2D/3D...``, else None."""
-    match = re.search(r"([123])D", class_name)
-    return int(match.group(1)) if match else None

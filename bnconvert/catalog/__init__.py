@@ -1,8 +1,12 @@
 """The layer catalog: one record per Keras class, with its inference semantics in float64 numpy.
 
 Layout, one module per family (mirroring :mod:`bnconvert.onnx.layers`): ``activations``,
-``conv``, ``dense``, ``merge``, ``misc`` (identities and scaling), ``normalization``,
-``pooling``, ``reshape``, ``spatial`` (padding, cropping, upsampling). Each declares its
+``conv``, ``dense`` (and Embedding), ``merge``, ``misc`` (identities and scaling, Lambda,
+Masking), ``normalization``, ``pooling``, ``recurrent`` (ConvLSTM, read but not run),
+``reshape``, ``spatial`` (padding, cropping, upsampling). Beside its ``call``, a record holds
+its output-shape rule and its weights by meaning, both functions of the config and the input
+shapes (:mod:`.facts`); a class bnconvert reads but cannot run has ``call`` None
+(:func:`~.record.declares`). Each declares its
 classes with :func:`~.record.defines`; :data:`CATALOG` is keyed by the same class names as the
 ONNX handler registry, and :mod:`.families` is the one list of family modules.
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import UnsupportedLayerError
 from ..model import Layer
+from .facts import Shape, WeightSpec, no_weights, same_shape
 from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .util import axes_of, f64
@@ -139,12 +140,12 @@ def apply_activation(layer: Layer, x: np.ndarray, ctx: CallContext, spec: Any = 
     return fn(x, ctx.generation)
 
 
-@defines("Activation", keras1=True)
+@defines("Activation", keras1=True, shape=same_shape, weights=no_weights)
 def activation_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [apply_activation(layer, f64(xs[0]), ctx)]
 
 
-@defines("ReLU")
+@defines("ReLU", shape=same_shape, weights=no_weights)
 def relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Keras' ``relu(x, negative_slope, max_value, threshold)``: x above the threshold (else 0),
     clipped at max_value, minus ``slope * relu(threshold - x)``."""
@@ -160,25 +161,36 @@ def relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.
     return [y]
 
 
-@defines("LeakyReLU", keras1={"LeakyReLU": (K1("alpha", "alpha", 0.3),)})
+@defines("LeakyReLU", keras1={"LeakyReLU": (K1("alpha", "alpha", 0.3),)}, shape=same_shape, weights=no_weights)
 def leaky_relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     c, x = layer.config, f64(xs[0])
     slope = float(c.get("negative_slope", c.get("alpha", 0.3)))
     return [np.where(x >= 0, x, slope * x)]
 
 
-@defines("ELU", keras1={"ELU": (K1("alpha", "alpha", 1.0),)})
+@defines("ELU", keras1={"ELU": (K1("alpha", "alpha", 1.0),)}, shape=same_shape, weights=no_weights)
 def elu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [elu(f64(xs[0]), float(layer.config.get("alpha", 1.0)))]
 
 
-@defines("ThresholdedReLU", keras1={"ThresholdedReLU": (K1("theta", "theta", 1.0),)})
+@defines("ThresholdedReLU", keras1={"ThresholdedReLU": (K1("theta", "theta", 1.0),)}, shape=same_shape, weights=no_weights)
 def thresholded_relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     x = f64(xs[0])
     return [np.where(x > float(layer.config.get("theta", 1.0)), x, 0.0)]
 
 
-@defines("PReLU", keras1={"PReLU": (K1("shared_axes", "shared_axes", None),)})
+def _prelu_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
+    """``alpha``: the input's shape without the batch, size 1 on the (1-based) ``shared_axes``."""
+    if not shapes or not isinstance(shapes[0], tuple):
+        return [WeightSpec("alpha")]
+    shape = [d if isinstance(d, int) else None for d in shapes[0][1:]]
+    shared = c.get("shared_axes") or []
+    for axis in [shared] if isinstance(shared, int) else shared:
+        shape[int(axis) - 1] = 1
+    return [WeightSpec("alpha", tuple(shape))]
+
+
+@defines("PReLU", keras1={"PReLU": (K1("shared_axes", "shared_axes", None),)}, shape=same_shape, weights=_prelu_weights)
 def prelu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """``relu(x) - alpha * relu(-x)``; ``alpha`` has the input's shape without the batch, with
     size 1 on ``shared_axes``."""
@@ -187,7 +199,7 @@ def prelu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np
     return [np.maximum(x, 0.0) - alpha * np.maximum(-x, 0.0)]
 
 
-@defines("Softmax")
+@defines("Softmax", shape=same_shape, weights=no_weights)
 def softmax_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Softmax over ``axis`` (an int or several axes, normalised together)."""
     x = f64(xs[0])

@@ -13,11 +13,29 @@ most a few dozen), never over pixels.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..model import Layer
 from .activations import apply_activation
+from .facts import (
+    Dim,
+    Shape,
+    ShapeRule,
+    WeightRule,
+    WeightSpec,
+    assemble,
+    conv_output_length,
+    deconv_output_length,
+    input_channels,
+    positive,
+    positives,
+    settings,
+    split_spatial,
+    times,
+)
 from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .roles import producer
@@ -144,6 +162,66 @@ def _finish(layer: Layer, y: np.ndarray, ctx: CallContext, first: bool) -> list[
     return [from_last(apply_activation(layer, y, ctx, in_place=True), first)]
 
 
+# -- output shapes and weights ----------------------------------------------------------------------
+def _conv_shape(n: int, kind: str) -> ShapeRule:
+    """Keras' ``compute_output_shape`` of an n-D convolution (``kind``: conv, depthwise,
+    separable, transpose); an input of another rank than ``n + 2`` has no shape."""
+
+    def rule(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+        x = shapes[0]
+        if len(x) != n + 2:
+            raise ValueError(f"rank-{len(x)} input")
+        spatial, channels = split_spatial(x, c)
+        ks, strides = settings(c.get("kernel_size"), n), settings(c.get("strides", 1), n)
+        dilations, padding = settings(c.get("dilation_rate", 1), n), c.get("padding", "valid")
+        if kind == "transpose":
+            op = settings(c.get("output_padding"), n)
+            out = [deconv_output_length(s, k, padding, t, p, d) for s, k, t, p, d in zip(spatial, ks, strides, op, dilations)]
+            if c.get("keras1_output_shape"):  # Keras 1 Deconvolution2D states its output shape
+                given = list(c["keras1_output_shape"])
+                out = given[2:] if c.get("data_format") == "channels_first" else given[1:-1]
+            return [assemble(x[0], out, c["filters"], c)]
+        out = [conv_output_length(s, k, padding, t, d) for s, k, t, d in zip(spatial, ks, strides, dilations)]
+        filters = times(channels, int(c.get("depth_multiplier", 1))) if kind == "depthwise" else c["filters"]
+        return [assemble(x[0], out, filters, c)]
+
+    return rule
+
+
+def _bias(c: dict[str, Any], size: Dim) -> list[WeightSpec]:
+    return [WeightSpec("bias", (size,))] if c.get("use_bias", True) else []
+
+
+def _conv_weights(n: int, kind: str) -> WeightRule:
+    """Kernel layouts of the module docstring: ``(*k, C_in/groups, filters)``, transposed
+    ``(*k, filters, C_in)``, depthwise ``(*k, C, dm)``, separable depthwise then ``(*1, C*dm, filters)``."""
+
+    def rule(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
+        ks = positives(c, "kernel_size", n)
+        cin = input_channels(c, shapes, n)
+        if kind == "depthwise":
+            dm = positive(c, "depth_multiplier", 1)
+            return [WeightSpec("depthwise_kernel", (*ks, cin, dm)), *_bias(c, times(cin, dm))]
+        filters = positive(c, "filters")
+        if kind == "separable":
+            dm = positive(c, "depth_multiplier", 1)
+            return [WeightSpec("depthwise_kernel", (*ks, cin, dm)),
+                    WeightSpec("pointwise_kernel", (*([1] * n), times(cin, dm), filters)), *_bias(c, filters)]
+        if kind == "transpose":
+            return [WeightSpec("kernel", (*ks, filters, cin)), *_bias(c, filters)]
+        groups = positive(c, "groups", 1)
+        per_group = None if cin is None or cin % groups else cin // groups
+        return [WeightSpec("kernel", (*ks, per_group, filters)), *_bias(c, filters)]
+
+    return rule
+
+
+def _rules(kind: str, names: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """``shape=`` and ``weights=`` arguments of :func:`defines` for classes of one kind, by rank."""
+    return {"shape": {name: _conv_shape(n, kind) for name, n in names.items()},
+            "weights": {name: _conv_weights(n, kind) for name, n in names.items()}}
+
+
 _K1_CONV = (K1("filters", "nb_filter"), K1("padding", "border_mode", "valid"), K1("activation", "activation", "linear"),
             K1("use_bias", "bias", True))
 _K1_CONV2D = _K1_CONV + (K1("strides", "subsample", 1), K1("dilation_rate", "atrous_rate", 1))
@@ -163,7 +241,8 @@ _KERAS1 = {
                                                  "Conv2D": ("Convolution2D", "AtrousConvolution2D"),
                                                  "Conv3D": ("Convolution3D",)},
          fold=producer(("kernel", -1), ("kernel", -2), grouped=True),
-         keras1=_KERAS1)
+         keras1=_KERAS1,
+         **_rules("conv", {"Conv1D": 1, "Conv2D": 2, "Conv3D": 3}))
 def conv_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     kernel = f64(layer.weights["kernel"])
     n = kernel.ndim - 2
@@ -175,7 +254,8 @@ def conv_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.
                    ctx, first)
 
 
-@defines("DepthwiseConv1D", "DepthwiseConv2D", fold=producer(("depthwise_kernel", (-2, -1)), ("depthwise_kernel", -2)))
+@defines("DepthwiseConv1D", "DepthwiseConv2D", fold=producer(("depthwise_kernel", (-2, -1)), ("depthwise_kernel", -2)),
+         **_rules("depthwise", {"DepthwiseConv1D": 1, "DepthwiseConv2D": 2}))
 def depthwise_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     kernel = f64(layer.weights.get("depthwise_kernel", layer.weights.get("kernel")))
     n = kernel.ndim - 2
@@ -187,7 +267,8 @@ def depthwise_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> lis
 
 @defines("SeparableConv1D", "SeparableConv2D", aliases={"SeparableConv2D": ("SeparableConvolution2D",)},
          fold=producer(("pointwise_kernel", -1), ("depthwise_kernel", -2), through="pointwise_kernel"),
-         keras1=_KERAS1)
+         keras1=_KERAS1,
+         **_rules("separable", {"SeparableConv1D": 1, "SeparableConv2D": 2}))
 def separable_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Depthwise (strides, dilation, padding) then pointwise (1x1), then bias and activation."""
     dw = f64(layer.weights["depthwise_kernel"])
@@ -203,7 +284,8 @@ def separable_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> lis
 
 @defines("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", aliases={"Conv2DTranspose": ("Deconvolution2D",)},
          fold=producer(("kernel", -2)),  # no forward fold: a strided transpose overlaps its windows
-         keras1=_KERAS1)
+         keras1=_KERAS1,
+         **_rules("transpose", {"Conv1DTranspose": 1, "Conv2DTranspose": 2, "Conv3DTranspose": 3}))
 def conv_transpose_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     kernel = f64(layer.weights["kernel"])
     n = kernel.ndim - 2

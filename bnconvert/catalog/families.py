@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
-from . import activations, conv, dense, merge, misc, normalization, pooling, reshape, spatial
+from . import activations, conv, dense, merge, misc, normalization, pooling, recurrent, reshape, spatial
 
-__all__ = ["activations", "conv", "dense", "merge", "misc", "normalization", "pooling", "reshape", "spatial"]
+__all__ = ["activations", "conv", "dense", "merge", "misc", "normalization", "pooling", "recurrent", "reshape",
+           "spatial"]

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..model import Layer
-from .record import CallContext, defines
+from .facts import Shape, broadcast, no_weights
+from .record import CallContext, declares, defines
 from .util import f64
 
 __all__ = ["operands"]
@@ -39,11 +40,28 @@ _OPS = {
 }
 
 
-@defines(*_OPS)
+def _elementwise_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    """Broadcasting: ``(N, H, W, C) * (N, 1, 1, C)`` is ``(N, H, W, C)`` (squeeze-and-excite),
+    also when ``H``, ``W`` are unknown (MobileNetV3 at any input size)."""
+    return [broadcast(shapes)]
+
+
+def _concatenate_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    x = shapes[0]
+    axis = c.get("axis", -1) % len(x)
+    dims = [s[axis] for s in shapes]
+    total = None if any(d is None for d in dims) else sum(dims)
+    return [(*x[:axis], total, *x[axis + 1:])]
+
+
+@defines(*_OPS, shape=_elementwise_shape, weights=no_weights)
 def merge_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [np.asarray(_OPS[layer.class_name](operands(xs, ctx.constants)), dtype=np.float64)]
 
 
-@defines("Concatenate")
+@defines("Concatenate", shape=_concatenate_shape, weights=no_weights)
 def concatenate_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [np.concatenate([f64(x) for x in xs], axis=int(layer.config.get("axis", -1)))]
+
+
+declares("Dot", module=__name__, weights=no_weights)  # read, not run (no shape rule yet)

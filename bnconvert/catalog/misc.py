@@ -8,12 +8,15 @@ on the last axis); LayerScale (ConvNeXt) multiplies by its ``gamma``; CustomScal
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import UnsupportedLayerError
 from ..model import Layer
+from .facts import Shape, WeightSpec, no_weights, same_shape
 from .legacy import Keras1Arg as K1
-from .record import CallContext, defines
+from .record import CallContext, declares, defines
 from .roles import INPUT
 from .util import array_value, f64
 
@@ -28,12 +31,13 @@ _KERAS1 = {"InputLayer": (), "GaussianNoise": (K1("stddev", "sigma", 0.0),),
            **{name: (K1("rate", "p", 0.0),) for name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D",
                                                         "SpatialDropout3D", "GaussianDropout")}}
 
-@defines(*IDENTITY_CLASSES, keras1=_KERAS1, identity=True, fold={"InputLayer": INPUT})  # the others: IDENTITY
+@defines(*IDENTITY_CLASSES, keras1=_KERAS1, identity=True, fold={"InputLayer": INPUT},  # the others: IDENTITY
+         shape=same_shape, weights=no_weights)
 def identity_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [f64(xs[0])]
 
 
-@defines("Rescaling")
+@defines("Rescaling", shape=same_shape, weights=no_weights)
 def rescaling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     c = layer.config
     scale = array_value(c.get("scale", 1.0))
@@ -41,7 +45,13 @@ def rescaling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> lis
     return [f64(xs[0]) * (1.0 if scale is None else scale) + (0.0 if offset is None else offset)]
 
 
-@defines("LayerScale")
+def _layer_scale_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
+    """ConvNeXt's ``gamma (projection_dim,)`` (Keras 3 leaves it unnamed: it is read by position)."""
+    dim = c.get("projection_dim")
+    return [WeightSpec("gamma", (dim,) if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None)]
+
+
+@defines("LayerScale", shape=same_shape, weights=_layer_scale_weights)
 def layer_scale_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     w = layer.weights
     gamma = w.get("gamma", next(iter(w.values())) if len(w) == 1 else None)
@@ -50,6 +60,20 @@ def layer_scale_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> l
     return [f64(xs[0]) * f64(gamma)]
 
 
-@defines("CustomScaleLayer")
+@defines("CustomScaleLayer", shape=same_shape, weights=no_weights)
 def custom_scale_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [f64(xs[0]) + f64(xs[1]) * float(layer.config.get("scale", 1.0))]
+
+
+def _lambda_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    """Never run: a declared ``output_shape`` (without the batch) is trusted, else the input's shape
+    (:mod:`bnconvert.readers.consistency` does not hold that guess against the weights)."""
+    declared = c.get("output_shape")
+    if isinstance(declared, (list, tuple)) and all(isinstance(d, (int, type(None))) for d in declared):
+        return [(shapes[0][0], *declared)]
+    return [shapes[0]]
+
+
+# Read, not run: Masking only marks timesteps for the layers after it; a Lambda's code is never executed.
+declares("Masking", module=__name__, shape=same_shape, weights=no_weights)
+declares("Lambda", module=__name__, shape=_lambda_shape, weights=no_weights)

@@ -11,9 +11,12 @@ at inference too.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..model import Layer
+from .facts import Shape, WeightSpec, same_shape
 from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .util import array_value, axes_of, f64
@@ -45,11 +48,23 @@ def batch_norm(x: np.ndarray, axes: list[int], *, gamma: np.ndarray | None, beta
     return y
 
 
+def _bn_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
+    """gamma (``scale``), beta (``center``), the moving statistics, tf.keras' renorm state. Their
+    sizes are checked together against the normalised axes by :mod:`bnconvert.readers.consistency`
+    (Keras generations shape multi-axis parameters differently), so no shape here."""
+    spec = [WeightSpec("gamma")] if c.get("scale", True) else []
+    spec += [WeightSpec("beta")] if c.get("center", True) else []
+    spec += [WeightSpec("moving_mean", trainable=False), WeightSpec("moving_variance", trainable=False)]
+    if c.get("renorm"):
+        spec += [WeightSpec(name, trainable=False) for name in ("moving_stddev", "renorm_mean", "renorm_stddev")]
+    return spec
+
+
 #: Keras 1 argument spellings (``mode`` is kept for the fold and the writers; running_std: the reader)
 _KERAS1 = {"BatchNormalization": (K1("axis", "axis", -1), K1("epsilon", "epsilon", 1e-3), K1("momentum", "momentum", 0.99),
                                   K1("keras1_mode", "mode", 0))}
 
-@defines("BatchNormalization", keras1=_KERAS1)
+@defines("BatchNormalization", keras1=_KERAS1, shape=same_shape, weights=_bn_weights)
 def batch_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     c, w, x = layer.config, layer.weights, f64(xs[0])
     axis = c.get("axis", -1)
@@ -75,7 +90,17 @@ def batch_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallConte
     return [batch_norm(x, axes, gamma=gamma, beta=beta, mean=mean, var=var, eps=eps)]
 
 
-@defines("LayerNormalization")
+def _layer_norm_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
+    """gamma and beta shaped like the normalised axes of the input; Keras 3 has no beta with ``rms_scaling``."""
+    shape = None
+    if shapes and isinstance(shapes[0], tuple):
+        dims = [shapes[0][a] for a in axes_of(c.get("axis", -1), len(shapes[0]))]
+        shape = tuple(d if isinstance(d, int) else None for d in dims)
+    spec = [WeightSpec("gamma", shape)] if c.get("scale", True) else []
+    return spec + ([WeightSpec("beta", shape)] if c.get("center", True) and not c.get("rms_scaling") else [])
+
+
+@defines("LayerNormalization", shape=same_shape, weights=_layer_norm_weights)
 def layer_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """``(x - mean) / sqrt(var + eps) * gamma + beta`` with statistics over ``axis`` per sample.
     ``rms_scaling`` (Keras 3): ``x / sqrt(var + eps) * gamma``, the variance and not the mean
@@ -95,7 +120,14 @@ def layer_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallConte
     return [y if beta is None else y + broadcast_param(beta, x.shape, axes)]
 
 
-@defines("Normalization")
+def _normalization_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
+    """None when mean and variance are in the config; else the adapted statistics."""
+    if c.get("mean") is not None and c.get("variance") is not None:
+        return []
+    return [WeightSpec(name, trainable=False) for name in ("mean", "variance", "count")]
+
+
+@defines("Normalization", shape=same_shape, weights=_normalization_weights)
 def normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """``(x - mean) / max(sqrt(var), 1e-7)``; ``invert``: ``mean + x * max(sqrt(var), 1e-7)``.
     mean and variance come from the weights (adapted) or the config, on the kept ``axis``."""

@@ -6,10 +6,21 @@ pool ignores them, an average pool divides by the number of real pixels in each 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..model import Layer
+from .facts import (
+    Shape,
+    ShapeRule,
+    assemble,
+    conv_output_length,
+    no_weights,
+    settings,
+    split_spatial,
+)
 from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .roles import pool
@@ -41,6 +52,33 @@ def pool_nd(x: np.ndarray, size: tuple[int, ...], strides: tuple[int, ...], padd
     return total / counts[(None, Ellipsis, None)]
 
 
+def _pool_shape(n: int) -> ShapeRule:
+    """Keras' pooling output: a convolution's length with ``pool_size`` as kernel, ``strides``
+    defaulting to it."""
+
+    def rule(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+        x = shapes[0]
+        if len(x) != n + 2:
+            raise ValueError(f"rank-{len(x)} input")
+        spatial, channels = split_spatial(x, c)
+        size = settings(c.get("pool_size", 2), n)
+        strides = settings(c.get("strides") or size, n)
+        out = [conv_output_length(s, p, c.get("padding", "valid"), t) for s, p, t in zip(spatial, size, strides)]
+        return [assemble(x[0], out, channels, c)]
+
+    return rule
+
+
+def _global_pool_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    spatial, channels = split_spatial(shapes[0], c)
+    if c.get("keepdims"):
+        return [assemble(shapes[0][0], [1] * len(spatial), channels, c)]
+    return [(shapes[0][0], channels)]
+
+
+_POOLS = {f"{kind}Pooling{n}D": n for kind in ("Max", "Average") for n in (1, 2, 3)}
+
+
 _K1_POOL1D = (K1("pool_size", "pool_length", 2), K1("strides", "stride", None), K1("padding", "border_mode", "valid"))
 _K1_POOL = (K1("pool_size", "pool_size", 2), K1("strides", "strides", None), K1("padding", "border_mode", "valid"))
 #: Keras 1 argument spellings (the reader makes ``strides`` default to the pool size and
@@ -49,6 +87,7 @@ _KERAS1 = {"MaxPooling1D": _K1_POOL1D, "AveragePooling1D": _K1_POOL1D, "MaxPooli
            "AveragePooling2D": _K1_POOL, "AveragePooling3D": _K1_POOL}
 
 @defines("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D", keras1=_KERAS1,
+         shape={name: _pool_shape(n) for name, n in _POOLS.items()}, weights=no_weights,
          fold={**dict.fromkeys(("MaxPooling1D", "MaxPooling2D", "MaxPooling3D"), pool(max=True)),
                **dict.fromkeys(("AveragePooling1D", "AveragePooling2D", "AveragePooling3D"), pool(max=False))})
 def pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
@@ -64,6 +103,7 @@ def pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[
 
 @defines("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
          "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D", keras1=True,
+         shape=_global_pool_shape, weights=no_weights,
          fold={**dict.fromkeys(("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D"), pool(max=True, global_=True)),
                **dict.fromkeys(("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D"),
                                pool(max=False, global_=True))})

@@ -16,10 +16,11 @@ import numpy as np
 
 from ..errors import UnsupportedLayerError
 from ..model import Layer, Source
+from .facts import ShapeRule, WeightRule
 from .legacy import Keras1Arg
 from .roles import BARRIER, IDENTITY, FoldRole
 
-__all__ = ["LayerRecord", "CallContext", "Semantics", "CATALOG", "defines", "catalog", "record_for"]
+__all__ = ["LayerRecord", "CallContext", "Semantics", "CATALOG", "defines", "declares", "catalog", "record_for"]
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,19 @@ class LayerRecord:
     """Everything the catalog knows about one Keras class.
 
     ``call`` is the class's inference in float64 numpy, in Keras' own layout, written from
-    Keras' behaviour (never from bnconvert's ONNX handler). The other facts of issue 14 (weights
-    by meaning, legacy names, output-shape rule, fold role) get their fields here as the tables
-    that hold them today move in; ``family`` is the catalog module that defines the class.
+    Keras' behaviour (never from bnconvert's ONNX handler); None for a class bnconvert reads
+    but cannot run (no float64 semantics yet: the reference and the export refuse it).
+    ``shape`` and ``weights`` are its output-shape rule and its weights by meaning (see
+    :mod:`.facts`); ``family`` is the catalog module that defines the class.
     """
 
     class_name: str
-    call: Semantics
+    call: Semantics | None
     family: str
+    #: ``(config, input_shapes) -> output_shapes`` (see :mod:`.facts`); None: shapes unknown
+    shape: ShapeRule | None = None
+    #: ``(config, input_shapes) -> [WeightSpec]`` in Keras' order; None: weights unknown
+    weights: WeightRule | None = None
     #: other spellings of the class (Keras 1/2 names the readers upgrade, e.g. ``Convolution2D``)
     aliases: tuple[str, ...] = ()
     #: True when Keras 1 wrote the class under its own name too (see :mod:`.legacy`)
@@ -84,13 +90,16 @@ CATALOG: dict[str, LayerRecord] = {}
 def defines(*class_names: str, identity: bool = False, notes: str = "",
             aliases: dict[str, tuple[str, ...]] | None = None,
             fold: FoldRole | dict[str, FoldRole] | None = None,
-            keras1: bool | dict[str, tuple[Keras1Arg, ...]] = False) -> Callable[[Semantics], Semantics]:
+            keras1: bool | dict[str, tuple[Keras1Arg, ...]] = False,
+            shape: ShapeRule | dict[str, ShapeRule] | None = None,
+            weights: WeightRule | dict[str, WeightRule] | None = None) -> Callable[[Semantics], Semantics]:
     """Register the decorated function as the float64 semantics of ``class_names``
     (``aliases``: per class, the Keras 1 names the readers turn into it; ``fold``: the fold role
     of every class, or per class; an identity's role defaults to ``IDENTITY``, others' to ``BARRIER``;
     ``keras1``: True when Keras 1 wrote every class under its own name with today's arguments, or,
     per class Keras 1 wrote (under its own name, or only under its ``aliases`` when it has some),
-    its Keras 1 argument spellings)."""
+    its Keras 1 argument spellings;
+    ``shape``, ``weights``: the output-shape rule and the weights of every class, or per class)."""
 
     def register(func: Semantics) -> Semantics:
         family = func.__module__.rsplit(".", 1)[-1]
@@ -103,10 +112,28 @@ def defines(*class_names: str, identity: bool = False, notes: str = "",
             old = keras1.get(name) if isinstance(keras1, dict) else None
             CATALOG[name] = replace(CATALOG[name], keras1=keras1 is True or (old is not None and name not in (aliases or {})),
                                     keras1_args=tuple(old or ()))
-            CATALOG[name] = replace(CATALOG[name], fold=role or (IDENTITY if identity else BARRIER))
+            CATALOG[name] = replace(CATALOG[name], fold=role or (IDENTITY if identity else BARRIER),
+                                    shape=_per_class(shape, name), weights=_per_class(weights, name))
         return func
 
     return register
+
+
+def _per_class(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, dict) else value
+
+
+def declares(*class_names: str, module: str, shape: ShapeRule | dict[str, ShapeRule] | None = None,
+             weights: WeightRule | dict[str, WeightRule] | None = None, notes: str = "") -> None:
+    """Records without float64 semantics (``call`` None): classes bnconvert reads, whose shapes
+    and weights it knows, but which neither the reference nor the export runs (``module``: the
+    family module's ``__name__``)."""
+    family = module.rsplit(".", 1)[-1]
+    for name in class_names:
+        if name in CATALOG:
+            raise RuntimeError(f"two catalog records for Keras class {name!r}")
+        CATALOG[name] = LayerRecord(name, None, family, shape=_per_class(shape, name),
+                                    weights=_per_class(weights, name), notes=notes)
 
 
 def catalog() -> dict[str, LayerRecord]:
@@ -118,10 +145,8 @@ def catalog() -> dict[str, LayerRecord]:
 
 def record_for(layer: Layer) -> LayerRecord:
     """The record of ``layer``'s class; UnsupportedLayerError naming the layer otherwise."""
-    table = catalog()
-    try:
-        return table[layer.class_name]
-    except KeyError:
+    record = catalog().get(layer.class_name)
+    if record is None or record.call is None:
         raise UnsupportedLayerError(
-            f"layer {layer.label}: bnconvert's float64 reference has no semantics for class {layer.class_name!r}"
-        ) from None
+            f"layer {layer.label}: bnconvert's float64 reference has no semantics for class {layer.class_name!r}")
+    return record

@@ -8,9 +8,12 @@ Keras 2.0-2.3 called ``resize_bilinear`` with ``align_corners=False`` and no hal
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..model import Layer
+from .facts import Shape, ShapeRule, assemble, no_weights, settings, split_spatial
 from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .util import channels_first, f64, ntuple, pairs
@@ -28,7 +31,32 @@ _KERAS1 = {**{f"ZeroPadding{n}D": (K1("padding", "padding", None),) for n in (1,
            "UpSampling1D": (K1("size", "length", None),),
            **{f"UpSampling{n}D": (K1("size", "size", None),) for n in (2, 3)}}
 
-@defines("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", keras1=_KERAS1)
+def _resize_shape(n: int, key: str) -> ShapeRule:
+    """Each of the ``n`` spatial sizes grown by ``padding``, shrunk by ``cropping`` (before +
+    after, :func:`.util.pairs` spellings) or multiplied by ``size``."""
+
+    def rule(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+        x = shapes[0]
+        if len(x) != n + 2:
+            raise ValueError(f"rank-{len(x)} input")
+        spatial, channels = split_spatial(x, c)
+        if key == "size":
+            factors = settings(c.get("size", 2), n)
+            out = [None if s is None else s * int(f) for s, f in zip(spatial, factors)]
+        else:
+            sign = 1 if key == "padding" else -1
+            amounts = pairs(c.get(key, 1 if key == "padding" else 0), n)
+            out = [None if s is None else s + sign * (a + b) for s, (a, b) in zip(spatial, amounts)]
+        return [assemble(x[0], out, channels, c)]
+
+    return rule
+
+
+def _rules(prefix: str, key: str) -> dict[str, Any]:
+    return {"shape": {f"{prefix}{n}D": _resize_shape(n, key) for n in (1, 2, 3)}, "weights": no_weights}
+
+
+@defines("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", keras1=_KERAS1, **_rules("ZeroPadding", "padding"))
 def zero_padding_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     x = f64(xs[0])
     axes = _spatial_axes(layer, x.ndim)
@@ -38,7 +66,7 @@ def zero_padding_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> 
     return [np.pad(x, widths)]
 
 
-@defines("Cropping1D", "Cropping2D", "Cropping3D", keras1=_KERAS1)
+@defines("Cropping1D", "Cropping2D", "Cropping3D", keras1=_KERAS1, **_rules("Cropping", "cropping"))
 def cropping_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     x = f64(xs[0])
     axes = _spatial_axes(layer, x.ndim)
@@ -79,7 +107,7 @@ def resize_bilinear(x: np.ndarray, axes: list[int], sizes: tuple[int, ...], half
     return x
 
 
-@defines("UpSampling1D", "UpSampling2D", "UpSampling3D", keras1=_KERAS1)
+@defines("UpSampling1D", "UpSampling2D", "UpSampling3D", keras1=_KERAS1, **_rules("UpSampling", "size"))
 def upsampling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     x = f64(xs[0])
     axes = _spatial_axes(layer, x.ndim)

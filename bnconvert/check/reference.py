@@ -161,7 +161,7 @@ class _Executor:
                     f"'{name}' ({layer.source_class}: called with {len(xs)} inputs, the model has {len(layer.model.inputs)})")
             return self.run(layer.model, xs, f"{name}/")
         record = self.table.get(layer.class_name)
-        if record is None:
+        if record is None or record.call is None:
             raise UnsupportedLayerError(f"'{name}' ({layer.source_class}): no float64 semantics for this class")
         info = self.constants.get(path)
         constants = info.constants[k] if info is not None and k < len(info.constants) else None
@@ -227,7 +227,7 @@ class ReferenceRunner(Runner):
             raise RunnerUnavailable(f"{path}: weights-only file without an architecture; pass the model JSON with --config")
         table = catalog()
         missing = sorted({f"'{p}' ({layer.source_class})" for p, layer, _ in self.model.walk()
-                          if layer.model is None and layer.class_name not in table})
+                          if layer.model is None and getattr(table.get(layer.class_name), "call", None) is None})
         if missing:  # a layer no runtime can run without executing code from the file (Lambda ...)
             raise UnsupportedLayerError(f"{path}: bnconvert's float64 reference cannot run {', '.join(missing)}")
         self._constants = _op_constants(self.model)

@@ -1,8 +1,9 @@
 """Do the weights a file holds fit the architecture it declares?
 
 Run by :func:`bnconvert.readers.load` on every model before it is returned, so no later stage
-sees a kernel that disagrees with its layer. Checked per layer, with input channels from static
-shape inference where they are known (an unknown dimension is never held against a file):
+sees a kernel that disagrees with its layer. Checked per layer against the shapes its catalog
+record's ``weights`` implies, with input channels from static shape inference where they are
+known (an unknown dimension is never held against a file), for example:
 
 * Dense ``kernel (in, units)``, ``bias (units,)``;
 * ConvND ``kernel (*kernel_size, in / groups, filters)``, ConvNDTranspose ``(*kernel_size, filters, in)``;
@@ -10,6 +11,7 @@ shape inference where they are known (an unknown dimension is never held against
 * SeparableConvND ``depthwise_kernel`` as above and ``pointwise_kernel (1.., in * dm, filters)``;
 * BatchNormalization: gamma, beta, mean and variance all of one size, equal to the normalised
   axes of its input;
+* ConvLSTM, Embedding, PReLU, LayerNormalization, LayerScale as their records say;
 * weights of these classes are floating point.
 
 Problems are gathered over the whole model and reported together with their count.
@@ -20,8 +22,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..catalog import catalog
+from ..catalog.facts import ConfigProblem
 from ..errors import FormatError
-from ..layerspec import CONV_CLASSES, DEPTHWISE_CLASSES, SEPARABLE_CLASSES, TRANSPOSE_CLASSES, data_format, spatial_rank
 from ..model import Layer, Model
 from ..shapes import infer_shapes
 
@@ -35,64 +38,18 @@ def _dim(value: Any) -> Dim:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _positive(layer: Layer, key: str, default: Any = None) -> int:
-    value = layer.config.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise _Problem(f"config '{key}' is {value!r}, not a positive integer")
-    return value
-
-
-def _sizes(layer: Layer, key: str, n: int) -> tuple[int, ...]:
-    value = layer.config.get(key)
-    items = list(value) if isinstance(value, (list, tuple)) else [value] * n
-    if len(items) != n or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
-        raise _Problem(f"config '{key}' is {value!r}, not {n} positive integers")
-    return tuple(items)
-
-
-class _Problem(Exception):
-    """One disagreement, worded for the user; collected, never raised out of this module."""
-
-
-def _channels(layer: Layer, shape: tuple[Dim, ...] | None, rank: int) -> Dim:
-    if shape is None or len(shape) != rank + 2:
-        return None
-    return _dim(shape[1] if data_format(layer.config) == "channels_first" else shape[-1])
-
-
-def _mul(a: Dim, b: Dim) -> Dim:
-    return None if a is None or b is None else a * b
-
-
 def expected_shapes(layer: Layer, input_shape: tuple[Dim, ...] | None) -> dict[str, tuple[Dim, ...]]:
-    """The weight shapes a layer's config implies (``None`` for a dimension not known here).
+    """The weight shapes a layer's config implies (``None`` for a dimension not known here), from
+    its catalog record's ``weights``; empty for classes whose shapes are not checked.
 
-    Empty for classes this module does not check. Raises ``_Problem`` for a config value that
-    cannot describe any weights (``filters: -3``).
+    Raises :class:`~bnconvert.catalog.facts.ConfigProblem` for a config value that cannot
+    describe any weights (``filters: -3``).
     """
-    cls = layer.class_name
-    if cls == "Dense":
-        units = _positive(layer, "units")
-        inp = _dim(input_shape[-1]) if input_shape else None
-        return {"kernel": (inp, units), "bias": (units,)}
-    n = spatial_rank(cls)
-    if n is None or cls not in CONV_CLASSES | TRANSPOSE_CLASSES | DEPTHWISE_CLASSES | SEPARABLE_CLASSES:
+    record = catalog().get(layer.class_name)
+    if record is None or record.weights is None:
         return {}
-    ks = _sizes(layer, "kernel_size", n)
-    cin = _channels(layer, input_shape, n)
-    if cls in DEPTHWISE_CLASSES:
-        dm = _positive(layer, "depth_multiplier", 1)
-        return {"depthwise_kernel": (*ks, cin, dm), "bias": (_mul(cin, dm),)}
-    filters = _positive(layer, "filters")
-    if cls in SEPARABLE_CLASSES:
-        dm = _positive(layer, "depth_multiplier", 1)
-        return {"depthwise_kernel": (*ks, cin, dm), "pointwise_kernel": (*([1] * n), _mul(cin, dm), filters),
-                "bias": (filters,)}
-    if cls in TRANSPOSE_CLASSES:
-        return {"kernel": (*ks, filters, cin), "bias": (filters,)}
-    groups = _positive(layer, "groups", 1)
-    per_group = None if cin is None or cin % groups else cin // groups
-    return {"kernel": (*ks, per_group, filters), "bias": (filters,)}
+    specs = record.weights(layer.config, None if input_shape is None else [input_shape])
+    return {w.name: w.shape for w in specs if w.shape is not None}
 
 
 def _fits(actual: tuple[int, ...], expected: tuple[Dim, ...]) -> bool:
@@ -141,7 +98,7 @@ def _layer_problems(layer: Layer, input_shape: tuple[Dim, ...] | None, *, has_co
     else:
         try:
             expected = expected_shapes(layer, input_shape)
-        except _Problem as exc:
+        except ConfigProblem as exc:
             return [str(exc)]
         checked = set(expected) & set(layer.weights)
         for key in sorted(checked):

@@ -270,4 +270,8 @@ def _attach(model: Model, container: h5py.Group | None, name: str, budget: Budge
                 raise FormatError(f"{where}: '{name}' is not a group")
             _attach(layer.model, inner, name, budget, double=double)
             continue
-        assign(layer, _vars(group, where, budget))
+        named = _vars(group, where, budget)
+        cell = child(group, "cell", where) if group is not None and not named else None
+        if isinstance(cell, h5py.Group):  # Keras 3 recurrent layers keep their weights in their cell
+            named = _vars(cell, where, budget)
+        assign(layer, named)

@@ -132,8 +132,13 @@ def _write_container(
             for key in old_vars or []:
                 old_vars.copy(old_vars[key], vars_group, name=key)
         else:
+            target = vars_group
+            old_cell = old_group.get("cell") if old_group is not None else None
+            if isinstance(old_cell, h5py.Group) and isinstance(old_cell.get("vars"), h5py.Group):
+                target = group.require_group("cell").require_group("vars")  # Keras 3 recurrent layers: in the cell
+                target.attrs.update(old_cell["vars"].attrs)
             for i, (_, array, _) in enumerate(layer_arrays(layer)):
                 data = np.asarray(array)
-                vars_group.create_dataset(str(i), data=data, dtype=data.dtype)
+                target.create_dataset(str(i), data=data, dtype=data.dtype)
         if named:
             vars_group.attrs["name"] = layer.name

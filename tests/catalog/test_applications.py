@@ -3,8 +3,7 @@
 Keras in float64 (``keras.config.set_dtype_policy("float64")``, the float32 model's weights) is
 the truth the reference should reproduce to float64 rounding: it must be at least ten times
 closer to it than Keras' own float32 model is (in practice 1e-15 against 1e-6; a few Keras
-preprocessing layers keep float32 steps in a float64 model, hence the relative bound). The
-reference needs no output shapes, so MobileNetV3Small runs although its export does not yet.
+preprocessing layers keep float32 steps in a float64 model, hence the relative bound).
 """
 
 from __future__ import annotations

@@ -32,6 +32,11 @@ APPS = {
     "NASNetMobile": ((32, 32, 3), 1.0),
     "ConvNeXtTiny": ((32, 32, 3), 255.0),
     "VGG16": ((32, 32, 3), 1.0),
+    "ResNet101": ((32, 32, 3), 1.0),
+    "DenseNet169": ((32, 32, 3), 1.0),
+    "EfficientNetB1": ((32, 32, 3), 255.0),
+    "MobileNetV3Large": ((32, 32, 3), 255.0),
+    "VGG19": ((32, 32, 3), 1.0),
 }
 FAST = ["ResNet50", "MobileNetV2"]
 #: tf2onnx 1.17's node count for ResNet50 (docs/keras-formats.md section 5)

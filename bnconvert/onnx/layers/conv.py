@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ...catalog.facts import deconv_output_length
 from ...layerspec import data_format
-from ...shapes import deconv_output_length
 from ..builder import Builder, Call, Tensor
 from ..layout import channels_first, identity
 from ..registry import converts, refuse
