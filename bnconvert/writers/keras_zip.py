@@ -131,6 +131,9 @@ def _write_container(
                 raise OutputError(f"layer {layer.label}: its weights cannot be found in the input to copy")
             for key in old_vars or []:
                 old_vars.copy(old_vars[key], vars_group, name=key)
+            for key in old_group or []:  # its sublayers' weights too (a Keras 3 LSTM's cell ...)
+                if key != "vars" and key not in group and isinstance(old_group.get(key, getlink=True), h5py.HardLink):
+                    old_group.copy(old_group[key], group, name=key)
         else:
             target = vars_group
             old_cell = old_group.get("cell") if old_group is not None else None

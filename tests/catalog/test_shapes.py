@@ -98,6 +98,22 @@ def test_a_conv_lstm2d_model_folds_into_a_file_keras_loads(keras, tmp_path: Path
     np.testing.assert_allclose(keras.saving.load_model(out)(x), model(x), rtol=1e-5, atol=1e-6)
 
 
+def test_a_layer_of_an_unknown_class_keeps_its_sublayer_weights(keras, tmp_path: Path) -> None:
+    """A class the catalog lacks (LSTM) is copied from the input, its cell's group included."""
+    import numpy as np
+
+    from bnconvert.fold.run import fold_file
+
+    inp = keras.Input((5, 3))
+    x = keras.layers.BatchNormalization()(keras.layers.Dense(4)(inp))
+    model = keras.Model(inp, keras.layers.LSTM(3)(x))
+    path, out = tmp_path / "m.keras", tmp_path / "f.keras"
+    model.save(path)
+    fold_file(path, out, check=False)
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
+    np.testing.assert_allclose(keras.saving.load_model(out)(x), model(x), rtol=1e-5, atol=1e-6)
+
+
 # -- tf-keras --------------------------------------------------------------------------------------
 _TFK = r"""
 import json, sys
