@@ -129,6 +129,8 @@ CASES = {
     "cropping3d_dynamic": lambda: seq((None, 8, 8, 2), L.Conv3D(3, 1), L.Cropping3D(((0, 1), (2, 2), (1, 0)))),
     "conv_lstm2d": lambda: seq((4, 30, 30, 3), L.ConvLSTM2D(8, 3, padding="same")),
     "conv_lstm2d_valid": lambda: seq((4, 30, 30, 3), L.ConvLSTM2D(8, 3, strides=2, return_sequences=True)),
+    "conv_lstm2d_cropping3d": lambda: seq((4, 10, 10, 2), L.ConvLSTM2D(3, 3, padding="same", return_sequences=True),
+                                          L.Cropping3D(((1, 0), (1, 1), (2, 0))), L.BatchNormalization()),
 }
 shapes = {}
 for name, build in CASES.items():
@@ -153,7 +155,7 @@ def tfkeras_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[
 
 @pytest.mark.parametrize("fmt", ["h5", "keras"])
 @pytest.mark.parametrize("case", ["cropping3d", "cropping3d_int", "cropping3d_cf", "cropping3d_dynamic", "conv_lstm2d",
-                                  "conv_lstm2d_valid"])
+                                  "conv_lstm2d_valid", "conv_lstm2d_cropping3d"])
 def test_tf_keras_output_shapes(tfkeras_files: tuple[Path, dict[str, list]], case: str, fmt: str) -> None:
     folder, shapes = tfkeras_files
     assert _outputs(folder / f"{case}.{fmt}") == [tuple(shapes[case])]
