@@ -169,3 +169,27 @@ def test_tf_keras_cropping3d_exports(tfkeras_files: tuple[Path, dict[str, list]]
     folder, shapes = tfkeras_files
     export_file(folder / f"{case}.h5", tmp_path / "m.onnx", check=False)
     assert (tmp_path / "m.onnx").stat().st_size > 0
+
+
+def test_every_layer_test_case_gets_keras_output_shapes(keras, tmp_path: Path) -> None:
+    """Every layer of the ONNX layer tests' models (tests/onnx/test_layers.py): the catalog's shape
+    rules give each output exactly the shape Keras 3 gives it."""
+    from ..onnx.test_layers import CASES
+
+    wrong, compared = {}, 0
+    for case, build in sorted(CASES.items()):
+        model = build()
+        path = tmp_path / f"{case}.keras"
+        model.save(path)
+        read = load(path)
+        shapes = infer_shapes(read)
+        for layer in model.layers:
+            if layer.name not in read or type(layer).__name__ == "InputLayer":
+                continue
+            got = [shapes.get(r) for r in shapes if r.layer == layer.name]
+            want = [tuple(t.shape) for t in (layer.output if isinstance(layer.output, list) else [layer.output])]
+            compared += 1
+            if got != want:
+                wrong[f"{case}/{layer.name} ({type(layer).__name__})"] = (got, want)
+    assert not wrong, wrong
+    assert compared > 100
