@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import UnsupportedLayerError
 from ..model import Layer
+from . import checks
 from .facts import Shape, WeightSpec, no_weights, same_shape
 from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
@@ -140,7 +141,7 @@ def apply_activation(layer: Layer, x: np.ndarray, ctx: CallContext, spec: Any = 
     return fn(x, ctx.generation)
 
 
-@defines("Activation", keras1=True, shape=same_shape, weights=no_weights)
+@defines("Activation", keras1=True, shape=same_shape, weights=no_weights, fields={"activation": checks.activation})
 def activation_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [apply_activation(layer, f64(xs[0]), ctx)]
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..model import Layer
 from .activations import apply_activation
+from .checks import activation, boolean, pos_int
 from .facts import Shape, WeightSpec, input_channels, positive
 from .legacy import Keras1Arg as K1
 from .record import CallContext, declares, defines
@@ -32,7 +33,8 @@ def _dense_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[Weight
 #: Keras 1 argument spellings (the reader turns ``input_dim`` into an input shape)
 _KERAS1 = {"Dense": (K1("units", "output_dim"), K1("activation", "activation", "linear"), K1("use_bias", "bias", True))}
 
-@defines("Dense", keras1=_KERAS1, shape=_dense_shape, weights=_dense_weights, fold=producer(("kernel", -1), ("kernel", -2), windowed=False))
+@defines("Dense", keras1=_KERAS1, shape=_dense_shape, weights=_dense_weights,
+         fields={"units": pos_int, "use_bias": boolean, "activation": activation}, fold=producer(("kernel", -1), ("kernel", -2), windowed=False))
 def dense_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Kernel ``(in, units)``; a rank > 2 input is contracted on its last axis only."""
     y = np.matmul(f64(xs[0]), f64(layer.weights["kernel"]))

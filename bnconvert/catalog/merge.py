@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Layer
+from . import checks
 from .facts import Shape, broadcast, no_weights
 from .record import CallContext, declares, defines
 from .util import f64
@@ -59,7 +60,7 @@ def merge_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np
     return [np.asarray(_OPS[layer.class_name](operands(xs, ctx.constants)), dtype=np.float64)]
 
 
-@defines("Concatenate", shape=_concatenate_shape, weights=no_weights)
+@defines("Concatenate", shape=_concatenate_shape, weights=no_weights, fields={"axis": checks.one_axis})
 def concatenate_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [np.concatenate([f64(x) for x in xs], axis=int(layer.config.get("axis", -1)))]
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import UnsupportedLayerError
 from ..model import Layer
+from . import checks
 from .facts import Shape, WeightSpec, no_weights, same_shape
 from .legacy import Keras1Arg as K1
 from .record import CallContext, declares, defines
@@ -32,7 +33,8 @@ _KERAS1 = {"InputLayer": (), "GaussianNoise": (K1("stddev", "sigma", 0.0),),
                                                         "SpatialDropout3D", "GaussianDropout")}}
 
 @defines(*IDENTITY_CLASSES, keras1=_KERAS1, identity=True, fold={"InputLayer": INPUT},  # the others: IDENTITY
-         shape=same_shape, weights=no_weights)
+         shape=same_shape, weights=no_weights, 
+         fields={"InputLayer": {"batch_shape": checks.opt(checks.shape), "batch_input_shape": checks.opt(checks.shape)}})
 def identity_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [f64(xs[0])]
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Layer
+from . import checks
 from .facts import Shape, WeightSpec, same_shape
 from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
@@ -64,7 +65,11 @@ def _bn_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpe
 _KERAS1 = {"BatchNormalization": (K1("axis", "axis", -1), K1("epsilon", "epsilon", 1e-3), K1("momentum", "momentum", 0.99),
                                   K1("keras1_mode", "mode", 0))}
 
-@defines("BatchNormalization", keras1=_KERAS1, shape=same_shape, weights=_bn_weights)
+@defines("BatchNormalization", keras1=_KERAS1, shape=same_shape, weights=_bn_weights,
+         fields={"axis": checks.opt(checks.axis), "epsilon": checks.opt(checks.finite_nonneg), "center": checks.boolean,
+                 "scale": checks.boolean, "momentum": checks.opt(checks.number),
+                 "virtual_batch_size": checks.opt(checks.pos_int), "renorm": checks.boolean,
+                 "keras1_mode": checks.keras1_mode})
 def batch_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     c, w, x = layer.config, layer.weights, f64(xs[0])
     axis = c.get("axis", -1)

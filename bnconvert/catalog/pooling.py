@@ -12,6 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..model import Layer
+from .checks import FORMAT, POOL, boolean
 from .facts import (
     Shape,
     ShapeRule,
@@ -87,7 +88,7 @@ _KERAS1 = {"MaxPooling1D": _K1_POOL1D, "AveragePooling1D": _K1_POOL1D, "MaxPooli
            "AveragePooling2D": _K1_POOL, "AveragePooling3D": _K1_POOL}
 
 @defines("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D", keras1=_KERAS1,
-         shape={name: _pool_shape(n) for name, n in _POOLS.items()}, weights=no_weights,
+         shape={name: _pool_shape(n) for name, n in _POOLS.items()}, weights=no_weights, fields=POOL,
          fold={**dict.fromkeys(("MaxPooling1D", "MaxPooling2D", "MaxPooling3D"), pool(max=True)),
                **dict.fromkeys(("AveragePooling1D", "AveragePooling2D", "AveragePooling3D"), pool(max=False))})
 def pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
@@ -103,7 +104,7 @@ def pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[
 
 @defines("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
          "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D", keras1=True,
-         shape=_global_pool_shape, weights=no_weights,
+         shape=_global_pool_shape, weights=no_weights, fields={"data_format": FORMAT, "keepdims": boolean},
          fold={**dict.fromkeys(("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D"), pool(max=True, global_=True)),
                **dict.fromkeys(("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D"),
                                pool(max=False, global_=True))})

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import UnsupportedLayerError
 from ..model import Layer, Source
+from .checks import Fields
 from .facts import ShapeRule, WeightRule
 from .legacy import Keras1Arg
 from .roles import BARRIER, IDENTITY, FoldRole
@@ -78,6 +79,9 @@ class LayerRecord:
     identity: bool = False
     #: how a BatchNormalization's affine meets the class when folding (see :mod:`.roles`)
     fold: FoldRole = BARRIER
+    #: config field -> its check (:mod:`.checks`): what the readers refuse before anything computes
+    #: with the value; fields not named are not checked
+    fields: Fields = field(default_factory=dict, compare=False, hash=False)
     #: free-form notes on where Keras generations differ for this class
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -92,14 +96,17 @@ def defines(*class_names: str, identity: bool = False, notes: str = "",
             fold: FoldRole | dict[str, FoldRole] | None = None,
             keras1: bool | dict[str, tuple[Keras1Arg, ...]] = False,
             shape: ShapeRule | dict[str, ShapeRule] | None = None,
-            weights: WeightRule | dict[str, WeightRule] | None = None) -> Callable[[Semantics], Semantics]:
+            weights: WeightRule | dict[str, WeightRule] | None = None,
+            fields: Fields | dict[str, Fields] | None = None) -> Callable[[Semantics], Semantics]:
     """Register the decorated function as the float64 semantics of ``class_names``
     (``aliases``: per class, the Keras 1 names the readers turn into it; ``fold``: the fold role
     of every class, or per class; an identity's role defaults to ``IDENTITY``, others' to ``BARRIER``;
     ``keras1``: True when Keras 1 wrote every class under its own name with today's arguments, or,
     per class Keras 1 wrote (under its own name, or only under its ``aliases`` when it has some),
     its Keras 1 argument spellings;
-    ``shape``, ``weights``: the output-shape rule and the weights of every class, or per class)."""
+    ``shape``, ``weights``: the output-shape rule and the weights of every class, or per class;
+    ``fields``: the config checks of every class, or per class (a dict of class names, which are
+    capitalised, where field names are not))."""
 
     def register(func: Semantics) -> Semantics:
         family = func.__module__.rsplit(".", 1)[-1]
@@ -113,7 +120,8 @@ def defines(*class_names: str, identity: bool = False, notes: str = "",
             CATALOG[name] = replace(CATALOG[name], keras1=keras1 is True or (old is not None and name not in (aliases or {})),
                                     keras1_args=tuple(old or ()))
             CATALOG[name] = replace(CATALOG[name], fold=role or (IDENTITY if identity else BARRIER),
-                                    shape=_per_class(shape, name), weights=_per_class(weights, name))
+                                    shape=_per_class(shape, name), weights=_per_class(weights, name),
+                                    fields=_fields_of(fields, name, class_names))
         return func
 
     return register
@@ -121,6 +129,16 @@ def defines(*class_names: str, identity: bool = False, notes: str = "",
 
 def _per_class(value: Any, name: str) -> Any:
     return value.get(name) if isinstance(value, dict) else value
+
+
+def _fields_of(fields: Any, name: str, class_names: Sequence[str]) -> Any:
+    """The checks of class ``name``: ``fields`` is keyed by class when its keys are among the
+    classes being declared, else it is the checks of them all."""
+    if not fields:
+        return {}
+    if any(key in class_names for key in fields):
+        return dict(fields.get(name) or {})
+    return dict(fields)
 
 
 def declares(*class_names: str, module: str, shape: ShapeRule | dict[str, ShapeRule] | None = None,

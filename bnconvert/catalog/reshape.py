@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Layer
+from .checks import FORMAT, dims, pos_int, target_shape
 from .facts import Shape, no_weights
 from .record import CallContext, defines
 from .roles import FLATTEN, RESHAPE
@@ -40,7 +41,7 @@ def _repeat_vector_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
     return [(shapes[0][0], c["n"], *shapes[0][1:])]
 
 
-@defines("Flatten", keras1=True, fold=FLATTEN, shape=_flatten_shape, weights=no_weights)
+@defines("Flatten", keras1=True, fold=FLATTEN, shape=_flatten_shape, weights=no_weights, fields={"data_format": FORMAT})
 def flatten_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Row-major flattening; a channels_first input is first made channels_last (Keras does so)."""
     x = f64(xs[0])
@@ -49,21 +50,22 @@ def flatten_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[
     return [x.reshape(x.shape[0], -1)]
 
 
-@defines("Reshape", keras1=True, fold=RESHAPE, shape=_reshape_shape, weights=no_weights)
+@defines("Reshape", keras1=True, fold=RESHAPE, shape=_reshape_shape, weights=no_weights,
+         fields={"target_shape": target_shape})
 def reshape_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     x = f64(xs[0])
     target = [-1 if t is None else int(t) for t in layer.config.get("target_shape") or []]
     return [x.reshape(x.shape[0], *target)]
 
 
-@defines("Permute", keras1=True, shape=_permute_shape, weights=no_weights)
+@defines("Permute", keras1=True, shape=_permute_shape, weights=no_weights, fields={"dims": dims})
 def permute_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """``dims`` are 1-based and leave the batch axis in place."""
     dims = [int(d) for d in layer.config.get("dims") or []]
     return [np.transpose(f64(xs[0]), (0, *dims))]
 
 
-@defines("RepeatVector", keras1=True, shape=_repeat_vector_shape, weights=no_weights)
+@defines("RepeatVector", keras1=True, shape=_repeat_vector_shape, weights=no_weights, fields={"n": pos_int})
 def repeat_vector_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """``(N, F)`` -> ``(N, n, F)``."""
     x = f64(xs[0])

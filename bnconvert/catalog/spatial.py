@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Layer
+from .checks import FORMAT, amounts, pos_ints
 from .facts import Shape, ShapeRule, assemble, no_weights, settings, split_spatial
 from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
@@ -53,7 +54,8 @@ def _resize_shape(n: int, key: str) -> ShapeRule:
 
 
 def _rules(prefix: str, key: str) -> dict[str, Any]:
-    return {"shape": {f"{prefix}{n}D": _resize_shape(n, key) for n in (1, 2, 3)}, "weights": no_weights}
+    return {"shape": {f"{prefix}{n}D": _resize_shape(n, key) for n in (1, 2, 3)}, "weights": no_weights,
+            "fields": {key: pos_ints if key == "size" else amounts, "data_format": FORMAT}}
 
 
 @defines("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", keras1=_KERAS1, **_rules("ZeroPadding", "padding"))
