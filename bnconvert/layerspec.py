@@ -19,20 +19,11 @@ from .catalog import catalog
 from .catalog.facts import ConfigProblem
 
 __all__ = [
-    "CONV_CLASSES",
-    "TRANSPOSE_CLASSES",
-    "DEPTHWISE_CLASSES",
-    "SEPARABLE_CLASSES",
     "weight_spec",
     "meaning_of",
     "snake_case",
     "data_format",
 ]
-
-CONV_CLASSES = frozenset({"Conv1D", "Conv2D", "Conv3D"})
-TRANSPOSE_CLASSES = frozenset({"Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"})
-DEPTHWISE_CLASSES = frozenset({"DepthwiseConv1D", "DepthwiseConv2D"})
-SEPARABLE_CLASSES = frozenset({"SeparableConv1D", "SeparableConv2D"})
 
 def weight_spec(class_name: str, config: dict[str, Any]) -> list[tuple[str, bool]] | None:
     """The weights of a layer as ``(meaning, trainable)`` in Keras order, or None if unknown:

@@ -5,7 +5,9 @@ Layout, one module per family (mirroring :mod:`bnconvert.onnx.layers`): ``activa
 Masking), ``normalization``, ``pooling``, ``recurrent`` (ConvLSTM, read but not run),
 ``reshape``, ``spatial`` (padding, cropping, upsampling). Beside its ``call``, a record holds
 its output-shape rule and its weights by meaning, both functions of the config and the input
-shapes (:mod:`.facts`); a class bnconvert reads but cannot run has ``call`` None
+shapes (:mod:`.facts`), the checks its config fields must pass (:mod:`.checks`) and, for a
+convolution, its kernel layout (:class:`.facts.KernelLayout`: spatial rank, regular, transposed,
+depthwise or separable); a class bnconvert reads but cannot run has ``call`` None
 (:func:`~.record.declares`). Each declares its
 classes with :func:`~.record.defines`; :data:`CATALOG` is keyed by the same class names as the
 ONNX handler registry, and :mod:`.families` is the one list of family modules.
@@ -48,11 +50,12 @@ check of the export. :mod:`bnconvert.check.reference` runs a whole model with it
 
 from __future__ import annotations
 
+from .facts import KernelLayout
 from .record import CATALOG, CallContext, LayerRecord, Semantics, catalog, defines, record_for
 from .roles import BARRIER, FoldRole
 
 __all__ = ["CATALOG", "CallContext", "LayerRecord", "Semantics", "catalog", "defines", "record_for", "classes",
-           "FoldRole", "fold_role", "identity_classes"]
+           "FoldRole", "fold_role", "identity_classes", "KernelLayout", "kernel_layout"]
 
 
 def classes() -> list[str]:
@@ -64,6 +67,12 @@ def fold_role(class_name: str) -> FoldRole:
     """How a BN's affine meets ``class_name`` when folding (a class the catalog lacks is a barrier)."""
     record = catalog().get(class_name)
     return record.fold if record is not None else BARRIER
+
+
+def kernel_layout(class_name: str) -> KernelLayout | None:
+    """The spatial kernel layout of ``class_name``; None for a class without one (or unknown)."""
+    record = catalog().get(class_name)
+    return record.kernel if record is not None else None
 
 
 def identity_classes() -> tuple[str, ...]:

@@ -19,10 +19,11 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..model import Layer
-from .activations import apply_activation
 from . import checks
+from .activations import apply_activation
 from .facts import (
     Dim,
+    KernelLayout,
     Shape,
     ShapeRule,
     WeightRule,
@@ -218,9 +219,10 @@ def _conv_weights(n: int, kind: str) -> WeightRule:
 
 
 def _rules(kind: str, names: dict[str, int]) -> dict[str, dict[str, Any]]:
-    """``shape=``, ``weights=`` and ``fields=`` arguments of :func:`defines` for classes of one kind, by rank."""
+    """``shape=``, ``weights=``, ``fields=`` and ``kernel=`` arguments of :func:`defines` for classes of one kind, by rank."""
     return {"shape": {name: _conv_shape(n, kind) for name, n in names.items()},
-            "weights": {name: _conv_weights(n, kind) for name, n in names.items()}, "fields": checks.CONV}
+            "weights": {name: _conv_weights(n, kind) for name, n in names.items()}, "fields": checks.CONV,
+            "kernel": {name: KernelLayout(n, kind) for name, n in names.items()}}
 
 
 _K1_CONV = (K1("filters", "nb_filter"), K1("padding", "border_mode", "valid"), K1("activation", "activation", "linear"),

@@ -14,6 +14,11 @@ Every record carries two functions of the layer's config and its input shapes (b
   shapes need that the config lacks or spells wrongly (``filters: -3``) is a
   :class:`ConfigProblem`, worded for the user.
 
+A class with a spatial kernel also carries a :class:`KernelLayout` (its spatial rank and which
+of the layouts of :mod:`bnconvert.catalog` its kernels have): the readers upgrade Keras 1
+kernels and flip Theano ones by it, the writers and the Keras runner read it instead of lists
+of class names.
+
 The helpers below are the arithmetic the family modules share (Keras' ``conv_output_length`` and
 ``deconv_output_length``, channels_last/first splitting, numpy broadcasting of merges).
 """
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "Shape", "Dim", "ShapeRule", "WeightRule", "WeightSpec", "ConfigProblem", "same_shape", "no_weights",
+    "Shape", "Dim", "ShapeRule", "WeightRule", "WeightSpec", "KernelLayout", "ConfigProblem", "same_shape", "no_weights",
     "conv_output_length", "deconv_output_length", "split_spatial", "assemble", "settings", "positive",
     "positives", "input_channels", "broadcast", "times",
 ]
@@ -47,6 +52,34 @@ class WeightSpec:
 
 
 WeightRule = Callable[[dict[str, Any], "list[Shape] | None"], list[WeightSpec]]
+
+
+@dataclass(frozen=True)
+class KernelLayout:
+    """The spatial kernel of a convolution: ``rank`` spatial axes, laid out as ``kind`` says
+    (the kernel layouts of :mod:`bnconvert.catalog`): ``conv`` ``(*k, C_in/groups, filters)``,
+    ``transpose`` ``(*k, filters, C_in)``, ``depthwise`` ``(*k, C, dm)`` in ``depthwise_kernel``,
+    ``separable`` a depthwise kernel then a pointwise ``(*1, C*dm, filters)``."""
+
+    rank: int
+    kind: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("conv", "transpose", "depthwise", "separable"):
+            raise ValueError(f"kernel kind {self.kind!r}")
+
+    @property
+    def transposed(self) -> bool:
+        return self.kind == "transpose"
+
+    @property
+    def depthwise(self) -> bool:
+        """True for a depthwise kernel, alone or followed by a pointwise one (separable)."""
+        return self.kind in ("depthwise", "separable")
+
+    @property
+    def separable(self) -> bool:
+        return self.kind == "separable"
 
 
 class ConfigProblem(Exception):

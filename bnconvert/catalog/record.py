@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import UnsupportedLayerError
 from ..model import Layer, Source
 from .checks import Fields
-from .facts import ShapeRule, WeightRule
+from .facts import KernelLayout, ShapeRule, WeightRule
 from .legacy import Keras1Arg
 from .roles import BARRIER, IDENTITY, FoldRole
 
@@ -79,6 +79,8 @@ class LayerRecord:
     identity: bool = False
     #: how a BatchNormalization's affine meets the class when folding (see :mod:`.roles`)
     fold: FoldRole = BARRIER
+    #: the layout of its spatial kernel (convolutions only; see :class:`.facts.KernelLayout`)
+    kernel: KernelLayout | None = None
     #: config field -> its check (:mod:`.checks`): what the readers refuse before anything computes
     #: with the value; fields not named are not checked
     fields: Fields = field(default_factory=dict, compare=False, hash=False)
@@ -97,7 +99,8 @@ def defines(*class_names: str, identity: bool = False, notes: str = "",
             keras1: bool | dict[str, tuple[Keras1Arg, ...]] = False,
             shape: ShapeRule | dict[str, ShapeRule] | None = None,
             weights: WeightRule | dict[str, WeightRule] | None = None,
-            fields: Fields | dict[str, Fields] | None = None) -> Callable[[Semantics], Semantics]:
+            fields: Fields | dict[str, Fields] | None = None,
+            kernel: KernelLayout | dict[str, KernelLayout] | None = None) -> Callable[[Semantics], Semantics]:
     """Register the decorated function as the float64 semantics of ``class_names``
     (``aliases``: per class, the Keras 1 names the readers turn into it; ``fold``: the fold role
     of every class, or per class; an identity's role defaults to ``IDENTITY``, others' to ``BARRIER``;
@@ -106,7 +109,7 @@ def defines(*class_names: str, identity: bool = False, notes: str = "",
     its Keras 1 argument spellings;
     ``shape``, ``weights``: the output-shape rule and the weights of every class, or per class;
     ``fields``: the config checks of every class, or per class (a dict of class names, which are
-    capitalised, where field names are not))."""
+    capitalised, where field names are not); ``kernel``: the kernel layout, of every class or per class)."""
 
     def register(func: Semantics) -> Semantics:
         family = func.__module__.rsplit(".", 1)[-1]
@@ -121,7 +124,7 @@ def defines(*class_names: str, identity: bool = False, notes: str = "",
                                     keras1_args=tuple(old or ()))
             CATALOG[name] = replace(CATALOG[name], fold=role or (IDENTITY if identity else BARRIER),
                                     shape=_per_class(shape, name), weights=_per_class(weights, name),
-                                    fields=_fields_of(fields, name, class_names))
+                                    fields=_fields_of(fields, name, class_names), kernel=_per_class(kernel, name))
         return func
 
     return register

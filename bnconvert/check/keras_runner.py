@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BnconvertError, FormatError
-from ..layerspec import CONV_CLASSES, DEPTHWISE_CLASSES, SEPARABLE_CLASSES, TRANSPOSE_CLASSES
+from ..catalog import kernel_layout
 from ..model import Model, Source, TensorRef
 from ..readers import sniff
 from ..readers.code import code_in_model, scan_config
@@ -49,8 +49,6 @@ __all__ = ["KerasRunner", "KerasLoadError", "keras_module_for", "keras_available
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'bnconvert[keras]'"
-
-_SPATIAL_KERNELS = CONV_CLASSES | TRANSPOSE_CLASSES | DEPTHWISE_CLASSES | SEPARABLE_CLASSES
 
 
 class KerasLoadError(RunnerUnavailable):
@@ -215,7 +213,7 @@ class KerasRunner(Runner):
                 )
             _refuse_foreign(self.path, what, modules, names)
         if source is not None and source.kernels_flipped and any(
-            layer.class_name in _SPATIAL_KERNELS for _, layer, _ in self.model.walk()
+            kernel_layout(layer.class_name) is not None for _, layer, _ in self.model.walk()
         ):
             # Keras 2 flipped Theano kernels on loading (true convolution -> cross-correlation);
             # tf_keras and Keras 3 load them as stored, so they compute another function.

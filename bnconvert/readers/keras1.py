@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..catalog import LayerRecord, catalog
+from ..catalog import LayerRecord, catalog, kernel_layout
 from ..catalog.legacy import keras1_value
 from ..errors import FormatError
-from ..layerspec import CONV_CLASSES, DEPTHWISE_CLASSES, SEPARABLE_CLASSES, TRANSPOSE_CLASSES
 
 __all__ = ["upgrade_config", "upgrade_weights", "keras1_classes", "MERGE_MODES", "RUNNING_STD", "resolve_running_std",
            "running_std_to_variance", "flip_kernels"]
@@ -270,13 +269,10 @@ def _label(entry: dict[str, Any], cfg: dict[str, Any]) -> str:
     return f"'{name}' ({entry['class_name']})" if isinstance(name, str) else f"of class {entry['class_name']!r}"
 
 
-_SPATIAL = CONV_CLASSES | TRANSPOSE_CLASSES | DEPTHWISE_CLASSES | SEPARABLE_CLASSES
-
-
 def flip_kernels(class_name: str, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Reverse the spatial axes of a convolution kernel (modern layout): Theano's true convolution
     becomes the cross-correlation every other runtime computes (Keras' ``convert_kernel``)."""
-    if class_name not in _SPATIAL:
+    if kernel_layout(class_name) is None:
         return weights
     w = dict(weights)
     for key in ("kernel", "depthwise_kernel"):
@@ -297,17 +293,19 @@ def upgrade_weights(
     """A Keras 1 layer's weights in modern layout (and cross-correlation orientation when ``flip``)."""
     w = dict(weights)
     th = config.get("data_format") == "channels_first"
-    if class_name == "Conv1D" and "kernel" in w and w["kernel"].ndim == 4:
+    kernel = kernel_layout(class_name)
+    kind = kernel.kind if kernel is not None else None
+    if kind == "conv" and kernel.rank == 1 and "kernel" in w and w["kernel"].ndim == 4:
         w["kernel"] = w["kernel"][:, 0]  # (length, 1, in, out) -> (length, in, out)
-    elif class_name in CONV_CLASSES and th and "kernel" in w:
+    elif kind == "conv" and th and "kernel" in w:
         rank = w["kernel"].ndim - 2
         w["kernel"] = np.transpose(w["kernel"], (*range(2, 2 + rank), 1, 0))
-    elif class_name in TRANSPOSE_CLASSES and "kernel" in w:
+    elif kind == "transpose" and "kernel" in w:
         k = w["kernel"]
         if th:
             k = np.transpose(k, (2, 3, 1, 0))
         w["kernel"] = np.swapaxes(k, -1, -2)  # (r, c, in, out) -> (r, c, out, in)
-    elif class_name in SEPARABLE_CLASSES and th:
+    elif kind == "separable" and th:
         w["depthwise_kernel"] = np.transpose(w["depthwise_kernel"], (2, 3, 1, 0))
         w["pointwise_kernel"] = np.transpose(w["pointwise_kernel"], (2, 3, 1, 0))
     if flip:

@@ -14,9 +14,8 @@ import copy
 from typing import Any
 
 from ..errors import OutputError
-from ..layerspec import DEPTHWISE_CLASSES, SEPARABLE_CLASSES, TRANSPOSE_CLASSES
 from ..model import Model
-from ..catalog import fold_role
+from ..catalog import fold_role, kernel_layout
 
 __all__ = ["edit_config", "keras3_compatible", "layer_entries", "entry_name", "MODEL_CLASSES", "OVERRIDE_KEYS"]
 
@@ -183,12 +182,11 @@ def keras3_compatible(config: dict[str, Any]) -> dict[str, Any]:
         if cls in MODEL_CLASSES and isinstance(cfg, (dict, list)):
             keras3_compatible(entry)
         elif isinstance(cfg, dict):
-            if cls in _NO_GROUPS and cfg.get("groups") == 1:
+            kernel = kernel_layout(cls)
+            if kernel is not None and kernel.kind != "conv" and cfg.get("groups") == 1:
                 del cfg["groups"]
-            if cls in SEPARABLE_CLASSES:  # tf.keras inherits these from Conv; they only matter in training
+            if kernel is not None and kernel.separable:  # tf.keras inherits these from Conv; they only matter in training
                 for key in ("kernel_initializer", "kernel_regularizer", "kernel_constraint"):
                     cfg.pop(key, None)
     return config
 
-
-_NO_GROUPS = DEPTHWISE_CLASSES | SEPARABLE_CLASSES | TRANSPOSE_CLASSES
