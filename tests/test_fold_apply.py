@@ -11,6 +11,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 import bnconvert
+from bnconvert.catalog import kernel_layout
 from bnconvert.errors import FoldError
 from bnconvert.fold import fold_model, plan_folds
 from bnconvert.model import Layer, Model, TensorRef
@@ -47,9 +48,10 @@ def _conv(layer: Layer, x: np.ndarray) -> np.ndarray:
     win = win[(slice(None), *(slice(None, None, s) for s in strides))]
     sp = "hw"[:n] if n <= 2 else "dhw"
     kk = "ij"[:n] if n <= 2 else "ijl"
-    if layer.class_name.startswith("Depthwise") or layer.class_name.startswith("Separable"):
+    layout = kernel_layout(layer.class_name)
+    if layout.depthwise:  # depthwise or separable
         y = np.einsum(f"n{sp}c{kk},{kk}cm->n{sp}cm", win, kernel).reshape(*win.shape[: n + 1], -1)
-        if layer.class_name.startswith("Separable"):
+        if layout.separable:
             y = y @ np.asarray(w["pointwise_kernel"], np.float64).reshape(-1, w["pointwise_kernel"].shape[-1])
     else:
         y = np.einsum(f"n{sp}c{kk},{kk}co->n{sp}o", win, kernel)
@@ -84,7 +86,7 @@ def _call(layer: Layer, xs: list[np.ndarray]) -> list[np.ndarray]:
     if cls == "Dense":
         y = x @ layer.weights["kernel"] + (layer.weights["bias"] if layer.config.get("use_bias", True) else 0)
         return [_act(layer.config.get("activation", "linear"), y)]
-    if cls.startswith(("Conv", "DepthwiseConv", "SeparableConv")):
+    if kernel_layout(cls) is not None:  # the convolutions
         return [_conv(layer, x)]
     if cls == "BatchNormalization":
         return [_bn(layer, x)]

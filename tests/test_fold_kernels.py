@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bnconvert.catalog import kernel_layout
 from bnconvert.errors import FoldError
 from bnconvert.fold import kernels as K
 
@@ -210,7 +211,8 @@ BACKWARD_CASES = [
 def _meaning(layer, variable) -> str:  # noqa: ANN001
     name = variable.path.split("/")[-1]
     # Keras 3 calls a depthwise layer's kernel "kernel"; bnconvert's model says depthwise_kernel
-    return "depthwise_kernel" if name == "kernel" and type(layer).__name__.startswith("Depthwise") else name
+    layout = kernel_layout(type(layer).__name__)
+    return "depthwise_kernel" if name == "kernel" and layout is not None and layout.kind == "depthwise" else name
 
 
 def _weights_by_meaning(layer) -> dict[str, np.ndarray]:  # noqa: ANN001
