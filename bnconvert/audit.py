@@ -15,6 +15,7 @@ import numpy as np
 
 from . import __version__
 from .bn import BNParams, Finding, bn_params, findings, is_bn
+from .catalog import catalog
 from .errors import BnconvertError
 from .fold.plan import FoldDecision, plan_folds
 from .layerspec import data_format
@@ -158,11 +159,10 @@ def _channel_axis_of(model: Model, ref: TensorRef, rank: int) -> int | None:
         layer = model[ref.layer]
         if "data_format" in layer.config:
             return 1 if data_format(layer.config) == "channels_first" else rank - 1
-        if layer.class_name == "Dense":
-            return rank - 1
-        if layer.class_name == "InputLayer" or not layer.calls or layer.class_name in ("Reshape", "Permute", "Flatten"):
-            return rank - 1
-        if len(layer.calls[0]) != 1 and layer.class_name not in ("Add", "Multiply", "Average", "Maximum", "Minimum", "Subtract"):
+        family = getattr(catalog().get(layer.class_name), "family", None)
+        if layer.class_name == "InputLayer" or not layer.calls or family in ("dense", "reshape"):
+            return rank - 1  # Dense/Embedding and reshapes put features last, whatever came before
+        if len(layer.calls[0]) != 1 and family != "merge":  # merges keep their inputs' layout
             return None
         ref = layer.calls[0][0]
         seen += 1

@@ -22,7 +22,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TensorRef", "Layer", "Model", "Source"]
+__all__ = ["MODEL_CLASSES", "Layer", "Model", "Source", "TensorRef"]
+
+#: the class names of a model inside a config (a nested model is a layer of one of these)
+MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UnsupportedLayerError
-from ..model import Layer, Model, Source, TensorRef
+from ..model import MODEL_CLASSES, Layer, Model, Source, TensorRef
 from ..shapes import infer_shapes
 from .builder import Builder, Call, Tensor
 from .registry import handlers
 
-__all__ = ["Run", "run_model", "unsupported_layers", "OP_CLASSES", "format_problems"]
+__all__ = ["OP_CLASSES", "Run", "format_problems", "run_model", "unsupported_layers"]
 
 #: Keras 3 operation layers (``keras.src.ops.*``, from ``x + 3.0`` in a functional model) we
 #: export; they share their class name with the merge layer of the same meaning.
 OP_CLASSES = frozenset({"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum"})
 
-_MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 
 @dataclass
@@ -52,7 +51,7 @@ def op_index(config: dict[str, Any] | None, prefix: str = "") -> dict[str, OpInf
         name = entry.get("name") or (entry.get("config") or {}).get("name")
         if not isinstance(name, str):
             continue
-        if entry.get("class_name") in _MODEL_CLASSES:
+        if entry.get("class_name") in MODEL_CLASSES:
             index.update(op_index(entry, f"{prefix}{name}/"))
             continue
         info = OpInfo(module=str(entry.get("module") or ""))

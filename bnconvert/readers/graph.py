@@ -14,11 +14,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import FormatError
-from ..model import Layer, Model, TensorRef
+from ..model import MODEL_CLASSES, Layer, Model, TensorRef
 
-__all__ = ["build_model", "count_layers", "paused_gc", "MODEL_CLASSES", "MAX_LAYERS"]
+__all__ = ["MAX_LAYERS", "build_model", "count_layers", "paused_gc"]
 
-MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 #: A config with more layers than this (nested models included) is refused before anything is
 #: built. The largest real Keras models have a few thousand (NASNetLarge ~1,000, a keras_hub
 #: backbone a few hundred); reading is linear, but a million layers would still take minutes.

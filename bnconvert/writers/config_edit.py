@@ -13,13 +13,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..errors import OutputError
-from ..model import Model
 from ..catalog import fold_role, kernel_layout
+from ..errors import OutputError
+from ..model import MODEL_CLASSES, Model
 
-__all__ = ["edit_config", "keras3_compatible", "layer_entries", "entry_name", "MODEL_CLASSES", "OVERRIDE_KEYS"]
+__all__ = ["OVERRIDE_KEYS", "edit_config", "entry_name", "keras3_compatible", "layer_entries"]
 
-MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 #: config keys a fold may change on a kept layer
 OVERRIDE_KEYS = ("use_bias", "center", "scale")
 _SHAPE_KEYS = ("batch_input_shape", "batch_shape", "input_shape", "input_dim", "input_length")

@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UnsupportedLayerError
-from ..model import Model, TensorRef
+from ..model import MODEL_CLASSES, Model, TensorRef
 from ..readers.keras1 import MERGE_MODES, keras1_classes, upgrade_config
 from ..shapes import infer_shapes
-from .config_edit import MODEL_CLASSES, entry_name, layer_entries
+from .config_edit import entry_name, layer_entries
 
-__all__ = ["keras2_config_from_keras1", "KERAS1_WRITABLE"]
+__all__ = ["KERAS1_WRITABLE", "keras2_config_from_keras1"]
 
 #: classes whose upgraded config is a valid Keras 2 config: the catalog classes Keras 1 wrote
 #: (under their own name or an alias), what its Merge modes became, and Lambda (outside the catalog)
