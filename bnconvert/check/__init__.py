@@ -13,44 +13,56 @@ comparison (``compare``) knows nothing about them. TensorFlow is imported only b
 
 from __future__ import annotations
 
-from .compare import CompareResult, DiffStats, OutputComparison, compare_arrays, compare_outputs, diff_stats
-from .inputs import InputSpec, load_inputs, parse_input_shapes, parse_range, random_inputs
+from .compare import (
+    CompareResult,
+    DiffStats,
+    OutputComparison,
+    compare_arrays,
+    compare_outputs,
+    diff_stats,
+)
+from .inputs import (
+    InputSpec,
+    load_inputs,
+    parse_input_shapes,
+    parse_range,
+    random_inputs,
+)
 from .keras_runner import KerasRunner
 from .locate import LayerDiff, LocateResult, locate_divergence
 from .reference import ReferenceRunner
 from .results import EXPORT_TOLERANCE, FOLD_TOLERANCE, CheckResult, VerifyResult
-from .runners import ExportRunner, OnnxRunner, Runner, RunnerUnavailable
+from .runners import OnnxRunner, Runner, RunnerUnavailable
 from .verify import check_export, check_written, file_kind, open_runner, verify
 
 __all__ = [
-    "verify",
-    "check_written",
-    "check_export",
-    "open_runner",
-    "file_kind",
-    "VerifyResult",
-    "CheckResult",
-    "FOLD_TOLERANCE",
     "EXPORT_TOLERANCE",
+    "FOLD_TOLERANCE",
+    "CheckResult",
     "CompareResult",
-    "OutputComparison",
     "DiffStats",
+    "InputSpec",
+    "KerasRunner",
+    "LayerDiff",
+    "LocateResult",
+    "OnnxRunner",
+    "OutputComparison",
+    "ReferenceRunner",
+    "Runner",
+    "RunnerUnavailable",
+    "VerifyResult",
+    "check_export",
+    "check_written",
     "compare_arrays",
     "compare_outputs",
     "diff_stats",
-    "InputSpec",
-    "random_inputs",
+    "file_kind",
     "load_inputs",
+    "locate_divergence",
+    "open_runner",
     "parse_input_shapes",
     "parse_range",
-    "LocateResult",
-    "LayerDiff",
-    "locate_divergence",
-    "Runner",
-    "OnnxRunner",
-    "ExportRunner",
-    "ReferenceRunner",
-    "KerasRunner",
-    "RunnerUnavailable",
+    "random_inputs",
+    "verify",
 ]
 

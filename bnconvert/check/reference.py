@@ -54,7 +54,7 @@ class blas_threads:
                 import re
 
                 with open("/proc/self/maps", encoding="utf-8") as maps:  # the BLAS numpy loaded
-                    paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so[.\d]*)\s*$", maps.read(), re.M)))
+                    paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so[.\d]*)\s*$", maps.read(), re.MULTILINE)))
                 for path in paths:
                     func = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
                     if func is not None:
@@ -232,9 +232,6 @@ class ReferenceRunner(Runner):
             raise UnsupportedLayerError(f"{path}: bnconvert's float64 reference cannot run {', '.join(missing)}")
         self._constants = _op_constants(self.model)
         self.load_seconds = time.perf_counter() - start
-
-    def release_weights(self) -> None:
-        """Nothing to release: the reference reads the model's own arrays."""
 
     def input_specs(self) -> list[InputSpec]:
         return declared_input_specs(self.model, self.path)

@@ -2,15 +2,13 @@
 
 ``infer(feeds: dict[str, ndarray]) -> dict[str, ndarray]`` runs the model on named inputs and
 returns named outputs; ``input_specs()`` says what to feed; ``layer_outputs(feeds, names)``
-returns intermediate tensors for ``--locate``. Four runners (Polygraphy's backend split):
+returns intermediate tensors for ``--locate``. Three runners (Polygraphy's backend split):
 
 - :class:`OnnxRunner`: onnxruntime on CPU, graph optimisations **off** by default (at its basic
   level ORT folds Conv+BN and MatMul+BN itself, and the check would then prove nothing).
 - :class:`~bnconvert.check.reference.ReferenceRunner` (kind ``"reference"``): the model run in
   float64 numpy from the layer catalog, independent of the ONNX export: the reference when
   TensorFlow is absent or cannot load the file.
-- :class:`ExportRunner`: bnconvert's own *unfolded* ONNX export of a Keras file, run by an
-  :class:`OnnxRunner` (a diagnostic: it shares the layer handlers with what it would check).
 - :class:`~bnconvert.check.keras_runner.KerasRunner`: the real Keras (in its own module, since it
   is the only one that imports TensorFlow, lazily).
 """
@@ -22,16 +20,14 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import BnconvertError, FormatError
-from ..model import Model
 from .inputs import InputSpec
 
-__all__ = ["Runner", "OnnxRunner", "ExportRunner", "RunnerUnavailable", "ONNX_DTYPES"]
+__all__ = ["ONNX_DTYPES", "OnnxRunner", "Runner", "RunnerUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +49,7 @@ class RunnerUnavailable(BnconvertError):
 class Runner(ABC):
     """A model that can be run: feeds in, named outputs back."""
 
-    #: short kind for reports: "keras", "reference", "onnxruntime" or "bnconvert-export"
+    #: short kind for reports: "keras", "reference" or "onnxruntime"
     kind: str = ""
     path: str = ""
 
@@ -240,62 +236,3 @@ class OnnxRunner(Runner):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-# --------------------------------------------------------------------------------- export
-class ExportRunner(Runner):
-    """bnconvert's unfolded ONNX export of a Keras file, in onnxruntime: needs no TensorFlow.
-
-    Every layer, BatchNormalization included, is exported as it is in the file, so this is an
-    independent reference for a folded model (it shares the reader and the layer handlers with
-    bnconvert, not the folding).
-    """
-
-    kind = "bnconvert-export"
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        model: Model | None = None,
-        load_options: Mapping[str, Any] | None = None,
-        optimize: bool = False,
-    ) -> None:
-        super().__init__()
-        from ..readers import load
-
-        self.path = str(path)
-        start = time.perf_counter()
-        self.model = model if model is not None else load(path, **dict(load_options or {}))
-        try:
-            from ..onnx.export import to_onnx_parts
-        except ImportError as exc:
-            raise RunnerUnavailable(f"bnconvert's ONNX export is not available ({exc})") from None
-        from ..text import refuse_unencodable
-
-        refuse_unencodable(self.model, path, "run it in the float64 reference")  # ONNX cannot hold such names
-        proto, constants = to_onnx_parts(self.model, nchw=False)
-        self.onnx = OnnxRunner(proto, optimize=optimize, label=f"unfolded export of {Path(path).name}", initializers=constants)
-        self.load_seconds = time.perf_counter() - start
-
-    def release_weights(self) -> None:
-        """Forget the model and its arrays once onnxruntime holds the weights (see
-        :meth:`OnnxRunner.release_weights`)."""
-        self.model = None  # type: ignore[assignment]
-        self.onnx.release_weights()
-
-    def input_specs(self) -> list[InputSpec]:
-        return self.onnx.input_specs()
-
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._timed(self.onnx.infer, feeds)
-
-    def describe(self) -> str:
-        runtime = self.onnx.describe().split(":")[0]
-        return f"bnconvert's unfolded ONNX export (TensorFlow-free reference) of {self.path}, in {runtime}"
-
-    def layer_names(self) -> list[str]:
-        return self.onnx.layer_names()
-
-    def layer_outputs(self, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
-        return self.onnx.layer_outputs(feeds, names)

@@ -22,16 +22,35 @@ import numpy as np
 
 from ..errors import BnconvertError, FormatError
 from ..model import Model
-from .inputs import MAX_ELEMENTS, check_inputs_file, check_random_size, load_inputs, random_inputs
-from .keras_runner import INSTALL_HINT, KerasLoadError, KerasRunner, keras_available, keras_module_for
+from .inputs import (
+    MAX_ELEMENTS,
+    check_inputs_file,
+    check_random_size,
+    load_inputs,
+    random_inputs,
+)
+from .keras_runner import (
+    INSTALL_HINT,
+    KerasLoadError,
+    KerasRunner,
+    keras_available,
+    keras_module_for,
+)
 from .pairing import bind_inputs, fill_dynamic, run_pair
-from .results import EXPORT_TOLERANCE, FOLD_TOLERANCE, CheckResult, VerifyResult
 from .reference import ReferenceRunner, blas_threads, declared_input_specs
-from .runners import ExportRunner, OnnxRunner, Runner, RunnerUnavailable
+from .results import EXPORT_TOLERANCE, FOLD_TOLERANCE, CheckResult, VerifyResult
+from .runners import OnnxRunner, Runner, RunnerUnavailable
 
 __all__ = [
-    "verify", "check_written", "check_export", "start_reference", "ReferenceAhead", "open_runner", "file_kind",
-    "reading_options", "REFERENCES",
+    "REFERENCES",
+    "ReferenceAhead",
+    "check_export",
+    "check_written",
+    "file_kind",
+    "open_runner",
+    "reading_options",
+    "start_reference",
+    "verify",
 ]
 
 #: what ``verify --reference`` accepts: Keras only, the float64 reference only, or Keras when it
@@ -274,12 +293,6 @@ def _bounded(path: str, model: Model | None, batch: int) -> None:
     check_random_size(fill_dynamic(specs, batch)[0], batch=batch, source=path)
 
 
-def _release(runner: Runner) -> None:
-    """A built-in check runs each side once: a TensorFlow-free runner can forget its arrays."""
-    if isinstance(runner, ExportRunner):
-        runner.release_weights()
-
-
 def check_written(
     original_path: str | os.PathLike[str],
     written_path: str | os.PathLike[str],
@@ -301,7 +314,6 @@ def check_written(
     _bounded(str(original_path), original_model, batch)
     ref, notes = open_runner(str(original_path), load_options=load_options, model=original_model)
     del original_model  # onnxruntime or Keras now holds the weights: never keep them twice
-    _release(ref)
     original, written = str(original_path), str(written_path)
     model = _load(written, load_options)
     module = keras_module_for(model.source)
@@ -321,7 +333,6 @@ def check_written(
     else:
         cand = ReferenceRunner(written, model=model)
     del model
-    _release(cand)
     return _check("fold", original, written, ref, cand, notes, tolerance=FOLD_TOLERANCE, seed=seed, batch=batch)
 
 
@@ -353,7 +364,6 @@ def check_export(
         _bounded(source, original_model, batch)
         ref, notes = open_runner(source, load_options=load_options, model=original_model)
         del original_model  # onnxruntime or Keras now holds the weights: never keep them twice
-        _release(ref)
     cand = OnnxRunner(written)
     return _check("export", source, written, ref, cand, notes, tolerance=EXPORT_TOLERANCE, seed=seed, batch=batch,
                   ahead=ahead)

@@ -14,7 +14,8 @@ import onnx
 import pytest
 
 from bnconvert.check.inputs import random_inputs
-from bnconvert.check.runners import ExportRunner, OnnxRunner, RunnerUnavailable
+from bnconvert.check.reference import ReferenceRunner
+from bnconvert.check.runners import OnnxRunner, RunnerUnavailable
 from bnconvert.model import Layer, Model, Source, TensorRef
 
 from ..conftest import fixture_file
@@ -171,13 +172,13 @@ def test_keras_runner_weights_only_needs_the_architecture() -> None:
     assert "OK tf_keras [(None, 8, 8, 3)]" in proc.stdout
 
 
-# ------------------------------------------------------------------------------- bnconvert export
-def test_export_runner_reproduces_the_keras1_ground_truth() -> None:
+# ------------------------------------------------------------------------------- float64 reference
+def test_float64_reference_reproduces_the_keras1_ground_truth() -> None:
     """The TensorFlow-free reference on Keras 1 files, against the fixtures' independent outputs."""
     for stem in ("k1_tf_seq", "k1_th_model", "k1_conv1d"):
         data = np.load(fixture_file(f"{stem}.expected.npz"))
-        runner = ExportRunner(fixture_file(f"{stem}.h5"))
-        assert runner.kind == "bnconvert-export" and "unfolded" in runner.describe()
+        runner = ReferenceRunner(fixture_file(f"{stem}.h5"))
+        assert runner.kind == "reference" and "float64" in runner.describe()
         (spec,) = runner.input_specs()
         y = runner.infer({spec.name: data["x"]})
         (out,) = y.values()
@@ -185,10 +186,8 @@ def test_export_runner_reproduces_the_keras1_ground_truth() -> None:
         assert err < 1e-5, (stem, err)
 
 
-def test_export_runner_keeps_every_bn_and_exposes_keras_named_tensors() -> None:
-    runner = ExportRunner(fixture_file("k3_chain.keras"))
-    ops = [n.op_type for n in runner.onnx.proto.graph.node]
-    assert ops.count("BatchNormalization") + ops.count("Mul") >= 5  # unfolded: all 5 BN still there
+def test_float64_reference_exposes_keras_named_tensors() -> None:
+    runner = ReferenceRunner(fixture_file("k3_chain.keras"))
     names = runner.layer_names()
     assert {"conv2d", "batch_normalization", "depthwise_conv2d", "dense_1"} <= set(names)
     feeds = random_inputs(runner.input_specs(), batch=2)
@@ -196,7 +195,7 @@ def test_export_runner_keeps_every_bn_and_exposes_keras_named_tensors() -> None:
     np.testing.assert_array_equal(inner["dense_1"], runner.infer(feeds)["dense_1"])
 
 
-def test_export_runner_without_tensorflow() -> None:
+def test_the_tensorflow_free_runner_is_the_float64_reference() -> None:
     data = run_json(
         "import json\nfrom bnconvert.check.verify import open_runner\n"
         "r, notes = open_runner(sys.argv[1])\n"

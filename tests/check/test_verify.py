@@ -223,7 +223,7 @@ FOLD_BOTH_WAYS = """
 import json
 from bnconvert import load
 from bnconvert.check import check_written
-from bnconvert.check.runners import ExportRunner
+from bnconvert.check.reference import ReferenceRunner
 from bnconvert.fold.apply import fold_model
 from bnconvert.writers import write_model
 import numpy as np
@@ -235,7 +235,7 @@ for interpretation in ("variance", "std"):
     path = f"{tmp}/folded_{interpretation}.h5"
     write_model(folded, path, original=original)
     result = check_written(src, path, load_options={"running_std": "variance"})
-    (y,) = ExportRunner(path).infer({"convolution2d_1_input": expected["x"]}).values()
+    (y,) = ReferenceRunner(path).infer({"convolution2d_1_input": expected["x"]}).values()
     out[interpretation] = {
         "passed": bool(result), "error": result.error, "reference": result.reference_kind,
         "checked": result.candidate_kind, "truth_error": float(np.abs(y - expected["y"]).max() / np.abs(expected["y"]).max()),
