@@ -51,10 +51,10 @@ check of the export. :mod:`bnconvert.check.reference` runs a whole model with it
 from __future__ import annotations
 
 from .facts import KernelLayout
-from .record import CATALOG, CallContext, LayerRecord, Semantics, catalog, defines, record_for
+from .record import CATALOG, MASKING, CallContext, LayerRecord, MaskRule, Semantics, catalog, defines, output_masks, record_for
 from .roles import BARRIER, FoldRole
 
-__all__ = ["CATALOG", "CallContext", "LayerRecord", "Semantics", "catalog", "defines", "record_for", "classes",
+__all__ = ["CATALOG", "MASKING", "CallContext", "LayerRecord", "MaskRule", "Semantics", "output_masks", "catalog", "defines", "record_for", "classes",
            "FoldRole", "fold_role", "identity_classes", "KernelLayout", "kernel_layout"]
 
 

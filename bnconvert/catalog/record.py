@@ -21,7 +21,7 @@ from .facts import KernelLayout, ShapeRule, WeightRule
 from .legacy import Keras1Arg
 from .roles import BARRIER, IDENTITY, FoldRole
 
-__all__ = ["LayerRecord", "CallContext", "Semantics", "CATALOG", "defines", "declares", "catalog", "record_for"]
+__all__ = ["LayerRecord", "CallContext", "Semantics", "MaskRule", "MASKING", "output_masks", "CATALOG", "defines", "declares", "catalog", "record_for"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,13 @@ class CallContext:
     source: Source | None = None
     #: per positional argument of the call: None for a tensor, else the constant
     constants: Sequence[Any] | None = None
+    #: per input tensor, the Keras mask it carries (a boolean array, ``(N, T)`` for a sequence),
+    #: None where it carries none (see :data:`MASKING`)
+    masks: Sequence[np.ndarray | None] | None = None
+
+    def mask(self, i: int = 0) -> np.ndarray | None:
+        """The mask of input ``i``, None when it has none."""
+        return self.masks[i] if self.masks is not None and i < len(self.masks) else None
 
     @property
     def generation(self) -> int:
@@ -49,6 +56,21 @@ class CallContext:
 
 #: the float64 inference function of a class: (layer, inputs, context) -> outputs
 Semantics = Callable[[Layer, list[np.ndarray], CallContext], list[np.ndarray]]
+
+#: the output masks of a class that computes its own (``masking="own"``): (layer, inputs, context
+#: with the input masks) -> one mask or None per output
+MaskRule = Callable[[Layer, list[np.ndarray], CallContext], list["np.ndarray | None"]]
+
+#: How a class treats Keras masks (Keras' ``supports_masking`` and ``compute_mask``):
+#:
+#: - ``drop``: the class does not support masking; its outputs carry no mask (Keras 3 drops the
+#:   mask with a warning; tf.keras refuses to build such a model, so no file has one);
+#: - ``keep``: ``supports_masking`` with Keras' default ``compute_mask``: the first output carries
+#:   the first input's mask, and the values ignore it (Dense, Dropout, BatchNormalization ...);
+#: - ``own``: the class reads the masks and/or computes its outputs' masks itself (Embedding,
+#:   Masking, recurrent layers, their wrappers, merges, masked pooling): its record's ``mask``
+#:   rule gives the output masks, its ``call`` reads the input masks from the context.
+MASKING = ("drop", "keep", "own")
 
 
 @dataclass(frozen=True)
@@ -84,6 +106,10 @@ class LayerRecord:
     #: config field -> its check (:mod:`.checks`): what the readers refuse before anything computes
     #: with the value; fields not named are not checked
     fields: Fields = field(default_factory=dict, compare=False, hash=False)
+    #: how the class treats Keras masks (one of :data:`MASKING`)
+    masking: str = "drop"
+    #: for ``masking="own"``: the output masks (None: outputs carry no mask)
+    mask: MaskRule | None = None
     #: free-form notes on where Keras generations differ for this class
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -100,7 +126,9 @@ def defines(*class_names: str, identity: bool = False, notes: str = "",
             shape: ShapeRule | dict[str, ShapeRule] | None = None,
             weights: WeightRule | dict[str, WeightRule] | None = None,
             fields: Fields | dict[str, Fields] | None = None,
-            kernel: KernelLayout | dict[str, KernelLayout] | None = None) -> Callable[[Semantics], Semantics]:
+            kernel: KernelLayout | dict[str, KernelLayout] | None = None,
+            masking: str | dict[str, str] = "drop",
+            mask: MaskRule | dict[str, MaskRule] | None = None) -> Callable[[Semantics], Semantics]:
     """Register the decorated function as the float64 semantics of ``class_names``
     (``aliases``: per class, the Keras 1 names the readers turn into it; ``fold``: the fold role
     of every class, or per class; an identity's role defaults to ``IDENTITY``, others' to ``BARRIER``;
@@ -109,7 +137,9 @@ def defines(*class_names: str, identity: bool = False, notes: str = "",
     its Keras 1 argument spellings;
     ``shape``, ``weights``: the output-shape rule and the weights of every class, or per class;
     ``fields``: the config checks of every class, or per class (a dict of class names, which are
-    capitalised, where field names are not); ``kernel``: the kernel layout, of every class or per class)."""
+    capitalised, where field names are not); ``kernel``: the kernel layout, of every class or per class;
+    ``masking``, ``mask``: how the classes treat Keras masks (:data:`MASKING`) and, for ``own``,
+    the rule of their output masks, of every class or per class)."""
 
     def register(func: Semantics) -> Semantics:
         family = func.__module__.rsplit(".", 1)[-1]
@@ -124,10 +154,18 @@ def defines(*class_names: str, identity: bool = False, notes: str = "",
                                     keras1_args=tuple(old or ()))
             CATALOG[name] = replace(CATALOG[name], fold=role or (IDENTITY if identity else BARRIER),
                                     shape=_per_class(shape, name), weights=_per_class(weights, name),
-                                    fields=_fields_of(fields, name, class_names), kernel=_per_class(kernel, name))
+                                    fields=_fields_of(fields, name, class_names), kernel=_per_class(kernel, name),
+                                    masking=_masking(masking, name), mask=_per_class(mask, name))
         return func
 
     return register
+
+
+def _masking(value: str | dict[str, str], name: str) -> str:
+    policy = value.get(name, "drop") if isinstance(value, dict) else value
+    if policy not in MASKING:
+        raise RuntimeError(f"masking {policy!r} of Keras class {name!r} is not one of {MASKING}")
+    return policy
 
 
 def _per_class(value: Any, name: str) -> Any:
@@ -145,7 +183,8 @@ def _fields_of(fields: Any, name: str, class_names: Sequence[str]) -> Any:
 
 
 def declares(*class_names: str, module: str, shape: ShapeRule | dict[str, ShapeRule] | None = None,
-             weights: WeightRule | dict[str, WeightRule] | None = None, notes: str = "") -> None:
+             weights: WeightRule | dict[str, WeightRule] | None = None, notes: str = "",
+             masking: str | dict[str, str] = "drop") -> None:
     """Records without float64 semantics (``call`` None): classes bnconvert reads, whose shapes
     and weights it knows, but which neither the reference nor the export runs (``module``: the
     family module's ``__name__``)."""
@@ -154,7 +193,7 @@ def declares(*class_names: str, module: str, shape: ShapeRule | dict[str, ShapeR
         if name in CATALOG:
             raise RuntimeError(f"two catalog records for Keras class {name!r}")
         CATALOG[name] = LayerRecord(name, None, family, shape=_per_class(shape, name),
-                                    weights=_per_class(weights, name), notes=notes)
+                                    weights=_per_class(weights, name), notes=notes, masking=_masking(masking, name))
 
 
 def catalog() -> dict[str, LayerRecord]:
@@ -171,3 +210,14 @@ def record_for(layer: Layer) -> LayerRecord:
         raise UnsupportedLayerError(
             f"layer {layer.label}: bnconvert's float64 reference has no semantics for class {layer.class_name!r}")
     return record
+
+
+def output_masks(record: LayerRecord, layer: Layer, xs: list[np.ndarray], context: CallContext,
+                 n_outputs: int) -> list[np.ndarray | None]:
+    """The masks of one call's ``n_outputs`` outputs, by the class's :data:`MASKING` policy."""
+    if record.masking == "own" and record.mask is not None:
+        masks = list(record.mask(layer, xs, context))
+        return (masks + [None] * n_outputs)[:n_outputs]
+    if record.masking == "keep":
+        return [context.mask(0)] + [None] * (n_outputs - 1)
+    return [None] * n_outputs

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..catalog.record import output_masks
 from ..errors import BnconvertError, UnsupportedLayerError
 from ..model import Layer, Model, TensorRef
 from .inputs import InputSpec
@@ -126,46 +127,61 @@ class _Executor:
         from ..catalog import CallContext, catalog
 
         self.table = catalog()
+        self.out_masks: list[np.ndarray | None] = []
         self.constants = constants
         self.source = source
         self.context = CallContext
         self.keep: set[str] | None = None
         self.kept: dict[str, np.ndarray] = {}
 
-    def run(self, model: Model, inputs: list[np.ndarray], path: str = "") -> list[np.ndarray]:
+    def run(self, model: Model, inputs: list[np.ndarray], path: str = "",
+            masks: list[np.ndarray | None] | None = None) -> list[np.ndarray]:
+        """``model``'s outputs; their Keras masks are left in :attr:`out_masks`. ``masks``: the
+        masks the inputs carry (a nested model's caller passes its own)."""
         env: dict[TensorRef, np.ndarray] = dict(zip(model.inputs, inputs))
+        menv: dict[TensorRef, np.ndarray] = {r: m for r, m in zip(model.inputs, masks or []) if m is not None}
         order = _order(model)
         uses = Counter(r for layer, k in order for r in layer.calls[k])
         uses.update(model.outputs)
         for layer, k in order:
             xs = [env[r] for r in layer.calls[k]]
+            ms = [menv.get(r) for r in layer.calls[k]]
             name = f"{path}{layer.name}" + (f"/call{k}" if k else "")
-            outs = self._call(layer, k, xs, name, f"{path}{layer.name}")
-            for i, y in enumerate(outs):
+            outs, out_masks = self._call(layer, k, xs, ms, name, f"{path}{layer.name}")
+            for i, (y, m) in enumerate(zip(outs, out_masks)):
                 env[TensorRef(layer.name, k, i)] = y
+                if m is not None:
+                    menv[TensorRef(layer.name, k, i)] = m
             if self.keep is not None and len(outs) == 1 and name in self.keep:
                 self.kept[name] = outs[0]
             for r in layer.calls[k]:  # forget what no later call reads
                 uses[r] -= 1
                 if uses[r] <= 0 and r not in model.inputs:
                     env.pop(r, None)
+                    menv.pop(r, None)
         missing = [str(r) for r in model.outputs if r not in env]
         if missing:
             raise BnconvertError(f"model '{model.name}': outputs {', '.join(missing)} are not connected to its inputs")
+        self.out_masks = [menv.get(r) for r in model.outputs]
         return [env[r] for r in model.outputs]
 
-    def _call(self, layer: Layer, k: int, xs: list[np.ndarray], name: str, path: str) -> list[np.ndarray]:
+    def _call(self, layer: Layer, k: int, xs: list[np.ndarray], ms: list[np.ndarray | None], name: str,
+              path: str) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
         if layer.model is not None:
             if len(xs) != len(layer.model.inputs):
                 raise UnsupportedLayerError(
                     f"'{name}' ({layer.source_class}: called with {len(xs)} inputs, the model has {len(layer.model.inputs)})")
-            return self.run(layer.model, xs, f"{name}/")
+            outs = self.run(layer.model, xs, f"{name}/", ms)
+            return outs, self.out_masks
         record = self.table.get(layer.class_name)
         if record is None or record.call is None:
             raise UnsupportedLayerError(f"'{name}' ({layer.source_class}): no float64 semantics for this class")
         info = self.constants.get(path)
         constants = info.constants[k] if info is not None and k < len(info.constants) else None
-        return record.call(layer, xs, self.context(source=self.source, constants=constants))
+        context = self.context(source=self.source, constants=constants,
+                               masks=ms if any(m is not None for m in ms) else None)
+        outs = record.call(layer, xs, context)
+        return outs, output_masks(record, layer, xs, context, len(outs))
 
 
 def _op_constants(model: Model) -> dict[str, Any]:

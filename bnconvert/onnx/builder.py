@@ -63,6 +63,15 @@ class Call:
     #: Keras 3 operation layers (``x + 3.0``): positional arguments, ``None`` where a tensor goes
     constants: list[Any] | None = None
     source: Source | None = None
+    #: per input, the Keras mask it carries: a bool tensor (``(N, T)`` for a sequence), or None
+    masks: list[Tensor | None] = field(default_factory=list)
+    #: set by a handler of a class that computes its own output masks (catalog masking ``own``):
+    #: one bool tensor or None per output; left None, the class's catalog policy decides
+    out_masks: list[Tensor | None] | None = None
+
+    def mask(self, i: int = 0) -> Tensor | None:
+        """The mask of input ``i``, None when it has none."""
+        return self.masks[i] if i < len(self.masks) else None
 
     @property
     def config(self) -> dict[str, Any]:

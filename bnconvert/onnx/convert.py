@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..catalog import catalog
 from ..errors import UnsupportedLayerError
 from ..model import MODEL_CLASSES, Layer, Model, Source, TensorRef
 from ..shapes import infer_shapes
@@ -108,6 +109,8 @@ class Run:
     source: Source | None
     ops: dict[str, OpInfo]
     problems: list[str] = field(default_factory=list)
+    #: the Keras masks of the outputs of the model :func:`run_model` converted last
+    out_masks: list[Tensor | None] = field(default_factory=list)
 
 
 def _call_name(prefix: str, layer: Layer, k: int) -> str:
@@ -118,16 +121,20 @@ def _n_outputs(layer: Layer) -> int:
     return len(layer.model.outputs) if layer.model is not None else 1
 
 
-def run_model(run: Run, model: Model, inputs: list[Tensor], *, prefix: str = "", path: str = "") -> list[Tensor | None]:
+def run_model(run: Run, model: Model, inputs: list[Tensor], *, prefix: str = "", path: str = "",
+              masks: list[Tensor | None] | None = None) -> list[Tensor | None]:
     """Convert every call of ``model`` with ``inputs`` bound to its inputs; returns its outputs
-    (``None`` for an output that depends on an unsupported layer)."""
+    (``None`` for an output that depends on an unsupported layer). ``masks``: the Keras masks the
+    inputs carry; the outputs' masks are left in ``run.out_masks``."""
     table = handlers()
+    records = catalog()
     shapes = infer_shapes(model, [t.shape for t in inputs])
     env: dict[TensorRef, Tensor | None] = dict(zip(model.inputs, inputs))
+    menv: dict[TensorRef, Tensor] = {r: m for r, m in zip(model.inputs, masks or []) if m is not None}
     for wave in _waves(model, set(env)):
         for i, k in wave:
             layer = model.layers[i]
-            refs = [TensorRef(layer.name, k, j) for j in range(_n_outputs(layer))]
+            refs = _output_refs(layer, k, shapes)
             if any(r not in env for r in layer.calls[k]):
                 continue  # an output index its producer does not have: it never exists
             xs = [env[r] for r in layer.calls[k]]
@@ -140,24 +147,48 @@ def run_model(run: Run, model: Model, inputs: list[Tensor], *, prefix: str = "",
                 out_shapes=[shapes.get(r) for r in refs],
                 constants=info.constants[k] if info and k < len(info.constants) else None,
                 source=run.source,
+                masks=[menv.get(r) for r in layer.calls[k]],
             )
             try:
                 if layer.model is None and any(s is None for s in call.out_shapes):
                     raise UnsupportedLayerError(f"'{call.name}' ({layer.source_class}: output shape unknown)")
                 if layer.model is None:
                     outs = table[layer.class_name](run.builder, call)
+                    out_masks = _out_masks(records.get(layer.class_name), call, len(outs))
                 else:
                     outs = _inline(run, call, f"{path}{layer.name}/")
+                    out_masks = run.out_masks
             except UnsupportedLayerError as exc:
                 if str(exc):
                     run.problems.append(str(exc))
                 env.update(dict.fromkeys(refs))
                 continue
             env.update(zip(refs, outs))
+            menv.update((r, m) for r, m in zip(refs, out_masks) if m is not None)
     missing = [str(r) for r in model.outputs if r not in env]
     if missing and not run.problems:
         raise UnsupportedLayerError(f"model '{model.name}': outputs {', '.join(missing)} are not connected to its inputs")
+    run.out_masks = [menv.get(r) for r in model.outputs]
     return [env.get(r) for r in model.outputs]
+
+
+def _output_refs(layer: Layer, k: int, shapes: dict[TensorRef, Any]) -> list[TensorRef]:
+    """The outputs of call ``k``: a nested model's outputs, else as many as the shape rule gave."""
+    n = len(layer.model.outputs) if layer.model is not None else 1
+    while layer.model is None and TensorRef(layer.name, k, n) in shapes:
+        n += 1
+    return [TensorRef(layer.name, k, j) for j in range(n)]
+
+
+def _out_masks(record: Any, call: Call, n: int) -> list[Tensor | None]:
+    """The masks of a handler's ``n`` outputs: what an ``own`` handler set, else the catalog's policy."""
+    if call.out_masks is not None:
+        return (list(call.out_masks) + [None] * n)[:n]
+    if record is not None and record.masking == "keep":
+        return [call.mask(0)] + [None] * (n - 1)
+    if record is not None and record.masking == "own" and any(m is not None for m in call.masks):
+        raise UnsupportedLayerError(f"'{call.name}' ({call.layer.source_class}: its output mask is not exported)")
+    return [None] * n
 
 
 def _waves(model: Model, known: set[TensorRef]) -> list[list[tuple[int, int]]]:
@@ -212,7 +243,7 @@ def _inline(run: Run, call: Call, path: str) -> list[Tensor]:
         raise UnsupportedLayerError(
             f"'{call.name}' ({call.layer.source_class}: called with {len(call.inputs)} inputs, the model has {len(inner.inputs)})"
         )
-    outs = run_model(run, inner, call.inputs, prefix=f"{call.name}/", path=path)
+    outs = run_model(run, inner, call.inputs, prefix=f"{call.name}/", path=path, masks=call.masks)
     if any(o is None for o in outs):
         raise UnsupportedLayerError("")  # the inner problem is already recorded
     return outs  # type: ignore[return-value]
