@@ -53,6 +53,28 @@ def fixture_file(name: str) -> Path:
     return path
 
 
+def sequence_corpus_dir() -> Path:
+    """The sequence corpus ``files`` folder (may not exist): ``$BNCONVERT_SEQUENCE_CORPUS``,
+    default ``../shared/sequence-corpus`` beside the checkout."""
+    base = Path(os.environ.get("BNCONVERT_SEQUENCE_CORPUS", ROOT.parent / "shared" / "sequence-corpus"))
+    return base / "files" if (base / "files").is_dir() else base
+
+
+def sequence_corpus_file(name: str) -> Path:
+    """One sequence-corpus file by (a unique prefix of) its name; skips when the folder is
+    absent, fails under CI."""
+    folder = sequence_corpus_dir()
+    if not folder.is_dir():
+        message = f"sequence corpus not found at {folder} (set BNCONVERT_SEQUENCE_CORPUS)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    matches = sorted(p for p in folder.iterdir() if p.name.startswith(name))
+    if not matches:
+        pytest.fail(f"sequence corpus file {name!r} not found in {folder}")
+    return matches[0]
+
+
 @pytest.fixture
 def corpus() -> Path:
     return require_corpus()
