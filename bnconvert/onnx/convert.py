@@ -117,10 +117,6 @@ def _call_name(prefix: str, layer: Layer, k: int) -> str:
     return f"{prefix}{layer.name}" + (f"/call{k}" if k else "")
 
 
-def _n_outputs(layer: Layer) -> int:
-    return len(layer.model.outputs) if layer.model is not None else 1
-
-
 def run_model(run: Run, model: Model, inputs: list[Tensor], *, prefix: str = "", path: str = "",
               masks: list[Tensor | None] | None = None) -> list[Tensor | None]:
     """Convert every call of ``model`` with ``inputs`` bound to its inputs; returns its outputs
