@@ -184,16 +184,17 @@ def _fields_of(fields: Any, name: str, class_names: Sequence[str]) -> Any:
 
 def declares(*class_names: str, module: str, shape: ShapeRule | dict[str, ShapeRule] | None = None,
              weights: WeightRule | dict[str, WeightRule] | None = None, notes: str = "",
-             masking: str | dict[str, str] = "drop") -> None:
+             masking: str | dict[str, str] = "drop", fold: FoldRole | dict[str, FoldRole] | None = None) -> None:
     """Records without float64 semantics (``call`` None): classes bnconvert reads, whose shapes
     and weights it knows, but which neither the reference nor the export runs (``module``: the
-    family module's ``__name__``)."""
+    family module's ``__name__``; ``fold``: the fold role, as for :func:`defines`)."""
     family = module.rsplit(".", 1)[-1]
     for name in class_names:
         if name in CATALOG:
             raise RuntimeError(f"two catalog records for Keras class {name!r}")
         CATALOG[name] = LayerRecord(name, None, family, shape=_per_class(shape, name),
-                                    weights=_per_class(weights, name), notes=notes, masking=_masking(masking, name))
+                                    weights=_per_class(weights, name), notes=notes, masking=_masking(masking, name),
+                                    fold=_per_class(fold, name) or BARRIER)
 
 
 def catalog() -> dict[str, LayerRecord]:
