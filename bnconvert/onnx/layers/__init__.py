@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from . import activations, conv, dense, merge, misc, norm, pooling, reshape, spatial
+from . import activations, conv, dense, merge, misc, norm, pooling, reshape, sequence, spatial
 
-__all__ = ["activations", "conv", "dense", "merge", "misc", "norm", "pooling", "reshape", "spatial"]
+__all__ = ["activations", "conv", "dense", "merge", "misc", "norm", "pooling", "reshape", "sequence", "spatial"]
