@@ -1,0 +1,171 @@
+"""ConvLSTM1D/2D/3D: every step's input convolution at once, then a Scan over time whose body
+holds the recurrent convolution and the gates.
+
+ONNX has no convolutional LSTM, so the recurrence is a ``Scan`` (dynamic batch and dynamic
+number of steps; the spatial sizes are static, as Keras requires them). The input convolution
+does not depend on the state, so it runs once over all ``N*T`` images before the Scan::
+
+    x (N, T, C, *S) -> Reshape (N*T, C, *S) -> Conv(kernel, strides, padding, dilation) + bias
+      -> Reshape (N, T, 4F, *S') -> Scan over axis 1 (reversed for go_backwards), states h, c (N, F, *S')
+    body: z = xg_t + Conv(h, recurrent_kernel, stride 1, 'same'); i, f, g, o = Split(z, 4, axis 1)
+          c = rec(f)*c + rec(i)*act(g); h = rec(o)*act(c)   [a mask: Where(m_t, new, old)]
+
+Kernels go from Keras' ``(*k, C, 4F)`` to ONNX ``(4F, C, *k)``; the gate order i, f, c, o stays on
+the output-channel axis. Everything inside is channels-first; the outputs are held channels-first
+and the builder transposes them only where a consumer needs Keras' layout. The body's weights
+are its own initializers (a subgraph that read outer initializers would hide them from the
+export's pruning of unread values). A mask is the catalog's rule (:mod:`bnconvert.catalog.conv_lstm`):
+the step's mask with trailing unit axes, broadcast against the state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from ...catalog.activations import activation_name
+from ...catalog.facts import conv_output_length
+from ...layerspec import data_format
+from ..builder import Builder, Call, Tensor
+from ..layout import channels_first, held_shape, identity, same_memory_order
+from ..registry import converts, refuse
+from .activations import ACTIVATIONS, emit_activation
+from .conv import window_pads
+
+__all__ = ["conv_lstm"]
+
+_LINEAR = ("linear", None)
+
+
+def _ints(value: Any, n: int) -> list[int]:
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)] * n
+
+
+def _activation(call: Call, key: str, default: str) -> str:
+    """The Keras name of the ``key`` activation, refused when ONNX has no emitter for it."""
+    spec = call.config.get(key, default)
+    name = "linear" if spec is None else activation_name(spec)
+    if name not in _LINEAR and name not in ACTIVATIONS:
+        raise refuse(call, f"{key} {name or spec!r} is not supported")
+    return name or "linear"
+
+
+def _step_mask(b: Builder, call: Call, mask: Tensor, state_keras: tuple, state_perm: tuple) -> str:
+    """The mask ``(N, T, *m)`` reshaped so that its step ``(N, *held)`` broadcasts against the
+    state held channels-first, as Keras broadcasts ``(N, *m, 1, ...)`` against the Keras state."""
+    m = tuple(mask.shape[2:])
+    if any(d is None for d in m) or m != tuple(state_keras[1:1 + len(m)]):
+        raise refuse(call, f"a mask of shape {mask.shape} does not fit the state {state_keras}")
+    expanded = (state_keras[0], *m, *(1,) * (len(state_keras) - 1 - len(m)))
+    if not same_memory_order(expanded, identity(len(expanded)), state_perm):
+        raise refuse(call, f"a mask of shape {mask.shape} on the channel axis is not supported")
+    held = held_shape(expanded, state_perm)
+    source = b.view(mask, identity(mask.rank))
+    return b.node("Reshape", [source, b.ints(f"{call.name}/mask_shape", [0, 0, *held[1:]])], name=f"{call.name}/mask")
+
+
+def _body(b: Builder, call: Call, base: str, recurrent: np.ndarray, filters: int, masked: bool,
+          state_dims: list[int]) -> Any:
+    """The Scan body: ``(h, c, xg_t[, m_t]) -> (h, c, h as the step's output)``."""
+    n = recurrent.ndim - 2
+    body = Builder(b.opset)
+    name = lambda what: f"{base}/{what}"  # noqa: E731 - the body's names, unique in the whole model
+    h, c, xg, m = (body.claim(name(v)) for v in ("h_in", "c_in", "xg_t", "mask_t"))
+    act = _activation(call, "activation", "tanh")
+    rec = _activation(call, "recurrent_activation", "sigmoid" if call.generation >= 3 else "hard_sigmoid")
+    ks = list(recurrent.shape[:n])
+    pads = window_pads(call, state_dims, ks, [1] * n, [1] * n, "same")
+    w = body.const(name("recurrent_kernel"), np.transpose(recurrent, (n + 1, n, *range(n))))
+    r = body.node("Conv", [h, w], name=name("recurrent_conv"), kernel_shape=ks, strides=[1] * n, **pads)
+    z = body.node("Add", [xg, r], name=name("z"))
+    gates = [body.fresh(name(g)) for g in ("zi", "zf", "zg", "zo")]
+    body.nodes.append(helper.make_node("Split", [z, body.ints(name("split"), [filters] * 4)], gates,
+                                       name=name("split"), axis=1))
+
+    def apply(what: str, x: str, fn: str) -> str:
+        return emit_activation(body, fn, x, node=name(what), out=name(what), axis=1 if call.config.get(
+            "data_format") != "channels_first" else n + 1, generation=call.generation)
+
+    i, f, o = (apply(g, v, rec) for g, v in zip(("i", "f", "o"), (gates[0], gates[1], gates[3])))
+    cell = body.node("Add", [body.node("Mul", [f, c], name=name("f_c")),
+                             body.node("Mul", [i, apply("g", gates[2], act)], name=name("i_g"))], name=name("c_new"))
+    out = body.node("Mul", [o, apply("act_c", cell, act)], name=name("h_new"))
+    if masked:
+        out = body.node("Where", [m, out, h], name=name("h_kept"))
+        cell = body.node("Where", [m, cell, c], name=name("c_kept"))
+    seq = body.node("Identity", [out], name=name("h_t"))
+    state = [None, filters, *state_dims]
+    info = lambda v, t=TensorProto.FLOAT: helper.make_tensor_value_info(v, t, None)  # noqa: E731
+    inputs = [info(h), info(c), info(xg)] + ([info(m, TensorProto.BOOL)] if masked else [])
+    inputs[0] = helper.make_tensor_value_info(h, TensorProto.FLOAT, state)
+    inputs[1] = helper.make_tensor_value_info(c, TensorProto.FLOAT, state)
+    outputs = [helper.make_tensor_value_info(v, TensorProto.FLOAT, state) for v in (out, cell, seq)]
+    inits = [numpy_helper.from_array(v, k) for k, v in body.constants.items()]
+    return helper.make_graph(body.nodes, base, inputs, outputs, initializer=inits)
+
+
+@converts("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
+def conv_lstm(b: Builder, call: Call) -> list[Tensor]:
+    weights, c = call.layer.weights, call.config
+    kernel, recurrent = weights.get("kernel"), weights.get("recurrent_kernel")
+    if kernel is None or recurrent is None:
+        raise refuse(call, "kernel or recurrent_kernel missing")
+    n = kernel.ndim - 2
+    fmt = data_format(c)
+    first = fmt == "channels_first"
+    x, rank = call.x, call.x.rank
+    if rank != n + 3:
+        raise refuse(call, f"rank-{rank} input, expected {n + 3}")
+    sizes = list(x.shape[3:] if first else x.shape[2:-1])
+    channels = x.shape[2] if first else x.shape[-1]
+    if any(s is None for s in sizes) or channels is None:
+        raise refuse(call, f"input {x.shape}: the spatial sizes and channels must be known")
+    filters = int(kernel.shape[-1]) // 4
+    ks = list(kernel.shape[:n])
+    strides, dilations = _ints(c.get("strides", 1), n), _ints(c.get("dilation_rate", 1), n)
+    padding = str(c.get("padding", "valid")).lower()
+    out_sizes = [conv_output_length(s, k, padding, t, d) for s, k, t, d in zip(sizes, ks, strides, dilations)]
+    # the input convolution of every step at once: (N*T, C, *S) -> (N*T, 4F, *S')
+    xv = b.view(x, identity(rank) if first else (0, 1, rank - 1, *range(2, rank - 1)))
+    images = b.node("Reshape", [xv, b.ints(f"{call.name}/images_shape", [-1, channels, *sizes])], name=f"{call.name}/images")
+    bias = weights.get("bias")
+    bias_in = [] if bias is None or c.get("use_bias", True) is False else [b.const(f"{call.name}/bias", np.asarray(bias).reshape(-1))]
+    w = b.const(f"{call.name}/kernel", np.transpose(kernel, (n + 1, n, *range(n))))
+    conv = b.node("Conv", [images, w, *bias_in], name=f"{call.name}/input_conv", kernel_shape=ks, strides=strides,
+                  dilations=dilations, **window_pads(call, sizes, ks, strides, dilations, padding))
+    shape = b.node("Shape", [xv], name=f"{call.name}/shape")
+    batch_time = b.node("Slice", [shape, b.ints(f"{call.name}/zero", [0]), b.ints(f"{call.name}/two", [2])],
+                        name=f"{call.name}/batch_time")
+    seq_shape = b.node("Concat", [batch_time, b.ints(f"{call.name}/gates_shape", [4 * filters, *out_sizes])],
+                       name=f"{call.name}/seq_shape", axis=0)
+    xg = b.node("Reshape", [conv, seq_shape], name=f"{call.name}/input_gates")
+    # zero initial states (N, F, *S'); a stateful layer starts from zeros too, as a loaded model does
+    batch = b.node("Slice", [shape, b.ints(f"{call.name}/zero", [0]), b.ints(f"{call.name}/one", [1])], name=f"{call.name}/batch")
+    state_shape = b.node("Concat", [batch, b.ints(f"{call.name}/state_dims", [filters, *out_sizes])],
+                         name=f"{call.name}/state_shape", axis=0)
+    zeros = b.node("ConstantOfShape", [state_shape], name=f"{call.name}/zeros",
+                   value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
+    state_perm = identity(n + 2) if first else channels_first(n + 2)
+    state_keras = (None, filters, *out_sizes) if first else (None, *out_sizes, filters)
+    mask = call.mask(0)
+    scan_in = [xg] + ([_step_mask(b, call, mask, state_keras, state_perm)] if mask is not None else [])
+    base = b.fresh(f"{call.name}/step")
+    graph = _body(b, call, base, recurrent, filters, mask is not None, out_sizes)
+    outs = [b.fresh(call.name if not c.get("return_sequences") else f"{call.name}/h"), b.fresh(f"{call.name}/c"),
+            b.fresh(call.name if c.get("return_sequences") else f"{call.name}/sequence")]
+    backwards = 1 if c.get("go_backwards") else 0
+    b.nodes.append(helper.make_node("Scan", [zeros, zeros, *scan_in], outs, name=b.fresh(f"{call.name}/scan"), body=graph,
+                                    num_scan_inputs=len(scan_in), scan_input_axes=[1] * len(scan_in),
+                                    scan_input_directions=[backwards] * len(scan_in), scan_output_axes=[1]))
+    h, cell, seq = outs
+    seq_perm = identity(rank) if first else (0, 1, rank - 1, *range(2, rank - 1))
+    first_out = b.tensor(call.out_shapes[0], seq_perm, seq) if c.get("return_sequences") else \
+        b.tensor(call.out_shapes[0], state_perm, h)
+    results = [first_out]
+    if c.get("return_state"):
+        results += [b.tensor(call.out_shapes[1], state_perm, h), b.tensor(call.out_shapes[2], state_perm, cell)]
+    out_mask = mask if c.get("return_sequences") else None
+    call.out_masks = [out_mask] + [None] * (len(results) - 1)
+    return results
