@@ -15,12 +15,37 @@ Weights by meaning, in Keras' order, gates side by side on the last axis:
 - RNN: its cell's weights (a stack of cells: ``cells/<i>/kernel`` ..., cell by cell).
 
 Keras 1 per-gate weights and CuDNNLSTM/CuDNNGRU layouts are turned into these by the readers.
+
+Semantics (Keras 3 ``keras/src/layers/rnn/{rnn,simple_rnn,lstm,gru}.py`` and the TensorFlow
+backend's ``rnn()``, which tf.keras and Keras 1/2 share step for step):
+
+- the states start at zero, or at the call's extra inputs (``initial_state``: ``[x, h0, c0]``,
+  a stack's states cell after cell); a ``stateful`` layer's states are taken as zero too (a
+  fresh model: bnconvert never carries states between calls);
+- ``go_backwards`` reverses the input in time and returns the outputs *in processing order*
+  (the first output step is the last input step); Keras does not reverse them back, only
+  Bidirectional does;
+- a masked step (``mask[:, t]`` False) keeps every state, and its output is the previous output
+  (zeros before the first unmasked step), or zero when ``zero_output_for_mask`` (which
+  Bidirectional forces to ``return_sequences``); a fully masked row gives the initial states;
+- dropouts and ``unroll``/``implementation`` change nothing at inference;
+- ``hard_sigmoid`` is the generation's (Keras 1/2, tf.keras ``clip(0.2x + 0.5)``, Keras 3
+  ``clip(x/6 + 0.5)``), as every activation from :mod:`.activations`.
+
+Masks: the output carries the input's mask with ``return_sequences``, else none; states none.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from ..errors import UnsupportedLayerError
+from ..model import Layer
+from .activations import ACTIVATIONS, activation_name
 from .facts import (
     ConfigProblem,
     Shape,
@@ -29,9 +54,10 @@ from .facts import (
     WeightSpec,
     positive,
 )
-from .record import declares
+from .record import CallContext, defines
+from .util import f64
 
-__all__ = ["CELL_CLASSES", "cell_configs", "recurrent_weights"]
+__all__ = ["CELL_CLASSES", "cell_configs", "recurrent_weights", "recurrent_layer", "recurrent_masks", "run_cells"]
 
 #: the layer classes that are one cell run over time, and the cell class of each
 CELL_CLASSES = {"SimpleRNN": "SimpleRNNCell", "LSTM": "LSTMCell", "GRU": "GRUCell"}
@@ -108,6 +134,169 @@ def _recurrent_shape(class_name: str) -> ShapeRule:
     return rule
 
 
-_RECURRENT = (*CELL_CLASSES, "RNN")
-declares(*_RECURRENT, module=__name__, shape={name: _recurrent_shape(name) for name in _RECURRENT},
-         weights={name: recurrent_weights(name) for name in _RECURRENT})
+_RECURRENT_CLASSES = (*CELL_CLASSES, "RNN")
+
+
+def _default_recurrent_activation(ctx: CallContext) -> str:
+    """What a config without ``recurrent_activation`` meant: Keras 1 (``inner_activation``) and
+    standalone Keras 2 before 2.3 defaulted to ``hard_sigmoid``, later Keras to ``sigmoid``
+    (saved configs always name it; this only matters for hand-written ones)."""
+    version = ctx.keras_version
+    old = ctx.generation == 1 or (ctx.generation == 2 and version is not None and version < (2, 3))
+    return "hard_sigmoid" if old else "sigmoid"
+
+
+def _function(layer: Layer, spec: Any, ctx: CallContext) -> Callable[[np.ndarray], np.ndarray]:
+    """The float64 activation named by ``spec`` (None is linear, as Keras' ``activations.get``)."""
+    name = activation_name(spec)
+    fn = ACTIVATIONS.get(name or "")
+    if fn is None:
+        raise UnsupportedLayerError(f"layer {layer.label}: activation {name!r} has no float64 semantics")
+    generation = ctx.generation
+    return lambda x: fn(x, generation)
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One cell's weights and functions; :meth:`step` is Keras' ``cell.call`` at inference."""
+
+    kind: str
+    units: int
+    kernel: np.ndarray
+    recurrent: np.ndarray
+    bias: np.ndarray | None  # GRU reset_after: (2, 3u)
+    act: Callable[[np.ndarray], np.ndarray]
+    rec_act: Callable[[np.ndarray], np.ndarray]
+    reset_after: bool
+
+    @property
+    def n_states(self) -> int:
+        return _STATES[self.kind]
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        """The input's share of every gate, ``x @ kernel + input bias`` (any leading axes)."""
+        y = np.matmul(x, self.kernel)
+        if self.bias is not None:
+            y += self.bias[0] if self.bias.ndim == 2 else self.bias
+        return y
+
+    def step(self, xw: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One time step from the projected input ``xw``: ``(output, new states)``."""
+        u, h = self.units, states[0]
+        if self.kind == "SimpleRNNCell":
+            out = self.act(xw + h @ self.recurrent)
+            return out, [out]
+        if self.kind == "LSTMCell":
+            z = xw + h @ self.recurrent
+            i, f = self.rec_act(z[:, :u]), self.rec_act(z[:, u:2 * u])
+            c = f * states[1] + i * self.act(z[:, 2 * u:3 * u])
+            o = self.rec_act(z[:, 3 * u:])
+            out = o * self.act(c)
+            return out, [out, c]
+        # GRUCell: gates z, r, h; the reset gate acts after the recurrent product (reset_after,
+        # with its own recurrent bias) or on the state before it
+        if self.reset_after:
+            inner = h @ self.recurrent
+            if self.bias is not None:
+                inner = inner + self.bias[1]
+            z = self.rec_act(xw[:, :u] + inner[:, :u])
+            r = self.rec_act(xw[:, u:2 * u] + inner[:, u:2 * u])
+            hh = self.act(xw[:, 2 * u:] + r * inner[:, 2 * u:])
+        else:
+            inner = h @ self.recurrent[:, :2 * u]
+            z = self.rec_act(xw[:, :u] + inner[:, :u])
+            r = self.rec_act(xw[:, u:2 * u] + inner[:, u:])
+            hh = self.act(xw[:, 2 * u:] + (r * h) @ self.recurrent[:, 2 * u:])
+        out = z * h + (1.0 - z) * hh
+        return out, [out]
+
+
+def _cells(layer: Layer, ctx: CallContext) -> list[_Cell]:
+    """The layer's cells, bottom first, with their weights by meaning."""
+    configs = cell_configs(layer.class_name, layer.config)
+    cells = []
+    for i, (kind, c) in enumerate(configs):
+        prefix = f"cells/{i}/" if len(configs) > 1 else ""
+        w = layer.weights
+        missing = [n for n in ("kernel", "recurrent_kernel") if f"{prefix}{n}" not in w]
+        if missing:
+            raise UnsupportedLayerError(f"layer {layer.label}: no weight {prefix}{missing[0]}")
+        bias = w.get(f"{prefix}bias") if c.get("use_bias", True) is not False else None
+        bias = None if bias is None else f64(bias)
+        reset_after = kind == "GRUCell" and c.get("reset_after", True) is not False
+        if bias is not None and bias.ndim == 2 and not reset_after:
+            raise UnsupportedLayerError(f"layer {layer.label}: a (2, 3u) GRU bias with reset_after=False")
+        cells.append(_Cell(kind, int(c["units"]), f64(w[f"{prefix}kernel"]), f64(w[f"{prefix}recurrent_kernel"]), bias,
+                           _function(layer, c.get("activation", "tanh"), ctx),
+                           _function(layer, c.get("recurrent_activation", _default_recurrent_activation(ctx)), ctx),
+                           reset_after))
+    return cells
+
+
+def _initial_states(layer: Layer, cells: list[_Cell], xs: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Per cell, its starting states: the call's extra inputs in order, else zeros."""
+    n = xs[0].shape[0]
+    given = [f64(x) for x in xs[1:]]
+    if not given:
+        return [[np.zeros((n, cell.units)) for _ in range(cell.n_states)] for cell in cells]
+    if len(given) != sum(cell.n_states for cell in cells):
+        raise UnsupportedLayerError(f"layer {layer.label}: called with {len(given)} initial states, its cells have "
+                                    f"{sum(cell.n_states for cell in cells)}")
+    out, it = [], iter(given)
+    for cell in cells:
+        out.append([next(it) for _ in range(cell.n_states)])
+    return out
+
+
+def run_cells(cells: list[_Cell], x: np.ndarray, states: list[list[np.ndarray]], mask: np.ndarray | None, *,
+              go_backwards: bool, zero_output_for_mask: bool) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+    """Keras' ``backend.rnn`` loop: the outputs per processed step (in processing order) and the
+    final states. A stack feeds each cell's output to the next cell within the step."""
+    steps = x.shape[1]
+    if steps == 0:
+        raise UnsupportedLayerError("a recurrent layer needs at least one time step")
+    projected = cells[0].project(x)  # the bottom cell's input share, for every step at once
+    prev = np.zeros((x.shape[0], cells[-1].units))
+    outs = []
+    for t in (range(steps - 1, -1, -1) if go_backwards else range(steps)):
+        y, new = projected[:, t], []
+        for i, (cell, st) in enumerate(zip(cells, states)):
+            y, ns = cell.step(y if i == 0 else cell.project(y), st)
+            new.append(ns)
+        if mask is not None:
+            keep = mask[:, t][:, None]
+            y = np.where(keep, y, 0.0 if zero_output_for_mask else prev)
+            new = [[np.where(keep, s1, s0) for s1, s0 in zip(ns, st)] for ns, st in zip(new, states)]
+        prev, states = y, new
+        outs.append(y)
+    return outs, states
+
+
+def recurrent_masks(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray | None]:
+    """Keras' ``RNN.compute_mask``: the input's mask on a returned sequence, none on states."""
+    return [ctx.mask(0) if layer.config.get("return_sequences") else None]
+
+
+@defines(*_RECURRENT_CLASSES, shape={name: _recurrent_shape(name) for name in _RECURRENT_CLASSES},
+         weights={name: recurrent_weights(name) for name in _RECURRENT_CLASSES},
+         masking="own", mask=recurrent_masks,
+         notes="hard_sigmoid by generation; masked steps keep states and the previous output "
+               "(zero when zero_output_for_mask); go_backwards returns outputs in processing order")
+def recurrent_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """SimpleRNN, LSTM, GRU and RNN(cell | [cells] | StackedRNNCells): outputs, then with
+    ``return_state`` the final states (every cell's, in order)."""
+    c = layer.config
+    if c.get("time_major"):
+        raise UnsupportedLayerError(f"layer {layer.label}: time_major=True (time-first tensors) is not supported")
+    x = f64(xs[0])
+    if x.ndim != 3:
+        raise UnsupportedLayerError(f"layer {layer.label}: rank-{x.ndim} input, expected (batch, time, features)")
+    cells = _cells(layer, ctx)
+    mask = ctx.mask(0)
+    outs, states = run_cells(cells, x, _initial_states(layer, cells, xs), None if mask is None else np.asarray(mask, bool),
+                             go_backwards=bool(c.get("go_backwards")),
+                             zero_output_for_mask=bool(c.get("zero_output_for_mask")))
+    first = np.stack(outs, axis=1) if c.get("return_sequences") else outs[-1]
+    if not c.get("return_state"):
+        return [first]
+    return [first] + [s for cell_states in states for s in cell_states]
