@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from .catalog import catalog
 from .catalog.facts import ConfigProblem
+from .catalog.recurrent import CELL_CLASSES, cell_configs
+from .catalog.wrappers import backward_config, inner_layer
 
 __all__ = [
+    "WeightPart",
+    "weight_parts",
     "weight_spec",
     "meaning_of",
     "snake_case",
@@ -83,3 +88,80 @@ def snake_case(name: str) -> str:
 def data_format(config: dict[str, Any]) -> str:
     """``channels_last`` or ``channels_first`` for a layer config (missing means channels_last)."""
     return "channels_first" if config.get("data_format") == "channels_first" else "channels_last"
+
+
+#: classes that keep their weights in a ``cell`` sublayer (``.keras``: ``layers/lstm/cell/vars``)
+_CELL_LAYERS = frozenset({*CELL_CLASSES, "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"})
+#: the cell class of each layer class, the layer class of each cell class
+_LAYER_OF_CELL = {cell: layer for layer, cell in CELL_CLASSES.items()}
+
+
+@dataclass(frozen=True)
+class WeightPart:
+    """The share of a layer's weights one (sub)layer holds: a wrapper's inner layer, a Bidirectional's
+    forward or backward layer, one cell of a stack.
+
+    ``meanings`` are the layer's own weight names (``forward/kernel``); ``kind`` is the recurrent
+    class whose layout the part has (``LSTM`` for an ``LSTMCell`` too), or the class itself;
+    ``config`` is that sublayer's config; ``zip_path`` is where a ``.keras`` zip keeps its ``vars``
+    group, relative to the layer's group (``""``: the layer's own ``vars``)."""
+
+    meanings: tuple[str, ...]
+    kind: str
+    config: dict[str, Any]
+    zip_path: str
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}/{b}" if a and b else a or b
+
+
+def _parts(class_name: str, config: dict[str, Any], prefix: str, zip_path: str) -> list[WeightPart] | None:
+    if class_name == "Bidirectional":
+        forward, backward = inner_layer(config), backward_config(config)
+        out = []
+        for (name, cfg), meaning, group in ((forward, "forward/", "forward_layer"), (backward, "backward/", "backward_layer")):
+            inner = _parts(name, cfg, prefix + meaning, _join(zip_path, group))
+            if inner is None:
+                return None
+            out += inner
+        return out
+    if class_name == "TimeDistributed":
+        name, cfg = inner_layer(config)
+        return _parts(name, cfg, prefix, _join(zip_path, "layer"))
+    spec = weight_spec(class_name, config)
+    if spec is None:
+        return None
+    meanings = [prefix + m for m, _ in spec]
+    if class_name == "RNN":
+        cells = cell_configs(class_name, config)
+        cell = config.get("cell")
+        stacked = isinstance(cell, list) or (isinstance(cell, dict) and cell.get("class_name") == "StackedRNNCells")
+        if not stacked:
+            return [WeightPart(tuple(meanings), _LAYER_OF_CELL[cells[0][0]], cells[0][1], _join(zip_path, "cell"))]
+        out, counts = [], {}
+        for i, (cell_class, cfg) in enumerate(cells):
+            snake = snake_case(cell_class)
+            n = counts.get(snake, 0)
+            counts[snake] = n + 1
+            mine = [m for m in meanings if len(cells) == 1 or m.startswith(f"{prefix}cells/{i}/")]
+            out.append(WeightPart(tuple(mine), _LAYER_OF_CELL[cell_class], cfg,
+                                  _join(zip_path, f"cell/cells/{snake}" + (f"_{n}" if n else ""))))
+        return out
+    group = _join(zip_path, "cell") if class_name in _CELL_LAYERS else zip_path
+    return [WeightPart(tuple(meanings), class_name, config, group)]
+
+
+def weight_parts(class_name: str, config: dict[str, Any]) -> list[WeightPart] | None:
+    """A layer's weights split by the (sub)layers that hold them, in Keras order (their meanings
+    concatenated are :func:`weight_spec`'s); None when the class or its inner layer is unknown.
+
+    How a ``.keras`` zip nests them (checked with Keras 3.15 and tf-keras 2.21 ``model.save``):
+    ``lstm/cell/vars``, ``bidirectional/forward_layer/cell/vars`` then ``backward_layer/...``,
+    ``time_distributed/layer/vars``, ``rnn/cell/cells/<snake cell class>[_N]/vars`` for a
+    StackedRNNCells (cells numbered by class, like layers). Legacy ``.h5`` files list the same
+    weights flat, in this order; the Keras 1 and CuDNN layouts convert part by part."""
+    try:
+        return _parts(class_name, config, "", "")
+    except ConfigProblem:
+        return None

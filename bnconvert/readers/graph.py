@@ -9,6 +9,7 @@ Weights are attached afterwards by the format's reader.
 from __future__ import annotations
 
 import gc
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from ..errors import FormatError
 from ..model import MODEL_CLASSES, Layer, Model, TensorRef
 
-__all__ = ["MAX_LAYERS", "build_model", "count_layers", "paused_gc"]
+__all__ = ["MAX_LAYERS", "TENSOR_KWARGS", "build_model", "count_layers", "paused_gc"]
 
 #: A config with more layers than this (nested models included) is refused before anything is
 #: built. The largest real Keras models have a few thousand (NASNetLarge ~1,000, a keras_hub
@@ -335,39 +336,69 @@ def _keras3_tensors(value: Any, out: list[TensorRef], where: str) -> None:
             _keras3_tensors(item, out, where)
 
 
+#: the key of :attr:`~bnconvert.model.Layer.call_kwargs` that says which call inputs were passed
+#: as keyword arguments: ``{"value": [1], "key": [2]}`` (kwarg name -> indices into the call's inputs)
+TENSOR_KWARGS = "tensor_kwargs"
+#: keyword arguments whose tensors are not inputs of the call (Keras computes them, or takes them
+#: for the mask machinery): they only order the calls
+_NOT_INPUTS = frozenset({"mask"})
+
+
 def _inbound(nodes: Any, layer: Layer, where: str) -> tuple[list[list[TensorRef]], list[dict[str, Any]], list[list[TensorRef]]]:
-    """Per call: the input tensors, the plain keyword arguments, and the tensors passed as
-    keyword arguments (``mask=...``: not inputs, but Keras needs them before the call)."""
+    """Per call: the input tensors, the keyword arguments, and the tensors passed as ``mask=``
+    (not inputs, but Keras needs them before the call).
+
+    Tensors passed as other keyword arguments (tf.keras ``TFOpLambda`` ``y=``, MultiHeadAttention
+    ``value=``/``key=``, ``initial_state=``) become inputs of the call after the positional ones,
+    in the order the file lists them; ``call_kwargs[k][TENSOR_KWARGS]`` maps each such kwarg name
+    to its input indices, so a layer's semantics can tell them apart."""
     if not isinstance(nodes, list):
         raise FormatError(f"{where}: layer {layer.label} has malformed inbound_nodes")
     calls, kwargs, extra = [], [], []
     for node in nodes:
         refs: list[TensorRef] = []
         more: list[TensorRef] = []
+        kw: dict[str, Any] = {}
+        tensor_kw: list[tuple[str, list[TensorRef]]] = []
         if isinstance(node, dict):  # Keras 3
             _keras3_tensors(node.get("args", []), refs, where)
             given = node.get("kwargs") or {}
             if not isinstance(given, dict):
                 raise FormatError(f"{where}: layer {layer.label} has malformed call arguments")
-            kw = {}
             for k, v in given.items():
                 found: list[TensorRef] = []
                 _keras3_tensors(v if isinstance(v, list) else [v], found, where)
-                if found:
+                if not found:
+                    kw[k] = v
+                elif k in _NOT_INPUTS:
                     more += found
                 else:
-                    kw[k] = v
+                    tensor_kw.append((k, found))
         elif isinstance(node, list):  # Keras 1/2: [[name, node, tensor, kwargs], ...]
-            kw = {}
+            if node and isinstance(node[0], str):
+                node = [node]  # tf.keras writes a call on one tensor unwrapped (TFOpLambda)
             for item in node:
                 refs.append(_ref(item, where))
                 if isinstance(item, list) and len(item) > 3 and isinstance(item[3], dict):
-                    kw.update(item[3])
-                    _keras2_tensors(item[3], more)
+                    for k, v in item[3].items():
+                        found = []
+                        _keras2_tensors(v, found)
+                        if not found:
+                            kw[k] = v
+                        elif k in _NOT_INPUTS:
+                            more += found
+                        else:
+                            tensor_kw.append((k, found))
         else:
             raise FormatError(f"{where}: layer {layer.label} has a malformed inbound node")
         if not refs:
             raise FormatError(f"{where}: layer {layer.label} has a call with no input tensors")
+        if tensor_kw:
+            positions: dict[str, list[int]] = {}
+            for k, found in tensor_kw:
+                positions.setdefault(k, []).extend(range(len(refs), len(refs) + len(found)))
+                refs += found
+            kw[TENSOR_KWARGS] = positions
         calls.append(refs)
         kwargs.append(kw)
         extra.append(more)
@@ -375,17 +406,17 @@ def _inbound(nodes: Any, layer: Layer, where: str) -> tuple[list[list[TensorRef]
 
 
 def _keras2_tensors(value: Any, out: list[TensorRef]) -> None:
-    """Tensors in tf.keras call keyword arguments: tf.keras takes every list
+    """Tensors in tf.keras call keyword arguments, in the order written: tf.keras takes every list
     ``[layer, node, tensor(, kwargs)]`` there for one (``convert_inner_node_data``)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
+    queue = deque([value])  # first in, first out: the tensors come out in the order written
+    while queue:
+        item = queue.popleft()
         if isinstance(item, dict):
-            stack.extend(item.values())
+            queue.extend(item.values())
         elif isinstance(item, list):
             if len(item) in (3, 4) and isinstance(item[0], str):
                 if all(type(x) is int and 0 <= x < 2**31 for x in item[1:3]):
                     out.append(TensorRef(item[0], item[1], item[2]))
             else:
-                stack.extend(item)
+                queue.extend(item)
 

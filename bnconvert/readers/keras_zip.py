@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from ..errors import FormatError
-from ..layerspec import snake_case
+from ..layerspec import snake_case, weight_parts
 from ..model import Model, Source
 from .fields import check_fields
 from .graph import build_model
@@ -270,8 +270,27 @@ def _attach(model: Model, container: h5py.Group | None, name: str, budget: Budge
                 raise FormatError(f"{where}: '{name}' is not a group")
             _attach(layer.model, inner, name, budget, double=double)
             continue
-        named = _vars(group, where, budget)
-        cell = child(group, "cell", where) if group is not None and not named else None
-        if isinstance(cell, h5py.Group):  # Keras 3 recurrent layers keep their weights in their cell
-            named = _vars(cell, where, budget)
+        parts = weight_parts(layer.class_name, layer.config)
+        if parts is not None:  # sublayers hold them: lstm/cell, bidirectional/forward_layer/cell ...
+            named = []
+            for part in parts:
+                sub = _subgroup(group, part.zip_path, where) if group is not None else None
+                named += [(f"{part.zip_path}/{n}" if part.zip_path else n, a) for n, a in _vars(sub, where, budget)]
+        else:
+            named = _vars(group, where, budget)
+            cell = child(group, "cell", where) if group is not None and not named else None
+            if isinstance(cell, h5py.Group):  # a recurrent layer of a class bnconvert does not know
+                named = _vars(cell, where, budget)
         assign(layer, named)
+
+
+def _subgroup(group: h5py.Group, path: str, where: str) -> h5py.Group | None:
+    """The group at ``path`` (``forward_layer/cell``) under ``group``, None when absent."""
+    for part in [p for p in path.split("/") if p]:
+        found = child(group, part, where)
+        if found is None:
+            return None
+        if not isinstance(found, h5py.Group):
+            raise FormatError(f"{where}: '{part}' is not a group")
+        group = found
+    return group

@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from ..errors import OutputError
-from ..layerspec import snake_case, weight_spec
+from ..layerspec import snake_case, weight_parts, weight_spec
 from ..model import Layer, Model
 from .weights import layer_arrays
 
@@ -135,13 +135,33 @@ def _write_container(
                 if key != "vars" and key not in group and isinstance(old_group.get(key, getlink=True), h5py.HardLink):
                     old_group.copy(old_group[key], group, name=key)
         else:
-            target = vars_group
-            old_cell = old_group.get("cell") if old_group is not None else None
-            if isinstance(old_cell, h5py.Group) and isinstance(old_cell.get("vars"), h5py.Group):
-                target = group.require_group("cell").require_group("vars")  # Keras 3 recurrent layers: in the cell
-                target.attrs.update(old_cell["vars"].attrs)
-            for i, (_, array, _) in enumerate(layer_arrays(layer)):
-                data = np.asarray(array)
-                target.create_dataset(str(i), data=data, dtype=data.dtype)
+            _write_parts(group, vars_group, old_group, layer)
         if named:
             vars_group.attrs["name"] = layer.name
+
+
+def _write_parts(group: h5py.Group, vars_group: h5py.Group, old_group: h5py.Group | None, layer: Layer) -> None:
+    """A layer of a known class: its sublayer groups as the input had them (a recurrent layer's
+    ``cell``, a Bidirectional's ``forward_layer``/``backward_layer``, a TimeDistributed's
+    ``layer``, with their ``vars`` attributes and the empty groups tf-keras also writes), then
+    each part's weights in its own ``vars`` group (:func:`~bnconvert.layerspec.weight_parts`)."""
+    if old_group is not None:
+        for key in old_group:
+            if key != "vars" and key not in group and isinstance(old_group.get(key, getlink=True), h5py.HardLink):
+                old_group.copy(old_group[key], group, name=key)
+    arrays = {meaning: array for meaning, array, _ in layer_arrays(layer)}
+    parts = weight_parts(layer.class_name, layer.config)
+    if parts is None:
+        raise OutputError(f"layer {layer.label}: bnconvert does not know where a .keras archive keeps its weights")
+    for part in parts:
+        target = vars_group
+        if part.zip_path:
+            sub = group
+            for name in part.zip_path.split("/"):
+                sub = sub.require_group(name)
+            target = sub.require_group("vars")
+        for key in list(target):
+            del target[key]
+        for i, meaning in enumerate(part.meanings):
+            data = np.asarray(arrays[meaning])
+            target.create_dataset(str(i), data=data, dtype=data.dtype)
