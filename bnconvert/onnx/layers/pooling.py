@@ -5,17 +5,25 @@ ignored by max pooling and excluded from the average (TensorFlow's ``avg_pool``,
 ``average_exc_pad``), which is ONNX AveragePool with ``count_include_pad=0``. Global pooling is
 a ReduceMean/ReduceMax over the spatial axes of whatever layout holds the tensor, so it never
 needs a Transpose.
+
+A masked GlobalAveragePooling1D (the one pooling layer whose Keras ``call`` reads a mask) averages
+the unmasked steps only: ``sum(where(mask, x, 0)) / sum(mask)`` (Keras 3; tf.keras multiplies by
+the mask, which differs only for infinite or NaN inputs); its output carries no mask.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+from onnx import TensorProto
+
 from ...layerspec import data_format
 from ..builder import Builder, Call, Tensor
 from ..layout import channels_first, identity, position
 from ..registry import converts, refuse
 from .conv import spatial_axes, window_pads
+from .sequence import mask_value
 
 __all__ = ["pool", "global_pool"]
 
@@ -54,6 +62,8 @@ def global_pool(b: Builder, call: Call) -> list[Tensor]:
     c = call.config
     x, rank = call.x, call.x.rank
     fmt = data_format(c)
+    if call.mask(0) is not None and call.layer.class_name == "GlobalAveragePooling1D":
+        return [_masked_average(b, call, fmt)]
     perm, xn = b.native(x)
     axes = sorted(position(perm, a) for a in spatial_axes(rank, fmt))
     keepdims = bool(c.get("keepdims", False))
@@ -63,3 +73,20 @@ def global_pool(b: Builder, call: Call) -> list[Tensor]:
         return [b.tensor(call.out_shape, perm, y)]
     kept = [p for p in perm if p not in spatial_axes(rank, fmt)]  # batch and channel, in held order
     return [b.tensor(call.out_shape, (0, 1) if kept == sorted(kept) else (1, 0), y)]
+
+
+def _masked_average(b: Builder, call: Call, fmt: str) -> Tensor:
+    """Keras' masked mean over the steps of a ``(N, T, C)`` (or ``(N, C, T)``) input, whose mask is
+    ``(N, T)``: masked steps count neither in the sum nor in the number of steps."""
+    mask = call.mask(0)
+    assert mask is not None
+    keras = identity(3)
+    steps, feature = (1, 2) if fmt == "channels_last" else (2, 1)
+    keepdims = bool(call.config.get("keepdims", False))
+    m = b.node("Unsqueeze", [mask_value(b, mask), b.ints(f"{call.name}/feature_axis", [feature])], name=f"{call.name}/mask")
+    kept = b.node("Where", [m, b.view(call.x, keras), b.const(f"{call.name}/zero", np.float32(0.0))], name=f"{call.name}/masked")
+    total = b.reduce("ReduceSum", kept, [steps], keepdims=keepdims, name=f"{call.name}/sum")
+    count = b.reduce("ReduceSum", b.node("Cast", [m], name=f"{call.name}/mask_float", to=TensorProto.FLOAT), [steps],
+                     keepdims=keepdims, name=f"{call.name}/count")
+    call.out_masks = [None]
+    return b.tensor(call.out_shape, identity(len(call.out_shape)), b.node("Div", [total, count], name=call.name))
