@@ -165,10 +165,52 @@ def _merge_concats(b: Builder, outputs: list[str]) -> None:
     b.nodes[:] = [node for node in b.nodes if id(node) not in gone]
 
 
+def without_dead_ops(model: Model) -> Model:
+    """``model`` without the layers nothing reads that the export could not convert anyway.
+
+    Keras 3 records the mask a layer was handed (``mask=`` in its call) as the operations that
+    computed it (``NotEqual`` for a mask_zero Embedding, ``NotEqual`` + ``Any`` for Masking):
+    layers whose outputs are no call's input and no model output. bnconvert computes masks by
+    propagating them (the walk of :mod:`.convert`), which gives the same values, so those
+    layers are dead code; keeping them would refuse the model for operations it never needs.
+    """
+    ops = op_index(model.source.config if model.source else None)
+    return _drop_dead(model, ops, "")
+
+
+def _drop_dead(model: Model, ops: dict[str, Any], path: str) -> Model:
+    from dataclasses import replace
+
+    from .convert import OP_CLASSES
+    from .registry import handlers
+
+    table = handlers()
+    layers = [replace(layer, model=_drop_dead(layer.model, ops, f"{path}{layer.name}/")) if layer.model is not None
+              else layer for layer in model.layers]
+    changed = any(a is not b for a, b in zip(layers, model.layers))
+    while True:
+        read = {ref.layer for layer in layers for call in layer.calls for ref in call} | {r.layer for r in model.outputs}
+        read |= {r.layer for r in model.inputs}
+
+        def unexportable(layer: Any) -> bool:
+            info = ops.get(f"{path}{layer.name}")
+            is_op = info is not None and info.module.startswith("keras.src.ops")
+            return layer.class_name not in table or (is_op and layer.class_name not in OP_CLASSES)
+
+        dead = {layer.name for layer in layers if layer.model is None and layer.name not in read and unexportable(layer)}
+        if not dead:
+            break
+        layers = [layer for layer in layers if layer.name not in dead]
+        changed = True
+    return model.with_layers(layers) if changed else model
+
+
 def require_exportable(model: Model, *, opset: int = DEFAULT_OPSET) -> None:
     """Refuse, before any work, an opset out of range, a model without an architecture, and a
-    model with layers that have no handler (all of them named in one message)."""
+    model with layers that have no handler (all of them named in one message; dead Keras 3 mask
+    operations are not counted, see :func:`without_dead_ops`)."""
     where = _where(model)
+    model = without_dead_ops(model)
     if opset not in OPSETS:
         raise BnconvertError(f"opset {opset} is not supported: choose {OPSETS.start} to {OPSETS.stop - 1}")
     if not model.has_graph:
@@ -199,6 +241,7 @@ def to_onnx_parts(
     """
     where = _where(model)
     require_exportable(model, opset=opset)
+    model = without_dead_ops(model)
     b = Builder(opset)
     nchw = nchw and _data_format(model) == "channels_last"  # a channels_first model is NCHW already
     input_infos, tensors = _graph_inputs(b, model, nchw)
