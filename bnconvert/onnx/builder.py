@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from onnx import NodeProto, helper
+from onnx import GraphProto, NodeProto, TensorProto, ValueInfoProto, helper
 
 from ..model import Layer, Source
 from .layout import Perm, channels_first, identity, same_memory_order, transpose_between
 
-__all__ = ["Tensor", "Call", "Builder"]
+__all__ = ["Tensor", "Call", "Builder", "reads"]
 
 #: opset from which these reductions take ``axes`` as an input rather than an attribute
 _AXES_INPUT_SINCE = {"ReduceSum": 13}
@@ -169,6 +169,39 @@ class Builder:
         self.nodes.append(helper.make_node(op, list(inputs), [output], name=self._fresh_node(name), **attrs))
         return output
 
+    def nodes_out(self, op: str, inputs: Sequence[str], outs: Sequence[str | None], *, name: str,
+                  **attrs: Any) -> list[str]:
+        """Append one node with several outputs (LSTM's Y, Y_h, Y_c; Split; Scan), named
+        ``<name>/<out>``; a ``None`` in ``outs`` leaves that optional output out (``""``)."""
+        names = [self.fresh(f"{name}/{o}") if o is not None else "" for o in outs]
+        while names and not names[-1]:
+            names.pop()  # trailing optional outputs are simply omitted
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        self.nodes.append(helper.make_node(op, list(inputs), names, name=self._fresh_node(name), **attrs))
+        return names + [""] * (len(outs) - len(names))
+
+    def body(self) -> Builder:
+        """A builder for a subgraph (the body of a Scan or Loop): its own node list, but this
+        builder's names and initializers. Names stay unique across the whole model (ONNX forbids
+        a subgraph value shadowing an outer one), and a constant the body creates is an outer
+        initializer the body reads from the enclosing scope, so the weights of a recurrent cell
+        are stored once, like every other weight (and go to external data like them)."""
+        child = Builder(self.opset)
+        child.constants = self.constants
+        child._tensors = self._tensors
+        child._node_names = self._node_names
+        child._reserved = self._reserved
+        return child
+
+    def graph(self, name: str, inputs: Sequence[str], outputs: Sequence[str], *,
+              types: dict[str, int] | None = None) -> GraphProto:
+        """This (body) builder's nodes as a subgraph with the given inputs and outputs: float32
+        unless ``types`` says otherwise (``{mask: TensorProto.BOOL}``), shapes left to ONNX
+        shape inference."""
+        def info(n: str) -> ValueInfoProto:
+            return helper.make_tensor_value_info(n, (types or {}).get(n, TensorProto.FLOAT), None)
+        return helper.make_graph(self.nodes, name, [info(n) for n in inputs], [info(n) for n in outputs])
+
     def reduce(self, op: str, x: str, axes: Sequence[int], *, keepdims: bool, name: str, out: str | None = None) -> str:
         """``ReduceMean``/``ReduceMax``/``ReduceSum``... over ``axes``, spelled for this opset."""
         axes = [int(a) for a in axes]
@@ -257,3 +290,21 @@ class Builder:
     def tensor(self, shape: tuple, perm: Perm, name: str) -> Tensor:
         """A new Keras tensor of ``shape`` held in ``perm`` as ONNX value ``name``."""
         return Tensor(shape=tuple(shape), views={tuple(perm): name})
+
+
+def reads(node: NodeProto) -> set[str]:
+    """The values ``node`` reads from its graph: its inputs, and the outer-scope values its
+    subgraphs (Scan, Loop, If bodies) use without producing them (a cell's weights). Dead-code
+    pruning must keep those alive although no input of the node names them."""
+    names = {i for i in node.input if i}
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.HasField("g") else list(attr.graphs)
+        for g in graphs:
+            local = {i.name for i in g.input} | {t.name for t in g.initializer}
+            used: set[str] = set()
+            for inner in g.node:
+                used |= reads(inner)
+                local.update(o for o in inner.output if o)
+            used.update(o.name for o in g.output)
+            names |= used - local
+    return names

@@ -31,7 +31,7 @@ from ..errors import BnconvertError, EquivalenceError, FoldError, FormatError, O
 from ..model import Model
 from ..readers import load
 from ..text import one_line, refuse_unencodable
-from .builder import Builder, Tensor
+from .builder import Builder, Tensor, reads
 from .convert import Run, format_problems, op_index, run_model, unsupported_layers
 from .layout import channels_first, held_shape, identity
 from .save import EXTERNAL_DATA_ABOVE, add_initializers, constants_bytes, validate_parts, write_onnx
@@ -129,7 +129,7 @@ def _prune(b: Builder, outputs: list[str]) -> None:
     for node in reversed(b.nodes):
         if any(o in needed for o in node.output):
             kept.append(node)
-            needed.update(i for i in node.input if i)
+            needed.update(reads(node))  # a Scan body's weights too
     b.nodes[:] = list(reversed(kept))
     for name in [n for n in b.constants if n not in needed]:
         del b.constants[name]
