@@ -16,7 +16,7 @@ import numpy as np
 from .errors import FormatError
 from .model import Layer, Model
 
-__all__ = ["BNParams", "Finding", "bn_params", "findings", "is_bn", "unsafe_values", "THRESHOLDS"]
+__all__ = ["BNParams", "Finding", "bn_config", "bn_params", "findings", "is_bn", "unsafe_values", "THRESHOLDS"]
 
 #: Audit thresholds (documented in the README); a finding names the value that crossed one.
 THRESHOLDS = {
@@ -28,8 +28,32 @@ THRESHOLDS = {
 
 
 def is_bn(layer: Layer) -> bool:
-    """True for a BatchNormalization layer (any generation)."""
-    return layer.class_name == "BatchNormalization"
+    """True for a BatchNormalization layer (any generation), also one a wrapper applies at every
+    step (TimeDistributed(BatchNormalization): the same per-channel affine on a longer tensor)."""
+    return _wrapped_bn(layer) is not None
+
+
+def _wrapped_bn(layer: Layer) -> tuple[dict[str, Any], int] | None:
+    """``(BN config, axes the wrapper adds after the batch axis)`` of a BN layer, None otherwise.
+    Which classes wrap another layer is their catalog fold role's (``wraps``, ``steps``)."""
+    if layer.class_name == "BatchNormalization":
+        return layer.config, 0
+    from .catalog import fold_role
+
+    role = fold_role(layer.class_name)
+    inner = layer.config.get(role.wraps) if role.wraps is not None and not role.sides else None
+    if isinstance(inner, dict) and inner.get("class_name") == "BatchNormalization" and isinstance(inner.get("config"), dict):
+        return inner["config"], role.steps
+    return None
+
+
+def bn_config(layer: Layer) -> dict[str, Any]:
+    """The BatchNormalization config of a BN layer (a wrapper's: its inner layer's config, the
+    same dict, so that a fold can edit it in place in its own copy)."""
+    found = _wrapped_bn(layer)
+    if found is None:
+        raise FormatError(f"layer {layer.label} is not a BatchNormalization")
+    return found[0]
 
 
 @dataclass(frozen=True)
@@ -137,8 +161,13 @@ def _make(gamma, beta, mean, var, *, epsilon, axis, center=True, scale=True, mod
 
 
 def bn_params(layer: Layer) -> BNParams:
-    """The BNParams of a BatchNormalization layer of any generation (weights already by meaning)."""
-    w, c = layer.weights, layer.config
+    """The BNParams of a BatchNormalization layer of any generation (weights already by meaning);
+    a wrapped BN's axis is given on the wrapper's tensor (TimeDistributed: positive axes + 1)."""
+    found = _wrapped_bn(layer)
+    if found is None:
+        raise FormatError(f"layer {layer.label} is not a BatchNormalization")
+    c, steps = found
+    w = layer.weights
     missing = [k for k in ("moving_mean", "moving_variance") if k not in w]
     if missing:
         raise FormatError(f"layer {layer.label}: no {' or '.join(missing)} weight")
@@ -148,6 +177,9 @@ def bn_params(layer: Layer) -> BNParams:
         # dimension in two) and then saves the shifted value: undo that.
         axes = axis if isinstance(axis, (list, tuple)) else [axis]
         axis = [a - 1 if a > 0 else a for a in axes]
+    if steps and axis is not None:
+        axes = axis if isinstance(axis, (list, tuple)) else [axis]
+        axis = [a + steps if isinstance(a, int) and a > 0 else a for a in axes]
     eps = c.get("epsilon")
     return _make(
         w.get("gamma"), w.get("beta"), w["moving_mean"], w["moving_variance"],
@@ -240,7 +272,7 @@ def unsafe_values(model: Model) -> list[str]:
         var = layer.weights.get("moving_variance") if is_bn(layer) and not bad else None
         if var is not None:
             var = np.asarray(var, dtype=np.float64).reshape(-1)
-            eps = layer.config.get("epsilon")
+            eps = bn_config(layer).get("epsilon")
             eps = float(eps) if isinstance(eps, (int, float)) else 1e-3
             if np.any(var + eps <= 0):  # also var = 0 with epsilon 0: sqrt(0), a division by zero
                 _, text = _chan(var + eps <= 0)

@@ -54,6 +54,7 @@ from .facts import (
     split_spatial,
 )
 from .record import CallContext, defines
+from .roles import CONV_LSTM
 from .util import channels_first, f64, from_last, ntuple
 
 __all__ = ["step_mask"]
@@ -117,7 +118,7 @@ _CONV_LSTM = {f"ConvLSTM{n}D": n for n in (1, 2, 3)}
 
 @defines(*_CONV_LSTM, shape={name: _conv_lstm_shape(n) for name, n in _CONV_LSTM.items()},
          weights={name: _conv_lstm_weights(n) for name, n in _CONV_LSTM.items()},
-         masking="own", mask=_conv_lstm_mask,
+         masking="own", mask=_conv_lstm_mask, fold=CONV_LSTM,
          notes="hard_sigmoid as a recurrent activation is 0.2x+0.5 in Keras 2/tf.keras, x/6+0.5 in Keras 3; "
                "stateful layers run from zero states")
 def conv_lstm_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:

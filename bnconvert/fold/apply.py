@@ -17,6 +17,7 @@ removed layer's input. The input model is never modified.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -24,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from ..bn import bn_params
+from ..bn import bn_config, bn_params
 from ..catalog import fold_role
 from ..errors import FoldError
 from ..model import Layer, Model, TensorRef
-from .kernels import FoldOverflow, fold_backward, fold_forward, stays_bn_weights
+from .kernels import FoldOverflow, stays_bn_weights
 from .plan import FoldDecision, plan_folds
+from .sites import fold_site, set_use_bias, sites
 
 __all__ = ["fold_model", "FoldReport", "BNOutcome"]
 
@@ -206,14 +208,19 @@ def _fold_scope(model: Model, scope: str, by_scope: dict[str, list[FoldDecision]
 
 
 def _rewrite(target: Layer, d: FoldDecision, scope: str, report: FoldReport) -> None:
-    kernel = fold_backward if d.action == "backward" else fold_forward
-    had_bias = bool(target.config.get("use_bias", True)) and "bias" in target.weights
-    target.weights = kernel(target.class_name, target.weights, d.target_scale, d.target_shift, config=target.config)
+    """Fold into every site of ``target`` (one; a Bidirectional's two directions), creating a
+    missing bias where the site's config says ``use_bias`` false."""
     path = f"{scope}{target.name}"
-    if not had_bias:
-        target.config["use_bias"] = True
-        if path not in report.created_bias:
-            report.created_bias.append(path)
+    found = sites(target.class_name, target.config)
+    if not found:
+        raise FoldError(f"layer {target.label}: its inner layer config cannot be read")
+    for site in found:
+        had_bias = site.has_bias(target.weights)
+        target.weights = fold_site(site, target.weights, d.target_scale, d.target_shift, backward=d.action == "backward")
+        if not had_bias:
+            target.config = set_use_bias(target.config, site.path)
+            if path not in report.created_bias:
+                report.created_bias.append(path)
     if path not in report.changed:
         report.changed.append(path)
     log.debug("folded %s BN %s into %s", d.action, d.path, path)
@@ -224,5 +231,7 @@ def _carry(bn: Layer, d: FoldDecision, scope: str, report: FoldReport) -> None:
     bn.weights = stays_bn_weights(bn.weights, d.scale, d.shift, epsilon=p.epsilon)
     order = ["gamma", "beta", "moving_mean", "moving_variance"]
     bn.weights = {k: bn.weights[k] for k in order} | {k: v for k, v in bn.weights.items() if k not in order}
-    bn.config["center"] = bn.config["scale"] = True
+    bn.config = copy.deepcopy(bn.config)
+    config = bn_config(bn)  # a TimeDistributed(BatchNormalization)'s is its inner config
+    config["center"] = config["scale"] = True
     report.changed.append(f"{scope}{bn.name}")

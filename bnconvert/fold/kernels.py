@@ -32,6 +32,15 @@ DepthwiseConv1D/2D (multiplier dm)     ``(*k, C, dm)``            ``c*dm + m`` /
 SeparableConv1D/2D                     depthwise ``(*k, C, dm)``, pointwise ``(*1, C*dm, out)``
 =====================================  =========================  ==============================
 
+Recurrent layers fold forward only, into their *input* kernel (the recurrent kernel reads the
+state, which the BN never touches). SimpleRNN/LSTM/GRU ``kernel (F, G)`` (``G`` = gates * units)
+is read like a Dense at every step, so ``W' = W * s[:, None]`` and ``t @ W`` joins the bias the
+input projection adds: the ``(G,)`` bias of SimpleRNN, LSTM and GRU ``reset_after=False`` (Keras'
+GRU adds it to ``x @ W`` for all three gates, outside the reset gate's product), row 0 of GRU's
+``(2, G)`` bias with ``reset_after`` (row 1, the recurrent bias, is multiplied by the reset gate
+and must not move). ConvLSTM's ``kernel (*k, C, 4f)`` is a convolution of each step's image:
+the convolution rule above.
+
 Each class's catalog record states these axes in its fold role (:mod:`bnconvert.catalog.roles`);
 :func:`fold_backward` and :func:`fold_forward` pick the kernel from the role, never from the name.
 """
@@ -44,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from ..catalog import fold_role
+from ..catalog import FoldRole, fold_role
 from ..errors import FoldError
 
 __all__ = [
@@ -60,6 +69,9 @@ __all__ = [
     "scale_depthwise_input",
     "scale_separable_input",
     "scale_dense_input",
+    "scale_recurrent_input",
+    "fold_backward_role",
+    "fold_forward_role",
     "features_of",
     "flatten_features",
     "dense_input_affine",
@@ -154,6 +166,24 @@ def scale_dense_input(kernel: np.ndarray, bias: np.ndarray | None, s: np.ndarray
     return new_w, new_b.astype(new_w.dtype)
 
 
+def scale_recurrent_input(
+    kernel: np.ndarray, bias: np.ndarray | None, s: np.ndarray, t: np.ndarray, *, split: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """A recurrent layer's input kernel ``(F, G)`` reading ``s*x + t``: ``W*s[:, None]``, and
+    ``t @ W`` added to the input bias: the ``(G,)`` bias, or row 0 of a ``(2, G)`` one (``split``:
+    GRU ``reset_after``, whose row 1 is the recurrent bias). A missing bias is created in the
+    layout the layer will have once ``use_bias`` is true."""
+    w = np.asarray(kernel)
+    s, t = _check(s, t, w.shape[0], "forward fold into a recurrent layer")
+    gates = w.shape[1]
+    if not split:
+        return scale_dense_input(w, bias, s, t)
+    b = np.zeros((2, gates)) if bias is None else _f64(bias).reshape(2, gates).copy()
+    b[0] += t @ _f64(w)
+    new_w = _scaled(w, s[:, None])
+    return new_w, b.astype(new_w.dtype)
+
+
 def scale_conv_input(
     kernel: np.ndarray, bias: np.ndarray | None, s: np.ndarray, t: np.ndarray, *, groups: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -213,23 +243,21 @@ def _groups(config: dict[str, Any]) -> int:
 def _checked(move: Callable[..., dict[str, np.ndarray]]) -> Callable[..., dict[str, np.ndarray]]:
     """``move`` with numpy's overflow warnings off and its new arrays checked to be finite."""
     @functools.wraps(move)
-    def run(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *,
-            config: dict[str, Any]) -> dict[str, np.ndarray]:
+    def run(role: FoldRole, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *,
+            config: dict[str, Any], what: str = "") -> dict[str, np.ndarray]:
         with np.errstate(over="ignore", invalid="ignore"):
-            w = move(class_name, weights, s, t, config=config)
+            w = move(role, weights, s, t, config=config, what=what)
         _finite(s, *(w[k] for k in w if w[k] is not weights.get(k)))
         return w
     return run
 
 
 @_checked
-def fold_backward(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *, config: dict[str, Any]) -> dict[str, np.ndarray]:
-    """New weights of a producer whose output goes through ``s*x + t`` (a bias is always returned).
-
-    The catalog record's fold role says which weight holds the output channels and on which axis."""
-    role = fold_role(class_name)
+def fold_backward_role(role: FoldRole, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *,
+                       config: dict[str, Any], what: str = "") -> dict[str, np.ndarray]:
+    """:func:`fold_backward` given the fold role itself (a wrapper's inner layer, a cell)."""
     if not role.producer:
-        raise FoldError(f"cannot fold a BN backward into a {class_name}")
+        raise FoldError(f"cannot fold a BN backward into a {what or role.kind}")
     w = dict(weights)
     bias = w.get("bias") if config.get("use_bias", True) else None
     key, axis = role.out
@@ -241,14 +269,11 @@ def fold_backward(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray
 
 
 @_checked
-def fold_forward(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *, config: dict[str, Any]) -> dict[str, np.ndarray]:
-    """New weights of a consumer whose input is ``s*x + t`` per input channel/unit.
-
-    The catalog record's fold role says which weight holds the input channels (always axis -2 of
-    the Keras layouts above) and what the shift passes through."""
-    role = fold_role(class_name)
+def fold_forward_role(role: FoldRole, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *,
+                      config: dict[str, Any], what: str = "") -> dict[str, np.ndarray]:
+    """:func:`fold_forward` given the fold role itself (a wrapper's inner layer, a cell)."""
     if not role.consumer or role.into[1] != -2:
-        raise FoldError(f"cannot fold a BN forward into a {class_name}")
+        raise FoldError(f"cannot fold a BN forward into a {what or role.kind}")
     w = dict(weights)
     bias = w.get("bias") if config.get("use_bias", True) else None
     key = role.into[0]
@@ -256,11 +281,29 @@ def fold_forward(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray,
         w[key], w[role.through], w["bias"] = scale_separable_input(w[key], w[role.through], bias, s, t)
     elif role.spread:  # depthwise: input channel c feeds outputs c*dm .. c*dm + dm-1
         w[key], w["bias"] = scale_depthwise_input(w[key], bias, s, t)
-    elif role.windowed:
+    elif role.windowed:  # convolutions, and ConvLSTM's input kernel
         w[key], w["bias"] = scale_conv_input(w[key], bias, s, t, groups=_groups(config) if role.grouped else 1)
+    elif role.state:  # SimpleRNN/LSTM/GRU input kernel: a Dense at every step, GRU's split bias
+        split = role.split is not None and config.get(role.split, True) is not False
+        w[key], w["bias"] = scale_recurrent_input(w[key], bias, s, t, split=split)
     else:  # Dense: the same kernel at every position
         w[key], w["bias"] = scale_dense_input(w[key], bias, s, t)
     return w
+
+
+def fold_backward(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    """New weights of a producer whose output goes through ``s*x + t`` (a bias is always returned).
+
+    The catalog record's fold role says which weight holds the output channels and on which axis."""
+    return fold_backward_role(fold_role(class_name), weights, s, t, config=config, what=class_name)
+
+
+def fold_forward(class_name: str, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    """New weights of a consumer whose input is ``s*x + t`` per input channel/unit.
+
+    The catalog record's fold role says which weight holds the input channels (always axis -2 of
+    the Keras layouts above) and what the shift passes through."""
+    return fold_forward_role(fold_role(class_name), weights, s, t, config=config, what=class_name)
 
 
 # -- where each feature of a reshaped tensor came from ------------------------------------------------

@@ -14,6 +14,22 @@ This is the predicate half of folding (the transform is in ``fold.apply``, the a
    SeparableConv* with ``valid`` padding (other padding only when ``t == 0``, since border
    windows would see zeros instead of the shifted value).
 
+Sequence layers (the roles of :mod:`bnconvert.catalog.roles`, the sites of :mod:`.sites`):
+
+4. **forward into a recurrent layer** (SimpleRNN, LSTM, GRU, RNN: its first cell; ConvLSTM):
+   the BN's axis must be the feature (channel) axis of the ``(N, T, ...)`` input; the affine goes
+   into the input kernel and input bias only (the state never passes through the BN), exact at
+   every step; ConvLSTM follows the convolution padding rule. Only the sequence input folds: a BN
+   feeding an ``initial_state`` stays. Nothing folds backward into a recurrent layer: its output
+   is a state, nonlinear in its kernels.
+5. **wrappers**: a TimeDistributed takes its inner layer's role on a tensor with one more axis
+   (BN -> TimeDistributed(Dense/Conv) forward, TimeDistributed(Conv) -> BN or
+   TimeDistributed(BN) backward); a Bidirectional folds into both directions' input kernels.
+6. **masks**: a BN is never moved past a layer that computes a mask from the values it receives
+   (Masking: a barrier whose role says so). A mask computed before the BN (Embedding
+   ``mask_zero``, a Masking before it) is unchanged by a fold, and a recurrent layer's masked
+   steps ignore their input, so folding into it stays exact.
+
 Each edge on the way must have a single consumer, else folding would change the other reader.
 A BN whose parameters hold NaN/Inf or ``var + eps <= 0`` never folds; when it otherwise would,
 its decision is ``blocked`` and ``fold_model`` refuses the whole model.
@@ -34,6 +50,7 @@ from ..layerspec import data_format
 from ..model import Layer, Model, TensorRef
 from ..shapes import infer_shapes
 from .kernels import compose, dense_input_affine, features_of, flatten_features
+from .sites import Site, sites
 
 __all__ = ["FoldDecision", "plan_folds"]
 
@@ -82,8 +99,8 @@ class FoldDecision:
         return out
 
 
-def _linear(layer: Layer) -> bool:
-    act = layer.config.get("activation", "linear")
+def _linear(config: dict[str, Any]) -> bool:
+    act = config.get("activation", "linear")
     if isinstance(act, dict):
         act = act.get("config", {}).get("name", act.get("class_name"))
     return act in (None, "linear", "Linear")
@@ -91,9 +108,16 @@ def _linear(layer: Layer) -> bool:
 
 def _channel_axis(layer: Layer, rank: int) -> int:
     """Channel axis (non-negative) of a layer's output/input tensor of rank ``rank``."""
-    if not fold_role(layer.class_name).windowed or rank <= 2:  # Dense: the last axis
+    return _site_axis(Site(fold_role(layer.class_name), layer.config, layer.class_name), rank)
+
+
+def _site_axis(site: Site, rank: int) -> int:
+    """Channel axis (non-negative) of a site's tensor of rank ``rank``: the last axis unless the
+    site is windowed and channels_first, when it follows the batch axis and the site's ``steps``
+    (a TimeDistributed's or a ConvLSTM's time axis)."""
+    if not site.role.windowed or rank <= 2 + site.steps:  # Dense: the last axis
         return rank - 1
-    return 1 if data_format(layer.config) == "channels_first" else rank - 1
+    return 1 + site.steps if data_format(site.config) == "channels_first" else rank - 1
 
 
 @dataclass
@@ -151,6 +175,11 @@ class _Planner:
         if len(layer.calls) != 1:
             return None, f"the next layer {layer.label} is shared ({len(layer.calls)} calls)"
         if len(layer.calls[0]) != 1:
+            if _recurrent(layer):
+                if ref in layer.calls[0][1:]:
+                    return None, (f"its output is an initial state of {layer.label}, which enters through the "
+                                  "recurrent kernel (only the input sequence folds)")
+                return layer, ""
             return None, f"the next layer {layer.label} takes {len(layer.calls[0])} inputs"
         return layer, ""
 
@@ -198,10 +227,13 @@ class _Planner:
                 return f"its input comes from nested model '{layer.name}'"
             if role.kind == "input":
                 return "its input is a model input (nothing before it to fold into)"
-            if role.producer:
+            found = _single_site(layer)
+            if found is not None and found.role.producer:
                 if not self.single_use(ref):
                     return f"the output of {layer.label} also feeds other layers"
                 break
+            if found is not None and found.role.state:
+                return f"its input is the output of {layer.label}, {found.role.state}"
             if len(layer.calls) != 1 or len(layer.calls[0]) != 1:
                 n = len(layer.calls[0]) if len(layer.calls) == 1 else len(layer.calls)
                 return f"its input comes from {layer.label} ({n} {'inputs' if len(layer.calls) == 1 else 'calls'})"
@@ -220,14 +252,14 @@ class _Planner:
             ref = layer.calls[0][0]
         if len(layer.calls) != 1:
             return f"{layer.label} is shared ({len(layer.calls)} calls)"
-        if not _linear(layer):
-            act = layer.config.get("activation")
+        if not _linear(found.config):
+            act = found.config.get("activation")
             return f"{layer.label} has activation {act if isinstance(act, str) else 'custom'}"
-        if axis is None and p.axis == (-1,) and (not role.windowed or data_format(layer.config) == "channels_last"):
+        if axis is None and p.axis == (-1,) and (not found.role.windowed or data_format(found.config) == "channels_last"):
             rank, axis = 2, 1  # the last axis, whatever the rank: the channel axis of a channels_last layer
         if axis is None:
             return "its axis cannot be matched to a channel axis (unknown shape or several axes)"
-        if axis != _channel_axis(layer, rank):
+        if axis != _site_axis(found, rank):
             return f"its axis {p.axis[0]} is not the channel axis of {layer.label}"
         return FoldDecision(bn.name, "backward", f"folds into {layer.label}", target=layer.name, via=via[::-1])
 
@@ -243,8 +275,11 @@ class _Planner:
             if is_bn(layer) and layer.name not in self.gone:
                 return self._merge_into(bn, layer, feat, via)
             role = fold_role(layer.class_name)
-            if role.consumer:
+            targets = sites(layer.class_name, layer.config)
+            if targets and all(site.role.consumer for site in targets):
                 break
+            if role.why:
+                return f"its output goes to {layer.label}, which {role.why}"
             if layer.model is not None:
                 return f"its output goes into nested model '{layer.name}'"
             if role.kind == "reshape":
@@ -305,13 +340,17 @@ class _Planner:
     ) -> FoldDecision | str:
         if len(layer.calls) != 1:
             return f"{layer.label} is shared ({len(layer.calls)} calls)"
-        if not fold_role(layer.class_name).windowed:  # Dense: reads the last axis at every position
+        targets = sites(layer.class_name, layer.config)
+        site = targets[0]
+        if any(other.role.windowed != site.role.windowed or other.steps != site.steps for other in targets):
+            return f"the parts of {layer.label} read their input differently"
+        if not site.role.windowed:  # Dense, recurrent: read the last axis at every position
             if feat.full is not None:
                 per_unit = dense_input_affine(*feat.full)
                 if per_unit is None:
                     return f"after Flatten/Reshape the scale varies along an axis {layer.label} does not read"
                 ts, tt = per_unit
-                rows = layer.weights.get("kernel")
+                rows = layer.weights.get(f"{site.prefix}{site.role.into[0]}")
                 if rows is not None and rows.shape[0] != ts.size:
                     return f"the shape before Flatten/Reshape does not match {layer.label}'s kernel ({ts.size} vs {rows.shape[0]} inputs)"
             elif feat.axis is None or feat.rank is None:
@@ -324,9 +363,9 @@ class _Planner:
         if feat.full is not None:
             return f"a Flatten/Reshape lies between it and {layer.label}"
         in_rank = self.rank(layer.calls[0][0])
-        if feat.axis is None or in_rank is None or feat.axis != _channel_axis(layer, in_rank):
+        if feat.axis is None or in_rank is None or feat.axis != _site_axis(site, in_rank):
             return f"its axis is not the input channel axis of {layer.label}"
-        padding = layer.config.get("padding", "valid")
+        padding = site.config.get("padding", "valid")
         if padding != "valid" and np.any(t != 0):
             return f"{layer.label} pads with zeros ({padding} padding) and the shift is not zero"
         return self._decision(bn, "forward", f"folds forward into {layer.label}", layer, via, s, t)
@@ -402,6 +441,18 @@ def _describe(layer: Layer) -> str:
     if layer.class_name == "Activation" and isinstance(act, str):
         return f"'{layer.name}' ({layer.source_class} {act})"
     return layer.label
+
+
+def _single_site(layer: Layer) -> Site | None:
+    """The one site of ``layer`` (None for a Bidirectional's two, or an unreadable wrapper)."""
+    found = sites(layer.class_name, layer.config)
+    return found[0] if len(found) == 1 else None
+
+
+def _recurrent(layer: Layer) -> bool:
+    """A layer whose every site is a recurrent consumer (its inputs after the first are states)."""
+    found = sites(layer.class_name, layer.config)
+    return bool(found) and all(site.role.state and site.role.consumer for site in found)
 
 
 def _virtual(bn: Layer) -> bool:
