@@ -5,6 +5,13 @@ inputs drawn in model order). The batch dimension comes from ``batch``; any othe
 the model leaves open must be given as ``name:1x224x224x3`` (``input_shapes``), which sets the
 whole shape of that input, batch included.
 
+Inputs of sequence models get values Keras reads (:func:`input_values`): an input that feeds an
+Embedding gets token ids in ``[0, input_dim)`` (the smallest ``input_dim`` when it feeds several),
+whatever its dtype; when such an Embedding has ``mask_zero``, or the input feeds a Masking layer,
+rows are padded along the time axis, cycling pre-padded, post-padded, unpadded (with 0 for
+mask_zero, ``mask_value`` for Masking), so that a check exercises Keras' masks both ways. The
+built-in checks draw at least :data:`PADDED_ROWS` rows for such inputs (:func:`padded_batch`).
+
 Both are bounded before anything is allocated: random data to :data:`MAX_ELEMENTS` elements in
 all (a config can declare a 100000x100000 input, ``--batch`` can be 10**12), and an ``.npy`` (also
 inside an ``.npz``) must hold the bytes its header declares; object arrays are refused (no pickle).
@@ -18,31 +25,52 @@ import os
 import stat
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import BnconvertError, FormatError
 
+from ..model import TensorRef
+
+if TYPE_CHECKING:
+    from ..model import Model
+
 __all__ = [
-    "MAX_ELEMENTS", "InputSpec", "check_inputs_file", "check_random_size", "load_inputs", "parse_input_shape",
+    "MAX_ELEMENTS", "PADDED_ROWS", "InputSpec", "InputValues", "check_inputs_file", "input_values", "padded_batch", "with_values", "check_random_size", "load_inputs", "parse_input_shape",
     "parse_input_shapes", "parse_range", "random_inputs", "resolve_shape",
 ]
 
 Dim = int | None
 #: most elements the inputs of one check may hold together (2**28: 1 GiB of float32)
 MAX_ELEMENTS = 2**28
+#: rows the built-in checks draw at least for a padded input: one pre-padded, one post-padded, one not
+PADDED_ROWS = 3
+
+
+@dataclass(frozen=True)
+class InputValues:
+    """What the layers reading an input need its values to be (see :func:`input_values`).
+
+    ``tokens``: ids in ``[0, tokens)`` (an Embedding's ``input_dim``); ``pad``: the value of
+    padded steps (0 for a mask_zero Embedding, a Masking layer's ``mask_value``), None: no padding.
+    """
+
+    tokens: int | None = None
+    pad: float | None = None
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One model input: its name, its shape (``None`` for a dynamic dimension) and numpy dtype."""
+    """One model input: its name, its shape (``None`` for a dynamic dimension) and numpy dtype,
+    and what its values must be for the model's layers (None: anything)."""
 
     name: str
     shape: tuple[Dim, ...]
     dtype: str = "float32"
+    values: InputValues | None = None
 
     def describe(self) -> str:
         dims = "x".join("?" if d is None else str(d) for d in self.shape)
@@ -175,7 +203,9 @@ def random_inputs(
     feeds: dict[str, np.ndarray] = {}
     for spec, shape in zip(specs, shapes):
         dtype = np.dtype(spec.dtype)
-        if dtype.kind == "f":
+        if spec.values is not None and (dtype.kind in "iuf"):
+            feeds[spec.name] = _sequence_values(spec.values, shape, dtype, rng, value_range)
+        elif dtype.kind == "f":
             feeds[spec.name] = rng.uniform(low, high, shape).astype(dtype)
         elif dtype.kind in "iu":
             lo = math.ceil(low)
@@ -185,6 +215,103 @@ def random_inputs(
         else:
             raise BnconvertError(f"{where}input {spec.describe()}: cannot make random data of dtype {spec.dtype}; pass --inputs")
     return feeds
+
+
+def _sequence_values(values: InputValues, shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator,
+                     value_range: tuple[float, float]) -> np.ndarray:
+    """Token ids or floats, padded along axis 1 by rows: pre-padded, post-padded, unpadded, again.
+
+    A row keeps at least one unpadded step (a fully masked row is a corner Keras itself treats
+    differently between generations). Unpadded token ids avoid 0 when 0 is the padding, so the
+    unpadded row is unmasked.
+    """
+    if values.tokens is not None:
+        first = 1 if values.pad is not None and values.tokens > 1 else 0
+        data = rng.integers(first, max(values.tokens, first + 1), shape).astype(dtype)
+    else:
+        data = rng.uniform(value_range[0], value_range[1], shape).astype(dtype)
+    if values.pad is None or len(shape) < 2 or shape[1] < 2:
+        return data
+    steps = shape[1]
+    for row in range(shape[0]):
+        kind = row % PADDED_ROWS
+        if kind == 2:
+            continue  # unpadded
+        count = min(steps - 1, max(1, steps * (1 + (row // PADDED_ROWS) % 2) // 3))
+        where = slice(0, count) if kind == 0 else slice(steps - count, steps)
+        data[row, where] = values.pad
+    return data
+
+
+#: layers whose output holds the values of their input (moved, or the identity at inference):
+#: token ids pass through them to an Embedding
+_MOVES_VALUES = frozenset({"Reshape", "Flatten", "Permute", "RepeatVector"})
+
+
+def input_values(model: Model) -> dict[str, InputValues]:
+    """Per model input (by its input layer's name): the values its consumers need.
+
+    Followed from each input through the layers that keep its values (the catalog's identities,
+    InputLayer, Reshape, Flatten, Permute, RepeatVector) and into nested models: an Embedding
+    (also inside TimeDistributed) asks for token ids below its ``input_dim`` and, with
+    ``mask_zero``, padding with 0; a Masking layer asks for padding with its ``mask_value``.
+    """
+    from ..catalog import catalog
+
+    table = catalog()
+    found: dict[str, InputValues] = {}
+    for ref in model.inputs:
+        tokens: list[int] = []
+        pads: list[float] = []
+        zero_pad = False
+        seen: set[tuple[int, str, int, int]] = set()
+        todo: list[tuple[Model, TensorRef]] = [(model, ref)]
+        while todo:
+            owner, here = todo.pop()
+            key = (id(owner), here.layer, here.node, here.index)
+            if key in seen:
+                continue
+            seen.add(key)
+            for layer, k in owner.consumers(here):
+                cls, config = layer.class_name, layer.config
+                if cls == "TimeDistributed" and isinstance(config.get("layer"), dict):
+                    cls, config = config["layer"].get("class_name"), config["layer"].get("config") or {}
+                if layer.model is not None:
+                    position = layer.calls[k].index(here)
+                    if position < len(layer.model.inputs):
+                        todo.append((layer.model, layer.model.inputs[position]))
+                elif cls == "Embedding":
+                    dim = config.get("input_dim")
+                    if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0:
+                        tokens.append(dim)
+                    zero_pad = zero_pad or bool(config.get("mask_zero"))
+                elif cls == "Masking":
+                    value = config.get("mask_value", 0.0)
+                    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                        pads.append(float(value))
+                elif cls in _MOVES_VALUES or getattr(table.get(cls), "identity", False):
+                    todo.append((owner, TensorRef(layer.name, k, 0)))
+        if tokens:
+            found[ref.layer] = InputValues(tokens=min(tokens), pad=0.0 if zero_pad else None)
+        elif pads:
+            found[ref.layer] = InputValues(pad=pads[0])
+    return found
+
+
+def with_values(specs: Sequence[InputSpec], model: Model | None) -> list[InputSpec]:
+    """``specs`` with what ``model`` needs of each input's values (:func:`input_values`)."""
+    if model is None or not model.has_graph:
+        return list(specs)
+    values = input_values(model)
+    return [replace(s, values=values[s.name]) if s.name in values else s for s in specs]
+
+
+def padded_batch(specs: Sequence[InputSpec], batch: int) -> int:
+    """The batch the built-in checks draw: at least :data:`PADDED_ROWS` when an input with a
+    dynamic batch is padded, so that pre-padded, post-padded and unpadded rows are all checked."""
+    if any(s.values is not None and s.values.pad is not None and (not s.shape or s.shape[0] is None) for s in specs):
+        return max(batch, PADDED_ROWS)
+    return batch
 
 
 def _npy(fh: IO[bytes], available: int, label: str) -> Callable[[], np.ndarray]:

@@ -41,7 +41,7 @@ from ..catalog import kernel_layout
 from ..model import Model, Source, TensorRef
 from ..readers import sniff
 from ..readers.code import code_in_model, scan_config
-from .inputs import InputSpec
+from .inputs import InputSpec, with_values
 from .runners import Runner, RunnerUnavailable
 
 __all__ = ["KerasRunner", "KerasLoadError", "keras_module_for", "keras_available", "tensor_name", "INSTALL_HINT"]
@@ -281,7 +281,7 @@ class KerasRunner(Runner):
         names = [ref.layer for ref in self.model.inputs]
         if len(names) != len(tensors):
             names = [getattr(t, "name", f"input_{i}") for i, t in enumerate(tensors)]
-        return [InputSpec(n, _shape(t), _dtype(t)) for n, t in zip(names, tensors)]
+        return with_values([InputSpec(n, _shape(t), _dtype(t)) for n, t in zip(names, tensors)], self.model)
 
     def output_names(self) -> list[str]:
         names = [tensor_name(ref) for ref in self.model.outputs]

@@ -8,7 +8,7 @@ back before the comparison.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,7 @@ def bind_inputs(specs_a: Sequence[InputSpec], specs_b: Sequence[InputSpec]) -> B
         kind = None if None in options else options[0]
         back = inverse(kind)
         other = tuple(sb.shape) if back is None else tuple(sb.shape[i] for i in permutation(back, len(sb.shape)))
-        merged.append(InputSpec(sa.name, tuple(x if x is not None else y for x, y in zip(sa.shape, other)), sa.dtype))
+        merged.append(replace(sa, shape=tuple(x if x is not None else y for x, y in zip(sa.shape, other))))
         layouts.append(kind)
         if kind:
             notes.append(f"input '{sa.name}': B holds it {kind.split('->')[1]}; A's data is transposed for B")
@@ -121,5 +121,5 @@ def fill_dynamic(specs: Sequence[InputSpec], batch: int) -> tuple[list[InputSpec
         if open_axes:
             shape = [CHECK_DYNAMIC_SIZE if d is None else d for d in shape]
             notes.append(f"input '{s.name}': dynamic axes {open_axes} set to {CHECK_DYNAMIC_SIZE} for the check")
-        filled.append(InputSpec(s.name, tuple(shape), s.dtype))
+        filled.append(replace(s, shape=tuple(shape)))
     return filled, notes

@@ -27,7 +27,7 @@ import numpy as np
 from ..catalog.record import output_masks
 from ..errors import BnconvertError, UnsupportedLayerError
 from ..model import Layer, Model, TensorRef
-from .inputs import InputSpec
+from .inputs import InputSpec, with_values
 from .runners import Runner, RunnerUnavailable
 
 __all__ = ["ReferenceRunner", "blas_threads", "declared_input_specs", "run_reference"]
@@ -250,7 +250,7 @@ class ReferenceRunner(Runner):
         self.load_seconds = time.perf_counter() - start
 
     def input_specs(self) -> list[InputSpec]:
-        return declared_input_specs(self.model, self.path)
+        return with_values(declared_input_specs(self.model, self.path), self.model)
 
     def output_names(self) -> list[str]:
         names: list[str] = []

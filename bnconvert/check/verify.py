@@ -27,6 +27,7 @@ from .inputs import (
     check_inputs_file,
     check_random_size,
     load_inputs,
+    padded_batch,
     random_inputs,
 )
 from .keras_runner import (
@@ -263,6 +264,7 @@ def _check(
     ``ahead``: the reference already running in another thread, used when its inputs are the ones
     drawn here: the candidate then runs while it finishes."""
     binding = bind_inputs(ref.input_specs(), cand.input_specs())
+    batch = padded_batch(binding.specs, batch)  # pre-, post- and unpadded rows of a masked sequence
     specs, fill_notes = fill_dynamic(binding.specs, batch)
     binding.specs = specs
     feeds = random_inputs(specs, seed=seed, batch=batch, source=original)
@@ -402,7 +404,8 @@ class ReferenceAhead:
         self.path, self.notes, self.seed, self.batch = path, notes, seed, batch
         self.runner = ReferenceRunner(path, model=model)
         self.runner.threads = 2  # the batch's two halves in two threads, beside onnxruntime
-        specs, _ = fill_dynamic(self.runner.input_specs(), batch)
+        declared = self.runner.input_specs()
+        specs, _ = fill_dynamic(declared, padded_batch(declared, batch))
         self.feeds = random_inputs(specs, seed=seed, batch=batch, source=path)
         self._done: _Done | None = None
         self._error: BaseException | None = None
