@@ -121,3 +121,192 @@ def test_reference_and_onnx_equal_keras3(case: str, keras3_models: dict[str, Any
         assert len(outs) == len(expected)
         onnx_err = max(rel_err(e, o) for e, o in zip(expected, outs))
         assert onnx_err <= TOLERANCE, f"opset {opset}: ONNX vs Keras 3: {onnx_err:.2e}"
+
+
+# -- masks -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def masked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A ConvLSTM2D (go_backwards, return_state) called eagerly by Keras 3 with a whole-step mask
+    ``(N, T)`` and with a pixel mask ``(N, T, H, W)``, its bnconvert layer, and a Masking model."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(3)
+    inp = keras.Input((4, 5, 5, 2))
+    layer = keras.layers.ConvLSTM2D(3, 3, padding="same", go_backwards=True, return_sequences=True, return_state=True)
+    model = keras.Model(inp, layer(inp))
+    _randomize(model, 3)
+    path = tmp_path_factory.mktemp("conv_lstm_mask") / "masked.keras"
+    model.save(path)
+    x = rng.normal(size=(3, 4, 5, 5, 2)).astype(np.float32)
+    steps = np.array([[True, True, False, True], [False, True, True, True], [True, False, False, True]])
+    pixels = rng.random((3, 4, 5, 5)) > 0.3
+    expected = {name: [np.asarray(y) for y in layer(x, mask=m)] for name, m in (("steps", steps), ("pixels", pixels))}
+    # Masking -> ConvLSTM2D -> ConvLSTM2D: the mask Masking derives from zero pixels, carried on
+    inp = keras.Input((4, 5, 5, 2))
+    hidden = keras.layers.ConvLSTM2D(3, 3, padding="same", return_sequences=True)(keras.layers.Masking(0.0)(inp))
+    chain = keras.Model(inp, keras.layers.ConvLSTM2D(2, 3, padding="same")(hidden))
+    _randomize(chain, 4)
+    chain_path = path.with_name("chain.keras")
+    chain.save(chain_path)
+    xz = x.copy()
+    xz[0, 2], xz[1, 1, 2], xz[2, 3, :, 1] = 0.0, 0.0, 0.0  # a whole step, a row, a column
+    return {"path": path, "x": x, "masks": {"steps": steps, "pixels": pixels}, "expected": expected,
+            "chain": (chain_path, xz, np.asarray(chain(xz)))}
+
+
+def _conv_lstm_layer(path: Path) -> Any:
+    model = bnconvert.load(path)
+    return model, next(layer for _, layer, _ in model.walk() if layer.class_name.startswith("ConvLSTM"))
+
+
+@pytest.mark.parametrize("kind", ["steps", "pixels"])
+def test_reference_masks_equal_keras3(kind: str, masked: dict[str, Any]) -> None:
+    model, layer = _conv_lstm_layer(masked["path"])
+    record = catalog()[layer.class_name]
+    mask = masked["masks"][kind]
+    outs = record.call(layer, [masked["x"]], CallContext(source=model.source, masks=[mask]))
+    expected = masked["expected"][kind]
+    assert len(outs) == len(expected) == 3
+    err = max(rel_err(e, o) for e, o in zip(expected, outs))
+    assert err <= TOLERANCE, f"{kind} mask: float64 reference vs Keras 3: {err:.2e}"
+    unmasked = record.call(layer, [masked["x"]], CallContext(source=model.source))
+    assert rel_err(expected[0], unmasked[0]) > 1e-2  # the mask changes the result
+    out_masks = record.mask(layer, [masked["x"]], CallContext(masks=[mask]))
+    assert out_masks[0] is mask and out_masks[1:] == [None, None]
+
+
+def _export_with_mask(layer: Any, model: Any, x_shape: tuple, mask_shape: tuple, opset: int) -> onnx.ModelProto:
+    """The handler alone, given the mask as a graph input (as the export walk hands it over)."""
+    b = Builder(opset)
+    xt = Tensor(shape=x_shape, views={identity(len(x_shape)): b.claim("x")})
+    mt = Tensor(shape=mask_shape, views={identity(len(mask_shape)): b.claim("mask")})
+    shapes = catalog()[layer.class_name].shape(layer.config, [x_shape])
+    call = Call(layer=layer, name=layer.name, inputs=[xt], out_shapes=shapes, source=model.source, masks=[mt])
+    outs = handlers()[layer.class_name](b, call)
+    assert call.out_masks is not None and call.out_masks[0] is mt and call.out_masks[1:] == [None, None]
+    names = [b.view(t, identity(t.rank)) for t in outs]
+    graph = helper.make_graph(
+        b.nodes, "masked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape)),
+                            helper.make_tensor_value_info("mask", TensorProto.BOOL, list(mask_shape))],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(t.shape)) for n, t in zip(names, outs)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return add_initializers(proto, b.constants)
+
+
+@pytest.mark.parametrize("kind", ["steps", "pixels"])
+def test_onnx_masks_equal_keras3(kind: str, masked: dict[str, Any]) -> None:
+    model, layer = _conv_lstm_layer(masked["path"])
+    mask = masked["masks"][kind]
+    for opset in (13, 21):
+        proto = _export_with_mask(layer, model, (None, 4, 5, 5, 2), (None, *mask.shape[1:]), opset)
+        check_model(proto)
+        outs = run_onnx(proto, [masked["x"], mask])
+        err = max(rel_err(e, o) for e, o in zip(masked["expected"][kind], outs))
+        assert err <= TOLERANCE, f"{kind} mask, opset {opset}: ONNX vs Keras 3: {err:.2e}"
+
+
+def test_masking_chain_exports_and_equals_keras3(masked: dict[str, Any]) -> None:
+    path, x, expected = masked["chain"]
+    proto = to_onnx(bnconvert.load(path))
+    check_model(proto)
+    assert sum(n.op_type == "Scan" for n in proto.graph.node) == 2
+    err = rel_err(expected, run_onnx(proto, [x])[0])
+    assert err <= TOLERANCE, f"Masking -> ConvLSTM2D x2: ONNX vs Keras 3: {err:.2e}"
+
+
+def test_a_mask_that_does_not_fit_the_state_is_refused(masked: dict[str, Any]) -> None:
+    """A strided layer's state is smaller than the pixel mask: Keras cannot run it; we say why, in one line."""
+    model, layer = _conv_lstm_layer(masked["path"])
+    strided = layer.copy(config={**layer.config, "strides": 2})
+    mask = masked["masks"]["pixels"]
+    with pytest.raises(UnsupportedLayerError, match=r"conv_lstm.*mask of shape \(3, 4, 5, 5\) does not fit"):
+        catalog()[layer.class_name].call(strided, [masked["x"]], CallContext(masks=[mask]))
+    with pytest.raises(UnsupportedLayerError, match=r"ConvLSTM2D: a mask of shape .* does not fit the state") as info:
+        _export_with_mask(strided, model, (None, 4, 5, 5, 2), (None, 4, 5, 5), 17)
+    assert "\n" not in str(info.value)
+
+
+# -- tf_keras ----------------------------------------------------------------------------------------
+#: run in its own process (tf_keras and Keras 3 never share one): two ConvLSTM2D with tf_keras'
+#: default recurrent activation, hard_sigmoid = clip(0.2x + 0.5, 0, 1), saved as .h5
+_TFK_SCRIPT = r"""
+import sys
+import numpy as np
+import tf_keras
+
+L = tf_keras.layers
+tf_keras.utils.set_random_seed(0)
+inp = tf_keras.Input((3, 5, 5, 2))
+seq = L.ConvLSTM2D(3, 3, padding="same", return_sequences=True, go_backwards=True)(inp)
+out, h, c = L.ConvLSTM2D(2, 2, strides=2, return_state=True)(seq)
+model = tf_keras.Model(inp, [out, h, c])
+rng = np.random.default_rng(0)
+for v in model.weights:
+    if v.name.split("/")[-1].startswith("bias"):
+        v.assign(rng.normal(0.0, 0.5, tuple(v.shape)).astype("float32"))
+x = rng.normal(0.0, 2.0, (2, 3, 5, 5, 2)).astype("float32")
+ys = model(x, training=False)
+model.save(sys.argv[1] + "/tfk_conv_lstm.h5")
+np.savez(sys.argv[1] + "/tfk_conv_lstm.npz", x=x, **{f"y{i}": np.asarray(y) for i, y in enumerate(ys)})
+print(model.layers[1].get_config()["recurrent_activation"])
+"""
+
+
+@pytest.fixture(scope="module")
+def tf_keras_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, list[np.ndarray]]:
+    folder = tmp_path_factory.mktemp("tfk_conv_lstm")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, "-c", _TFK_SCRIPT, str(folder)], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "hard_sigmoid"
+    data = np.load(folder / "tfk_conv_lstm.npz")
+    return folder / "tfk_conv_lstm.h5", data["x"], [data[f"y{i}"] for i in range(3)]
+
+
+def test_tf_keras_reference_and_onnx(tf_keras_model: tuple[Path, np.ndarray, list[np.ndarray]]) -> None:
+    path, x, expected = tf_keras_model
+    model = bnconvert.load(path)
+    assert model.source is not None and model.source.generation == 2
+    runner = ReferenceRunner(path, model=model)
+    reference = list(runner.infer({runner.input_specs()[0].name: x}).values())
+    err = max(rel_err(e, r) for e, r in zip(expected, reference))
+    assert len(reference) == 3 and err <= TOLERANCE, f"float64 reference vs tf_keras: {err:.2e}"
+    proto = to_onnx(model)
+    check_model(proto)
+    outs = run_onnx(proto, [x])
+    err = max(rel_err(e, o) for e, o in zip(expected, outs))
+    assert len(outs) == 3 and err <= TOLERANCE, f"ONNX vs tf_keras: {err:.2e}"
+
+
+# -- the real-world file -----------------------------------------------------------------------------
+def test_corpus_convlstm_exports_and_equals_keras3(tmp_path: Path) -> None:
+    """Keras 3 legacy .h5: ConvLSTM2D (1x1 kernel, relu) -> BatchNormalization -> Dropout ->
+    Flatten -> Dense x2, exported by the CLI (BN folded forward into the Dense) and compared with
+    Keras 3's own predict, as is the float64 reference."""
+    import keras
+
+    from bnconvert.cli import main
+
+    path = sequence_corpus_file("Zmey1")
+    out = tmp_path / "zmey.onnx"
+    result = CliRunner().invoke(main, ["export", str(path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 BatchNormalization folded" in result.stdout
+    proto = onnx.load(out)
+    check_model(proto)
+    assert [n.op_type for n in proto.graph.node].count("Scan") == 1
+    assert "BatchNormalization" not in {n.op_type for n in proto.graph.node}
+    model = keras.models.load_model(path, compile=False)
+    # inputs in [0, 1], the scaled observations the model was trained on: N(0, 1) inputs drive its
+    # last sigmoid to logits near -40, outputs of 1e-17, where onnxruntime's and TensorFlow's
+    # float32 sigmoids part (8e-4 relative to an output maximum of 4e-6)
+    x = np.random.default_rng(5).uniform(0.0, 1.0, (8, 3, 1, 1, 5)).astype(np.float32)
+    expected = keras_predict(model, [x])[0]
+    err = rel_err(expected, run_onnx(proto, [x])[0])
+    assert err <= TOLERANCE, f"ONNX vs Keras 3: {err:.2e}"
+    runner = ReferenceRunner(path, model=bnconvert.load(path))
+    reference = next(iter(runner.infer({runner.input_specs()[0].name: x}).values()))
+    err = rel_err(expected, reference)
+    assert err <= TOLERANCE, f"float64 reference vs Keras 3: {err:.2e}"
