@@ -2,6 +2,7 @@
 
     python benchmarks/run.py --scaling --large    # everything; writes benchmarks/RESULTS.md
     python benchmarks/run.py --models ResNet50    # a subset (no RESULTS.md unless --output)
+    python benchmarks/run.py --sequences          # the two sequence models only; writes their part of RESULTS.md
 
 Needs the test extras (TensorFlow, Keras 3) and tf2onnx (``pip install tf2onnx``). Models are
 built at run time (``weights=None``, random BN statistics) into ``benchmarks/out/`` (not committed).
@@ -14,7 +15,9 @@ onnxruntime latency of both files (batch 1, 2 threads, default optimisation, run
 files interleaved so that both see the same machine); max relative error of both against the
 same Keras outputs (and against the model run in float64). Also ``inspect`` and ``fold`` alone;
 with ``--scaling`` a series of growing models (export time and peak memory against parameter
-count, with a tiny model as the memory baseline); with ``--large`` a 2.2 GB model (external data).
+count, with a tiny model as the memory baseline); with ``--large`` a 2.2 GB model (external data). With ``--sequences`` two token-id models at sequence
+length 200 (an LSTM text classifier and a bidirectional GRU tagger, both with ``mask_zero`` and
+padded rows), the same measurements with latency at batch 1 and 32, in their own part of RESULTS.md.
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ NO_TF = (
 )
 SAMPLES = 8  # inputs compared against Keras
 LATENCY_RUNS = 200
+#: the sequence models (``--sequences``): the issue's two, token ids of length 200 from a 20,000 word vocabulary
+SEQUENCES = ["TextLSTM", "BiGRUTagger"]
+SEQ_LEN, VOCAB = 200, 20000
+SEQ_SAMPLES = 32  # token rows compared against Keras; also the larger latency batch
+#: (batch, interleaved runs of each file): a batch of 32 rows of 200 steps takes some 10-50 ms a run
+SEQ_LATENCY = [(1, LATENCY_RUNS), (SEQ_SAMPLES, 60)]
 
 
 def bnconvert(*args: str) -> list[str]:
@@ -68,7 +77,7 @@ def timed(argv: list[str], repeat: int = 1, output: Path | None = None) -> dict[
     that child's own peak); median wall time (s), largest peak RSS (MB), exit code. ``output``
     (and its ``.data``) is deleted before each run: every tool writes a new file, none pays for
     replacing an old one."""
-    seconds, cpu, peaks, code = [], [], [], 0
+    seconds, cpu, peaks, code, error = [], [], [], 0, ""
     for _ in range(repeat):
         if output is not None:
             for old in (output, output.with_name(output.name + ".data")):
@@ -81,10 +90,12 @@ def timed(argv: list[str], repeat: int = 1, output: Path | None = None) -> dict[
         peaks.append(usage.ru_maxrss / 1024)
         code = os.waitstatus_to_exitcode(status)
         if code:
-            print(f"  ! {' '.join(argv[:4])}... exited {code}: {(err or out).decode()[-600:]}", file=sys.stderr)
+            text = (err or out).decode(errors="replace")
+            print(f"  ! {' '.join(argv[:4])}... exited {code}: {text[-600:]}", file=sys.stderr)
+            error = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
             break
     return {"seconds": statistics.median(seconds), "runs": [round(s, 3) for s in seconds], "peak_mb": max(peaks), "exit": code,
-            "cpu_seconds": statistics.median(cpu)}
+            "cpu_seconds": statistics.median(cpu), "error": error}
 
 
 BUILD = """
@@ -151,10 +162,11 @@ def build(name: str, size: int | None) -> dict[str, Any]:
     return info
 
 
+#: the input's own dtype: float32 images, int32 token ids (the sequence models)
 TF2ONNX = """
 import sys, tensorflow as tf, keras, tf2onnx
 model = keras.models.load_model(sys.argv[1], compile=False)
-spec = [tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32, name='input')]
+spec = [tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.as_dtype(model.inputs[0].dtype), name='input')]
 fn = tf.function(lambda x: model(x, training=False))
 tf2onnx.convert.from_function(fn, input_signature=spec, opset=17, output_path=sys.argv[2])
 """
@@ -162,7 +174,8 @@ tf2onnx.convert.from_function(fn, input_signature=spec, opset=17, output_path=sy
 
 COMPARE = """
 import json, sys, time, collections, numpy as np, onnx, onnxruntime as ort
-paths, ref, runs = json.loads(sys.argv[1]), np.load(sys.argv[2]), int(sys.argv[3])
+paths, ref, batches = json.loads(sys.argv[1]), np.load(sys.argv[2]), json.loads(sys.argv[3])  # [[batch, runs], ...]
+DTYPES = {'tensor(float)': np.float32, 'tensor(double)': np.float64, 'tensor(int32)': np.int32, 'tensor(int64)': np.int64}
 x, y_ref = ref['x'], ref['y']
 y64 = ref['y64'] if 'y64' in ref.files else None
 scale = float(np.max(np.abs(y_ref)))
@@ -182,45 +195,53 @@ for tool, path in paths.items():
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2  # default graph optimisation level (ORT_ENABLE_ALL)
     sess = ort.InferenceSession(path, opts, providers=['CPUExecutionProvider'])
-    name = sess.get_inputs()[0].name
+    first = sess.get_inputs()[0]
+    name, xs = first.name, x.astype(DTYPES[first.type])  # token ids: each file takes its own integer type
     extra = extra_inputs(sess)
-    y = sess.run(None, {name: x, **extra})[0].reshape(y_ref.shape)
+    y = sess.run(None, {name: xs, **extra})[0].reshape(y_ref.shape)
     diff = np.abs(y.astype(np.float64) - y_ref)
     out[tool] = dict(nodes=len(proto.graph.node), ops=dict(collections.Counter(n.op_type for n in proto.graph.node)),
                      max_rel_err=float(diff.max() / scale), mean_rel_err=float(diff.mean() / scale),
-                     keras_err64=keras_err64, extra_inputs=sorted(extra))
+                     keras_err64=keras_err64, extra_inputs=sorted(extra), input_type=first.type)
     if y64 is not None:
         diff64 = np.abs(y.astype(np.float64) - y64)
         out[tool].update(max_rel_err64=float(diff64.max() / np.max(np.abs(y64))),
                          mean_rel_err64=float(diff64.mean() / np.max(np.abs(y64))))
-    sessions[tool] = (sess, {name: x[:1], **extra})
-times = {tool: [] for tool in sessions}
-for sess, feed in sessions.values():
-    for _ in range(10):
-        sess.run(None, feed)
+    sessions[tool] = (sess, name, xs, extra)
 order = list(sessions)
-for r in range(runs):  # interleaved, alternating order: both files see the same machine
-    for tool in (order if r % 2 == 0 else order[::-1]):
-        sess, feed = sessions[tool]
-        t = time.perf_counter(); sess.run(None, feed); times[tool].append(time.perf_counter() - t)
-for tool, ts in times.items():
-    ts = np.array(ts) * 1000
-    out[tool].update(latency_ms=float(np.median(ts)), latency_p10_ms=float(np.percentile(ts, 10)))
-if len(times) == 2:  # runs r of the two files were back to back: their ratio cancels the machine's drift;
-    # the geometric mean of the two orders' medians cancels any advantage of going first or second
-    a, b = (np.array(times[tool]) for tool in order)
-    r = a / b
-    out[order[0]]['latency_ratio'] = float(np.sqrt(np.median(r[0::2]) * np.median(r[1::2])))
+for batch, runs in batches:  # keys latency_ms... at batch 1, latency_b<batch>_ms... at the others
+    if batch > len(x):
+        raise SystemExit(f'latency at batch {batch} needs {batch} inputs, the reference has {len(x)}')
+    key = 'latency' if batch == 1 else f'latency_b{batch}'
+    feeds = {tool: {name: xs[:batch], **extra} for tool, (sess, name, xs, extra) in sessions.items()}
+    times = {tool: [] for tool in sessions}
+    for tool in order:
+        for _ in range(10):
+            sessions[tool][0].run(None, feeds[tool])
+    for r in range(runs):  # interleaved, alternating order: both files see the same machine
+        for tool in (order if r % 2 == 0 else order[::-1]):
+            sess = sessions[tool][0]
+            t = time.perf_counter(); sess.run(None, feeds[tool]); times[tool].append(time.perf_counter() - t)
+    for tool, ts in times.items():
+        ts = np.array(ts) * 1000
+        out[tool].update({f'{key}_ms': float(np.median(ts)), f'{key}_p10_ms': float(np.percentile(ts, 10))})
+    if len(times) == 2:  # runs r of the two files were back to back: their ratio cancels the machine's drift;
+        # the geometric mean of the two orders' medians cancels any advantage of going first or second
+        a, b = (np.array(times[tool]) for tool in order)
+        r = a / b
+        out[order[0]][f'{key}_ratio'] = float(np.sqrt(np.median(r[0::2]) * np.median(r[1::2])))
 print(json.dumps(out))
 """
 
 
-def compare(paths: dict[str, Path], ref: Path) -> dict[str, Any]:
-    """Node counts, errors against Keras and interleaved latency of the ONNX files (child process)."""
+def compare(paths: dict[str, Path], ref: Path,
+            batches: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+    """Node counts, errors against Keras and interleaved latency of the ONNX files (child process);
+    ``batches``: (batch, runs) pairs, default batch 1 only, ``LATENCY_RUNS`` runs."""
     existing = {tool: str(p) for tool, p in paths.items() if p.exists()}
     if not existing:
         return {}
-    argv = [sys.executable, "-c", COMPARE, json.dumps(existing), str(ref), str(LATENCY_RUNS)]
+    argv = [sys.executable, "-c", COMPARE, json.dumps(existing), str(ref), json.dumps(batches or [(1, LATENCY_RUNS)])]
     out = subprocess.run(argv, env=ENV, capture_output=True, text=True)
     if out.returncode:
         print(f"  ! comparing {list(existing)} failed: {out.stderr[-600:]}", file=sys.stderr)
@@ -288,6 +309,104 @@ def run_scaling(name: str, size: int | None, repeat: int, compare_onnx: bool = F
     row["no_check"] = _no_check(h5, repeat)
     if compare_onnx and row["bnconvert"]["exit"] == 0:
         row["onnx"] = compare({"bnconvert": onnx_path}, OUT / f"{name}.ref.npz").get("bnconvert", {})
+    return row
+
+
+# -- sequence models ------------------------------------------------------------------------------
+BUILD_SEQ = """
+import json, sys, numpy as np, keras
+name, keras_path, h5, ref = sys.argv[1:5]
+samples, T, vocab = (int(a) for a in sys.argv[5:8])
+L = keras.layers
+
+
+def make(name):
+    x = keras.Input((T,), dtype='int32', name='tokens')
+    embed = L.Embedding(vocab, 128, mask_zero=True, name='embedding')
+    if name == 'TextLSTM':  # a sentiment / topic classifier, the tutorials' Sequential: the last state of an
+        # LSTM over the padded text
+        return keras.Sequential([x, embed, L.LSTM(128, name='lstm'), L.Dense(4, activation='softmax', name='classes')],
+                                name='text_lstm')
+    if name == 'BiGRUTagger':  # a sequence tagger, functional: a tag distribution per token (Keras 3.15 writes
+        # the Embedding's mask as a NotEqual operation of its own, passed to the next layer as its mask argument)
+        y = L.Bidirectional(L.GRU(64, return_sequences=True, name='gru'), name='bigru')(embed(x))
+        y = L.TimeDistributed(L.Dense(17, activation='softmax', name='tag'), name='tags')(y)
+        return keras.Model(x, y, name='bigru_tagger')
+    raise SystemExit(f'unknown sequence model {name}')
+
+
+keras.utils.set_random_seed(0)  # the same model every run: Keras' initializers draw the kernels
+model = make(name)
+rng = np.random.default_rng(0)
+for v in model.weights:  # non-trivial biases (zeros, or LSTM's forget-gate ones, by default) and
+    # embeddings of the size trained ones have (the default +-0.05 would leave every gate near 0.5)
+    if v.path.endswith('bias'):
+        v.assign(rng.normal(0, 0.3, v.shape).astype('float32'))
+    elif v.path.endswith('embeddings'):
+        v.assign(rng.normal(0, 0.6, v.shape).astype('float32'))
+model.save(keras_path)
+model.save(h5)
+# token rows as a tokenizer and pad_sequences give them: ids in [1, vocab), 0 the padding; a quarter
+# full length, the rest 10 to T-1 tokens, padded in front (pad_sequences' default) or behind
+rng = np.random.default_rng(1)
+x = rng.integers(1, vocab, (samples, T)).astype('int32')
+for i in range(samples):
+    n = int(rng.integers(10, T))
+    if i % 4 in (1, 3):
+        x[i, :T - n] = 0
+    elif i % 4 == 2:
+        x[i, n:] = 0
+y = model.predict(x, batch_size=samples, verbose=0)
+arrays = dict(x=x, y=y)
+keras.config.set_dtype_policy('float64')  # the same model in float64: the true outputs
+model64 = make(name)
+model64.set_weights([w.astype('float64') for w in model.get_weights()])
+arrays['y64'] = model64.predict(x, batch_size=samples, verbose=0)
+np.savez(ref, **arrays)
+print(json.dumps(dict(params=int(model.count_params()), layers=len(model.layers), input=[T],
+                      padded_rows=int((x == 0).any(axis=1).sum()))))
+"""
+
+
+def build_sequence(name: str) -> dict[str, Any]:
+    """Build a sequence model with Keras 3, save it as .keras and .h5 and Keras' float32 and float64
+    outputs on padded token rows (child process)."""
+    paths = [OUT / f"{name}.keras", OUT / f"{name}.h5", OUT / f"{name}.ref.npz"]
+    argv = [sys.executable, "-c", BUILD_SEQ, name, *map(str, paths), str(SEQ_SAMPLES), str(SEQ_LEN), str(VOCAB)]
+    out = subprocess.run(argv, env=ENV, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"building {name} failed:\n{out.stderr[-2000:]}")
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    info["file_mb"] = paths[0].stat().st_size / 1e6
+    return info
+
+
+def run_sequence(name: str, repeat: int, with_tf2onnx: bool) -> dict[str, Any]:
+    """One sequence model: bnconvert ``export`` of the ``.keras`` file (check included, and
+    ``--no-check``), of the ``.h5`` file too (the other format Keras 3 writes), tf2onnx on the
+    ``.keras`` file, then both ONNX files at batch 1 and 32."""
+    print(f"{name}: building", file=sys.stderr)
+    row: dict[str, Any] = {"model": name, **build_sequence(name)}
+    src, h5 = OUT / f"{name}.keras", OUT / f"{name}.h5"
+    bn_onnx, tf_onnx = OUT / f"{name}.bnconvert.onnx", OUT / f"{name}.tf2onnx.onnx"
+    print(f"{name}: bnconvert export (.keras, .h5, --no-check)", file=sys.stderr)
+    row["bnconvert"] = timed(bnconvert("export", str(src), "-o", str(bn_onnx)), repeat, output=bn_onnx)
+    row["no_check"] = _no_check(src, repeat)
+    h5_onnx = OUT / f"{name}.h5.bnconvert.onnx"
+    row["h5"] = timed(bnconvert("export", str(h5), "-o", str(h5_onnx)), repeat, output=h5_onnx)
+    paths = {"bnconvert": bn_onnx} if row["bnconvert"]["exit"] == 0 else {}
+    if not paths and row["no_check"]["exit"] == 0:  # the check failed, not the conversion: the file is still
+        # measured (and said to be the unchecked one)
+        paths, row["onnx_from"] = {"bnconvert": src.with_suffix(".nocheck.onnx")}, "export --no-check"
+    if with_tf2onnx:
+        print(f"{name}: tf2onnx", file=sys.stderr)
+        # as many runs as bnconvert's: a few seconds each, so the time ratio is of two medians
+        row["tf2onnx"] = timed([sys.executable, "-c", TF2ONNX, str(src), str(tf_onnx)], repeat, output=tf_onnx)
+        if row["tf2onnx"]["exit"] == 0:
+            paths["tf2onnx"] = tf_onnx
+    print(f"{name}: onnxruntime", file=sys.stderr)
+    for tool, stats in compare(paths, OUT / f"{name}.ref.npz", SEQ_LATENCY).items():
+        row[tool].update(stats)
     return row
 
 
@@ -421,6 +540,11 @@ def _header(command: str) -> list[str]:
             "times are medians of the bnconvert runs (one tf2onnx run each), peaks are the largest."]
 
 
+def _seq_header(command: str, repeat: int) -> list[str]:
+    return [_versions(), f"Generated by `{command}` on {time.strftime('%Y-%m-%d %H:%M')}; times are medians of "
+            f"{repeat} runs of each tool, peaks the largest."]
+
+
 def markdown(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], command: str,
              header: list[str] | None = None) -> str:
     lines = [
@@ -502,15 +626,139 @@ def markdown(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], command:
     return "\n".join(lines) + "\n"
 
 
+#: the sequence models' targets (issue 15): conversion at most a tenth of tf2onnx's time, the
+#: check included; their outputs within 1e-5 (max abs difference / max abs output) of Keras'
+SEQ_TIME_RATIO = 0.1
+SEQ_TOLERANCE = 1e-5
+
+
+def _failure(d: dict[str, Any], what: str) -> str:
+    """Why a tool gave no number: its exit code and last line (or that it was not run)."""
+    if not d:
+        return f"{what} not run"
+    error = (d.get("error") or "(no message)").replace("|", "\\|")  # inside a Markdown table
+    return f"{what} exited {d['exit']}: `{error}`"
+
+
+def sequence_targets(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets for the sequence models, one line per target and model, met or not; a
+    target a tool gave no number for is not met, and the line says why."""
+    out = ["| target | measured | |", "|---|---|---|"]
+
+    def line(what: str, measured: str, ok: bool) -> None:
+        out.append(f"| {what} | {measured} | {'met' if ok else '**NOT met**'} |")
+
+    for r in rows:
+        m, b, n, t = r["model"], r["bnconvert"], r.get("no_check", {}), r.get("tf2onnx", {})
+        unchecked = f" (the `{r['onnx_from']}` file: `export` failed)" if r.get("onnx_from") else ""
+        what = f"{m}: export time <= {SEQ_TIME_RATIO:g} x tf2onnx's (check included)"
+        if b["exit"] or not t or t["exit"]:
+            line(what, _failure(b, "bnconvert") if b["exit"] else _failure(t, "tf2onnx"), False)
+        else:
+            bare = f"; `--no-check` {n['seconds']:.2f} s = {n['seconds'] / t['seconds']:.3f}" if n and not n["exit"] else ""
+            line(what, f"{b['seconds']:.2f} s / {t['seconds']:.2f} s = {b['seconds'] / t['seconds']:.3f}{bare}",
+                 b["seconds"] / t["seconds"] <= SEQ_TIME_RATIO)
+        for batch in (1, SEQ_SAMPLES):
+            key = "latency" if batch == 1 else f"latency_b{batch}"
+            what = f"{m}: onnxruntime latency at batch {batch} no worse than tf2onnx's (paired ratio <= 1 + {LATENCY_NOISE:g})"
+            ratio = b.get(f"{key}_ratio")
+            if ratio is None:
+                line(what, _failure(t, "tf2onnx") if not t or t["exit"] else _failure(b, "bnconvert"), False)
+            else:
+                line(what, f"{b[f'{key}_ms']:.2f} ms / {t[f'{key}_ms']:.2f} ms, paired ratio {ratio:.3f}{unchecked}",
+                     ratio <= 1 + LATENCY_NOISE)
+        what = f"{m}: max relative error against Keras float32 <= {SEQ_TOLERANCE:g}"
+        if b.get("max_rel_err") is None:
+            line(what, _failure(b, "bnconvert"), False)
+        else:
+            theirs = f" (tf2onnx {t['max_rel_err']:.1e})" if t.get("max_rel_err") is not None else ""
+            line(what, f"{b['max_rel_err']:.1e}{theirs}{unchecked}", b["max_rel_err"] <= SEQ_TOLERANCE)
+    return out
+
+
+def sequence_markdown(rows: list[dict[str, Any]], header: list[str]) -> str:
+    """The "Sequence models" part of RESULTS.md: targets, conversion, the ONNX files."""
+    lines = [
+        *header,
+        "",
+        "Targets:",
+        "",
+        *sequence_targets(rows),
+        "",
+        "Conversion (the `.keras` file -> verified ONNX for bnconvert, -> ONNX for tf2onnx; medians, largest peak):",
+        "",
+        "| model | params | export s: bnconvert / tf2onnx (ratio) | export --no-check s (ratio) | export of the .h5 s "
+        "| peak MB: bnconvert / tf2onnx (ratio) | nodes: bnconvert / tf2onnx |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for r in rows:
+        b, n, h, t = r["bnconvert"], r.get("no_check", {}), r.get("h5", {}), r.get("tf2onnx", {})
+        ok = {k: d.get("seconds") if d and not d["exit"] else None for k, d in (("b", b), ("n", n), ("h", h), ("t", t))}
+        peak = {k: d.get("peak_mb") if d and not d["exit"] else None for k, d in (("b", b), ("t", t))}
+        lines.append(
+            f"| {r['model']} | {r['params']:,} "
+            f"| {_f(ok['b'], '.2f')} / {_f(ok['t'], '.2f')} ({_ratio(ok['b'], ok['t'])}) "
+            f"| {_f(ok['n'], '.2f')} ({_ratio(ok['n'], ok['t'])}) | {_f(ok['h'], '.2f')} "
+            f"| {_f(peak['b'], '.0f')} / {_f(peak['t'], '.0f')} ({_ratio(peak['b'], peak['t'])}) "
+            f"| {_f(b.get('nodes'), 'd')} / {_f(t.get('nodes'), 'd')} |"
+        )
+        for what, d in (("`bnconvert export` (.keras)", b), ("`bnconvert export --no-check`", n),
+                        ("`bnconvert export` (.h5)", h), ("tf2onnx", t)):
+            if d and d["exit"]:
+                notes.append(f"{r['model']}: {_failure(d, what)}")
+    lines += [
+        "",
+        f"The ONNX files (onnxruntime, default optimisation, 2 threads). Latency: medians of {SEQ_LATENCY[0][1]} runs "
+        f"at batch 1 and {SEQ_LATENCY[1][1]} at batch {SEQ_LATENCY[1][0]}, the two files' runs interleaved; paired ratio "
+        "as above. Errors: max |onnx - ref| / max |ref| over the same "
+        f"{SEQ_SAMPLES} token rows (a quarter full length, the rest padded in front or behind), against Keras 3's "
+        "float32 outputs and against the same model run by Keras in float64:",
+        "",
+        f"| model | latency ms at batch 1: bn / tf2onnx (paired ratio) | at batch {SEQ_SAMPLES}: bn / tf2onnx (paired ratio) "
+        "| max rel err vs Keras f32: bn / tf2onnx | max rel err vs float64: bn / tf2onnx / Keras f32 |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        b, t = r["bnconvert"], r.get("tf2onnx", {})
+        lat = []
+        for key in ("latency", f"latency_b{SEQ_SAMPLES}"):
+            lat.append(f"{_f(b.get(f'{key}_ms'), '.2f')} / {_f(t.get(f'{key}_ms'), '.2f')} "
+                       f"({_f(b.get(f'{key}_ratio'), '.3f')})")
+        lines.append(
+            f"| {r['model']} | {lat[0]} | {lat[1]} | {_f(b.get('max_rel_err'), '.1e')} / {_f(t.get('max_rel_err'), '.1e')} "
+            f"| {_f(b.get('max_rel_err64'), '.1e')} / {_f(t.get('max_rel_err64'), '.1e')} "
+            f"/ {_f((b if b.get('keras_err64') is not None else t).get('keras_err64'), '.1e')} |"
+        )
+    ops = []
+    for r in rows:
+        for tool in ("bnconvert", "tf2onnx"):
+            counts = r.get(tool, {}).get("ops")
+            if counts:
+                ops.append(f"{r['model']}, {tool} ({r[tool]['nodes']} nodes, input {r[tool].get('input_type', '?')}): "
+                           + ", ".join(f"{op} {k}" for op, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))))
+    if ops:
+        lines += ["", "Operators:", ""] + [f"- {o}" for o in ops]
+    notes += [f"{r['model']}: bnconvert's ONNX file measured above is the one `{r['onnx_from']}` wrote, since "
+              "`export` with its check failed" for r in rows if r.get("onnx_from")]
+    if notes:
+        lines += [""] + [f"Note: {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+SEQ_START, SEQ_END = "<!-- sequences:start -->", "<!-- sequences:end -->"
 
 
-def write_results(path: Path, table: str) -> None:
-    """Replace the generated part of ``path`` (between the markers), keeping the text around it."""
-    block = f"{START}\n{table}{END}"
-    if path.exists() and START in (text := path.read_text()) and END in text:
-        head, rest = text.split(START, 1)
-        path.write_text(head + block + rest.split(END, 1)[1])
+def write_results(path: Path, table: str, start: str = START, end: str = END) -> None:
+    """Replace the generated part of ``path`` between the markers ``start`` and ``end``, keeping the
+    text around it (and the other generated part); a file without them gets the part appended."""
+    block = f"{start}\n{table}{end}"
+    if path.exists() and start in (text := path.read_text()) and end in text:
+        head, rest = text.split(start, 1)
+        path.write_text(head + block + rest.split(end, 1)[1])
+    elif path.exists():
+        path.write_text(text.rstrip("\n") + f"\n\n{block}\n")
     else:
         path.write_text(f"# Benchmark results\n\n{block}\n")
 
@@ -525,18 +773,42 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="also a 2.2 GB model (bnconvert only; needs ~5 GB RAM "
                         "for bnconvert and ~7 GB to build it)")
     parser.add_argument("--output", default=None, help="Markdown file (default: RESULTS.md for the full set)")
+    parser.add_argument("--sequences", action="store_true", help=f"the sequence models ({', '.join(SEQUENCES)}); "
+                        "alone unless --models, --scaling or --large ask for the others too")
     parser.add_argument("--report", action="store_true", help="only re-render RESULTS.md from the last run's "
-                        "benchmarks/out/results.json (after a change to the report, not to what is measured)")
+                        "benchmarks/out/results.json and sequences.json (after a change to the report, not to what "
+                        "is measured)")
     args = parser.parse_args()
     if args.report:
-        saved = json.loads((OUT / "results.json").read_text())
-        table = markdown(saved["rows"], saved["scaling"], saved.get("command", "python benchmarks/run.py"),
-                         saved.get("header"))
-        write_results(Path(args.output or HERE / "RESULTS.md"), table)
-        print(table)
+        path, done = Path(args.output or HERE / "RESULTS.md"), False
+        if (OUT / "results.json").exists():
+            saved = json.loads((OUT / "results.json").read_text())
+            table = markdown(saved["rows"], saved["scaling"], saved.get("command", "python benchmarks/run.py"),
+                             saved.get("header"))
+            write_results(path, table)
+            print(table)
+            done = True
+        if (OUT / "sequences.json").exists():
+            saved = json.loads((OUT / "sequences.json").read_text())
+            table = sequence_markdown(saved["rows"], saved["header"])
+            write_results(path, table, SEQ_START, SEQ_END)
+            print(table)
+            done = True
+        if not done:
+            raise SystemExit(f"nothing to re-render: no results.json or sequences.json in {OUT}")
         return
     OUT.mkdir(exist_ok=True)
     subprocess.run(bnconvert("--help"), env=ENV, capture_output=True)  # untimed: writes bytecode caches
+    if args.sequences:
+        seq_rows = [run_sequence(name, args.repeat, not args.no_tf2onnx) for name in SEQUENCES]
+        command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
+        header = _seq_header(command, args.repeat)
+        table = sequence_markdown(seq_rows, header)
+        (OUT / "sequences.json").write_text(json.dumps({"rows": seq_rows, "command": command, "header": header}, indent=2))
+        write_results(Path(args.output or HERE / "RESULTS.md"), table, SEQ_START, SEQ_END)
+        print(table)
+        if args.models is None and not (args.scaling or args.large):
+            return
     models = args.models if args.models is not None else STANDARD
     rows = [run_model(name, args.size, args.repeat, not args.no_tf2onnx) for name in models]
     done = {r["model"]: r for r in rows}
