@@ -88,7 +88,9 @@ def _layer(entry: Any, where: str) -> Layer:
     if not isinstance(name, str) or not name:
         raise FormatError(f"{where}: a {entry['class_name']} layer has no name")
     class_name = entry["class_name"]
-    layer = Layer(name=name, class_name=class_name, config=dict(cfg), source_class=entry.get("keras1_class", ""))
+    # the class the file wrote, when the reader renamed it (Keras 1 Convolution2D, CuDNNLSTM)
+    source = entry.get("keras1_class") or entry.get("source_class") or ""
+    layer = Layer(name=name, class_name=class_name, config=dict(cfg), source_class=source if isinstance(source, str) else "")
     if class_name in MODEL_CLASSES:
         layer.model = _build({"class_name": class_name, "config": cfg}, f"{where}/{name}")
         layer.model.name = name

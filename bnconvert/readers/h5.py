@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from ..errors import FormatError, InternalError
-from ..layerspec import weight_spec
+from ..layerspec import weight_parts, weight_spec
 from ..model import Layer, Model, Source
 from . import h5guard, isolated, keras1
 from .fields import check_fields
@@ -31,6 +31,7 @@ from .h5guard import (
     read_attr,
 )
 from .isolated import Answer, DeferredArray, ModelFile
+from .rnn_layouts import CUDNN_CLASSES, CUDNN_PARTS, is_cudnn, convert_stored, explicit_reset_after, from_cudnn, upgrade_cudnn_config
 from .weights import assign, distribute
 
 __all__ = ["MAX_CONFIG_CHARS", "MAX_JSON_DEPTH", "attr_list", "attr_text", "parse_config", "read_h5", "scan_attrs", "scan_h5"]
@@ -237,8 +238,12 @@ def read_h5(
         model = _weights_only(stored, source_info)
     else:
         source_info.config = config
-        graph_config = keras1.upgrade_config(config) if gen == 1 else config
+        graph_config = upgrade_cudnn_config(keras1.upgrade_config(config) if gen == 1 else config)
         model = build_model(graph_config)
+        reset_after = gen == 3 or _tf_keras(version)
+        for _, layer, _ in model.walk():
+            if layer.model is None:
+                layer.config = explicit_reset_after(layer.class_name, layer.config, reset_after)
         check_fields(model)
         model.source = source_info
         _attach(model, stored, keras1=gen == 1)
@@ -388,6 +393,20 @@ class _Arrays:
         return np.zeros(shape, dtype)
 
 
+def _tf_keras(version: str | None) -> bool:
+    """True for a file tf.keras 2 wrote, whose GRU defaulted to ``reset_after=True``: ``2.3.0-tf``
+    (TF 2.2) and every 2.4+ (only tf.keras had those). Standalone Keras 2 (up to 2.3.1) and
+    tf.keras 1 defaulted to False; ``2.2.4-tf`` is both TF 1.x and TF 2.0/2.1, but those always
+    wrote the key."""
+    if not version:
+        return False
+    try:
+        major, minor = (int(x) for x in version.split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return major == 2 and (minor >= 4 or (minor == 3 and version.endswith("-tf")))
+
+
 def _looks_modern(config: dict[str, Any]) -> bool:
     text = json.dumps(config)[:20000]
     return '"Conv2D"' in text or '"inbound_nodes": [{' in text or '"units"' in text
@@ -420,8 +439,13 @@ def _attach(model: Model, stored: dict[str, list[tuple[str, np.ndarray]]], *, ke
             named = []
         if layer.model is not None:
             distribute(layer.model, named, keras1=keras1)
-        else:
-            assign(layer, named, keras1=keras1)
+            continue
+        parts = weight_parts(layer.class_name, layer.config)
+        if parts is not None and any(p.kind in ("LSTM", "GRU", "SimpleRNN") for p in parts):
+            named, cudnn = convert_stored(layer.label, parts, named, keras1=keras1)
+            if cudnn:
+                layer.config[CUDNN_PARTS] = cudnn
+        assign(layer, named, keras1=keras1)
     known = {layer.name for layer in model.layers}
     extra = [name for name, named in stored.items() if named and name not in known]
     if extra:
@@ -436,9 +460,35 @@ def _guess_class(weights: dict[str, np.ndarray]) -> str:
     if "depthwise_kernel" in weights:
         return "DepthwiseConv2D"
     kernel = weights.get("kernel")
+    recurrent = weights.get("recurrent_kernel")
+    if kernel is not None and recurrent is not None and kernel.ndim == 2 and recurrent.ndim == 2:
+        units = recurrent.shape[0]
+        gates = kernel.shape[1] // units if units else 0
+        name = {1: "SimpleRNN", 3: "GRU", 4: "LSTM"}.get(gates) if recurrent.shape[1] == gates * units else None
+        if name is not None:
+            arrays = [kernel, recurrent] + ([weights["bias"]] if "bias" in weights else [])
+            return f"CuDNN{name}" if is_cudnn(name, arrays) else name
     if kernel is not None:
         return {2: "Dense", 3: "Conv1D", 4: "Conv2D", 5: "Conv3D"}.get(kernel.ndim, "Unknown")
+    if "embeddings" in weights and len(weights) == 1:
+        return "Embedding"
     return "Unknown" if weights else "NoWeights"
+
+
+def _guessed_recurrent(layer: Layer) -> None:
+    """A weights-only recurrent layer: its units and bias layout from the shapes; cuDNN weights
+    (a bias of two halves) in the LSTM/GRU layout, as Keras' ``load_weights`` would convert them."""
+    w = layer.weights
+    layer.config["units"] = int(w["recurrent_kernel"].shape[0])
+    layer.config["use_bias"] = "bias" in w
+    if layer.class_name in CUDNN_CLASSES:
+        layer.source_class = layer.class_name
+        layer.class_name = CUDNN_CLASSES[layer.class_name]
+        layer.weights = dict(zip(("kernel", "recurrent_kernel", "bias"),
+                                 from_cudnn(layer.class_name, [w["kernel"], w["recurrent_kernel"], w["bias"]])))
+        layer.config[CUDNN_PARTS] = [0]
+    if layer.class_name == "GRU":
+        layer.config["reset_after"] = "bias" in layer.weights and layer.weights["bias"].ndim == 2
 
 
 def _weights_only(stored: dict[str, list[tuple[str, np.ndarray]]], source: Source) -> Model:
@@ -448,6 +498,8 @@ def _weights_only(stored: dict[str, list[tuple[str, np.ndarray]]], source: Sourc
         layer = Layer(name=name, class_name="Unknown", config={"name": name})
         assign(layer, named)  # unknown class: names give the meaning
         layer.class_name = layer.source_class = _guess_class(layer.weights)
+        if "recurrent_kernel" in layer.weights and layer.class_name not in ("Dense", "Unknown"):
+            _guessed_recurrent(layer)
         if layer.class_name == "BatchNormalization":
             layer.config.update(epsilon=None, axis=None, center="beta" in layer.weights, scale="gamma" in layer.weights)
         layers.append(layer)

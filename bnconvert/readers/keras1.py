@@ -23,6 +23,7 @@ import numpy as np
 from ..catalog import LayerRecord, catalog, kernel_layout
 from ..catalog.legacy import keras1_value
 from ..errors import FormatError
+from .rnn_layouts import KERAS1_RECURRENT, keras1_recurrent_config
 
 __all__ = ["upgrade_config", "upgrade_weights", "keras1_classes", "MERGE_MODES", "RUNNING_STD", "resolve_running_std",
            "running_std_to_variance", "flip_kernels"]
@@ -212,12 +213,29 @@ def _upgrade_other(class_name: str, c: dict[str, Any], out: dict[str, Any]) -> t
         if mode == "dot":
             out["axes"] = c.get("dot_axes", -1)
         return MERGE_MODES[mode], out
+    if class_name in KERAS1_RECURRENT:
+        return class_name, keras1_recurrent_config(class_name, c, out)
+    if class_name in ("TimeDistributed", "Bidirectional"):
+        inner = c.get("layer")
+        if not isinstance(inner, dict) or not isinstance(inner.get("class_name"), str):
+            raise _BadField("config 'layer' is not a layer config")
+        inner_class, inner_cfg = upgrade_layer(inner["class_name"], inner.get("config") if isinstance(inner.get("config"), dict) else {})
+        out["layer"] = {"class_name": inner_class, "config": inner_cfg}
+        if class_name == "Bidirectional":
+            out["merge_mode"] = c.get("merge_mode", "concat")
+        return class_name, out
+    if class_name == "Embedding":  # Keras 1: init, W_regularizer, dropout ... (training only)
+        out.update(input_dim=c["input_dim"], output_dim=c["output_dim"], mask_zero=bool(c.get("mask_zero", False)))
+        if "batch_input_shape" not in out and c.get("input_length") is not None:
+            out["batch_input_shape"] = [None, c["input_length"]]
+        return class_name, out
+    if class_name == "Masking":
+        out["mask_value"] = c.get("mask_value", 0.0)
+        return class_name, out
     # _SAME_CLASS, or an unknown (custom) class: keep it and its config as written; an unknown
     # one is reported by name later.
     merged = dict(c)
     merged.update(out)
-    if class_name == "Embedding":
-        merged["output_dim"] = c.get("output_dim")
     return class_name, merged
 
 
