@@ -141,12 +141,13 @@ def apply_activation(layer: Layer, x: np.ndarray, ctx: CallContext, spec: Any = 
     return fn(x, ctx.generation)
 
 
-@defines("Activation", keras1=True, shape=same_shape, weights=no_weights, fields={"activation": checks.activation})
+@defines("Activation", keras1=True, shape=same_shape, weights=no_weights, fields={"activation": checks.activation},
+         masking="keep")
 def activation_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [apply_activation(layer, f64(xs[0]), ctx)]
 
 
-@defines("ReLU", shape=same_shape, weights=no_weights)
+@defines("ReLU", shape=same_shape, weights=no_weights, masking="keep")
 def relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Keras' ``relu(x, negative_slope, max_value, threshold)``: x above the threshold (else 0),
     clipped at max_value, minus ``slope * relu(threshold - x)``."""
@@ -162,19 +163,21 @@ def relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.
     return [y]
 
 
-@defines("LeakyReLU", keras1={"LeakyReLU": (K1("alpha", "alpha", 0.3),)}, shape=same_shape, weights=no_weights)
+@defines("LeakyReLU", keras1={"LeakyReLU": (K1("alpha", "alpha", 0.3),)}, shape=same_shape, weights=no_weights,
+         masking="keep")
 def leaky_relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     c, x = layer.config, f64(xs[0])
     slope = float(c.get("negative_slope", c.get("alpha", 0.3)))
     return [np.where(x >= 0, x, slope * x)]
 
 
-@defines("ELU", keras1={"ELU": (K1("alpha", "alpha", 1.0),)}, shape=same_shape, weights=no_weights)
+@defines("ELU", keras1={"ELU": (K1("alpha", "alpha", 1.0),)}, shape=same_shape, weights=no_weights, masking="keep")
 def elu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [elu(f64(xs[0]), float(layer.config.get("alpha", 1.0)))]
 
 
-@defines("ThresholdedReLU", keras1={"ThresholdedReLU": (K1("theta", "theta", 1.0),)}, shape=same_shape, weights=no_weights)
+@defines("ThresholdedReLU", keras1={"ThresholdedReLU": (K1("theta", "theta", 1.0),)}, shape=same_shape, weights=no_weights,
+         masking="keep")
 def thresholded_relu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     x = f64(xs[0])
     return [np.where(x > float(layer.config.get("theta", 1.0)), x, 0.0)]
@@ -191,7 +194,8 @@ def _prelu_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[Weight
     return [WeightSpec("alpha", tuple(shape))]
 
 
-@defines("PReLU", keras1={"PReLU": (K1("shared_axes", "shared_axes", None),)}, shape=same_shape, weights=_prelu_weights)
+@defines("PReLU", keras1={"PReLU": (K1("shared_axes", "shared_axes", None),)}, shape=same_shape, weights=_prelu_weights,
+         masking="keep")
 def prelu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """``relu(x) - alpha * relu(-x)``; ``alpha`` has the input's shape without the batch, with
     size 1 on ``shared_axes``."""
@@ -200,9 +204,21 @@ def prelu_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np
     return [np.maximum(x, 0.0) - alpha * np.maximum(-x, 0.0)]
 
 
-@defines("Softmax", shape=same_shape, weights=no_weights)
+def _keep_mask(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray | None]:
+    return [ctx.mask(0)]
+
+
+@defines("Softmax", shape=same_shape, weights=no_weights, masking="own", mask=_keep_mask,
+         notes="masked positions: Keras 3 replaces them by -1e9, tf.keras adds -1e9 (they differ only "
+               "when a whole softmax is masked: Keras 3 uniform, tf.keras the unmasked softmax in float64)")
 def softmax_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
-    """Softmax over ``axis`` (an int or several axes, normalised together)."""
+    """Softmax over ``axis`` (an int or several axes, normalised together). With a mask
+    (broadcast from the right, as Keras does) the masked positions get -1e9 first: Keras 3
+    ``where(mask, x, -1e9)``, tf.keras ``x + (1 - mask) * -1e9``. The output keeps the mask."""
     x = f64(xs[0])
+    mask = ctx.mask(0)
+    if mask is not None:
+        mask = np.asarray(mask, bool)
+        x = np.where(mask, x, -1e9) if ctx.generation >= 3 else x + (1.0 - mask) * -1e9
     axes = tuple(axes_of(layer.config.get("axis", -1), x.ndim))
     return [softmax(x, axes)]

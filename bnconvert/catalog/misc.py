@@ -1,4 +1,4 @@
-"""Layers that are the identity at inference, and small scaling layers.
+"""Layers that are the identity at inference, small scaling layers, and Masking.
 
 Dropouts, noise and ActivityRegularization act only in training; InputLayer and Identity pass
 their input through. Rescaling is ``x * scale + offset`` (numpy broadcasting, so a list acts
@@ -18,7 +18,7 @@ from . import checks
 from .facts import Shape, WeightSpec, no_weights, same_shape
 from .legacy import Keras1Arg as K1
 from .record import CallContext, declares, defines
-from .roles import INPUT
+from .roles import INPUT, MASK_BARRIER
 from .util import array_value, f64
 
 __all__ = ["IDENTITY_CLASSES"]
@@ -33,13 +33,13 @@ _KERAS1 = {"InputLayer": (), "GaussianNoise": (K1("stddev", "sigma", 0.0),),
                                                         "SpatialDropout3D", "GaussianDropout")}}
 
 @defines(*IDENTITY_CLASSES, keras1=_KERAS1, identity=True, fold={"InputLayer": INPUT},  # the others: IDENTITY
-         shape=same_shape, weights=no_weights, 
+         shape=same_shape, weights=no_weights, masking={name: "keep" for name in IDENTITY_CLASSES if name != "InputLayer"},
          fields={"InputLayer": {"batch_shape": checks.opt(checks.shape), "batch_input_shape": checks.opt(checks.shape)}})
 def identity_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [f64(xs[0])]
 
 
-@defines("Rescaling", shape=same_shape, weights=no_weights)
+@defines("Rescaling", shape=same_shape, weights=no_weights, masking="keep")
 def rescaling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     c = layer.config
     scale = array_value(c.get("scale", 1.0))
@@ -76,6 +76,28 @@ def _lambda_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
     return [shapes[0]]
 
 
-# Read, not run: Masking only marks timesteps for the layers after it; a Lambda's code is never executed.
-declares("Masking", module=__name__, shape=same_shape, weights=no_weights)
+def _mask_value(layer: Layer) -> float:
+    value = layer.config.get("mask_value", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UnsupportedLayerError(f"layer {layer.label}: mask_value {value!r} is not a number")
+    return float(value)
+
+
+def _masking_masks(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray | None]:
+    """``Masking.compute_mask``: a step is kept when any feature differs from ``mask_value``
+    (NaN differs from everything); the incoming mask is replaced, not combined."""
+    return [np.any(f64(xs[0]) != _mask_value(layer), axis=-1)]
+
+
+@defines("Masking", shape=same_shape, weights=no_weights, fold=MASK_BARRIER, masking="own", mask=_masking_masks,
+         notes="masked steps: Keras 3 where(mask, x, 0); Keras 1/2 and tf.keras x * mask (inf/NaN give NaN)")
+def masking_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """Masked steps set to zero: Keras 3 selects (``where(mask, x, 0)``), Keras 1/2 and tf.keras
+    multiply by the mask; the two differ only for ``mask_value`` infinite (``inf * 0`` is NaN)."""
+    x = f64(xs[0])
+    keep = _masking_masks(layer, xs, ctx)[0][..., None]
+    return [np.where(keep, x, 0.0) if ctx.generation >= 3 else x * keep]
+
+
+# Read, not run: a Lambda's code is never executed.
 declares("Lambda", module=__name__, shape=_lambda_shape, weights=no_weights)

@@ -69,7 +69,7 @@ _KERAS1 = {"BatchNormalization": (K1("axis", "axis", -1), K1("epsilon", "epsilon
          fields={"axis": checks.opt(checks.axis), "epsilon": checks.opt(checks.finite_nonneg), "center": checks.boolean,
                  "scale": checks.boolean, "momentum": checks.opt(checks.number),
                  "virtual_batch_size": checks.opt(checks.pos_int), "renorm": checks.boolean,
-                 "keras1_mode": checks.keras1_mode})
+                 "keras1_mode": checks.keras1_mode}, masking="keep")
 def batch_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     c, w, x = layer.config, layer.weights, f64(xs[0])
     axis = c.get("axis", -1)
@@ -105,7 +105,7 @@ def _layer_norm_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[W
     return spec + ([WeightSpec("beta", shape)] if c.get("center", True) and not c.get("rms_scaling") else [])
 
 
-@defines("LayerNormalization", shape=same_shape, weights=_layer_norm_weights)
+@defines("LayerNormalization", shape=same_shape, weights=_layer_norm_weights, masking="keep")
 def layer_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """``(x - mean) / sqrt(var + eps) * gamma + beta`` with statistics over ``axis`` per sample.
     ``rms_scaling`` (Keras 3): ``x / sqrt(var + eps) * gamma``, the variance and not the mean
@@ -132,7 +132,7 @@ def _normalization_weights(c: dict[str, Any], shapes: list[Shape] | None) -> lis
     return [WeightSpec(name, trainable=False) for name in ("mean", "variance", "count")]
 
 
-@defines("Normalization", shape=same_shape, weights=_normalization_weights)
+@defines("Normalization", shape=same_shape, weights=_normalization_weights, masking="keep")
 def normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """``(x - mean) / max(sqrt(var), 1e-7)``; ``invert``: ``mean + x * max(sqrt(var), 1e-7)``.
     mean and variance come from the weights (adapted) or the config, on the kept ``axis``."""

@@ -107,12 +107,22 @@ def pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[
          shape=_global_pool_shape, weights=no_weights, fields={"data_format": FORMAT, "keepdims": boolean},
          fold={**dict.fromkeys(("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D"), pool(max=True, global_=True)),
                **dict.fromkeys(("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D"),
-                               pool(max=False, global_=True))})
+                               pool(max=False, global_=True))},
+         masking={"GlobalAveragePooling1D": "own"}, mask={"GlobalAveragePooling1D": lambda layer, xs, ctx: [None]})
 def global_pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
-    """Max or mean over every spatial axis; ``keepdims`` keeps them as size 1."""
+    """Max or mean over every spatial axis; ``keepdims`` keeps them as size 1. A masked
+    GlobalAveragePooling1D (the only global pooling that supports masks) averages the unmasked
+    steps only, ``sum(x * mask) / sum(mask)`` as every Keras does (a fully masked row divides
+    0 by 0), and its output carries no mask."""
     c = layer.config
     x = f64(xs[0])
     spatial = tuple(range(2, x.ndim)) if channels_first(c) else tuple(range(1, x.ndim - 1))
     keep = bool(c.get("keepdims", False))
+    mask = ctx.mask(0) if layer.class_name == "GlobalAveragePooling1D" else None
+    if mask is not None:
+        weight = np.expand_dims(np.asarray(mask, np.float64), 1 if channels_first(c) else 2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return [np.sum(np.where(weight > 0, x, 0.0), axis=spatial, keepdims=keep)
+                    / np.sum(weight, axis=spatial, keepdims=keep)]
     fn = np.max if layer.class_name.startswith("GlobalMax") else np.mean
     return [fn(x, axis=spatial, keepdims=keep)]

@@ -55,6 +55,7 @@ from .facts import (
     positive,
 )
 from .record import CallContext, defines
+from .roles import RECURRENT_ROLES
 from .util import f64
 
 __all__ = ["CELL_CLASSES", "cell_configs", "recurrent_weights", "recurrent_layer", "recurrent_masks", "run_cells"]
@@ -279,7 +280,7 @@ def recurrent_masks(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> lis
 
 @defines(*_RECURRENT_CLASSES, shape={name: _recurrent_shape(name) for name in _RECURRENT_CLASSES},
          weights={name: recurrent_weights(name) for name in _RECURRENT_CLASSES},
-         masking="own", mask=recurrent_masks,
+         masking="own", mask=recurrent_masks, fold=RECURRENT_ROLES,
          notes="hard_sigmoid by generation; masked steps keep states and the previous output "
                "(zero when zero_output_for_mask); go_backwards returns outputs in processing order")
 def recurrent_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:

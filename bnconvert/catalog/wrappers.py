@@ -13,16 +13,38 @@ config with ``go_backwards`` flipped).
   ``mul``, ``ave`` element-wise; ``None`` both, as two outputs. ``return_state`` appends the
   forward layer's states, then the backward one's. Weights: the forward layer's under
   ``forward/`` (``forward/kernel`` ...), then the backward layer's under ``backward/``.
+
+Semantics (Keras 3 ``keras/src/layers/rnn/{bidirectional,time_distributed}.py``, tf.keras where
+it differs):
+
+- **Bidirectional** runs each inner layer with its own record on the same input (``initial_state``
+  extra inputs: the first half the forward layer's, the second half the backward one's) and the
+  same mask; Keras forces ``zero_output_for_mask = return_sequences`` on both, so masked steps of
+  a returned sequence are zeros. The backward layer's sequence comes in processing order and is
+  flipped back in time before the merge. Output masks: the input's on each returned sequence.
+- **TimeDistributed** runs the inner record on the ``(N*T, *rest)`` input and reshapes back.
+  Keras 3 passes each step's mask only to an inner layer whose call takes one, and its output
+  mask is the input's; tf.keras computes the inner layer's mask per step (an inner Embedding or
+  Masking makes one) and otherwise passes the input's mask on, reduced to ``(N, T)``. An inner
+  layer that would use a mask (a recurrent layer, masked pooling ...) while a mask arrives is
+  refused rather than run without it.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from .facts import ConfigProblem, Shape, ShapeRule, WeightSpec
-from .record import CATALOG, LayerRecord, declares
+import numpy as np
 
-__all__ = ["inner_layer", "inner_record", "backward_config"]
+from ..errors import UnsupportedLayerError
+from ..model import Layer
+from .facts import ConfigProblem, Shape, ShapeRule, WeightSpec
+from .record import CATALOG, CallContext, LayerRecord, defines
+from .roles import BIDIRECTIONAL, TIME_DISTRIBUTED
+from .util import f64
+
+__all__ = ["inner_layer", "inner_record", "backward_config", "sublayer", "with_masks"]
 
 
 def inner_layer(c: dict[str, Any], key: str = "layer") -> tuple[str, dict[str, Any]]:
@@ -97,6 +119,104 @@ def _bidirectional_weights(c: dict[str, Any], shapes: list[Shape] | None) -> lis
     return forward + backward
 
 
+def sublayer(layer: Layer, name: str, class_name: str, config: dict[str, Any], prefix: str) -> Layer:
+    """A wrapper's inner layer as a :class:`Layer` of its own: ``config`` and the wrapper's weights
+    under ``prefix`` (without it), so the inner class's record runs it."""
+    weights = {k[len(prefix):]: v for k, v in layer.weights.items() if k.startswith(prefix)}
+    return Layer(f"{layer.name}/{name}" if name else layer.name, class_name, config, weights,
+                 source_class=class_name)
+
+
+def with_masks(ctx: CallContext, masks: list[np.ndarray | None] | None) -> CallContext:
+    """``ctx`` carrying ``masks`` instead of its own."""
+    return replace(ctx, masks=masks if masks and any(m is not None for m in masks) else None)
+
+
+def _bidirectional_masks(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray | None]:
+    """``Bidirectional.compute_mask``: the input's mask on each returned sequence (two with
+    ``merge_mode=None``), none on states."""
+    _, config = inner_layer(layer.config)
+    if not config.get("return_sequences"):
+        return []
+    return [ctx.mask(0)] * (2 if layer.config.get("merge_mode", "concat") is None else 1)
+
+
+def _merge(mode: Any, y: np.ndarray, y_rev: np.ndarray) -> list[np.ndarray]:
+    if mode == "concat":
+        return [np.concatenate([y, y_rev], axis=-1)]
+    if mode == "sum":
+        return [y + y_rev]
+    if mode == "ave":
+        return [(y + y_rev) / 2.0]
+    if mode == "mul":
+        return [y * y_rev]
+    if mode is None:
+        return [y, y_rev]
+    raise ConfigProblem(f"merge_mode {mode!r}")
+
+
+def _bidirectional_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """Both directions through their own records; the backward sequence flipped back in time."""
+    c = layer.config
+    runs = []
+    for (name, config), prefix in ((inner_layer(c), "forward/"), (backward_config(c), "backward/")):
+        record = CATALOG.get(name)
+        if record is None or record.call is None:
+            raise UnsupportedLayerError(f"layer {layer.label}: inner class {name!r} has no float64 semantics")
+        # Keras forces zero_output_for_mask to return_sequences on both layers
+        config = {**config, "zero_output_for_mask": bool(config.get("return_sequences"))}
+        runs.append((record, sublayer(layer, prefix[:-1], name, config, prefix)))
+    states = xs[1:]
+    half = len(states) // 2
+    inner_ctx = with_masks(ctx, [ctx.mask(0)])
+    (frec, fwd), (brec, bwd) = runs
+    fouts = frec.call(fwd, [xs[0], *states[:half]], inner_ctx)
+    bouts = brec.call(bwd, [xs[0], *states[half:]], inner_ctx)
+    y, y_rev = fouts[0], bouts[0]
+    if fwd.config.get("return_sequences"):
+        y_rev = y_rev[:, ::-1]
+    return _merge(c.get("merge_mode", "concat"), y, y_rev) + fouts[1:] + bouts[1:]
+
+
+def _time_distributed_masks(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray | None]:
+    """Keras 3: the input's mask (the default ``compute_mask``). tf.keras: the inner layer's mask
+    of the ``(N*T, ...)`` input, reshaped to ``(N, T, ...)``, when it makes one; else the input's
+    mask reduced to ``(N, T)``."""
+    mask = ctx.mask(0)
+    if ctx.generation < 3:
+        record, config = inner_record(layer.config)
+        if record.masking == "own" and record.mask is not None:
+            x = np.asarray(xs[0])
+            inner = sublayer(layer, "", record.class_name, config, "")
+            flat = [x.reshape(-1, *x.shape[2:])]
+            flat_mask = None if mask is None else np.asarray(mask).reshape(-1, *np.shape(mask)[2:])
+            (made, *_) = record.mask(inner, flat, with_masks(ctx, [flat_mask])) or [None]
+            if made is not None:
+                return [np.asarray(made).reshape(x.shape[0], x.shape[1], *np.shape(made)[1:])]
+        if mask is not None and np.ndim(mask) > 2:
+            mask = np.any(mask, axis=tuple(range(2, np.ndim(mask))))
+    return [mask]
+
+
+def _time_distributed_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """The inner record on every step at once: ``(N, T, *rest) -> (N*T, *rest) -> (N, T, *out)``."""
+    record, config = inner_record(layer.config)
+    if record.call is None:
+        raise UnsupportedLayerError(f"layer {layer.label}: inner class {record.class_name!r} has no float64 semantics")
+    if ctx.mask(0) is not None and record.masking == "own":
+        raise UnsupportedLayerError(f"layer {layer.label}: a mask reaches the wrapped {record.class_name}, whose "
+                                    "values would depend on it; bnconvert does not run that")
+    x = f64(xs[0]) if xs[0].dtype.kind == "f" else np.asarray(xs[0])
+    n, t = x.shape[:2]
+    inner = sublayer(layer, "", record.class_name, config, "")
+    outs = record.call(inner, [x.reshape(n * t, *x.shape[2:])], with_masks(ctx, None))
+    return [y.reshape(n, t, *y.shape[1:]) for y in outs]
+
+
 _SHAPES: dict[str, ShapeRule] = {"TimeDistributed": _time_distributed_shape, "Bidirectional": _bidirectional_shape}
-declares("TimeDistributed", "Bidirectional", module=__name__, shape=_SHAPES,
-         weights={"TimeDistributed": _time_distributed_weights, "Bidirectional": _bidirectional_weights})
+defines("Bidirectional", shape=_SHAPES["Bidirectional"], weights=_bidirectional_weights, masking="own",
+        mask=_bidirectional_masks, fold=BIDIRECTIONAL, notes="zero_output_for_mask forced to return_sequences, as Keras does")(_bidirectional_layer)
+defines("TimeDistributed", shape=_SHAPES["TimeDistributed"], weights=_time_distributed_weights, masking="own",
+        mask=_time_distributed_masks, fold=TIME_DISTRIBUTED,
+        notes="output mask: Keras 3 the input's; tf.keras the inner layer's own mask per step when it makes one")(
+    _time_distributed_layer)
