@@ -2,8 +2,9 @@
 
 Layout, one module per family (mirroring :mod:`bnconvert.onnx.layers`): ``activations``,
 ``conv``, ``dense`` (and Embedding), ``merge``, ``misc`` (identities and scaling, Lambda,
-Masking), ``normalization``, ``pooling``, ``recurrent`` (ConvLSTM, read but not run),
-``reshape``, ``spatial`` (padding, cropping, upsampling). Beside its ``call``, a record holds
+Masking), ``normalization``, ``pooling``, ``recurrent`` (SimpleRNN, LSTM, GRU, RNN cells),
+``reshape``, ``spatial`` (padding, cropping, upsampling), ``wrappers`` (Bidirectional,
+TimeDistributed), ``conv_lstm``. Beside its ``call``, a record holds
 its output-shape rule and its weights by meaning, both functions of the config and the input
 shapes (:mod:`.facts`), the checks its config fields must pass (:mod:`.checks`) and, for a
 convolution, its kernel layout (:class:`.facts.KernelLayout`: spatial rank, regular, transposed,
@@ -41,6 +42,17 @@ Conventions every record follows, written once here:
   :class:`CallContext`.
 - **Inference only**: dropouts and noise are the identity; BatchNormalization uses its moving
   statistics (except Keras 1 mode 2, which used the batch's, at inference too).
+- **Masks** (Keras' ``supports_masking``/``compute_mask``, per record: ``masking`` and ``mask``,
+  see :data:`~.record.MASKING`): a mask is a boolean array, ``(N, T)`` for a sequence, True
+  where a step is kept; it travels beside the tensor, never inside it. ``keep`` classes pass
+  their first input's mask on and ignore it (Dense, dropouts, activations, normalizations);
+  ``own`` classes read the masks from :meth:`CallContext.mask` and give their outputs' masks
+  (Embedding ``mask_zero``, Masking, recurrent layers and their wrappers, merges, masked
+  GlobalAveragePooling1D and Softmax); every other class drops them (Keras 3 drops them with a
+  warning, tf.keras refuses to build such a model). Where Keras generations compute a mask
+  differently (merges: Keras 3 OR, tf.keras AND), the record follows the file's generation and
+  says so in its ``notes``/docstring. A class whose values would depend on a mask it does not
+  implement refuses a masked input (UnsupportedLayerError) rather than ignore it.
 
 Each record's ``call(layer, inputs, context) -> outputs`` is written from Keras' own source
 and documentation (Keras 3 ``keras/src/layers``, ``keras/src/ops``; tf.keras where it differs),
