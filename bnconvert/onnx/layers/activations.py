@@ -246,16 +246,53 @@ def prelu(b: Builder, call: Call) -> list[Tensor]:
     return [b.tensor(call.out_shape, perm, b.node("PRelu", [x, slope], name=call.name))]
 
 
+#: the logit a masked position gets before a masked Softmax (Keras' ``_large_negative_number``)
+_MASKED_LOGIT = -1e9
+
+
+def _masked_logits(b: Builder, call: Call, mask: Tensor) -> tuple[Perm, str]:
+    """The Softmax input with masked positions pushed to -1e9, in Keras' layout (the mask
+    broadcasts from the right, as in Keras): Keras 3 (and tf.keras ``robust_masking``) replace
+    them (``where``), tf.keras otherwise adds ``(1 - mask) * -1e9``."""
+    from onnx import TensorProto
+
+    from .sequence import mask_value
+
+    keras = tuple(range(call.x.rank))
+    x, m = b.view(call.x, keras), mask_value(b, mask)
+    low = b.const(f"{call.name}/masked_logit", np.float32(_MASKED_LOGIT))
+    if call.generation >= 3 or call.config.get("robust_masking"):
+        return keras, b.node("Where", [m, x, low], name=f"{call.name}/masked")
+    dropped = b.node("Not", [m], name=f"{call.name}/dropped")
+    adder = b.node("Mul", [b.node("Cast", [dropped], name=f"{call.name}/dropped_float", to=TensorProto.FLOAT), low],
+                   name=f"{call.name}/adder")
+    return keras, b.node("Add", [x, adder], name=f"{call.name}/masked")
+
+
 @converts("Softmax")
 def softmax(b: Builder, call: Call) -> list[Tensor]:
+    mask = call.mask(0)
+    if mask is None:
+        return [_softmax(b, call, *b.native(call.x), call.name)]
+    # Keras 3 zeroes the masked positions afterwards (a fully masked row is all 0, not uniform)
+    perm, x = _masked_logits(b, call, mask)
+    call.out_masks = [mask]
+    if call.generation < 3:
+        return [_softmax(b, call, perm, x, call.name)]
+    from .sequence import mask_value
+
+    y = _softmax(b, call, perm, x, f"{call.name}/softmax")
+    zero = b.const(f"{call.name}/zero", np.float32(0.0))
+    return [b.tensor(call.out_shape, perm, b.node("Where", [mask_value(b, mask), b.view(y, perm), zero], name=call.name))]
+
+
+def _softmax(b: Builder, call: Call, perm: Perm, x: str, n: str) -> Tensor:
     axis = call.config.get("axis", -1)
-    perm, x = b.native(call.x)
     if isinstance(axis, int) or (isinstance(axis, list) and len(axis) == 1):
         held = position(perm, axis if isinstance(axis, int) else axis[0])
-        return [b.tensor(call.out_shape, perm, b.node("Softmax", [x], name=call.name, axis=held))]
+        return b.tensor(call.out_shape, perm, b.node("Softmax", [x], name=n, axis=held))
     axes = sorted({position(perm, a) for a in axis})
-    n = call.name
     top = b.reduce("ReduceMax", x, axes, keepdims=True, name=f"{n}/max")
     e = b.node("Exp", [b.node("Sub", [x, top], name=f"{n}/shifted")], name=f"{n}/exp")
     total = b.reduce("ReduceSum", e, axes, keepdims=True, name=f"{n}/sum")
-    return [b.tensor(call.out_shape, perm, b.node("Div", [e, total], name=n))]
+    return b.tensor(call.out_shape, perm, b.node("Div", [e, total], name=n))
