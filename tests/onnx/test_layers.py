@@ -62,6 +62,10 @@ CASES = {
     "conv2d_transpose_small_kernel": lambda: seq((4, 5, 3), L.Conv2DTranspose(4, 1, strides=3)),
     "conv2d_transpose_cf": lambda: seq((3, 4, 5), L.Conv2DTranspose(4, 3, strides=2, padding="same", data_format=CF)),
     "conv3d_transpose": lambda: seq((3, 4, 5, 2), L.Conv3DTranspose(3, 2, strides=2, padding="same")),
+    # convolutional LSTMs (tests/onnx/test_conv_lstm.py has the rest: masks, tf_keras, a real file)
+    "conv_lstm1d": lambda: seq((3, 6, 2), L.ConvLSTM1D(3, 3, padding="same", return_sequences=True)),
+    "conv_lstm2d_cf": lambda: seq((3, 2, 5, 4), L.ConvLSTM2D(2, 3, data_format=CF, go_backwards=True)),
+    "conv_lstm3d": lambda: seq((3, 3, 4, 4, 1), L.ConvLSTM3D(2, 2, strides=2, padding="same")),
     # normalisation
     "bn_dense": lambda: seq((5,), L.Dense(4), L.BatchNormalization()),
     "bn_conv": lambda: seq((6, 6, 3), L.Conv2D(4, 3), L.BatchNormalization(epsilon=1e-5)),

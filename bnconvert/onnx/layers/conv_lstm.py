@@ -66,41 +66,44 @@ def _step_mask(b: Builder, call: Call, mask: Tensor, state_keras: tuple, state_p
     return b.node("Reshape", [source, b.ints(f"{call.name}/mask_shape", [0, 0, *held[1:]])], name=f"{call.name}/mask")
 
 
-def _body(b: Builder, call: Call, base: str, recurrent: np.ndarray, filters: int, masked: bool,
-          state_dims: list[int]) -> Any:
-    """The Scan body: ``(h, c, xg_t[, m_t]) -> (h, c, h as the step's output)``."""
+def _body(b: Builder, call: Call, base: str, recurrent: np.ndarray, masked: bool, state_dims: list[int]) -> Any:
+    """The Scan body: ``(h, c, xg_t[, m_t]) -> (h, c, h as the step's output)``, every name
+    under ``base`` (unique in the whole model, as ONNX wants for a subgraph's values)."""
     n = recurrent.ndim - 2
+    filters = int(recurrent.shape[-2])
     body = Builder(b.opset)
-    name = lambda what: f"{base}/{what}"  # noqa: E731 - the body's names, unique in the whole model
+    name = lambda what: f"{base}/{what}"  # noqa: E731
     h, c, xg, m = (body.claim(name(v)) for v in ("h_in", "c_in", "xg_t", "mask_t"))
     act = _activation(call, "activation", "tanh")
     rec = _activation(call, "recurrent_activation", "sigmoid" if call.generation >= 3 else "hard_sigmoid")
+    # a softmax activation acts on Keras' last axis: the channels (axis 1 here) when channels_last
+    axis = n + 1 if data_format(call.config) == "channels_first" else 1
     ks = list(recurrent.shape[:n])
-    pads = window_pads(call, state_dims, ks, [1] * n, [1] * n, "same")
     w = body.const(name("recurrent_kernel"), np.transpose(recurrent, (n + 1, n, *range(n))))
-    r = body.node("Conv", [h, w], name=name("recurrent_conv"), kernel_shape=ks, strides=[1] * n, **pads)
+    r = body.node("Conv", [h, w], name=name("recurrent_conv"), kernel_shape=ks, strides=[1] * n,
+                  **window_pads(call, state_dims, ks, [1] * n, [1] * n, "same"))
     z = body.node("Add", [xg, r], name=name("z"))
     gates = [body.fresh(name(g)) for g in ("zi", "zf", "zg", "zo")]
     body.nodes.append(helper.make_node("Split", [z, body.ints(name("split"), [filters] * 4)], gates,
                                        name=name("split"), axis=1))
 
     def apply(what: str, x: str, fn: str) -> str:
-        return emit_activation(body, fn, x, node=name(what), out=name(what), axis=1 if call.config.get(
-            "data_format") != "channels_first" else n + 1, generation=call.generation)
+        return emit_activation(body, fn, x, node=name(what), out=name(what), axis=axis, generation=call.generation)
 
     i, f, o = (apply(g, v, rec) for g, v in zip(("i", "f", "o"), (gates[0], gates[1], gates[3])))
     cell = body.node("Add", [body.node("Mul", [f, c], name=name("f_c")),
                              body.node("Mul", [i, apply("g", gates[2], act)], name=name("i_g"))], name=name("c_new"))
     out = body.node("Mul", [o, apply("act_c", cell, act)], name=name("h_new"))
-    if masked:
+    if masked:  # a masked step keeps both states; its output is the kept h
         out = body.node("Where", [m, out, h], name=name("h_kept"))
         cell = body.node("Where", [m, cell, c], name=name("c_kept"))
     seq = body.node("Identity", [out], name=name("h_t"))
     state = [None, filters, *state_dims]
-    info = lambda v, t=TensorProto.FLOAT: helper.make_tensor_value_info(v, t, None)  # noqa: E731
-    inputs = [info(h), info(c), info(xg)] + ([info(m, TensorProto.BOOL)] if masked else [])
-    inputs[0] = helper.make_tensor_value_info(h, TensorProto.FLOAT, state)
-    inputs[1] = helper.make_tensor_value_info(c, TensorProto.FLOAT, state)
+    inputs = [helper.make_tensor_value_info(h, TensorProto.FLOAT, state),
+              helper.make_tensor_value_info(c, TensorProto.FLOAT, state),
+              helper.make_tensor_value_info(xg, TensorProto.FLOAT, [None, 4 * filters, *state_dims])]
+    if masked:
+        inputs.append(helper.make_tensor_value_info(m, TensorProto.BOOL, None))
     outputs = [helper.make_tensor_value_info(v, TensorProto.FLOAT, state) for v in (out, cell, seq)]
     inits = [numpy_helper.from_array(v, k) for k, v in body.constants.items()]
     return helper.make_graph(body.nodes, base, inputs, outputs, initializer=inits)
@@ -152,7 +155,7 @@ def conv_lstm(b: Builder, call: Call) -> list[Tensor]:
     mask = call.mask(0)
     scan_in = [xg] + ([_step_mask(b, call, mask, state_keras, state_perm)] if mask is not None else [])
     base = b.fresh(f"{call.name}/step")
-    graph = _body(b, call, base, recurrent, filters, mask is not None, out_sizes)
+    graph = _body(b, call, base, recurrent, mask is not None, out_sizes)
     outs = [b.fresh(call.name if not c.get("return_sequences") else f"{call.name}/h"), b.fresh(f"{call.name}/c"),
             b.fresh(call.name if c.get("return_sequences") else f"{call.name}/sequence")]
     backwards = 1 if c.get("go_backwards") else 0
