@@ -222,8 +222,8 @@ def _native(b: Builder, name: str, cells: list[Cell], x: str, h0: list[list[str]
     if cell.kind == "GRUCell":
         attrs["linear_before_reset"] = int(cell.reset_after)
     outs = ["Y" if want_y else None, "Y_h"] + (["Y_c"] if cell.kind == "LSTMCell" else [])
-    got = b.nodes_out(_ONNX_OP[cell.kind], inputs, outs, name=name, hidden_size=cell.units, direction=direction,
-                      layout=0, **attrs)
+    # time-major: ``layout`` (opset 14+) left at its default 0, which is all opset 13 knows
+    got = b.nodes_out(_ONNX_OP[cell.kind], inputs, outs, name=name, hidden_size=cell.units, direction=direction, **attrs)
     return got[0], got[1:]
 
 
