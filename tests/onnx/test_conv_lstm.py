@@ -42,7 +42,9 @@ TOLERANCE = 1e-5
 
 
 CASES = ["1d_same_sequences", "2d_valid", "2d_first_same_sequences", "2d_first_valid_state", "2d_strides2_state",
-         "2d_dilation2_backwards", "2d_backwards_state", "2d_relu_hard_sigmoid_nobias", "2d_dynamic_time", "3d_same"]
+         "2d_dilation2_backwards", "2d_backwards_state", "2d_relu_hard_sigmoid_nobias", "2d_dynamic_time", "3d_same", "2d_stateful"]
+#: the cases also exported at the oldest and newest opset (Split, Scan and HardSigmoid do not change)
+ALL_OPSETS = ("2d_strides2_state", "3d_same")
 
 
 def _cases() -> dict[str, Any]:
@@ -73,6 +75,8 @@ def _cases() -> dict[str, Any]:
                                                                               recurrent_dropout=0.2)),
         "2d_dynamic_time": lambda: seq((None, 4, 4, 2), L.ConvLSTM2D(2, 3, padding="same", return_sequences=True)),
         "3d_same": lambda: seq((3, 3, 4, 4, 1), L.ConvLSTM3D(2, 2, padding="same")),
+        "2d_stateful": lambda: keras.Sequential([keras.Input(batch_shape=(2, 3, 4, 4, 1)),
+                                                 L.ConvLSTM2D(2, 3, padding="same", stateful=True)]),
     }
 
 
@@ -97,7 +101,8 @@ def keras3_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[P
     for k, (name, build) in enumerate(builders.items()):
         model = build()
         _randomize(model, k)
-        xs = inputs_for(model, seed=k, batch=3) if None not in model.inputs[0].shape[1:] else \
+        shape = model.inputs[0].shape
+        xs = inputs_for(model, seed=k, batch=shape[0] or 3) if None not in shape[1:] else \
             [np.random.default_rng(k).normal(size=(2, 5, 4, 4, 2)).astype(np.float32)]
         path = folder / f"{name}.keras"
         model.save(path)
@@ -114,7 +119,7 @@ def test_reference_and_onnx_equal_keras3(case: str, keras3_models: dict[str, Any
     assert len(reference) == len(expected)
     ref_err = max(rel_err(e, r) for e, r in zip(expected, reference))
     assert ref_err <= TOLERANCE, f"float64 reference vs Keras 3: {ref_err:.2e}"
-    for opset in (13, 17, 21):
+    for opset in (13, 17, 21) if case in ALL_OPSETS else (17,):
         proto = to_onnx(bnconvert.load(path), opset=opset)
         check_model(proto)
         outs = run_onnx(proto, xs)
@@ -310,3 +315,20 @@ def test_corpus_convlstm_exports_and_equals_keras3(tmp_path: Path) -> None:
     reference = next(iter(runner.infer({runner.input_specs()[0].name: x}).values()))
     err = rel_err(expected, reference)
     assert err <= TOLERANCE, f"float64 reference vs Keras 3: {err:.2e}"
+
+
+def test_stateful_is_said_to_start_from_zero_states(keras3_models: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    path = keras3_models["2d_stateful"][0]
+    with caplog.at_level("WARNING", logger="bnconvert.onnx.layers.conv_lstm"):
+        to_onnx(bnconvert.load(path))
+    assert "is stateful: exported with zero initial states" in caplog.text
+
+
+@pytest.mark.parametrize("key", ["activation", "recurrent_activation"])
+def test_an_activation_onnx_lacks_is_refused_in_one_line(key: str, keras3_models: dict[str, Any]) -> None:
+    model = bnconvert.load(keras3_models["2d_valid"][0])
+    layer = next(layer for _, layer, _ in model.walk() if layer.class_name == "ConvLSTM2D")
+    layer.config[key] = "bogus"
+    with pytest.raises(UnsupportedLayerError, match=rf"'{layer.name}' \(ConvLSTM2D: {key} 'bogus' is not supported\)") as info:
+        to_onnx(model)
+    assert "\n" not in str(info.value)

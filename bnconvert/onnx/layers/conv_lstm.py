@@ -20,6 +20,7 @@ the step's mask with trailing unit axes, broadcast against the state.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,8 @@ from .activations import ACTIVATIONS, emit_activation
 from .conv import window_pads
 
 __all__ = ["conv_lstm"]
+
+_log = logging.getLogger(__name__)
 
 _LINEAR = ("linear", None)
 
@@ -145,6 +148,9 @@ def conv_lstm(b: Builder, call: Call) -> list[Tensor]:
                        name=f"{call.name}/seq_shape", axis=0)
     xg = b.node("Reshape", [conv, seq_shape], name=f"{call.name}/input_gates")
     # zero initial states (N, F, *S'); a stateful layer starts from zeros too, as a loaded model does
+    if c.get("stateful"):
+        _log.warning("'%s' (%s) is stateful: exported with zero initial states, as a freshly reset layer",
+                     call.name, call.layer.source_class)
     batch = b.node("Slice", [shape, b.ints(f"{call.name}/zero", [0]), b.ints(f"{call.name}/one", [1])], name=f"{call.name}/batch")
     state_shape = b.node("Concat", [batch, b.ints(f"{call.name}/state_dims", [filters, *out_sizes])],
                          name=f"{call.name}/state_shape", axis=0)
