@@ -27,7 +27,7 @@ from bnconvert.errors import UnsupportedLayerError
 from bnconvert.model import Layer
 from bnconvert.onnx import to_onnx
 
-from ..conftest import sequence_corpus_dir, sequence_corpus_file
+from ..conftest import fixture_file, sequence_corpus_dir, sequence_corpus_file
 from .helpers import chain_model, check_model, rel_err, run_onnx
 
 #: max |keras - onnx| / max |keras|: float32 rounding over a few steps
@@ -355,6 +355,26 @@ def test_seq2seq_corpus_file_with_initial_states(tf_keras_cases: tuple[Path, dic
     assert _recurrent_ops(proto) == {"LSTM"}
     error = _compare(proto, [([data["a"], data["b"]], [data["y"]])])
     assert error <= TOLERANCE, f"{error:.2e}"
+
+
+# -- Keras 1 and CuDNN files ------------------------------------------------------------------------
+@pytest.mark.parametrize(("stem", "ops"), [
+    ("seq_k1_lstm", {"LSTM"}),  # per-gate weights, hard_sigmoid 0.2x + 0.5
+    ("seq_k1_lstm_gpu", {"LSTM"}),  # consume_less='gpu' fused weights
+    ("seq_k1_gru", {"GRU"}),  # Theano, reset before the recurrent product
+    ("seq_k1_simplernn", {"RNN"}),  # go_backwards into relu
+    ("seq_k1_embedding", {"Scan"}),  # mask_zero through LSTM then GRU
+    ("seq_cudnn", {"LSTM", "GRU"}),  # CuDNNLSTM / CuDNNGRU layouts
+])
+def test_legacy_files_against_their_expected_outputs(stem: str, ops: set[str]) -> None:
+    """Fixtures whose expected outputs come from hand-written numpy step functions of Keras 1.2.2
+    and cuDNN (fixtures/README.md), not from bnconvert; no Keras needed."""
+    data = np.load(fixture_file(f"{stem}.expected.npz"))
+    proto = to_onnx(bnconvert.load(fixture_file(f"{stem}.h5")))
+    check_model(proto)
+    assert _recurrent_ops(proto) == ops
+    error = _compare(proto, [([data["x"]], [data["y"]])])
+    assert error <= TOLERANCE, f"{stem}: {error:.2e}"
 
 
 # -- refusals ------------------------------------------------------------------------------------
