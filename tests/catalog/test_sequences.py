@@ -1,0 +1,254 @@
+"""The float64 semantics of the sequence layers and of Keras' masks, against Keras itself.
+
+The same model builders (:data:`_BUILD`, one source for both) run in Keras 3 (this process,
+saved as ``.keras``) and in tf-keras (a subprocess, saved as ``.h5``): SimpleRNN, LSTM, GRU and
+the generic RNN with cells and stacks, every option Keras has at inference (return_sequences,
+return_state, go_backwards, use_bias, unroll, stateful, dropouts, reset_after both ways, the
+generation's hard_sigmoid, other activations, initial states as call inputs), Bidirectional in
+every merge mode with states and with a backward layer of its own, TimeDistributed around Dense
+and around a Conv2D / pooling / Flatten chain, and masks: Embedding ``mask_zero`` with ids
+padded in front (``pad_sequences``' default), behind, with holes and entirely, float ids,
+Masking with two mask values, masks through Dense, TimeDistributed, merges (Keras 3 ORs the
+masks of an Add, tf.keras ANDs them; Concatenate: ``any`` against ``all``), into masked
+GlobalAveragePooling1D, go_backwards and Bidirectional over masked steps.
+
+Each file is read with :func:`bnconvert.load` and run by the float64 reference; every output
+must match Keras' within ``max |keras - reference| / max |keras| <= 1e-5`` (measured: a few
+1e-7, float32 rounding). A fully masked row averages nothing: both give NaN there.
+
+Keras 3 records the masks a layer was handed as operations (``NotEqual``, ``Any``) nothing
+else reads; the reference is given the model without them (as the export drops them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import bnconvert
+from bnconvert.catalog import catalog
+from bnconvert.check.reference import ReferenceRunner
+from bnconvert.onnx.export import without_dead_ops
+
+TOLERANCE = 1e-5
+
+#: the classes this file compares with both Keras (the run asserts it saw each)
+SEQUENCE_CLASSES = frozenset({"SimpleRNN", "LSTM", "GRU", "RNN", "Bidirectional", "TimeDistributed", "Embedding",
+                              "Masking"})
+
+# One source for both Keras: ``build(K, rng)`` -> {name: (model, inputs)}; ``K`` is keras or tf_keras.
+_BUILD = r'''
+import numpy as np
+
+B, T, F = 5, 6, 3
+#: token ids: padded in front, behind, not at all, with holes, entirely
+IDS = np.array([[0, 0, 3, 1, 4, 2], [5, 2, 6, 1, 0, 0], [1, 2, 3, 4, 5, 6], [2, 0, 4, 0, 0, 3], [0, 0, 0, 0, 0, 0]],
+               "int32")
+IDS2 = np.array([[1, 2, 3, 0, 0, 0], [0, 0, 0, 4, 5, 6], [0, 1, 0, 2, 0, 3], [3, 3, 3, 3, 3, 3], [0, 0, 0, 0, 0, 4]],
+                "int32")
+
+
+def build(K, rng):
+    L = K.layers
+    x = rng.normal(0.0, 1.0, (B, T, F)).astype("float32")
+    padded = x.copy()
+    padded[0, :2] = 0.0   # pre-padding
+    padded[1, 4:] = 0.0   # post-padding
+    padded[3, 1::2] = 0.0  # holes
+    padded[4] = 0.0       # nothing left
+    halves = padded.copy()
+    halves[2, :3] = 0.5   # Masking(0.5): three steps in front
+    cases = {}
+
+    def add(name, inputs, outputs, xs):
+        cases[name] = (K.Model(inputs, outputs), xs)
+
+    i = K.Input((T, F))
+    outs = [L.SimpleRNN(4, activation="relu", return_sequences=True)(i),
+            *L.SimpleRNN(3, go_backwards=True, return_state=True, use_bias=False)(i),
+            L.LSTM(3, return_sequences=True, go_backwards=True, recurrent_activation="hard_sigmoid")(i),
+            *L.LSTM(4, return_state=True, activation="softsign", unroll=True, dropout=0.3, recurrent_dropout=0.2)(i),
+            L.LSTM(2, use_bias=False, activation="relu", recurrent_activation="hard_sigmoid")(i),
+            L.GRU(3, return_sequences=True, reset_after=False, recurrent_activation="hard_sigmoid")(i),
+            *L.GRU(3, return_state=True, go_backwards=True, use_bias=False)(i),
+            L.GRU(2, activation="elu", recurrent_activation="sigmoid", reset_after=False, use_bias=False)(i),
+            L.RNN([L.LSTMCell(3), L.GRUCell(2, reset_after=False), L.SimpleRNNCell(2)], return_sequences=True)(i),
+            L.RNN(L.StackedRNNCells([L.SimpleRNNCell(3), L.LSTMCell(2)]), go_backwards=True)(i),
+            *L.RNN(L.GRUCell(3), return_state=True)(i)]
+    add("recurrent", i, outs, [x])
+
+    i = K.Input((None, F))
+    outs = [L.Bidirectional(L.LSTM(3, return_sequences=True))(i),
+            L.Bidirectional(L.GRU(3), merge_mode="sum")(i),
+            L.Bidirectional(L.SimpleRNN(2, return_sequences=True), merge_mode="mul")(i),
+            *L.Bidirectional(L.LSTM(2, return_sequences=True, return_state=True), merge_mode="ave")(i),
+            *L.Bidirectional(L.GRU(2, return_state=True), merge_mode=None)(i),
+            L.Bidirectional(L.LSTM(2, return_sequences=True),
+                            backward_layer=L.GRU(2, return_sequences=True, go_backwards=True))(i)]
+    add("bidirectional", i, outs, [x])
+
+    i = K.Input((T, 5, 5, 2))
+    y = L.TimeDistributed(L.Conv2D(3, 3, padding="same", activation="relu"))(i)
+    y = L.TimeDistributed(L.MaxPooling2D(2))(y)
+    y = L.TimeDistributed(L.Flatten())(y)
+    td = L.TimeDistributed(L.Dense(4))(y)
+    add("time_distributed", i, [td, L.LSTM(3)(td)], [rng.normal(0.0, 1.0, (3, T, 5, 5, 2)).astype("float32")])
+
+    i = K.Input((None,), dtype="int32")
+    e = L.Embedding(7, 3, mask_zero=True)(i)
+    outs = [L.LSTM(3, return_sequences=True)(e),
+            L.GRU(3)(e),
+            L.GRU(2, go_backwards=True, return_sequences=True, reset_after=False)(e),
+            *L.SimpleRNN(2, return_state=True)(e),
+            L.LSTM(2, go_backwards=True)(e),
+            L.Bidirectional(L.LSTM(2, return_sequences=True))(e),
+            L.Bidirectional(L.GRU(2), merge_mode="sum")(e),
+            L.RNN([L.LSTMCell(2), L.GRUCell(2)], return_sequences=True)(e),
+            L.GlobalAveragePooling1D()(L.LSTM(3, return_sequences=True)(e)),
+            L.LSTM(2)(L.Dense(3, activation="tanh")(e)),
+            L.GRU(2)(L.TimeDistributed(L.Dense(3))(e)),
+            L.LSTM(2, return_sequences=True)(L.Bidirectional(L.GRU(2, return_sequences=True))(e))]
+    add("masked_ids", i, outs, [IDS])
+
+    a, b, c = K.Input((T,), dtype="int32"), K.Input((T, 2)), K.Input((T,), dtype="int32")
+    ea, ec = L.Embedding(7, 2, mask_zero=True)(a), L.Embedding(7, 2, mask_zero=True)(c)
+    outs = [L.LSTM(2, return_sequences=True)(L.Add()([ea, ec])),
+            L.GRU(2, return_sequences=True)(L.Concatenate()([ea, ec])),
+            L.SimpleRNN(2, return_sequences=True)(L.Concatenate()([ea, b]))]
+    add("masked_merges", [a, b, c], outs, [IDS, rng.normal(0.0, 1.0, (B, T, 2)).astype("float32"), IDS2])
+
+    i = K.Input((None, F))
+    m = L.Masking(0.0)(i)
+    outs = [m,
+            L.LSTM(3, return_sequences=True, go_backwards=True)(m),
+            L.Bidirectional(L.GRU(2, return_sequences=True))(m),
+            L.SimpleRNN(2)(L.Dense(3)(m)),
+            L.GRU(2, return_sequences=True)(L.Masking(0.5)(i))]
+    add("masking", i, outs, [halves])
+
+    enc, dec = K.Input((None, F)), K.Input((None, 2))
+    _, h, c = L.LSTM(3, return_state=True)(enc)
+    outs = [L.LSTM(3, return_sequences=True)(dec, initial_state=[h, c]),
+            L.GRU(3, go_backwards=True)(dec, initial_state=[h])]
+    add("initial_state", [enc, dec], outs, [x, rng.normal(0.0, 1.0, (B, 4, 2)).astype("float32")])
+
+    i = K.Input((T,), dtype="float32")
+    fids = IDS.astype("float32")
+    fids[2, 0] = 0.5   # id 0 after the cast, yet not masked
+    fids[2, 1] = 2.9   # id 2
+    outs = [L.LSTM(3, return_sequences=True)(L.Embedding(7, 3, mask_zero=True)(i))]
+    add("float_ids", i, outs, [fids])
+
+    i = K.Input(batch_shape=(B, T, F))
+    add("stateful", i, [L.LSTM(3, stateful=True, return_sequences=True)(i), L.GRU(2, stateful=True)(i)], [x])
+    return cases
+
+
+def randomize(model, rng):
+    for v in model.weights:
+        v.assign(rng.normal(0.0, 0.6, tuple(v.shape)).astype("float32"))
+
+
+def run(K, rng, folder, ext):
+    done = {}
+    for name, (model, xs) in build(K, rng).items():
+        randomize(model, rng)
+        ys = model(xs if len(xs) > 1 else xs[0], training=False)  # eager: no graph to trace
+        ys = [np.asarray(y) for y in ys] if isinstance(ys, (list, tuple)) else [np.asarray(ys)]
+        model.save(f"{folder}/{name}.{ext}")
+        np.savez(f"{folder}/{name}.npz", **{f"x{i}": x for i, x in enumerate(xs)},
+                 **{f"y{i}": np.asarray(y) for i, y in enumerate(ys)})
+        done[name] = [len(xs), len(ys)]
+    return done
+'''
+
+_TFK_MAIN = r'''
+import json, sys
+import numpy as np
+import tf_keras
+tf_keras.utils.set_random_seed(0)
+print(json.dumps(run(tf_keras, np.random.default_rng(1), sys.argv[1], "h5")))
+'''
+
+
+def _error(want: np.ndarray, got: np.ndarray) -> float:
+    """``max |want - got| / max |want|`` over the finite entries; NaN must sit at the same places."""
+    want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
+    assert want.shape == got.shape, (want.shape, got.shape)
+    assert np.array_equal(np.isnan(want), np.isnan(got)), "NaN at different places"
+    ok = ~np.isnan(want)
+    scale = np.abs(want[ok]).max() if ok.any() else 0.0
+    return float(np.abs(want[ok] - got[ok]).max() / (scale if scale > 0 else 1.0)) if ok.any() else 0.0
+
+
+def _compare(folder: Path, ext: str, counts: dict[str, list[int]]) -> dict[str, tuple[list[float], set[str]]]:
+    """Per case: the error of each output, and the classes the reference ran."""
+    results = {}
+    for name, (n_in, n_out) in counts.items():
+        data = np.load(folder / f"{name}.npz")
+        path = folder / f"{name}.{ext}"
+        model = without_dead_ops(bnconvert.load(path))
+        runner = ReferenceRunner(path, model=model)
+        feeds = {s.name: data[f"x{i}"] for i, s in enumerate(runner.input_specs())}
+        outs = list(runner.infer(feeds).values())
+        assert len(outs) == n_out, f"{name}: {len(outs)} outputs, Keras gave {n_out}"
+        classes = {layer.class_name for _, layer, _ in model.walk() if layer.model is None}
+        results[name] = ([_error(data[f"y{i}"], out) for i, out in enumerate(outs)], classes)
+    return results
+
+
+def _namespace() -> dict[str, Any]:
+    scope: dict[str, Any] = {}
+    exec(compile(_BUILD, "<sequence builders>", "exec"), scope)  # the builders shared with the subprocess
+    return scope
+
+
+@pytest.fixture(scope="module")
+def keras3_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[float], set[str]]]:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    folder = tmp_path_factory.mktemp("seq_keras3")
+    counts = _namespace()["run"](keras, np.random.default_rng(1), str(folder), "keras")
+    return _compare(folder, "keras", counts)
+
+
+@pytest.fixture(scope="module")
+def tfkeras_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[float], set[str]]]:
+    folder = tmp_path_factory.mktemp("seq_tfkeras")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, "-c", _BUILD + _TFK_MAIN, str(folder)], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _compare(folder, "h5", json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+CASES = ["recurrent", "bidirectional", "time_distributed", "masked_ids", "masked_merges", "masking", "initial_state",
+         "float_ids", "stateful"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_keras3(case: str, keras3_results: dict[str, tuple[list[float], set[str]]]) -> None:
+    errors, _ = keras3_results[case]
+    assert max(errors) <= TOLERANCE, f"{case}: errors per output {['%.1e' % e for e in errors]}"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_tf_keras(case: str, tfkeras_results: dict[str, tuple[list[float], set[str]]]) -> None:
+    errors, _ = tfkeras_results[case]
+    assert max(errors) <= TOLERANCE, f"{case}: errors per output {['%.1e' % e for e in errors]}"
+
+
+def test_both_keras_exercise_every_sequence_class(keras3_results: dict[str, tuple[list[float], set[str]]],
+                                                  tfkeras_results: dict[str, tuple[list[float], set[str]]]) -> None:
+    for results in (keras3_results, tfkeras_results):
+        seen = set().union(*(classes for _, classes in results.values()))
+        assert SEQUENCE_CLASSES <= seen, sorted(SEQUENCE_CLASSES - seen)
+    assert all(catalog()[name].call is not None for name in SEQUENCE_CLASSES)
