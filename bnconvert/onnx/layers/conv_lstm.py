@@ -21,7 +21,7 @@ the step's mask with trailing unit axes, broadcast against the state.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
@@ -75,7 +75,10 @@ def _body(b: Builder, call: Call, base: str, recurrent: np.ndarray, masked: bool
     n = recurrent.ndim - 2
     filters = int(recurrent.shape[-2])
     body = Builder(b.opset)
-    name = lambda what: f"{base}/{what}"  # noqa: E731
+
+    def name(what: str) -> str:
+        return f"{base}/{what}"
+
     h, c, xg, m = (body.claim(name(v)) for v in ("h_in", "c_in", "xg_t", "mask_t"))
     act = _activation(call, "activation", "tanh")
     rec = _activation(call, "recurrent_activation", "sigmoid" if call.generation >= 3 else "hard_sigmoid")
@@ -84,7 +87,7 @@ def _body(b: Builder, call: Call, base: str, recurrent: np.ndarray, masked: bool
     ks = list(recurrent.shape[:n])
     w = body.const(name("recurrent_kernel"), np.transpose(recurrent, (n + 1, n, *range(n))))
     r = body.node("Conv", [h, w], name=name("recurrent_conv"), kernel_shape=ks, strides=[1] * n,
-                  **window_pads(call, state_dims, ks, [1] * n, [1] * n, "same"))
+                  **window_pads(call, list[int | None](state_dims), ks, [1] * n, [1] * n, "same"))
     z = body.node("Add", [xg, r], name=name("z"))
     gates = [body.fresh(name(g)) for g in ("zi", "zf", "zg", "zo")]
     body.nodes.append(helper.make_node("Split", [z, body.ints(name("split"), [filters] * 4)], gates,
@@ -112,69 +115,78 @@ def _body(b: Builder, call: Call, base: str, recurrent: np.ndarray, masked: bool
     return helper.make_graph(body.nodes, base, inputs, outputs, initializer=inits)
 
 
-@converts("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
-def conv_lstm(b: Builder, call: Call) -> list[Tensor]:
-    weights, c = call.layer.weights, call.config
-    kernel, recurrent = weights.get("kernel"), weights.get("recurrent_kernel")
-    if kernel is None or recurrent is None:
-        raise refuse(call, "kernel or recurrent_kernel missing")
-    n = kernel.ndim - 2
-    fmt = data_format(c)
-    first = fmt == "channels_first"
-    x, rank = call.x, call.x.rank
-    if rank != n + 3:
-        raise refuse(call, f"rank-{rank} input, expected {n + 3}")
-    sizes = list(x.shape[3:] if first else x.shape[2:-1])
-    channels = x.shape[2] if first else x.shape[-1]
-    if any(s is None for s in sizes) or channels is None:
-        raise refuse(call, f"input {x.shape}: the spatial sizes and channels must be known")
-    filters = int(kernel.shape[-1]) // 4
+def _input_gates(b: Builder, call: Call, xv: str, kernel: np.ndarray, image: list[int], out_sizes: list[int]) -> str:
+    """Every step's input convolution at once (they do not depend on the state): ``xv``
+    ``(N, T, C, *S)`` -> ``(N*T, C, *S)`` -> Conv + bias -> ``(N, T, 4F, *S')``."""
+    c, n = call.config, kernel.ndim - 2
     ks = list(kernel.shape[:n])
     strides, dilations = _ints(c.get("strides", 1), n), _ints(c.get("dilation_rate", 1), n)
     padding = str(c.get("padding", "valid")).lower()
-    out_sizes = [conv_output_length(s, k, padding, t, d) for s, k, t, d in zip(sizes, ks, strides, dilations)]
-    # the input convolution of every step at once: (N*T, C, *S) -> (N*T, 4F, *S')
-    xv = b.view(x, identity(rank) if first else (0, 1, rank - 1, *range(2, rank - 1)))
-    images = b.node("Reshape", [xv, b.ints(f"{call.name}/images_shape", [-1, channels, *sizes])], name=f"{call.name}/images")
-    bias = weights.get("bias")
-    bias_in = [] if bias is None or c.get("use_bias", True) is False else [b.const(f"{call.name}/bias", np.asarray(bias).reshape(-1))]
+    images = b.node("Reshape", [xv, b.ints(f"{call.name}/images_shape", [-1, *image])], name=f"{call.name}/images")
+    bias = call.layer.weights.get("bias")
+    bias_in = [] if bias is None or c.get("use_bias", True) is False else [
+        b.const(f"{call.name}/bias", np.asarray(bias).reshape(-1))]
     w = b.const(f"{call.name}/kernel", np.transpose(kernel, (n + 1, n, *range(n))))
     conv = b.node("Conv", [images, w, *bias_in], name=f"{call.name}/input_conv", kernel_shape=ks, strides=strides,
-                  dilations=dilations, **window_pads(call, sizes, ks, strides, dilations, padding))
-    shape = b.node("Shape", [xv], name=f"{call.name}/shape")
-    batch_time = b.node("Slice", [shape, b.ints(f"{call.name}/zero", [0]), b.ints(f"{call.name}/two", [2])],
-                        name=f"{call.name}/batch_time")
-    seq_shape = b.node("Concat", [batch_time, b.ints(f"{call.name}/gates_shape", [4 * filters, *out_sizes])],
+                  dilations=dilations, **window_pads(call, list[int | None](image[1:]), ks, strides, dilations, padding))
+    batch_time = b.node("Slice", [b.node("Shape", [xv], name=f"{call.name}/shape"), b.ints(f"{call.name}/zero", [0]),
+                                  b.ints(f"{call.name}/two", [2])], name=f"{call.name}/batch_time")
+    seq_shape = b.node("Concat", [batch_time, b.ints(f"{call.name}/gates_shape", [int(kernel.shape[-1]), *out_sizes])],
                        name=f"{call.name}/seq_shape", axis=0)
-    xg = b.node("Reshape", [conv, seq_shape], name=f"{call.name}/input_gates")
-    # zero initial states (N, F, *S'); a stateful layer starts from zeros too, as a loaded model does
-    if c.get("stateful"):
+    return b.node("Reshape", [conv, seq_shape], name=f"{call.name}/input_gates")
+
+
+def _zero_state(b: Builder, call: Call, xv: str, dims: list[int]) -> str:
+    """Zeros ``(N, *dims)``, N the input's batch. A stateful layer starts from zeros too, as a
+    freshly loaded (or reset) Keras model does; the export says so."""
+    if call.config.get("stateful"):
         _log.warning("'%s' (%s) is stateful: exported with zero initial states, as a freshly reset layer",
                      call.name, call.layer.source_class)
-    batch = b.node("Slice", [shape, b.ints(f"{call.name}/zero", [0]), b.ints(f"{call.name}/one", [1])], name=f"{call.name}/batch")
-    state_shape = b.node("Concat", [batch, b.ints(f"{call.name}/state_dims", [filters, *out_sizes])],
-                         name=f"{call.name}/state_shape", axis=0)
-    zeros = b.node("ConstantOfShape", [state_shape], name=f"{call.name}/zeros",
-                   value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
-    state_perm = identity(n + 2) if first else channels_first(n + 2)
+    batch = b.node("Slice", [b.node("Shape", [xv], name=f"{call.name}/batch_shape"), b.ints(f"{call.name}/zero", [0]),
+                             b.ints(f"{call.name}/one", [1])], name=f"{call.name}/batch")
+    state_shape = b.node("Concat", [batch, b.ints(f"{call.name}/state_dims", dims)], name=f"{call.name}/state_shape", axis=0)
+    return b.node("ConstantOfShape", [state_shape], name=f"{call.name}/zeros",
+                  value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
+
+
+@converts("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
+def conv_lstm(b: Builder, call: Call) -> list[Tensor]:
+    c = call.config
+    kernel, recurrent = call.layer.weights.get("kernel"), call.layer.weights.get("recurrent_kernel")
+    if kernel is None or recurrent is None:
+        raise refuse(call, "kernel or recurrent_kernel missing")
+    n = kernel.ndim - 2
+    first = data_format(c) == "channels_first"
+    x, rank = call.x, call.x.rank
+    if rank != n + 3:
+        raise refuse(call, f"rank-{rank} input, expected {n + 3}")
+    image = list(x.shape[2:] if first else (x.shape[-1], *x.shape[2:-1]))  # (C, *S)
+    if any(s is None for s in image):
+        raise refuse(call, f"input {x.shape}: the spatial sizes and channels must be known")
+    filters = int(kernel.shape[-1]) // 4
+    strides, dilations = _ints(c.get("strides", 1), n), _ints(c.get("dilation_rate", 1), n)
+    padding = str(c.get("padding", "valid")).lower()
+    # known input sizes give known output sizes
+    out_sizes = [cast(int, conv_output_length(s, k, padding, t, d))
+                 for s, k, t, d in zip(image[1:], kernel.shape[:n], strides, dilations)]
+    seq_perm = identity(rank) if first else (0, 1, rank - 1, *range(2, rank - 1))  # (N, T, C, *S)
+    xv = b.view(x, seq_perm)
+    xg = _input_gates(b, call, xv, kernel, image, out_sizes)
+    zeros = _zero_state(b, call, xv, [filters, *out_sizes])
+    state_perm = identity(n + 2) if first else channels_first(n + 2)  # held (N, F, *S')
     state_keras = (None, filters, *out_sizes) if first else (None, *out_sizes, filters)
     mask = call.mask(0)
     scan_in = [xg] + ([_step_mask(b, call, mask, state_keras, state_perm)] if mask is not None else [])
-    base = b.fresh(f"{call.name}/step")
-    graph = _body(b, call, base, recurrent, mask is not None, out_sizes)
-    outs = [b.fresh(call.name if not c.get("return_sequences") else f"{call.name}/h"), b.fresh(f"{call.name}/c"),
-            b.fresh(call.name if c.get("return_sequences") else f"{call.name}/sequence")]
+    graph = _body(b, call, b.fresh(f"{call.name}/step"), recurrent, mask is not None, out_sizes)
+    sequences = bool(c.get("return_sequences"))
+    h, cell, seq = (b.fresh(f"{call.name}/h" if sequences else call.name), b.fresh(f"{call.name}/c"),
+                    b.fresh(call.name if sequences else f"{call.name}/sequence"))
     backwards = 1 if c.get("go_backwards") else 0
-    b.nodes.append(helper.make_node("Scan", [zeros, zeros, *scan_in], outs, name=b.fresh(f"{call.name}/scan"), body=graph,
-                                    num_scan_inputs=len(scan_in), scan_input_axes=[1] * len(scan_in),
+    b.nodes.append(helper.make_node("Scan", [zeros, zeros, *scan_in], [h, cell, seq], name=b.fresh(f"{call.name}/scan"),
+                                    body=graph, num_scan_inputs=len(scan_in), scan_input_axes=[1] * len(scan_in),
                                     scan_input_directions=[backwards] * len(scan_in), scan_output_axes=[1]))
-    h, cell, seq = outs
-    seq_perm = identity(rank) if first else (0, 1, rank - 1, *range(2, rank - 1))
-    first_out = b.tensor(call.out_shapes[0], seq_perm, seq) if c.get("return_sequences") else \
-        b.tensor(call.out_shapes[0], state_perm, h)
-    results = [first_out]
+    results = [b.tensor(call.out_shapes[0], seq_perm, seq) if sequences else b.tensor(call.out_shapes[0], state_perm, h)]
     if c.get("return_state"):
         results += [b.tensor(call.out_shapes[1], state_perm, h), b.tensor(call.out_shapes[2], state_perm, cell)]
-    out_mask = mask if c.get("return_sequences") else None
-    call.out_masks = [out_mask] + [None] * (len(results) - 1)
+    call.out_masks = [mask if sequences else None] + [None] * (len(results) - 1)
     return results
