@@ -170,7 +170,9 @@ class _Planner:
         if ref in self._outputs:
             return None, "its output is a model output"
         if len(users) != 1:
-            return None, f"its output feeds {len(users)} layers"
+            why = next((f", among them {user.label}, which {fold_role(user.class_name).why}" for user, _ in users
+                        if fold_role(user.class_name).why), "")
+            return None, f"its output feeds {len(users)} layers{why}"
         layer, _ = users[0]
         if len(layer.calls) != 1:
             return None, f"the next layer {layer.label} is shared ({len(layer.calls)} calls)"

@@ -54,7 +54,10 @@ def _edit(model_entry: dict[str, Any], model: Model) -> None:
     removed = [e for e in entries if entry_name(e) not in kept_names]
     for entry in removed:
         cls = entry.get("class_name")
-        if cls != "BatchNormalization" and fold_role(cls).kind != "identity":
+        wraps = fold_role(cls).wraps  # a TimeDistributed(BatchNormalization) folds like a BN
+        inner = (entry.get("config") or {}).get(wraps) if wraps else None
+        wrapped_bn = isinstance(inner, dict) and inner.get("class_name") == "BatchNormalization"
+        if cls != "BatchNormalization" and not wrapped_bn and fold_role(cls).kind != "identity":
             raise OutputError(f"layer '{entry_name(entry)}' ({cls}) is missing from the folded model; only BN and identities may go")
     if model_entry.get("class_name") == "Sequential":
         _drop_sequential(entries, {entry_name(e) for e in removed})
@@ -69,9 +72,22 @@ def _edit(model_entry: dict[str, Any], model: Model) -> None:
         if layer.model is not None and entry.get("class_name") in MODEL_CLASSES:
             _edit(entry, layer.model)
         elif isinstance(cfg, dict):
-            for key in OVERRIDE_KEYS:  # all three default to True in every Keras
-                if key in layer.config and bool(cfg.get(key, True)) != bool(layer.config[key]):
-                    cfg[key] = bool(layer.config[key])
+            _override(cfg, layer.config)
+
+
+def _override(cfg: Any, ours: Any) -> None:
+    """Set the :data:`OVERRIDE_KEYS` the fold changed, also inside nested layer configs (a
+    Bidirectional's or TimeDistributed's inner layer, an RNN's cells: a fold may create their bias)."""
+    if isinstance(cfg, dict) and isinstance(ours, dict):
+        for key in OVERRIDE_KEYS:  # all three default to True in every Keras
+            if key in ours and bool(cfg.get(key, True)) != bool(ours[key]):
+                cfg[key] = bool(ours[key])
+        for key, value in ours.items():
+            if key in cfg and isinstance(value, (dict, list)):
+                _override(cfg[key], value)
+    elif isinstance(cfg, list) and isinstance(ours, list) and len(cfg) == len(ours):
+        for a, b in zip(cfg, ours):
+            _override(a, b)
 
 
 def _drop_sequential(entries: list[dict[str, Any]], names: set[str]) -> None:
@@ -138,6 +154,10 @@ def _drop_functional(model_entry: dict[str, Any], entries: list[dict[str, Any]],
     alias: dict[tuple[str, int, int], tuple[str, int, int]] = {}
     for entry in removed:
         for k, node in enumerate(entry.get("inbound_nodes") or []):
+            if isinstance(node, dict) and isinstance(node.get("kwargs"), dict) and "mask" in node["kwargs"]:
+                # Keras 3 passes a Keras mask as a ``mask`` kwarg tensor; the layers after this one
+                # receive it in their own kwargs, so only the data input is rewired
+                node = {**node, "kwargs": {key: v for key, v in node["kwargs"].items() if key != "mask"}}
             refs = _node_refs(node)
             if len(refs) != 1:
                 raise OutputError(f"removed layer '{entry_name(entry)}' has {len(refs)} inputs in call {k}")
