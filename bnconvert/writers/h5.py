@@ -24,7 +24,9 @@ import numpy as np
 
 from ..errors import OutputError
 from ..model import Layer, Model
+from ..layerspec import weight_parts
 from ..readers.h5 import attr_list
+from ..readers.rnn_layouts import CUDNN_PARTS, to_cudnn
 from .weights import derive_name, is_known, layer_arrays, nested_arrays
 
 __all__ = ["write_h5", "HDF5_OBJECT_HEADER_LIMIT", "KERAS2_VERSION"]
@@ -134,7 +136,7 @@ def _write_layer(
     if layer.model is not None:
         items = [(sub, meaning, array) for sub, meaning, array in nested_arrays(layer.model)]
     else:
-        items = [(layer, meaning, array) for meaning, array, _ in layer_arrays(layer)]
+        items = [(layer, meaning, array) for meaning, array, _ in _stored_layout(layer)]
     names = []
     for sub, meaning, _ in items:
         default = f"{sub.name}/{meaning}:0" if colon else f"{sub.name}/{meaning}"
@@ -157,6 +159,22 @@ def _write_layer(
             dset[:] = data
         else:
             dset[()] = data
+
+
+def _stored_layout(layer: Layer) -> list[tuple[str, np.ndarray, bool]]:
+    """:func:`layer_arrays`, with the parts the input stored in the cuDNN layout turned back into it
+    (Keras converts them again on loading, by the bias size)."""
+    arrays = layer_arrays(layer)
+    cudnn = layer.config.get(CUDNN_PARTS) or []
+    parts = weight_parts(layer.class_name, layer.config) if cudnn else None
+    if not parts:
+        return arrays
+    out = {meaning: (array, trainable) for meaning, array, trainable in arrays}
+    for i in cudnn:
+        part = parts[i]
+        converted = to_cudnn(part.kind, [out[m][0] for m in part.meanings])
+        out.update({m: (a, out[m][1]) for m, a in zip(part.meanings, converted)})
+    return [(m, out[m][0], out[m][1]) for m, _, _ in arrays]
 
 
 def _colon(names: list[str]) -> bool:

@@ -14,14 +14,17 @@ from typing import Any
 from ..errors import UnsupportedLayerError
 from ..model import MODEL_CLASSES, Model, TensorRef
 from ..readers.keras1 import MERGE_MODES, keras1_classes, upgrade_config
+from ..readers.rnn_layouts import KERAS1_RECURRENT
 from ..shapes import infer_shapes
 from .config_edit import entry_name, layer_entries
 
 __all__ = ["KERAS1_WRITABLE", "keras2_config_from_keras1"]
 
 #: classes whose upgraded config is a valid Keras 2 config: the catalog classes Keras 1 wrote
-#: (under their own name or an alias), what its Merge modes became, and Lambda (outside the catalog)
-KERAS1_WRITABLE = keras1_classes() | frozenset(MERGE_MODES.values()) | {"Lambda"} | MODEL_CLASSES
+#: (under their own name or an alias), what its Merge modes became, Lambda (outside the catalog), and the
+#: recurrent layers, wrappers, Embedding and Masking, whose configs the reader rewrites whole in Keras 2 words
+KERAS1_WRITABLE = (keras1_classes() | frozenset(MERGE_MODES.values()) | {"Lambda"} | MODEL_CLASSES | KERAS1_RECURRENT
+                   | {"Embedding", "Masking", "TimeDistributed", "Bidirectional"})
 _BOOKKEEPING = ("keras1_mode", "keras1_output_shape", "epsilon_assumed", "synthetic", "keras1_merge_mode")
 
 

@@ -1,0 +1,159 @@
+"""Folded copies of files with recurrent layers load in Keras and predict what the originals do.
+
+Each Keras flavour (Keras 3, tf-keras; separate processes, they cannot share one) builds small
+models with a recurrent layer and a BatchNormalization the fold removes, saves them as ``.keras``
+and ``.h5``, and, in the same child process, bnconvert folds and writes each; Keras then loads
+the written file and its predictions are compared with the original model's. Keras is the
+reference on both sides: bnconvert's output is never compared with itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import bnconvert
+from bnconvert.fold import fold_model
+from bnconvert.writers import write_model
+
+from ..conftest import sequence_corpus_file
+
+#: relative tolerance of the issue: max |diff| / max |output|
+TOLERANCE = 1e-5
+
+_CASES = r'''
+import json, os, sys
+import numpy as np
+flavour, folder = sys.argv[1], sys.argv[2]
+if flavour == "keras3":
+    import keras
+else:
+    import tf_keras as keras
+import bnconvert
+from bnconvert.fold import fold_model
+from bnconvert.writers import write_model
+L = keras.layers
+rng = np.random.default_rng(0)
+
+def chain():
+    """Every recurrent form in one graph: BN before an LSTM (folds forward into its kernel), a
+    Bidirectional GRU, TimeDistributed(Dense), a stack of cells, a SimpleRNN, BN after a Dense."""
+    inp = keras.Input((5, 4))
+    x = L.BatchNormalization()(inp)
+    x = L.LSTM(3, return_sequences=True)(x)
+    x = L.Bidirectional(L.GRU(3, return_sequences=True))(x)
+    x = L.TimeDistributed(L.Dense(3))(x)
+    x = L.RNN(L.StackedRNNCells([L.LSTMCell(3), L.GRUCell(2), L.LSTMCell(2)]), return_sequences=True)(x)
+    x = L.SimpleRNN(3)(x)
+    x = L.Dense(4)(x)
+    x = L.BatchNormalization()(x)
+    return keras.Model(inp, L.Dense(2)(x))
+
+
+def sequential():
+    """A Sequential model: Bidirectional(LSTM) and a GRU without bias, reset before the product."""
+    return keras.Sequential([keras.Input((5, 4)), L.Bidirectional(L.LSTM(3, return_sequences=True)),
+                             L.GRU(3, reset_after=False, use_bias=False), L.Dense(4), L.BatchNormalization(),
+                             L.Dense(2)])
+
+
+cases = {"chain": chain, "sequential": sequential}
+x = rng.uniform(0, 1, (3, 5, 4)).astype("float32")
+results = {}
+for name, make in cases.items():
+    m = make()
+    for w in m.weights:
+        w.assign(rng.uniform(0.2, 1.0, tuple(w.shape)).astype("float32"))
+    want = np.asarray(m(x))
+    for ext in ("keras", "h5"):
+        src = os.path.join(folder, f"{name}.{ext}")
+        out = os.path.join(folder, f"{name}.folded.{ext}")
+        m.save(src)
+        original = bnconvert.load(src)
+        folded, report = fold_model(original)
+        write_model(folded, out, original=original)
+        got = np.asarray(keras.models.load_model(out, compile=False)(x))
+        n_bn = sum(1 for _, layer, _ in folded.walk() if layer.class_name == "BatchNormalization")
+        results[f"{name}.{ext}"] = [float(np.abs(got - want).max() / np.abs(want).max()), n_bn]
+if len(sys.argv) > 3:  # a Keras 1 file bnconvert wrote as Keras 2: load it, keep its LSTM weights
+    m = keras.models.load_model(sys.argv[3], compile=False)
+    layer = m.get_layer("lstm_1")
+    np.savez(os.path.join(folder, "keras1_lstm.npz"), *layer.get_weights())
+    results["keras1"] = [layer.get_config()["units"], layer.get_config()["recurrent_activation"],
+                         list(np.asarray(m(np.zeros((1, 3, 97), "float32"))).shape)]
+print(json.dumps(results))
+'''
+
+
+def _run(flavour: str, folder: Path, *extra: str) -> dict[str, list]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, "-c", _CASES, flavour, str(folder), *extra], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module", params=["keras3", "tf_keras"])
+def flavour_results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list], Path]:
+    """The flavour's results, and its folder. tf-keras also loads the Keras 1 LSTM file bnconvert
+    wrote as Keras 2 (one TensorFlow start for both)."""
+    folder = tmp_path_factory.mktemp(request.param)
+    extra = []
+    if request.param == "tf_keras":
+        model = bnconvert.load(sequence_corpus_file("kootenpv__neural_complete"))
+        write_model(fold_model(model)[0], folder / "neural_char.h5", original=model)
+        extra = [str(folder / "neural_char.h5")]
+    return _run(request.param, folder, *extra), folder
+
+
+def test_folded_recurrent_models_load_and_match(flavour_results: tuple[dict[str, list], Path]) -> None:
+    results = {k: v for k, v in flavour_results[0].items() if k != "keras1"}
+    assert sorted(results) == ["chain.h5", "chain.keras", "sequential.h5", "sequential.keras"]
+    bad = {name: r for name, r in results.items() if not r[0] <= TOLERANCE}
+    assert not bad, bad
+    # the fold removed every BN (so the written files hold changed recurrent and Dense weights)
+    assert all(n_bn == 0 for _, n_bn in results.values()), results
+
+
+def test_keras1_lstm_written_as_keras2_loads_with_fused_gates(flavour_results: tuple[dict[str, list], Path]) -> None:
+    """The Keras 1 file (12 per-gate LSTM weights) becomes a Keras 2 ``.h5`` that tf-keras loads; the
+    loaded LSTM weights are the file's gates concatenated in Keras 2's order i, f, c, o."""
+    results, folder = flavour_results
+    if "keras1" not in results:
+        return  # the Keras 3 run; tf-keras checks the Keras 1 file
+    assert results["keras1"] == [128, "hard_sigmoid", [1, 87]]
+    loaded = np.load(folder / "keras1_lstm.npz")
+    with h5py.File(sequence_corpus_file("kootenpv__neural_complete")) as f:
+        g = f["model_weights/lstm_1"]
+        w = {n.decode().split(":")[0][len("lstm_1_"):]: g[n][()] for n in g.attrs["weight_names"]}
+    for i, kind in enumerate(("W", "U", "b")):
+        expected = np.concatenate([w[f"{kind}_{gate}"] for gate in "ifco"], axis=-1)
+        np.testing.assert_array_equal(loaded[f"arr_{i}"], expected)
+
+
+def test_corpus_keras3_zip_with_recurrent_layers_roundtrips(tmp_path: Path) -> None:
+    """Nothing to fold in these real files: the written copy must still hold every weight where
+    Keras 3 looks for it (``layers/bidirectional/forward_layer/cell/vars`` ...), byte for byte."""
+    for prefix in ("Varshitha14-web", "akshitgajera1013"):
+        src = sequence_corpus_file(prefix)
+        out = tmp_path / f"{prefix}.keras"
+        model = bnconvert.load(src)
+        folded, _ = fold_model(model)
+        write_model(folded, out, original=model)
+        with zipfile.ZipFile(src) as a, zipfile.ZipFile(out) as b:
+            with h5py.File(io.BytesIO(a.read("model.weights.h5"))) as fa, h5py.File(io.BytesIO(b.read("model.weights.h5"))) as fb:
+                found: list[str] = []
+                fa["layers"].visititems(lambda n, o: found.append(n) if isinstance(o, h5py.Dataset) else None)
+                assert found
+                for n in found:
+                    np.testing.assert_array_equal(fa["layers"][n][()], fb["layers"][n][()], err_msg=n)
+                    assert fb["layers"][n].dtype == fa["layers"][n].dtype
