@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .bn import BNParams, Finding, bn_params, findings, is_bn
-from .catalog import catalog
+from .bn import BNParams, Finding, bn_config, bn_params, findings, is_bn
+from .catalog import catalog, fold_role
 from .errors import BnconvertError
 from .fold.plan import FoldDecision, plan_folds
 from .layerspec import data_format
@@ -157,6 +157,11 @@ def _channel_axis_of(model: Model, ref: TensorRef, rank: int) -> int | None:
     seen = 0
     while seen < 64:
         layer = model[ref.layer]
+        wraps = fold_role(layer.class_name).wraps
+        inner = layer.config.get(wraps) if wraps else None
+        if isinstance(inner, dict) and isinstance(inner.get("config"), dict) and "data_format" in inner["config"]:
+            # TimeDistributed(Conv2D): the inner layer's format, one more axis after the batch
+            return 1 + fold_role(layer.class_name).steps if data_format(inner["config"]) == "channels_first" else rank - 1
         if "data_format" in layer.config:
             return 1 if data_format(layer.config) == "channels_first" else rank - 1
         family = getattr(catalog().get(layer.class_name), "family", None)
@@ -207,19 +212,19 @@ def _audit_model(model: Model, decisions: dict[str, FoldDecision], tf_keras: boo
         try:
             p = bn_params(layer)
         except BnconvertError as exc:
-            reports.append(BNReport(path, 0, [], layer.config.get("epsilon"), _input_from(model, layer, shapes, before), decision, None,
+            reports.append(BNReport(path, 0, [], bn_config(layer).get("epsilon"), _input_from(model, layer, shapes, before), decision, None,
                                     [Finding("unreadable", "error", str(exc))]))
             continue
         found = findings(p, layer=layer, tf_keras=tf_keras)
         axis_finding = _axis_finding(model, layer, p, shapes)
         if axis_finding is not None:
             found.append(axis_finding)
-        axis_cfg = layer.config.get("axis")
+        config = bn_config(layer)  # a TimeDistributed(BatchNormalization)'s: its inner layer's
         reports.append(BNReport(
             name=path,
             channels=p.channels,
-            axis=[] if axis_cfg is None else list(p.axis),
-            epsilon=None if layer.config.get("epsilon_assumed") else p.epsilon,
+            axis=[] if config.get("axis") is None else list(p.axis),
+            epsilon=None if config.get("epsilon_assumed") else p.epsilon,
             input_from=_input_from(model, layer, shapes, before),
             fold=decision,
             params=p,

@@ -169,6 +169,8 @@ def _builders() -> dict[str, tuple[Callable[[Any], Any], Callable[[np.random.Gen
                           shape=(4, 6, 6, 2)), video),
         "conv_lstm": (chain(bn(), lambda k: k.layers.ConvLSTM2D(3, 3, return_sequences=True, name="rnn"),
                             bn("bn_after"), shape=(4, 6, 6, 2)), video),
+        "conv_lstm_same": (chain(bn(), lambda k: k.layers.ConvLSTM2D(3, 3, padding="same", name="rnn"),
+                                 shape=(4, 6, 6, 2)), video),
         "lstm_then_bn": (chain(lambda k: k.layers.LSTM(4, return_sequences=True, name="rnn"), bn("bn_after")), seq),
     }
 
@@ -189,6 +191,7 @@ EXPECTED = {
     "td_dense": {"bn": ("forward", "td")},
     "td_conv": {"bn": ("backward", "conv1"), "td_bn": ("backward", "conv2")},
     "conv_lstm": {"bn": ("forward", "rnn"), "bn_after": ("stays", None)},
+    "conv_lstm_same": {"bn": ("stays", None)},
     "lstm_then_bn": {"bn_after": ("stays", None)},
 }
 
@@ -196,6 +199,7 @@ EXPECTED = {
 REASONS = {
     "masking": {"bn": "computes the Keras mask from the values it receives"},
     "conv_lstm": {"bn_after": "o*act(c)"},
+    "conv_lstm_same": {"bn": "pads with zeros (same padding) and the shift is not zero"},
     "lstm_then_bn": {"bn_after": "a recurrent state"},
 }
 
@@ -320,3 +324,29 @@ def test_tf_keras_h5_folds_and_matches(tmp_path: Path) -> None:
     got = list(runner.infer({runner.input_specs()[0].name: x}).values())[0]
     assert _error(np.load(tmp_path / "y.npy"), got) < TOLERANCE
     assert json.dumps(report.to_dict())  # the report is plain data
+
+
+# -- Keras 1 per-gate weights and CuDNN layouts: their writers, against the files' ground truth -------
+@pytest.mark.parametrize("name", ["seq_k1_lstm", "seq_k1_gru", "seq_k1_simplernn", "seq_k1_embedding", "seq_k1_lstm_gpu", "seq_cudnn"])
+def test_legacy_recurrent_fold_matches_ground_truth(name: str, tmp_path: Path) -> None:
+    """A Keras 1 (W_i, U_i, b_i ... per gate) or Keras 2.2.4 CuDNN file folds BN -> recurrent
+    layer; the folded file, written back in its own layout and read again, run by the float64
+    reference, gives the file's expected outputs (``<name>.expected.npz``: no installed Keras
+    writes these formats, so the fixture maker computed them with its own hand-written numpy cell
+    math from Keras 1.2.2's and Keras 2.2.4's sources)."""
+    from bnconvert.check.reference import ReferenceRunner
+
+    from .conftest import fixture_file
+
+    path = fixture_file(f"{name}.h5")
+    model = bnconvert.load(path)
+    folded, report = fold_model(model)
+    assert [b.action for b in report.batch_norms] == ["forward"]
+    out = tmp_path / f"{name}.folded.h5"
+    bnconvert.write_model(folded, out, original=model)
+    again = bnconvert.load(out)
+    assert not any(bnconvert.bn.is_bn(layer) for layer in again.layers)
+    truth = np.load(fixture_file(f"{name}.expected.npz"))
+    runner = ReferenceRunner(out, model=again)
+    got = list(runner.infer({runner.input_specs()[0].name: truth["x"]}).values())[0]
+    assert _error(truth["y"], got) < TOLERANCE
