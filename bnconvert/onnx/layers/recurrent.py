@@ -43,7 +43,7 @@ from ..layout import Perm, identity, position
 from ..registry import converts, refuse
 from .activations import ACTIVATIONS, activation_name, emit_activation
 
-__all__ = ["recurrent", "bidirectional"]
+__all__ = ["bidirectional", "recurrent"]
 
 _log = logging.getLogger(__name__)
 
@@ -233,9 +233,10 @@ def _reverse_time(b: Builder, value: str, axis: int, name: str) -> str:
                             b.ints(f"{name}/axes", [axis]), b.ints(f"{name}/step", [-1])], name=name)
 
 
-def _pick(b: Builder, value: str, index: int, name: str) -> str:
-    """``value[index]`` along axis 0 (one direction of a native node's states)."""
-    return b.node("Gather", [value, b.const(f"{name}/index", np.int64(index), np.int64)], name=name, axis=0)
+def _pick(b: Builder, value: str, index: int, name: str, axis: int = 0) -> str:
+    """``value[index]`` along ``axis``: one direction of a native node's states (axis 0) or of
+    its Y (axis 1)."""
+    return b.node("Gather", [value, b.const(f"{name}/index", np.int64(index), np.int64)], name=name, axis=axis)
 
 
 @dataclass
@@ -288,8 +289,8 @@ def _step(bb: Builder, name: str, cell: Cell, xw: str, h: str, c: str | None, ge
     def mm(v: str, matrix: np.ndarray, step: str) -> str:
         return bb.node("MatMul", [v, bb.const(f"{name}/{step}_kernel", matrix)], name=f"{name}/{step}")
 
-    add = lambda p, q, step: bb.node("Add", [p, q], name=f"{name}/{step}")  # noqa: E731
-    mul = lambda p, q, step: bb.node("Mul", [p, q], name=f"{name}/{step}")  # noqa: E731
+    add = lambda p, q, step: bb.node("Add", [p, q], name=f"{name}/{step}")
+    mul = lambda p, q, step: bb.node("Mul", [p, q], name=f"{name}/{step}")
     rk = cell.recurrent_kernel
     if cell.kind == "SimpleRNNCell":
         return act("activation", add(xw, mm(h, rk, "recurrent"), "preact"), "h"), None
@@ -328,8 +329,8 @@ def _run_scan_cell(b: Builder, name: str, cell: Cell, x: Tensor, mask: str | Non
                     name=f"{name}/project_biased")
     carry_y = mask is not None and (zero_output or h0 is not None)
     init = list(h0) if h0 is not None else [_zeros(b, f"{name}/initial", xv, n_axis, cell.units)] * cell.n_states
-    if carry_y:
-        init.append(_zeros(b, f"{name}/initial_output", xv, n_axis, cell.units))
+    if carry_y:  # the output before the first step is zeros, whatever the initial state
+        init.append(init[0] if h0 is None else _zeros(b, f"{name}/initial_output", xv, n_axis, cell.units))
     bb = b.body()
     h_prev = bb.fresh(f"{name}/h_prev")
     c_prev = bb.fresh(f"{name}/c_prev") if cell.n_states == 2 else None
@@ -366,7 +367,15 @@ def _run_scan_cell(b: Builder, name: str, cell: Cell, x: Tensor, mask: str | Non
     return Run(sequence=seq, last=b.tensor((n, cell.units), identity(2), last), states=states)
 
 
-# -- one direction, cell after cell ----------------------------------------------------------
+# -- one direction, cell after cell --------------------------------------------------------------
+def _step_mask(call: Call) -> Tensor | None:
+    """The mask the layer computes with. Keras 3 fills a call's ``mask`` argument only when the
+    call has a single tensor argument (``keras/src/layers/layer.py``, ``__call__`` step 6), so a
+    Keras 3 RNN handed initial states (``[x, h0, c0]``) runs unmasked, although its output keeps
+    the mask; tf_keras masks it."""
+    return None if call.generation >= 3 and len(call.inputs) > 1 else call.mask(0)
+
+
 def _native_ok(cell: Cell, generation: int) -> bool:
     return _native_activations([cell], generation) is not None
 
@@ -375,7 +384,7 @@ def _run(b: Builder, call: Call, name: str, d: Direction, x: Tensor, h0: list[st
          flip: bool) -> Run:
     """Run ``d`` over ``x``: the sequence in time order (reversed when ``flip``), the last output
     in processing order, and every cell's final states in order."""
-    mask = call.mask(0)
+    mask = _step_mask(call)
     mask3 = None
     if mask is not None:
         mask3 = b.node("Unsqueeze", [b.view(mask, identity(2)), b.ints(f"{name}/axis2", [2])], name=f"{name}/mask")
@@ -400,11 +409,11 @@ def _run(b: Builder, call: Call, name: str, d: Direction, x: Tensor, h0: list[st
         if not top:
             x = run.sequence  # type: ignore[assignment]
     assert run is not None
-    if quirk and run.sequence is not None:
+    if quirk and run.sequence is not None and mask3 is not None:
         # unroll=True zeroes the outputs, kept in processing order, with the mask in time order
         # (keras backend.rnn, unrolled branch): in the order asked for, that is the mask as is
         # when it is the processing order, else the reversed mask
-        keep = mask3 if flip == d.backwards else _reverse_time(b, mask3, 1, f"{name}/mask_reversed")  # type: ignore[arg-type]
+        keep = mask3 if flip == d.backwards else _reverse_time(b, mask3, 1, f"{name}/mask_reversed")
         perm, seq = b.native(run.sequence)
         keep = keep if perm == identity(3) else b.node("Transpose", [keep], name=f"{name}/mask_time_major", perm=[1, 0, 2])
         zero = b.const(f"{name}/zero", np.float32(0.0))
@@ -471,7 +480,7 @@ def bidirectional(b: Builder, call: Call) -> list[Tensor]:
         bname, bcfg = backward_config(c)
     except ConfigProblem as exc:
         raise refuse(call, str(exc)) from None
-    seq, with_states = bool(fcfg.get("return_sequences")), bool(fcfg.get("return_state"))
+    seq, with_states = bool(fcfg.get("return_sequences")), bool(fcfg.get("return_state") or c.get("return_state"))
     # Keras' Bidirectional sets zero_output_for_mask = return_sequences on both its layers
     fwd = _direction(call, fname, fcfg, "forward/", zero_output=seq)
     bwd = _direction(call, bname, bcfg, "backward/", zero_output=seq)
@@ -481,7 +490,7 @@ def bidirectional(b: Builder, call: Call) -> list[Tensor]:
     h0 = _initial_states(b, call, given, len(given))
     h0f, h0b = (None, None) if h0 is None else (h0[: fwd.n_states], h0[fwd.n_states:])
     x, n, t = call.x, call.x.shape[0], call.x.shape[1]
-    if call.mask(0) is None and _mirrored(fwd, bwd, call.generation):
+    if _step_mask(call) is None and _mirrored(fwd, bwd, call.generation):
         cell = fwd.cells[0]
         y, finals = _native(b, call.name, [cell, bwd.cells[0]], b.view(x, _TIME_MAJOR),
                             None if h0 is None else [h0f, h0b], direction="bidirectional",  # type: ignore[list-item]
@@ -489,7 +498,7 @@ def bidirectional(b: Builder, call: Call) -> list[Tensor]:
         fstates = [_pick(b, s, 0, f"{call.name}/forward_state{k}") for k, s in enumerate(finals)]
         bstates = [_pick(b, s, 1, f"{call.name}/backward_state{k}") for k, s in enumerate(finals)]
         if seq:  # Y (T, 2, N, u): the reverse half is in time order already, as Keras flips it
-            halves = [b.tensor((n, t, cell.units), _TIME_MAJOR, _pick_axis1(b, y, k, f"{call.name}/{side}"))
+            halves = [b.tensor((n, t, cell.units), _TIME_MAJOR, _pick(b, y, k, f"{call.name}/{side}", axis=1))
                       for k, side in enumerate(("forward", "backward"))]
         else:
             halves = [b.tensor((n, cell.units), identity(2), s[0]) for s in (fstates, bstates)]
@@ -498,8 +507,9 @@ def bidirectional(b: Builder, call: Call) -> list[Tensor]:
         rf = _run(b, call, f"{call.name}/forward", fwd, x, h0f, want_seq=seq, flip=fwd.backwards)
         rb = _run(b, call, f"{call.name}/backward", bwd, x, h0b, want_seq=seq, flip=not bwd.backwards)
         fstates, bstates = rf.states, rb.states
-        halves = [rf.sequence, rb.sequence] if seq else [rf.last, rb.last]
-        outs = _merge(b, call, c.get("merge_mode", "concat"), *halves)  # type: ignore[arg-type]
+        pair = (rf.sequence, rb.sequence) if seq else (rf.last, rb.last)
+        assert pair[0] is not None and pair[1] is not None
+        outs = _merge(b, call, c.get("merge_mode", "concat"), pair[0], pair[1])
     merged = len(outs)
     if with_states:
         outs += _state_tensors(b, call, fstates + bstates, merged)
@@ -507,6 +517,3 @@ def bidirectional(b: Builder, call: Call) -> list[Tensor]:
         call.out_masks = [call.mask(0) if seq else None] * merged + [None] * (len(outs) - merged)
     return outs
 
-
-def _pick_axis1(b: Builder, value: str, index: int, name: str) -> str:
-    return b.node("Gather", [value, b.const(f"{name}/index", np.int64(index), np.int64)], name=name, axis=1)
