@@ -217,6 +217,38 @@ def declared_input_specs(model: Model, path: str) -> list[InputSpec]:
     return specs
 
 
+def _without_dead_layers(model: Model, table: Mapping[str, Any], ops: Mapping[str, Any] | None = None,
+                         path: str = "") -> Model:
+    """``model`` without the layers it cannot run whose outputs nothing reads. Keras 3 records
+    the mask a layer was handed as the operations that computed it (``NotEqual`` after a
+    mask_zero Embedding, ``NotEqual`` + ``Any`` after Masking, ``ExpandDims``, ``LogicalOr``,
+    ``Concatenate`` ... for a merge), read by no call (the reader keeps ``mask=`` tensors out of
+    the calls' inputs); the reference propagates masks by the catalog's rules, which give the
+    same values, so those layers are dead code."""
+    from dataclasses import replace
+
+    from ..onnx.convert import OP_CLASSES, op_index
+
+    if ops is None:
+        ops = op_index(model.source.config if model.source else None)
+
+    def unrunnable(layer: Layer) -> bool:
+        info = ops.get(f"{path}{layer.name}")
+        is_op = info is not None and info.module.startswith("keras.src.ops")
+        return getattr(table.get(layer.class_name), "call", None) is None or (is_op and layer.class_name not in OP_CLASSES)
+
+    layers = [replace(layer, model=_without_dead_layers(layer.model, table, ops, f"{path}{layer.name}/"))
+              if layer.model is not None else layer for layer in model.layers]
+    changed = any(a is not b for a, b in zip(layers, model.layers))
+    while True:
+        read = {r.layer for layer in layers for call in layer.calls for r in call}
+        read |= {r.layer for r in model.outputs} | {r.layer for r in model.inputs}
+        dead = {layer.name for layer in layers if layer.model is None and layer.name not in read and unrunnable(layer)}
+        if not dead:
+            return model.with_layers(layers) if changed else model
+        layers, changed = [layer for layer in layers if layer.name not in dead], True
+
+
 class ReferenceRunner(Runner):
     """A Keras file (or a Model already read) run by bnconvert's float64 numpy reference."""
 
@@ -242,6 +274,7 @@ class ReferenceRunner(Runner):
         if not self.model.has_graph:
             raise RunnerUnavailable(f"{path}: weights-only file without an architecture; pass the model JSON with --config")
         table = catalog()
+        self.model = _without_dead_layers(self.model, table)
         missing = sorted({f"'{p}' ({layer.source_class})" for p, layer, _ in self.model.walk()
                           if layer.model is None and getattr(table.get(layer.class_name), "call", None) is None})
         if missing:  # a layer no runtime can run without executing code from the file (Lambda ...)
