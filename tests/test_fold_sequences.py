@@ -283,13 +283,14 @@ _TFK = r"""
 import json, sys
 import numpy as np
 import tf_keras as keras
+import bnconvert
 folder = sys.argv[1]
 rng = np.random.default_rng(7)
 x = keras.Input((5, 3))
 y = keras.layers.BatchNormalization(name="bn")(x)
 y = keras.layers.GRU(4, reset_after=False, recurrent_activation="hard_sigmoid", return_sequences=True, name="gru")(y)
 y = keras.layers.BatchNormalization(name="bn2")(y)
-y = keras.layers.Bidirectional(keras.layers.LSTM(3, return_sequences=True), merge_mode="sum", name="bi")(y)
+y = keras.layers.Bidirectional(keras.layers.LSTM(3, return_sequences=True, use_bias=False), merge_mode="sum", name="bi")(y)
 model = keras.Model(x, y)
 for layer in model.layers:
     w = layer.get_weights()
@@ -302,13 +303,20 @@ inp = rng.normal(size=(3, 5, 3)).astype("float32")
 model.save(folder + "/tfk.h5")
 np.save(folder + "/x.npy", inp)
 np.save(folder + "/y.npy", model(inp, training=False).numpy())
+# bnconvert folds and writes here too, so that tf-keras itself loads the folded file
+original = bnconvert.load(folder + "/tfk.h5")
+folded, report = bnconvert.fold_model(original)
+bnconvert.write_model(folded, folder + "/tfk.folded.h5", original=original)
+again = keras.models.load_model(folder + "/tfk.folded.h5")
+np.save(folder + "/y_folded.npy", again(inp, training=False).numpy())
+json.dump({"layers": [layer.name for layer in again.layers]}, open(folder + "/folded.json", "w"))
 """
 
 
 def test_tf_keras_h5_folds_and_matches(tmp_path: Path) -> None:
     """tf-keras .h5: BN -> GRU(reset_after=False, hard_sigmoid 0.2x+0.5) and BN ->
-    Bidirectional(LSTM, sum) both fold; the folded file, run by the float64 reference (written
-    from Keras' source), gives tf-keras' outputs of the original."""
+    Bidirectional(LSTM without bias, sum) both fold; tf-keras loads the folded file and gives the
+    original's outputs, and so does the float64 reference (written from Keras' source) on it."""
     from bnconvert.check.reference import ReferenceRunner
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
@@ -317,13 +325,32 @@ def test_tf_keras_h5_folds_and_matches(tmp_path: Path) -> None:
     model = bnconvert.load(tmp_path / "tfk.h5")
     folded, report = fold_model(model)
     assert {b.path: (b.action, b.target) for b in report.batch_norms} == {"bn": ("forward", "gru"), "bn2": ("forward", "bi")}
+    assert report.created_bias == ["bi"]
+    assert json.loads((tmp_path / "folded.json").read_text())["layers"] == ["input_1", "gru", "bi"]
+    expected = np.load(tmp_path / "y.npy")
+    assert _error(expected, np.load(tmp_path / "y_folded.npy")) < TOLERANCE
     out = tmp_path / "tfk.folded.h5"
-    bnconvert.write_model(folded, out, original=model)
     runner = ReferenceRunner(out, model=bnconvert.load(out))
     x = np.load(tmp_path / "x.npy")
     got = list(runner.infer({runner.input_specs()[0].name: x}).values())[0]
-    assert _error(np.load(tmp_path / "y.npy"), got) < TOLERANCE
+    assert _error(expected, got) < TOLERANCE
     assert json.dumps(report.to_dict())  # the report is plain data
+
+
+def test_first_cell_of_every_rnn_config_form() -> None:
+    """A generic RNN's input kernel is its first cell's, whatever form ``cell`` takes."""
+    from bnconvert.fold.sites import sites
+
+    lstm = {"class_name": "LSTMCell", "config": {"units": 4}}
+    gru = {"class_name": "GRUCell", "config": {"units": 3, "reset_after": False}}
+    stack = {"class_name": "StackedRNNCells", "config": {"cells": [gru, lstm]}}
+    forms = {"one": ({"cell": lstm}, "", ("cell", "config"), None),
+             "list": ({"cell": [gru, lstm]}, "cells/0/", ("cell", 0, "config"), "reset_after"),
+             "stack": ({"cell": stack}, "cells/0/", ("cell", "config", "cells", 0, "config"), "reset_after")}
+    for form, (config, prefix, path, split) in forms.items():
+        (site,) = sites("RNN", config)
+        assert (site.prefix, site.path, site.role.split) == (prefix, path, split), form
+    assert sites("RNN", {"cell": {"class_name": "Dense", "config": {}}}) == []  # not a cell: no site, a barrier
 
 
 # -- Keras 1 per-gate weights and CuDNN layouts: their writers, against the files' ground truth -------
