@@ -249,3 +249,42 @@ def tf_keras_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, floa
 def test_export_matches_tf_keras(tf_keras_results: dict[str, float], name: str) -> None:
     error = tf_keras_results[name]
     assert error <= TOLERANCE, f"{name}: max |tf-keras - onnx| / max |tf-keras| = {error:.2e}"
+
+
+# -- masks a TimeDistributed makes ----------------------------------------------------------------
+def _td_embedding_mask(fmt: str, batch: int | None) -> np.ndarray | None:
+    """The output mask the export gives TimeDistributed(Embedding(mask_zero)) on ``(N, 2, 6)`` ids,
+    computed by onnxruntime (None when the export gives none)."""
+    from onnx import TensorProto, helper
+
+    from bnconvert.onnx.builder import Builder
+    from bnconvert.onnx.convert import Run, run_model
+    from bnconvert.onnx.layout import identity
+    from bnconvert.onnx.save import add_initializers
+
+    td = Layer(name="td", class_name="TimeDistributed", config={"name": "td", "layer": {
+        "class_name": "Embedding", "config": {"name": "emb", "input_dim": 9, "output_dim": 3, "mask_zero": True}}},
+        weights={"embeddings": np.arange(27, dtype=np.float32).reshape(9, 3)})
+    model = chain_model([td], [batch, 2, 6], fmt=fmt)
+    b = Builder(17)
+    ids = b.tensor((batch, 2, 6), identity(3), b.claim("ids"))
+    run = Run(builder=b, source=model.source, ops={})
+    run_model(run, model, [ids])
+    mask = run.out_masks[0]
+    if mask is None:
+        return None
+    value = b.view(mask, identity(mask.rank))
+    graph = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [None, 2, 6])],
+                              [helper.make_tensor_value_info(value, TensorProto.BOOL, None)])
+    proto = add_initializers(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), b.constants)
+    (out,) = run_onnx(proto, [np.stack([IDS, IDS2], axis=1).astype(np.int64)])
+    return out
+
+
+def test_time_distributed_masks_by_generation() -> None:
+    """tf.keras asks the wrapped (built-in) layer for its mask, open batch or not (here ``ids != 0``
+    per step); Keras 3 passes on the input's mask, here none."""
+    for batch in (None, 4):
+        got = _td_embedding_mask("keras2-h5", batch)
+        assert got is not None and np.array_equal(got, np.stack([IDS, IDS2], axis=1) != 0), batch
+    assert _td_embedding_mask("keras3-zip", None) is None

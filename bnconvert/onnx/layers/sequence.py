@@ -18,10 +18,9 @@ TimeDistributed carries it; :mod:`.merge` and :mod:`.pooling` read it.
 - **TimeDistributed** folds time into the batch, ``(N, T, *rest) -> (N*T, *rest)``, runs the inner
   class's handler on that, and unfolds the result. The fold happens in whatever layout the input
   is held in when batch and time lead it, so a chain of TimeDistributed convolutions stays
-  channels-first without a Transpose. Masks: the input mask is the output mask (Keras 3's default
-  ``compute_mask``; tf.keras gives the same for a ``(N, T)`` mask); without one, tf.keras with a
-  dynamic batch asks the inner layer (a TimeDistributed Masking or mask_zero Embedding then masks
-  its output), Keras 3 never does.
+  channels-first without a Transpose. Masks: Keras 3 passes the input mask on; tf.keras asks the
+  inner layer (a wrapped Masking or mask_zero Embedding then masks the output, see
+  :func:`_output_mask`). A mask arriving at an inner layer that would read it is refused.
 """
 
 from __future__ import annotations
@@ -174,13 +173,29 @@ def time_distributed(b: Builder, call: Call) -> list[Tensor]:
     except ConfigProblem as exc:
         raise refuse(call, f"wrapped {cls}: {exc}") from None
     results = [_unfold_time(b, call, y, source, shape, k) for k, (y, shape) in enumerate(zip(outs, call.out_shapes))]
-    call.out_masks = [mask] + [None] * (len(results) - 1)
-    inner_masks = inner_call.out_masks or []
-    if mask is None and inner_masks and inner_masks[0] is not None and call.generation < 3 and call.x.shape[0] is None:
-        m = inner_masks[0]
-        unfolded = _unfold_time(b, call, m, source, (call.x.shape[0], call.x.shape[1], *m.shape[1:]), len(results))
-        call.out_masks[0] = bool_tensor(b, unfolded.shape, mask_value(b, unfolded))
+    call.out_masks = [_output_mask(b, call, inner_call, source, len(results))] + [None] * (len(results) - 1)
     return results
+
+
+def _output_mask(b: Builder, call: Call, inner_call: Call, source: str, k: int) -> Tensor | None:
+    """TimeDistributed's output mask. Keras 3: the input's (the default ``compute_mask``).
+    tf.keras (``compute_mask`` with ``_always_use_reshape``, true for every built-in layer): the
+    inner layer's mask of the folded input, unfolded (an Embedding or Masking makes its own,
+    ignoring the input's; a layer that keeps masks keeps the input's); when the inner layer
+    gives none, the input's mask reduced to ``(N, T)`` with ``any``."""
+    mask = call.mask(0)
+    if call.generation >= 3:
+        return mask
+    made = (inner_call.out_masks or [None])[0]
+    if made is not None:
+        unfolded = _unfold_time(b, call, made, source, (call.x.shape[0], call.x.shape[1], *made.shape[1:]), k)
+        return bool_tensor(b, unfolded.shape, mask_value(b, unfolded))
+    record = catalog().get(inner_call.layer.class_name)
+    if mask is None or mask.rank <= 2 or (record is not None and record.masking == "keep"):
+        return mask
+    as_float = b.node("Cast", [mask_value(b, mask)], name=f"{call.name}/mask_float", to=TensorProto.FLOAT)
+    steps = b.reduce("ReduceMax", as_float, list(range(2, mask.rank)), keepdims=False, name=f"{call.name}/mask_any")
+    return bool_tensor(b, mask.shape[:2], b.node("Cast", [steps], name=f"{call.name}/mask", to=TensorProto.BOOL))
 
 
 def masked_steps(b: Builder, mask: Tensor, x: Tensor, perm: Perm, name: str) -> str:
