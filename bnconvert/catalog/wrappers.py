@@ -25,9 +25,10 @@ it differs):
 - **TimeDistributed** runs the inner record on the ``(N*T, *rest)`` input and reshapes back.
   Keras 3 passes each step's mask only to an inner layer whose call takes one, and its output
   mask is the input's; tf.keras computes the inner layer's mask per step (an inner Embedding or
-  Masking makes one) and otherwise passes the input's mask on, reduced to ``(N, T)``. An inner
-  layer that would use a mask (a recurrent layer, masked pooling ...) while a mask arrives is
-  refused rather than run without it.
+  Masking makes one) and otherwise passes the input's mask on, reduced to ``(N, T)``. A mask
+  with axes beyond time (``(N, T, T2)`` from an inner Embedding) reaches an inner layer that
+  reads masks step by step, as ``(N*T, T2)``; a ``(N, T)`` mask reaching such a layer (Keras
+  would hand it one ``(N,)`` slice per step) is refused rather than run without it.
 """
 
 from __future__ import annotations
@@ -203,13 +204,16 @@ def _time_distributed_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext
     record, config = inner_record(layer.config)
     if record.call is None:
         raise UnsupportedLayerError(f"layer {layer.label}: inner class {record.class_name!r} has no float64 semantics")
-    if ctx.mask(0) is not None and record.masking == "own":
-        raise UnsupportedLayerError(f"layer {layer.label}: a mask reaches the wrapped {record.class_name}, whose "
-                                    "values would depend on it; bnconvert does not run that")
+    mask = ctx.mask(0)
+    if mask is not None and record.masking == "own" and np.ndim(mask) <= 2:
+        raise UnsupportedLayerError(f"layer {layer.label}: a (batch, time) mask reaches the wrapped "
+                                    f"{record.class_name}, which would read one step of it; bnconvert does not run that")
     x = f64(xs[0]) if xs[0].dtype.kind == "f" else np.asarray(xs[0])
     n, t = x.shape[:2]
     inner = sublayer(layer, "", record.class_name, config, "")
-    outs = record.call(inner, [x.reshape(n * t, *x.shape[2:])], with_masks(ctx, None))
+    # a mask with axes beyond time (an inner Embedding's, tf.keras) reaches the inner layer per step
+    step_mask = np.reshape(mask, (n * t, *np.shape(mask)[2:])) if mask is not None and record.masking == "own" else None
+    outs = record.call(inner, [x.reshape(n * t, *x.shape[2:])], with_masks(ctx, [step_mask]))
     return [y.reshape(n, t, *y.shape[1:]) for y in outs]
 
 

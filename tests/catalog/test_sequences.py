@@ -146,6 +146,11 @@ def build(K, rng):
     outs = [L.LSTM(3, return_sequences=True)(L.Embedding(7, 3, mask_zero=True)(i))]
     add("float_ids", i, outs, [fids])
 
+    i = K.Input((3, T), dtype="int32")
+    e = L.TimeDistributed(L.Embedding(7, 2, mask_zero=True))(i)  # tf.keras: a (N, 3, T) mask; Keras 3: none
+    add("nested_masks", i, [L.TimeDistributed(L.LSTM(2))(e), L.TimeDistributed(L.GRU(2, return_sequences=True))(e)],
+        [np.stack([IDS, IDS2, IDS[::-1]], axis=1)])
+
     i = K.Input(batch_shape=(B, T, F))
     add("stateful", i, [L.LSTM(3, stateful=True, return_sequences=True)(i), L.GRU(2, stateful=True)(i)], [x])
     return cases
@@ -231,7 +236,7 @@ def tfkeras_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple
 
 
 CASES = ["recurrent", "bidirectional", "time_distributed", "masked_ids", "masked_merges", "masking", "initial_state",
-         "float_ids", "stateful"]
+         "float_ids", "nested_masks", "stateful"]
 
 
 @pytest.mark.parametrize("case", CASES)
