@@ -257,3 +257,68 @@ def test_both_keras_exercise_every_sequence_class(keras3_results: dict[str, tupl
         seen = set().union(*(classes for _, classes in results.values()))
         assert SEQUENCE_CLASSES <= seen, sorted(SEQUENCE_CLASSES - seen)
     assert all(catalog()[name].call is not None for name in SEQUENCE_CLASSES)
+
+
+# -- refusals and edge cases, without Keras ------------------------------------------------------------
+def _run(layer: Any, xs: list[np.ndarray], masks: list[Any] | None = None, generation: int = 3) -> list[np.ndarray]:
+    from bnconvert.catalog import CallContext
+    from bnconvert.model import Source
+
+    source = Source("x", {1: "keras1-h5", 2: "keras2-h5", 3: "keras3-zip"}[generation])
+    return catalog()[layer.class_name].call(layer, xs, CallContext(source=source, masks=masks))
+
+
+def _lstm(units: int = 2, features: int = 3, **config: Any) -> Any:
+    from bnconvert.model import Layer
+
+    rng = np.random.default_rng(0)
+    weights = {"kernel": rng.normal(size=(features, 4 * units)), "recurrent_kernel": rng.normal(size=(units, 4 * units)),
+               "bias": rng.normal(size=(4 * units,))}
+    return Layer("lstm", "LSTM", {"units": units, **config}, weights)
+
+
+def test_a_fully_masked_row_keeps_the_initial_state_and_outputs_zeros() -> None:
+    x = np.random.default_rng(1).normal(size=(2, 4, 3))
+    mask = np.array([[True, False, True, True], [False] * 4])
+    seq, h, c = _run(_lstm(return_sequences=True, return_state=True), [x], [mask])
+    assert not seq[1].any() and not h[1].any() and not c[1].any()
+    assert np.array_equal(seq[0, 1], seq[0, 0])  # a masked step repeats the previous output
+
+
+def test_hard_sigmoid_follows_the_generation() -> None:
+    layer = _lstm(recurrent_activation="hard_sigmoid")
+    x = np.random.default_rng(2).normal(size=(2, 3, 3)) * 4.0
+    assert np.abs(_run(layer, [x], generation=3)[0] - _run(layer, [x], generation=2)[0]).max() > 1e-3
+
+
+def test_time_major_and_a_two_row_bias_without_reset_after_are_refused() -> None:
+    from bnconvert.errors import UnsupportedLayerError
+    from bnconvert.model import Layer
+
+    with pytest.raises(UnsupportedLayerError, match="time_major"):
+        _run(_lstm(time_major=True), [np.zeros((2, 3, 3))])
+    gru = Layer("gru", "GRU", {"units": 2, "reset_after": False},
+                {"kernel": np.ones((3, 6)), "recurrent_kernel": np.ones((2, 6)), "bias": np.ones((2, 6))})
+    with pytest.raises(UnsupportedLayerError, match="reset_after=False"):
+        _run(gru, [np.zeros((2, 3, 3))])
+
+
+def test_a_time_mask_reaching_a_wrapped_masked_layer_is_refused() -> None:
+    from bnconvert.errors import UnsupportedLayerError
+    from bnconvert.model import Layer
+
+    td = Layer("td", "TimeDistributed", {"layer": {"class_name": "GlobalAveragePooling1D", "config": {}}})
+    x = np.ones((2, 3, 4, 5))
+    assert _run(td, [x])[0].shape == (2, 3, 5)
+    with pytest.raises(UnsupportedLayerError, match="'td'"):
+        _run(td, [x], [np.ones((2, 3), bool)])
+
+
+def test_embedding_ids_outside_the_table_are_refused() -> None:
+    from bnconvert.errors import BnconvertError
+    from bnconvert.model import Layer
+
+    emb = Layer("emb", "Embedding", {"input_dim": 4, "output_dim": 2}, {"embeddings": np.arange(8.0).reshape(4, 2)})
+    assert np.array_equal(_run(emb, [np.array([[3.7, 0.2]], np.float32)])[0], [[[6.0, 7.0], [0.0, 1.0]]])
+    with pytest.raises(BnconvertError, match="id 4"):
+        _run(emb, [np.array([[4]])])
