@@ -32,15 +32,15 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 
 from ..errors import BnconvertError, FormatError
-
 from ..model import TensorRef
 
 if TYPE_CHECKING:
     from ..model import Model
 
 __all__ = [
-    "MAX_ELEMENTS", "PADDED_ROWS", "InputSpec", "InputValues", "check_inputs_file", "input_values", "padded_batch", "with_values", "check_random_size", "load_inputs", "parse_input_shape",
-    "parse_input_shapes", "parse_range", "random_inputs", "resolve_shape",
+    "MAX_ELEMENTS", "PADDED_ROWS", "InputSpec", "InputValues", "check_inputs_file", "check_random_size", "input_values",
+    "load_inputs", "padded_batch", "parse_input_shape", "parse_input_shapes", "parse_range", "random_inputs",
+    "resolve_shape", "with_values",
 ]
 
 Dim = int | None

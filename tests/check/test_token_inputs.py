@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from bnconvert.check.inputs import (
-    PADDED_ROWS, InputSpec, InputValues, input_values, padded_batch, random_inputs, with_values,
+    PADDED_ROWS,
+    InputSpec,
+    InputValues,
+    input_values,
+    padded_batch,
+    random_inputs,
+    with_values,
 )
 from bnconvert.check.pairing import bind_inputs, fill_dynamic
 from bnconvert.model import Layer, Model, Source, TensorRef
@@ -60,7 +66,7 @@ def test_mask_zero_embedding_gets_ids_in_range_and_pre_post_and_unpadded_rows() 
     ids = _feeds(model)["ids"]
     assert ids.dtype == np.int32 and ids.shape == (PADDED_ROWS, 7)  # batch 2 raised so every kind of row is there
     assert ids.min() >= 0 and ids.max() < 11
-    (pre, after_pre), (before_post, post), (lead, trail) = (_padding(r, 0) for r in ids)
+    (pre, after_pre), (before_post, post), _ = (_padding(r, 0) for r in ids)
     assert pre >= 1 and after_pre == 0 and np.all(ids[0, pre:] != 0)  # pre-padded only
     assert post >= 1 and before_post == 0 and np.all(ids[1, :7 - post] != 0)  # post-padded only
     assert np.all(ids[2] != 0)  # unpadded, unmasked
