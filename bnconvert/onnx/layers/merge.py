@@ -130,16 +130,18 @@ def _masked_values(b: Builder, call: Call, masks: list[Tensor | None]) -> Tensor
     if cls == "Multiply":
         every = all(m is not None for m in ms)
         one = b.const(f"{call.name}/one", np.float32(1.0))
-        y, out_mask = None, None
+        product: str | None = None
+        out_mask: str | None = None
         for i, (x, m) in enumerate(zip(xs, ms)):
             if m is not None:
                 x = b.node("Where", [m, x, one], name=f"{call.name}/unmasked{i}")
                 if every:
                     out_mask = m if out_mask is None else b.node("Or", [out_mask, m], name=f"{call.name}/or{i}")
-            y = x if y is None else b.node("Mul", [y, x], name=f"{call.name}/product{i}")
-        if every:
-            y = b.node("Where", [out_mask, y, b.const(f"{call.name}/zero", np.float32(0.0))], name=call.name)
-        return b.tensor(call.out_shape, identity(rank), y)
+            product = x if product is None else b.node("Mul", [product, x], name=f"{call.name}/product{i}")
+        assert product is not None
+        if out_mask is not None:
+            product = b.node("Where", [out_mask, product, b.const(f"{call.name}/zero", np.float32(0.0))], name=call.name)
+        return b.tensor(call.out_shape, identity(rank), product)
     op = "Max" if cls == "Maximum" else "Min"
     y, out_mask = xs[0], ms[0]
     for i, (x, m) in enumerate(zip(xs[1:], ms[1:]), start=1):
