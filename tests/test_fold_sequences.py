@@ -171,6 +171,7 @@ def _builders() -> dict[str, tuple[Callable[[Any], Any], Callable[[np.random.Gen
                             bn("bn_after"), shape=(4, 6, 6, 2)), video),
         "conv_lstm_same": (chain(bn(), lambda k: k.layers.ConvLSTM2D(3, 3, padding="same", name="rnn"),
                                  shape=(4, 6, 6, 2)), video),
+        "lstm_time_axis": (chain(bn("bn", axis=1), lambda k: k.layers.LSTM(4, name="rnn")), seq),
         "lstm_then_bn": (chain(lambda k: k.layers.LSTM(4, return_sequences=True, name="rnn"), bn("bn_after")), seq),
     }
 
@@ -192,6 +193,7 @@ EXPECTED = {
     "td_conv": {"bn": ("backward", "conv1"), "td_bn": ("backward", "conv2")},
     "conv_lstm": {"bn": ("forward", "rnn"), "bn_after": ("stays", None)},
     "conv_lstm_same": {"bn": ("stays", None)},
+    "lstm_time_axis": {"bn": ("stays", None)},
     "lstm_then_bn": {"bn_after": ("stays", None)},
 }
 
@@ -201,6 +203,7 @@ REASONS = {
     "conv_lstm": {"bn_after": "o*act(c)"},
     "conv_lstm_same": {"bn": "pads with zeros (same padding) and the shift is not zero"},
     "lstm_then_bn": {"bn_after": "a recurrent state"},
+    "lstm_time_axis": {"bn": "its axis 1 is not the last axis, which 'rnn' (LSTM) reads"},
 }
 
 

@@ -4,8 +4,9 @@ For every decision of :func:`~bnconvert.fold.plan.plan_folds` (in model order, s
 affines reaching one layer compose correctly):
 
 * ``backward``/``forward``: the target's weights are rewritten by the pure kernels of
-  :mod:`bnconvert.fold.kernels` (a missing bias is created: ``use_bias`` becomes true) and the BN
-  disappears;
+  :mod:`bnconvert.fold.kernels` at each of its sites (:mod:`.sites`: the layer itself, a
+  wrapper's inner layer, both directions of a Bidirectional, an RNN's first cell); a missing bias
+  is created and ``use_bias`` becomes true in the config that site reads; the BN disappears;
 * ``merge``: the BN disappears, its affine already travels with the BN it merged into;
 * ``stays`` with absorbed BNs: the BN keeps its place and carries the combined affine
   (``mean = 0``, ``gamma = s*sqrt(var + eps)``, ``beta = t``, ``center = scale = True``).
