@@ -50,7 +50,7 @@ MERGES = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Conca
 KERAS3_CASES = (
     "embedding_int32", "embedding_float32_mask", "embedding_int64_open_steps", "embedding_rank3", "masking_output",
     "masking_dense_average", "time_distributed_dense_mask", "time_distributed_conv2d", "time_distributed_open_steps",
-    "embedding_h5_mask", *(f"merge_{m}" for m in MERGES), "half_masked_Add", "half_masked_Multiply",
+    "time_distributed_recurrent_nested", "embedding_h5_mask", *(f"merge_{m}" for m in MERGES), "half_masked_Add", "half_masked_Multiply",
     "half_masked_Concatenate",
 )
 
@@ -99,6 +99,10 @@ def _keras3_models() -> dict[str, tuple[Any, list[np.ndarray], str]]:
     y = L.TimeDistributed(L.GlobalAveragePooling2D())(L.TimeDistributed(L.Conv2D(2, 3))(open_frames))
     models["time_distributed_open_steps"] = (keras.Model(open_frames, y),
                                              [rng.normal(0, 1, (2, 7, 5, 5, 2)).astype(np.float32)], "keras")
+    nested = keras.Input((3, 5, 4))  # a recurrent layer per outer step, and a wrapper inside a wrapper
+    y = L.TimeDistributed(L.Bidirectional(L.GRU(3, return_sequences=True)))(nested)
+    models["time_distributed_recurrent_nested"] = (keras.Model(nested, L.TimeDistributed(L.TimeDistributed(L.Dense(2)))(y)),
+                                                   [rng.normal(0, 1, (2, 3, 5, 4)).astype(np.float32)], "keras")
     models["embedding_h5_mask"] = (
         keras.Model(ids, L.GlobalAveragePooling1D()(L.Embedding(9, 5, mask_zero=True)(ids))), [IDS], "h5")
     a, b = keras.Input((6,), dtype="int32"), keras.Input((6,), dtype="int32")
