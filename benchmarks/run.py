@@ -656,7 +656,8 @@ def sequence_targets(rows: list[dict[str, Any]]) -> list[str]:
             line(what, _failure(b, "bnconvert") if b["exit"] else _failure(t, "tf2onnx"), False)
         else:
             bare = f"; `--no-check` {n['seconds']:.2f} s = {n['seconds'] / t['seconds']:.3f}" if n and not n["exit"] else ""
-            line(what, f"{b['seconds']:.2f} s / {t['seconds']:.2f} s = {b['seconds'] / t['seconds']:.3f}{bare}",
+            cpu = f"; CPU time {b['cpu_seconds']:.2f} s / {t['cpu_seconds']:.2f} s = {b['cpu_seconds'] / t['cpu_seconds']:.3f}"
+            line(what, f"{b['seconds']:.2f} s / {t['seconds']:.2f} s = {b['seconds'] / t['seconds']:.3f}{bare}{cpu}",
                  b["seconds"] / t["seconds"] <= SEQ_TIME_RATIO)
         for batch in (1, SEQ_SAMPLES):
             key = "latency" if batch == 1 else f"latency_b{batch}"
