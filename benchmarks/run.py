@@ -769,7 +769,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=None, help=f"default: {' '.join(STANDARD)}")
     parser.add_argument("--scaling", action="store_true", help="also the scaling series (time vs parameters)")
     parser.add_argument("--size", type=int, default=None, help="input size (default: each model's own)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each bnconvert command (median)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each bnconvert command (median; of tf2onnx "
+                        "too for the sequence models)")
     parser.add_argument("--no-tf2onnx", action="store_true", help="skip tf2onnx (quick runs)")
     parser.add_argument("--large", action="store_true", help="also a 2.2 GB model (bnconvert only; needs ~5 GB RAM "
                         "for bnconvert and ~7 GB to build it)")
