@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -216,7 +217,22 @@ def _namespace() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def keras3_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[float], set[str]]]:
+def tfkeras_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """tf-keras builds, runs and saves its models in a subprocess, started before Keras 3 works
+    so that the two share the machine's cores."""
+    folder = tmp_path_factory.mktemp("seq_tfkeras")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.Popen([sys.executable, "-c", _BUILD + _TFK_MAIN, str(folder)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    yield proc, folder
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def keras3_results(tmp_path_factory: pytest.TempPathFactory,
+                   tfkeras_process: tuple[subprocess.Popen[str], Path]) -> dict[str, tuple[list[float], set[str]]]:
     import keras
 
     keras.utils.set_random_seed(0)
@@ -226,13 +242,11 @@ def keras3_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[
 
 
 @pytest.fixture(scope="module")
-def tfkeras_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[float], set[str]]]:
-    folder = tmp_path_factory.mktemp("seq_tfkeras")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run([sys.executable, "-c", _BUILD + _TFK_MAIN, str(folder)], capture_output=True, text=True,
-                          env=env, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return _compare(folder, "h5", json.loads(done.stdout.strip().splitlines()[-1]))
+def tfkeras_results(tfkeras_process: tuple[subprocess.Popen[str], Path]) -> dict[str, tuple[list[float], set[str]]]:
+    proc, folder = tfkeras_process
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    return _compare(folder, "h5", json.loads(out.strip().splitlines()[-1]))
 
 
 CASES = ["recurrent", "bidirectional", "time_distributed", "masked_ids", "masked_merges", "masking", "initial_state",
