@@ -43,6 +43,8 @@ _READ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplemente
                 zlib.error, lzma.LZMAError, OverflowError)
 _VAR = re.compile(r"[0-9]{1,6}")
 _MAX_WALK = 100_000
+#: a sublayer group name Keras writes (snake case class names, numbered)
+_VAR_NAME = re.compile(r"[A-Za-z0-9_]{1,200}")
 
 
 def check_members(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
@@ -276,12 +278,49 @@ def _attach(model: Model, container: h5py.Group | None, name: str, budget: Budge
             for part in parts:
                 sub = _subgroup(group, part.zip_path, where) if group is not None else None
                 named += [(f"{part.zip_path}/{n}" if part.zip_path else n, a) for n, a in _vars(sub, where, budget)]
-        else:
-            named = _vars(group, where, budget)
-            cell = child(group, "cell", where) if group is not None and not named else None
-            if isinstance(cell, h5py.Group):  # a recurrent layer of a class bnconvert does not know
-                named = _vars(cell, where, budget)
+        else:  # a class bnconvert does not know: its own vars and its sublayers' (MultiHeadAttention's query_dense ...)
+            named = _nested_vars(group, where, budget)
         assign(layer, named)
+
+
+def _nested_vars(group: h5py.Group | None, where: str, budget: Budget) -> list[tuple[str, np.ndarray]]:
+    """The ``vars`` of ``group`` and of every sublayer group under it (bounded walk, sorted by
+    path), named ``vars/<i>`` and ``<sublayer path>/vars/<i>``."""
+    out = _vars(group, where, budget)
+    if group is None:
+        return out
+    found: list[tuple[str, h5py.Group]] = []
+    stack, seen = [("", group, 0)], 0
+    while stack:
+        path, g, depth = stack.pop()
+        for key in g.keys():
+            seen += 1
+            if seen > _MAX_WALK or depth > 32:
+                raise FormatError(f"{where}: the weight group is implausibly large or deep; refused")
+            if key == "vars" or not _VAR_NAME.fullmatch(key):
+                continue
+            sub = child(g, key, where)
+            if isinstance(sub, h5py.Group):
+                found.append((f"{path}{key}", sub))
+                stack.append((f"{path}{key}/", sub, depth + 1))
+    for name, sub in sorted(found, key=lambda item: item[0]):
+        out += [(f"{name}/{n}", a) for n, a in _vars(sub, where, budget)]
+    return out
+    stack, seen = [("", group, 0)], 0
+    while stack:
+        path, g, depth = stack.pop()
+        for key in sorted(g.keys(), reverse=True):
+            seen += 1
+            if seen > _MAX_WALK or depth > 32:
+                raise FormatError(f"{where}: the weight group is implausibly large or deep; refused")
+            if key == "vars" or not _VAR_NAME.fullmatch(key):
+                continue
+            sub = child(g, key, where)
+            if isinstance(sub, h5py.Group):
+                name = f"{path}{key}"
+                out += [(f"{name}/{n}", a) for n, a in _vars(sub, where, budget)]
+                stack.append((f"{name}/", sub, depth + 1))
+    return out
 
 
 def _subgroup(group: h5py.Group, path: str, where: str) -> h5py.Group | None:

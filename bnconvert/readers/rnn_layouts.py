@@ -172,12 +172,18 @@ def upgrade_cudnn_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _class(entry: dict[str, Any]) -> str | None:
+    """An entry's class name, None when it is not a string (a damaged or hostile config)."""
+    name = entry.get("class_name")
+    return name if isinstance(name, str) else None
+
+
 def _mentions_cudnn(value: Any) -> bool:
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            if item.get("class_name") in CUDNN_CLASSES:
+            if _class(item) in CUDNN_CLASSES:
                 return True
             stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
         elif isinstance(item, list):
@@ -190,7 +196,7 @@ def _walk_entries(entry: Any) -> None:
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            name = item.get("class_name")
+            name = _class(item)
             if name in CUDNN_CLASSES and isinstance(item.get("config"), dict):
                 item["config"] = _cudnn_config(name, item["config"])
                 item["class_name"] = CUDNN_CLASSES[name]
@@ -215,7 +221,7 @@ def explicit_reset_after(class_name: str, config: dict[str, Any], default: bool)
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            if item.get("class_name") in ("GRU", "GRUCell") and isinstance(item.get("config"), dict):
+            if _class(item) in ("GRU", "GRUCell") and isinstance(item.get("config"), dict):
                 item["config"].setdefault("reset_after", default)
             stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
         elif isinstance(item, list):
@@ -228,7 +234,7 @@ def _gru_without_reset_after(value: Any) -> bool:
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            if (item.get("class_name") in ("GRU", "GRUCell") and isinstance(item.get("config"), dict)
+            if (_class(item) in ("GRU", "GRUCell") and isinstance(item.get("config"), dict)
                     and "reset_after" not in item["config"]):
                 return True
             stack.extend(v for v in item.values() if isinstance(v, (dict, list)))

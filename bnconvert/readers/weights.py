@@ -37,7 +37,8 @@ def assign(layer: Layer, named: Named, *, keras1: bool = False) -> None:
     if expected is None:  # a class we do not know: keep what the names say
         layer.weights = {}
         for i, ((n, arr), m) in enumerate(zip(named, meanings)):
-            key = m or n.split(":")[0].split("/")[-1] or f"weight_{i}"
+            # a sublayer's ``.keras`` weight keeps its path (``query_dense/vars/0`` -> ``query_dense/0``)
+            key = m or (n.replace("/vars/", "/") if "/vars/" in n else n.split(":")[0].split("/")[-1]) or f"weight_{i}"
             layer.weights[key if key not in layer.weights else f"{key}_{i}"] = arr
         return
     if len(named) != len(expected):
