@@ -194,10 +194,10 @@ def _onnx_weights(cell: Cell) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
 
     if cell.bias is None:
         return gates(cell.kernel), gates(cell.recurrent_kernel), None
-    two = cell.bias.reshape(-1, g * u)
-    wb = two[0]
-    rb = two[1] if two.shape[0] == 2 else np.zeros_like(wb)
-    return gates(cell.kernel), gates(cell.recurrent_kernel), np.concatenate([gates(wb[None]).T[0], gates(rb[None]).T[0]])
+    rows = cell.bias.reshape(-1, g * u)  # [input bias] or, for reset_after, [input bias, recurrent bias]
+    if rows.shape[0] == 1:  # the recurrent bias Rb is zero
+        rows = np.concatenate([rows, np.zeros_like(rows)])
+    return gates(cell.kernel), gates(cell.recurrent_kernel), gates(rows).T.reshape(-1)
 
 
 def _native(b: Builder, name: str, cells: list[Cell], x: str, h0: list[list[str]] | None, *, direction: str,
