@@ -65,9 +65,9 @@ def _concatenate_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
 def _merge_masks(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray | None]:
     """``Merge.compute_mask`` of the file's generation (see the module docstring)."""
     masks = [ctx.mask(i) for i in range(len(xs))]
+    given = [np.asarray(m, bool) for m in masks if m is not None]
     if ctx.generation >= 3:
-        return [None if any(m is None for m in masks) else reduce(np.logical_or, masks)]
-    given = [m for m in masks if m is not None]
+        return [reduce(np.logical_or, given) if given and len(given) == len(masks) else None]
     return [reduce(np.logical_and, given) if given else None]
 
 

@@ -83,10 +83,14 @@ def _mask_value(layer: Layer) -> float:
     return float(value)
 
 
-def _masking_masks(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray | None]:
+def _kept_steps(layer: Layer, x: np.ndarray) -> np.ndarray:
     """``Masking.compute_mask``: a step is kept when any feature differs from ``mask_value``
     (NaN differs from everything); the incoming mask is replaced, not combined."""
-    return [np.any(f64(xs[0]) != _mask_value(layer), axis=-1)]
+    return np.any(f64(x) != _mask_value(layer), axis=-1)
+
+
+def _masking_masks(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray | None]:
+    return [_kept_steps(layer, xs[0])]
 
 
 @defines("Masking", shape=same_shape, weights=no_weights, fold=MASK_BARRIER, masking="own", mask=_masking_masks,
@@ -95,7 +99,7 @@ def masking_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[
     """Masked steps set to zero: Keras 3 selects (``where(mask, x, 0)``), Keras 1/2 and tf.keras
     multiply by the mask; the two differ only for ``mask_value`` infinite (``inf * 0`` is NaN)."""
     x = f64(xs[0])
-    keep = _masking_masks(layer, xs, ctx)[0][..., None]
+    keep = _kept_steps(layer, x)[..., None]
     return [np.where(keep, x, 0.0) if ctx.generation >= 3 else x * keep]
 
 

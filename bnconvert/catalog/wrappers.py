@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import UnsupportedLayerError
 from ..model import Layer
 from .facts import ConfigProblem, Shape, ShapeRule, WeightSpec
-from .record import CATALOG, CallContext, LayerRecord, defines
+from .record import CATALOG, CallContext, LayerRecord, Semantics, defines
 from .roles import BIDIRECTIONAL, TIME_DISTRIBUTED
 from .util import f64
 
@@ -159,20 +159,20 @@ def _merge(mode: Any, y: np.ndarray, y_rev: np.ndarray) -> list[np.ndarray]:
 def _bidirectional_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Both directions through their own records; the backward sequence flipped back in time."""
     c = layer.config
-    runs = []
+    runs: list[tuple[Semantics, Layer]] = []
     for (name, config), prefix in ((inner_layer(c), "forward/"), (backward_config(c), "backward/")):
         record = CATALOG.get(name)
         if record is None or record.call is None:
             raise UnsupportedLayerError(f"layer {layer.label}: inner class {name!r} has no float64 semantics")
         # Keras forces zero_output_for_mask to return_sequences on both layers
         config = {**config, "zero_output_for_mask": bool(config.get("return_sequences"))}
-        runs.append((record, sublayer(layer, prefix[:-1], name, config, prefix)))
+        runs.append((record.call, sublayer(layer, prefix[:-1], name, config, prefix)))
     states = xs[1:]
     half = len(states) // 2
     inner_ctx = with_masks(ctx, [ctx.mask(0)])
-    (frec, fwd), (brec, bwd) = runs
-    fouts = frec.call(fwd, [xs[0], *states[:half]], inner_ctx)
-    bouts = brec.call(bwd, [xs[0], *states[half:]], inner_ctx)
+    (forward, fwd), (backward, bwd) = runs
+    fouts = forward(fwd, [xs[0], *states[:half]], inner_ctx)
+    bouts = backward(bwd, [xs[0], *states[half:]], inner_ctx)
     y, y_rev = fouts[0], bouts[0]
     if fwd.config.get("return_sequences"):
         y_rev = y_rev[:, ::-1]

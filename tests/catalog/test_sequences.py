@@ -27,8 +27,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -212,7 +212,7 @@ def _compare(folder: Path, ext: str, counts: dict[str, list[int]]) -> dict[str, 
 
 def _namespace() -> dict[str, Any]:
     scope: dict[str, Any] = {}
-    exec(compile(_BUILD, "<sequence builders>", "exec"), scope)  # the builders shared with the subprocess
+    exec(compile(_BUILD, "<sequence builders>", "exec"), scope)  # noqa: S102 - our own builders, shared with the subprocess
     return scope
 
 
@@ -256,13 +256,13 @@ CASES = ["recurrent", "bidirectional", "time_distributed", "masked_ids", "masked
 @pytest.mark.parametrize("case", CASES)
 def test_keras3(case: str, keras3_results: dict[str, tuple[list[float], set[str]]]) -> None:
     errors, _ = keras3_results[case]
-    assert max(errors) <= TOLERANCE, f"{case}: errors per output {['%.1e' % e for e in errors]}"
+    assert max(errors) <= TOLERANCE, f"{case}: errors per output {[f'{e:.1e}' for e in errors]}"
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_tf_keras(case: str, tfkeras_results: dict[str, tuple[list[float], set[str]]]) -> None:
     errors, _ = tfkeras_results[case]
-    assert max(errors) <= TOLERANCE, f"{case}: errors per output {['%.1e' % e for e in errors]}"
+    assert max(errors) <= TOLERANCE, f"{case}: errors per output {[f'{e:.1e}' for e in errors]}"
 
 
 def test_both_keras_exercise_every_sequence_class(keras3_results: dict[str, tuple[list[float], set[str]]],
