@@ -51,6 +51,9 @@ class Case:
     corpus: bool = False
     #: run in the tf-keras child: a tf-keras file, or one bnconvert may hand to tf-keras
     child: bool = False
+    #: the Keras that must load the folded file when none loads the original (a folded Keras 1
+    #: file is a Keras 2 .h5); None: bnconvert's float64 reference runs it
+    folded_in: str | None = None
     slow: bool = False
 
     @property
@@ -74,10 +77,10 @@ CASES = (
     [Case(f"seq_k3_{n}{ext}", "keras", bn, "keras", slow=ext == ".h5") for n, bn in _K3.items() for ext in (".keras", ".h5")]
     + [Case(f"seq_tfk_{n}{ext}", "tf_keras", bn, "keras", child=True, slow=ext == ".keras")
        for n, bn in _TFK.items() for ext in (".h5", ".keras")]
-    + [Case(f"seq_k1_{n}.h5", None, bn, "expected") for n, bn in _K1.items()]
+    + [Case(f"seq_k1_{n}.h5", None, bn, "expected", child=True, folded_in="tf_keras") for n, bn in _K1.items()]
     + [Case("seq_cudnn.h5", None, 1, "expected", child=True)]  # a Keras 2 file: tf-keras may be tried
     + [
-        Case("kootenpv__neural_complete", None, 0, "numpy-keras1", corpus=True),
+        Case("kootenpv__neural_complete", None, 0, "numpy-keras1", corpus=True, child=True, folded_in="tf_keras"),
         Case("Kashdog__NaturalQuery", "tf_keras", 0, "keras", corpus=True, child=True),
         Case(_IMDB + "bigru", "tf_keras", 0, "keras", corpus=True, child=True),
         Case(_IMDB + "simplernn", "tf_keras", 0, "keras", corpus=True, child=True),
@@ -99,6 +102,9 @@ NOT_YET: dict[tuple[str, str], str] = {
        "calling layer 'cu_dnnlstm_1' (type CuDNNLSTM)): tf-keras loads CuDNN layers but cannot "
        "run them on a CPU, the check should use the float64 reference"
        for t in ("export", "fold", "verify", "onnx")},
+    ("akshitgajera1013__Email-Spam", "onnx"): "ONNX (Scan GRU, 500 steps) vs Keras 3: 1.7e-3 "
+    "relative (abs 4e-8 on outputs ~1e-5, a sigmoid of logits near -11: logit error ~5e-3 even on "
+    "an unpadded row) while the float64 reference agrees with Keras to 6e-7",
 }
 
 
@@ -201,7 +207,7 @@ def _numpy_keras1(path: str, xs: list[np.ndarray]) -> list[np.ndarray]:
     return [k1_seq_forward(path, xs[0].astype(np.float64))]
 
 
-def run_case(path: str, keras: str | None, truth: str, workdir: str) -> dict[str, Any]:
+def run_case(path: str, keras: str | None, truth: str, workdir: str, folded_in: str | None = None) -> dict[str, Any]:
     """Every step on one file; each step's outcome (exit code, last line, errors) is recorded so
     that one failing step does not hide the others. The fold runs with --no-check: the folded
     file is loaded in Keras (or, without one, run by the float64 reference) and compared with the
@@ -252,6 +258,8 @@ def run_case(path: str, keras: str | None, truth: str, workdir: str) -> dict[str
         else:
             xs = _inputs(onnx_path, None)
             ys = _numpy_keras1(path, xs)
+        if folded_in is not None:
+            state["module"] = __import__(folded_in)
         np.savez(inputs_path, **dict(zip(_input_names(onnx_path), xs)))
         state.update(xs=xs, ys=ys)
         return {"shapes": [list(x.shape) for x in xs]}
@@ -266,7 +274,7 @@ def run_case(path: str, keras: str | None, truth: str, workdir: str) -> dict[str
             if "module" in state:
                 model = state["module"].models.load_model(folded, compile=False)
                 result["folded"] = _error(state["ys"], _keras_run(model, state["xs"]))
-            else:  # no Keras reads it: bnconvert's float64 reference runs it
+            else:  # no Keras reads it (a folded CuDNN file): bnconvert's float64 reference runs it
                 import bnconvert
                 from bnconvert.check.reference import ReferenceRunner
 
@@ -286,12 +294,12 @@ def run_case(path: str, keras: str | None, truth: str, workdir: str) -> dict[str
     return out
 
 
-def run_group(cases: list[tuple[str, str, str | None, str]]) -> dict[str, Any]:
-    """run_case for each (id, path, keras, truth), each in its own temporary folder."""
+def run_group(cases: list[tuple[str, str, str | None, str, str | None]]) -> dict[str, Any]:
+    """run_case for each (id, path, keras, truth, folded_in), each in its own temporary folder."""
     results = {}
-    for case_id, path, keras, truth in cases:
+    for case_id, path, keras, truth, folded_in in cases:
         with tempfile.TemporaryDirectory() as tmp:
-            results[case_id] = run_case(path, keras, truth, tmp)
+            results[case_id] = run_case(path, keras, truth, tmp, folded_in)
     return results
 
 
@@ -308,7 +316,7 @@ def _result(case: Case) -> dict[str, Any]:
         folder = sequence_corpus_dir()
         present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
         group = [(c.id, str(FIXTURES / c.name if not c.corpus else folder / min(n for n in present if n.startswith(c.name))),
-                  c.keras, c.truth)
+                  c.keras, c.truth, c.folded_in)
                  for c in CASES
                  if c.child and c.slow == case.slow  # the slow ones only when a slow test asks
                  and (not c.corpus or any(n.startswith(c.name) for n in present))]
@@ -319,7 +327,7 @@ def _result(case: Case) -> dict[str, Any]:
             case.path()
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            _RESULTS[case.id] = run_case(str(case.path()), case.keras, case.truth, tmp)
+            _RESULTS[case.id] = run_case(str(case.path()), case.keras, case.truth, tmp, case.folded_in)
     return _RESULTS[case.id]
 
 
