@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_ELEMENTS", "PADDED_ROWS", "InputSpec", "InputValues", "check_inputs_file", "check_random_size", "input_values",
     "load_inputs", "padded_batch", "parse_input_shape", "parse_input_shapes", "parse_range", "random_inputs",
-    "resolve_shape", "with_values",
+    "resolve_shape", "value_notes", "with_values",
 ]
 
 Dim = int | None
@@ -304,6 +304,20 @@ def with_values(specs: Sequence[InputSpec], model: Model | None) -> list[InputSp
         return list(specs)
     values = input_values(model)
     return [replace(s, values=values[s.name]) if s.name in values else s for s in specs]
+
+
+def value_notes(specs: Sequence[InputSpec]) -> list[str]:
+    """One report line per input whose random data follows its layers (:func:`input_values`)."""
+    notes = []
+    for s in specs:
+        v = s.values
+        if v is None:
+            continue
+        what = f"token ids in [0, {v.tokens})" if v.tokens is not None else "random values"
+        if v.pad is not None:
+            what += f", rows pre-padded, post-padded and unpadded with {v.pad:g} (Keras masks)"
+        notes.append(f"input '{s.name}': {what}")
+    return notes
 
 
 def padded_batch(specs: Sequence[InputSpec], batch: int) -> int:

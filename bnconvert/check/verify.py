@@ -29,6 +29,7 @@ from .inputs import (
     load_inputs,
     padded_batch,
     random_inputs,
+    value_notes,
 )
 from .keras_runner import (
     INSTALL_HINT,
@@ -247,7 +248,7 @@ def verify(
     return VerifyResult(
         a=str(a_path), b=str(b_path), runner_a=ra.describe(), runner_b=rb.describe(), kind_a=ra.kind, kind_b=rb.kind,
         comparison=comparison, inputs=binding.rows(feeds_a), input_source=source,
-        notes=notes_a + notes_b + binding.notes, located=located,
+        notes=notes_a + notes_b + binding.notes + ([] if inputs is not None else value_notes(binding.specs)), located=located,
         seconds={
             "load": loaded - start, "run_a": ra.infer_seconds, "run_b": rb.infer_seconds,
             "total": time.perf_counter() - start,
@@ -279,7 +280,7 @@ def _check(
         what=what, original=original, written=written, reference=ref.describe(), reference_kind=ref.kind,
         candidate=cand.describe(), candidate_kind=cand.kind, tolerance=tolerance, comparison=comparison,
         passed=bool(comparison.outputs) and comparison.normalized_error <= tolerance,
-        notes=notes + binding.notes + fill_notes, seed=seed, batch=batch, inputs=binding.rows(feeds),
+        notes=notes + binding.notes + fill_notes + value_notes(specs), seed=seed, batch=batch, inputs=binding.rows(feeds),
     )
 
 

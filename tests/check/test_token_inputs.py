@@ -17,6 +17,7 @@ from bnconvert.check.inputs import (
     input_values,
     padded_batch,
     random_inputs,
+    value_notes,
     with_values,
 )
 from bnconvert.check.pairing import bind_inputs, fill_dynamic
@@ -147,3 +148,12 @@ def test_short_sequences_keep_an_unpadded_step(steps: int) -> None:
     model = _model([_input("ids", [None, steps], "int32"), _embedding("emb", "ids", 3, True)], ["ids"], ["emb"])
     ids = _feeds(model)["ids"]
     assert np.all((ids != 0).any(axis=1))  # no row is masked entirely
+
+
+def test_the_report_says_what_the_inputs_hold() -> None:
+    specs = [InputSpec("ids", (None, 6), "int32", InputValues(tokens=9, pad=0.0)), InputSpec("x", (None, 2)),
+             InputSpec("seq", (None, 4, 3), values=InputValues(pad=-1.0))]
+    assert value_notes(specs) == [
+        "input 'ids': token ids in [0, 9), rows pre-padded, post-padded and unpadded with 0 (Keras masks)",
+        "input 'seq': random values, rows pre-padded, post-padded and unpadded with -1 (Keras masks)",
+    ]
