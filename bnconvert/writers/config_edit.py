@@ -118,10 +118,27 @@ def _node_refs(node: Any) -> list[Any]:
         _k3(node.get("args"), found)
         _k3(node.get("kwargs"), found)
     elif isinstance(node, list):
+        if node and isinstance(node[0], str):
+            node = [node]  # tf.keras writes a call on one tensor unwrapped (TFOpLambda)
         for item in node:
             if isinstance(item, list) and item and isinstance(item[0], str):
                 found.append(item)
+                if len(item) > 3 and isinstance(item[3], dict):
+                    _k2(item[3], found)  # tensors passed as keyword arguments (``y=``, ``value=``)
     return found
+
+
+def _k2(value: Any, out: list[Any]) -> None:
+    """Tensor references ``[name, node, index(, kwargs)]`` inside Keras 2 call keyword arguments."""
+    if isinstance(value, dict):
+        for v in value.values():
+            _k2(v, out)
+    elif isinstance(value, list):
+        if len(value) in (3, 4) and isinstance(value[0], str) and all(type(x) is int for x in value[1:3]):
+            out.append(value)
+        else:
+            for v in value:
+                _k2(v, out)
 
 
 def _k3(value: Any, out: list[Any]) -> None:
