@@ -380,3 +380,47 @@ def test_legacy_recurrent_fold_matches_ground_truth(name: str, tmp_path: Path) -
     runner = ReferenceRunner(out, model=again)
     got = list(runner.infer({runner.input_specs()[0].name: truth["x"]}).values())[0]
     assert _error(truth["y"], got) < TOLERANCE
+
+
+# -- channels_first TimeDistributed(Conv2D): the channel axis of the 5-D tensor --------------------
+def _td_conv_model(axis: int, *, inner_bn: bool) -> Any:
+    """Input (N, T, C, H, W) -> TimeDistributed(Conv2D channels_first) -> BN on ``axis`` (wrapped in
+    a TimeDistributed when ``inner_bn``, its axis then given on the 4-D step)."""
+    from bnconvert.model import Layer, Model, TensorRef
+
+    rng = np.random.default_rng(9)
+    conv = {"filters": 4, "kernel_size": [3, 3], "data_format": "channels_first", "activation": "linear", "use_bias": False}
+    bn_weights = {"gamma": rng.uniform(0.5, 1.5, 4), "beta": rng.normal(size=4), "moving_mean": rng.normal(size=4),
+                  "moving_variance": rng.uniform(0.3, 2, 4)}
+    bn_cfg = {"axis": axis, "epsilon": 1e-3}
+    layers = [Layer("x", "InputLayer", {"batch_shape": [None, 3, 2, 5, 5]}),
+              Layer("td", "TimeDistributed", {"layer": {"class_name": "Conv2D", "config": conv}},
+                    {"kernel": rng.normal(size=(3, 3, 2, 4))}, [[TensorRef("x")]])]
+    if inner_bn:
+        layers.append(Layer("bn", "TimeDistributed", {"layer": {"class_name": "BatchNormalization", "config": bn_cfg}},
+                            bn_weights, [[TensorRef("td")]]))
+    else:
+        layers.append(Layer("bn", "BatchNormalization", bn_cfg, bn_weights, [[TensorRef("td")]]))
+    return Model("m", layers, [TensorRef("x")], [TensorRef("bn")])
+
+
+@pytest.mark.parametrize(("axis", "inner_bn", "folds"), [(2, False, True), (-1, False, False), (1, True, True), (-1, True, False)])
+def test_channels_first_time_distributed_conv(axis: int, inner_bn: bool, folds: bool, tmp_path: Path) -> None:
+    """BN -> backward into TimeDistributed(Conv2D channels_first) only on the conv's channel axis,
+    2 of the 5-D tensor (1 of a wrapped BN's 4-D step); the folded model (bias created) computes
+    what the original does in the float64 reference."""
+    from bnconvert.check.reference import ReferenceRunner
+
+    model = _td_conv_model(axis, inner_bn=inner_bn)
+    (decision,) = plan_folds(model)
+    assert decision.action == ("backward" if folds else "stays"), decision.reason
+    if not folds:
+        assert "is not the channel axis of 'td' (TimeDistributed)" in decision.reason
+        return
+    folded, report = fold_model(model)
+    assert [layer.name for layer in folded.layers] == ["x", "td"] and report.created_bias == ["td"]
+    assert folded["td"].config["layer"]["config"]["use_bias"] is True
+    assert model["td"].config["layer"]["config"]["use_bias"] is False  # the input model is untouched
+    x = np.random.default_rng(1).normal(size=(2, 3, 2, 5, 5))
+    runs = [list(ReferenceRunner(tmp_path / "m.h5", model=m).infer({"x": x}).values())[0] for m in (model, folded)]
+    assert _error(runs[0], runs[1]) < 1e-12
