@@ -85,7 +85,7 @@ def _keras3_cases() -> dict[str, tuple[Any, str, set[str]]]:
     def masked_with_states() -> Any:  # Keras 3 masks no call with several tensor arguments
         x, hs = keras.Input((None,), dtype="int32"), [keras.Input((4,)) for _ in range(2)]
         y = L.LSTM(4, return_sequences=True)(L.Embedding(10, 3, mask_zero=True)(x), initial_state=hs)
-        return keras.Model([x, *hs], y)
+        return keras.Model([x, *hs], L.GRU(3, return_sequences=True)(y))  # the GRU is masked, on time-major input
 
     def mixed_bidirectional() -> Any:
         back = L.GRU(4, return_sequences=True, go_backwards=True, recurrent_activation="hard_sigmoid")
@@ -117,6 +117,8 @@ def _keras3_cases() -> dict[str, tuple[Any, str, set[str]]]:
                                                       use_bias=False)),
                                 "float", {"Scan"}),
         "gru_reset_before_selu": (seq(L.GRU(4, activation="selu", reset_after=False, return_sequences=True)), "float", {"Scan"}),
+        "native_then_scan": (seq(L.LSTM(4, return_sequences=True), L.LSTM(3, activation="gelu", return_sequences=True,
+                                                                          go_backwards=True)), "float", {"LSTM", "Scan"}),
         "simple_rnn_softmax": (seq(L.SimpleRNN(4, activation="softmax", return_sequences=True)), "float", {"Scan"}),
         # Bidirectional
         "bidirectional_concat": (seq(L.Bidirectional(L.LSTM(4, return_sequences=True))), "float", {"LSTM"}),
@@ -148,7 +150,7 @@ def _keras3_cases() -> dict[str, tuple[Any, str, set[str]]]:
                                                              zero_output_for_mask=True), steps=6), "tokens", {"Scan"}),
         "mask_chain": (tokens(L.LSTM(4, return_sequences=True, go_backwards=True), L.GRU(3, return_sequences=True),
                               L.Dense(2)), "tokens", {"Scan"}),
-        "mask_with_initial_states": (masked_with_states(), "tokens_states", {"LSTM"}),
+        "mask_with_initial_states": (masked_with_states(), "tokens_states", {"LSTM", "Scan"}),
         "masking_lstm": (masking(L.LSTM(4, return_sequences=True), L.SimpleRNN(3, return_state=True)), "masking", {"Scan"}),
     }
 
@@ -156,7 +158,8 @@ def _keras3_cases() -> dict[str, tuple[Any, str, set[str]]]:
 KERAS3_CASES = [
     "lstm_sequences", "lstm_states_backwards", "lstm_relu_hard_sigmoid_no_bias", "gru_reset_after", "gru_reset_before",
     "gru_no_bias_softsign", "simple_rnn", "simple_rnn_linear_backwards", "simple_rnn_elu_unrolled", "rnn_stacked_cells",
-    "rnn_gru_cell", "initial_states", "lstm_gelu", "gru_swish_hard_silu", "gru_reset_before_selu", "simple_rnn_softmax",
+    "rnn_gru_cell", "initial_states", "lstm_gelu", "gru_swish_hard_silu", "gru_reset_before_selu", "native_then_scan",
+    "simple_rnn_softmax",
     "bidirectional_concat", "bidirectional_sum_states", "bidirectional_mul", "bidirectional_ave_hard_sigmoid",
     "bidirectional_none", "bidirectional_lstm_gru", "bidirectional_stacked", "mask_lstm", "mask_lstm_states",
     "mask_gru_backwards", "mask_gru_reset_before", "mask_no_bias", "mask_simple_rnn_last", "mask_stacked", "mask_bidirectional_lstm",
