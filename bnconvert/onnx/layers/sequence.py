@@ -32,10 +32,10 @@ from ...catalog import catalog
 from ...catalog.facts import ConfigProblem
 from ...model import Layer
 from ..builder import Builder, Call, Tensor
-from ..layout import Perm, held_shape, identity
+from ..layout import held_shape, identity
 from ..registry import converts, handlers, refuse
 
-__all__ = ["embedding", "masking", "time_distributed", "mask_value", "bool_tensor", "masked_steps"]
+__all__ = ["embedding", "masking", "time_distributed", "mask_value", "bool_tensor"]
 
 
 def mask_value(b: Builder, mask: Tensor) -> str:
@@ -196,17 +196,4 @@ def _output_mask(b: Builder, call: Call, inner_call: Call, source: str, k: int) 
     as_float = b.node("Cast", [mask_value(b, mask)], name=f"{call.name}/mask_float", to=TensorProto.FLOAT)
     steps = b.reduce("ReduceMax", as_float, list(range(2, mask.rank)), keepdims=False, name=f"{call.name}/mask_any")
     return bool_tensor(b, mask.shape[:2], b.node("Cast", [steps], name=f"{call.name}/mask", to=TensorProto.BOOL))
-
-
-def masked_steps(b: Builder, mask: Tensor, x: Tensor, perm: Perm, name: str) -> str:
-    """The mask shaped to broadcast against ``x`` held in ``perm`` (a trailing unit axis for each
-    axis ``x`` has beyond the mask, placed where ``perm`` holds them)."""
-    value = mask_value(b, mask)
-    extra = list(range(mask.rank, x.rank))
-    if not extra:
-        return b.view(mask, perm) if perm != identity(x.rank) else value
-    expanded = b.node("Unsqueeze", [value, b.ints(f"{name}/axes", extra)], name=f"{name}/expand")
-    if perm == identity(x.rank):
-        return expanded
-    return b.node("Transpose", [expanded], name=f"{name}/held", perm=list(perm))
 
