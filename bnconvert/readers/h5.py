@@ -513,14 +513,19 @@ def _upgrade(model: Model, source: Source, flip: bool) -> None:
     for _, layer, _ in model.walk():
         if layer.model is not None or not layer.weights:
             continue
+        # a TimeDistributed holds its inner layer's weights, in the inner class's layout
+        class_name, config = layer.class_name, layer.config
+        inner = config.get("layer") if class_name == "TimeDistributed" else None
+        if isinstance(inner, dict) and isinstance(inner.get("class_name"), str) and isinstance(inner.get("config"), dict):
+            class_name, config = inner["class_name"], inner["config"]
         if gen1:
             eps_known = layer.config.get("epsilon") is not None
             if layer.class_name == "BatchNormalization" and not eps_known:
                 layer.config["epsilon"] = 1e-3
                 layer.config["epsilon_assumed"] = True
             layer.weights = keras1.upgrade_weights(
-                layer.class_name, layer.config, layer.weights,
+                class_name, config, layer.weights,
                 source_class=layer.source_class, flip=flip, running_std=source.running_std or "variance",
             )
         elif flip:
-            layer.weights = keras1.flip_kernels(layer.class_name, layer.weights)
+            layer.weights = keras1.flip_kernels(class_name, layer.weights)

@@ -353,3 +353,36 @@ def test_gru_bias_disagreeing_with_reset_after_is_refused(tmp_path: Path) -> Non
     _write_keras_h5(path, config, {"gru": named}, "2.1.5")
     with pytest.raises(FormatError, match=r"layer 'gru' \(GRU\): weight 'bias' has shape \(2, 9\), the config implies \(9,\)"):
         bnconvert.load(path)
+
+
+def test_keras1_time_distributed_th_convolution_and_embedding(tmp_path: Path) -> None:
+    """Keras 1 wrappers hold their inner layer in Keras 1 words; a ``th`` kernel inside a
+    TimeDistributed gets the same layout change as outside (Keras 2's ``preprocess_weights_for_loading``)."""
+    rng = np.random.default_rng(9)
+    kernel = _rand(rng, 2, 1, 2, 2)  # th: (filters, channels, rows, cols)
+    config = {"class_name": "Sequential", "config": [
+        {"class_name": "TimeDistributed", "config": {"name": "td_1", "batch_input_shape": [None, 3, 1, 4, 4], "layer": {
+            "class_name": "Convolution2D", "config": {"name": "conv_1", "nb_filter": 2, "nb_row": 2, "nb_col": 2,
+                                                      "dim_ordering": "th", "border_mode": "valid", "subsample": [1, 1],
+                                                      "activation": "linear", "bias": True}}}},
+    ]}
+    path = tmp_path / "td.h5"
+    _write_keras_h5(path, config, {"td_1": [("conv_1_W:0", kernel), ("conv_1_b:0", _rand(rng, 2))]}, "1.2.2", backend=None)
+    td = bnconvert.load(path)["td_1"]
+    assert td.config["layer"]["class_name"] == "Conv2D" and td.config["layer"]["config"]["data_format"] == "channels_first"
+    np.testing.assert_array_equal(td.weights["kernel"], np.transpose(kernel, (2, 3, 1, 0)))
+
+    table = _rand(rng, 10, 4)
+    config = {"class_name": "Sequential", "config": [
+        {"class_name": "Embedding", "config": {"name": "embedding_1", "input_dim": 10, "output_dim": 4, "input_length": 5,
+                                               "mask_zero": True, "init": "uniform", "dropout": 0.0,
+                                               "batch_input_shape": [None, 5], "input_dtype": "int32"}},
+        {"class_name": "Masking", "config": {"name": "masking_1", "mask_value": 0.5}},
+    ]}
+    path = tmp_path / "emb.h5"
+    _write_keras_h5(path, config, {"embedding_1": [("embedding_1_W:0", table)], "masking_1": []}, "1.2.2", backend=None)
+    model = bnconvert.load(path)
+    emb = model["embedding_1"]
+    assert {k: emb.config[k] for k in ("input_dim", "output_dim", "mask_zero")} == {"input_dim": 10, "output_dim": 4, "mask_zero": True}
+    assert "init" not in emb.config and model["masking_1"].config["mask_value"] == 0.5
+    np.testing.assert_array_equal(emb.weights["embeddings"], table)
