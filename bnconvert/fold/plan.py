@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 
 from ..bn import BNParams, bn_params, is_bn
-from ..errors import BnconvertError
 from ..catalog import fold_role
+from ..errors import BnconvertError
 from ..layerspec import data_format
 from ..model import Layer, Model, TensorRef
 from ..shapes import infer_shapes

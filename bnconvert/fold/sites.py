@@ -20,7 +20,7 @@ from ..catalog import FoldRole, fold_role
 from ..catalog.facts import ConfigProblem
 from .kernels import fold_backward_role, fold_forward_role
 
-__all__ = ["Site", "sites", "fold_site", "set_use_bias"]
+__all__ = ["Site", "fold_site", "set_use_bias", "sites"]
 
 
 @dataclass(frozen=True)
