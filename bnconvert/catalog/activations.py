@@ -209,16 +209,23 @@ def _keep_mask(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.
 
 
 @defines("Softmax", shape=same_shape, weights=no_weights, masking="own", mask=_keep_mask,
-         notes="masked positions: Keras 3 replaces them by -1e9, tf.keras adds -1e9 (they differ only "
-               "when a whole softmax is masked: Keras 3 uniform, tf.keras the unmasked softmax in float64)")
+         notes="with a mask: Keras 3 where(mask, x, -1e9), then masked outputs zeroed (a fully masked softmax "
+               "is 0); tf.keras x + (1 - mask) * -1e9 (robust_masking: where), outputs not zeroed")
 def softmax_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Softmax over ``axis`` (an int or several axes, normalised together). With a mask
-    (broadcast from the right, as Keras does) the masked positions get -1e9 first: Keras 3
-    ``where(mask, x, -1e9)``, tf.keras ``x + (1 - mask) * -1e9``. The output keeps the mask."""
+    (broadcast from the right, as Keras does) the masked positions count as -1e9: Keras 3 and
+    tf.keras ``robust_masking`` replace them (``where(mask, x, -1e9)``), tf.keras otherwise adds
+    ``(1 - mask) * -1e9``; Keras 3 then sets the masked outputs to 0, so that a softmax whose
+    every position is masked gives zeros rather than a uniform distribution. The output keeps
+    the mask."""
     x = f64(xs[0])
     mask = ctx.mask(0)
     if mask is not None:
         mask = np.asarray(mask, bool)
-        x = np.where(mask, x, -1e9) if ctx.generation >= 3 else x + (1.0 - mask) * -1e9
+        if ctx.generation >= 3 or layer.config.get("robust_masking"):
+            x = np.where(mask, x, -1e9)
+        else:  # x - 1e9 as the model's float32 rounds it (float64 would keep x visible in a fully masked row)
+            x = np.where(mask, x, (x.astype(np.float32) + np.float32(-1e9)).astype(np.float64))
     axes = tuple(axes_of(layer.config.get("axis", -1), x.ndim))
-    return [softmax(x, axes)]
+    y = softmax(x, axes)
+    return [np.where(mask, y, 0.0) if mask is not None and ctx.generation >= 3 else y]

@@ -172,6 +172,11 @@ def run(K, rng, folder, ext):
         np.savez(f"{folder}/{name}.npz", **{f"x{i}": x for i, x in enumerate(xs)},
                  **{f"y{i}": np.asarray(y) for i, y in enumerate(ys)})
         done[name] = [len(xs), len(ys)]
+    # Softmax handed a mask (here as an argument): a whole softmax masked in its first row
+    x = rng.normal(0.0, 1.0, (2, 3, 4)).astype("float32")
+    mask = rng.random((2, 3, 4)) < 0.6
+    mask[0, 0] = False
+    np.savez(f"{folder}/masked_softmax.npz", x=x, mask=mask, y=np.asarray(K.layers.Softmax()(x, mask=mask)))
     return done
 '''
 
@@ -207,6 +212,11 @@ def _compare(folder: Path, ext: str, counts: dict[str, list[int]]) -> dict[str, 
         assert len(outs) == n_out, f"{name}: {len(outs)} outputs, Keras gave {n_out}"
         classes = {layer.class_name for _, layer, _ in model.walk() if layer.model is None}
         results[name] = ([_error(data[f"y{i}"], out) for i, out in enumerate(outs)], classes)
+    from bnconvert.model import Layer
+
+    data = np.load(folder / "masked_softmax.npz")
+    got = _run(Layer("softmax", "Softmax", {"axis": -1}), [data["x"]], [data["mask"]], 3 if ext == "keras" else 2)[0]
+    results["masked_softmax"] = ([_error(data["y"], got)], {"Softmax"})
     return results
 
 
@@ -250,7 +260,7 @@ def tfkeras_results(tfkeras_process: tuple[subprocess.Popen[str], Path]) -> dict
 
 
 CASES = ["recurrent", "bidirectional", "time_distributed", "masked_ids", "masked_merges", "masking", "initial_state",
-         "float_ids", "nested_masks", "stateful"]
+         "float_ids", "nested_masks", "stateful", "masked_softmax"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -336,3 +346,4 @@ def test_embedding_ids_outside_the_table_are_refused() -> None:
     assert np.array_equal(_run(emb, [np.array([[3.7, 0.2]], np.float32)])[0], [[[6.0, 7.0], [0.0, 1.0]]])
     with pytest.raises(BnconvertError, match="id 4"):
         _run(emb, [np.array([[4]])])
+
