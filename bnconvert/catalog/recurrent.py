@@ -282,7 +282,8 @@ def recurrent_masks(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> lis
          weights={name: recurrent_weights(name) for name in _RECURRENT_CLASSES},
          masking="own", mask=recurrent_masks, fold=RECURRENT_ROLES,
          notes="hard_sigmoid by generation; masked steps keep states and the previous output "
-               "(zero when zero_output_for_mask); go_backwards returns outputs in processing order")
+               "(zero when zero_output_for_mask); go_backwards returns outputs in processing order; "
+               "a stateful layer starts from zero states (a fresh model), as an unstateful one")
 def recurrent_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """SimpleRNN, LSTM, GRU and RNN(cell | [cells] | StackedRNNCells): outputs, then with
     ``return_state`` the final states (every cell's, in order)."""
