@@ -73,7 +73,18 @@ def tf_op():
     return keras.Model(inp, L.Dense(2)(L.LSTM(3)(x)))
 
 
-cases = {"chain": chain, "sequential": sequential}
+def conv_lstm():
+    """ConvLSTM1D keeps its weights in a cell too (``layers/conv_lstm1d/cell/vars``)."""
+    inp = keras.Input((5, 4))
+    x = L.Reshape((5, 4, 1))(inp)
+    x = L.ConvLSTM1D(2, 3, return_sequences=True)(x)
+    x = L.Flatten()(x)
+    x = L.Dense(4)(x)
+    x = L.BatchNormalization()(x)
+    return keras.Model(inp, L.Dense(2)(x))
+
+
+cases = {"chain": chain, "sequential": sequential, "conv_lstm": conv_lstm}
 if flavour == "tf_keras":
     cases["tf_op"] = tf_op
 x = rng.uniform(0, 1, (3, 5, 4)).astype("float32")
@@ -138,7 +149,7 @@ def flavour_results(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
 
 def test_folded_recurrent_models_load_and_match(flavour_results: tuple[dict[str, list], Path]) -> None:
     results = {k: v for k, v in flavour_results[0].items() if not k.startswith("keras1")}
-    names = ["chain.h5", "chain.keras", "sequential.h5", "sequential.keras"]
+    names = ["chain.h5", "chain.keras", "conv_lstm.h5", "conv_lstm.keras", "sequential.h5", "sequential.keras"]
     assert sorted(results) in (names, sorted(names + ["tf_op.h5", "tf_op.keras"]))
     bad = {name: r for name, r in results.items() if not r[0] <= TOLERANCE}
     assert not bad, bad
