@@ -4,6 +4,12 @@ Weight groups are named by layer *class and creation order*, not by layer name
 (``layers/batch_normalization_2/vars/0``). Keras 3 numbers each class 0, 1, 2...; tf.keras 2.13-2.15
 (and tf-keras after it) walks ``_layer_checkpoint_dependencies``, which lists every layer that has
 weights twice, so those advance the class counter by two (``conv2d``, ``conv2d_2``, ``conv2d_4``...).
+
+A layer whose weights belong to sublayers keeps them in their groups: a recurrent layer's in its
+``cell``, a Bidirectional's under ``forward_layer``/``backward_layer``, a TimeDistributed's under
+``layer``, a stack of cells' under ``cell/cells/<cell class>[_N]``
+(:func:`~bnconvert.layerspec.weight_parts` says where); a layer of a class bnconvert does not
+know keeps every sublayer's weights under their paths (a MultiHeadAttention's ``query_dense/0``).
 """
 
 from __future__ import annotations

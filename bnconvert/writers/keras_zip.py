@@ -6,7 +6,10 @@ zipfile/h5py): ``metadata.json``, ``config.json`` (both stored, dated 1980-01-01
 ``layers/<snake_case class>[_N]/vars/<i>``, nested models nesting the same way
 (``layers/functional/layers/dense/vars/0``), a root ``vars`` group, Sequential models not
 listing their InputLayer. Keras 3.6+ adds an attribute ``name`` (the layer name) to each ``vars``
-group. tf.keras 2.13-2.15 used ``_layer_checkpoint_dependencies/...`` instead of ``layers/``
+group. Sublayers nest under their layer's group (``lstm/cell/vars``, ``bidirectional/forward_layer/cell/vars``,
+``time_distributed/layer/vars``, ``rnn/cell/cells/lstm_cell/vars``): they are copied from the
+input, then each part's weights replace their ``vars`` (:func:`~bnconvert.layerspec.weight_parts`).
+tf.keras 2.13-2.15 used ``_layer_checkpoint_dependencies/...`` instead of ``layers/``
 and advanced the per-class counter by two for layers with weights; for such an input both
 layouts are written (the old one for those versions, ``layers/`` for tf-keras 2.16+).
 Other archive members (``assets/``) are copied as they are; optimizer state is not.
