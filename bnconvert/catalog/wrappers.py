@@ -19,8 +19,9 @@ it differs):
 
 - **Bidirectional** runs each inner layer with its own record on the same input (``initial_state``
   extra inputs: the first half the forward layer's, the second half the backward one's) and the
-  same mask; Keras forces ``zero_output_for_mask = return_sequences`` on both, so masked steps of
-  a returned sequence are zeros. The backward layer's sequence comes in processing order and is
+  same mask; Keras 3 and tf.keras force ``zero_output_for_mask = return_sequences`` on both, so
+  masked steps of a returned sequence are zeros (Keras 1 and standalone Keras 2 did not: there
+  they repeat each direction's previous output). The backward layer's sequence comes in processing order and is
   flipped back in time before the merge. Output masks: the input's on each returned sequence.
 - **TimeDistributed** runs the inner record on the ``(N*T, *rest)`` input and reshapes back.
   Keras 3 passes each step's mask only to an inner layer whose call takes one, and its output
@@ -156,6 +157,20 @@ def _merge(mode: Any, y: np.ndarray, y_rev: np.ndarray) -> list[np.ndarray]:
     raise ConfigProblem(f"merge_mode {mode!r}")
 
 
+def _forces_zero_output(ctx: CallContext) -> bool:
+    """Whether the Keras that wrote the file had Bidirectional force ``zero_output_for_mask``
+    (to ``return_sequences``): Keras 3 and tf.keras (``2.2.4-tf`` and later, and Keras 2.4+ which
+    is tf.keras) do; Keras 1 and standalone Keras 2 up to 2.3 never had the option, so their
+    masked steps repeat each direction's previous output."""
+    if ctx.generation != 2:
+        return ctx.generation >= 3
+    text = (ctx.source.keras_version if ctx.source is not None else None) or ""
+    version = ctx.keras_version
+    if version is None:
+        return True  # no version recorded: today's tf.keras
+    return version >= (2, 4) or (text.endswith("-tf") and version >= (2, 2))
+
+
 def _bidirectional_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Both directions through their own records; the backward sequence flipped back in time."""
     c = layer.config
@@ -164,8 +179,7 @@ def _bidirectional_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -
         record = CATALOG.get(name)
         if record is None or record.call is None:
             raise UnsupportedLayerError(f"layer {layer.label}: inner class {name!r} has no float64 semantics")
-        # Keras forces zero_output_for_mask to return_sequences on both layers
-        config = {**config, "zero_output_for_mask": bool(config.get("return_sequences"))}
+        config = {**config, "zero_output_for_mask": bool(config.get("return_sequences")) and _forces_zero_output(ctx)}
         runs.append((record.call, sublayer(layer, prefix[:-1], name, config, prefix)))
     states = xs[1:]
     half = len(states) // 2
@@ -219,7 +233,9 @@ def _time_distributed_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext
 
 _SHAPES: dict[str, ShapeRule] = {"TimeDistributed": _time_distributed_shape, "Bidirectional": _bidirectional_shape}
 defines("Bidirectional", shape=_SHAPES["Bidirectional"], weights=_bidirectional_weights, masking="own",
-        mask=_bidirectional_masks, fold=BIDIRECTIONAL, notes="zero_output_for_mask forced to return_sequences, as Keras does")(_bidirectional_layer)
+        mask=_bidirectional_masks, fold=BIDIRECTIONAL,
+        notes="zero_output_for_mask forced to return_sequences by Keras 3 and tf.keras, not by Keras 1 or standalone "
+              "Keras 2")(_bidirectional_layer)
 defines("TimeDistributed", shape=_SHAPES["TimeDistributed"], weights=_time_distributed_weights, masking="own",
         mask=_time_distributed_masks, fold=TIME_DISTRIBUTED,
         notes="output mask: Keras 3 the input's; tf.keras the inner layer's own mask per step when it makes one")(

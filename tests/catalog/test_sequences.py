@@ -284,11 +284,12 @@ def test_both_keras_exercise_every_sequence_class(keras3_results: dict[str, tupl
 
 
 # -- refusals and edge cases, without Keras ------------------------------------------------------------
-def _run(layer: Any, xs: list[np.ndarray], masks: list[Any] | None = None, generation: int = 3) -> list[np.ndarray]:
+def _run(layer: Any, xs: list[np.ndarray], masks: list[Any] | None = None, generation: int = 3,
+         version: str | None = None) -> list[np.ndarray]:
     from bnconvert.catalog import CallContext
     from bnconvert.model import Source
 
-    source = Source("x", {1: "keras1-h5", 2: "keras2-h5", 3: "keras3-zip"}[generation])
+    source = Source("x", {1: "keras1-h5", 2: "keras2-h5", 3: "keras3-zip"}[generation], keras_version=version)
     return catalog()[layer.class_name].call(layer, xs, CallContext(source=source, masks=masks))
 
 
@@ -347,3 +348,21 @@ def test_embedding_ids_outside_the_table_are_refused() -> None:
     with pytest.raises(BnconvertError, match="id 4"):
         _run(emb, [np.array([[4]])])
 
+
+
+def test_bidirectional_zeroes_masked_steps_only_where_keras_forced_it() -> None:
+    """Keras 3 and tf.keras force zero_output_for_mask on a Bidirectional's returned sequences;
+    Keras 1 and standalone Keras 2 never had it: their masked steps repeat the previous output."""
+    from bnconvert.model import Layer
+
+    inner = _lstm(return_sequences=True)
+    weights = {f"{side}/{k}": v for side in ("forward", "backward") for k, v in inner.weights.items()}
+    bi = Layer("bi", "Bidirectional", {"layer": {"class_name": "LSTM", "config": inner.config}, "merge_mode": None}, weights)
+    x = np.random.default_rng(4).normal(size=(1, 4, 3))
+    mask = np.array([[False, True, True, False]])  # padded at both ends
+    for generation, version, zeroed in ((3, "3.9.0", True), (2, "2.2.4-tf", True), (2, "2.15.0", True),
+                                        (2, "2.1.5", False), (2, "2.3.1", False), (1, "1.2.2", False)):
+        y, y_rev = _run(bi, [x], [mask], generation, version)
+        assert (not y[0, 3].any()) == zeroed and (not y_rev[0, 0].any()) == zeroed, (generation, version)
+        if not zeroed:  # the previous output of each direction, in its own time order
+            assert np.array_equal(y[0, 3], y[0, 2]) and np.array_equal(y_rev[0, 0], y_rev[0, 1])
