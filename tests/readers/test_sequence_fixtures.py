@@ -11,8 +11,10 @@ GRU z, r, h; GRU bias (3u,) or (2, 3u) when reset_after).
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -156,3 +158,34 @@ def test_keras3_fixtures_read_with_every_parameter(keras3_param_counts: dict[str
         for ext in (".keras", ".h5"):
             stem = name[: -len(".keras")] + ext
             assert bnconvert.load(fixture_file(stem)).count_params() == count, stem
+
+
+def _layout(path: Path) -> dict[str, Any]:
+    """The HDF5 layout facts a reader depends on: attribute names and string kinds per object,
+    dataset dtypes and storage, and the weight-name pattern (``<layer>_W_i:0``)."""
+    facts: dict[str, Any] = {}
+    with h5py.File(path, "r") as f:
+        def kind(obj: Any, key: str) -> str:
+            tid = obj.attrs.get_id(key).get_type()
+            if isinstance(tid, h5py.h5t.TypeStringID):
+                return "vlen-str" if tid.is_variable_str() else "fixed-str"
+            return obj.attrs.get_id(key).dtype.kind
+        facts["root"] = {k: kind(f, k) for k in f.attrs}
+        mw = f["model_weights"]
+        facts["model_weights"] = {k: kind(mw, k) for k in mw.attrs}
+        lstm = mw["lstm_1"]
+        facts["lstm_group"] = {k: kind(lstm, k) for k in lstm.attrs}
+        names = [n.decode() for n in lstm.attrs["weight_names"]]
+        facts["lstm_names"] = [n.replace("lstm_1_", "", 1) for n in names]
+        facts["datasets"] = {(lstm[n].dtype.str, lstm[n].chunks, lstm[n].compression) for n in names}
+        facts["config_is_list"] = isinstance(json.loads(f.attrs["model_config"])["config"], list)
+    return facts
+
+
+def test_keras1_fixture_layout_matches_the_real_keras1_file() -> None:
+    """seq_k1_lstm.h5 (h5py, imitating Keras 1.2.2) and kootenpv's real Keras 1.2.0 file agree on
+    every layout fact a reader uses (both TensorFlow backend, compiled)."""
+    ours = _layout(fixture_file("seq_k1_lstm.h5"))
+    real = _layout(sequence_corpus_file("kootenpv__neural_complete"))
+    assert ours == real
+    assert real["lstm_names"][:3] == ["W_i:0", "U_i:0", "b_i:0"]
