@@ -157,13 +157,41 @@ def build(K, rng):
     return cases
 
 
+#: constructor arguments of the catalog classes that need some (the others take none)
+ARGS = {"Dense": (1,), "Reshape": ((1,),), "Permute": ((1,),), "RepeatVector": (1,),
+        "Rescaling": (1.0,), "SimpleRNN": (1,), "LSTM": (1,), "GRU": (1,), "ConvLSTM1D": (1, 1), "ConvLSTM2D": (1, 1),
+        "ConvLSTM3D": (1, 1), "ActivityRegularization": (), **{f"Conv{n}": (1, 1) for n in ("1D", "2D", "3D", "1DTranspose",
+        "2DTranspose", "3DTranspose")}, "SeparableConv1D": (1, 1), "SeparableConv2D": (1, 1), "DepthwiseConv1D": (1,),
+        "DepthwiseConv2D": (1,), "Dropout": (0.1,), "SpatialDropout1D": (0.1,), "SpatialDropout2D": (0.1,),
+        "SpatialDropout3D": (0.1,), "GaussianNoise": (0.1,), "GaussianDropout": (0.1,), "AlphaDropout": (0.1,),
+        "Activation": ("relu",), "AveragePooling1D": (2,), "AveragePooling2D": (2,), "AveragePooling3D": (2,)}
+
+
+def supports_masking(K, names):
+    """Per class Keras has: its ``supports_masking`` (what its ``__init__`` or its default
+    ``compute_mask`` says), for the catalog's class names."""
+    L, out = K.layers, {}
+    for name in names:
+        cls = getattr(L, name, None)
+        if cls is None or name == "InputLayer":
+            continue
+        if name in ("RNN", "Bidirectional", "TimeDistributed", "Embedding"):  # Embedding: masks only with mask_zero
+            layer = {"RNN": lambda: L.RNN(L.LSTMCell(1)), "Bidirectional": lambda: L.Bidirectional(L.LSTM(1)),
+                     "TimeDistributed": lambda: L.TimeDistributed(L.Dense(1)),
+                     "Embedding": lambda: L.Embedding(2, 2, mask_zero=True)}[name]()
+        else:
+            layer = cls(*ARGS.get(name, ()))
+        out[name] = bool(layer.supports_masking)
+    return out
+
+
 def randomize(model, rng):
     for v in model.weights:
         v.assign(rng.normal(0.0, 0.6, tuple(v.shape)).astype("float32"))
 
 
-def run(K, rng, folder, ext):
-    done = {}
+def run(K, rng, folder, ext, names):
+    done = {"supports_masking": supports_masking(K, names)}
     for name, (model, xs) in build(K, rng).items():
         randomize(model, rng)
         ys = model(xs if len(xs) > 1 else xs[0], training=False)  # eager: no graph to trace
@@ -185,7 +213,7 @@ import json, sys
 import numpy as np
 import tf_keras
 tf_keras.utils.set_random_seed(0)
-print(json.dumps(run(tf_keras, np.random.default_rng(1), sys.argv[1], "h5")))
+print(json.dumps(run(tf_keras, np.random.default_rng(1), sys.argv[1], "h5", sys.argv[2:])))
 '''
 
 
@@ -199,9 +227,14 @@ def _error(want: np.ndarray, got: np.ndarray) -> float:
     return float(np.abs(want[ok] - got[ok]).max() / (scale if scale > 0 else 1.0)) if ok.any() else 0.0
 
 
-def _compare(folder: Path, ext: str, counts: dict[str, list[int]]) -> dict[str, tuple[list[float], set[str]]]:
-    """Per case: the error of each output, and the classes the reference ran."""
-    results = {}
+#: the catalog classes the reference runs
+_RUNNABLE = sorted(name for name, record in catalog().items() if record.call is not None)
+
+
+def _compare(folder: Path, ext: str, counts: dict[str, Any]) -> dict[str, Any]:
+    """Per case: the error of each output, and the classes the reference ran; and what Keras
+    says of each class's ``supports_masking``."""
+    results: dict[str, Any] = {"supports_masking": counts.pop("supports_masking")}
     for name, (n_in, n_out) in counts.items():
         data = np.load(folder / f"{name}.npz")
         path = folder / f"{name}.{ext}"
@@ -232,7 +265,7 @@ def tfkeras_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     so that the two share the machine's cores."""
     folder = tmp_path_factory.mktemp("seq_tfkeras")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.Popen([sys.executable, "-c", _BUILD + _TFK_MAIN, str(folder)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", _BUILD + _TFK_MAIN, str(folder), *_RUNNABLE], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     yield proc, folder
     if proc.poll() is None:
@@ -247,7 +280,7 @@ def keras3_results(tmp_path_factory: pytest.TempPathFactory,
 
     keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("seq_keras3")
-    counts = _namespace()["run"](keras, np.random.default_rng(1), str(folder), "keras")
+    counts = _namespace()["run"](keras, np.random.default_rng(1), str(folder), "keras", _RUNNABLE)
     return _compare(folder, "keras", counts)
 
 
@@ -275,10 +308,9 @@ def test_tf_keras(case: str, tfkeras_results: dict[str, tuple[list[float], set[s
     assert max(errors) <= TOLERANCE, f"{case}: errors per output {[f'{e:.1e}' for e in errors]}"
 
 
-def test_both_keras_exercise_every_sequence_class(keras3_results: dict[str, tuple[list[float], set[str]]],
-                                                  tfkeras_results: dict[str, tuple[list[float], set[str]]]) -> None:
+def test_both_keras_exercise_every_sequence_class(keras3_results: dict[str, Any], tfkeras_results: dict[str, Any]) -> None:
     for results in (keras3_results, tfkeras_results):
-        seen = set().union(*(classes for _, classes in results.values()))
+        seen = set().union(*(result[1] for name, result in results.items() if name != "supports_masking"))
         assert SEQUENCE_CLASSES <= seen, sorted(SEQUENCE_CLASSES - seen)
     assert all(catalog()[name].call is not None for name in SEQUENCE_CLASSES)
 
@@ -366,3 +398,16 @@ def test_bidirectional_zeroes_masked_steps_only_where_keras_forced_it() -> None:
         assert (not y[0, 3].any()) == zeroed and (not y_rev[0, 0].any()) == zeroed, (generation, version)
         if not zeroed:  # the previous output of each direction, in its own time order
             assert np.array_equal(y[0, 3], y[0, 2]) and np.array_equal(y_rev[0, 0], y_rev[0, 1])
+
+
+def test_mask_policies_follow_keras_supports_masking(keras3_results: dict[str, Any], tfkeras_results: dict[str, Any]) -> None:
+    """A class passes or computes masks (``keep``/``own``) exactly when Keras 3 says it supports
+    masking; tf.keras supports no class the catalog drops masks of (tf.keras refuses a masked
+    input into a class that does not: the catalog may keep masks tf.keras never hands it)."""
+    table = catalog()
+    k3 = keras3_results["supports_masking"]
+    wrong = {name: (table[name].masking, k3[name]) for name in k3 if (table[name].masking != "drop") != k3[name]}
+    assert len(k3) > 60 and not wrong, wrong
+    tfk = tfkeras_results["supports_masking"]
+    dropped = sorted(name for name, yes in tfk.items() if yes and table[name].masking == "drop")
+    assert len(tfk) > 60 and not dropped, dropped
