@@ -86,6 +86,16 @@ def _clean(model_entry: dict[str, Any], model: Model) -> None:
             cfg["output_padding"] = _output_padding(cfg, layer, shapes, label)
         for key in _BOOKKEEPING:
             cfg.pop(key, None)
+        inner = cfg.get("layer")  # a wrapper's inner layer: the same bookkeeping, the same limits
+        if isinstance(inner, dict) and isinstance(inner.get("config"), dict):
+            if inner.get("class_name") not in KERAS1_WRITABLE:
+                raise UnsupportedLayerError(f"{label} wraps a {inner.get('class_name')} layer, which has no Keras 2 "
+                                            "equivalent bnconvert can write")
+            if int(inner["config"].get("keras1_mode", 0) or 0) != 0:
+                raise UnsupportedLayerError(f"{label} wraps a BatchNormalization of Keras 1 mode "
+                                            f"{inner['config']['keras1_mode']}, which no later Keras can express")
+            for key in _BOOKKEEPING:
+                inner["config"].pop(key, None)
         if cls == "InputLayer":
             cfg.pop("trainable", None)  # tf-keras' InputLayer refuses it
             if "batch_shape" in cfg:
