@@ -440,7 +440,7 @@ def _attach(model: Model, stored: dict[str, list[tuple[str, np.ndarray]]], *, ke
         if layer.model is not None:
             distribute(layer.model, named, keras1=keras1)
             continue
-        parts = weight_parts(layer.class_name, layer.config)
+        parts = weight_parts(layer.class_name, layer.config) if layer.class_name in _MAY_HOLD_RNN else None
         if parts is not None and any(p.kind in ("LSTM", "GRU", "SimpleRNN") for p in parts):
             named, cudnn = convert_stored(layer.label, parts, named, keras1=keras1)
             if cudnn:
@@ -450,6 +450,10 @@ def _attach(model: Model, stored: dict[str, list[tuple[str, np.ndarray]]], *, ke
     extra = [name for name, named in stored.items() if named and name not in known]
     if extra:
         raise FormatError(f"the file holds weights for layers not in the model config: {', '.join(extra[:5])}")
+
+
+#: the classes whose weights may be in a Keras 1 or cuDNN recurrent layout (their own or a wrapped layer's)
+_MAY_HOLD_RNN = frozenset({"LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "TimeDistributed"})
 
 
 def _guess_class(weights: dict[str, np.ndarray]) -> str:

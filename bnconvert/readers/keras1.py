@@ -22,7 +22,7 @@ import numpy as np
 
 from ..catalog import LayerRecord, catalog, kernel_layout
 from ..catalog.legacy import keras1_value
-from ..errors import FormatError
+from ..errors import FormatError, UnsupportedLayerError
 from .rnn_layouts import KERAS1_RECURRENT, keras1_recurrent_config
 
 __all__ = ["upgrade_config", "upgrade_weights", "keras1_classes", "MERGE_MODES", "RUNNING_STD", "resolve_running_std",
@@ -215,6 +215,9 @@ def _upgrade_other(class_name: str, c: dict[str, Any], out: dict[str, Any]) -> t
         return MERGE_MODES[mode], out
     if class_name in KERAS1_RECURRENT:
         return class_name, keras1_recurrent_config(class_name, c, out)
+    if class_name == "ConvLSTM2D":  # Keras 1.2: nb_filter, per-gate weights, th kernels; no file to check against
+        raise UnsupportedLayerError(f"layer '{c.get('name')}' (ConvLSTM2D): Keras 1 ConvLSTM2D files are not supported "
+                                    "(re-save the model with Keras 2)")
     if class_name in ("TimeDistributed", "Bidirectional"):
         inner = c.get("layer")
         if not isinstance(inner, dict) or not isinstance(inner.get("class_name"), str):

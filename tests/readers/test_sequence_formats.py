@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import bnconvert
-from bnconvert.errors import FormatError
+from bnconvert.errors import FormatError, UnsupportedLayerError
 from bnconvert.fold import fold_model
 from bnconvert.readers.graph import TENSOR_KWARGS
 from bnconvert.writers import write_model
@@ -386,3 +386,12 @@ def test_keras1_time_distributed_th_convolution_and_embedding(tmp_path: Path) ->
     assert {k: emb.config[k] for k in ("input_dim", "output_dim", "mask_zero")} == {"input_dim": 10, "output_dim": 4, "mask_zero": True}
     assert "init" not in emb.config and model["masking_1"].config["mask_value"] == 0.5
     np.testing.assert_array_equal(emb.weights["embeddings"], table)
+
+
+def test_keras1_conv_lstm_refused_in_one_line(tmp_path: Path) -> None:
+    config = {"class_name": "Sequential", "config": [{"class_name": "ConvLSTM2D", "config": {
+        "name": "convlstm_1", "nb_filter": 2, "nb_row": 2, "nb_col": 2, "batch_input_shape": [None, 3, 4, 4, 1]}}]}
+    path = tmp_path / "k1_convlstm.h5"
+    _write_keras_h5(path, config, {"convlstm_1": []}, "1.2.2", backend=None)
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'convlstm_1' \(ConvLSTM2D\): Keras 1 ConvLSTM2D files are not supported"):
+        bnconvert.load(path)
