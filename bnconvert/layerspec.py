@@ -23,11 +23,11 @@ from .catalog.wrappers import backward_config, inner_layer
 
 __all__ = [
     "WeightPart",
-    "weight_parts",
-    "weight_spec",
+    "data_format",
     "meaning_of",
     "snake_case",
-    "data_format",
+    "weight_parts",
+    "weight_spec",
 ]
 
 def weight_spec(class_name: str, config: dict[str, Any]) -> list[tuple[str, bool]] | None:
@@ -119,7 +119,7 @@ def _join(a: str, b: str) -> str:
 def _parts(class_name: str, config: dict[str, Any], prefix: str, zip_path: str) -> list[WeightPart] | None:
     if class_name == "Bidirectional":
         forward, backward = inner_layer(config), backward_config(config)
-        out = []
+        out: list[WeightPart] = []
         for (name, cfg), meaning, group in ((forward, "forward/", "forward_layer"), (backward, "backward/", "backward_layer")):
             inner = _parts(name, cfg, prefix + meaning, _join(zip_path, group))
             if inner is None:
@@ -139,15 +139,16 @@ def _parts(class_name: str, config: dict[str, Any], prefix: str, zip_path: str) 
         stacked = isinstance(cell, list) or (isinstance(cell, dict) and cell.get("class_name") == "StackedRNNCells")
         if not stacked:
             return [WeightPart(tuple(meanings), _LAYER_OF_CELL[cells[0][0]], cells[0][1], _join(zip_path, "cell"))]
-        out, counts = [], {}
+        stack: list[WeightPart] = []
+        counts: dict[str, int] = {}
         for i, (cell_class, cfg) in enumerate(cells):
             snake = snake_case(cell_class)
             n = counts.get(snake, 0)
             counts[snake] = n + 1
             mine = [m for m in meanings if len(cells) == 1 or m.startswith(f"{prefix}cells/{i}/")]
-            out.append(WeightPart(tuple(mine), _LAYER_OF_CELL[cell_class], cfg,
-                                  _join(zip_path, f"cell/cells/{snake}" + (f"_{n}" if n else ""))))
-        return out
+            stack.append(WeightPart(tuple(mine), _LAYER_OF_CELL[cell_class], cfg,
+                                    _join(zip_path, f"cell/cells/{snake}" + (f"_{n}" if n else ""))))
+        return stack
     group = _join(zip_path, "cell") if class_name in _CELL_LAYERS else zip_path
     return [WeightPart(tuple(meanings), class_name, config, group)]
 

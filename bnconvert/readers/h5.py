@@ -31,7 +31,15 @@ from .h5guard import (
     read_attr,
 )
 from .isolated import Answer, DeferredArray, ModelFile
-from .rnn_layouts import CUDNN_CLASSES, CUDNN_PARTS, is_cudnn, convert_stored, explicit_reset_after, from_cudnn, upgrade_cudnn_config
+from .rnn_layouts import (
+    CUDNN_CLASSES,
+    CUDNN_PARTS,
+    convert_stored,
+    explicit_reset_after,
+    from_cudnn,
+    is_cudnn,
+    upgrade_cudnn_config,
+)
 from .weights import assign, distribute
 
 __all__ = ["MAX_CONFIG_CHARS", "MAX_JSON_DEPTH", "attr_list", "attr_text", "parse_config", "read_h5", "scan_attrs", "scan_h5"]

@@ -32,7 +32,7 @@ from ..model import Model, Source
 from .fields import check_fields
 from .graph import build_model
 from .h5 import MAX_CONFIG_CHARS, parse_config
-from .h5guard import Budget, precheck, child, read_array
+from .h5guard import Budget, child, precheck, read_array
 from .weights import assign
 
 __all__ = ["read_zip", "MAX_MEMBER_BYTES", "MAX_RATIO", "check_members"]
@@ -227,7 +227,7 @@ def _has_data(group: h5py.Group | None, where: str) -> bool:
     stack, seen = [(group, 0)], 0
     while stack:
         g, depth = stack.pop()
-        for key in g.keys():
+        for key in g:
             seen += 1
             if seen > _MAX_WALK or depth > 32:
                 raise FormatError(f"{where}: the weight group is implausibly large or deep; refused")
@@ -299,7 +299,7 @@ def _nested_vars(group: h5py.Group | None, where: str, budget: Budget) -> list[t
     stack, seen = [("", group, 0)], 0
     while stack:
         path, g, depth = stack.pop()
-        for key in g.keys():
+        for key in g:
             seen += 1
             if seen > _MAX_WALK or depth > 32:
                 raise FormatError(f"{where}: the weight group is implausibly large or deep; refused")

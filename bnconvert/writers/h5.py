@@ -23,8 +23,8 @@ import h5py
 import numpy as np
 
 from ..errors import OutputError
-from ..model import Layer, Model
 from ..layerspec import weight_parts
+from ..model import Layer, Model
 from ..readers.h5 import attr_list
 from ..readers.rnn_layouts import CUDNN_PARTS, to_cudnn
 from .weights import derive_name, is_known, layer_arrays, nested_arrays

@@ -126,7 +126,7 @@ print(json.dumps(results))
 def _run(flavour: str, folder: Path, *extra: str) -> dict[str, list]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     done = subprocess.run([sys.executable, "-c", _CASES, flavour, str(folder), *extra], capture_output=True, text=True,
-                          env=env, timeout=600)
+                          env=env, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -178,7 +178,7 @@ def _keras1_recurrent_file(path: Path) -> Path:
         {"class_name": "GRU", "config": {"name": "gru_1", "output_dim": 3, **keras1}},
         {"class_name": "SimpleRNN", "config": {"name": "simplernn_1", "output_dim": 2, **keras1}},
         {"class_name": "Bidirectional", "config": {"name": "bi_1", "merge_mode": "sum", "layer": {
-            "class_name": "LSTM", "config": {"name": "lstm_1", "output_dim": 3, **{**keras1, "return_sequences": False}}}}},
+            "class_name": "LSTM", "config": {"name": "lstm_1", "output_dim": 3, **keras1, "return_sequences": False}}}},
     ]}
     with h5py.File(path, "w") as f:
         f.attrs["keras_version"] = "1.2.2"
@@ -239,10 +239,11 @@ def test_corpus_keras3_zip_with_recurrent_layers_roundtrips(tmp_path: Path) -> N
         folded, _ = fold_model(model)
         write_model(folded, out, original=model)
         with zipfile.ZipFile(src) as a, zipfile.ZipFile(out) as b:
-            with h5py.File(io.BytesIO(a.read("model.weights.h5"))) as fa, h5py.File(io.BytesIO(b.read("model.weights.h5"))) as fb:
-                found: list[str] = []
-                fa["layers"].visititems(lambda n, o: found.append(n) if isinstance(o, h5py.Dataset) else None)
-                assert found
-                for n in found:
-                    np.testing.assert_array_equal(fa["layers"][n][()], fb["layers"][n][()], err_msg=n)
-                    assert fb["layers"][n].dtype == fa["layers"][n].dtype
+            before, after = (io.BytesIO(z.read("model.weights.h5")) for z in (a, b))
+        with h5py.File(before) as fa, h5py.File(after) as fb:
+            found: list[str] = []
+            fa["layers"].visititems(lambda n, o, found=found: found.append(n) if isinstance(o, h5py.Dataset) else None)
+            assert found
+            for n in found:
+                np.testing.assert_array_equal(fa["layers"][n][()], fb["layers"][n][()], err_msg=n)
+                assert fb["layers"][n].dtype == fa["layers"][n].dtype
