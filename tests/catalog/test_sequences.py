@@ -137,7 +137,8 @@ def build(K, rng):
     enc, dec = K.Input((None, F)), K.Input((None, 2))
     _, h, c = L.LSTM(3, return_state=True)(enc)
     outs = [L.LSTM(3, return_sequences=True)(dec, initial_state=[h, c]),
-            L.GRU(3, go_backwards=True)(dec, initial_state=[h])]
+            L.GRU(3, go_backwards=True)(dec, initial_state=[h]),
+            L.Bidirectional(L.LSTM(3, return_sequences=True))(dec, initial_state=[h, c, c, h])]
     add("initial_state", [enc, dec], outs, [x, rng.normal(0.0, 1.0, (B, 4, 2)).astype("float32")])
 
     i = K.Input((T,), dtype="float32")
