@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import OutputError, UnsupportedLayerError
 from ..model import Model
+from ..readers.rnn_layouts import CUDNN_CLASSES
 from .config_edit import edit_config, keras3_compatible
 from .h5 import write_h5
 from .keras1_config import keras2_config_from_keras1
@@ -50,6 +51,13 @@ def describe_format(fmt: str, original: Model | None = None) -> str:
             text += "; converted from Keras 1 (th layers as channels_first, kernels in the modern layout)"
         elif src.kernels_flipped:
             text += "; Theano kernels flipped for the TensorFlow backend"
+        written = [layer.source_class for _, layer, _ in original.walk()]
+        written += [layer.config["layer"].get("source_class") for _, layer, _ in original.walk()
+                    if isinstance(layer.config.get("layer"), dict)]  # a wrapped CuDNNLSTM
+        cudnn = sorted({name for name in written if name in CUDNN_CLASSES})
+        if cudnn:
+            text += (f"; {'/'.join(cudnn)} kept as the input wrote them, weights in the cuDNN layout "
+                     "(standalone Keras 2 and tf.keras 1.x load them; tf-keras 2.16+ and Keras 3 have no such class)")
         if fmt == "keras2-h5" and Path(src.path).suffix == ".keras":
             text += "; HDF5 under a .keras name as the input was: Keras 3 needs it renamed to .h5"
     return text

@@ -395,3 +395,12 @@ def test_keras1_conv_lstm_refused_in_one_line(tmp_path: Path) -> None:
     _write_keras_h5(path, config, {"convlstm_1": []}, "1.2.2", backend=None)
     with pytest.raises(UnsupportedLayerError, match=r"layer 'convlstm_1' \(ConvLSTM2D\): Keras 1 ConvLSTM2D files are not supported"):
         bnconvert.load(path)
+
+
+def test_written_cudnn_layers_are_described(tmp_path: Path) -> None:
+    from bnconvert.writers import describe_format
+
+    path = tmp_path / "cudnn.h5"
+    _cudnn_file(path, np.random.default_rng(10))
+    text = describe_format("keras2-h5", bnconvert.load(path))
+    assert "CuDNNGRU/CuDNNLSTM kept as the input wrote them" in text
