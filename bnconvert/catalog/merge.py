@@ -4,9 +4,11 @@ Element-wise merges broadcast like numpy. A Keras 3 operation layer (``x + 3.0``
 records its positional arguments; the constants among them come in the call's context, the
 tensors in order.
 
-Masks (the values never depend on them): Keras 3's element-wise merges give no mask when any
-input has none, else the OR of the masks; Keras 1/2 and tf.keras the AND of the masks given
-(none when none is). Concatenate concatenates per-input masks (all True for an input without
+Masks: Keras 3's element-wise merges give no mask when any input has none, else the OR of the
+masks; Keras 1/2 and tf.keras the AND of the masks given (none when none is). Values ignore the
+masks except in Keras 3's Multiply (a masked entry counts as 1, and the product is 0 outside the
+output mask when every input has one) and Maximum/Minimum (a masked entry takes the running
+result's value, and the other way round: ``_apply_merge_op_and_or_mask``). Concatenate concatenates per-input masks (all True for an input without
 one, broadcast over the features) on its axis and reduces the last axis: Keras 3 with ``any``,
 tf.keras with ``all``. Keras 3 operation layers (``x + y`` on tensors) drop masks; bnconvert
 cannot tell them from the merge layer of the same name and applies the merge layer's rule.
@@ -95,7 +97,40 @@ _MERGE_LAYERS = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
 @defines(*_OPS, shape=_elementwise_shape, weights=no_weights,
          masking={name: "own" for name in _MERGE_LAYERS}, mask={name: _merge_masks for name in _MERGE_LAYERS})
 def merge_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    if ctx.masks is not None and ctx.generation >= 3 and not ctx.constants:
+        if layer.class_name == "Multiply":
+            return [_masked_multiply(xs, ctx)]
+        if layer.class_name in ("Maximum", "Minimum"):
+            return [_masked_extreme(np.maximum if layer.class_name == "Maximum" else np.minimum, xs, ctx)]
     return [np.asarray(_OPS[layer.class_name](operands(xs, ctx.constants)), dtype=np.float64)]
+
+
+def _entry_mask(mask: np.ndarray | None, x: np.ndarray) -> np.ndarray | None:
+    """A ``(N, T)`` mask broadcast to ``x``'s shape (``expand_dims(mask, -1)``), as Keras 3 does."""
+    return None if mask is None else np.broadcast_to(np.asarray(mask, bool)[..., None], np.shape(x))
+
+
+def _masked_multiply(xs: list[np.ndarray], ctx: CallContext) -> np.ndarray:
+    """Keras 3 ``Multiply._merge_function`` with masks."""
+    masks = [_entry_mask(ctx.mask(i), x) for i, x in enumerate(xs)]
+    out_mask = reduce(np.logical_or, masks) if all(m is not None for m in masks) else None
+    factors = [f64(x) if m is None else np.where(m, f64(x), 1.0) for x, m in zip(xs, masks)]
+    out = reduce(np.multiply, factors)
+    return np.where(out_mask, out, 0.0) if out_mask is not None else out
+
+
+def _masked_extreme(op: Any, xs: list[np.ndarray], ctx: CallContext) -> np.ndarray:
+    """Keras 3 ``Merge._apply_merge_op_and_or_mask`` (Maximum, Minimum) with masks."""
+    out, out_mask = f64(xs[0]), _entry_mask(ctx.mask(0), xs[0])
+    for i, x in enumerate(xs[1:], start=1):
+        x, mask = f64(x), _entry_mask(ctx.mask(i), x)
+        if mask is not None:
+            x = np.where(mask, x, out)
+        if out_mask is not None:
+            out = np.where(out_mask, out, x)
+        out_mask = np.logical_or(out_mask, mask) if mask is not None and out_mask is not None else None
+        out = op(out, x)
+    return out
 
 
 @defines("Concatenate", shape=_concatenate_shape, weights=no_weights, fields={"axis": checks.one_axis},
