@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import OutputError, UnsupportedLayerError
 from ..model import Model
 from ..readers.rnn_layouts import CUDNN_CLASSES
-from .config_edit import edit_config, keras3_compatible
+from .config_edit import cudnn_as_native, edit_config, keras3_compatible
 from .h5 import write_h5
 from .keras1_config import keras2_config_from_keras1
 from .keras_zip import write_zip
@@ -56,8 +56,8 @@ def describe_format(fmt: str, original: Model | None = None) -> str:
                     if isinstance(layer.config.get("layer"), dict)]  # a wrapped CuDNNLSTM
         cudnn = sorted({name for name in written if name in CUDNN_CLASSES})
         if cudnn:
-            text += (f"; {'/'.join(cudnn)} kept as the input wrote them, weights in the cuDNN layout "
-                     "(standalone Keras 2 and tf.keras 1.x load them; tf-keras 2.16+ and Keras 3 have no such class)")
+            text += (f"; {'/'.join(cudnn)} written as {'/'.join(CUDNN_CLASSES[c] for c in cudnn)} with the functions "
+                     "cuDNN computes, weights kept in the cuDNN layout (Keras converts them on loading)")
         if fmt == "keras2-h5" and Path(src.path).suffix == ".keras":
             text += "; HDF5 under a .keras name as the input was: Keras 3 needs it renamed to .h5"
     return text
@@ -85,7 +85,7 @@ def _write(folded: Model, out: Path, *, original: Model, config: dict[str, Any],
     else:
         keras1 = original.source is not None and original.source.generation == 1
         base = keras2_config_from_keras1(original) if keras1 else config
-        edited = edit_config(base, folded)
+        edited = cudnn_as_native(edit_config(base, folded))
         if fmt == "keras2-h5":
             edited = keras3_compatible(edited)
         write_h5(folded, out, config=edited, keras1=keras1, original=original)

@@ -16,8 +16,9 @@ from typing import Any
 from ..catalog import fold_role, kernel_layout
 from ..errors import OutputError
 from ..model import MODEL_CLASSES, Model
+from ..readers.rnn_layouts import upgrade_cudnn_config
 
-__all__ = ["OVERRIDE_KEYS", "edit_config", "entry_name", "keras3_compatible", "layer_entries"]
+__all__ = ["OVERRIDE_KEYS", "cudnn_as_native", "edit_config", "entry_name", "keras3_compatible", "layer_entries"]
 
 #: config keys a fold may change on a kept layer
 OVERRIDE_KEYS = ("use_bias", "center", "scale")
@@ -226,3 +227,22 @@ def keras3_compatible(config: dict[str, Any]) -> dict[str, Any]:
                     cfg.pop(key, None)
     return config
 
+
+
+def cudnn_as_native(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with every CuDNNLSTM/CuDNNGRU as the LSTM/GRU computing the same function (tanh,
+    sigmoid; GRU ``reset_after``): no Keras since tf.keras 1.x has the cuDNN classes, but every
+    Keras that loads an LSTM/GRU from a legacy ``.h5`` converts cuDNN-layout weights, which the
+    writer keeps (``_convert_rnn_weights``, telling them by the bias size)."""
+    native = upgrade_cudnn_config(config)
+    if native is config:
+        return config
+    stack: list[Any] = [native]
+    while stack:  # the reader's bookkeeping: the class the input wrote
+        item = stack.pop()
+        if isinstance(item, dict):
+            item.pop("source_class", None)
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, (dict, list)))
+    return native

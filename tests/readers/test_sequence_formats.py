@@ -312,7 +312,9 @@ def test_cudnn_classes_read_as_lstm_and_gru(tmp_path: Path) -> None:
 
 def test_cudnn_weights_written_back_in_their_layout(tmp_path: Path) -> None:
     """The writer inverts the conversion: kernels byte for byte; the GRU bias exactly; an LSTM's
-    two bias halves may be split differently (Keras splits them equally) but keep their sum."""
+    two bias halves may be split differently (Keras splits them equally) but keep their sum. The
+    classes are written as the LSTM/GRU Keras converts such weights into (no Keras after tf.keras
+    1.x has the cuDNN classes)."""
     rng = np.random.default_rng(6)
     path = tmp_path / "cudnn.h5"
     stored = _cudnn_file(path, rng)
@@ -322,7 +324,10 @@ def test_cudnn_weights_written_back_in_their_layout(tmp_path: Path) -> None:
     with h5py.File(out) as f:
         written = {n.decode(): f["model_weights"][layer][n][()] for layer in ("gru", "bi")
                    for n in f["model_weights"][layer].attrs["weight_names"]}
-        assert json.loads(f.attrs["model_config"])["config"][0]["class_name"] == "CuDNNGRU"
+        written_config = json.loads(f.attrs["model_config"])["config"]
+    assert [e["class_name"] for e in written_config] == ["GRU", "Bidirectional"]
+    assert written_config[1]["config"]["layer"]["class_name"] == "LSTM"
+    assert written_config[0]["config"]["reset_after"] is True and "source_class" not in json.dumps(written_config)
     assert written.keys() == stored.keys()
     for name, array in stored.items():
         if name.startswith("bi/") and name.endswith("bias:0"):
@@ -403,4 +408,4 @@ def test_written_cudnn_layers_are_described(tmp_path: Path) -> None:
     path = tmp_path / "cudnn.h5"
     _cudnn_file(path, np.random.default_rng(10))
     text = describe_format("keras2-h5", bnconvert.load(path))
-    assert "CuDNNGRU/CuDNNLSTM kept as the input wrote them" in text
+    assert "CuDNNGRU/CuDNNLSTM written as GRU/LSTM with the functions cuDNN computes, weights kept in the cuDNN layout" in text

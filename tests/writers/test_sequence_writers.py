@@ -26,6 +26,7 @@ from bnconvert.fold import fold_model
 from bnconvert.writers import write_model
 
 from ..conftest import sequence_corpus_file
+from ..readers.test_sequence_formats import _cudnn_file, _cudnn_to_lstm_kernel
 
 #: relative tolerance of the issue: max |diff| / max |output|
 TOLERANCE = 1e-5
@@ -114,6 +115,11 @@ if len(sys.argv) > 3:  # a Keras 1 file bnconvert wrote as Keras 2: load it, kee
     np.savez(os.path.join(folder, "keras1_lstm.npz"), *layer.get_weights())
     results["keras1"] = [layer.get_config()["units"], layer.get_config()["recurrent_activation"],
                          list(np.asarray(m(np.zeros((1, 3, 97), "float32"))).shape)]
+if len(sys.argv) > 5:  # CuDNNGRU and Bidirectional(CuDNNLSTM) written as GRU/LSTM, cuDNN weights
+    m = keras.models.load_model(sys.argv[5], compile=False)
+    np.savez(os.path.join(folder, "cudnn.npz"), **{f"{layer.name}.{i}": w for layer in m.layers
+                                                  for i, w in enumerate(layer.get_weights())})
+    results["cudnn"] = [type(layer).__name__ for layer in m.layers]
 if len(sys.argv) > 4:  # Keras 1 Embedding, GRU, SimpleRNN, Bidirectional(LSTM) written as Keras 2
     m = keras.models.load_model(sys.argv[4], compile=False)
     np.savez(os.path.join(folder, "keras1_rnn.npz"), **{f"{layer.name}.{i}": w for layer in m.layers
@@ -145,12 +151,16 @@ def flavour_results(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
         keras1 = _keras1_recurrent_file(folder / "keras1_rnn.h5")
         model = bnconvert.load(keras1)
         write_model(fold_model(model)[0], folder / "keras1_rnn.folded.h5", original=model)
-        extra = [str(folder / "neural_char.h5"), str(folder / "keras1_rnn.folded.h5")]
+        cudnn = folder / "cudnn.h5"
+        _cudnn_file(cudnn, np.random.default_rng(11))
+        model = bnconvert.load(cudnn)
+        write_model(fold_model(model)[0], folder / "cudnn.folded.h5", original=model)
+        extra = [str(folder / "neural_char.h5"), str(folder / "keras1_rnn.folded.h5"), str(folder / "cudnn.folded.h5")]
     return _run(request.param, folder, *extra), folder
 
 
 def test_folded_recurrent_models_load_and_match(flavour_results: tuple[dict[str, list], Path]) -> None:
-    results = {k: v for k, v in flavour_results[0].items() if not k.startswith("keras1")}
+    results = {k: v for k, v in flavour_results[0].items() if not k.startswith(("keras1", "cudnn"))}
     names = ["chain.h5", "chain.keras", "conv_lstm.h5", "conv_lstm.keras", "sequential.h5", "sequential.keras"]
     assert sorted(results) in (names, sorted(names + ["tf_op.h5", "tf_op.keras"]))
     bad = {name: r for name, r in results.items() if not r[0] <= TOLERANCE}
@@ -174,6 +184,25 @@ def test_read_weights_are_what_keras_holds(flavour_results: tuple[dict[str, list
                     np.testing.assert_array_equal(array, keras_weights[f"{layer.name}.{i}"], err_msg=f"{name}.{ext} {layer.name}")
                     seen += 1
             assert seen == len(keras_weights.files), f"{name}.{ext}"
+
+
+def test_cudnn_layers_written_load_in_tf_keras_as_keras_converts_them(flavour_results: tuple[dict[str, list], Path]) -> None:
+    """tf-keras has no cuDNN classes; the copy names them LSTM/GRU and keeps the cuDNN weights, which
+    tf-keras' own ``_convert_rnn_weights`` turns into what the element-wise conversion gives."""
+    results, folder = flavour_results
+    if "cudnn" not in results:
+        return  # the Keras 3 run
+    assert results["cudnn"] == ["GRU", "Bidirectional"]
+    loaded = np.load(folder / "cudnn.npz")
+    with h5py.File(folder / "cudnn.h5") as f:
+        stored = {n.decode(): f["model_weights"][layer][n][()] for layer in ("gru", "bi")
+                  for n in f["model_weights"][layer].attrs["weight_names"]}
+    np.testing.assert_array_equal(loaded["gru.0"], _cudnn_to_lstm_kernel(stored["gru/kernel:0"], 3))
+    np.testing.assert_array_equal(loaded["gru.2"], stored["gru/bias:0"].reshape(2, -1))
+    for j, side in enumerate(("forward", "backward")):
+        np.testing.assert_array_equal(loaded[f"bi.{3 * j}"], _cudnn_to_lstm_kernel(stored[f"bi/{side}_lstm/kernel:0"], 4))
+        bias = stored[f"bi/{side}_lstm/bias:0"]
+        np.testing.assert_allclose(loaded[f"bi.{3 * j + 2}"], bias[:8] + bias[8:], rtol=1e-6)
 
 
 def _keras1_recurrent_file(path: Path) -> Path:
