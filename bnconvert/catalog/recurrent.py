@@ -28,7 +28,13 @@ backend's ``rnn()``, which tf.keras and Keras 1/2 share step for step):
 - a masked step (``mask[:, t]`` False) keeps every state, and its output is the previous output
   (zeros before the first unmasked step), or zero when ``zero_output_for_mask`` (which
   Bidirectional forces to ``return_sequences``); a fully masked row gives the initial states;
-- dropouts and ``unroll``/``implementation`` change nothing at inference;
+- dropouts and ``implementation`` change nothing at inference; nor does ``unroll``, except in
+  one case the TensorFlow backend's unrolled loop has (Keras 3 and tf.keras alike): with a mask,
+  ``zero_output_for_mask`` and ``go_backwards``, it repeats the previous output at masked steps
+  and then zeroes the outputs (held in processing order) with the mask in *time* order;
+- Keras 3 fills a layer's mask only when its call has one tensor argument
+  (``Layer.__call__``): a recurrent layer given ``initial_state`` runs unmasked there (its
+  output still carries the mask); tf.keras and Keras 1/2 apply the mask;
 - ``hard_sigmoid`` is the generation's (Keras 1/2, tf.keras ``clip(0.2x + 0.5)``, Keras 3
   ``clip(x/6 + 0.5)``), as every activation from :mod:`.activations`.
 
@@ -250,9 +256,18 @@ def _initial_states(layer: Layer, cells: list[_Cell], xs: list[np.ndarray]) -> l
 
 
 def run_cells(cells: list[_Cell], x: np.ndarray, states: list[list[np.ndarray]], mask: np.ndarray | None, *,
-              go_backwards: bool, zero_output_for_mask: bool) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
-    """Keras' ``backend.rnn`` loop: the outputs per processed step (in processing order) and the
-    final states. A stack feeds each cell's output to the next cell within the step."""
+              go_backwards: bool, zero_output_for_mask: bool,
+              unroll: bool = False) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+    """Keras' ``backend.rnn`` loop: the outputs per processed step (in processing order), then
+    the last output (what ``return_sequences=False`` returns), and the final states. A stack
+    feeds each cell's output to the next cell within the step."""
+    if unroll and mask is not None and zero_output_for_mask and go_backwards:
+        # the TensorFlow backend's unrolled loop (see the module docstring): previous outputs at
+        # masked steps, then the sequence zeroed by the mask in time order; the last output is
+        # zeroed by the last processed step's mask, as in the loop
+        outs, states = run_cells(cells, x, states, mask, go_backwards=True, zero_output_for_mask=False)
+        last = np.where(mask[:, 0][:, None], outs[-1], 0.0)
+        return [np.where(mask[:, k][:, None], y, 0.0) for k, y in enumerate(outs[:-1])] + [last], states
     steps = x.shape[1]
     if steps == 0:
         raise UnsupportedLayerError("a recurrent layer needs at least one time step")
@@ -270,7 +285,7 @@ def run_cells(cells: list[_Cell], x: np.ndarray, states: list[list[np.ndarray]],
             new = [[np.where(keep, s1, s0) for s1, s0 in zip(ns, st)] for ns, st in zip(new, states)]
         prev, states = y, new
         outs.append(y)
-    return outs, states
+    return outs + [outs[-1]], states
 
 
 def recurrent_masks(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray | None]:
@@ -294,11 +309,11 @@ def recurrent_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> lis
     if x.ndim != 3:
         raise UnsupportedLayerError(f"layer {layer.label}: rank-{x.ndim} input, expected (batch, time, features)")
     cells = _cells(layer, ctx)
-    mask = ctx.mask(0)
+    mask = ctx.mask(0) if len(xs) == 1 or ctx.generation < 3 else None  # Keras 3: no mask with initial states
     outs, states = run_cells(cells, x, _initial_states(layer, cells, xs), None if mask is None else np.asarray(mask, bool),
                              go_backwards=bool(c.get("go_backwards")),
-                             zero_output_for_mask=bool(c.get("zero_output_for_mask")))
-    first = np.stack(outs, axis=1) if c.get("return_sequences") else outs[-1]
+                             zero_output_for_mask=bool(c.get("zero_output_for_mask")), unroll=bool(c.get("unroll")))
+    first = np.stack(outs[:-1], axis=1) if c.get("return_sequences") else outs[-1]
     if not c.get("return_state"):
         return [first]
     return [first] + [s for cell_states in states for s in cell_states]
