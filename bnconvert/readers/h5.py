@@ -246,12 +246,15 @@ def read_h5(
         model = _weights_only(stored, source_info)
     else:
         source_info.config = config
-        graph_config = upgrade_cudnn_config(keras1.upgrade_config(config) if gen == 1 else config)
+        graph_config = keras1.upgrade_config(config) if gen == 1 else config
+        if "CuDNN" in config_text:  # the text first: walking a 100,000-layer config costs 0.4 s
+            graph_config = upgrade_cudnn_config(graph_config)
         model = build_model(graph_config)
-        reset_after = gen == 3 or _tf_keras(version)
-        for _, layer, _ in model.walk():
-            if layer.model is None:
-                layer.config = explicit_reset_after(layer.class_name, layer.config, reset_after)
+        if "GRU" in config_text:
+            reset_after = gen == 3 or _tf_keras(version)
+            for _, layer, _ in model.walk():
+                if layer.model is None:
+                    layer.config = explicit_reset_after(layer.class_name, layer.config, reset_after)
         check_fields(model)
         model.source = source_info
         _attach(model, stored, keras1=gen == 1)
