@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import BnconvertError, FormatError
 from .inputs import InputSpec
 
-__all__ = ["ONNX_DTYPES", "OnnxRunner", "Runner", "RunnerUnavailable"]
+__all__ = ["ONNX_DTYPES", "OnnxLoadError", "OnnxRunner", "Runner", "RunnerUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,11 @@ class RunnerUnavailable(BnconvertError):
 
     The built-in checks catch it and fall back to the TensorFlow-free reference.
     """
+
+
+class OnnxLoadError(FormatError):
+    """onnxruntime refuses to load an ONNX model: bad input when the user gave the file, a
+    bnconvert bug when bnconvert just wrote it (the export turns it into an InternalError)."""
 
 
 class Runner(ABC):
@@ -162,7 +167,7 @@ class OnnxRunner(Runner):
         try:
             return ort.InferenceSession(target, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind classes; all mean "cannot load"
-            raise FormatError(f"{self.label}: onnxruntime cannot load it ({_first_line(exc)})") from None
+            raise OnnxLoadError(f"{self.label}: onnxruntime cannot load it ({_first_line(exc)})") from None
 
     @property
     def proto(self) -> Any:

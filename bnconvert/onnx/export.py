@@ -27,7 +27,15 @@ from onnx import TensorProto, helper
 from .. import __version__
 from ..bn import unsafe_values
 from ..io import atomic_output, check_output
-from ..errors import BnconvertError, EquivalenceError, FoldError, FormatError, OutputError, UnsupportedLayerError
+from ..errors import (
+    BnconvertError,
+    EquivalenceError,
+    FoldError,
+    FormatError,
+    InternalError,
+    OutputError,
+    UnsupportedLayerError,
+)
 from ..model import Model
 from ..readers import load
 from ..text import one_line, refuse_unencodable
@@ -406,7 +414,13 @@ def export_file(
             write_onnx(proto, constants, tmp, external_data=data_name)
             del proto, constants
             if check:
-                result = _numerical_check(src, tmp, load_options, handed, reference)
+                from ..check.runners import OnnxLoadError
+
+                try:
+                    result = _numerical_check(src, tmp, load_options, handed, reference)
+                except OnnxLoadError as exc:  # the file bnconvert just wrote: its own bug, not the input's
+                    raise InternalError(f"{src}: onnxruntime cannot load the ONNX bnconvert wrote, nothing written "
+                                        f"({str(exc).split('(', 1)[-1].rstrip(')')})") from None
                 report.check, report.check_summary = result.to_dict(), result.headline()
                 if not result:
                     raise EquivalenceError(f"{src}: the ONNX model does not match, nothing written\n{result.summary()}")

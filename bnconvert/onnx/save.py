@@ -79,7 +79,8 @@ def _little_endian(arr: np.ndarray) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(arr)
+    # not np.ascontiguousarray, which turns a 0-d array (a Gather's scalar index) into a 1-d one
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
 def constants_bytes(constants: Mapping[str, np.ndarray]) -> int:

@@ -129,6 +129,16 @@ def test_big_endian_and_transposed_arrays_are_written_as_onnx_raw_data(tmp_path:
     np.testing.assert_array_equal(_values(full)["w"], weight.astype(np.float32))
 
 
+def test_scalar_initializers_keep_rank_zero(tmp_path: Path) -> None:
+    """A Gather's scalar index must stay 0-d (a 1-d index keeps the axis it should remove)."""
+    model, constants = _tiny(np.ones((C, C, 1, 1), np.float32), C)
+    constants = {**constants, "index": np.asarray(np.int64(1)), "big_endian": np.asarray(2.5, ">f4")}
+    write_onnx(model, constants, tmp_path / "m.onnx")
+    got = {t.name: list(t.dims) for t in onnx.load(tmp_path / "m.onnx").graph.initializer}
+    assert got["index"] == [] and got["big_endian"] == []
+    assert _values(onnx.load(tmp_path / "m.onnx"))["big_endian"] == np.float32(2.5)
+
+
 def test_onnx_runner_takes_arrays_without_serialising_them(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     weight = rng.normal(size=(C, 3, 1, 1)).astype(np.float32)
