@@ -112,7 +112,7 @@ class AuditReport:
             "model_kind": self.model.kind,
             "layers": sum(1 for _ in self.model.walk()),
             "parameters": self.model.count_params(),
-            "notes": list(src.notes),
+            "notes": list(src.notes) + stateful_notes(self.model),
             "batch_norms": [bn.to_dict() for bn in self.batch_norms],
             "summary": {
                 "batch_norms": len(self.batch_norms),
@@ -232,6 +232,20 @@ def _audit_model(model: Model, decisions: dict[str, FoldDecision], tf_keras: boo
             mode=p.mode,
         ))
     return reports
+
+
+def _stateful(config: dict[str, Any]) -> bool:
+    """A recurrent config, or a wrapper's inner one, that keeps its states between batches."""
+    inner = config.get("layer")
+    return bool(config.get("stateful")) or (isinstance(inner, dict) and isinstance(inner.get("config"), dict)
+                                            and bool(inner["config"].get("stateful")))
+
+
+def stateful_notes(model: Model) -> list[str]:
+    """One note per stateful layer: bnconvert runs, checks and exports it from zero states."""
+    return [f"'{path}' ({layer.source_class}) is stateful: bnconvert runs, checks and exports it from zero "
+            "initial states (a freshly reset layer); states Keras carries from batch to batch are not kept"
+            for path, layer, _ in model.walk() if layer.model is None and _stateful(layer.config)]
 
 
 def audit(model: Model) -> AuditReport:

@@ -104,3 +104,18 @@ def test_config_option_reads_a_weights_only_file() -> None:
     report = json.loads(out)
     assert report["config_file"] == str(arch)
     assert report["batch_norms"] == json.loads(json.dumps(audit_file(weights, config=arch)))["batch_norms"]
+
+
+def test_a_stateful_recurrent_layer_is_noted_with_what_bnconvert_does() -> None:
+    """Stateful layers (plain or inside Bidirectional) run from zero states: inspect says so."""
+    from bnconvert.audit import stateful_notes
+    from bnconvert.model import Layer, Model, TensorRef
+
+    inp = Layer("x", "InputLayer", {"batch_shape": [2, 5, 3]})
+    lstm = Layer("lstm", "LSTM", {"units": 4, "stateful": True}, calls=[[TensorRef("x")]])
+    bi = Layer("bi", "Bidirectional", {"layer": {"class_name": "GRU", "config": {"units": 2, "stateful": True}}},
+               calls=[[TensorRef("lstm")]])
+    plain = Layer("gru", "GRU", {"units": 2, "stateful": False}, calls=[[TensorRef("bi")]])
+    notes = stateful_notes(Model("m", [inp, lstm, bi, plain], [TensorRef("x")], [TensorRef("gru")]))
+    assert [n.split(" is ")[0] for n in notes] == ["'lstm' (LSTM)", "'bi' (Bidirectional)"]
+    assert all("zero initial states" in n for n in notes)
