@@ -22,7 +22,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MODEL_CLASSES", "Layer", "Model", "Source", "TensorRef"]
+__all__ = ["GIVEN_MASK", "MODEL_CLASSES", "given_mask_problem", "Layer", "Model", "Source", "TensorRef"]
+
+#: the key of :attr:`Layer.call_kwargs` holding the tensors a call is given as ``mask=``
+GIVEN_MASK = "given_mask"
 
 #: the class names of a model inside a config (a nested model is a layer of one of these)
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
@@ -53,12 +56,19 @@ class Layer:
     source_class: str = ""
     #: for a nested Sequential/Functional model, the model itself
     model: Model | None = None
-    #: per call, keyword arguments recorded in the file (``training``, ``mask`` ...)
+    #: per call, keyword arguments recorded in the file (``training`` ...); the tensors passed as
+    #: ``mask=`` are under :data:`GIVEN_MASK` (not inputs: bnconvert propagates masks itself)
     call_kwargs: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.source_class:
             self.source_class = self.class_name
+
+    def given_mask(self, k: int) -> list[TensorRef]:
+        """The tensors the file passes as ``mask=`` to call ``k`` (Keras 3 records the mask it
+        computed for the call that way; a user may pass one too)."""
+        kwargs = self.call_kwargs[k] if k < len(self.call_kwargs) else {}
+        return list(kwargs.get(GIVEN_MASK) or [])
 
     @property
     def label(self) -> str:
@@ -77,6 +87,15 @@ class Layer:
         for key, value in changes.items():
             setattr(new, key, value)
         return new
+
+
+def given_mask_problem(name: str, layer: Layer, k: int) -> str:
+    """Why a call given ``mask=`` in the file cannot be run: bnconvert computes masks by
+    propagating them as Keras does, and found none for this call, so the file's mask comes from
+    elsewhere (a boolean input, an expression of the user's)."""
+    source = ", ".join(f"'{ref}'" for ref in layer.given_mask(k))
+    return (f"'{name}' ({layer.source_class}: the file passes it a mask computed by {source}, which is not "
+            "the mask Keras propagates; explicit masks are not supported)")
 
 
 @dataclass

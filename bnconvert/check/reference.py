@@ -26,7 +26,7 @@ import numpy as np
 
 from ..catalog.record import output_masks
 from ..errors import BnconvertError, UnsupportedLayerError
-from ..model import Layer, Model, TensorRef
+from ..model import Layer, Model, TensorRef, given_mask_problem
 from .inputs import InputSpec, with_values
 from .runners import Runner, RunnerUnavailable
 
@@ -146,6 +146,8 @@ class _Executor:
         for layer, k in order:
             xs = [env[r] for r in layer.calls[k]]
             ms = [menv.get(r) for r in layer.calls[k]]
+            if layer.given_mask(k) and ms[0] is None:
+                raise UnsupportedLayerError(given_mask_problem(f"{path}{layer.name}", layer, k))
             name = f"{path}{layer.name}" + (f"/call{k}" if k else "")
             outs, out_masks = self._call(layer, k, xs, ms, name, f"{path}{layer.name}")
             for i, (y, m) in enumerate(zip(outs, out_masks)):

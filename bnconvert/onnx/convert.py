@@ -13,7 +13,7 @@ from typing import Any
 
 from ..catalog import catalog
 from ..errors import UnsupportedLayerError
-from ..model import MODEL_CLASSES, Layer, Model, Source, TensorRef
+from ..model import MODEL_CLASSES, Layer, Model, Source, TensorRef, given_mask_problem
 from ..shapes import infer_shapes
 from .builder import Builder, Call, Tensor
 from .registry import handlers
@@ -146,6 +146,8 @@ def run_model(run: Run, model: Model, inputs: list[Tensor], *, prefix: str = "",
                 masks=[menv.get(r) for r in layer.calls[k]],
             )
             try:
+                if layer.given_mask(k) and call.mask(0) is None:
+                    raise UnsupportedLayerError(given_mask_problem(call.name, layer, k))
                 if layer.model is None and any(s is None for s in call.out_shapes):
                     raise UnsupportedLayerError(f"'{call.name}' ({layer.source_class}: output shape unknown)")
                 if layer.model is None:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import FormatError
-from ..model import MODEL_CLASSES, Layer, Model, TensorRef
+from ..model import GIVEN_MASK, MODEL_CLASSES, Layer, Model, TensorRef
 
 __all__ = ["MAX_LAYERS", "TENSOR_KWARGS", "build_model", "count_layers", "paused_gc"]
 
@@ -401,6 +401,8 @@ def _inbound(nodes: Any, layer: Layer, where: str) -> tuple[list[list[TensorRef]
                 positions.setdefault(k, []).extend(range(len(refs), len(refs) + len(found)))
                 refs += found
             kw[TENSOR_KWARGS] = positions
+        if more:
+            kw[GIVEN_MASK] = list(more)
         calls.append(refs)
         kwargs.append(kw)
         extra.append(more)

@@ -312,3 +312,20 @@ def test_time_distributed_masks_by_generation() -> None:
         got = _td_embedding_mask("keras2-h5", batch)
         assert got is not None and np.array_equal(got, np.stack([IDS, IDS2], axis=1) != 0), batch
     assert _td_embedding_mask("keras3-zip", None) is None
+
+
+def test_a_mask_the_file_passes_explicitly_is_refused_not_ignored(tmp_path: Path) -> None:
+    """Keras 3 records the masks it propagated as ``mask=`` (bnconvert recomputes those); a mask
+    from elsewhere (here a boolean input) would be silently dropped, so both the export and the
+    float64 reference refuse it, naming the layer and the tensor."""
+    import keras
+
+    ids, given = keras.Input((6,), dtype="int32"), keras.Input((6,), dtype="bool")
+    out = keras.layers.LSTM(3)(keras.layers.Embedding(9, 4)(ids), mask=given)
+    path = tmp_path / "explicit_mask.keras"
+    keras.Model([ids, given], out).save(path)
+    model = bnconvert.load(path)
+    with pytest.raises(UnsupportedLayerError, match=r"'lstm\w*' \(LSTM: the file passes it a mask computed by 'input_layer\w*'"):
+        to_onnx(model)
+    with pytest.raises(UnsupportedLayerError, match="explicit masks are not supported"):
+        ReferenceRunner(path, model=model).infer({"input_layer": IDS, "input_layer_1": IDS > 0})
