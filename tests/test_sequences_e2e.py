@@ -66,7 +66,7 @@ class Case:
 
 
 _K3 = {"text_lstm": 1, "tagger": 2, "simple_rnn": 1, "gru_v1": 1, "masking_lstm": 1, "video": 1,
-       "convlstm": 2, "stacked_cells": 1, "bi_states": 1}
+       "convlstm": 2, "stacked_cells": 1, "bi_states": 1, "stateful_unroll": 1, "convlstm1d": 1}
 _TFK = {"lstm": 1, "gru": 1, "bilstm": 1, "embedding": 1, "video": 2}
 _K1 = {"lstm": 1, "lstm_gpu": 1, "gru": 1, "simplernn": 1, "embedding": 1}
 
@@ -382,6 +382,16 @@ def test_onnx_matches_truth_on_padded_inputs(case: Case) -> None:
     compared = _ok(_result(case), "compare")
     assert "onnx" in compared
     assert compared["onnx"] < TOLERANCE, compared
+
+
+@pytest.mark.parametrize("stem", ["seq_k3_stateful_unroll.keras", "seq_k3_stateful_unroll.h5"])
+def test_stateful_layer_export_says_it_starts_from_zero_states(
+    stem: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The note is a logged warning (the CLI prints it; in process, the log holds it)."""
+    code, _, stderr = _cli("export", str(fixture_file(stem)), "-o", str(tmp_path / "m.onnx"), "--no-check")
+    assert code == 0, stderr
+    assert "'lstm' (LSTM) is stateful: exported with zero initial states" in caplog.text
 
 
 def test_weights_only_cudnn_file_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def keras3_param_counts() -> dict[str, int]:
 
 
 def test_keras3_fixtures_read_with_every_parameter(keras3_param_counts: dict[str, int]) -> None:
-    assert len(keras3_param_counts) == 9
+    assert len(keras3_param_counts) == 11
     for name, count in keras3_param_counts.items():
         for ext in (".keras", ".h5"):
             stem = name[: -len(".keras")] + ext
