@@ -94,18 +94,10 @@ CASES = (
 #: (file, test) pairs left out until bnconvert handles them, with the error they give today (the
 #: issue-15 report lists them; delete an entry when its fix lands: the test then runs)
 NOT_YET: dict[tuple[str, str], str] = {
-    **{("seq_tfk_bilstm.h5", t): "export: onnxruntime cannot load it (Node (dense) Op (Gemm) "
-       "[ShapeInferenceError] Input 0 expected to have rank 2 but has rank 3)"
-       for t in ("export", "verify", "onnx")},
-    **{("seq_tfk_bilstm.keras", t): "as seq_tfk_bilstm.h5" for t in ("export", "verify", "onnx")},
     **{("seq_cudnn.h5", t): "export/fold check: Keras failed to run it (Exception encountered when "
        "calling layer 'cu_dnnlstm_1' (type CuDNNLSTM)): tf-keras loads CuDNN layers but cannot "
        "run them on a CPU, the check should use the float64 reference"
        for t in ("export", "verify", "onnx")},
-    **{(f"seq_k3_bi_states{ext}", t): "export: onnxruntime failed to run it (Transpose node "
-       "'bi_gru/keras_layout': perm size: 3 does not match input rank: 4); also for a bare "
-       "Bidirectional(GRU(4, return_sequences=True)) without a mask"
-       for ext in (".keras", ".h5") for t in ("export", "verify", "onnx")},
     ("akshitgajera1013__Email-Spam", "onnx"): "ONNX (Scan GRU, 500 steps) vs Keras 3: 1.7e-3 "
     "relative (abs 4e-8 on outputs ~1e-5, a sigmoid of logits near -11: logit error ~5e-3 even on "
     "an unpadded row) while the float64 reference agrees with Keras to 6e-7",
