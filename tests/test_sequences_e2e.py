@@ -98,9 +98,10 @@ NOT_YET: dict[tuple[str, str], str] = {
        "calling layer 'cu_dnnlstm_1' (type CuDNNLSTM)): tf-keras loads CuDNN layers but cannot "
        "run them on a CPU, the check should use the float64 reference"
        for t in ("export", "verify", "onnx")},
-    ("akshitgajera1013__Email-Spam", "onnx"): "ONNX (Scan GRU, 500 steps) vs Keras 3: 1.7e-3 "
-    "relative (abs 4e-8 on outputs ~1e-5, a sigmoid of logits near -11: logit error ~5e-3 even on "
-    "an unpadded row) while the float64 reference agrees with Keras to 6e-7",
+    ("akshitgajera1013__Email-Spam", "onnx"): "ONNX vs Keras 3: 1.7e-3 relative on outputs ~1e-5 "
+    "(abs 4e-8; the float64 reference agrees with Keras to 6e-7): the final Dense(sigmoid) is an "
+    "ONNX Sigmoid, which onnxruntime computes to ~1.5e-7 absolute but up to 1.7e-2 relative for "
+    "outputs near 0; 1/(1+Exp(-x)) in onnxruntime is 1.5e-7 relative",
 }
 
 
