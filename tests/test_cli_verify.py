@@ -136,6 +136,23 @@ def test_dynamic_dims_name_the_input(tmp_path: Path) -> None:
     assert code == 0 and "img [2x7x9x3]" in out
 
 
+def test_a_dynamic_sequence_length_is_set_for_the_check(tmp_path: Path) -> None:
+    """Text and time-series models leave the time axis open: verify gives it the built-in
+    checks' length and says so; --input-shape still decides."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["seq"], ["y"], name="relu")], "g",
+        [helper.make_tensor_value_info("seq", TensorProto.FLOAT, ["N", "T", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "T", 3])],
+    )
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "seq.onnx")
+    code, out, _ = invoke(path, path)
+    assert code == 0 and "seq [1x32x3]" in out and "input 'seq': dynamic axes [1] set to 32" in out
+    code, out, _ = invoke(path, path, "--input-shape", "seq:2x5x3")
+    assert code == 0 and "seq [2x5x3]" in out and "set to 32" not in out
+
+
 def test_verify_onnx_without_tensorflow(pair: tuple[str, str]) -> None:
     proc = run_cli("verify", *pair, "--locate", no_tf=True)
     assert proc.returncode == 1, proc.stderr

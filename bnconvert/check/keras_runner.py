@@ -160,6 +160,10 @@ def _import(module: str) -> tuple[Any, Any]:
     return tf, keras
 
 
+#: classes Keras runs only with cuDNN, on a GPU (the readers turn them into LSTM/GRU)
+_GPU_ONLY = frozenset({"CuDNNLSTM", "CuDNNGRU"})
+
+
 class KerasRunner(Runner):
     """A Keras file run by the Keras that reads it (``keras`` 3 or ``tf_keras``), on CPU."""
 
@@ -221,6 +225,12 @@ class KerasRunner(Runner):
                 f"{path}: written by the Theano backend; {self.module} loads its conv kernels without the flip "
                 "Keras 2 applied, so it is no reference for this file"
             )
+        cudnn = sorted({f"'{p}' ({layer.source_class})" for p, layer, _ in self.model.walk()
+                        if layer.source_class in _GPU_ONLY})
+        if cudnn:
+            # tf.keras loads them, then fails on the first call without a GPU
+            raise RunnerUnavailable(f"{path}: {', '.join(cudnn)} run only on a GPU in Keras; the Keras reference runs "
+                                    "on the CPU")
         self.tf, self.keras = _import(self.module)
         self.keras_model = self._load(options.get("config"))
         self._xla = False

@@ -14,7 +14,7 @@ import stat
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from .keras_runner import (
     keras_available,
     keras_module_for,
 )
-from .pairing import bind_inputs, fill_dynamic, run_pair
+from .pairing import CHECK_DYNAMIC_SIZE, bind_inputs, fill_dynamic, run_pair
 from .reference import ReferenceRunner, blas_threads, declared_input_specs
 from .results import EXPORT_TOLERANCE, FOLD_TOLERANCE, CheckResult, VerifyResult
 from .runners import OnnxRunner, Runner, RunnerUnavailable
@@ -187,6 +187,22 @@ def open_runner(
 
 
 # ------------------------------------------------------------------------------------- verify
+def _fill_open_axes(specs: Sequence[InputSpec], given: Mapping[str, Sequence[int]] | None
+                    ) -> tuple[list[InputSpec], list[str]]:
+    """Specs whose only dynamic axis after the batch is axis 1 (a sequence's length) get
+    :data:`CHECK_DYNAMIC_SIZE` steps, as the built-in checks do, unless ``--input-shape`` gives
+    them; other dynamic axes (an image's height and width) are left for ``--input-shape``."""
+    filled, notes = [], []
+    for s in specs:
+        open_axes = [i for i, d in enumerate(s.shape) if d is None and i > 0]
+        if open_axes == [1] and s.name not in (given or {}):
+            s = replace(s, shape=tuple(CHECK_DYNAMIC_SIZE if d is None and i > 0 else d for i, d in enumerate(s.shape)))
+            notes.append(f"input '{s.name}': dynamic axes {open_axes} set to {CHECK_DYNAMIC_SIZE} "
+                         "(--input-shape sets them)")
+        filled.append(s)
+    return filled, notes
+
+
 def verify(
     a_path: str | os.PathLike[str],
     b_path: str | os.PathLike[str],
@@ -233,10 +249,13 @@ def verify(
         feeds_a = load_inputs(inputs, binding.specs)
         source = f"file {Path(inputs).name}"
     else:
-        feeds_a = random_inputs(binding.specs, seed=seed, batch=batch, value_range=value_range, input_shapes=input_shapes,
+        specs, open_notes = _fill_open_axes(binding.specs, input_shapes)
+        feeds_a = random_inputs(specs, seed=seed, batch=batch, value_range=value_range, input_shapes=input_shapes,
                                 source=a_path, advice="give --inputs, or a smaller --batch or --input-shape")
         source = f"uniform [{value_range[0]:g}, {value_range[1]:g}) from seed {seed}"
     comparison, feeds_b = run_pair(ra, rb, binding, feeds_a, atol=atol, rtol=rtol)
+    if inputs is None and open_notes:
+        comparison.messages = open_notes + comparison.messages
     located = None
     if locate:
         from .locate import LocateResult, locate_divergence
