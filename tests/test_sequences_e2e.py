@@ -94,10 +94,6 @@ CASES = (
 #: (file, test) pairs left out until bnconvert handles them, with the error they give today (the
 #: issue-15 report lists them; delete an entry when its fix lands: the test then runs)
 NOT_YET: dict[tuple[str, str], str] = {
-    **{("seq_cudnn.h5", t): "export/fold check: Keras failed to run it (Exception encountered when "
-       "calling layer 'cu_dnnlstm_1' (type CuDNNLSTM)): tf-keras loads CuDNN layers but cannot "
-       "run them on a CPU, the check should use the float64 reference"
-       for t in ("export", "verify")},
     ("akshitgajera1013__Email-Spam", "onnx"): "ONNX vs Keras 3: 1.7e-3 relative on outputs ~1e-5 "
     "(abs 4e-8; the float64 reference agrees with Keras to 6e-7): the final Dense(sigmoid) is an "
     "ONNX Sigmoid, which onnxruntime computes to ~1.5e-7 absolute but up to 1.7e-2 relative for "
