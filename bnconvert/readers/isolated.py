@@ -195,8 +195,13 @@ def run(source: ModelFile, name: str, params: dict[str, Any] | None = None, *, w
         frames = _receive(proc.out, deadline=time.monotonic() + wall,
                           blob_limit=source.size + min(2**33, 1000 * max(source.size, 1)))
     except _TimedOut:
+        used = proc.cpu_used()
         proc.kill()
         proc.wait()
+        if used is not None and used < cpu / 2:
+            # not a loop in the file: the child hardly ran (a machine too busy to give it a core)
+            raise BnconvertError(f"reading {what} stalled: its reading process got {used:.1f} s of CPU in "
+                                 f"{wall:.0f} s (a busy machine?); try again") from None
         raise FormatError(f"damaged {what} (reading it took more than {wall:.0f} s: a loop "
                           "in its structures?); refused") from None
     except BaseException:
@@ -315,6 +320,16 @@ def _answer(header: bytes, blobs: list[np.ndarray], what: str) -> Answer:
 
 class _Child:
     out: int
+    pid: int
+
+    def cpu_used(self) -> float | None:
+        """Seconds of CPU the running child has used (Linux ``/proc``), None when unknown."""
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        except (OSError, ValueError, IndexError):
+            return None
 
     def kill(self) -> None:
         raise NotImplementedError
@@ -367,6 +382,10 @@ class _Spawned(_Child):
         assert self.proc.stdout is not None
         self.out = os.dup(self.proc.stdout.fileno())
         self.proc.stdout.close()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def kill(self) -> None:
         if self.proc.returncode is None:

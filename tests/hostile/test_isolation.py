@@ -33,7 +33,7 @@ import pytest
 
 from bnconvert import batch
 from bnconvert.audit import audit
-from bnconvert.errors import FormatError, InternalError
+from bnconvert.errors import BnconvertError, FormatError, InternalError
 from bnconvert.readers import h5guard, isolated, load, root_attributes
 from bnconvert.readers.isolated import DeferredArray
 
@@ -368,12 +368,25 @@ def test_a_child_that_spins_stops_at_the_cpu_limit(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_child_that_blocks_stops_at_the_wall_clock_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocked, it uses no CPU: not a loop in the file, so not called a damaged file (a machine
+    too busy to run the child looks the same)."""
     monkeypatch.setattr(isolated, "cpu_seconds", lambda size: 1.0)
     monkeypatch.setattr(isolated, "WALL_GRACE", 0.5)
     start = time.monotonic()
-    with pytest.raises(FormatError, match=r"took more than \d+ s"):
+    with pytest.raises(BnconvertError, match=r"stalled: its reading process got 0\.\d s of CPU in \d+ s") as caught:
         isolated.run(_source(), "test-block")
+    assert not isinstance(caught.value, FormatError)
     assert time.monotonic() - start < 10
+
+
+def test_a_child_that_loops_past_the_wall_clock_limit_is_a_damaged_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Busy for the whole wall-clock limit (the CPU limit set high): a loop, the file's doing."""
+    monkeypatch.setattr(isolated, "cpu_seconds", lambda size: 1.0)
+    monkeypatch.setattr(isolated, "WALL_FACTOR", 1)
+    monkeypatch.setattr(isolated, "WALL_GRACE", 1.0)
+    monkeypatch.setattr(isolated, "_limit", lambda cpu: None)  # no CPU limit: only the wall clock stops it
+    with pytest.raises(FormatError, match=r"took more than \d+ s"):
+        isolated.run(_source(), "test-spin")
 
 
 def test_a_child_that_allocates_stops_at_the_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
