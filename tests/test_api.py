@@ -4,7 +4,6 @@ and a Keras 1 legacy BN list folded by hand through the API matches Keras 3."""
 from __future__ import annotations
 
 import inspect
-import os
 import re
 from pathlib import Path
 

@@ -163,7 +163,7 @@ def test_summary_counts_files_bn_findings_failures_and_skips(folder: Path) -> No
     records = [r for r in jsonl(out) if "error" not in r]
     bns = sum(r["summary"]["batch_norms"] for r in records)
     foldable = sum(r["summary"]["foldable"] for r in records)
-    assert f"5 model files: 4 audited, 1 failed; 3 other files skipped; 1 architecture JSON companion used" in err
+    assert "5 model files: 4 audited, 1 failed; 3 other files skipped; 1 architecture JSON companion used" in err
     assert f"BN layers: {bns}, foldable {foldable} ({foldable / bns:.0%})" in err
     assert "1 subfolder not searched (add --recursive)" in err
     assert "keras1-mode-2 1" in err and "near-zero-variance 1" in err

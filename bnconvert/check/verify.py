@@ -24,6 +24,7 @@ from ..errors import BnconvertError, FormatError
 from ..model import Model
 from .inputs import (
     MAX_ELEMENTS,
+    InputSpec,
     check_inputs_file,
     check_random_size,
     load_inputs,

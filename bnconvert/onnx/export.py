@@ -33,7 +33,6 @@ from ..errors import (
     FoldError,
     FormatError,
     InternalError,
-    OutputError,
     UnsupportedLayerError,
 )
 from ..model import Model
