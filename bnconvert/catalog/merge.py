@@ -10,8 +10,8 @@ masks except in Keras 3's Multiply (a masked entry counts as 1, and the product 
 output mask when every input has one) and Maximum/Minimum (a masked entry takes the running
 result's value, and the other way round: ``_apply_merge_op_and_or_mask``). Concatenate concatenates per-input masks (all True for an input without
 one, broadcast over the features) on its axis and reduces the last axis: Keras 3 with ``any``,
-tf.keras with ``all``. Keras 3 operation layers (``x + y`` on tensors) drop masks; bnconvert
-cannot tell them from the merge layer of the same name and applies the merge layer's rule.
+tf.keras with ``all``. Keras 3 operation layers (``x + y`` on tensors) share these records but
+take no part in masking: the reference hands them no masks and passes none on.
 """
 
 from __future__ import annotations

@@ -180,6 +180,8 @@ class _Executor:
             raise UnsupportedLayerError(f"'{name}' ({layer.source_class}): no float64 semantics for this class")
         info = self.constants.get(path)
         constants = info.constants[k] if info is not None and k < len(info.constants) else None
+        if info is not None and info.operation:  # a Keras 3 operation (x + y) neither reads nor passes masks
+            ms = [None] * len(ms)
         context = self.context(source=self.source, constants=constants,
                                masks=ms if any(m is not None for m in ms) else None)
         outs = record.call(layer, xs, context)
@@ -194,7 +196,7 @@ def _op_constants(model: Model) -> dict[str, Any]:
     index = op_index(model.source.config if model.source else None)
     for path, layer, _ in model.walk():
         info = index.get(path)
-        if info is not None and info.module.startswith("keras.src.ops") and layer.class_name not in OP_CLASSES:
+        if info is not None and info.operation and layer.class_name not in OP_CLASSES:
             raise UnsupportedLayerError(f"'{path}' (Keras operation {layer.class_name} from {info.module}): "
                                         "no float64 semantics")
     return index

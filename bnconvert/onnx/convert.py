@@ -34,6 +34,12 @@ class OpInfo:
     #: per call: positional arguments with tensors as None, when some are constants
     constants: list[list[Any] | None] = field(default_factory=list)
 
+    @property
+    def operation(self) -> bool:
+        """A Keras 3 operation layer (``x + y`` in a functional model), not a Keras layer: it does
+        not take part in masking (``Operation.__call__`` has no mask machinery)."""
+        return self.module.startswith("keras.src.ops")
+
 
 def _is_tensor(value: Any) -> bool:
     return isinstance(value, dict) and value.get("class_name") == "__keras_tensor__"
@@ -67,7 +73,7 @@ def op_index(config: dict[str, Any] | None, prefix: str = "") -> dict[str, OpInf
 
 
 def _is_op_layer(info: OpInfo | None) -> bool:
-    return info is not None and info.module.startswith("keras.src.ops")
+    return info is not None and info.operation
 
 
 def unsupported_layers(model: Model) -> list[str]:
@@ -143,7 +149,8 @@ def run_model(run: Run, model: Model, inputs: list[Tensor], *, prefix: str = "",
                 out_shapes=[shapes.get(r) for r in refs],
                 constants=info.constants[k] if info and k < len(info.constants) else None,
                 source=run.source,
-                masks=[menv.get(r) for r in layer.calls[k]],
+                # a Keras 3 operation (x + y) neither reads nor passes masks
+                masks=[] if info is not None and info.operation else [menv.get(r) for r in layer.calls[k]],
             )
             try:
                 if layer.given_mask(k) and call.mask(0) is None:

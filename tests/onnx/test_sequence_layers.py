@@ -52,7 +52,7 @@ KERAS3_CASES = (
     "embedding_int32", "embedding_float32_mask", "embedding_int64_open_steps", "embedding_rank3", "masking_output",
     "masking_dense_average", "time_distributed_dense_mask", "time_distributed_conv2d", "time_distributed_open_steps",
     "time_distributed_recurrent_nested", "embedding_h5_mask", *(f"merge_{m}" for m in MERGES), "half_masked_Add", "half_masked_Multiply",
-    "half_masked_Concatenate",
+    "half_masked_Concatenate", "operations_drop_masks",
 )
 
 
@@ -116,6 +116,10 @@ def _keras3_models() -> dict[str, tuple[Any, list[np.ndarray], str]]:
         merged = _merge_layer(L, name)([ea, eb])
         models[f"half_masked_{name}"] = (keras.Model([a, b], [merged, L.GlobalAveragePooling1D()(merged)]),
                                          [IDS, IDS2], "keras")
+    ea, eb = L.Embedding(9, 4, mask_zero=True)(a), L.Embedding(9, 4, mask_zero=True)(b)
+    summed = ea * eb + ea  # Keras 3 operations, not the Multiply/Add layers: no masks in or out
+    models["operations_drop_masks"] = (keras.Model([a, b], [summed, L.GlobalAveragePooling1D()(summed)]),
+                                       [IDS, IDS2], "keras")
     assert set(models) == set(KERAS3_CASES)
     return models
 
