@@ -36,11 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BnconvertError, FormatError
 from ..catalog import kernel_layout
+from ..errors import BnconvertError, FormatError
 from ..model import Model, Source, TensorRef
 from ..readers import sniff
 from ..readers.code import code_in_model, scan_config
+from ..readers.rnn_layouts import CUDNN_CLASSES
 from .inputs import InputSpec, with_values
 from .runners import Runner, RunnerUnavailable
 
@@ -160,10 +161,6 @@ def _import(module: str) -> tuple[Any, Any]:
     return tf, keras
 
 
-#: classes Keras runs only with cuDNN, on a GPU (the readers turn them into LSTM/GRU)
-_GPU_ONLY = frozenset({"CuDNNLSTM", "CuDNNGRU"})
-
-
 class KerasRunner(Runner):
     """A Keras file run by the Keras that reads it (``keras`` 3 or ``tf_keras``), on CPU."""
 
@@ -226,7 +223,7 @@ class KerasRunner(Runner):
                 "Keras 2 applied, so it is no reference for this file"
             )
         cudnn = sorted({f"'{p}' ({layer.source_class})" for p, layer, _ in self.model.walk()
-                        if layer.source_class in _GPU_ONLY})
+                        if layer.source_class in CUDNN_CLASSES})  # Keras runs them only on a GPU
         if cudnn:
             # tf.keras loads them, then fails on the first call without a GPU
             raise RunnerUnavailable(f"{path}: {', '.join(cudnn)} run only on a GPU in Keras; the Keras reference runs "

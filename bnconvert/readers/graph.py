@@ -370,12 +370,7 @@ def _inbound(nodes: Any, layer: Layer, where: str) -> tuple[list[list[TensorRef]
             for k, v in given.items():
                 found: list[TensorRef] = []
                 _keras3_tensors(v if isinstance(v, list) else [v], found, where)
-                if not found:
-                    kw[k] = v
-                elif k in _NOT_INPUTS:
-                    more += found
-                else:
-                    tensor_kw.append((k, found))
+                _sort_kwarg(k, v, found, kw, more, tensor_kw)
         elif isinstance(node, list):  # Keras 1/2: [[name, node, tensor, kwargs], ...]
             if node and isinstance(node[0], str):
                 node = [node]  # tf.keras writes a call on one tensor unwrapped (TFOpLambda)
@@ -385,12 +380,7 @@ def _inbound(nodes: Any, layer: Layer, where: str) -> tuple[list[list[TensorRef]
                     for k, v in item[3].items():
                         found = []
                         _keras2_tensors(v, found)
-                        if not found:
-                            kw[k] = v
-                        elif k in _NOT_INPUTS:
-                            more += found
-                        else:
-                            tensor_kw.append((k, found))
+                        _sort_kwarg(k, v, found, kw, more, tensor_kw)
         else:
             raise FormatError(f"{where}: layer {layer.label} has a malformed inbound node")
         if not refs:
@@ -407,6 +397,18 @@ def _inbound(nodes: Any, layer: Layer, where: str) -> tuple[list[list[TensorRef]
         kwargs.append(kw)
         extra.append(more)
     return calls, kwargs, extra
+
+
+def _sort_kwarg(name: str, value: Any, found: list[TensorRef], kw: dict[str, Any], masks: list[TensorRef],
+                tensor_kw: list[tuple[str, list[TensorRef]]]) -> None:
+    """File one call keyword argument: a plain value into ``kw``, the tensors of ``mask=`` into
+    ``masks``, other tensors into ``tensor_kw`` (they become call inputs)."""
+    if not found:
+        kw[name] = value
+    elif name in _NOT_INPUTS:
+        masks += found
+    else:
+        tensor_kw.append((name, found))
 
 
 def _keras2_tensors(value: Any, out: list[TensorRef]) -> None:

@@ -312,21 +312,6 @@ def _nested_vars(group: h5py.Group | None, where: str, budget: Budget) -> list[t
     for name, sub in sorted(found, key=lambda item: item[0]):
         out += [(f"{name}/{n}", a) for n, a in _vars(sub, where, budget)]
     return out
-    stack, seen = [("", group, 0)], 0
-    while stack:
-        path, g, depth = stack.pop()
-        for key in sorted(g.keys(), reverse=True):
-            seen += 1
-            if seen > _MAX_WALK or depth > 32:
-                raise FormatError(f"{where}: the weight group is implausibly large or deep; refused")
-            if key == "vars" or not _VAR_NAME.fullmatch(key):
-                continue
-            sub = child(g, key, where)
-            if isinstance(sub, h5py.Group):
-                name = f"{path}{key}"
-                out += [(f"{name}/{n}", a) for n, a in _vars(sub, where, budget)]
-                stack.append((f"{name}/", sub, depth + 1))
-    return out
 
 
 def _subgroup(group: h5py.Group, path: str, where: str) -> h5py.Group | None:

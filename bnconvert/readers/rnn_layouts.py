@@ -28,6 +28,7 @@ A config of class CuDNNLSTM/CuDNNGRU becomes an LSTM/GRU with the functions cuDN
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -177,32 +178,35 @@ def _class(entry: dict[str, Any]) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _mentions_cudnn(value: Any) -> bool:
+def _dicts(value: Any) -> Iterator[dict[str, Any]]:
+    """Every dict inside ``value`` (itself included), depth first. A dict is yielded before its
+    values are visited, so a caller may replace them (a converted ``config``) and the walk goes
+    on into the new ones."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            if _class(item) in CUDNN_CLASSES:
-                return True
+            yield item
             stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
         elif isinstance(item, list):
             stack.extend(v for v in item if isinstance(v, (dict, list)))
-    return False
+
+
+def _mentions_cudnn(value: Any) -> bool:
+    return any(_class(item) in CUDNN_CLASSES for item in _dicts(value))
 
 
 def _walk_entries(entry: Any) -> None:
-    stack = [entry]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            name = _class(item)
-            if name in CUDNN_CLASSES and isinstance(item.get("config"), dict):
-                item["config"] = _cudnn_config(name, item["config"])
-                item["class_name"] = CUDNN_CLASSES[name]
-                item["source_class"] = name
-            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend(v for v in item if isinstance(v, (dict, list)))
+    for item in _dicts(entry):
+        name = _class(item)
+        if name in CUDNN_CLASSES and isinstance(item.get("config"), dict):
+            item["config"] = _cudnn_config(name, item["config"])
+            item["class_name"] = CUDNN_CLASSES[name]
+            item["source_class"] = name
+
+
+def _is_gru(item: dict[str, Any]) -> bool:
+    return _class(item) in ("GRU", "GRUCell") and isinstance(item.get("config"), dict)
 
 
 def explicit_reset_after(class_name: str, config: dict[str, Any], default: bool) -> dict[str, Any]:
@@ -216,27 +220,11 @@ def explicit_reset_after(class_name: str, config: dict[str, Any], default: bool)
     if not _gru_without_reset_after(config):
         return config
     out = copy.deepcopy(config)
-    stack: list[Any] = [out]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if _class(item) in ("GRU", "GRUCell") and isinstance(item.get("config"), dict):
-                item["config"].setdefault("reset_after", default)
-            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend(v for v in item if isinstance(v, (dict, list)))
+    for item in _dicts(out):
+        if _is_gru(item):
+            item["config"].setdefault("reset_after", default)
     return out
 
 
 def _gru_without_reset_after(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if (_class(item) in ("GRU", "GRUCell") and isinstance(item.get("config"), dict)
-                    and "reset_after" not in item["config"]):
-                return True
-            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend(v for v in item if isinstance(v, (dict, list)))
-    return False
+    return any(_is_gru(item) and "reset_after" not in item["config"] for item in _dicts(value))
