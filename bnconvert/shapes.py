@@ -13,6 +13,7 @@ from typing import Any
 
 from .catalog import catalog
 from .catalog.facts import (
+    CALL_KWARGS,
     ConfigProblem,
     Shape,
     conv_output_length,
@@ -23,14 +24,17 @@ from .model import Layer, Model, TensorRef
 __all__ = ["infer_shapes", "layer_output_shapes", "Shape", "conv_output_length", "deconv_output_length"]
 
 
-def layer_output_shapes(layer: Layer, shapes: list[Shape]) -> list[Shape | None] | None:
-    """The output shapes of one call of a (non-nested) layer, from its catalog rule; None when
-    the class has no rule or the rule cannot read the config (then the shapes are unknown)."""
+def layer_output_shapes(layer: Layer, shapes: list[Shape], k: int = 0) -> list[Shape | None] | None:
+    """The output shapes of call ``k`` of a (non-nested) layer, from its catalog rule; None when
+    the class has no rule or the rule cannot read the config (then the shapes are unknown). The
+    call's keyword arguments reach the rule as ``config[CALL_KWARGS]`` (see :mod:`.catalog.facts`)."""
     record = catalog().get(layer.class_name)
     if record is None or record.shape is None:
         return None
+    kwargs = layer.call_kwargs[k] if k < len(layer.call_kwargs) else None
+    config = {**layer.config, CALL_KWARGS: kwargs} if kwargs else layer.config
     try:
-        return [_sane(s) for s in record.shape(layer.config, shapes)]
+        return [_sane(s) for s in record.shape(config, shapes)]
     except (ConfigProblem, KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, OverflowError):
         return None
 
@@ -81,7 +85,7 @@ def infer_shapes(model: Model, input_shapes: list[Shape] | None = None) -> dict[
                 inner = infer_shapes(layer.model, ins)
                 made += [(TensorRef(layer.name, k, j), inner.get(out)) for j, out in enumerate(layer.model.outputs)]
             else:
-                outs = layer_output_shapes(layer, ins) or [None]
+                outs = layer_output_shapes(layer, ins, k) or [None]
                 made += [(TensorRef(layer.name, k, j), s) for j, s in enumerate(outs)]
         for ref, shape in made:
             shapes[ref] = shape

@@ -6,7 +6,9 @@ Every record carries two functions of the layer's config and its input shapes (b
 - ``shape(config, input_shapes) -> output_shapes``: one shape per output, Keras'
   ``compute_output_shape``. It may raise ``KeyError``/``TypeError``/``ValueError`` or
   :class:`ConfigProblem` on a config it cannot read; :func:`bnconvert.shapes.infer_shapes` then
-  calls the outputs unknown (the readers' config checks name the bad value).
+  calls the outputs unknown (the readers' config checks name the bad value). Where the shapes
+  depend on how the layer is called (Attention's ``return_attention_scores``, ReversibleEmbedding's
+  ``reverse``), the call's keyword arguments are in ``config[CALL_KWARGS]`` (absent: none recorded).
 - ``weights(config, input_shapes) -> [WeightSpec]``: the weights in Keras' order (trainable ones
   first, as ``vars/0..N`` and ``weight_names`` store them), each with the shape the config
   implies (``None`` for a dimension the input shapes do not tell, or for a whole shape that is
@@ -30,10 +32,13 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "Shape", "Dim", "ShapeRule", "WeightRule", "WeightSpec", "KernelLayout", "ConfigProblem", "same_shape", "no_weights",
+    "CALL_KWARGS", "Shape", "Dim", "ShapeRule", "WeightRule", "WeightSpec", "KernelLayout", "ConfigProblem", "same_shape", "no_weights",
     "conv_output_length", "deconv_output_length", "split_spatial", "assemble", "settings", "positive",
     "positives", "input_channels", "broadcast", "times",
 ]
+
+#: the config key under which a shape rule finds the call's keyword arguments (see the module docstring)
+CALL_KWARGS = "__call_kwargs__"
 
 Dim = int | None
 #: a tensor's shape, batch first; ``None`` for an unknown dimension

@@ -8,7 +8,7 @@ per class name into :data:`CATALOG`; the family modules are listed once, in
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,6 +36,13 @@ class CallContext:
     #: per input tensor, the Keras mask it carries (a boolean array, ``(N, T)`` for a sequence),
     #: None where it carries none (see :data:`MASKING`)
     masks: Sequence[np.ndarray | None] | None = None
+    #: the keyword arguments the file records for this call (``use_causal_mask``,
+    #: ``return_attention_scores``, ``reverse`` ...; :attr:`~bnconvert.model.Layer.call_kwargs`)
+    kwargs: Mapping[str, Any] | None = None
+
+    def kwarg(self, name: str, default: Any = None) -> Any:
+        """The call's keyword argument ``name`` (``default`` when the file records none)."""
+        return default if self.kwargs is None else self.kwargs.get(name, default)
 
     def mask(self, i: int = 0) -> np.ndarray | None:
         """The mask of input ``i``, None when it has none."""

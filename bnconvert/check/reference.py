@@ -183,7 +183,8 @@ class _Executor:
         if info is not None and info.operation:  # a Keras 3 operation (x + y) neither reads nor passes masks
             ms = [None] * len(ms)
         context = self.context(source=self.source, constants=constants,
-                               masks=ms if any(m is not None for m in ms) else None)
+                               masks=ms if any(m is not None for m in ms) else None,
+                               kwargs=layer.call_kwargs[k] if k < len(layer.call_kwargs) else None)
         outs = record.call(layer, xs, context)
         return outs, output_masks(record, layer, xs, context, len(outs))
 

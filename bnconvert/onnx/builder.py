@@ -68,6 +68,8 @@ class Call:
     #: set by a handler of a class that computes its own output masks (catalog masking ``own``):
     #: one bool tensor or None per output; left None, the class's catalog policy decides
     out_masks: list[Tensor | None] | None = None
+    #: the keyword arguments the file records for this call (``use_causal_mask``, ``reverse`` ...)
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
     def mask(self, i: int = 0) -> Tensor | None:
         """The mask of input ``i``, None when it has none."""

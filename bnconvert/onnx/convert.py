@@ -151,6 +151,7 @@ def run_model(run: Run, model: Model, inputs: list[Tensor], *, prefix: str = "",
                 source=run.source,
                 # a Keras 3 operation (x + y) neither reads nor passes masks
                 masks=[] if info is not None and info.operation else [menv.get(r) for r in layer.calls[k]],
+                kwargs=layer.call_kwargs[k] if k < len(layer.call_kwargs) else {},
             )
             try:
                 if layer.given_mask(k) and call.mask(0) is None:
