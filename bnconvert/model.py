@@ -16,16 +16,61 @@ modern Keras class uses.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-__all__ = ["GIVEN_MASK", "MODEL_CLASSES", "given_mask_problem", "Layer", "Model", "Source", "TensorRef"]
+__all__ = ["GIVEN_MASK", "MODEL_CLASSES", "OPERATION_PREFIXES", "OP_ARGS", "Layer", "Model", "Source", "TensorArg",
+           "TensorRef", "given_mask_problem", "is_operation", "resolve_args"]
 
 #: the key of :attr:`Layer.call_kwargs` holding the tensors a call is given as ``mask=``
 GIVEN_MASK = "given_mask"
+
+#: the key of :attr:`Layer.call_kwargs` holding an operation layer's full call arguments: a pair
+#: ``(args: list, kwargs: dict)`` in the order the operation takes them, every tensor replaced by
+#: a :class:`TensorArg` (an index into the call's inputs ``layer.calls[k]``), every constant kept
+#: as the reader normalised it (numbers, nested lists, None, strings, python ``slice`` objects
+#: whose bounds may be TensorArgs, ``Ellipsis``, numpy arrays for Keras 3 ``__numpy__``/``__tensor__``).
+#: An operation's shape rule finds the same pair in its config under this key (see
+#: :mod:`bnconvert.catalog.facts`).
+OP_ARGS = "op_args"
+
+#: the ``class_name`` prefixes of operation layers: the reader names a Keras 3 operation layer
+#: ``keras.ops.<function>`` (``keras.ops.mean``, ``keras.ops.image.resize``) and a tf.keras
+#: ``TFOpLambda``/``SlicingOpLambda`` ``tf.<function>`` (``tf.math.reduce_mean``,
+#: ``tf.__operators__.getitem``); ``source_class`` keeps what the file says (``Mean``, ``TFOpLambda``)
+OPERATION_PREFIXES = ("keras.ops.", "tf.")
+
+
+@dataclass(frozen=True)
+class TensorArg:
+    """A tensor in an operation layer's call arguments (:data:`OP_ARGS`): input ``index`` of the call."""
+
+    index: int
+
+
+def resolve_args(value: Any, inputs: Sequence[Any]) -> Any:
+    """``value`` (an operation's args, kwargs or one argument) with every :class:`TensorArg`
+    replaced by ``inputs[index]``, through lists, tuples, dicts and slice bounds; constants stay."""
+    if isinstance(value, TensorArg):
+        return inputs[value.index]
+    if isinstance(value, list):
+        return [resolve_args(v, inputs) for v in value]
+    if isinstance(value, tuple):
+        return tuple(resolve_args(v, inputs) for v in value)
+    if isinstance(value, dict):
+        return {k: resolve_args(v, inputs) for k, v in value.items()}
+    if isinstance(value, slice):
+        return slice(*(resolve_args(v, inputs) for v in (value.start, value.stop, value.step)))
+    return value
+
+
+def is_operation(layer: Layer) -> bool:
+    """Whether ``layer`` is an operation layer (Keras 3 ``keras.ops``, tf.keras ``TFOpLambda``):
+    its call's arguments are in ``call_kwargs[k][OP_ARGS]``; it takes no part in masking."""
+    return layer.class_name.startswith(OPERATION_PREFIXES)
 
 #: the class names of a model inside a config (a nested model is a layer of one of these)
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
@@ -63,6 +108,11 @@ class Layer:
     def __post_init__(self) -> None:
         if not self.source_class:
             self.source_class = self.class_name
+
+    def op_args(self, k: int) -> tuple[list[Any], dict[str, Any]] | None:
+        """The full arguments of call ``k`` of an operation layer (:data:`OP_ARGS`), None for a layer."""
+        kwargs = self.call_kwargs[k] if k < len(self.call_kwargs) else {}
+        return kwargs.get(OP_ARGS)
 
     def given_mask(self, k: int) -> list[TensorRef]:
         """The tensors the file passes as ``mask=`` to call ``k`` (Keras 3 records the mask it

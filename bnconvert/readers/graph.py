@@ -9,15 +9,27 @@ Weights are attached afterwards by the format's reader.
 from __future__ import annotations
 
 import gc
+import re
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import FormatError
-from ..model import GIVEN_MASK, MODEL_CLASSES, Layer, Model, TensorRef
+import numpy as np
 
-__all__ = ["MAX_LAYERS", "TENSOR_KWARGS", "build_model", "count_layers", "paused_gc"]
+from ..errors import FormatError
+from ..model import (
+    GIVEN_MASK,
+    MODEL_CLASSES,
+    OP_ARGS,
+    Layer,
+    Model,
+    TensorArg,
+    TensorRef,
+    is_operation,
+)
+
+__all__ = ["MAX_LAYERS", "TENSOR_KWARGS", "build_model", "count_layers", "operation_name", "paused_gc"]
 
 #: A config with more layers than this (nested models included) is refused before anything is
 #: built. The largest real Keras models have a few thousand (NASNetLarge ~1,000, a keras_hub
@@ -90,11 +102,51 @@ def _layer(entry: Any, where: str) -> Layer:
     class_name = entry["class_name"]
     # the class the file wrote, when the reader renamed it (Keras 1 Convolution2D, CuDNNLSTM)
     source = entry.get("keras1_class") or entry.get("source_class") or ""
+    operation = operation_name(entry)
+    if operation is not None:  # named the user's way; the file's class stays in source_class
+        class_name, source = operation, class_name
     layer = Layer(name=name, class_name=class_name, config=dict(cfg), source_class=source if isinstance(source, str) else "")
     if class_name in MODEL_CLASSES:
         layer.model = _build({"class_name": class_name, "config": cfg}, f"{where}/{name}")
         layer.model.name = name
     return layer
+
+
+#: Keras 3 operation classes whose ``keras.ops`` function is not the class name in snake case
+_KERAS_OP_NAMES = {
+    "AllClose": "allclose", "CDist": "cdist", "IsIn": "isin", "SearchSorted": "searchsorted",
+    "BatchNorm": "batch_normalization", "LayerNorm": "layer_normalization", "RMSNorm": "rms_normalization",
+    "HSVToRGB": "image.hsv_to_rgb", "RGBToHSV": "image.rgb_to_hsv", "RGBToGrayscale": "image.rgb_to_grayscale",
+    "SSIM": "image.ssim",
+}
+#: tf.keras layers that call the TensorFlow function their config names
+_TF_OP_LAYERS = frozenset({"TFOpLambda", "SlicingOpLambda"})
+
+
+def _snake_case(name: str) -> str:
+    """Keras' own spelling of an operation class as a function (``ExpandDims`` -> ``expand_dims``)."""
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def operation_name(entry: dict[str, Any]) -> str | None:
+    """The user's name of an operation layer (:data:`~bnconvert.model.OPERATION_PREFIXES`), None
+    for a Keras layer: ``keras.ops.mean`` for a Keras 3 ``Mean`` of module ``keras.src.ops.numpy``
+    (``keras.ops.image.resize`` for the image operations), ``tf.math.reduce_mean`` for a tf.keras
+    ``TFOpLambda`` whose ``function`` is ``math.reduce_mean`` (a leading ``compat.v1.`` dropped)."""
+    cls = entry.get("class_name")
+    module = entry.get("module")
+    if isinstance(module, str) and module.startswith(("keras.src.ops", "keras.ops")) and isinstance(cls, str):
+        name = _KERAS_OP_NAMES.get(cls)
+        if name is None:
+            name = ("image." if module.endswith(".image") else "") + _snake_case(cls)
+        return f"keras.ops.{name}"
+    if cls in _TF_OP_LAYERS:
+        cfg = entry.get("config")
+        function = cfg.get("function") if isinstance(cfg, dict) else None
+        if isinstance(function, str) and function:
+            return "tf." + function.removeprefix("compat.v1.")
+    return None
 
 
 def _input_layer(name: str, batch_shape: Any, dtype: Any = "float32") -> Layer:
@@ -357,6 +409,13 @@ def _inbound(nodes: Any, layer: Layer, where: str) -> tuple[list[list[TensorRef]
     if not isinstance(nodes, list):
         raise FormatError(f"{where}: layer {layer.label} has malformed inbound_nodes")
     calls, kwargs, extra = [], [], []
+    if is_operation(layer):
+        for node in nodes:
+            refs, op_args = _operation_call(node, layer, where)
+            calls.append(refs)
+            kwargs.append({OP_ARGS: op_args})
+            extra.append([])
+        return calls, kwargs, extra
     for node in nodes:
         refs: list[TensorRef] = []
         more: list[TensorRef] = []
@@ -426,3 +485,99 @@ def _keras2_tensors(value: Any, out: list[TensorRef]) -> None:
             else:
                 queue.extend(item)
 
+
+
+# -- operation layers -------------------------------------------------------------------------------
+#: tf.keras' stand-in for a constant in the first argument of a TFOpLambda call
+_CONSTANT_VALUE = "_CONSTANT_VALUE"
+_SLICE_KEYS = frozenset({"start", "stop", "step"})
+
+
+def _operation_call(node: Any, layer: Layer, where: str) -> tuple[list[TensorRef], tuple[list[Any], dict[str, Any]]]:
+    """One call of an operation layer: its input tensors and its full arguments ``(args, kwargs)``
+    with each tensor replaced by a :class:`~bnconvert.model.TensorArg` indexing those inputs (in
+    the order met: the args depth first, then the kwargs in the order written).
+
+    Keras 3 writes ``{"args": [...], "kwargs": {...}}`` with tensors as ``__keras_tensor__`` and
+    slices, ``...``, numpy constants as ``__slice__``, ``__ellipsis__``, ``__numpy__``. tf.keras
+    writes the call's first argument (a tensor, or a list of them for ``tf.concat``) as
+    ``[layer, node, tensor, kwargs]`` entries, a constant among them as ``["_CONSTANT_VALUE", -1,
+    value, kwargs]``, and every other argument in ``kwargs`` by name, tensors as ``[layer, node,
+    tensor]``; SlicingOpLambda slices as ``{"start", "stop", "step"}`` dicts. Both become one form:
+    python ``slice``, ``Ellipsis``, ``None`` for a new axis, numpy arrays for Keras 3 arrays."""
+    refs: list[TensorRef] = []
+
+    def tensor(ref: TensorRef) -> TensorArg:
+        refs.append(ref)
+        return TensorArg(len(refs) - 1)
+
+    if isinstance(node, dict):  # Keras 3
+        given_args, given_kwargs = node.get("args", []), node.get("kwargs") or {}
+        if not isinstance(given_args, (list, tuple)) or not isinstance(given_kwargs, dict):
+            raise FormatError(f"{where}: layer {layer.label} has malformed call arguments")
+
+        def keras3(value: Any) -> Any:
+            if isinstance(value, dict):
+                kind, cfg = value.get("class_name"), value.get("config")
+                if kind == "__keras_tensor__":
+                    return tensor(_ref(value, where))
+                if kind == "__slice__" and isinstance(cfg, dict):
+                    return slice(*(keras3(cfg.get(k)) for k in ("start", "stop", "step")))
+                if kind == "__ellipsis__":
+                    return Ellipsis
+                if kind in ("__numpy__", "__tensor__") and isinstance(cfg, dict):
+                    return _array(cfg.get("value"), cfg.get("dtype"), layer, where)
+                if kind == "__tuple__" and isinstance(cfg, dict):
+                    return keras3(cfg.get("value"))
+                return {k: keras3(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [keras3(v) for v in value]
+            return value
+
+        args = [keras3(a) for a in given_args]
+        kwargs = {k: keras3(v) for k, v in given_kwargs.items()}
+    elif isinstance(node, list):  # tf.keras TFOpLambda / SlicingOpLambda
+        slicing = layer.source_class == "SlicingOpLambda"
+        found: list[dict[str, Any]] = []
+
+        def first(value: Any) -> Any:
+            if isinstance(value, list) and len(value) in (3, 4) and isinstance(value[0], str):
+                if len(value) == 4 and isinstance(value[3], dict):
+                    found.append(value[3])
+                if value[0] == _CONSTANT_VALUE:
+                    return value[2]
+                return tensor(_ref(value, where))
+            if isinstance(value, list) and value:
+                return [first(v) for v in value]
+            raise FormatError(f"{where}: layer {layer.label} has a malformed inbound node")
+
+        def keyword(value: Any, depth: int = 0) -> Any:
+            if isinstance(value, list) and len(value) in (3, 4) and isinstance(value[0], str) \
+                    and all(type(x) is int and 0 <= x < 2**31 for x in value[1:3]):
+                return tensor(_ref(value, where))
+            if slicing and depth <= 1 and isinstance(value, dict) and set(value) == _SLICE_KEYS:
+                return slice(*(keyword(value[k], 2) for k in ("start", "stop", "step")))
+            if isinstance(value, dict) and value.get("class_name") == "__ellipsis__":
+                return Ellipsis
+            if isinstance(value, dict):
+                return {k: keyword(v, 2) for k, v in value.items()}
+            if isinstance(value, list):
+                return [keyword(v, depth + 1) for v in value]
+            return value
+
+        args = [first(node)]
+        # tf.keras files the same kwargs with every tensor of the first argument; Keras calls with the last
+        kwargs = {k: keyword(v) for k, v in (found[-1] if found else {}).items()}
+    else:
+        raise FormatError(f"{where}: layer {layer.label} has a malformed inbound node")
+    if not refs:
+        raise FormatError(f"{where}: layer {layer.label} has a call with no input tensors")
+    return refs, (args, kwargs)
+
+
+def _array(value: Any, dtype: Any, layer: Layer, where: str) -> np.ndarray:
+    """A constant array of a Keras 3 call (``__numpy__``/``__tensor__``), in the dtype written."""
+    try:
+        return np.asarray(value, dtype=np.dtype(dtype) if isinstance(dtype, str) else None)
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"{where}: layer {layer.label} has a constant argument numpy cannot read ({exc})") from None

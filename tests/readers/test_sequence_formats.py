@@ -20,6 +20,7 @@ import pytest
 import bnconvert
 from bnconvert.errors import FormatError, UnsupportedLayerError
 from bnconvert.fold import fold_model
+from bnconvert.model import TensorArg
 from bnconvert.readers.graph import TENSOR_KWARGS
 from bnconvert.writers import write_model
 
@@ -108,7 +109,8 @@ def test_tensor_keyword_arguments_become_call_inputs() -> None:
     model = bnconvert.load(sequence_corpus_file("tmakian99__GeoLife"))
     add = model["tf.__operators__.add"]
     assert [str(r) for r in add.calls[0]] == ["input_1", "multi_head_attention"]
-    assert add.call_kwargs[0][TENSOR_KWARGS] == {"y": [1]} and add.call_kwargs[0]["name"] is None
+    assert add.class_name == "tf.__operators__.add" and add.source_class == "TFOpLambda"
+    assert add.op_args(0) == ([TensorArg(0)], {"y": TensorArg(1), "name": None})
     mha = model["multi_head_attention"]
     assert [str(r) for r in mha.calls[0]] == ["input_1"] * 3
     assert mha.call_kwargs[0][TENSOR_KWARGS] == {"value": [1], "key": [2]}
