@@ -2,7 +2,8 @@
 
 Layout, one module per family (mirroring :mod:`bnconvert.onnx.layers`): ``activations``,
 ``conv``, ``dense`` (and Embedding), ``merge``, ``misc`` (identities and scaling, Lambda,
-Masking), ``normalization``, ``pooling``, ``recurrent`` (SimpleRNN, LSTM, GRU, RNN cells),
+Masking), ``normalization``, ``pooling``, ``preprocessing`` (resizing, crops, augmentations,
+refused string layers), ``recurrent`` (SimpleRNN, LSTM, GRU, RNN cells),
 ``reshape``, ``spatial`` (padding, cropping, upsampling), ``wrappers`` (Bidirectional,
 TimeDistributed), ``conv_lstm``. Beside its ``call``, a record holds
 its output-shape rule and its weights by meaning, both functions of the config and the input

@@ -3,7 +3,21 @@
 
 from __future__ import annotations
 
-from . import activations, conv, conv_lstm, dense, merge, misc, normalization, pooling, recurrent, reshape, spatial, wrappers
+from . import (
+    activations,
+    conv,
+    conv_lstm,
+    dense,
+    merge,
+    misc,
+    normalization,
+    pooling,
+    preprocessing,
+    recurrent,
+    reshape,
+    spatial,
+    wrappers,
+)
 
-__all__ = ["activations", "conv", "conv_lstm", "dense", "merge", "misc", "normalization", "pooling", "recurrent", "reshape",
-           "spatial", "wrappers"]
+__all__ = ["activations", "conv", "conv_lstm", "dense", "merge", "misc", "normalization", "pooling", "preprocessing",
+           "recurrent", "reshape", "spatial", "wrappers"]
