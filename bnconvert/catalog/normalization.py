@@ -1,4 +1,6 @@
-"""BatchNormalization, LayerNormalization and Normalization at inference, in float64.
+"""BatchNormalization, LayerNormalization, Normalization and the per-sample normalisations
+(GroupNormalization, UnitNormalization, RMSNormalization, the InstanceNormalization of keras-contrib
+and of TensorFlow Addons) at inference, in float64.
 
 BatchNormalization uses its moving statistics: ``gamma * (x - mean) / sqrt(var + eps) + beta``
 on ``axis`` (an int, or several axes whose parameters hold the product of their sizes), gamma 1
@@ -7,6 +9,10 @@ upgraded by the readers: ``running_std`` arrives as ``moving_variance``, and a K
 is ``config["keras1_mode"]``: mode 1 normalises each sample over its last axis,
 ``(x - m) / (std + eps)`` with ``std = sqrt(var + eps)``; mode 2 uses the batch's statistics,
 at inference too.
+
+The per-sample normalisations use each sample's own statistics (biased variance, as
+``ops.moments``/``tf.nn.moments``/``K.std``): the formula of each, and where its epsilon goes, is
+in its function's docstring. A BatchNormalization next to one is a fold barrier (``_PER_SAMPLE``).
 """
 
 from __future__ import annotations
@@ -15,14 +21,16 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UnsupportedLayerError
 from ..model import Layer
 from . import checks
-from .facts import Shape, WeightSpec, same_shape
+from .facts import ConfigProblem, Shape, WeightSpec, same_shape
 from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
+from .roles import barrier
 from .util import array_value, axes_of, f64
 
-__all__ = ["batch_norm", "broadcast_param"]
+__all__ = ["ADDONS", "CONTRIB", "batch_norm", "broadcast_param", "group_norm", "instance_norm_origin", "unit_norm"]
 
 
 def broadcast_param(value: np.ndarray, shape: tuple[int, ...], axes: list[int]) -> np.ndarray:
@@ -147,3 +155,178 @@ def normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) ->
         mean, var = broadcast_param(mean, x.shape, keep), broadcast_param(var, x.shape, keep)
     scale = np.maximum(np.sqrt(var), 1e-7)
     return [mean + x * scale if c.get("invert") else (x - mean) / scale]
+
+
+# -- per-sample normalisations: GroupNormalization, UnitNormalization, RMSNormalization, InstanceNormalization --
+#: why a BatchNormalization next to a per-sample normalisation stays: the statistics are the
+#: sample's own, so an affine before it is (partly) normalised away, and after it bnconvert folds
+#: only into kernels (an affine after a normalisation could merge into its gamma/beta, not done)
+_PER_SAMPLE = barrier("normalises each sample by its own statistics: a BN's affine before it is partly normalised "
+                      "away (not a per-channel affine of the output), and bnconvert folds a BN only into kernels")
+
+
+def _channel_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
+    """gamma (``scale``) then beta (``center``), one per channel of ``axis`` (GroupNormalization and
+    TensorFlow Addons' InstanceNormalization); keras-contrib's ``axis: None`` holds one of each."""
+    shape: tuple[int | None, ...] | None = None
+    if c.get("axis", -1) is None:
+        shape = (1,)
+    elif shapes and isinstance(shapes[0], tuple) and isinstance(c.get("axis", -1), int):
+        dim = shapes[0][c.get("axis", -1)] if -len(shapes[0]) <= c.get("axis", -1) < len(shapes[0]) else None
+        shape = (dim if isinstance(dim, int) else None,)
+    spec = [WeightSpec("gamma", shape)] if c.get("scale", True) else []
+    return spec + ([WeightSpec("beta", shape)] if c.get("center", True) else [])
+
+
+def group_norm(x: np.ndarray, axis: int, groups: int, eps: float, *, gamma: np.ndarray | None,
+               beta: np.ndarray | None) -> np.ndarray:
+    """Keras' GroupNormalization: channels of ``axis`` split into ``groups`` consecutive groups;
+    each sample's group normalised by its mean and (biased) variance over the group's channels
+    and every non-batch axis, ``(x - mean) / sqrt(var + eps)``; then ``gamma``/``beta`` per channel.
+    ``groups`` equal to the channels is instance normalisation (TensorFlow Addons')."""
+    axis %= x.ndim
+    channels = x.shape[axis]
+    if groups == -1:
+        groups = channels
+    if groups <= 0 or channels % groups:
+        raise ConfigProblem(f"config 'groups' is {groups}, not a divisor of the {channels} channels of axis {axis}")
+    last = np.moveaxis(x, axis, -1)
+    grouped = last.reshape(*last.shape[:-1], groups, channels // groups)
+    reduce = tuple(a for a in range(1, grouped.ndim) if a != grouped.ndim - 2)
+    mean = grouped.mean(axis=reduce, keepdims=True)
+    var = grouped.var(axis=reduce, keepdims=True)
+    y = np.moveaxis(((grouped - mean) / np.sqrt(var + eps)).reshape(last.shape), -1, axis)
+    if gamma is not None:
+        y = y * broadcast_param(gamma, x.shape, [axis])
+    return y if beta is None else y + broadcast_param(beta, x.shape, [axis])
+
+
+def _refuse_tf_keras_mask(layer: Layer, ctx: CallContext) -> None:
+    """tf.keras' GroupNormalization weighs its moments by the mask it receives (Keras 3 ignores
+    masks); bnconvert computes unweighted moments only."""
+    if ctx.mask(0) is not None and ctx.generation < 3:
+        raise UnsupportedLayerError(f"layer {layer.label}: tf.keras' GroupNormalization weighs its statistics by the "
+                                    "input's mask; bnconvert does not compute masked statistics")
+
+
+def _groups(v: Any) -> bool:
+    return v == -1 or checks.pos_int(v)
+
+
+_groups.want = "a positive integer below 2**31, or -1 (one group per channel)"  # type: ignore[attr-defined]
+_GROUP_FIELDS = {"groups": _groups, "axis": checks.one_axis,
+                 "epsilon": checks.finite_nonneg, "center": checks.boolean, "scale": checks.boolean}
+
+
+@defines("GroupNormalization", "Addons>GroupNormalization", shape=same_shape, weights=_channel_weights,
+         fields=_GROUP_FIELDS, masking="keep", fold=_PER_SAMPLE,
+         notes="tf.keras weighs the moments by the input mask (refused here); Keras 3 and TensorFlow Addons ignore masks")
+def group_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """Keras 3 / tf.keras ``GroupNormalization`` and TensorFlow Addons' (same formula, same config)."""
+    c, w, x = layer.config, layer.weights, f64(xs[0])
+    _refuse_tf_keras_mask(layer, ctx)
+    return [group_norm(x, int(c.get("axis", -1)), int(c.get("groups", 32)), float(c.get("epsilon", 1e-3)),
+                       gamma=w.get("gamma") if c.get("scale", True) else None,
+                       beta=w.get("beta") if c.get("center", True) else None)]
+
+
+def unit_norm(x: np.ndarray, axes: list[int], generation: int) -> np.ndarray:
+    """L2 normalisation over ``axes``. Keras 3 (``ops.normalize(order=2, epsilon=1e-12)``):
+    ``x * min(1/sqrt(sum x^2), 1e12)``, i.e. the norm floored at 1e-12. tf.keras
+    (``tf.linalg.l2_normalize``): ``x / sqrt(max(sum x^2, 1e-12))``, the norm floored at 1e-6."""
+    square_sum = np.sum(x * x, axis=tuple(axes), keepdims=True)
+    if generation >= 3:
+        return x / np.maximum(np.sqrt(square_sum), 1e-12)
+    return x / np.sqrt(np.maximum(square_sum, 1e-12))
+
+
+@defines("UnitNormalization", shape=same_shape, fields={"axis": checks.axis}, masking="keep", fold=_PER_SAMPLE,
+         notes="the norm's floor: 1e-12 in Keras 3, 1e-6 in tf.keras (its sum of squares floored at 1e-12)")
+def unit_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    x = f64(xs[0])
+    return [unit_norm(x, axes_of(layer.config.get("axis", -1), x.ndim), ctx.generation)]
+
+
+def _rms_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
+    """``scale``, shaped like the normalised axes of the input (Keras 3 ``RMSNormalization.build``)."""
+    shape = None
+    if shapes and isinstance(shapes[0], tuple):
+        dims = [shapes[0][a] for a in axes_of(c.get("axis", -1), len(shapes[0]))]
+        shape = tuple(d if isinstance(d, int) else None for d in dims)
+    return [WeightSpec("scale", shape)]
+
+
+@defines("RMSNormalization", shape=same_shape, weights=_rms_weights,
+         fields={"axis": checks.axis, "epsilon": checks.opt(checks.finite_nonneg)}, fold=_PER_SAMPLE)
+def rms_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """Keras 3 ``ops.rms_normalization``: ``x / sqrt(mean(x^2 over axis) + eps) * scale`` (the mean
+    square, unlike LayerNormalization's ``rms_scaling``, which uses the variance)."""
+    c, x = layer.config, f64(xs[0])
+    axes = axes_of(c.get("axis", -1), x.ndim)
+    eps = c.get("epsilon")
+    y = x / np.sqrt(np.mean(x * x, axis=tuple(axes), keepdims=True) + (1e-7 if eps is None else float(eps)))
+    scale = layer.weights.get("scale")
+    return [y if scale is None else y * broadcast_param(scale, x.shape, axes)]
+
+
+# -- InstanceNormalization: two published layers under one class name ---------------------------------
+#: The two packages' InstanceNormalization, told apart in this one place (:func:`instance_norm_origin`):
+#: - keras-contrib (``keras_contrib/layers/normalization/instancenormalization.py``): config
+#:   ``axis`` (None: one mean and std over all but the batch axis), ``epsilon``, ``center``, ``scale``;
+#:   ``(x - mean) / (std + eps)`` with ``std = K.std`` (biased), gamma/beta ``(C,)`` or ``(1,)``.
+#: - TensorFlow Addons (``tensorflow_addons/layers/normalizations.py``): a GroupNormalization with
+#:   ``groups`` = channels, registered as ``Addons>InstanceNormalization`` (the class name tf.keras
+#:   writes into an ``.h5``; a ``.keras`` writes ``InstanceNormalization`` with that registered name
+#:   and the ``groups`` field); ``(x - mean) / sqrt(var + eps)``.
+CONTRIB, ADDONS = "keras-contrib", "TensorFlow Addons"
+
+
+def instance_norm_origin(class_name: str, config: dict[str, Any]) -> str:
+    """Which published InstanceNormalization a layer is: :data:`ADDONS` for the registered name or
+    a config with ``groups`` (tfa's get_config writes it, keras-contrib's never does),
+    :data:`CONTRIB` for a config with ``axis`` and no ``groups``; ConfigProblem otherwise (a
+    custom class of the same name: its formula is unknown)."""
+    if class_name == "Addons>InstanceNormalization" or "groups" in config:
+        return ADDONS
+    if "axis" in config:
+        return CONTRIB
+    raise ConfigProblem("an InstanceNormalization whose config is neither keras-contrib's (axis, no groups) nor "
+                        "TensorFlow Addons' (groups): its formula is unknown, so bnconvert does not run it")
+
+
+def _instance_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
+    return _channel_weights(c if "axis" in c else {**c, "axis": -1}, shapes)
+
+
+def _instance_axis(v: Any) -> bool:
+    return v is None or (checks.one_axis(v) and v != 0)
+
+
+_instance_axis.want = "null or a non-zero axis"  # type: ignore[attr-defined]
+
+
+@defines("InstanceNormalization", "Addons>InstanceNormalization", shape=same_shape, weights=_instance_weights,
+         fields={"axis": _instance_axis, "epsilon": checks.opt(checks.finite_nonneg), "center": checks.boolean,
+                 "scale": checks.boolean, "groups": checks.opt(_groups)}, masking="keep", fold=_PER_SAMPLE,
+         notes="keras-contrib: (x - mean) / (std + eps); TensorFlow Addons: (x - mean) / sqrt(var + eps); "
+               "told apart by instance_norm_origin")
+def instance_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    c, w, x = layer.config, layer.weights, f64(xs[0])
+    try:
+        origin = instance_norm_origin(layer.class_name, c)
+    except ConfigProblem as exc:
+        raise UnsupportedLayerError(f"layer {layer.label}: {exc}") from None
+    gamma = w.get("gamma") if c.get("scale", True) else None
+    beta = w.get("beta") if c.get("center", True) else None
+    eps = float(c.get("epsilon", 1e-3))
+    axis = c.get("axis", -1)
+    if origin == ADDONS:
+        return [group_norm(x, int(axis), x.shape[int(axis)], eps, gamma=gamma, beta=beta)]
+    kept = [] if axis is None else [int(axis) % x.ndim]
+    reduce = tuple(a for a in range(1, x.ndim) if a not in kept)
+    y = (x - x.mean(axis=reduce, keepdims=True)) / (x.std(axis=reduce, keepdims=True) + eps)
+    if gamma is not None:
+        y = y * (f64(gamma).reshape(()) if axis is None else broadcast_param(gamma, x.shape, kept))
+    if beta is not None:
+        y = y + (f64(beta).reshape(()) if axis is None else broadcast_param(beta, x.shape, kept))
+    return [y]

@@ -1,4 +1,7 @@
-"""BatchNormalization (every Keras 1 mode), LayerNormalization and the Normalization preprocessing layer.
+"""BatchNormalization (every Keras 1 mode), LayerNormalization, the Normalization preprocessing layer, and the
+per-sample normalisations: GroupNormalization, UnitNormalization, RMSNormalization, InstanceNormalization
+(keras-contrib's and TensorFlow Addons', told apart by the catalog). All of these are built from primitive ops
+(ReduceMean, Sub, Mul, Sqrt, Div), which every opset from 13 has.
 
 BatchNormalization that did not fold becomes an ONNX BatchNormalization when the tensor is held
 with the normalised axis at position 1 (what the ONNX operator normalises), else a Mul + Add with
@@ -19,12 +22,14 @@ from __future__ import annotations
 import numpy as np
 
 from ...bn import bn_params
+from ...catalog.facts import ConfigProblem
+from ...catalog.normalization import ADDONS, instance_norm_origin
 from ...errors import FormatError
 from ..builder import Builder, Call, Tensor
 from ..layout import keras_param, position
 from ..registry import converts, refuse
 
-__all__ = ["batch_norm", "layer_norm", "normalization"]
+__all__ = ["batch_norm", "group_norm", "instance_norm", "layer_norm", "normalization", "rms_norm", "unit_norm"]
 
 
 def _moments(b: Builder, x: str, axes: list[int], name: str) -> tuple[str, str]:
@@ -181,3 +186,124 @@ def normalization(b: Builder, call: Call) -> list[Tensor]:
         return [b.tensor(call.out_shape, perm, b.node("Add", [y, b.const(f"{call.name}/mean", m)], name=call.name))]
     y = b.node("Sub", [xn, b.const(f"{call.name}/mean", m)], name=f"{call.name}/centred")
     return [b.tensor(call.out_shape, perm, b.node("Div", [y, b.const(f"{call.name}/std", d)], name=call.name))]
+
+
+# -- per-sample normalisations ---------------------------------------------------------------------
+def _channel_at_1(b: Builder, x: Tensor, axis: int) -> tuple[tuple, str]:
+    """``x`` held with Keras axis ``axis`` at position 1 (a view that has it already, else a
+    Transpose to batch, ``axis``, then the other axes in order)."""
+    for perm, name in x.views.items():
+        if len(perm) > 1 and perm[1] == axis:
+            return perm, name
+    perm = (0, axis, *[a for a in range(1, x.rank) if a != axis])
+    return perm, b.view(x, perm)
+
+
+def _group_normalised(b: Builder, call: Call, axis: int, groups: int, eps: float) -> tuple[tuple, str]:
+    """``(x - mean) / sqrt(var + eps)`` per sample and group of ``groups`` consecutive channels of
+    Keras ``axis`` (statistics over the group's channels and every other non-batch axis). One group
+    per channel reduces the held axes directly; otherwise the channels go to position 1 and a
+    Reshape to ``(N, groups, -1)`` and back (``Shape`` of the held value: unknown sizes allowed)."""
+    x, rank = call.x, call.x.rank
+    channels = x.shape[axis]
+    if groups == channels or groups == 1:
+        perm, xn = b.native(x)
+        held = [i for i in range(1, rank) if groups == 1 or i != position(perm, axis)]
+        centred, var = _moments(b, xn, held, call.name)
+        return perm, b.node("Div", [centred, _std(b, var, eps, call.name)], name=f"{call.name}/normalised")
+    perm, xc = _channel_at_1(b, x, axis)
+    grouped = b.node("Reshape", [xc, b.ints(f"{call.name}/group_shape", [0, groups, -1])], name=f"{call.name}/grouped")
+    centred, var = _moments(b, grouped, [2], call.name)
+    y = b.node("Div", [centred, _std(b, var, eps, call.name)], name=f"{call.name}/grouped_normalised")
+    shape = b.node("Shape", [xc], name=f"{call.name}/shape")
+    return perm, b.node("Reshape", [y, shape], name=f"{call.name}/normalised")
+
+
+def _per_channel(call: Call, groups_key: bool) -> tuple[int, int, float, np.ndarray | None, np.ndarray | None]:
+    """``(axis, groups, epsilon, gamma, beta)`` of a GroupNormalization-like config."""
+    c, w, x = call.config, call.layer.weights, call.x
+    axis = int(c.get("axis", -1)) % x.rank
+    channels = x.shape[axis]
+    if not isinstance(channels, int):
+        raise refuse(call, f"the size of axis {axis} is unknown")
+    groups = int(c.get("groups", 32)) if groups_key else channels
+    groups = channels if groups == -1 else groups
+    if groups <= 0 or channels % groups:
+        raise refuse(call, f"groups {groups} do not divide the {channels} channels of axis {axis}")
+    return (axis, groups, float(c.get("epsilon", 1e-3)), w.get("gamma") if c.get("scale", True) else None,
+            w.get("beta") if c.get("center", True) else None)
+
+
+@converts("GroupNormalization", "Addons>GroupNormalization")
+def group_norm(b: Builder, call: Call) -> list[Tensor]:
+    """Keras' GroupNormalization (catalog ``group_norm``) from primitive ops: ONNX's own
+    GroupNormalization changed meaning between opsets 18 and 21 (per-group vs per-channel scale)."""
+    if call.mask(0) is not None and call.generation < 3:
+        raise refuse(call, "tf.keras weighs its statistics by the input's mask; bnconvert does not export masked statistics")
+    axis, groups, eps, gamma, beta = _per_channel(call, groups_key=True)
+    perm, y = _group_normalised(b, call, axis, groups, eps)
+    return [b.tensor(call.out_shape, perm, _affine_tail(b, call, y, gamma, beta, call.x.rank, [axis], perm, call.x.shape))]
+
+
+@converts("InstanceNormalization", "Addons>InstanceNormalization")
+def instance_norm(b: Builder, call: Call) -> list[Tensor]:
+    """The two published InstanceNormalizations (which one: the catalog's ``instance_norm_origin``):
+    TensorFlow Addons' is a GroupNormalization with a group per channel; keras-contrib's divides
+    by ``std + eps`` over every non-batch axis but ``axis`` (all of them when ``axis`` is None)."""
+    try:
+        origin = instance_norm_origin(call.layer.class_name, call.config)
+    except ConfigProblem as exc:
+        raise refuse(call, str(exc)) from None
+    x, rank = call.x, call.x.rank
+    if origin == ADDONS:
+        axis, groups, eps, gamma, beta = _per_channel(call, groups_key=False)
+        perm, y = _group_normalised(b, call, axis, groups, eps)
+        return [b.tensor(call.out_shape, perm, _affine_tail(b, call, y, gamma, beta, rank, [axis], perm, x.shape))]
+    c, w = call.config, call.layer.weights
+    kept = [] if c.get("axis") is None else [int(c["axis"]) % rank]
+    perm, xn = b.native(x)
+    centred, var = _moments(b, xn, [i for i in range(1, rank) if perm[i] not in kept], call.name)
+    std = b.node("Sqrt", [var], name=f"{call.name}/std")
+    denom = b.node("Add", [std, b.const(f"{call.name}/epsilon", np.float32(c.get("epsilon", 1e-3)))], name=f"{call.name}/std_eps")
+    y = b.node("Div", [centred, denom], name=f"{call.name}/normalised")
+    gamma = w.get("gamma") if c.get("scale", True) else None
+    beta = w.get("beta") if c.get("center", True) else None
+    if not kept:  # keras-contrib's axis None: one gamma and one beta for the whole sample, as scalars
+        steps = [(what, op, v) for what, op, v in (("gamma", "Mul", gamma), ("beta", "Add", beta)) if v is not None]
+        for i, (what, op, v) in enumerate(steps):
+            const = b.const(f"{call.name}/{what}", np.float32(np.ravel(v)[0]))
+            y = b.node(op, [y, const], name=call.name if i == len(steps) - 1 else f"{call.name}/{what}")
+        return [b.tensor(call.out_shape, perm, y if steps else b.node("Identity", [y], name=call.name))]
+    return [b.tensor(call.out_shape, perm, _affine_tail(b, call, y, gamma, beta, rank, kept, perm, x.shape))]
+
+
+@converts("UnitNormalization")
+def unit_norm(b: Builder, call: Call) -> list[Tensor]:
+    """``x / max(||x||, 1e-12)`` (Keras 3) or ``x / sqrt(max(||x||^2, 1e-12))`` (tf.keras) over ``axis``."""
+    x, rank = call.x, call.x.rank
+    perm, xn = b.native(x)
+    held = sorted(position(perm, a) for a in _axes(call.config.get("axis", -1), rank))
+    square_sum = b.reduce("ReduceSum", b.node("Mul", [xn, xn], name=f"{call.name}/square"), held, keepdims=True,
+                          name=f"{call.name}/square_sum")
+    floor = b.const(f"{call.name}/floor", np.float32(1e-12))
+    if call.generation >= 3:
+        norm = b.node("Max", [b.node("Sqrt", [square_sum], name=f"{call.name}/norm"), floor], name=f"{call.name}/norm_floored")
+    else:
+        norm = b.node("Sqrt", [b.node("Max", [square_sum, floor], name=f"{call.name}/square_sum_floored")],
+                      name=f"{call.name}/norm")
+    return [b.tensor(call.out_shape, perm, b.node("Div", [xn, norm], name=call.name))]
+
+
+@converts("RMSNormalization")
+def rms_norm(b: Builder, call: Call) -> list[Tensor]:
+    """Keras 3 RMSNormalization: ``x / sqrt(mean(x^2) + eps) * scale`` over ``axis``."""
+    c, x, rank = call.config, call.x, call.x.rank
+    axes = _axes(c.get("axis", -1), rank)
+    perm, xn = b.native(x)
+    held = sorted(position(perm, a) for a in axes)
+    mean_square = b.reduce("ReduceMean", b.node("Mul", [xn, xn], name=f"{call.name}/square"), held, keepdims=True,
+                           name=f"{call.name}/mean_square")
+    eps = 1e-7 if c.get("epsilon") is None else float(c["epsilon"])
+    y = b.node("Div", [xn, _std(b, mean_square, eps, call.name)], name=f"{call.name}/normalised")
+    scale = call.layer.weights.get("scale")
+    return [b.tensor(call.out_shape, perm, _affine_tail(b, call, y, scale, None, rank, axes, perm, x.shape, ("scale", "shift")))]
