@@ -168,6 +168,9 @@ class Source:
     config: dict[str, Any] | None = None
     #: free-form notes the reader wants the user to see
     notes: list[str] = field(default_factory=list)
+    #: the layers the user replaced on reading (``--replace``, :mod:`bnconvert.replace`), described:
+    #: the model is then no longer the file's alone, and no check may run the file as its reference
+    replaced: list[str] = field(default_factory=list)
 
     @property
     def generation(self) -> int:
