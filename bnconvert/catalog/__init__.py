@@ -1,7 +1,7 @@
 """The layer catalog: one record per Keras class, with its inference semantics in float64 numpy.
 
 Layout, one module per family (mirroring :mod:`bnconvert.onnx.layers`): ``activations``,
-``conv``, ``dense`` (and Embedding), ``merge``, ``misc`` (identities and scaling, Lambda,
+``attention`` (MultiHeadAttention, GroupQueryAttention, EinsumDense), ``conv``, ``dense`` (and Embedding), ``legacy_layers`` (LocallyConnected, Keras 1 only classes), ``merge``, ``misc`` (identities and scaling, Lambda,
 Masking), ``normalization``, ``pooling``, ``preprocessing`` (resizing, crops, augmentations,
 refused string layers), ``recurrent`` (SimpleRNN, LSTM, GRU, RNN cells),
 ``reshape``, ``spatial`` (padding, cropping, upsampling), ``wrappers`` (Bidirectional,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from . import (
     activations,
+    attention,
     conv,
     conv_lstm,
     dense,
+    legacy_layers,
     merge,
     misc,
     normalization,
@@ -19,5 +21,5 @@ from . import (
     wrappers,
 )
 
-__all__ = ["activations", "conv", "conv_lstm", "dense", "merge", "misc", "normalization", "pooling", "preprocessing",
+__all__ = ["activations", "attention", "conv", "conv_lstm", "dense", "legacy_layers", "merge", "misc", "normalization", "pooling", "preprocessing",
            "recurrent", "reshape", "spatial", "wrappers"]
