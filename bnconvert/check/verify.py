@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import BnconvertError, FormatError
 from ..model import Model
+from ..replace import ReplacementsLike
 from .inputs import (
     MAX_ELEMENTS,
     InputSpec,
@@ -137,7 +138,12 @@ def _load(path: str | os.PathLike[str], options: Mapping[str, Any] | None) -> Mo
 
 def _keras_choice(path: str | os.PathLike[str], model: Model, use_keras: bool) -> tuple[bool, list[str]]:
     """Whether a Keras file should run in Keras, and notes saying why not."""
+    from ..replace import refuse_in_keras
+
     module = keras_module_for(model.source)
+    replaced = refuse_in_keras(model)  # Keras would run the file as written: its Lambda, its custom classes
+    if replaced is not None:
+        return False, [f"{Path(path).name}: {replaced}; it runs in {_FLOAT64}"]
     if not use_keras:
         return False, []
     if module is None:
@@ -155,6 +161,7 @@ def open_runner(
     use_keras: bool = True,
     model: Model | None = None,
     reference: str = "auto",
+    replacements: ReplacementsLike = None,
 ) -> tuple[Runner, list[str]]:
     """The runner for one side, and notes on how it was chosen.
 
@@ -163,15 +170,23 @@ def open_runner(
     ``reference``: ``"auto"`` (that choice), ``"keras"`` (Keras or a RunnerUnavailable error),
     ``"float64"`` (the float64 reference even when Keras could run the file).
     ``model`` is the Keras file already read with ``load_options`` (it is not read again).
+    ``replacements`` (:mod:`bnconvert.replace`) apply to the Keras file read here; a model with
+    replacements runs in the float64 reference (Keras would run the file as written).
     """
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, not {reference!r}")
     if model is None and file_kind(path) == "onnx":
+        if replacements:
+            raise BnconvertError(f"{path}: an ONNX file; replacements apply to a Keras file (give it as A)")
         return OnnxRunner(path, optimize=ort_optimize), []
     given_config = (load_options or {}).get("config")
     load_options = reading_options(path, load_options)
     if model is None:
         model = _load(path, load_options)
+        if replacements:
+            from ..replace import apply_replacements
+
+            model = apply_replacements(model, replacements)
     elif given_config is not None:  # ``model`` was read with this architecture: Keras gets the same one
         load_options = {**load_options, "config": given_config}
     in_keras, notes = _keras_choice(path, model, use_keras and reference != "float64")
@@ -219,6 +234,7 @@ def verify(
     load_options: Mapping[str, Any] | None = None,
     ort_optimize: bool = False,
     reference: str = "auto",
+    replacements: ReplacementsLike = None,
 ) -> VerifyResult:
     """Run A (the reference) and B on the same inputs and compare every output.
 
@@ -229,6 +245,8 @@ def verify(
     diverges. ``ort_optimize`` turns onnxruntime's graph optimisations on for ONNX files.
     ``reference`` says what runs a Keras file: ``"auto"`` (Keras when it can, else bnconvert's
     float64 reference), ``"keras"`` or ``"float64"`` (see :func:`open_runner`).
+    ``replacements`` (:mod:`bnconvert.replace`) apply to A, the reference (B is normally what
+    bnconvert made of A, with the replacements built in); A then runs in the float64 reference.
     """
     start = time.perf_counter()
     # what can be refused without the models is refused before any runtime is loaded
@@ -239,7 +257,8 @@ def verify(
     elif batch > MAX_ELEMENTS:
         raise BnconvertError(f"{a_path}: --batch {batch} is too large for the check's random inputs (the limit is "
                              f"{MAX_ELEMENTS:,} elements); give --inputs or a smaller --batch")
-    ra, notes_a = open_runner(a_path, load_options=load_options, ort_optimize=ort_optimize, reference=reference)
+    ra, notes_a = open_runner(a_path, load_options=load_options, ort_optimize=ort_optimize, reference=reference,
+                              replacements=replacements)
     rb, notes_b = open_runner(b_path, load_options=load_options, ort_optimize=ort_optimize, reference=reference)
     loaded = time.perf_counter()
     try:

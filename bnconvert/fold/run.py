@@ -13,6 +13,7 @@ from ..bn import unsafe_values
 from ..errors import EquivalenceError, FoldError, OutputError, UnsupportedLayerError
 from ..model import Model
 from ..readers import load
+from ..replace import ReplacementsLike, apply_replacements, src_replaced
 from ..io import atomic_output, check_output
 from ..text import refuse_unencodable
 from ..writers import describe_format, output_format, write_model
@@ -62,6 +63,7 @@ def fold_file(
     dry_run: bool = False,
     check: bool = True,
     load_options: dict[str, Any] | None = None,
+    replacements: ReplacementsLike = None,
 ) -> FoldReport:
     """Fold every BN of ``path`` that can go and write the result in the input's own Keras format.
 
@@ -70,10 +72,12 @@ def fold_file(
     else bnconvert's ONNX exports), and only then renamed into place. Raises
     :class:`~bnconvert.errors.EquivalenceError` (with the report as ``.report``) when the check
     fails, and :class:`~bnconvert.errors.BnconvertError` subclasses on bad input; either way nothing
-    is written. ``dry_run`` plans and reports without writing.
+    is written. ``dry_run`` plans and reports without writing. ``replacements`` replace Lambda and
+    custom layers of the model as read (:func:`bnconvert.replace.apply_replacements`): the file
+    written is the replaced model, and the check's reference is the replaced model too.
     """
     options = dict(load_options or {})
-    original = load(path, **options)
+    original = apply_replacements(load(path, **options), replacements)
     unsafe = unsafe_values(original)
     if unsafe:
         raise FoldError(f"{path}: refusing to fold: " + "; ".join(unsafe[:5]) + (f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""))
@@ -89,6 +93,7 @@ def fold_file(
     folded, report = fold_model(original)
     report.output_format = fmt
     report.notes.append(f"output: {describe_format(fmt, original)}")
+    report.notes += [f"replaced {what}: the file written is the replaced model" for what in src_replaced(original)]
     src = original.source
     if src is not None and src.generation != 1 and not src.format.endswith("weights"):
         report.notes.append("optimizer state is not copied (the folded model is for inference)")

@@ -35,11 +35,12 @@ from ..errors import (
     InternalError,
     UnsupportedLayerError,
 )
-from ..model import Model
+from ..model import Layer, Model, is_operation
 from ..readers import load
+from ..replace import ReplacementsLike, apply_replacements
 from ..text import one_line, refuse_unencodable
 from .builder import Builder, Tensor, reads
-from .convert import Run, format_problems, op_index, run_model, unsupported_layers
+from .convert import Run, format_problems, run_model, unsupported_layers
 from .layout import channels_first, held_shape, identity
 from .save import EXTERNAL_DATA_ABOVE, add_initializers, constants_bytes, validate_parts, write_onnx
 
@@ -173,43 +174,36 @@ def _merge_concats(b: Builder, outputs: list[str]) -> None:
 
 
 def without_dead_ops(model: Model) -> Model:
-    """``model`` without the layers nothing reads that the export could not convert anyway.
+    """``model`` without the operation layers, and the layers the export could not convert anyway,
+    whose outputs nothing reads.
 
     Keras 3 records the mask a layer was handed (``mask=`` in its call) as the operations that
-    computed it (``NotEqual`` for a mask_zero Embedding, ``NotEqual`` + ``Any`` for Masking):
-    layers whose outputs are no call's input and no model output. bnconvert computes masks by
-    propagating them (the walk of :mod:`.convert`), which gives the same values, so those
+    computed it (``keras.ops.not_equal`` for a mask_zero Embedding, ``not_equal`` + ``any`` for
+    Masking): layers whose outputs are no call's input and no model output. bnconvert computes
+    masks by propagating them (the walk of :mod:`.convert`), which gives the same values, so those
     layers are dead code; keeping them would refuse the model for operations it never needs.
     """
-    ops = op_index(model.source.config if model.source else None)
-    return _drop_dead(model, ops, "")
-
-
-def _drop_dead(model: Model, ops: dict[str, Any], path: str) -> Model:
     from dataclasses import replace
 
-    from .convert import OP_CLASSES
     from .registry import handlers
 
     table = handlers()
-    layers = [replace(layer, model=_drop_dead(layer.model, ops, f"{path}{layer.name}/")) if layer.model is not None
-              else layer for layer in model.layers]
-    changed = any(a is not b for a, b in zip(layers, model.layers))
-    while True:
-        read = {ref.layer for layer in layers for call in layer.calls for ref in call} | {r.layer for r in model.outputs}
-        read |= {r.layer for r in model.inputs}
 
-        def unexportable(layer: Any) -> bool:
-            info = ops.get(f"{path}{layer.name}")
-            is_op = info is not None and info.module.startswith("keras.src.ops")
-            return layer.class_name not in table or (is_op and layer.class_name not in OP_CLASSES)
+    def droppable(layer: Layer) -> bool:
+        return is_operation(layer) or layer.class_name not in table
 
-        dead = {layer.name for layer in layers if layer.model is None and layer.name not in read and unexportable(layer)}
-        if not dead:
-            break
-        layers = [layer for layer in layers if layer.name not in dead]
-        changed = True
-    return model.with_layers(layers) if changed else model
+    def drop(model: Model) -> Model:
+        layers = [replace(layer, model=drop(layer.model)) if layer.model is not None else layer for layer in model.layers]
+        changed = any(a is not b for a, b in zip(layers, model.layers))
+        while True:
+            read = {ref.layer for layer in layers for call in layer.calls for ref in call} | {r.layer for r in model.outputs}
+            read |= {r.layer for r in model.inputs}
+            dead = {layer.name for layer in layers if layer.model is None and layer.name not in read and droppable(layer)}
+            if not dead:
+                return model.with_layers(layers) if changed else model
+            layers, changed = [layer for layer in layers if layer.name not in dead], True
+
+    return drop(model)
 
 
 def require_exportable(model: Model, *, opset: int = DEFAULT_OPSET) -> None:
@@ -253,7 +247,7 @@ def to_onnx_parts(
     nchw = nchw and _data_format(model) == "channels_last"  # a channels_first model is NCHW already
     input_infos, tensors = _graph_inputs(b, model, nchw)
     b.reserve(_output_names(model))
-    run = Run(builder=b, source=model.source, ops=op_index(model.source.config if model.source else None))
+    run = Run(builder=b, source=model.source)
     try:
         outs = run_model(run, model, tensors)
     except FormatError as exc:  # a handler refusing the file's values ("layer 'bn': NaN ..."): name the file
@@ -371,19 +365,22 @@ def export_file(
     force: bool = False,
     check: bool = True,
     external_data_above: int = EXTERNAL_DATA_ABOVE,
+    replacements: ReplacementsLike = None,
 ) -> ExportReport:
     """Read ``in_path``, fold its BN (unless ``fold=False``), export ONNX to ``out_path``.
 
     ``external_data_above`` is the initializer size in bytes above which weights go to
     ``OUT.onnx.data`` (default: just under the 2 GiB protobuf limit). Raises OutputError when
     ``out_path`` exists (without ``force``) or is the input, EquivalenceError when the numerical
-    check fails; nothing is written in either case.
+    check fails; nothing is written in either case. ``replacements`` replace Lambda and custom
+    layers of the model as read (:func:`bnconvert.replace.apply_replacements`); the check's
+    reference is then the replaced model in bnconvert's float64 reference.
     """
     start = time.perf_counter()
     src, dst = Path(in_path), Path(out_path)
     inputs = [src, (load_options or {}).get("config")]  # the model and its --config: never the output
     check_output(dst, force=force, inputs=inputs)
-    original = model = load(src, lazy=True, **(load_options or {}))
+    original = model = apply_replacements(load(src, lazy=True, **(load_options or {})), replacements)
     unsafe = unsafe_values(model)
     if unsafe:
         raise FoldError(f"{src}: refusing to export: " + "; ".join(unsafe[:5]) + (f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""))
