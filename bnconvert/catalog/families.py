@@ -18,8 +18,9 @@ from . import (
     recurrent,
     reshape,
     spatial,
+    tf_ops,
     wrappers,
 )
 
 __all__ = ["activations", "attention", "conv", "conv_lstm", "dense", "legacy_layers", "merge", "misc", "normalization", "pooling", "preprocessing",
-           "recurrent", "reshape", "spatial", "wrappers"]
+           "recurrent", "reshape", "spatial", "tf_ops", "wrappers"]

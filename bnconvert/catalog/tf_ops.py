@@ -1,0 +1,611 @@
+"""tf.keras ``TFOpLambda`` / ``SlicingOpLambda`` operations, in float64.
+
+A tf.keras functional model that calls a TensorFlow function on a Keras tensor (``x + y``,
+``tf.reduce_mean(x, axis=1)``, ``x[:, 1:3]``) stores a ``TFOpLambda`` (``SlicingOpLambda`` for
+``x[...]``) naming the function (``"function": "math.reduce_mean"``). The reader calls the layer
+``tf.<function>`` (a leading ``compat.v1.`` removed: ``tf.transpose``, ``tf.squeeze``) and keeps
+the call's arguments as :data:`~bnconvert.model.OP_ARGS`: tf.keras' ``Node.serialize`` keeps the
+first argument positionally (its structure too: a list of tensors for ``tf.concat``) and files
+every other argument by its name, so one table of TensorFlow's argument names per function
+(:data:`PARAMETERS`) binds both to names. tf.keras records TensorFlow's canonical API name
+(``tf.add`` -> ``math.add``, ``tf.matmul`` -> ``linalg.matmul``, ``tf.nn.swish`` -> ``nn.silu``,
+``x / y`` -> ``math.truediv``, ``x + y`` -> ``__operators__.add``); those are the names defined here.
+
+Semantics from TensorFlow's documentation of each function (numpy broadcasting; reductions over
+every axis when ``axis`` is None; ``reduce_std``/``reduce_variance`` over the population;
+``nn.gelu`` exact unless ``approximate``; ``nn.silu`` ``x * sigmoid(beta * x)``; ``l2_normalize``
+``x / sqrt(max(sum(x^2), epsilon))``; slicing is numpy's basic indexing, which
+``tf.strided_slice`` implements). Booleans (comparisons, logical operations) and integers
+(``cast`` to an integer type, ``argmax``) are held as float64 values 0/1 and whole numbers, their
+values exactly.
+
+Refused, naming the layer and the function: a function without semantics here (the allow-list of
+:mod:`bnconvert.readers.code` admits many more), an argument this module does not implement, and
+the calls tf.keras stores without all their operands (``tf.einsum(eq, x, y)`` and ``x == y``
+record none of their tensors: tf.keras itself cannot rebuild them). Operation layers take no
+part in masking (policy ``drop``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnsupportedLayerError
+from ..model import OP_ARGS, Layer, TensorArg, resolve_args
+from .activations import (
+    SELU_ALPHA,
+    SELU_SCALE,
+    erf,
+    log_softmax,
+    sigmoid,
+    softmax,
+    softplus,
+)
+from .facts import CALL_KWARGS, Shape, broadcast, no_weights
+from .record import CallContext, declares, defines
+from .util import f64
+
+__all__ = ["PARAMETERS", "TF_OPS", "Operand", "TfOpProblem", "bind", "cast_kind", "op_args_of", "tf_function"]
+
+
+class TfOpProblem(Exception):
+    """A call this module cannot compute (an argument it lacks, an operand tf.keras did not store):
+    the message is the reason; the caller names the layer."""
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A tensor argument seen by a shape rule: only its shape is known."""
+
+    shape: Shape
+
+
+# -- argument names ------------------------------------------------------------------------------
+_UNARY = ("x", "name")
+_BINARY = ("x", "y", "name")
+_REDUCE = ("input_tensor", "axis", "keepdims", "name")
+
+#: TensorFlow function (as tf.keras records it, ``compat.v1.`` removed) -> its argument names in
+#: order (the first is the call's first argument); ``name`` is accepted and ignored everywhere
+PARAMETERS: dict[str, tuple[str, ...]] = {
+    **{f: _BINARY for f in (
+        "__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.divide",
+        "math.pow", "math.maximum", "math.minimum", "math.squared_difference", "math.floordiv", "floor_div",
+        "math.floormod", "math.greater", "math.greater_equal", "math.less", "math.less_equal", "math.equal",
+        "math.not_equal", "math.logical_and", "math.logical_or", "math.logical_xor")},
+    "__operators__.eq": ("self", "other"), "__operators__.ne": ("self", "other"),
+    **{f: _UNARY for f in (
+        "math.abs", "math.negative", "math.square", "math.sqrt", "math.rsqrt", "math.exp", "math.log",
+        "math.log1p", "math.expm1", "math.sigmoid", "math.tanh", "math.erf", "math.sin", "math.cos",
+        "math.reciprocal", "math.sign", "math.floor", "math.ceil", "math.round", "math.logical_not",
+        "math.softplus", "nn.softsign", "math.softsign")},
+    **{f: ("features", "name") for f in ("nn.relu", "nn.relu6", "nn.elu", "nn.selu")},
+    "nn.leaky_relu": ("features", "alpha", "name"),
+    "nn.gelu": ("features", "approximate", "name"),
+    "nn.silu": ("features", "beta"),
+    "nn.softmax": ("logits", "axis", "name"), "nn.log_softmax": ("logits", "axis", "name"),
+    "math.l2_normalize": ("x", "axis", "epsilon", "name", "dim"),
+    **{f: _REDUCE for f in (
+        "math.reduce_mean", "math.reduce_sum", "math.reduce_max", "math.reduce_min", "math.reduce_prod",
+        "math.reduce_std", "math.reduce_variance", "math.reduce_logsumexp", "math.reduce_any",
+        "math.reduce_all")},
+    "math.argmax": ("input", "axis", "output_type", "name"), "math.argmin": ("input", "axis", "output_type", "name"),
+    "math.cumsum": ("x", "axis", "exclusive", "reverse", "name"),
+    "reshape": ("tensor", "shape", "name"),
+    "transpose": ("a", "perm", "name", "conjugate"),
+    "expand_dims": ("input", "axis", "name"),
+    "squeeze": ("input", "axis", "name", "squeeze_dims"),
+    "concat": ("values", "axis", "name"),
+    "stack": ("values", "axis", "name"),
+    "unstack": ("value", "num", "axis", "name"),
+    "tile": ("input", "multiples", "name"),
+    "repeat": ("input", "repeats", "axis", "name"),
+    "reverse": ("tensor", "axis", "name"),
+    "split": ("value", "num_or_size_splits", "axis", "num", "name"),
+    "gather": ("params", "indices", "validate_indices", "name", "axis", "batch_dims"),
+    "pad": ("tensor", "paddings", "mode", "name", "constant_values"),
+    "__operators__.getitem": ("tensor", "slice_spec", "var"),
+    "linalg.matmul": ("a", "b", "transpose_a", "transpose_b", "adjoint_a", "adjoint_b", "a_is_sparse", "b_is_sparse",
+                      "output_type", "grad_a", "grad_b", "name"),
+    "cast": ("x", "dtype", "name"),
+    "where": ("condition", "x", "y", "name"),
+    "clip_by_value": ("t", "clip_value_min", "clip_value_max", "name"),
+    "nn.bias_add": ("value", "bias", "data_format", "name"),
+    "ones_like": ("input", "dtype", "name"), "zeros_like": ("input", "dtype", "name"),
+    "identity": ("input", "name"),
+    "einsum": ("equation", "inputs", "name"),
+}
+
+#: arguments whose value never changes the result (sparsity hints, gradients, index validation)
+_IGNORED = frozenset({"name", "a_is_sparse", "b_is_sparse", "grad_a", "grad_b", "validate_indices", "output_type"})
+
+#: calls tf.keras stores without some of their tensors, so nobody can rebuild them
+_OPERANDS_LOST = {
+    "einsum": "tf.keras stores none of its tensor operands (tf.einsum takes them as *inputs)",
+    "__operators__.eq": "tf.keras stores only its first operand (`x == y`)",
+    "__operators__.ne": "tf.keras stores only its first operand (`x != y`)",
+}
+
+
+def tf_function(layer: Layer) -> str:
+    """The TensorFlow function of ``layer`` as tf.keras records it (``math.reduce_mean``)."""
+    return layer.class_name.removeprefix("tf.")
+
+
+def bind(function: str, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments by TensorFlow's names (positional ones named by :data:`PARAMETERS`);
+    :class:`TfOpProblem` for an argument the function does not take or an operand tf.keras lost."""
+    if function in _OPERANDS_LOST:
+        raise TfOpProblem(_OPERANDS_LOST[function])
+    names = PARAMETERS[function]
+    if len(args) > len(names):
+        raise TfOpProblem(f"{len(args)} positional arguments, {function} takes {len(names)}")
+    bound = dict(zip(names, args))
+    for key, value in kwargs.items():
+        if key not in names:
+            raise TfOpProblem(f"argument {key!r} is not one bnconvert implements")
+        if key in bound:
+            raise TfOpProblem(f"argument {key!r} given twice")
+        bound[key] = value
+    return {k: v for k, v in bound.items() if k not in _IGNORED}
+
+
+def op_args_of(source: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The ``(args, kwargs)`` of an operation call: from a :class:`CallContext`, a handler's call
+    (``op_args``) or a shape rule's config (``config[CALL_KWARGS][OP_ARGS]``)."""
+    pair = getattr(source, "op_args", None)
+    if pair is None and isinstance(source, dict):
+        pair = source.get(OP_ARGS) or (source.get(CALL_KWARGS) or {}).get(OP_ARGS)
+    if pair is None and hasattr(source, "kwarg"):
+        pair = source.kwarg(OP_ARGS)
+    if pair is None:
+        raise TfOpProblem("the file records no call arguments for this operation")
+    args, kwargs = pair
+    return list(args), dict(kwargs)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _axes(value: Any, rank: int) -> list[int] | None:
+    """A TensorFlow ``axis`` (None, int, list) as sorted non-negative axes (None: every axis)."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, (int, float)) else list(value)
+    out = sorted(int(a) % rank for a in items)
+    if len(set(out)) != len(out):
+        raise TfOpProblem(f"axis {value!r} repeats an axis")
+    return out
+
+
+def _axis(value: Any, rank: int, default: int = 0) -> int:
+    if value is None:
+        value = default
+    if not isinstance(value, int) or isinstance(value, bool) or not -rank <= value < rank:
+        raise TfOpProblem(f"axis {value!r} is not an axis of a rank-{rank} tensor")
+    return value % rank
+
+
+def _array(value: Any) -> np.ndarray:
+    """A tensor or a constant (number, nested list) as float64."""
+    return f64(value)
+
+
+def _const_shape(value: Any) -> Shape:
+    return value.shape if isinstance(value, Operand) else tuple(np.shape(value))
+
+
+def _dims(value: Any, what: str) -> list[int]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise TfOpProblem(f"{what} {value!r} is not a list of integers (a shape computed from tensors is not supported)")
+    return [int(v) for v in value]
+
+
+#: TensorFlow dtypes ``cast`` may produce, by how their values look in float64
+_FLOAT_DTYPES = frozenset({"float32", "float64", "double", "float", "bfloat16", "float16", "half"})
+_INT_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
+
+
+def cast_kind(dtype: Any) -> str:
+    """``float``, ``float16``, ``bfloat16``, ``int`` or ``bool`` for a ``tf.cast`` dtype;
+    :class:`TfOpProblem` for any other."""
+    name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
+    if name in ("float16", "half"):
+        return "float16"
+    if name == "bfloat16":
+        return "bfloat16"
+    if name in _FLOAT_DTYPES:
+        return "float"
+    if name in _INT_DTYPES:
+        return "int"
+    if name == "bool":
+        return "bool"
+    raise TfOpProblem(f"cast to {name!r} is not supported")
+
+
+def _bfloat16(x: np.ndarray) -> np.ndarray:
+    """Round to bfloat16 (the top 16 bits of a float32, round-to-nearest-even), back in float64."""
+    bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def _gelu(x: np.ndarray, approximate: bool) -> np.ndarray:
+    if approximate:
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def _split_sizes(a: dict[str, Any], size: int | None) -> list[int | None]:
+    spec = a.get("num_or_size_splits")
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if size is None:
+            return [None] * spec
+        if spec <= 0 or size % spec:
+            raise TfOpProblem(f"num_or_size_splits {spec} does not divide the axis of size {size}")
+        return [size // spec] * spec
+    sizes = _dims(spec, "num_or_size_splits")
+    if sizes.count(-1) > 1:
+        raise TfOpProblem(f"num_or_size_splits {sizes} has more than one -1")
+    if -1 in sizes:
+        rest = None if size is None else size - sum(s for s in sizes if s != -1)
+        return [rest if s == -1 else s for s in sizes]
+    return list(sizes)
+
+
+# -- float64 semantics -----------------------------------------------------------------------------
+_BINARY_OPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "__operators__.add": np.add, "math.add": np.add, "math.subtract": np.subtract, "math.multiply": np.multiply,
+    "math.truediv": np.divide, "math.divide": np.divide, "math.pow": np.power, "math.maximum": np.maximum,
+    "math.minimum": np.minimum, "math.squared_difference": lambda x, y: (x - y) ** 2,
+    "math.floordiv": np.floor_divide, "floor_div": np.floor_divide, "math.floormod": np.mod,
+    "math.greater": np.greater, "math.greater_equal": np.greater_equal, "math.less": np.less,
+    "math.less_equal": np.less_equal, "math.equal": np.equal, "math.not_equal": np.not_equal,
+    "math.logical_and": lambda x, y: np.logical_and(x != 0, y != 0),
+    "math.logical_or": lambda x, y: np.logical_or(x != 0, y != 0),
+    "math.logical_xor": lambda x, y: np.logical_xor(x != 0, y != 0),
+}
+
+_UNARY_OPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "math.abs": np.abs, "math.negative": np.negative, "math.square": np.square, "math.sqrt": np.sqrt,
+    "math.rsqrt": lambda x: 1.0 / np.sqrt(x), "math.exp": np.exp, "math.log": np.log, "math.log1p": np.log1p,
+    "math.expm1": np.expm1, "math.sigmoid": sigmoid, "math.tanh": np.tanh, "math.erf": erf, "math.sin": np.sin,
+    "math.cos": np.cos, "math.reciprocal": lambda x: 1.0 / x, "math.sign": np.sign, "math.floor": np.floor,
+    "math.ceil": np.ceil, "math.round": np.round,  # half to even, as tf.math.round
+    "math.logical_not": lambda x: x == 0, "math.softplus": softplus,
+    "nn.softsign": lambda x: x / (1.0 + np.abs(x)), "math.softsign": lambda x: x / (1.0 + np.abs(x)),
+    "nn.relu": lambda x: np.maximum(x, 0.0), "nn.relu6": lambda x: np.clip(x, 0.0, 6.0),
+    "nn.elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    "nn.selu": lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
+}
+
+_REDUCE_OPS: dict[str, Callable[..., np.ndarray]] = {
+    "math.reduce_mean": np.mean, "math.reduce_sum": np.sum, "math.reduce_max": np.max, "math.reduce_min": np.min,
+    "math.reduce_prod": np.prod, "math.reduce_std": np.std, "math.reduce_variance": np.var,
+    "math.reduce_any": lambda x, axis, keepdims: np.any(x != 0, axis=axis, keepdims=keepdims),
+    "math.reduce_all": lambda x, axis, keepdims: np.all(x != 0, axis=axis, keepdims=keepdims),
+    "math.reduce_logsumexp": lambda x, axis, keepdims: _logsumexp(x, axis, keepdims),
+}
+
+
+def _logsumexp(x: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:
+    top = np.max(x, axis=axis, keepdims=True)
+    out = np.log(np.sum(np.exp(x - top), axis=axis, keepdims=True)) + top
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+def _first(a: dict[str, Any]) -> Any:
+    return a[next(iter(a))]
+
+
+def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
+    """The outputs of ``function`` on the bound arguments ``a`` (tensors as float64 arrays)."""
+    if function in _BINARY_OPS:
+        return [_BINARY_OPS[function](_array(a["x"]), _array(a["y"]))]
+    if function in _UNARY_OPS:
+        return [_UNARY_OPS[function](_array(_first(a)))]
+    if function in _REDUCE_OPS:
+        x = _array(a["input_tensor"])
+        axes = _axes(a.get("axis"), x.ndim)
+        return [_REDUCE_OPS[function](x, axis=None if axes is None else tuple(axes), keepdims=bool(a.get("keepdims")))]
+    x = _array(_first(a)) if function not in ("concat", "stack", "where") else None
+    if function == "nn.leaky_relu":
+        return [np.where(x > 0, x, x * float(a.get("alpha", 0.2)))]
+    if function == "nn.gelu":
+        return [_gelu(x, bool(a.get("approximate", False)))]
+    if function == "nn.silu":
+        return [x * sigmoid(float(a.get("beta", 1.0)) * x)]
+    if function in ("nn.softmax", "nn.log_softmax"):
+        axis = _axis(a.get("axis"), x.ndim, -1)
+        return [(softmax if function == "nn.softmax" else log_softmax)(x, axis)]
+    if function == "math.l2_normalize":
+        axes = _axes(a.get("axis", a.get("dim")), x.ndim)
+        square_sum = np.sum(x * x, axis=None if axes is None else tuple(axes), keepdims=True)
+        return [x / np.sqrt(np.maximum(square_sum, float(a.get("epsilon", 1e-12))))]
+    if function in ("math.argmax", "math.argmin"):
+        axis = _axis(a.get("axis"), x.ndim, 0)
+        return [(np.argmax if function == "math.argmax" else np.argmin)(x, axis=axis).astype(np.float64)]
+    if function == "math.cumsum":
+        axis = _axis(a.get("axis"), x.ndim, 0)
+        y = np.flip(x, axis) if a.get("reverse") else x
+        out = np.cumsum(y, axis=axis)
+        if a.get("exclusive"):
+            out = out - y
+        return [np.flip(out, axis) if a.get("reverse") else out]
+    if function == "reshape":
+        return [np.reshape(x, _dims(a.get("shape"), "shape"))]
+    if function == "transpose":
+        perm = a.get("perm")
+        return [np.transpose(x, None if perm is None else _dims(perm, "perm"))]
+    if function == "expand_dims":
+        return [np.expand_dims(x, _axis(a.get("axis"), x.ndim + 1))]
+    if function == "squeeze":
+        axes = _axes(a.get("axis", a.get("squeeze_dims")), x.ndim)
+        return [np.squeeze(x, axis=None if axes is None else tuple(axes))]
+    if function in ("concat", "stack"):
+        values = [_array(v) for v in a["values"]]
+        rank = values[0].ndim + (function == "stack")
+        axis = _axis(a.get("axis", 0), rank)
+        return [(np.concatenate if function == "concat" else np.stack)(values, axis=axis)]
+    if function == "unstack":
+        axis = _axis(a.get("axis", 0), x.ndim)
+        return [np.take(x, i, axis=axis) for i in range(x.shape[axis])]
+    if function == "tile":
+        return [np.tile(x, _dims(a.get("multiples"), "multiples"))]
+    if function == "repeat":
+        axis = a.get("axis")
+        repeats = _dims(a.get("repeats"), "repeats")
+        return [np.repeat(x if axis is not None else x.reshape(-1), repeats if len(repeats) > 1 else repeats[0],
+                          axis=_axis(axis, x.ndim) if axis is not None else 0)]
+    if function == "reverse":
+        return [np.flip(x, axis=tuple(_axes(a.get("axis"), x.ndim) or ()))]
+    if function == "split":
+        axis = _axis(a.get("axis", 0), x.ndim)
+        sizes = _split_sizes(a, x.shape[axis])
+        return list(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
+    if function == "gather":
+        if a.get("batch_dims", 0) not in (0, None):
+            raise TfOpProblem(f"batch_dims {a.get('batch_dims')!r} is not supported")
+        indices = np.asarray(a.get("indices"))
+        if isinstance(a.get("indices"), np.ndarray) and a["indices"].dtype.kind == "f":
+            raise TfOpProblem("indices computed by the model are not supported")
+        return [np.take(x, indices.astype(np.int64), axis=_axis(a.get("axis"), x.ndim, 0))]
+    if function == "pad":
+        mode = str(a.get("mode", "CONSTANT")).upper()
+        pads = [tuple(p) for p in np.asarray(a.get("paddings"), dtype=np.int64).tolist()]
+        if mode == "CONSTANT":
+            return [np.pad(x, pads, mode="constant", constant_values=float(a.get("constant_values", 0)))]
+        if mode in ("REFLECT", "SYMMETRIC"):
+            return [np.pad(x, pads, mode=mode.lower())]
+        raise TfOpProblem(f"pad mode {mode!r} is not one of CONSTANT, REFLECT, SYMMETRIC")
+    if function == "__operators__.getitem":
+        return [x[_index(a.get("slice_spec"))]]
+    if function == "linalg.matmul":
+        b = _array(a["b"])
+        if a.get("transpose_a") or a.get("adjoint_a"):
+            x = np.swapaxes(x, -1, -2)
+        if a.get("transpose_b") or a.get("adjoint_b"):
+            b = np.swapaxes(b, -1, -2)
+        return [np.matmul(x, b)]
+    if function == "cast":
+        kind = cast_kind(a.get("dtype"))
+        if kind == "float16":
+            return [x.astype(np.float16).astype(np.float64)]
+        if kind == "bfloat16":
+            return [_bfloat16(x)]
+        return [np.trunc(x) if kind == "int" else (x != 0).astype(np.float64) if kind == "bool" else x]
+    if function == "where":
+        if a.get("x") is None or a.get("y") is None:
+            raise TfOpProblem("tf.where without x and y (the indices of true elements) is not supported")
+        return [np.where(_array(a["condition"]) != 0, _array(a["x"]), _array(a["y"]))]
+    if function == "clip_by_value":
+        return [np.minimum(np.maximum(x, _array(a["clip_value_min"])), _array(a["clip_value_max"]))]
+    if function == "nn.bias_add":
+        bias = _array(a["bias"])
+        if a.get("data_format") in ("NCHW", "NCW", "NCDHW", "channels_first"):
+            return [x + bias.reshape((-1,) + (1,) * (x.ndim - 2))]
+        return [x + bias]
+    if function in ("ones_like", "zeros_like"):
+        return [np.full(x.shape, 1.0 if function == "ones_like" else 0.0)]
+    if function == "identity":
+        return [x]
+    raise TfOpProblem(f"no float64 semantics for tf.{function}")
+
+
+def _index(spec: Any) -> tuple[Any, ...]:
+    """A getitem ``slice_spec`` (the reader's python slices, Ellipsis, None, ints) as a numpy index."""
+    items = spec if isinstance(spec, (list, tuple)) else [spec]
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, slice):
+            bounds = (item.start, item.stop, item.step)
+            if any(b is not None and (not isinstance(b, int) or isinstance(b, bool)) for b in bounds):
+                raise TfOpProblem(f"slice bounds computed by the model are not supported ({item})")
+            out.append(item)
+        elif item is Ellipsis or item is None or (isinstance(item, int) and not isinstance(item, bool)):
+            out.append(item)
+        else:
+            raise TfOpProblem(f"index {item!r} is not a constant slice, integer, None or Ellipsis")
+    return tuple(out)
+
+
+# -- shapes --------------------------------------------------------------------------------------
+def _known(d: Any) -> bool:
+    return isinstance(d, int) and not isinstance(d, bool)
+
+
+def _slice_length(size: int | None, s: slice) -> int | None:
+    return len(range(*s.indices(size))) if size is not None else None
+
+
+def _getitem_shape(shape: Shape, spec: Any) -> Shape:
+    items = list(_index(spec))
+    real = sum(1 for i in items if i is not None and i is not Ellipsis)
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        items[at:at + 1] = [slice(None)] * (len(shape) - real)
+    items += [slice(None)] * (len(shape) - sum(1 for i in items if i is not None))
+    out: list[Any] = []
+    axis = 0
+    for item in items:
+        if item is None:
+            out.append(1)
+            continue
+        size = shape[axis]
+        axis += 1
+        if isinstance(item, slice):
+            out.append(size if item == slice(None) else _slice_length(size, item))
+    return tuple(out)
+
+
+def _reshape_shape(shape: Shape, target: list[int]) -> Shape:
+    out: list[Any] = list(target)
+    if -1 in target:
+        at = target.index(-1)
+        known = [d for d in shape if _known(d)]
+        rest = math.prod(d for i, d in enumerate(target) if i != at)
+        out[at] = math.prod(known) // rest if len(known) == len(shape) and rest else None
+    return tuple(out)
+
+
+def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
+    """The output shapes of ``function`` whose tensor arguments are :class:`Operand` s."""
+    if function in _BINARY_OPS:
+        return [broadcast([_const_shape(a["x"]), _const_shape(a["y"])])]
+    if function in _UNARY_OPS or function in ("nn.leaky_relu", "nn.gelu", "nn.silu", "nn.softmax", "nn.log_softmax",
+                                              "math.l2_normalize", "math.cumsum", "ones_like", "zeros_like",
+                                              "identity", "cast", "nn.bias_add", "reverse"):
+        return [_const_shape(_first(a))]
+    if function == "clip_by_value":
+        return [broadcast([_const_shape(a[k]) for k in ("t", "clip_value_min", "clip_value_max")])]
+    if function == "where":
+        return [broadcast([_const_shape(a[k]) for k in ("condition", "x", "y")])]
+    if function in ("concat", "stack"):
+        shapes = [_const_shape(v) for v in a["values"]]
+        if function == "stack":
+            axis = _axis(a.get("axis", 0), len(shapes[0]) + 1)
+            merged = broadcast(shapes)
+            return [(*merged[:axis], len(shapes), *merged[axis:])]
+        axis = _axis(a.get("axis", 0), len(shapes[0]))
+        dims = [s[axis] for s in shapes]
+        total = sum(dims) if all(_known(d) for d in dims) else None
+        merged = broadcast([s[:axis] + (1,) + s[axis + 1:] for s in shapes])
+        return [(*merged[:axis], total, *merged[axis + 1:])]
+    shape = _const_shape(_first(a))
+    rank = len(shape)
+    if function in _REDUCE_OPS or function in ("math.argmax", "math.argmin"):
+        if function in ("math.argmax", "math.argmin"):
+            axes, keep = [_axis(a.get("axis"), rank, 0)], False
+        else:
+            axes, keep = _axes(a.get("axis"), rank), bool(a.get("keepdims"))
+        axes = list(range(rank)) if axes is None else axes
+        return [tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
+                else tuple(d for i, d in enumerate(shape) if i not in axes)]
+    if function == "reshape":
+        return [_reshape_shape(shape, _dims(a.get("shape"), "shape"))]
+    if function == "transpose":
+        perm = a.get("perm")
+        perm = list(reversed(range(rank))) if perm is None else _dims(perm, "perm")
+        return [tuple(shape[p] for p in perm)]
+    if function == "expand_dims":
+        axis = _axis(a.get("axis"), rank + 1)
+        return [(*shape[:axis], 1, *shape[axis:])]
+    if function == "squeeze":
+        axes = _axes(a.get("axis", a.get("squeeze_dims")), rank)
+        if axes is None:
+            axes = [i for i, d in enumerate(shape) if d == 1]
+        return [tuple(d for i, d in enumerate(shape) if i not in axes)]
+    if function == "unstack":
+        axis = _axis(a.get("axis", 0), rank)
+        if not _known(shape[axis]):
+            raise TfOpProblem(f"unstack along axis {axis} of unknown size")
+        return [shape[:axis] + shape[axis + 1:]] * shape[axis]
+    if function == "tile":
+        mult = _dims(a.get("multiples"), "multiples")
+        return [tuple(d * m if _known(d) else None for d, m in zip(shape, mult))]
+    if function == "repeat":
+        repeats = _dims(a.get("repeats"), "repeats")
+        axis = _axis(a.get("axis"), rank)
+        size = shape[axis]
+        new = (size * repeats[0] if _known(size) else None) if len(repeats) == 1 else sum(repeats)
+        return [(*shape[:axis], new, *shape[axis + 1:])]
+    if function == "split":
+        axis = _axis(a.get("axis", 0), rank)
+        return [(*shape[:axis], s, *shape[axis + 1:]) for s in _split_sizes(a, shape[axis])]
+    if function == "gather":
+        axis = _axis(a.get("axis"), rank, 0)
+        return [(*shape[:axis], *np.shape(a.get("indices")), *shape[axis + 1:])]
+    if function == "pad":
+        pads = np.asarray(a.get("paddings"), dtype=np.int64).tolist()
+        return [tuple(d + p[0] + p[1] if _known(d) else None for d, p in zip(shape, pads))]
+    if function == "__operators__.getitem":
+        return [_getitem_shape(shape, a.get("slice_spec"))]
+    if function == "linalg.matmul":
+        b = _const_shape(a["b"])
+        ta, tb = bool(a.get("transpose_a") or a.get("adjoint_a")), bool(a.get("transpose_b") or a.get("adjoint_b"))
+        rows = shape[-1] if ta else shape[-2]
+        cols = b[-2] if tb else b[-1]
+        return [(*broadcast([shape[:-2], b[:-2]]), rows, cols)]
+    raise TfOpProblem(f"no shape rule for tf.{function}")
+
+
+# -- the records ----------------------------------------------------------------------------------
+#: every TensorFlow function this module computes (as tf.keras records it, ``compat.v1.`` removed)
+TF_OPS: tuple[str, ...] = tuple(sorted(f for f in PARAMETERS if f not in _OPERANDS_LOST))
+
+
+class _Lookup(Sequence[Any]):
+    """The resolver as the sequence :func:`~bnconvert.model.resolve_args` indexes."""
+
+    def __init__(self, resolve: Callable[[TensorArg], Any]) -> None:
+        self._resolve = resolve
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._resolve(TensorArg(index))
+
+    def __len__(self) -> int:  # never asked by resolve_args
+        raise TypeError("no length")
+
+
+def _resolve(value: Any, resolve: Callable[[TensorArg], Any]) -> Any:
+    return resolve_args(value, _Lookup(resolve))
+
+
+def _problem(layer: Layer, problem: TfOpProblem) -> UnsupportedLayerError:
+    return UnsupportedLayerError(f"layer {layer.label}: {layer.class_name}: {problem}")
+
+
+def _shape_rule(function: str) -> Callable[[dict[str, Any], list[Shape]], list[Shape]]:
+    def rule(config: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+        args, kwargs = op_args_of(config)
+        lookup = _Lookup(lambda t: Operand(tuple(shapes[t.index])))
+        try:
+            return _shapes(function, bind(function, resolve_args(args, lookup), resolve_args(kwargs, lookup)))
+        except TfOpProblem as exc:
+            raise ValueError(str(exc)) from None  # shapes unknown; the reference and export say why
+
+    return rule
+
+
+@defines(*(f"tf.{f}" for f in TF_OPS), weights=no_weights, masking="drop",
+         shape={f"tf.{f}": _shape_rule(f) for f in TF_OPS},
+         notes="tf.keras TFOpLambda/SlicingOpLambda; values per TensorFlow's documentation of the function")
+def tf_operation(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """One call of a TensorFlow function, its arguments bound by :data:`PARAMETERS`."""
+    try:
+        args, kwargs = op_args_of(ctx)
+        args, kwargs = resolve_args(args, [f64(x) for x in xs]), resolve_args(kwargs, [f64(x) for x in xs])
+        outs = _compute(tf_function(layer), bind(tf_function(layer), args, kwargs))
+    except TfOpProblem as exc:
+        raise _problem(layer, exc) from None
+    return [np.asarray(y, dtype=np.float64) for y in outs]
+
+
+
+declares(*(f"tf.{f}" for f in _OPERANDS_LOST), module=__name__, weights=no_weights,
+         notes="tf.keras stores these calls without their tensor operands: " + "; ".join(_OPERANDS_LOST.values()))
