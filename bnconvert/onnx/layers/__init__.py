@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from . import activations, conv, conv_lstm, dense, merge, misc, norm, pooling, recurrent, reshape, sequence, spatial
+from . import activations, conv, conv_lstm, dense, merge, misc, norm, pooling, recurrent, reshape, sequence, spatial, tf_ops
 
-__all__ = ["activations", "conv", "conv_lstm", "dense", "merge", "misc", "norm", "pooling", "recurrent", "reshape", "sequence", "spatial"]
+__all__ = ["activations", "conv", "conv_lstm", "dense", "merge", "misc", "norm", "pooling", "recurrent", "reshape", "sequence", "spatial", "tf_ops"]
