@@ -147,6 +147,8 @@ def axis_matrix(method: str, n_in: int, n_out: int, antialias: bool = False) -> 
             for i in range(math.floor(lo), math.ceil(hi)):
                 m[min(i, n_in - 1), o] += (min(i + 1, hi) - max(i, lo)) / scale
         return m
+    if method == "bicubic" and not antialias:
+        return _bicubic_matrix(n_in, n_out)
     kernel, radius = _KERNELS[method]
     inv = n_in / n_out
     width = max(inv, 1.0) if antialias else 1.0
@@ -156,6 +158,24 @@ def axis_matrix(method: str, n_in: int, n_out: int, antialias: bool = False) -> 
     total = weights.sum(axis=0, keepdims=True)
     weights = np.where(np.abs(total) >= 1000.0 * np.finfo(np.float32).tiny, weights / np.where(total != 0, total, 1), 0.0)
     return np.where(((sample >= 0) & (sample <= n_in))[None, :], weights, 0.0)
+
+
+def _bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """TF's ``ResizeBicubic`` (half-pixel centres, Keys a = -0.5): four taps around
+    ``(o + 0.5) * n_in / n_out - 0.5``, whose fractional part TF rounds to 1/1024 (its
+    coefficient table); taps outside the image get no weight and the rest are renormalised."""
+    m = np.zeros((n_in, n_out))
+    scale = np.float32(n_in) / np.float32(n_out)
+    for o in range(n_out):
+        where = (np.float32(o) + np.float32(0.5)) * scale - np.float32(0.5)
+        base = math.floor(where)
+        frac = np.rint(float(where - base) * 1024.0) / 1024.0
+        taps = {base - 1: 1.0 + frac, base: frac, base + 1: 1.0 - frac, base + 2: 2.0 - frac}
+        weights = {i: float(_keys_cubic(np.float64(d))) for i, d in taps.items() if 0 <= i < n_in}
+        total = sum(weights.values())
+        for i, wt in weights.items():
+            m[i, o] = wt / total
+    return m
 
 
 def aspect_window(height: int, width: int, target_h: int, target_w: int) -> tuple[int, int, int, int]:

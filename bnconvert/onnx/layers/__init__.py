@@ -3,6 +3,22 @@
 
 from __future__ import annotations
 
-from . import activations, conv, conv_lstm, dense, merge, misc, norm, pooling, recurrent, reshape, sequence, spatial, tf_ops
+from . import (
+    activations,
+    conv,
+    conv_lstm,
+    dense,
+    merge,
+    misc,
+    norm,
+    pooling,
+    preprocessing,
+    recurrent,
+    reshape,
+    sequence,
+    spatial,
+    tf_ops,
+)
 
-__all__ = ["activations", "conv", "conv_lstm", "dense", "merge", "misc", "norm", "pooling", "recurrent", "reshape", "sequence", "spatial", "tf_ops"]
+__all__ = ["activations", "conv", "conv_lstm", "dense", "merge", "misc", "norm", "pooling", "preprocessing", "recurrent",
+           "reshape", "sequence", "spatial", "tf_ops"]
