@@ -30,7 +30,7 @@ from .record import CallContext, defines
 from .roles import barrier
 from .util import array_value, axes_of, f64
 
-__all__ = ["ADDONS", "CONTRIB", "batch_norm", "broadcast_param", "group_norm", "instance_norm_origin", "unit_norm"]
+__all__ = ["ADDONS", "CONTRIB", "READ_AS", "batch_norm", "broadcast_param", "group_norm", "instance_norm_origin", "unit_norm"]
 
 
 def broadcast_param(value: np.ndarray, shape: tuple[int, ...], axes: list[int]) -> np.ndarray:
@@ -330,3 +330,9 @@ def instance_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallCo
     if beta is not None:
         y = y + (f64(beta).reshape(()) if axis is None else broadcast_param(beta, x.shape, kept))
     return [y]
+
+
+#: classes every reader reads as another class, because at inference they are it: tf.keras'
+#: ``experimental.SyncBatchNormalization`` only synchronises the batch statistics of training
+#: across replicas (Keras 3 writes ``BatchNormalization(synchronized=True)`` instead)
+READ_AS = {"SyncBatchNormalization": "BatchNormalization"}

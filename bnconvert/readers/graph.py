@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..catalog.normalization import READ_AS
 from ..errors import FormatError
 from ..model import (
     GIVEN_MASK,
@@ -102,6 +103,8 @@ def _layer(entry: Any, where: str) -> Layer:
     class_name = entry["class_name"]
     # the class the file wrote, when the reader renamed it (Keras 1 Convolution2D, CuDNNLSTM)
     source = entry.get("keras1_class") or entry.get("source_class") or ""
+    if class_name in READ_AS:  # tf.keras' SyncBatchNormalization is a BatchNormalization at inference
+        source, class_name = source or class_name, READ_AS[class_name]
     operation = operation_name(entry)
     if operation is not None:  # named the user's way; the file's class stays in source_class
         class_name, source = operation, class_name
