@@ -25,8 +25,18 @@ from ..catalog.legacy import keras1_value
 from ..errors import FormatError, UnsupportedLayerError
 from .rnn_layouts import KERAS1_RECURRENT, keras1_recurrent_config
 
-__all__ = ["upgrade_config", "upgrade_weights", "keras1_classes", "MERGE_MODES", "RUNNING_STD", "resolve_running_std",
-           "running_std_to_variance", "flip_kernels"]
+__all__ = [
+    "KERAS1_ONLY",
+    "MERGE_MODES",
+    "RUNNING_STD",
+    "flip_kernels",
+    "keras1_classes",
+    "merged_sequential",
+    "resolve_running_std",
+    "running_std_to_variance",
+    "upgrade_config",
+    "upgrade_weights",
+]
 
 #: running_std interpretations: name -> inference denominator as a function of (running_std, eps)
 RUNNING_STD = {
@@ -74,8 +84,9 @@ def _common(cfg: dict[str, Any]) -> dict[str, Any]:
 #: Keras 1 ``Merge`` modes and the Keras 2 class each became
 MERGE_MODES = {"sum": "Add", "mul": "Multiply", "ave": "Average", "max": "Maximum", "concat": "Concatenate", "dot": "Dot"}
 #: classes outside the catalog that Keras 1 wrote with today's arguments (copied as they are)
-_SAME_CLASS = {"Lambda", "Masking", "Embedding", "LSTM", "GRU", "SimpleRNN", "TimeDistributed", "Bidirectional", "Highway",
-               "MaxoutDense"}
+_SAME_CLASS = {"Lambda", "Masking", "Embedding", "LSTM", "GRU", "SimpleRNN", "TimeDistributed", "Bidirectional"}
+#: catalog classes only Keras 1 had (Keras 2 removed them): read and run, but no Keras 2 config holds them
+KERAS1_ONLY = frozenset({"Highway", "MaxoutDense", "SReLU", "ParametricSoftplus", "Merge"})
 
 
 @functools.cache
@@ -92,8 +103,9 @@ def _keras1_records() -> dict[str, LayerRecord]:
 
 
 def keras1_classes() -> frozenset[str]:
-    """The catalog classes a Keras 1 file can hold after the upgrade (under their modern names)."""
-    return frozenset(record.class_name for record in _keras1_records().values())
+    """The catalog classes a Keras 1 file can hold after the upgrade (under their modern names)
+    that Keras 2 also has (not :data:`KERAS1_ONLY`)."""
+    return frozenset(record.class_name for record in _keras1_records().values()) - KERAS1_ONLY
 
 
 class _BadField(Exception):
@@ -157,6 +169,16 @@ def upgrade_layer(class_name: str, cfg: dict[str, Any]) -> tuple[str, dict[str, 
         if modern == "SeparableConv2D":
             out["depth_multiplier"] = arg("depth_multiplier")
         return modern, out
+    if modern in ("LocallyConnected1D", "LocallyConnected2D"):  # Keras 1 wrote implementation 1's kernel layout
+        out.update(filters=arg("filters"), padding=arg("padding"), activation=arg("activation"),
+                   use_bias=arg("use_bias"), implementation=1)
+        if modern == "LocallyConnected1D":
+            out.update(kernel_size=[c["filter_length"]], strides=[c.get("subsample_length", 1)], data_format="channels_last")
+            if "batch_input_shape" not in out and c.get("input_dim"):
+                out["batch_input_shape"] = [None, c.get("input_length"), c["input_dim"]]
+        else:
+            out.update(kernel_size=[c["nb_row"], c["nb_col"]], strides=_pair(c.get("subsample", (1, 1))), data_format=_fmt(c))
+        return modern, out
     if modern == "Conv3D":
         out.update(
             filters=arg("filters"), kernel_size=[c["kernel_dim1"], c["kernel_dim2"], c["kernel_dim3"]],
@@ -206,13 +228,21 @@ def _upgrade_other(class_name: str, c: dict[str, Any], out: dict[str, Any]) -> t
     if class_name == "Merge":
         mode = c.get("mode", "sum")
         if not isinstance(mode, str) or mode not in MERGE_MODES:
+            # cos has no Keras 2 class (the catalog's Merge record runs it); a function is never run
             out["keras1_merge_mode"] = mode if isinstance(mode, str) else "<python function>"
+            out["mode"] = mode if isinstance(mode, str) else None
+            out["dot_axes"] = c.get("dot_axes", -1)
             return "Merge", out
         if mode == "concat":
             out["axis"] = c.get("concat_axis", -1)
         if mode == "dot":
             out["axes"] = c.get("dot_axes", -1)
         return MERGE_MODES[mode], out
+    if class_name == "TimeDistributedDense":  # Dense on the last axis of (N, T, in): Keras 1's reshape-dot-reshape
+        out.update(units=c["output_dim"], activation=c.get("activation", "linear"), use_bias=c.get("bias", True))
+        if "batch_input_shape" not in out and c.get("input_dim"):
+            out["batch_input_shape"] = [None, c.get("input_length"), c["input_dim"]]
+        return "Dense", out
     if class_name in KERAS1_RECURRENT:
         return class_name, keras1_recurrent_config(class_name, c, out)
     if class_name == "ConvLSTM2D":  # Keras 1.2: nb_filter, per-gate weights, th kernels; no file to check against
@@ -250,6 +280,9 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
         entries = body if isinstance(body, list) else body.get("layers", []) if isinstance(body, dict) else None
         if not isinstance(entries, list):
             raise FormatError("model_config: the Sequential config holds no list of layers")
+        if entries and isinstance(entries[0], dict) and entries[0].get("class_name") == "Merge" \
+                and isinstance((entries[0].get("config") or {}).get("layers"), list):
+            return upgrade_config(merged_sequential(entries))
         return {"class_name": "Sequential", "config": {"name": "sequential", "layers": [_upgrade_entry(e) for e in entries]}}
     if class_name in ("Model", "Functional"):
         if not isinstance(body, dict) or not isinstance(body.get("layers", []), list):
@@ -258,6 +291,75 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
         body["layers"] = [_upgrade_entry(e) for e in body.get("layers", [])]
         return {"class_name": "Functional", "config": body}
     raise FormatError(f"model_config: top-level class {class_name!r} is not a Keras 1 Sequential or Model")
+
+
+def merged_sequential(entries: list[Any]) -> dict[str, Any]:
+    """A Keras 1 Sequential whose first layer is a ``Merge`` of models as the Keras 1 functional
+    ``Model`` config it stands for (still in Keras 1 words).
+
+    Keras 1.2.2 (``models.py`` ``Sequential.get_config``) wrote such a model as a list whose first
+    entry is ``Merge`` with, in its config, ``layers``: one config per merged branch (a Sequential,
+    itself possibly starting with a Merge, or a single layer). Each branch becomes an input and a
+    chain of layers, the Merge a layer called on the branches' outputs, the rest a chain after it.
+    The weights were saved per leaf layer (``flattened_layers``), by name, as a Model's are."""
+    layers: list[dict[str, Any]] = []
+    inputs: list[list[Any]] = []
+    seen: set[str] = set()
+
+    def add(entry: Any, inbound: list[list[Any]]) -> list[Any]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+            raise FormatError("model_config: a layer entry of a merged Keras 1 Sequential is not a layer config")
+        cfg = dict(entry["config"])
+        name = cfg.get("name")
+        if not isinstance(name, str) or name in seen:
+            raise FormatError(f"model_config: Keras 1 merged Sequential: layer name {name!r} is missing or used twice "
+                              "(a branch merged twice is not supported)")
+        seen.add(name)
+        layers.append({"class_name": entry["class_name"], "name": name, "config": cfg,
+                       "inbound_nodes": [[list(ref) for ref in inbound]] if inbound else []})
+        return [name, 0, 0]
+
+    def chain(branch: Any) -> list[Any]:
+        """The branch's layers appended after an input of their own; their output."""
+        if isinstance(branch, dict) and branch.get("class_name") == "Sequential":
+            body = branch.get("config")
+            items = body if isinstance(body, list) else body.get("layers") if isinstance(body, dict) else None
+        else:
+            items = [branch]
+        if not isinstance(items, list) or not items or not isinstance(items[0], dict):
+            raise FormatError("model_config: a branch of a Keras 1 Merge holds no layers")
+        if items[0].get("class_name") == "Merge" and isinstance((items[0].get("config") or {}).get("layers"), list):
+            out = merge(items[0])
+        else:
+            first = items[0].get("config") if isinstance(items[0].get("config"), dict) else {}
+            shape = first.get("batch_input_shape") or ([None, *first["input_shape"]] if first.get("input_shape") else None)
+            if shape is None:
+                raise FormatError(f"model_config: the first layer of a Keras 1 Merge branch ({first.get('name')!r}) "
+                                  "declares no input shape")
+            ref = add({"class_name": "InputLayer", "config": {"name": f"{first.get('name')}_input", "batch_input_shape": shape,
+                                                              "input_dtype": first.get("input_dtype") or "float32",
+                                                              "sparse": False}}, [])
+            inputs.append(ref)
+            out = add(items[0], [ref])
+        for item in items[1:]:
+            if isinstance(item, dict) and item.get("class_name") in ("Sequential", "Model"):
+                raise UnsupportedLayerError("a model nested inside a branch of a Keras 1 Merge is not supported")
+            out = add(item, [out])
+        return out
+
+    def merge(entry: dict[str, Any]) -> list[Any]:
+        cfg = dict(entry["config"])
+        branches = cfg.pop("layers")
+        refs = [chain(branch) for branch in branches]
+        return add({"class_name": "Merge", "config": cfg}, refs)
+
+    out = merge(entries[0])
+    for item in entries[1:]:
+        if isinstance(item, dict) and item.get("class_name") in ("Sequential", "Model"):
+            raise UnsupportedLayerError("a model nested after the Merge of a Keras 1 Sequential is not supported")
+        out = add(item, [out])
+    return {"class_name": "Model", "config": {"name": "sequential", "layers": layers, "input_layers": inputs,
+                                              "output_layers": [out]}}
 
 
 def _upgrade_entry(entry: Any) -> dict[str, Any]:
