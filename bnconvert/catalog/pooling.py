@@ -12,7 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..model import Layer
-from .checks import FORMAT, POOL, boolean
+from .checks import FORMAT, POOL, boolean, pos_ints
 from .facts import (
     Shape,
     ShapeRule,
@@ -27,7 +27,7 @@ from .record import CallContext, defines
 from .roles import pool
 from .util import channels_first, f64, from_last, ntuple, same_pads, to_last
 
-__all__ = ["pool_nd"]
+__all__ = ["adaptive_bins", "pool_nd"]
 
 
 def pool_nd(x: np.ndarray, size: tuple[int, ...], strides: tuple[int, ...], padding: str, kind: str) -> np.ndarray:
@@ -126,3 +126,44 @@ def global_pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -
                     / np.sum(weight, axis=spatial, keepdims=keep)]
     fn = np.max if layer.class_name.startswith("GlobalMax") else np.mean
     return [fn(x, axis=spatial, keepdims=keep)]
+
+
+def adaptive_bins(n_in: int, n_out: int) -> list[tuple[int, int]]:
+    """Keras 3's adaptive pooling windows (PyTorch's): bin ``i`` covers
+    ``[floor(i * n_in / n_out), ceil((i + 1) * n_in / n_out))``."""
+    return [(min((i * n_in) // n_out, n_in - 1), min(-(-((i + 1) * n_in) // n_out), n_in)) for i in range(n_out)]
+
+
+def _adaptive_rank(class_name: str) -> int:
+    return int(class_name[-2])
+
+
+def _adaptive_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    """``output_size`` replaces the spatial axes (Keras' ``compute_output_shape``)."""
+    x = shapes[0]
+    n = len(x) - 2
+    size = settings(c.get("output_size"), n)
+    if len(size) != n or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
+        raise ValueError(f"output_size {c.get('output_size')!r}")
+    _, channels = split_spatial(x, c)
+    return [assemble(x[0], size, channels, c)]
+
+
+_ADAPTIVE = tuple(f"Adaptive{kind}Pooling{n}D" for kind in ("Average", "Max") for n in (1, 2, 3))
+
+
+@defines(*_ADAPTIVE, shape=_adaptive_shape, weights=no_weights,
+         fields={"output_size": pos_ints, "data_format": FORMAT})
+def adaptive_pooling_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """Keras 3 adaptive pooling: the mean or max of each :func:`adaptive_bins` window, axis by
+    axis (a box's mean or max is that of its rows' means or maxima)."""
+    c = layer.config
+    n = _adaptive_rank(layer.class_name)
+    first = channels_first(c)
+    size = ntuple(c.get("output_size"), n)
+    x = to_last(f64(xs[0]), first)
+    reduce = np.max if "Max" in layer.class_name else np.mean
+    for axis, out in zip(range(1, n + 1), size):
+        parts = [reduce(np.take(x, range(a, b), axis=axis), axis=axis, keepdims=True) for a, b in adaptive_bins(x.shape[axis], out)]
+        x = np.concatenate(parts, axis=axis)
+    return [from_last(x, first)]

@@ -1,4 +1,4 @@
-"""Max/AveragePooling1D/2D/3D and their Global variants.
+"""Max/AveragePooling1D/2D/3D, their Global variants, and Keras 3's AdaptiveAverage/MaxPooling1D/2D/3D.
 
 Keras ``same`` pooling pads like ``same`` convolution (smaller half first); padded positions are
 ignored by max pooling and excluded from the average (TensorFlow's ``avg_pool``, Theano's
@@ -18,14 +18,16 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto
 
+from ...catalog.pooling import adaptive_bins
 from ...layerspec import data_format
 from ..builder import Builder, Call, Tensor
 from ..layout import channels_first, identity, position
 from ..registry import converts, refuse
 from .conv import spatial_axes, window_pads
+from .preprocessing import axis_matmul
 from .sequence import mask_value
 
-__all__ = ["pool", "global_pool"]
+__all__ = ["adaptive_pool", "global_pool", "pool"]
 
 
 def _tuple(value: Any, n: int) -> list[int]:
@@ -90,3 +92,38 @@ def _masked_average(b: Builder, call: Call, fmt: str) -> Tensor:
                      keepdims=keepdims, name=f"{call.name}/count")
     call.out_masks = [None]
     return b.tensor(call.out_shape, identity(len(call.out_shape)), b.node("Div", [total, count], name=call.name))
+
+
+@converts(*(f"Adaptive{kind}Pooling{n}D" for kind in ("Average", "Max") for n in (1, 2, 3)))
+def adaptive_pool(b: Builder, call: Call) -> list[Tensor]:
+    """Keras 3 adaptive pooling over the catalog's bins (:func:`~bnconvert.catalog.pooling.adaptive_bins`),
+    axis by axis on the channels-first view: an average is a MatMul with the bins' averaging
+    matrix; a max gathers each bin's indices (a short bin repeats its last one, which a max
+    ignores) and reduces the gathered axis."""
+    c = call.config
+    x, rank = call.x, call.x.rank
+    fmt = data_format(c)
+    n = rank - 2
+    size = _tuple(c.get("output_size"), n)
+    shape = [x.shape[0], *(x.shape[a] for a in ([1] if fmt == "channels_first" else [rank - 1])), *(x.shape[a] for a in spatial_axes(rank, fmt))]
+    if len(size) != n or not all(isinstance(d, int) for d in shape[1:]):
+        raise refuse(call, f"output_size {c.get('output_size')!r} on input {x.shape}: a static size per spatial axis is needed")
+    y = b.spatial_view(x, fmt)
+    is_max = "Max" in call.layer.class_name
+    for i, out in enumerate(size):
+        axis, n_in = 2 + i, shape[2 + i]
+        bins = adaptive_bins(n_in, out)
+        name = f"{call.name}/axis_{axis}"
+        if is_max:
+            longest = max(hi - lo for lo, hi in bins)
+            idx = [[min(lo + k, hi - 1) for k in range(longest)] for lo, hi in bins]
+            gathered = b.node("Gather", [y, b.const(f"{name}/bins", np.asarray(idx, np.int64), np.int64)], name=f"{name}/gather", axis=axis)
+            y = b.reduce("ReduceMax", gathered, [axis + 1], keepdims=False, name=name)
+        else:
+            matrix = np.zeros((n_in, out))
+            for o, (lo, hi) in enumerate(bins):
+                matrix[lo:hi, o] = 1.0 / (hi - lo)
+            y = axis_matmul(b, y, matrix, axis, tuple(shape), name)
+        shape[axis] = out
+    perm = identity(rank) if fmt == "channels_first" else channels_first(rank)
+    return [b.tensor(call.out_shape, perm, b.node("Identity", [y], name=call.name))]
