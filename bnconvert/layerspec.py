@@ -28,6 +28,7 @@ __all__ = [
     "snake_case",
     "weight_parts",
     "weight_spec",
+    "zip_group",
 ]
 
 def weight_spec(class_name: str, config: dict[str, Any]) -> list[tuple[str, bool]] | None:
@@ -83,6 +84,14 @@ def snake_case(name: str) -> str:
     name = re.sub(r"\W+", "", name)
     name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def zip_group(class_name: str) -> str:
+    """The group a ``.keras`` archive gives a layer of ``class_name`` (before its ``_N``): Keras
+    snake-cases the Python class, which a few configs name otherwise (the record's
+    ``extra["zip_name"]``: a GroupQueryAttention is saved as ``grouped_query_attention``)."""
+    record = catalog().get(class_name)
+    return (record.extra.get("zip_name") if record is not None else None) or snake_case(class_name)
 
 
 def data_format(config: dict[str, Any]) -> str:

@@ -333,7 +333,7 @@ def attention_spec(class_name: str, config: Mapping[str, Any], query_rank: int) 
         raise ConfigProblem(f"config 'num_query_heads' {heads} is not a multiple of 'num_key_value_heads' {kv}")
     if query_rank != 3:
         raise ConfigProblem(f"GroupQueryAttention takes a rank-3 query, not rank {query_rank}")
-    return AttentionSpec(heads, dim, dim, (1,), "bquh,bkuh->buqk", "buqk,bkuh->bquh", 1.0 / math.sqrt(float(dim)),
+    return AttentionSpec(heads, dim, dim, (1,), "bkuh,bquh->buqk", "buqk,bkuh->bquh", 1.0 / math.sqrt(float(dim)),
                          repeats=heads // kv, gate=gate, window=window, bias=bias)
 
 
@@ -373,6 +373,9 @@ SUBLAYERS = {
     "GroupQueryAttention": {"query": "_query_dense", "key": "_key_dense", "gate": "_gate_dense",
                             "value": "_value_dense", "attention_output": "_output_dense"},
 }
+#: Keras 3 writes GroupedQueryAttention (its Python class) as "GroupQueryAttention" in a
+#: ``.keras`` config and as "GroupedQueryAttention" in an ``.h5`` one; one record each
+SUBLAYERS["GroupedQueryAttention"] = SUBLAYERS["GroupQueryAttention"]
 
 
 def _attention_weights(class_name: str) -> Any:
@@ -429,20 +432,21 @@ def _attention_masks(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> li
     return [ctx.mask(roles.query), None]
 
 
+_GQA_FIELDS = {"num_query_heads": checks.pos_int, "num_key_value_heads": checks.pos_int, "head_dim": checks.pos_int,
+               "use_bias": checks.boolean, "use_gate": checks.boolean, "dropout": checks.opt(checks.finite_nonneg),
+               "sliding_window": checks.opt(checks.pos_int)}
 _ATTENTION_FIELDS = {
     "MultiHeadAttention": {"num_heads": checks.pos_int, "key_dim": checks.pos_int, "value_dim": checks.opt(checks.pos_int),
                            "use_bias": checks.boolean, "use_gate": checks.boolean, "dropout": checks.opt(checks.finite_nonneg),
                            "attention_axes": checks.opt(checks.axis), "sliding_window": checks.opt(checks.pos_int),
                            "softmax_robust_masking": checks.boolean},
-    "GroupQueryAttention": {"num_query_heads": checks.pos_int, "num_key_value_heads": checks.pos_int,
-                            "head_dim": checks.pos_int, "use_bias": checks.boolean, "use_gate": checks.boolean,
-                            "dropout": checks.opt(checks.finite_nonneg), "sliding_window": checks.opt(checks.pos_int)},
+    "GroupQueryAttention": _GQA_FIELDS, "GroupedQueryAttention": _GQA_FIELDS,
 }
 
 _NOT_FOLDED = barrier("attention multiplies projections of its inputs together (not folded)")
 
 
-@defines("MultiHeadAttention", "GroupQueryAttention", masking="own", mask=_attention_masks,
+@defines("MultiHeadAttention", "GroupQueryAttention", "GroupedQueryAttention", masking="own", mask=_attention_masks,
          shape={n: _attention_shape(n) for n in SUBLAYERS}, weights={n: _attention_weights(n) for n in SUBLAYERS},
          fields=_ATTENTION_FIELDS, fold=_NOT_FOLDED,
          notes="masked scores: Keras 3 fast path -0.7*float32 max, Keras 3 scores path -1e9 then zeroed, "
@@ -489,13 +493,12 @@ def _mask(layer: Layer, spec: AttentionSpec, roles: AttentionInputs, xs: list[np
     given = np.asarray(xs[roles.mask]) if roles.mask is not None else None
     keras_masks = [ctx.mask(roles.query), ctx.mask(roles.value),
                    ctx.mask(roles.key) if roles.key != roles.value or ctx.generation != 3 else None]
-    if len(spec.axes) > 1:
+    if spec.axes != (1,):  # Keras builds these masks from axis 1 only: wrong (or failing) elsewhere
         if roles.causal or spec.window is not None or any(m is not None for m in keras_masks):
-            raise UnsupportedLayerError(f"layer {layer.label}: a causal, window or Keras mask with several attention "
-                                        "axes is not supported")
+            raise UnsupportedLayerError(f"layer {layer.label}: a causal, sliding-window or Keras mask with attention "
+                                        f"axes {list(spec.axes)} is not supported (Keras builds them on axis 1)")
         return given
-    axis = spec.axes[0]
-    return attention_mask(spec, q_in.shape[axis], v_in.shape[axis], given=given, query=keras_masks[0],
+    return attention_mask(spec, q_in.shape[1], v_in.shape[1], given=given, query=keras_masks[0],
                           value=keras_masks[1], key=keras_masks[2], causal=roles.causal)
 
 
@@ -537,3 +540,5 @@ def _softmax(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 
 for _name, _groups in SUBLAYERS.items():  # where a .keras archive keeps each projection (layerspec.weight_parts)
     CATALOG[_name].extra["sublayers"] = dict(_groups)
+    if _name != "MultiHeadAttention":  # the archive's group is named after the Python class
+        CATALOG[_name].extra["zip_name"] = "grouped_query_attention"

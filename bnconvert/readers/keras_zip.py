@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from ..errors import FormatError
-from ..layerspec import snake_case, weight_parts
+from ..layerspec import weight_parts, zip_group
 from ..model import Model, Source
 from .fields import check_fields
 from .graph import build_model
@@ -264,7 +264,7 @@ def _vars(group: h5py.Group | None, where: str, budget: Budget) -> list[tuple[st
 def _attach(model: Model, container: h5py.Group | None, name: str, budget: Budget, *, double: bool) -> None:
     counts: dict[str, int] = {}
     for layer in model.layers:
-        snake = snake_case(layer.class_name)
+        snake = zip_group(layer.class_name)
         index = counts.get(snake, 0)
         path = snake if index == 0 else f"{snake}_{index}"
         where = f"layer {layer.label} (weights at {name}/{path})"

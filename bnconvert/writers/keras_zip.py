@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from ..errors import OutputError
-from ..layerspec import snake_case, weight_parts, weight_spec
+from ..layerspec import weight_parts, weight_spec, zip_group
 from ..model import Layer, Model
 from .weights import layer_arrays
 
@@ -45,7 +45,7 @@ def weight_paths(model: Model, *, double: bool = False) -> list[tuple[str, Layer
     for layer in model.layers:
         if model.kind == "Sequential" and layer.class_name == "InputLayer":
             continue
-        snake = snake_case(layer.class_name)
+        snake = zip_group(layer.class_name)
         index = counts.get(snake, 0)
         out.append((snake if index == 0 else f"{snake}_{index}", layer))
         counts[snake] = index + (2 if double and _has_weights(layer) else 1)
