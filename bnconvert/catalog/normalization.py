@@ -143,16 +143,23 @@ def _normalization_weights(c: dict[str, Any], shapes: list[Shape] | None) -> lis
 @defines("Normalization", shape=same_shape, weights=_normalization_weights, masking="keep")
 def normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """``(x - mean) / max(sqrt(var), 1e-7)``; ``invert``: ``mean + x * max(sqrt(var), 1e-7)``.
-    mean and variance come from the weights (adapted) or the config, on the kept ``axis``."""
+    mean and variance come from the weights (adapted, shaped like the kept ``axis`` dimensions)
+    or the config (a scalar or an array), numpy-broadcast onto the kept dimensions from the
+    right (Keras 3 aligns them right to left, tf.keras multiplies by ``ones(kept shape)``), the
+    reduced axes of size 1; ``axis`` None keeps none (one mean and variance for everything)."""
     c, w, x = layer.config, layer.weights, f64(xs[0])
     mean = w.get("mean") if w.get("mean") is not None else array_value(c.get("mean"))
     var = w.get("variance") if w.get("variance") is not None else array_value(c.get("variance"))
+    if mean is None or var is None:
+        raise UnsupportedLayerError(f"layer {layer.label}: no mean/variance (the layer was never adapted)")
     axis = c.get("axis", -1)
     keep = [] if axis is None else axes_of(axis, x.ndim)
-    if np.size(mean) == 1:
-        mean, var = f64(mean).reshape(()), f64(var).reshape(())
-    else:
-        mean, var = broadcast_param(mean, x.shape, keep), broadcast_param(var, x.shape, keep)
+    target = [x.shape[d] if d in keep else 1 for d in range(x.ndim)]
+    try:
+        mean, var = (np.broadcast_to(f64(v), [x.shape[d] for d in keep]).reshape(target) for v in (mean, var))
+    except ValueError:
+        raise UnsupportedLayerError(f"layer {layer.label}: mean {np.shape(mean)} and variance {np.shape(var)} do not "
+                                    f"broadcast onto the kept axes {keep} of its input {x.shape}") from None
     scale = np.maximum(np.sqrt(var), 1e-7)
     return [mean + x * scale if c.get("invert") else (x - mean) / scale]
 
