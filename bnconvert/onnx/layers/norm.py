@@ -24,6 +24,7 @@ import numpy as np
 from ...bn import bn_params
 from ...catalog.facts import ConfigProblem
 from ...catalog.normalization import ADDONS, instance_norm_origin
+from ...catalog.util import array_value
 from ...errors import FormatError
 from ..builder import Builder, Call, Tensor
 from ..layout import keras_param, position
@@ -153,17 +154,12 @@ def layer_norm(b: Builder, call: Call) -> list[Tensor]:
 
 
 def _broadcast_stat(values: object, keep: list[int], shape: tuple) -> np.ndarray:
-    """Keras 3 Normalization: align a mean/variance array to the kept axes from the right."""
-    arr = np.asarray(values, dtype=np.float64)
-    rank = len(shape)
-    target = [int(shape[d]) if d in keep else 1 for d in range(rank)]
-    expanded = [1] * rank
-    for i in range(1, arr.ndim + 1):
-        if i > len(keep):
-            arr = arr.reshape(arr.shape[-len(keep):]) if keep else arr.reshape(())
-            break
-        expanded[keep[-i]] = arr.shape[-i]
-    return np.broadcast_to(arr.reshape(expanded) if arr.ndim else arr, target)
+    """A Normalization mean/variance (a scalar, a list, Keras 3's serialized array, or the adapted
+    weight) numpy-broadcast onto the kept axes from the right, size 1 on the reduced axes."""
+    arr = array_value(values)
+    if arr is None:
+        raise ValueError("no values")
+    return np.broadcast_to(arr, [int(shape[d]) for d in keep]).reshape([int(shape[d]) if d in keep else 1 for d in range(len(shape))])
 
 
 @converts("Normalization")
