@@ -14,6 +14,7 @@ import copy
 from typing import Any
 
 from ..catalog import fold_role, kernel_layout
+from ..catalog.normalization import READ_AS
 from ..errors import OutputError
 from ..model import MODEL_CLASSES, Model
 from ..readers.rnn_layouts import upgrade_cudnn_config
@@ -58,7 +59,8 @@ def _edit(model_entry: dict[str, Any], model: Model) -> None:
         wraps = fold_role(cls).wraps  # a TimeDistributed(BatchNormalization) folds like a BN
         inner = (entry.get("config") or {}).get(wraps) if wraps else None
         wrapped_bn = isinstance(inner, dict) and inner.get("class_name") == "BatchNormalization"
-        if cls != "BatchNormalization" and not wrapped_bn and fold_role(cls).kind != "identity":
+        is_bn = READ_AS.get(cls, cls) == "BatchNormalization"  # tf.keras' SyncBatchNormalization too
+        if not is_bn and not wrapped_bn and fold_role(cls).kind != "identity":
             raise OutputError(f"layer '{entry_name(entry)}' ({cls}) is missing from the folded model; only BN and identities may go")
     if model_entry.get("class_name") == "Sequential":
         _drop_sequential(entries, {entry_name(e) for e in removed})
