@@ -19,6 +19,7 @@ from .config_edit import cudnn_as_native, edit_config, keras3_compatible
 from .h5 import write_h5
 from .keras1_config import keras2_config_from_keras1
 from .keras_zip import write_zip
+from .order import in_keras_order
 
 __all__ = ["write_model", "output_format", "describe_format"]
 
@@ -80,6 +81,7 @@ def write_model(folded: Model, path: str | os.PathLike[str], *, original: Model)
 
 
 def _write(folded: Model, out: Path, *, original: Model, config: dict[str, Any], fmt: str) -> None:
+    folded = in_keras_order(folded)  # Keras loads (and names) weights in this order, see .order
     if fmt.endswith("zip"):
         write_zip(folded, out, config=edit_config(config, folded), original=original)
     else:

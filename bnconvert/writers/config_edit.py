@@ -66,6 +66,8 @@ def _edit(model_entry: dict[str, Any], model: Model) -> None:
         _drop_sequential(entries, {entry_name(e) for e in removed})
     else:
         _drop_functional(model_entry, entries, removed)
+        position = {layer.name: i for i, layer in enumerate(model.layers)}
+        entries.sort(key=lambda e: position.get(entry_name(e), len(position)))  # Keras' order
     for entry in entries:
         name = entry_name(entry)
         if name not in model:

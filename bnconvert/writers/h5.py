@@ -113,9 +113,11 @@ def _root_attrs(orig: h5py.File, f: h5py.File, config: dict[str, Any], *, keras1
 
 
 def _layer_names(root: h5py.Group, model: Model) -> list[str]:
-    """The input's ``layer_names`` minus the layers the fold removed (order kept: Keras loads by it)."""
+    """The input's ``layer_names`` minus the layers the fold removed, in ``model``'s order (which
+    :func:`~.order.in_keras_order` made the order Keras lists them in, and loads weights by)."""
+    position = {layer.name: i for i, layer in enumerate(model.layers)}
     original = attr_list(root, "layer_names") or []
-    return [name for name in original if name in model]
+    return sorted((name for name in original if name in model), key=position.__getitem__)
 
 
 def _names_by_meaning(layer: Layer, stored: list[str]) -> dict[tuple[str, str], str]:
