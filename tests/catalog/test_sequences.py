@@ -165,7 +165,8 @@ ARGS = {"Dense": (1,), "Reshape": ((1,),), "Permute": ((1,),), "RepeatVector": (
         "2DTranspose", "3DTranspose")}, "SeparableConv1D": (1, 1), "SeparableConv2D": (1, 1), "DepthwiseConv1D": (1,),
         "DepthwiseConv2D": (1,), "Dropout": (0.1,), "SpatialDropout1D": (0.1,), "SpatialDropout2D": (0.1,),
         "SpatialDropout3D": (0.1,), "GaussianNoise": (0.1,), "GaussianDropout": (0.1,), "AlphaDropout": (0.1,),
-        "Activation": ("relu",), "AveragePooling1D": (2,), "AveragePooling2D": (2,), "AveragePooling3D": (2,)}
+        "Activation": ("relu",), "AveragePooling1D": (2,), "AveragePooling2D": (2,), "AveragePooling3D": (2,),
+        "LocallyConnected1D": (1, 1), "LocallyConnected2D": (1, 1)}
 
 
 def supports_masking(K, names):
