@@ -77,6 +77,7 @@ __all__ = [
     "attention_spec",
     "einsum_shapes",
     "quantization_problem",
+    "softmax_path",
 ]
 
 #: the tensor keyword arguments the reader files as call inputs (``readers.graph.TENSOR_KWARGS``)
@@ -474,7 +475,7 @@ def attention_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> lis
         k, v = np.repeat(k, spec.repeats, axis=-2), np.repeat(v, spec.repeats, axis=-2)
     scores = einsum(spec.dot, k, q * spec.scale)
     mask = _mask(layer, spec, roles, xs, ctx, q_in, v_in)
-    probs = masked_softmax(scores, mask, spec, ctx, path=_path(spec, c, roles, q.ndim, ctx))
+    probs = masked_softmax(scores, mask, spec, ctx, path=softmax_path(c, roles, q.ndim, ctx.generation))
     out = einsum(spec.combine, probs, v)
     if spec.gate:
         gate = project("gate", q_in, "...d,dnh->...nh")
@@ -502,13 +503,14 @@ def _mask(layer: Layer, spec: AttentionSpec, roles: AttentionInputs, xs: list[np
                           value=keras_masks[1], key=keras_masks[2], causal=roles.causal)
 
 
-def _path(spec: AttentionSpec, config: Mapping[str, Any], roles: AttentionInputs, rank: int, ctx: CallContext) -> str:
-    """Which masked softmax the file's Keras runs: ``fast`` (Keras 3 ``dot_product_attention``),
-    ``slow`` (Keras 3 ``Softmax(mask=)``), ``tf`` or ``tf_robust`` (tf.keras)."""
-    if ctx.generation != 3:
+def softmax_path(config: Mapping[str, Any], roles: AttentionInputs, projected_rank: int, generation: int) -> str:
+    """Which masked softmax the file's Keras runs (see the module docstring): ``fast`` (Keras 3
+    ``dot_product_attention``: projected rank 4, no dropout, no scores returned), ``slow`` (Keras 3
+    ``Softmax(mask=)``), ``tf`` or ``tf_robust`` (tf.keras, ``softmax_robust_masking``)."""
+    if generation != 3:
         return "tf_robust" if config.get("softmax_robust_masking") else "tf"
     dropout = float(config.get("dropout") or 0.0)
-    return "fast" if rank == 4 and dropout == 0.0 and not roles.scores else "slow"
+    return "fast" if projected_rank == 4 and dropout == 0.0 and not roles.scores else "slow"
 
 
 def masked_softmax(scores: np.ndarray, mask: np.ndarray | None, spec: AttentionSpec, ctx: CallContext, *,
