@@ -12,6 +12,11 @@ The public API (the ``bnconvert`` command only wraps it)::
     bnconvert.export_file("model.h5", "model.onnx")     # read, fold, export, check
     result = bnconvert.verify("model.h5", "model.onnx") # truthy when equivalent
 
+    # a Lambda (never run) replaced by what it computes; a custom class registered by its user
+    bnconvert.export_file("carnd.h5", "carnd.onnx",
+                          replacements={"lambda": {"class_name": "Rescaling", "config": {"scale": 1 / 255, "offset": -0.5}}})
+    bnconvert.register_layer("ScaleShift", call=..., shape=..., weights=..., onnx=...)
+
 Heavy modules (onnx, onnxruntime, the checks) load on first use of the names that need them,
 so ``import bnconvert`` and ``bnconvert inspect`` stay fast; TensorFlow loads only when Keras
 is run as a reference.
@@ -45,12 +50,20 @@ _LAZY = {
     "VerifyResult": "bnconvert.check",
     "CheckResult": "bnconvert.check",
     "CompareResult": "bnconvert.check",
+    "Replacement": "bnconvert.replace",
+    "apply_replacements": "bnconvert.replace",
+    "register_layer": "bnconvert.custom",
+    "unregister_layer": "bnconvert.custom",
+    "registered_layers": "bnconvert.custom",
+    "load_plugin": "bnconvert.custom",
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .check import CheckResult, CompareResult, VerifyResult, check_export, check_written, verify
+    from .custom import load_plugin, register_layer, registered_layers, unregister_layer
     from .fold.run import fold_file
     from .onnx import ExportReport, export_file, to_onnx
+    from .replace import Replacement, apply_replacements
     from .writers import write_model
 
 
@@ -105,6 +118,13 @@ __all__ = [
     "VerifyResult",
     "CheckResult",
     "CompareResult",
+    # Lambda and custom layers: replace, never run; the user's own classes
+    "Replacement",
+    "apply_replacements",
+    "register_layer",
+    "unregister_layer",
+    "registered_layers",
+    "load_plugin",
     # errors
     "BnconvertError",
     "FormatError",

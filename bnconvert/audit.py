@@ -21,6 +21,7 @@ from .fold.plan import FoldDecision, plan_folds
 from .layerspec import data_format
 from .model import Layer, Model, TensorRef
 from .readers import load
+from .replace import ReplacementsLike, apply_replacements, opaque_layers
 from .shapes import infer_shapes
 
 __all__ = ["AuditReport", "BNReport", "audit", "audit_file"]
@@ -114,6 +115,10 @@ class AuditReport:
             "parameters": self.model.count_params(),
             "notes": list(src.notes) + stateful_notes(self.model),
             "batch_norms": [bn.to_dict() for bn in self.batch_norms],
+            # Lambda and custom layers: what the file tells of them without running code, and a
+            # ready-to-edit --replace line each (bnconvert.replace)
+            "opaque_layers": opaque_layers(self.model),
+            "replaced": list(src.replaced),
             "summary": {
                 "batch_norms": len(self.batch_norms),
                 "foldable": folding,
@@ -256,11 +261,17 @@ def audit(model: Model) -> AuditReport:
     return AuditReport(model=model, batch_norms=_audit_model(model, decisions, tf_keras))
 
 
-def audit_file(path: str | os.PathLike[str], **load_options: Any) -> dict[str, Any]:
+def audit_file(path: str | os.PathLike[str], *, replacements: ReplacementsLike = None, **load_options: Any) -> dict[str, Any]:
     """Audit one file and return plain data (the ``inspect --json`` object).
 
     A pure function of the file: no printing, no global state. Errors are raised as
-    :class:`~bnconvert.errors.BnconvertError`.
+    :class:`~bnconvert.errors.BnconvertError`. ``replacements`` replace Lambda and custom layers
+    of the model as read (:func:`bnconvert.replace.apply_replacements`) before the audit.
     """
-    return audit(load(path, lazy=True, **load_options)).to_dict()  # an audit reads BN vectors, not kernels
+    model = load(path, lazy=True, **load_options)  # an audit reads BN vectors, not kernels
+    try:
+        model = apply_replacements(model, replacements)
+    except BnconvertError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+    return audit(model).to_dict()
 

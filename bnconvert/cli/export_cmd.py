@@ -6,8 +6,8 @@ import json
 
 import click
 
-from ..text import safe_lines
-from .options import load_kwargs, load_options
+from ..text import one_line, safe_lines
+from .options import load_kwargs, load_options, replace_options, replacements_from
 
 __all__ = ["export"]
 
@@ -22,8 +22,10 @@ __all__ = ["export"]
 @click.option("--no-check", is_flag=True, help="Skip the numerical check against the original model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
 @load_options
+@replace_options
 def export(path: str, output: str, no_fold: bool, opset: int, nchw: bool, force: bool, no_check: bool, as_json: bool,
-           config: str | None, running_std: str, flip_kernels: bool | None) -> None:
+           config: str | None, running_std: str, flip_kernels: bool | None, replace: tuple[str, ...],
+           replacements_file: str | None, plugins: tuple[str, ...]) -> None:
     """Export the Keras model PATH to ONNX.
 
     The ONNX model takes and returns tensors like the Keras model (same names and layout, dynamic
@@ -33,11 +35,15 @@ def export(path: str, output: str, no_fold: bool, opset: int, nchw: bool, force:
     """
     from ..onnx.export import export_file
 
+    replacements = replacements_from(replace, replacements_file, plugins)
     report = export_file(
         path, output, opset=opset, nchw=nchw, fold=not no_fold, force=force, check=not no_check,
-        load_options=load_kwargs(config, running_std, flip_kernels),
+        load_options=load_kwargs(config, running_std, flip_kernels), replacements=replacements,
     )
+    replaced = [f"'{r.target}' by {r.describe()}" for r in replacements]
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        click.echo(json.dumps({**report.to_dict(), "replaced": replaced}, indent=2, default=str))
     else:
         click.echo(safe_lines(report.summary()))  # names escaped where the summary is made
+        for line in replaced:  # the ONNX computes the replaced model, and was checked against it
+            click.echo(one_line(f"  replaced: {line} (the check's reference is the replaced model, not the file as written)"))

@@ -13,7 +13,7 @@ from ..errors import EquivalenceError
 from ..fold import FoldReport
 from ..fold.run import default_output, fold_file
 from ..text import one_line, safe_lines
-from .options import load_kwargs, load_options
+from .options import load_kwargs, load_options, replace_options, replacements_from
 
 __all__ = ["default_output", "fold", "render_report"]
 
@@ -73,13 +73,20 @@ def _emit(report: FoldReport, as_json: bool, dry_run: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Plan only: report what would fold, write nothing.")
 @click.option("--no-check", is_flag=True, help="Do not compare the folded file with the original in Keras.")
 @load_options
+@replace_options
 def fold(path: str, output: str | None, force: bool, as_json: bool, dry_run: bool, no_check: bool,
-         config: str | None, running_std: str, flip_kernels: bool | None) -> None:
+         config: str | None, running_std: str, flip_kernels: bool | None, replace: tuple[str, ...],
+         replacements_file: str | None, plugins: tuple[str, ...]) -> None:
     """Fold every BatchNormalization of PATH that can go into its neighbours and write the
-    folded model as a Keras file in PATH's own format (a Keras 1 file becomes a Keras 2 .h5)."""
+    folded model as a Keras file in PATH's own format (a Keras 1 file becomes a Keras 2 .h5).
+
+    With --replace, the file written is the replaced model (it loads in Keras without the Lambda
+    or custom class), and the check compares it with the replaced model."""
     options = load_kwargs(config, running_std, flip_kernels)
+    replacements = replacements_from(replace, replacements_file, plugins)
     try:
-        report = fold_file(path, output, force=force, dry_run=dry_run, check=not no_check, load_options=options)
+        report = fold_file(path, output, force=force, dry_run=dry_run, check=not no_check, load_options=options,
+                           replacements=replacements)
     except EquivalenceError as exc:
         report = getattr(exc, "report", None)
         if report is not None:

@@ -22,7 +22,7 @@ from ..batch import Summary, audit_records, collect, is_error
 from ..errors import BnconvertError
 from ..io import InputSet
 from ..text import one_line
-from .options import load_kwargs, load_options
+from .options import load_kwargs, load_options, replace_options, replacements_from
 
 __all__ = ["CSV_COLUMNS", "csv_rows", "has_findings", "inspect", "render_table"]
 
@@ -65,6 +65,7 @@ def render_table(report: dict[str, Any]) -> str:
     lines.append(f"  model    {report['model_kind']}, {report['layers']} layers, {report['parameters']:,} parameters")
     for note in report.get("notes", []):
         lines.append(f"  note     {note}")
+    lines += _opaque_lines(report)
     bns = report["batch_norms"]
     summary = report["summary"]
     lines.append(f"  BN       {summary['batch_norms']} layers, {summary['foldable']} can fold")
@@ -101,6 +102,33 @@ def render_table(report: dict[str, Any]) -> str:
         for name, f in found:
             lines.append(f"    [{f['severity']}] {name}: {f['kind']}: {f['message']}")
     return "\n".join(map(one_line, lines))
+
+
+def _shape(shape: Any) -> str:
+    return "?" if shape is None else "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def _opaque_lines(report: dict[str, Any]) -> list[str]:
+    """The Lambda and custom layers (:func:`bnconvert.replace.opaque_layers`), each with a
+    ``--replace`` line to edit, and what was replaced."""
+    lines = [f"  replaced {what}" for what in report.get("replaced", [])]
+    layers = report.get("opaque_layers") or []
+    if not layers:
+        return lines
+    lines.append(f"  code     {len(layers)} Lambda/custom layer{'s' if len(layers) > 1 else ''}: bnconvert never runs "
+                 "them; replace each with what it computes (edit the line: Identity is a placeholder)")
+    for item in layers:
+        where = [f"module {item['module']}" if item.get("module") else "",
+                 f"registered as {item['registered_name']}" if item.get("registered_name") else "",
+                 f"function {item['function']}" if item.get("function") else "",
+                 "registered with bnconvert.register_layer" if item.get("registered") else ""]
+        ins = ", ".join(_shape(s) for s in item.get("input_shapes") or []) or "?"
+        weights = ", ".join(f"{w['name']} {_shape(w['shape'])}" for w in item.get("weights") or []) or "none"
+        lines.append(f"    {item['name']} ({item['class']}): " + "; ".join(w for w in where if w)
+                     + ("; " if any(where) else "") + f"input {ins} -> output {_shape(item.get('output_shape'))}; "
+                     f"weights {weights}")
+        lines.append(f"      {item['replace']}")
+    return lines
 
 
 def has_findings(report: dict[str, Any]) -> bool:
@@ -255,15 +283,19 @@ def _one_line(record: dict[str, Any]) -> str:
 @click.option("--force", is_flag=True, help="Replace an existing --plot image.")
 @click.option("--strict", is_flag=True, help="Exit 1 when any warning or error finding exists.")
 @load_options
+@replace_options
 def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None, as_json: bool,
             plot_path: str | None, force: bool, strict: bool, config: str | None, running_std: str,
-            flip_kernels: bool | None) -> None:
-    """Report every BatchNormalization layer of PATHS (model files and folders).
+            flip_kernels: bool | None, replace: tuple[str, ...], replacements_file: str | None,
+            plugins: tuple[str, ...]) -> None:
+    """Report every BatchNormalization layer of PATHS (model files and folders), and every Lambda
+    and custom layer with what the file tells of it (nothing is run) and a --replace line to edit.
 
     In folders, model files are recognised by content and everything else is skipped (counted in
     the summary); a weights-only model.h5 uses a model.json beside it as its architecture. A file
     that cannot be read becomes an error record and the exit code is 2 at the end; --strict exits
-    1 on findings.
+    1 on findings. --replace applies to every file read (one that names no layer of a file is an
+    error for that file); with --plugin, files are read in this process (-j 1).
     """
     if as_json and fmt not in (None, "json"):
         raise click.UsageError("--json is --format json; it cannot be combined with --format " + str(fmt))
@@ -295,7 +327,13 @@ def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None,
     writer = _Writer(fmt, single=not many)
     summary = Summary()
     flagged = False
-    records = audit_records(found.tasks, jobs=jobs, load_options=load_kwargs(None, running_std, flip_kernels))
+    replacements = replacements_from(replace, replacements_file, plugins)
+    options = load_kwargs(None, running_std, flip_kernels)
+    if replacements:
+        options["replacements"] = replacements
+    if plugins:  # the registrations live in this process only
+        jobs = 1
+    records = audit_records(found.tasks, jobs=jobs, load_options=options)
     for record in records:
         summary.add(record)
         if shared_terminal or is_error(record):

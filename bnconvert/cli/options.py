@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-__all__ = ["load_kwargs", "load_options"]
+__all__ = ["load_kwargs", "load_options", "replace_options", "replacements_from"]
 
 
 def load_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,3 +30,42 @@ def load_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def load_kwargs(config: str | None, running_std: str, flip_kernels: bool | None) -> dict[str, Any]:
     """The keyword arguments :func:`bnconvert.load` takes, from the shared options."""
     return {"config": config, "running_std": running_std, "flip_kernels": flip_kernels}
+
+
+def replace_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--replace``, ``--replacements`` and ``--plugin``: Lambda and custom layers replaced by Keras
+    layers the user names, and the user's own classes registered (:mod:`bnconvert.replace`,
+    :mod:`bnconvert.custom`)."""
+    func = click.option(
+        "--plugin", "plugins", multiple=True, type=click.Path(readable=False), metavar="FILE.py",
+        help="Run FILE.py, YOUR OWN Python code (never the model file's), before reading: it may register "
+             "custom classes with bnconvert.register_layer (repeatable).",
+    )(func)
+    func = click.option(
+        "--replacements", "replacements_file", type=click.Path(readable=False), default=None, metavar="FILE",
+        help="A JSON or YAML file mapping NAME_OR_CLASS to a Keras layer config or a list of them "
+             "(YAML needs PyYAML).",
+    )(func)
+    func = click.option(
+        "--replace", "replace", multiple=True, metavar="NAME_OR_CLASS=SPEC",
+        help="Replace a Lambda or custom layer (by name or nested path; or every layer of a class) with what it "
+             "computes: SPEC is a Keras layer config JSON, e.g. "
+             '\'lambda={"class_name": "Rescaling", "config": {"scale": 0.00392156862745098, "offset": -0.5}}\', '
+             "or a JSON list of them run in sequence; @FILE reads a replacements file. Repeatable. The code of "
+             "the file is never run; `inspect` prints a --replace line per such layer.",
+    )(func)
+    return func
+
+
+def replacements_from(replace: tuple[str, ...], replacements_file: str | None, plugins: tuple[str, ...]) -> list[Any]:
+    """The plugins run (they register classes replacements may use), then the replacements given,
+    as :class:`bnconvert.replace.Replacement` objects (empty: none)."""
+    from ..custom import load_plugin
+    from ..replace import parse_replace_option, read_replacements
+
+    for plugin in plugins:
+        load_plugin(plugin)
+    found = [r for text in replace for r in parse_replace_option(text)]
+    if replacements_file is not None:
+        found += read_replacements(replacements_file)
+    return found

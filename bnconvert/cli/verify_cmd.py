@@ -10,7 +10,7 @@ import json
 import click
 
 from ..text import safe_lines
-from .options import load_kwargs, load_options
+from .options import load_kwargs, load_options, replace_options, replacements_from
 
 __all__ = ["verify"]
 
@@ -38,6 +38,7 @@ __all__ = ["verify"]
 @click.option("--ort-optimize", is_flag=True,
               help="Turn onnxruntime's graph optimisations on for ONNX files (off by default: ORT would fold BN itself).")
 @load_options
+@replace_options
 @click.pass_context
 def verify(
     ctx: click.Context,
@@ -57,6 +58,9 @@ def verify(
     config: str | None,
     running_std: str,
     flip_kernels: bool | None,
+    replace: tuple[str, ...],
+    replacements_file: str | None,
+    plugins: tuple[str, ...],
 ) -> None:
     """Check that models A and B compute the same thing.
 
@@ -64,6 +68,9 @@ def verify(
     ONNX file. A is the reference. Keras files run in Keras when TensorFlow is installed, else in
     bnconvert's float64 reference (numpy, independent of the ONNX export; --reference chooses);
     ONNX files run in onnxruntime on CPU.
+
+    --replace applies to A (the reference), which then runs in the float64 reference: B is
+    normally what bnconvert made of A with the same replacements.
 
     Exit codes: 0 equivalent, 1 not equivalent, 2 bad input or usage.
     """
@@ -75,7 +82,7 @@ def verify(
         atol=atol, rtol=rtol, seed=seed, batch=batch, value_range=parse_range(value_range),
         input_shapes=parse_input_shapes(input_shapes), inputs=inputs_file, locate=locate,
         load_options=load_kwargs(config, running_std, flip_kernels), ort_optimize=ort_optimize,
-        reference=reference,
+        reference=reference, replacements=replacements_from(replace, replacements_file, plugins),
     )
     # the report's names are escaped where it is made; safe_lines catches anything else
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else safe_lines(result.summary()))
