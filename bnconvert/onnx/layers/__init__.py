@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from . import (
     activations,
+    attention,
     conv,
     conv_lstm,
     dense,
@@ -20,5 +21,5 @@ from . import (
     tf_ops,
 )
 
-__all__ = ["activations", "conv", "conv_lstm", "dense", "merge", "misc", "norm", "pooling", "preprocessing", "recurrent",
+__all__ = ["activations", "attention", "conv", "conv_lstm", "dense", "merge", "misc", "norm", "pooling", "preprocessing", "recurrent",
            "reshape", "sequence", "spatial", "tf_ops"]

@@ -42,7 +42,7 @@ from ..layout import identity
 from ..registry import converts, refuse
 from .activations import fused, pre_activation_name
 
-__all__ = ["einsum_dense", "attention"]
+__all__ = ["attention", "einsum_dense"]
 
 _LETTERS = string.ascii_lowercase
 
