@@ -9,6 +9,7 @@ from . import (
     conv,
     conv_lstm,
     dense,
+    legacy,
     merge,
     misc,
     norm,
@@ -21,5 +22,5 @@ from . import (
     tf_ops,
 )
 
-__all__ = ["activations", "attention", "conv", "conv_lstm", "dense", "merge", "misc", "norm", "pooling", "preprocessing", "recurrent",
+__all__ = ["activations", "attention", "conv", "conv_lstm", "dense", "legacy", "merge", "misc", "norm", "pooling", "preprocessing", "recurrent",
            "reshape", "sequence", "spatial", "tf_ops"]

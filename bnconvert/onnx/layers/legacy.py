@@ -1,0 +1,188 @@
+"""Classes Keras 3 no longer has: LocallyConnected1D/2D (tf.keras 2.x, Keras 1/2) and the Keras 1
+only Highway, MaxoutDense, SReLU, ParametricSoftplus and Merge (mode ``cos``).
+
+Every handler computes in Keras' own layout (the layer's data format), as the layer does.
+
+LocallyConnected: the input flattened in its memory order, then per ``implementation`` (the
+kernel layouts are :mod:`bnconvert.catalog.legacy_layers`'): 1, one Gather of every output
+position's window (``(N, P, prod(k) C)``, the window in memory order) and one batched MatMul with
+the ``(P, prod(k) C, F)`` kernel, the layer's own arithmetic with no zero weights; 2 and 3, one
+MatMul with the dense ``(in, out)`` matrix tf.keras multiplies by (implementation 2 stores it,
+masked by its connectivity; 3 scatters its stored entries into it). The bias is added in the
+layer's layout (channels_first: the stored ``(*S_out, F)`` reshaped to ``(F, *S_out)``, as
+tf.keras and Keras 1 do), then the activation.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ...catalog.activations import activation_name
+from ...catalog.facts import ConfigProblem
+from ...catalog.legacy_layers import (
+    COS_EPSILON,
+    kernel_indices,
+    local_geometry,
+    local_window_mask,
+    merge_refusal,
+)
+from ..builder import Builder, Call, Tensor
+from ..layout import identity
+from ..registry import converts, refuse
+from .activations import activation_problem, emit_activation, fused, pre_activation_name
+
+__all__ = ["keras1_activation", "keras1_dense", "keras1_merge", "locally_connected"]
+
+
+def _window_indices(spatial: list[int], channels: int, out: list[int], kernel: list[int], strides: list[int],
+                    first: bool) -> np.ndarray:
+    """``(P, prod(k) * C)``: per output position (row-major), the flat input indices of its window
+    in the order tf.keras' ``local_conv`` reshapes the window (memory order of the layer's layout)."""
+    dims = (channels, *spatial) if first else (*spatial, channels)
+    rows = []
+    for pos in itertools.product(*(range(o) for o in out)):
+        ranges = [range(p * s, p * s + k) for p, s, k in zip(pos, strides, kernel)]
+        if first:  # x[:, :, window] flattened: channel-major
+            window = [(ch, *px) for ch in range(channels) for px in itertools.product(*ranges)]
+        else:  # x[:, window, :] flattened: channel-minor
+            window = [(*px, ch) for px in itertools.product(*ranges) for ch in range(channels)]
+        rows.append(np.ravel_multi_index(tuple(np.array(window).T), dims))
+    return np.asarray(rows, dtype=np.int64)
+
+
+@converts("LocallyConnected1D", "LocallyConnected2D")
+def locally_connected(b: Builder, call: Call) -> list[Tensor]:
+    c = call.config
+    w = call.layer.weights.get("kernel")
+    if w is None:
+        raise refuse(call, "no kernel weight")
+    problem = activation_problem(call.layer)
+    if problem:
+        raise refuse(call, problem)
+    x = call.x
+    rank = x.rank - 2
+    try:
+        spatial, channels, out, kernel, strides = local_geometry(c, x.shape, rank)
+    except ConfigProblem as exc:
+        raise refuse(call, str(exc)) from None
+    first = c.get("data_format") == "channels_first"
+    padding = c.get("padding", "valid")
+    filters = int(c["filters"])
+    implementation = c.get("implementation", 1)
+    keras = identity(x.rank)
+    flat = b.node("Reshape", [b.view(x, keras), b.ints(f"{call.name}/flat_shape", [0, -1])], name=f"{call.name}/flatten")
+    out_shape = [filters, *out] if first else [*out, filters]
+    if implementation == 1:
+        if padding != "valid":
+            raise refuse(call, "implementation 1 takes padding 'valid' only (as Keras)")
+        idx = _window_indices(spatial, channels, out, kernel, strides, first)
+        patches = b.node("Gather", [flat, b.const(f"{call.name}/windows", idx, np.int64)], name=f"{call.name}/windows", axis=1)
+        per_position = b.node("Transpose", [patches], name=f"{call.name}/by_position", perm=[1, 0, 2])  # (P, N, K)
+        y = b.node("MatMul", [per_position, b.const(f"{call.name}/kernel", w)], name=f"{call.name}/matmul")  # (P, N, F)
+        y = b.node("Transpose", [y], name=f"{call.name}/by_sample", perm=[1, 2, 0] if first else [1, 0, 2])
+    else:
+        in_size = int(np.prod(spatial)) * channels
+        if implementation == 2:
+            mask = local_window_mask(spatial, out, kernel, strides, padding)
+            m = np.expand_dims(np.expand_dims(mask, 0), -rank - 1) if first else np.expand_dims(np.expand_dims(mask, rank), -1)
+            dense = (np.asarray(w, np.float32) * m).reshape(in_size, -1)
+        else:
+            idxs = kernel_indices(spatial, channels, out, filters, kernel, strides, padding, first)
+            dense = np.zeros((in_size, int(np.prod(out_shape))), np.float32)
+            dense[idxs[:, 1], idxs[:, 0]] = w
+        y = b.node("MatMul", [flat, b.const(f"{call.name}/kernel", dense)], name=f"{call.name}/matmul")
+    bias = call.layer.weights.get("bias")
+    final = pre_activation_name(call)
+    use_bias = bias is not None and c.get("use_bias", True) is not False
+    y = b.node("Reshape", [y, b.ints(f"{call.name}/out_shape", [0, *out_shape])], name=f"{call.name}/unflatten",
+               out=None if use_bias else final)
+    if use_bias:
+        y = b.node("Add", [y, b.const(f"{call.name}/bias", np.asarray(bias).reshape(1, *out_shape))], name=call.name, out=final)
+    return fused(b, call, y, keras)
+
+
+@converts("Highway", "MaxoutDense")
+def keras1_dense(b: Builder, call: Call) -> list[Tensor]:
+    """Highway: ``t * (act(x W + b) - x) + x`` with ``t = sigmoid(x W_carry + b_carry)``;
+    MaxoutDense: one Gemm over the ``nb_feature`` kernels side by side, then ReduceMax."""
+    w, x = call.layer.weights, call.x
+    if x.rank != 2:
+        raise refuse(call, f"Keras 1 {call.layer.class_name} takes (batch, features) inputs, got rank {x.rank}")
+    xv = b.view(x, identity(2))
+    bias = call.config.get("use_bias", True) is not False
+    if call.layer.class_name == "MaxoutDense":
+        k = np.asarray(w["kernel"])  # (nb_feature, in, out)
+        side = np.transpose(k, (1, 0, 2)).reshape(k.shape[1], -1)
+        inputs = [xv, b.const(f"{call.name}/kernel", side)]
+        if bias:
+            inputs.append(b.const(f"{call.name}/bias", np.asarray(w["bias"]).reshape(-1)))
+        y = b.node("Gemm", inputs, name=f"{call.name}/gemm")
+        y = b.node("Reshape", [y, b.ints(f"{call.name}/features", [0, k.shape[0], k.shape[2]])], name=f"{call.name}/split")
+        return [b.tensor(call.out_shape, identity(2), b.reduce("ReduceMax", y, [1], keepdims=False, name=call.name,
+                                                             out=call.name))]
+    problem = activation_problem(call.layer)
+    if problem:
+        raise refuse(call, problem)
+
+    def gemm(kernel: str, bias_key: str, tag: str) -> str:
+        inputs = [xv, b.const(f"{call.name}/{kernel}", w[kernel])]
+        if bias:
+            inputs.append(b.const(f"{call.name}/{bias_key}", np.asarray(w[bias_key]).reshape(-1)))
+        return b.node("Gemm", inputs, name=f"{call.name}/{tag}")
+
+    t = b.node("Sigmoid", [gemm("carry_kernel", "carry_bias", "carry")], name=f"{call.name}/transform_gate")
+    h = gemm("kernel", "bias", "transform")
+    name = activation_name(call.config.get("activation"))
+    h = emit_activation(b, name, h, node=f"{call.name}/{name}", out=f"{call.name}/activated", axis=1,
+                        generation=call.generation)
+    gated = b.node("Mul", [t, b.node("Sub", [h, xv], name=f"{call.name}/minus_x")], name=f"{call.name}/gated")
+    return [b.tensor(call.out_shape, identity(2), b.node("Add", [gated, xv], name=call.name))]
+
+
+@converts("SReLU", "ParametricSoftplus")
+def keras1_activation(b: Builder, call: Call) -> list[Tensor]:
+    """Per-element parameters shaped like the input without its batch axis: they broadcast
+    against ``(N, ...)`` in Keras' layout."""
+    keras = identity(call.x.rank)
+    x = b.view(call.x, keras)
+    w = {k: np.asarray(v, np.float64) for k, v in call.layer.weights.items()}
+    n = call.name
+    if call.layer.class_name == "ParametricSoftplus":
+        y = b.node("Softplus", [b.node("Mul", [x, b.const(f"{n}/betas", w["betas"])], name=f"{n}/scaled")],
+                   name=f"{n}/softplus")
+        return [b.tensor(call.out_shape, keras, b.node("Mul", [y, b.const(f"{n}/alphas", w["alphas"])], name=n))]
+    t_left = w["t_left"]
+    t_right = t_left + np.abs(w["t_right"])
+    shifted = b.node("Sub", [x, b.const(f"{n}/t_left", t_left)], name=f"{n}/shifted")
+    centre = b.node("Min", [b.node("Relu", [shifted], name=f"{n}/above_left"), b.const(f"{n}/width", t_right - t_left)],
+                    name=f"{n}/centre")
+    below = b.node("Relu", [b.node("Neg", [shifted], name=f"{n}/negated")], name=f"{n}/below_left")
+    left = b.node("Mul", [below, b.const(f"{n}/a_left", w["a_left"])], name=f"{n}/left")
+    right = b.node("Relu", [b.node("Sub", [x, b.const(f"{n}/t_right", t_right)], name=f"{n}/past_right")],
+                   name=f"{n}/above_right")
+    right = b.node("Mul", [right, b.const(f"{n}/a_right", w["a_right"])], name=f"{n}/right")
+    y = b.node("Add", [b.const(f"{n}/t_left_out", t_left), centre], name=f"{n}/from_left")
+    y = b.node("Sub", [y, left], name=f"{n}/with_left")
+    return [b.tensor(call.out_shape, keras, b.node("Add", [y, right], name=n))]
+
+
+@converts("Merge")
+def keras1_merge(b: Builder, call: Call) -> list[Tensor]:
+    """Mode ``cos``: ``a.b / max(sqrt(a.a b.b), 1e-7)`` over axis 1 of two vectors, ``(N, 1)``."""
+    problem = merge_refusal(call.layer, [t.shape for t in call.inputs])
+    if problem:
+        raise refuse(call, problem)
+    a, c = (b.view(t, identity(2)) for t in call.inputs)
+    n = call.name
+
+    def total(value: str, tag: str) -> str:
+        return b.reduce("ReduceSum", value, [1], keepdims=True, name=f"{n}/{tag}")
+
+    dot = total(b.node("Mul", [a, c], name=f"{n}/products"), "dot")
+    norms = b.node("Mul", [total(b.node("Mul", [a, a], name=f"{n}/a_squared"), "a_dot_a"),
+                           total(b.node("Mul", [c, c], name=f"{n}/b_squared"), "b_dot_b")], name=f"{n}/norms")
+    denominator = b.node("Max", [b.node("Sqrt", [norms], name=f"{n}/sqrt"), b.const(f"{n}/epsilon", COS_EPSILON)],
+                         name=f"{n}/denominator")
+    return [b.tensor(call.out_shape, identity(2), b.node("Div", [dot, denominator], name=n))]
