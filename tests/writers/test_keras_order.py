@@ -102,7 +102,7 @@ def tfkeras(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """tf_keras (one process): the files, Keras' own order of the BN-free graph, and the errors
     of the folded file loaded back into tf_keras."""
     out = tmp_path_factory.mktemp("order")
-    result = run_json("import numpy as np\n" + inspect.getsource(_graph) + _TF_KERAS, str(out))
+    result = run_json("from typing import Any\nimport numpy as np\n" + inspect.getsource(_graph) + _TF_KERAS, str(out))
     return dict(result, plain=out / "plain.h5")
 
 
