@@ -3,7 +3,12 @@
 From ``keras/src/activations/activations.py`` (Keras 3) and ``tf_keras/activations.py``. One
 function differs by generation: ``hard_sigmoid`` is ``relu6(x + 3) / 6`` in Keras 3 and
 ``clip(0.2 x + 0.5, 0, 1)`` in Keras 1/2 and tf.keras; :func:`activation` takes the generation
-from the call's context. ``leaky_relu`` as an activation *name* has Keras 3's slope 0.2; the
+from the call's context. Every name of Keras 3.15's ``keras.activations`` is here (and so every
+tf.keras name, a subset): ``glu`` halves the last axis, so only an ``Activation`` layer may hold it
+(:data:`SHAPE_CHANGING`); ``threshold`` cannot be called from a config (:data:`UNCALLABLE`); the
+parameterised functions take Keras' defaults, the only values a config can name (``hard_shrink``
+and ``soft_shrink`` 0.5, ``squareplus`` b = 4, ``celu`` alpha = 1, ``glu`` and ``sparsemax`` on the
+last axis). ``leaky_relu`` as an activation *name* has Keras 3's slope 0.2; the
 ``LeakyReLU`` layer defaults to 0.3 in every generation.
 """
 
@@ -23,7 +28,8 @@ from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .util import axes_of, f64
 
-__all__ = ["ACTIVATIONS", "activation_name", "apply_activation", "softmax", "erf"]
+__all__ = ["ACTIVATIONS", "SHAPE_CHANGING", "UNCALLABLE", "activation_name", "activation_problem", "apply_activation", "erf",
+           "glu", "softmax", "sparsemax"]
 
 SELU_ALPHA = 1.67326324235437728481
 SELU_SCALE = 1.05070098735548049342
@@ -76,6 +82,39 @@ def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
 
 
+def _sparse_plus(x: np.ndarray) -> np.ndarray:
+    """0 up to -1, ``(x + 1)**2 / 4`` up to 1, then x (Keras 3 ``ops.sparse_plus``)."""
+    return np.where(x <= -1.0, 0.0, np.where(x < 1.0, 0.25 * (x + 1.0) ** 2, x))
+
+
+def _sparse_sigmoid(x: np.ndarray) -> np.ndarray:
+    """0 up to -1, ``(x + 1) / 2`` up to 1, then 1 (Keras 3 ``ops.sparse_sigmoid``)."""
+    return np.where(x <= -1.0, 0.0, np.where(x >= 1.0, 1.0, 0.5 * (x + 1.0)))
+
+
+def sparsemax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Keras 3's ``ops.sparsemax``, exactly as every Keras 3 backend computes it: the logits
+    sorted in descending order ``z``, their running sums ``c``, the support ``z_i - (c_i - 1)/i > 0``
+    of ``k`` entries, ``tau = (sum of c_i over the support - 1) / k`` and ``max(x - tau, 0)``.
+    (The published sparsemax takes ``c_k``, the support's sum, where Keras sums the running sums;
+    the outputs then need not sum to 1. bnconvert computes what the file's Keras computes.)"""
+    z = -np.sort(-x, axis=axis)
+    c = np.cumsum(z, axis=axis)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    r = np.arange(1, x.shape[axis] + 1, dtype=np.float64).reshape(shape)
+    support = z - (c - 1.0) / r > 0
+    k = np.sum(support, axis=axis, keepdims=True)
+    tau = (np.sum(np.where(support, c, 0.0), axis=axis, keepdims=True) - 1.0) / k
+    return np.maximum(x - tau, 0.0)
+
+
+def glu(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``a * sigmoid(b)`` of the two halves ``a``, ``b`` of ``axis`` (an odd size is refused by Keras)."""
+    a, b = np.split(x, 2, axis=axis)
+    return a * sigmoid(b)
+
+
 #: Keras activation name -> (x, generation) -> y
 ACTIVATIONS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "linear": lambda x, g: x,
@@ -103,7 +142,21 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "hard_tanh": lambda x, g: np.clip(x, -1.0, 1.0),
     "log_sigmoid": lambda x, g: -softplus(-x),
     "tanh_shrink": lambda x, g: x - np.tanh(x),
+    "hard_shrink": lambda x, g: np.where(np.abs(x) > 0.5, x, 0.0),  # threshold 0.5
+    "soft_shrink": lambda x, g: np.where(x > 0.5, x - 0.5, np.where(x < -0.5, x + 0.5, 0.0)),
+    "sparse_plus": lambda x, g: _sparse_plus(x),
+    "sparse_sigmoid": lambda x, g: _sparse_sigmoid(x),
+    "sparsemax": lambda x, g: sparsemax(x, -1),
+    "squareplus": lambda x, g: 0.5 * (x + np.sqrt(x * x + 4.0)),  # b = 4
 }
+
+#: activations that change the shape of what they act on: only an ``Activation`` layer, whose
+#: shape rule knows it, may hold one (Keras declares a Dense(activation="glu") output unhalved)
+SHAPE_CHANGING: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {"glu": lambda x, g: glu(x, -1)}
+
+#: Keras activation names a config can name but not call: ``threshold(x, threshold, default_value)``
+#: has no defaults and a config holds no arguments (Keras itself fails calling it)
+UNCALLABLE = {"threshold": "keras.activations.threshold needs 'threshold' and 'default_value', which a config cannot hold"}
 
 
 def activation_name(spec: Any) -> str | None:
@@ -128,20 +181,49 @@ def activation_name(spec: Any) -> str | None:
     return None
 
 
+def activation_problem(spec: Any, *, shape_changing: bool = False) -> str | None:
+    """Why the ``activation`` config value ``spec`` cannot be computed, or None: a custom function
+    (bnconvert never imports user code), an uncallable name, an unknown one, or ``glu`` outside an
+    ``Activation`` layer (``shape_changing`` False)."""
+    name = activation_name(spec)
+    if name in ACTIVATIONS or (shape_changing and name in SHAPE_CHANGING):
+        return None
+    if name in SHAPE_CHANGING:
+        return f"activation {name!r} halves the last axis, which only an Activation layer's output shape allows"
+    if name in UNCALLABLE:
+        return UNCALLABLE[name]
+    if isinstance(spec, dict) and spec.get("module") not in (None, "keras.activations", "keras.src.activations"):
+        return (f"activation {name!r} is a custom function (module {spec.get('module')!r}); bnconvert never runs "
+                "code from a model file")
+    return f"activation {name!r} is not a Keras activation bnconvert knows"
+
+
 def apply_activation(layer: Layer, x: np.ndarray, ctx: CallContext, spec: Any = None, *,
                      in_place: bool = False) -> np.ndarray:
     """The layer's ``activation`` (or ``spec``) applied to ``x`` (``in_place``: ``x`` is a fresh
     array that may be overwritten, which saves a pass over memory for the common cases)."""
-    name = activation_name(layer.config.get("activation") if spec is None else spec)
+    value = layer.config.get("activation") if spec is None else spec
+    name = activation_name(value)
     if in_place and name in ("relu", "linear"):
         return np.maximum(x, 0.0, out=x) if name == "relu" else x
     fn = ACTIVATIONS.get(name or "")
+    if fn is None and layer.class_name == "Activation":
+        fn = SHAPE_CHANGING.get(name or "")
     if fn is None:
-        raise UnsupportedLayerError(f"layer {layer.label}: activation {name!r} has no float64 semantics")
+        problem = activation_problem(value, shape_changing=layer.class_name == "Activation")
+        raise UnsupportedLayerError(f"layer {layer.label}: {problem or f'activation {name!r} has no float64 semantics'}")
     return fn(x, ctx.generation)
 
 
-@defines("Activation", keras1=True, shape=same_shape, weights=no_weights, fields={"activation": checks.activation},
+def _activation_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    """The input's shape, the last axis halved by ``glu``."""
+    if activation_name(c.get("activation")) in SHAPE_CHANGING:
+        last = shapes[0][-1]
+        return [(*shapes[0][:-1], None if last is None else last // 2)]
+    return [shapes[0]]
+
+
+@defines("Activation", keras1=True, shape=_activation_shape, weights=no_weights, fields={"activation": checks.activation},
          masking="keep")
 def activation_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [apply_activation(layer, f64(xs[0]), ctx)]

@@ -2,8 +2,10 @@
 
 Formulas follow the Keras source of each generation. Where they differ by generation it is said:
 ``hard_sigmoid`` is ``relu6(x + 3) / 6`` in Keras 3 and ``clip(0.2 x + 0.5, 0, 1)`` in Keras 1/2
-and tf.keras. Element-wise functions keep the input's layout; ``softmax`` and ``log_softmax``
-act on Keras' last axis wherever the layout holds it.
+and tf.keras. Element-wise functions keep the input's layout; ``softmax``, ``log_softmax``,
+``sparsemax`` and ``glu`` act on Keras' last axis wherever the layout holds it. Everything is
+composed from opset-13 operators (TopK and CumSum for sparsemax, Shrink for the shrinks), with
+the newer fused operators (Gelu, HardSwish, Mish) where the opset has them.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ from typing import Any
 
 import numpy as np
 
+from ...catalog.activations import (  # how Keras names an activation, and what it refuses, are the catalog's facts
+    activation_name,
+)
 from ...catalog.activations import (
-    activation_name,  # how Keras names an activation is the catalog's fact
+    activation_problem as catalog_problem,
 )
 from ...model import Layer
 from ..builder import Builder, Call, Tensor
 from ..layout import Perm, position
 from ..registry import converts, refuse
 
-__all__ = ["ACTIVATIONS", "activation_name", "activation_problem", "emit_activation", "fused"]
+__all__ = ["ACTIVATIONS", "SHAPE_CHANGING", "activation_name", "activation_problem", "emit_activation", "fused"]
 
 #: Keras' selu constants (keras/src/activations/activations.py)
 SELU_ALPHA = 1.67326324235437728481
@@ -100,6 +105,66 @@ def _tanh_shrink(a: _Act, x: str) -> str:
     return a.op("Sub", [x, a.op("Tanh", [x], "tanh")])
 
 
+def _squareplus(a: _Act, x: str) -> str:
+    """``(x + sqrt(x**2 + 4)) / 2`` (Keras' default b = 4)."""
+    root = a.op("Sqrt", [a.op("Add", [a.op("Mul", [x, x], "square"), a.c("b", 4.0)], "plus_b")], "sqrt")
+    return a.op("Mul", [a.op("Add", [x, root], "sum"), a.c("half", 0.5)])
+
+
+def _sparse_plus(a: _Act, x: str) -> str:
+    """0 up to -1, ``(x + 1)**2 / 4`` up to 1, then x."""
+    shifted = a.op("Add", [x, a.c("one", 1.0)], "shifted")
+    quad = a.op("Mul", [a.op("Mul", [shifted, shifted], "square"), a.c("quarter", 0.25)], "quadratic")
+    upper = a.op("Where", [a.op("Less", [x, a.c("one_hi", 1.0)], "below_one"), quad, x], "upper")
+    low = a.op("LessOrEqual", [x, a.c("minus_one", -1.0)], "below_minus_one")
+    return a.op("Where", [low, a.c("zero", 0.0), upper])
+
+
+def _sparse_sigmoid(a: _Act, x: str) -> str:
+    """``clip((x + 1) / 2, 0, 1)``: 0 up to -1, 1 from 1 on, Keras' ``where`` chain exactly."""
+    half = a.op("Mul", [a.op("Add", [x, a.c("one", 1.0)], "shifted"), a.c("half", 0.5)], "half")
+    return a.op("Clip", [half, a.c("min", 0.0), a.c("max", 1.0)])
+
+
+def _sparsemax(a: _Act, x: str) -> str:
+    """Keras 3's sparsemax over the activation axis (see :func:`bnconvert.catalog.activations.sparsemax`
+    for the formula, which is Keras', not the paper's): TopK sorts the whole axis (its size read
+    from the tensor's shape, so any length works), CumSum gives the running sums and, over ones,
+    the ranks ``1..D`` already broadcast."""
+    from onnx import TensorProto, helper
+
+    axis = a.axis
+    size = a.op("Slice", [a.op("Shape", [x], "shape"), a.b.ints(f"{a.name}/axis_start", [axis]),
+                          a.b.ints(f"{a.name}/axis_end", [axis + 1])], "size")
+    axis_t = a.b.const(f"{a.name}/axis", np.int64(axis), np.int64)
+    z = a.b.nodes_out("TopK", [x, size], ["sorted", "indices"], name=f"{a.name}/topk", axis=axis, largest=1, sorted=1)[0]
+    c = a.op("CumSum", [z, axis_t], "cumsum")
+    ones = a.op("ConstantOfShape", [a.op("Shape", [x], "shape_all")], "ones",
+                value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]))
+    r = a.op("CumSum", [ones, axis_t], "ranks")
+    bound = a.op("Div", [a.op("Sub", [c, a.c("one", 1.0)], "c_minus_one"), r], "bound")
+    support = a.op("Greater", [a.op("Sub", [z, bound], "gap"), a.c("zero", 0.0)], "support")
+    k = a.b.reduce("ReduceSum", a.op("Cast", [support], "support_float", to=TensorProto.FLOAT), [axis], keepdims=True,
+                   name=f"{a.name}/k")
+    safe = a.op("Where", [support, c, a.c("zero_c", 0.0)], "cumsum_safe")
+    total = a.b.reduce("ReduceSum", safe, [axis], keepdims=True, name=f"{a.name}/cumsum_total")
+    tau = a.op("Div", [a.op("Sub", [total, a.c("one_tau", 1.0)], "total_minus_one"), k], "tau")
+    return a.op("Relu", [a.op("Sub", [x, tau], "shifted")])
+
+
+def _glu(a: _Act, x: str) -> str:
+    """``first_half * sigmoid(second_half)`` along the activation axis; the half size read from the
+    tensor's shape (opset 13 Split would need it as a constant, Slice takes it as a value)."""
+    axis = a.axis
+    size = a.op("Slice", [a.op("Shape", [x], "shape"), a.b.ints(f"{a.name}/axis_start", [axis]),
+                          a.b.ints(f"{a.name}/axis_end", [axis + 1])], "size")
+    half = a.op("Div", [size, a.b.ints(f"{a.name}/two", [2])], "half")
+    axes = a.b.ints(f"{a.name}/axes", [axis])
+    first = a.op("Slice", [x, a.b.ints(f"{a.name}/zero", [0]), half, axes], "first")
+    second = a.op("Slice", [x, half, size, axes], "second")
+    return a.op("Mul", [first, a.op("Sigmoid", [second], "gate")])
+
+
 #: Keras activation name -> emitter(act, x) -> output name
 ACTIVATIONS: dict[str, Callable[[_Act, str], str]] = {
     "relu": _unary("Relu"),
@@ -126,25 +191,36 @@ ACTIVATIONS: dict[str, Callable[[_Act, str], str]] = {
     "hard_tanh": _clip(-1.0, 1.0),
     "log_sigmoid": _log_sigmoid,
     "tanh_shrink": _tanh_shrink,
+    "hard_shrink": _unary("Shrink", bias=0.0, lambd=0.5),  # x where |x| > 0.5, else 0
+    "soft_shrink": _unary("Shrink", bias=0.5, lambd=0.5),
+    "sparse_plus": _sparse_plus,
+    "sparse_sigmoid": _sparse_sigmoid,
+    "sparsemax": _sparsemax,
+    "squareplus": _squareplus,
 }
+#: activations that change the shape (only an Activation layer may hold them: the catalog's
+#: :data:`~bnconvert.catalog.activations.SHAPE_CHANGING`)
+SHAPE_CHANGING: dict[str, Callable[[_Act, str], str]] = {"glu": _glu}
 _LINEAR = frozenset({"linear", "identity", None})
 
 
 def activation_problem(layer: Layer) -> str | None:
-    """Why ``layer``'s ``activation`` setting cannot be exported, or None."""
+    """Why ``layer``'s ``activation`` setting cannot be exported, or None (the reason is the
+    catalog's: a custom function, ``threshold``, ``glu`` outside an Activation layer ...)."""
     if "activation" not in layer.config:
         return None
     name = activation_name(layer.config["activation"])
-    if name in _LINEAR or name in ACTIVATIONS:
+    if name in _LINEAR or name in ACTIVATIONS or (name in SHAPE_CHANGING and layer.class_name == "Activation"):
         return None
-    return f"activation {name or layer.config['activation']!r} is not supported"
+    return catalog_problem(layer.config["activation"], shape_changing=layer.class_name == "Activation")
 
 
 def emit_activation(b: Builder, name: str, x: str, *, node: str, out: str, axis: int, generation: int) -> str:
     """Apply Keras activation ``name`` to ONNX value ``x``; the result is named ``out``."""
     if name in _LINEAR:
         return b.node("Identity", [x], name=node, out=out)
-    return ACTIVATIONS[name](_Act(b, node, out, axis, generation), x)
+    emit = ACTIVATIONS.get(name) or SHAPE_CHANGING[name]
+    return emit(_Act(b, node, out, axis, generation), x)
 
 
 def _is_linear(call: Call) -> bool:
@@ -176,8 +252,9 @@ def activation(b: Builder, call: Call) -> list[Tensor]:
     name = activation_name(call.config.get("activation"))
     if name in _LINEAR:
         return [call.x]
-    if name not in ACTIVATIONS:
-        raise refuse(call, f"activation {name!r} is not supported")
+    problem = activation_problem(call.layer)
+    if problem:
+        raise refuse(call, problem)
     return _elementwise(b, call, lambda x, n, axis: emit_activation(
         b, name, x, node=n, out=n, axis=axis, generation=call.generation))
 
