@@ -317,8 +317,11 @@ def keras1_activation_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext
 # -- Keras 1 Merge (modes without a Keras 2 class) ---------------------------------------------------
 def _merge_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
     """Keras 1 ``Merge.get_output_shape_for`` for ``dot``/``cos``."""
-    if c.get("mode") != "cos":
-        raise ConfigProblem(f"Keras 1 Merge mode {c.get('keras1_merge_mode')!r} declares no shape bnconvert can compute")
+    if c.get("mode") != "cos":  # a function mode: the shape it was declared to give, when given as numbers
+        declared = c.get("output_shape")
+        if isinstance(declared, list) and all(d is None or checks.nonneg_int(d) for d in declared):
+            return [(shapes[0][0], *declared)]
+        raise ConfigProblem(f"Keras 1 Merge mode {c.get('keras1_merge_mode')!r} declares no output shape")
     a, b = list(shapes[0]), list(shapes[1])
     axes = _dot_axes(c, len(a), len(b))
     a.pop(axes[0])

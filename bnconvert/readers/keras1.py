@@ -232,6 +232,8 @@ def _upgrade_other(class_name: str, c: dict[str, Any], out: dict[str, Any]) -> t
             out["keras1_merge_mode"] = mode if isinstance(mode, str) else "<python function>"
             out["mode"] = mode if isinstance(mode, str) else None
             out["dot_axes"] = c.get("dot_axes", -1)
+            if c.get("output_shape_type", "raw") == "raw" and isinstance(c.get("output_shape"), list):
+                out["output_shape"] = c["output_shape"]  # the shape a function mode was declared to give
             return "Merge", out
         if mode == "concat":
             out["axis"] = c.get("concat_axis", -1)
