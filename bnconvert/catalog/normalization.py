@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import UnsupportedLayerError
 from ..model import Layer
 from . import checks
-from .facts import ConfigProblem, Shape, WeightSpec, same_shape
+from .facts import ConfigProblem, Shape, WeightSpec, no_weights, same_shape
 from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .roles import barrier
@@ -247,7 +247,7 @@ def unit_norm(x: np.ndarray, axes: list[int], generation: int) -> np.ndarray:
     return x / np.sqrt(np.maximum(square_sum, 1e-12))
 
 
-@defines("UnitNormalization", shape=same_shape, fields={"axis": checks.axis}, masking="keep", fold=_PER_SAMPLE,
+@defines("UnitNormalization", shape=same_shape, weights=no_weights, fields={"axis": checks.axis}, masking="keep", fold=_PER_SAMPLE,
          notes="the norm's floor: 1e-12 in Keras 3, 1e-6 in tf.keras (its sum of squares floored at 1e-12)")
 def unit_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     x = f64(xs[0])
