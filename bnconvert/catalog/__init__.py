@@ -4,7 +4,8 @@ Layout, one module per family (mirroring :mod:`bnconvert.onnx.layers`): ``activa
 ``attention`` (MultiHeadAttention, GroupQueryAttention, EinsumDense), ``conv``, ``dense`` (and Embedding), ``legacy_layers`` (LocallyConnected, Keras 1 only classes), ``merge``, ``misc`` (identities and scaling, Lambda,
 Masking), ``normalization``, ``pooling``, ``preprocessing`` (resizing, crops, augmentations,
 refused string layers), ``recurrent`` (SimpleRNN, LSTM, GRU, RNN cells),
-``reshape``, ``spatial`` (padding, cropping, upsampling), ``tf_ops`` (tf.keras TFOpLambda and
+``reshape``, ``scoring`` (Attention, AdditiveAttention, Dot, ReversibleEmbedding,
+RandomFourierFeatures), ``spatial`` (padding, cropping, upsampling), ``tf_ops`` (tf.keras TFOpLambda and
 SlicingOpLambda: ``tf.math.reduce_mean``, ``x + y``, ``x[:, 1:3]``), ``wrappers`` (Bidirectional,
 TimeDistributed), ``conv_lstm``. Beside its ``call``, a record holds
 its output-shape rule and its weights by meaning, both functions of the config and the input

@@ -17,10 +17,11 @@ from . import (
     preprocessing,
     recurrent,
     reshape,
+    scoring,
     spatial,
     tf_ops,
     wrappers,
 )
 
 __all__ = ["activations", "attention", "conv", "conv_lstm", "dense", "legacy_layers", "merge", "misc", "normalization", "pooling", "preprocessing",
-           "recurrent", "reshape", "spatial", "tf_ops", "wrappers"]
+           "recurrent", "reshape", "scoring", "spatial", "tf_ops", "wrappers"]

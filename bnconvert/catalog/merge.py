@@ -24,7 +24,7 @@ import numpy as np
 from ..model import Layer
 from . import checks
 from .facts import Shape, broadcast, no_weights
-from .record import CallContext, declares, defines
+from .record import CallContext, defines
 from .util import f64
 
 __all__ = ["operands"]
@@ -137,6 +137,3 @@ def _masked_extreme(op: Any, xs: list[np.ndarray], ctx: CallContext) -> np.ndarr
          masking="own", mask=_concatenate_masks)
 def concatenate_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     return [np.concatenate([f64(x) for x in xs], axis=int(layer.config.get("axis", -1)))]
-
-
-declares("Dot", module=__name__, weights=no_weights)  # read, not run (no shape rule yet); its output has no mask

@@ -17,10 +17,11 @@ from . import (
     preprocessing,
     recurrent,
     reshape,
+    scoring,
     sequence,
     spatial,
     tf_ops,
 )
 
 __all__ = ["activations", "attention", "conv", "conv_lstm", "dense", "legacy", "merge", "misc", "norm", "pooling", "preprocessing", "recurrent",
-           "reshape", "sequence", "spatial", "tf_ops"]
+           "reshape", "scoring", "sequence", "spatial", "tf_ops"]
