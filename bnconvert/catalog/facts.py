@@ -9,6 +9,10 @@ Every record carries two functions of the layer's config and its input shapes (b
   calls the outputs unknown (the readers' config checks name the bad value). Where the shapes
   depend on how the layer is called (Attention's ``return_attention_scores``, ReversibleEmbedding's
   ``reverse``), the call's keyword arguments are in ``config[CALL_KWARGS]`` (absent: none recorded).
+  An operation layer's (``keras.ops.mean``, ``tf.reshape``) full call arguments are there too,
+  under :data:`bnconvert.model.OP_ARGS`: ``(args, kwargs)`` with each tensor a
+  :class:`~bnconvert.model.TensorArg` whose ``index`` is its position in ``input_shapes``
+  (:func:`op_args` fetches them); its constructor arguments (Keras 3 Mean's ``axis``) are the config.
 - ``weights(config, input_shapes) -> [WeightSpec]``: the weights in Keras' order (trainable ones
   first, as ``vars/0..N`` and ``weight_names`` store them), each with the shape the config
   implies (``None`` for a dimension the input shapes do not tell, or for a whole shape that is
@@ -31,10 +35,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..model import OP_ARGS
+
 __all__ = [
     "CALL_KWARGS", "Shape", "Dim", "ShapeRule", "WeightRule", "WeightSpec", "KernelLayout", "ConfigProblem", "same_shape", "no_weights",
     "conv_output_length", "deconv_output_length", "split_spatial", "assemble", "settings", "positive",
-    "positives", "input_channels", "broadcast", "times",
+    "positives", "input_channels", "broadcast", "times", "op_args",
 ]
 
 #: the config key under which a shape rule finds the call's keyword arguments (see the module docstring)
@@ -90,6 +96,12 @@ class KernelLayout:
 class ConfigProblem(Exception):
     """A config value a weight shape needs is missing or wrong (``config 'filters' is -3, not a
     positive integer``); the readers report it naming the layer."""
+
+
+def op_args(config: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """An operation layer's call arguments ``(args, kwargs)`` as its shape rule sees them (see the
+    module docstring); ``KeyError`` when the config holds none (the shapes are then unknown)."""
+    return config[CALL_KWARGS][OP_ARGS]
 
 
 def same_shape(config: dict[str, Any], shapes: list[Shape]) -> list[Shape]:

@@ -13,6 +13,7 @@ from . import (
     merge,
     misc,
     normalization,
+    operations,
     pooling,
     preprocessing,
     recurrent,
@@ -23,5 +24,5 @@ from . import (
     wrappers,
 )
 
-__all__ = ["activations", "attention", "conv", "conv_lstm", "dense", "legacy_layers", "merge", "misc", "normalization", "pooling", "preprocessing",
+__all__ = ["activations", "attention", "conv", "conv_lstm", "dense", "legacy_layers", "merge", "misc", "normalization", "operations", "pooling", "preprocessing",
            "recurrent", "reshape", "scoring", "spatial", "tf_ops", "wrappers"]

@@ -1,8 +1,7 @@
-"""Merge layers (and the Keras 3 operation layers sharing their names), in float64.
+"""Merge layers, in float64.
 
-Element-wise merges broadcast like numpy. A Keras 3 operation layer (``x + 3.0``, ``2.0 - x``)
-records its positional arguments; the constants among them come in the call's context, the
-tensors in order.
+Element-wise merges broadcast like numpy. (The Keras 3 operation layers of the same meaning,
+``x + 3.0``, are ``keras.ops.add`` ... in :mod:`.operations`.)
 
 Masks: Keras 3's element-wise merges give no mask when any input has none, else the OR of the
 masks; Keras 1/2 and tf.keras the AND of the masks given (none when none is). Values ignore the
@@ -10,8 +9,7 @@ masks except in Keras 3's Multiply (a masked entry counts as 1, and the product 
 output mask when every input has one) and Maximum/Minimum (a masked entry takes the running
 result's value, and the other way round: ``_apply_merge_op_and_or_mask``). Concatenate concatenates per-input masks (all True for an input without
 one, broadcast over the features) on its axis and reduces the last axis: Keras 3 with ``any``,
-tf.keras with ``all``. Keras 3 operation layers (``x + y`` on tensors) share these records but
-take no part in masking: the reference hands them no masks and passes none on.
+tf.keras with ``all``.
 """
 
 from __future__ import annotations
@@ -27,16 +25,7 @@ from .facts import Shape, broadcast, no_weights
 from .record import CallContext, defines
 from .util import f64
 
-__all__ = ["operands"]
-
-
-def operands(xs: list[np.ndarray], constants: Any) -> list[np.ndarray]:
-    """The call's arguments in order: tensors from ``xs``, numbers from ``constants``."""
-    if not constants:
-        return [f64(x) for x in xs]
-    tensors = iter(xs)
-    return [f64(next(tensors)) if c is None else np.float64(c) for c in constants]
-
+__all__: list[str] = []
 
 _OPS = {
     "Add": lambda args: reduce(np.add, args),
@@ -45,8 +34,6 @@ _OPS = {
     "Average": lambda args: reduce(np.add, args) / len(args),
     "Maximum": lambda args: reduce(np.maximum, args),
     "Minimum": lambda args: reduce(np.minimum, args),
-    "Divide": lambda args: args[0] / args[1],
-    "TrueDivide": lambda args: args[0] / args[1],
 }
 
 
@@ -97,12 +84,12 @@ _MERGE_LAYERS = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
 @defines(*_OPS, shape=_elementwise_shape, weights=no_weights,
          masking={name: "own" for name in _MERGE_LAYERS}, mask={name: _merge_masks for name in _MERGE_LAYERS})
 def merge_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
-    if ctx.masks is not None and ctx.generation >= 3 and not ctx.constants:
+    if ctx.masks is not None and ctx.generation >= 3:
         if layer.class_name == "Multiply":
             return [_masked_multiply(xs, ctx)]
         if layer.class_name in ("Maximum", "Minimum"):
             return [_masked_extreme(np.maximum if layer.class_name == "Maximum" else np.minimum, xs, ctx)]
-    return [np.asarray(_OPS[layer.class_name](operands(xs, ctx.constants)), dtype=np.float64)]
+    return [np.asarray(_OPS[layer.class_name]([f64(x) for x in xs]), dtype=np.float64)]
 
 
 def _entry_mask(mask: np.ndarray | None, x: np.ndarray) -> np.ndarray | None:

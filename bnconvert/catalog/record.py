@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedLayerError
-from ..model import Layer, Source
+from ..model import OP_ARGS, Layer, Source, resolve_args
 from .checks import Fields
 from .facts import KernelLayout, ShapeRule, WeightRule
 from .legacy import Keras1Arg
@@ -27,12 +27,18 @@ __all__ = ["LayerRecord", "CallContext", "Semantics", "MaskRule", "MASKING", "ou
 @dataclass(frozen=True)
 class CallContext:
     """What a layer's semantics may need beyond its config and weights: which Keras wrote the file
-    (a few functions changed between generations) and the constant operands of a Keras 3
-    operation layer (``x + 3.0`` is an ``Add`` whose second operand is the number 3)."""
+    (a few functions changed between generations), the masks of its inputs, the call's keyword
+    arguments and, for an operation layer, the call's full arguments (:attr:`op_args`).
+
+    Operation layers (``keras.ops.mean``, ``tf.math.reduce_mean``, ``tf.__operators__.add``; see
+    :data:`bnconvert.model.OPERATION_PREFIXES`): ``op_args`` is ``(args, kwargs)`` as the
+    operation takes them (Keras 3: the node's ``args``/``kwargs``; tf.keras: the first argument as
+    ``args[0]``, the others by name), each tensor a :class:`~bnconvert.model.TensorArg` indexing
+    the call's inputs ``xs``; :meth:`arguments` puts the tensors in. A Keras 3 operation's
+    constructor arguments (Mean's ``axis``) stay in ``layer.config``. Operation layers take no
+    part in masking: the reference hands them no masks (their records' ``masking`` is ``drop``)."""
 
     source: Source | None = None
-    #: per positional argument of the call: None for a tensor, else the constant
-    constants: Sequence[Any] | None = None
     #: per input tensor, the Keras mask it carries (a boolean array, ``(N, T)`` for a sequence),
     #: None where it carries none (see :data:`MASKING`)
     masks: Sequence[np.ndarray | None] | None = None
@@ -43,6 +49,20 @@ class CallContext:
     def kwarg(self, name: str, default: Any = None) -> Any:
         """The call's keyword argument ``name`` (``default`` when the file records none)."""
         return default if self.kwargs is None else self.kwargs.get(name, default)
+
+    @property
+    def op_args(self) -> tuple[list[Any], dict[str, Any]] | None:
+        """The full arguments of an operation layer's call, with TensorArg placeholders (None for a layer)."""
+        return None if self.kwargs is None else self.kwargs.get(OP_ARGS)
+
+    def arguments(self, xs: Sequence[Any]) -> tuple[list[Any], dict[str, Any]]:
+        """:attr:`op_args` with each TensorArg replaced by its input from ``xs``; ``([*xs], {})``
+        for a call that records none (a layer, or a model built in code)."""
+        given = self.op_args
+        if given is None:
+            return list(xs), {}
+        args, kwargs = given
+        return resolve_args(list(args), xs), resolve_args(dict(kwargs), xs)
 
     def mask(self, i: int = 0) -> np.ndarray | None:
         """The mask of input ``i``, None when it has none."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..catalog.record import output_masks
 from ..errors import BnconvertError, UnsupportedLayerError
-from ..model import Layer, Model, TensorRef, given_mask_problem
+from ..model import Layer, Model, TensorRef, given_mask_problem, is_operation
 from .inputs import InputSpec, with_values
 from .runners import Runner, RunnerUnavailable
 
@@ -123,12 +123,11 @@ def _order(model: Model) -> list[tuple[Layer, int]]:
 class _Executor:
     """Runs one model (recursively its nested models) with the catalog's semantics."""
 
-    def __init__(self, constants: Mapping[str, Any], source: Any) -> None:
+    def __init__(self, source: Any) -> None:
         from ..catalog import CallContext, catalog
 
         self.table = catalog()
         self.out_masks: list[np.ndarray | None] = []
-        self.constants = constants
         self.source = source
         self.context = CallContext
         self.keep: set[str] | None = None
@@ -177,35 +176,26 @@ class _Executor:
             return outs, self.out_masks
         record = self.table.get(layer.class_name)
         if record is None or record.call is None:
-            raise UnsupportedLayerError(f"'{name}' ({layer.source_class}): no float64 semantics for this class")
-        info = self.constants.get(path)
-        constants = info.constants[k] if info is not None and k < len(info.constants) else None
-        if info is not None and info.operation:  # a Keras 3 operation (x + y) neither reads nor passes masks
+            raise UnsupportedLayerError(f"'{name}' {_unrunnable(layer)}")
+        if is_operation(layer):  # an operation layer (x + y, keras.ops.mean, a TFOpLambda) neither reads nor passes masks
             ms = [None] * len(ms)
-        context = self.context(source=self.source, constants=constants,
+        context = self.context(source=self.source,
                                masks=ms if any(m is not None for m in ms) else None,
                                kwargs=layer.call_kwargs[k] if k < len(layer.call_kwargs) else None)
         outs = record.call(layer, xs, context)
         return outs, output_masks(record, layer, xs, context, len(outs))
 
 
-def _op_constants(model: Model) -> dict[str, Any]:
-    """Layer path -> the positional constants of Keras 3 operation layers (``x + 3.0``), read from
-    the file's config, and the paths of operation layers the reference cannot run."""
-    from ..onnx.convert import OP_CLASSES, op_index
-
-    index = op_index(model.source.config if model.source else None)
-    for path, layer, _ in model.walk():
-        info = index.get(path)
-        if info is not None and info.operation and layer.class_name not in OP_CLASSES:
-            raise UnsupportedLayerError(f"'{path}' (Keras operation {layer.class_name} from {info.module}): "
-                                        "no float64 semantics")
-    return index
+def _unrunnable(layer: Layer) -> str:
+    """Why the reference cannot run ``layer``, after its name: an operation named the user's way."""
+    if is_operation(layer):
+        return f"({layer.class_name}: bnconvert has no semantics for this operation)"
+    return f"({layer.source_class}): no float64 semantics for this class"
 
 
 def run_reference(model: Model, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """``model``'s outputs on ``inputs`` (in the order of ``model.inputs``), in float64."""
-    ex = _Executor(_op_constants(model), model.source)
+    ex = _Executor(model.source)
     return ex.run(model, [np.asarray(x, np.float64) for x in inputs])
 
 
@@ -222,33 +212,25 @@ def declared_input_specs(model: Model, path: str) -> list[InputSpec]:
     return specs
 
 
-def _without_dead_layers(model: Model, table: Mapping[str, Any], ops: Mapping[str, Any] | None = None,
-                         path: str = "") -> Model:
-    """``model`` without the layers it cannot run whose outputs nothing reads. Keras 3 records
-    the mask a layer was handed as the operations that computed it (``NotEqual`` after a
-    mask_zero Embedding, ``NotEqual`` + ``Any`` after Masking, ``ExpandDims``, ``LogicalOr``,
-    ``Concatenate`` ... for a merge), read by no call (the reader keeps ``mask=`` tensors out of
-    the calls' inputs); the reference propagates masks by the catalog's rules, which give the
-    same values, so those layers are dead code."""
+def _without_dead_layers(model: Model, table: Mapping[str, Any]) -> Model:
+    """``model`` without the operation layers, and the layers it cannot run, whose outputs nothing
+    reads. Keras 3 records the mask a layer was handed as the operations that computed it
+    (``keras.ops.not_equal`` after a mask_zero Embedding, ``not_equal`` + ``any`` after Masking,
+    ``expand_dims``, ``logical_or``, ``concatenate`` ... for a merge), read by no call (the reader
+    keeps ``mask=`` tensors out of the calls' inputs); the reference propagates masks by the
+    catalog's rules, which give the same values, so those layers are dead code."""
     from dataclasses import replace
 
-    from ..onnx.convert import OP_CLASSES, op_index
+    def droppable(layer: Layer) -> bool:
+        return is_operation(layer) or getattr(table.get(layer.class_name), "call", None) is None
 
-    if ops is None:
-        ops = op_index(model.source.config if model.source else None)
-
-    def unrunnable(layer: Layer) -> bool:
-        info = ops.get(f"{path}{layer.name}")
-        is_op = info is not None and info.module.startswith("keras.src.ops")
-        return getattr(table.get(layer.class_name), "call", None) is None or (is_op and layer.class_name not in OP_CLASSES)
-
-    layers = [replace(layer, model=_without_dead_layers(layer.model, table, ops, f"{path}{layer.name}/"))
-              if layer.model is not None else layer for layer in model.layers]
+    layers = [replace(layer, model=_without_dead_layers(layer.model, table)) if layer.model is not None else layer
+              for layer in model.layers]
     changed = any(a is not b for a, b in zip(layers, model.layers))
     while True:
         read = {r.layer for layer in layers for call in layer.calls for r in call}
         read |= {r.layer for r in model.outputs} | {r.layer for r in model.inputs}
-        dead = {layer.name for layer in layers if layer.model is None and layer.name not in read and unrunnable(layer)}
+        dead = {layer.name for layer in layers if layer.model is None and layer.name not in read and droppable(layer)}
         if not dead:
             return model.with_layers(layers) if changed else model
         layers, changed = [layer for layer in layers if layer.name not in dead], True
@@ -280,11 +262,10 @@ class ReferenceRunner(Runner):
             raise RunnerUnavailable(f"{path}: weights-only file without an architecture; pass the model JSON with --config")
         table = catalog()
         self.model = _without_dead_layers(self.model, table)
-        missing = sorted({f"'{p}' ({layer.source_class})" for p, layer, _ in self.model.walk()
+        missing = sorted({f"'{p}' {_unrunnable(layer)}" for p, layer, _ in self.model.walk()
                           if layer.model is None and getattr(table.get(layer.class_name), "call", None) is None})
         if missing:  # a layer no runtime can run without executing code from the file (Lambda ...)
             raise UnsupportedLayerError(f"{path}: bnconvert's float64 reference cannot run {', '.join(missing)}")
-        self._constants = _op_constants(self.model)
         self.load_seconds = time.perf_counter() - start
 
     def input_specs(self) -> list[InputSpec]:
@@ -311,7 +292,7 @@ class ReferenceRunner(Runner):
         return [np.asarray(feeds[s.name]).astype(s.dtype, copy=False).astype(np.float64) for s in specs]
 
     def _run(self, xs: list[np.ndarray], keep: set[str] | None = None) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
-        ex = _Executor(self._constants, self.model.source)
+        ex = _Executor(self.model.source)
         ex.keep = keep
         with np.errstate(all="ignore"):  # inf/nan propagate as in Keras; the comparison reports them
             outs = ex.run(self.model, xs)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from onnx import GraphProto, NodeProto, TensorProto, ValueInfoProto, helper
 
-from ..model import Layer, Source
+from ..model import OP_ARGS, Layer, Source
 from .layout import Perm, channels_first, identity, same_memory_order, transpose_between
 
 __all__ = ["Tensor", "Call", "Builder", "reads"]
@@ -60,8 +60,6 @@ class Call:
     name: str
     inputs: list[Tensor]
     out_shapes: list[tuple]
-    #: Keras 3 operation layers (``x + 3.0``): positional arguments, ``None`` where a tensor goes
-    constants: list[Any] | None = None
     source: Source | None = None
     #: per input, the Keras mask it carries: a bool tensor (``(N, T)`` for a sequence), or None
     masks: list[Tensor | None] = field(default_factory=list)
@@ -74,6 +72,13 @@ class Call:
     def mask(self, i: int = 0) -> Tensor | None:
         """The mask of input ``i``, None when it has none."""
         return self.masks[i] if i < len(self.masks) else None
+
+    @property
+    def op_args(self) -> tuple[list[Any], dict[str, Any]] | None:
+        """An operation layer's full call arguments ``(args, kwargs)``, each tensor a
+        :class:`~bnconvert.model.TensorArg` indexing :attr:`inputs` (None for a layer); the same
+        pair the catalog's semantics read (:attr:`bnconvert.catalog.CallContext.op_args`)."""
+        return self.kwargs.get(OP_ARGS)
 
     @property
     def config(self) -> dict[str, Any]:

@@ -13,82 +13,24 @@ from typing import Any
 
 from ..catalog import catalog
 from ..errors import UnsupportedLayerError
-from ..model import MODEL_CLASSES, Layer, Model, Source, TensorRef, given_mask_problem
+from ..model import Layer, Model, Source, TensorRef, given_mask_problem, is_operation
 from ..shapes import infer_shapes
 from .builder import Builder, Call, Tensor
 from .registry import handlers
 
-__all__ = ["OP_CLASSES", "Run", "format_problems", "run_model", "unsupported_layers"]
-
-#: Keras 3 operation layers (``keras.src.ops.*``, from ``x + 3.0`` in a functional model) we
-#: export; they share their class name with the merge layer of the same meaning.
-OP_CLASSES = frozenset({"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum"})
-
-
-
-@dataclass
-class OpInfo:
-    """What the raw config says about one layer that the Model does not keep."""
-
-    module: str = ""
-    #: per call: positional arguments with tensors as None, when some are constants
-    constants: list[list[Any] | None] = field(default_factory=list)
-
-    @property
-    def operation(self) -> bool:
-        """A Keras 3 operation layer (``x + y`` in a functional model), not a Keras layer: it does
-        not take part in masking (``Operation.__call__`` has no mask machinery)."""
-        return self.module.startswith("keras.src.ops")
-
-
-def _is_tensor(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("class_name") == "__keras_tensor__"
-
-
-def op_index(config: dict[str, Any] | None, prefix: str = "") -> dict[str, OpInfo]:
-    """Layer path -> OpInfo, from a Keras 3 model config (other generations give nothing)."""
-    index: dict[str, OpInfo] = {}
-    body = (config or {}).get("config") if isinstance(config, dict) else None
-    entries = body.get("layers") if isinstance(body, dict) else None
-    if not isinstance(entries, list):
-        return index
-    for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        name = entry.get("name") or (entry.get("config") or {}).get("name")
-        if not isinstance(name, str):
-            continue
-        if entry.get("class_name") in MODEL_CLASSES:
-            index.update(op_index(entry, f"{prefix}{name}/"))
-            continue
-        info = OpInfo(module=str(entry.get("module") or ""))
-        for node in entry.get("inbound_nodes") or []:
-            args = node.get("args") if isinstance(node, dict) else None
-            if isinstance(args, list) and any(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
-                info.constants.append([None if _is_tensor(a) else a for a in args])
-            else:
-                info.constants.append(None)
-        index[f"{prefix}{name}"] = info
-    return index
-
-
-def _is_op_layer(info: OpInfo | None) -> bool:
-    return info is not None and info.operation
-
+__all__ = ["Run", "format_problems", "run_model", "unsupported_layers"]
 
 def unsupported_layers(model: Model) -> list[str]:
     """``'name' (Class)`` for every layer (nested ones included) that has no ONNX handler."""
     from .layers.activations import activation_problem
 
     table = handlers()
-    ops = op_index(model.source.config if model.source else None)
     found = []
     for path, layer, _ in model.walk():
         if layer.model is not None:
             continue
-        info = ops.get(path)
-        if _is_op_layer(info) and layer.class_name not in OP_CLASSES:
-            found.append(f"'{path}' (Keras operation {layer.class_name} from {info.module})")
+        if is_operation(layer) and layer.class_name not in table:
+            found.append(f"'{path}' ({layer.class_name}: bnconvert has no ONNX conversion of this operation)")
         elif layer.class_name not in table:
             found.append(f"'{path}' ({layer.source_class})")
         else:
@@ -113,7 +55,6 @@ class Run:
 
     builder: Builder
     source: Source | None
-    ops: dict[str, OpInfo]
     problems: list[str] = field(default_factory=list)
     #: the Keras masks of the outputs of the model :func:`run_model` converted last
     out_masks: list[Tensor | None] = field(default_factory=list)
@@ -143,14 +84,12 @@ def run_model(run: Run, model: Model, inputs: list[Tensor], *, prefix: str = "",
             if any(x is None for x in xs):
                 env.update(dict.fromkeys(refs))
                 continue
-            info = run.ops.get(f"{path}{layer.name}")
             call = Call(
                 layer=layer, name=_call_name(prefix, layer, k), inputs=xs,  # type: ignore[arg-type]
                 out_shapes=[shapes.get(r) for r in refs],
-                constants=info.constants[k] if info and k < len(info.constants) else None,
                 source=run.source,
-                # a Keras 3 operation (x + y) neither reads nor passes masks
-                masks=[] if info is not None and info.operation else [menv.get(r) for r in layer.calls[k]],
+                # an operation layer (x + y, keras.ops.mean, a TFOpLambda) neither reads nor passes masks
+                masks=[] if is_operation(layer) else [menv.get(r) for r in layer.calls[k]],
                 kwargs=layer.call_kwargs[k] if k < len(layer.call_kwargs) else {},
             )
             try:

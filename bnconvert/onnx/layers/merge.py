@@ -1,5 +1,4 @@
-"""Merge layers (Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate) and the Keras 3
-operation layers of the same names (``x + 3.0`` in a functional model, which also carry constants).
+"""Merge layers (Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate).
 
 All operands are brought to one layout: the one most of them already have (ties: the first
 operand's), so a residual Add of two channels-first tensors stays channels-first. An operand of
@@ -51,34 +50,23 @@ def common_layout(b: Builder, tensors: list[Tensor], name: str) -> tuple[Perm, l
     return perm, [b.view(t, perm) for t in tensors]
 
 
-def _operands(b: Builder, call: Call) -> tuple[Perm, list[str], tuple]:
-    perm, names = common_layout(b, call.inputs, call.name)
-    if not call.constants:
-        return perm, names, call.out_shape
-    it = iter(names)
-    ordered = []
-    for i, value in enumerate(call.constants):
-        ordered.append(next(it) if value is None else b.const(f"{call.name}/constant{i}", np.float32(value)))
-    return perm, ordered, call.out_shape
-
-
-_BINARY = {"Add": "Add", "Subtract": "Sub", "Multiply": "Mul", "Divide": "Div", "TrueDivide": "Div",
-           "Maximum": "Max", "Minimum": "Min"}
+_BINARY = {"Add": "Add", "Subtract": "Sub", "Multiply": "Mul", "Maximum": "Max", "Minimum": "Min"}
 _VARIADIC = {"Add": "Sum", "Average": "Mean", "Maximum": "Max", "Minimum": "Min"}
 
 
-@converts("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Divide", "TrueDivide")
+@converts("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
 def elementwise(b: Builder, call: Call) -> list[Tensor]:
     cls = call.layer.class_name
-    if any(m is not None for m in call.masks) and not call.constants:
+    if any(m is not None for m in call.masks):
         masks = [call.mask(i) for i in range(len(call.inputs))]
         call.out_masks = [_combined_mask(b, call, masks)]
         if call.generation >= 3 and cls in ("Multiply", "Maximum", "Minimum") and len(call.inputs) > 1:
             return [_masked_values(b, call, masks)]
-    perm, names, shape = _operands(b, call)
+    perm, names = common_layout(b, call.inputs, call.name)
+    shape = call.out_shape
     if len(names) == 1:
         return [b.tensor(shape, perm, names[0])]
-    if cls in ("Subtract", "Divide", "TrueDivide") and len(names) != 2:
+    if cls == "Subtract" and len(names) != 2:
         raise refuse(call, f"expects 2 inputs, got {len(names)}")
     if cls == "Average" or (len(names) > 2 and cls in _VARIADIC):
         return [b.tensor(shape, perm, b.node(_VARIADIC[cls], names, name=call.name))]

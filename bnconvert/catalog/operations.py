@@ -1,0 +1,533 @@
+"""Keras 3 operation layers (``keras.ops.*`` in a functional model), in float64.
+
+A functional Keras 3 model built with ``keras.ops`` (or ``x + 3.0``, ``x[..., 0]``) stores each
+operation as a layer of module ``keras.src.ops.*``; the reader names it ``keras.ops.<function>``
+and keeps each call's arguments (:data:`bnconvert.model.OP_ARGS`): the tensors and constants the
+call was given, in the order ``Operation.call`` takes them; the operation's constructor arguments
+(Mean's ``axis``/``keepdims``, Clip's ``x_min``/``x_max``, Cast's ``dtype``) are its config.
+
+Semantics are numpy's, which ``keras.ops`` follows by design (``keras/src/ops/numpy.py``,
+``nn.py``, ``math.py``, ``core.py``), in float64; dtypes follow Keras' promotion where it matters
+to values: comparisons and logical operations give booleans, ``cast`` to an integer truncates
+toward zero (``tf.cast``), ``argmax``/``argmin`` give integers, an integer divided is a float.
+Activations (``keras.ops.relu``, ``gelu`` ...) are :data:`.activations.ACTIVATIONS`, with the
+operation's own parameters (``gelu``'s ``approximate`` defaults to True in ``keras.ops``).
+
+Operation layers take no part in masking (Keras' ``Operation`` has no mask machinery): every
+record's ``masking`` is ``drop`` and the reference hands them no masks. An operation without a
+record here is refused by name (``keras.ops.cumsum``); an argument bnconvert cannot follow
+(indexing by a tensor, ``where`` with one argument) is refused naming the layer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnsupportedLayerError
+from ..model import Layer, TensorArg
+from .activations import ACTIVATIONS, erf, log_softmax, softmax
+from .facts import Dim, Shape, broadcast, no_weights, op_args, same_shape
+from .record import CallContext, defines
+from .util import f64
+
+__all__ = ["BINARY", "REDUCTIONS", "UNARY", "OperationProblem", "einsum_parts", "expand_axes", "index_shape",
+           "normalise_index", "numpy_dtype", "reduction_axes", "reshape_target", "split_sizes", "squeeze_axes"]
+
+_K = "keras.ops."
+
+
+class OperationProblem(UnsupportedLayerError):
+    """An operation's arguments bnconvert cannot follow (the message names layer and reason)."""
+
+
+def _problem(layer: Layer, reason: str) -> OperationProblem:
+    return OperationProblem(f"'{layer.name}' ({layer.class_name}: {reason})")
+
+
+# -- element-wise -----------------------------------------------------------------------------
+def _f(x: Any) -> np.ndarray:
+    """A numeric operand: booleans and integers stay what they are (numpy promotes them as Keras does)."""
+    return np.asarray(x)
+
+
+#: binary element-wise operations (numpy broadcasting)
+BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "add": np.add, "subtract": np.subtract, "multiply": np.multiply,
+    "divide": np.true_divide, "true_divide": np.true_divide, "power": np.power,
+    "maximum": np.maximum, "minimum": np.minimum, "floor_divide": np.floor_divide, "mod": np.mod,
+    "equal": np.equal, "not_equal": np.not_equal, "less": np.less, "less_equal": np.less_equal,
+    "greater": np.greater, "greater_equal": np.greater_equal,
+    "logical_and": np.logical_and, "logical_or": np.logical_or, "logical_xor": np.logical_xor,
+}
+
+
+def _act(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    fn = ACTIVATIONS[name]
+    return lambda x: fn(f64(x), 3)
+
+
+#: unary element-wise operations without parameters
+UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "negative": np.negative, "abs": np.abs, "absolute": np.abs, "sqrt": lambda x: np.sqrt(f64(x)),
+    "square": np.square, "exp": lambda x: np.exp(f64(x)), "log": lambda x: np.log(f64(x)),
+    "log1p": lambda x: np.log1p(f64(x)), "expm1": lambda x: np.expm1(f64(x)), "sin": lambda x: np.sin(f64(x)),
+    "cos": lambda x: np.cos(f64(x)), "tan": lambda x: np.tan(f64(x)), "tanh": lambda x: np.tanh(f64(x)),
+    "floor": np.floor, "ceil": np.ceil, "sign": np.sign, "reciprocal": lambda x: 1.0 / f64(x),
+    "rsqrt": lambda x: 1.0 / np.sqrt(f64(x)), "erf": lambda x: erf(f64(x)), "logical_not": np.logical_not,
+    "stop_gradient": lambda x: x,
+    **{name: _act(name) for name in ("sigmoid", "relu", "relu6", "silu", "softplus", "softsign", "selu", "log_sigmoid",
+                                     "hard_sigmoid", "hard_silu", "hard_tanh", "sparse_plus", "tanh_shrink")},
+}
+
+
+def _parameterised(layer: Layer, x: np.ndarray) -> np.ndarray:
+    """Unary operations whose constructor takes parameters (their config)."""
+    c, name = layer.config, layer.class_name.removeprefix(_K)
+    x = f64(x)
+    if name == "clip":
+        return np.clip(x, c.get("x_min"), c.get("x_max"))
+    if name == "round":
+        decimals = int(c.get("decimals", 0) or 0)
+        return np.round(x, decimals)  # half to even, as tf.round and numpy
+    if name == "elu":
+        alpha = float(c.get("alpha", 1.0))
+        return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+    if name == "celu":
+        alpha = float(c.get("alpha", 1.0))
+        return np.maximum(x, 0.0) + alpha * np.expm1(np.minimum(x, 0.0) / alpha)
+    if name == "leaky_relu":
+        slope = float(c.get("negative_slope", 0.2))
+        return np.where(x >= 0, x, slope * x)
+    if name == "gelu":
+        return ACTIVATIONS["gelu_approximate" if c.get("approximate", True) else "gelu"](x, 3)
+    if name == "squareplus":
+        b = float(c.get("b", 4))
+        return 0.5 * (x + np.sqrt(x * x + b))
+    if name in ("softmax", "log_softmax"):
+        axis = c.get("axis", -1)
+        axes = tuple(axis) if isinstance(axis, (list, tuple)) else axis
+        return softmax(x, axes) if name == "softmax" else log_softmax(x, axes)
+    raise _problem(layer, "bnconvert has no semantics for this operation")  # pragma: no cover - registry and table agree
+
+
+_PARAMETERISED = ("clip", "round", "elu", "celu", "leaky_relu", "gelu", "squareplus", "softmax", "log_softmax")
+
+
+def _operands(layer: Layer, xs: list[np.ndarray], ctx: CallContext, n: int) -> list[Any]:
+    """The first ``n`` positional arguments of the call, tensors put in (``x + 3.0``: the tensor
+    and the number 3.0, in that order; ``2.0 ** x``: the other way round)."""
+    args, kwargs = ctx.arguments(xs)
+    names = ("x1", "x2") if n == 2 else ("x",)
+    values = list(args[:n]) + [kwargs[k] for k in names[len(args):n] if k in kwargs]
+    if len(values) != n:
+        raise _problem(layer, f"expects {n} operands, the file gives {len(values)}")
+    return values
+
+
+@defines(*(_K + n for n in BINARY), shape=lambda c, s: [_broadcast_operands(c, s)], weights=no_weights)
+def binary_operation(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    a, b = _operands(layer, xs, ctx, 2)
+    return [np.asarray(BINARY[layer.class_name.removeprefix(_K)](_f(a), _f(b)))]
+
+
+def _broadcast_operands(config: dict[str, Any], shapes: list[Shape]) -> Shape:
+    """Broadcasting of the operands, constants (``x + 3.0``, ``x * [1, 2, 3]``) included."""
+    args, kwargs = op_args(config)
+    return broadcast([tuple(shapes[a.index]) if isinstance(a, TensorArg) else np.shape(a)
+                      for a in [*args, *kwargs.values()] if a is not None and not isinstance(a, str)])
+
+
+@defines(*(_K + n for n in UNARY), *(_K + n for n in _PARAMETERISED), shape=same_shape, weights=no_weights)
+def unary_operation(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    (x,) = _operands(layer, xs, ctx, 1)
+    fn = UNARY.get(layer.class_name.removeprefix(_K))
+    return [np.asarray(fn(_f(x)) if fn is not None else _parameterised(layer, x))]
+
+
+# -- reductions -------------------------------------------------------------------------------
+def reduction_axes(axis: Any, rank: int) -> tuple[int, ...]:
+    """A Keras ``axis`` (None: all; int; list) as sorted non-negative axes."""
+    if axis is None:
+        return tuple(range(rank))
+    items = [axis] if isinstance(axis, int) else list(axis)
+    return tuple(sorted({int(a) % rank for a in items}))
+
+
+def _logsumexp(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    top = np.max(x, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    out = np.log(np.sum(np.exp(x - top), axis=axis, keepdims=True)) + top
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+#: reductions over ``axis`` with ``keepdims``
+REDUCTIONS: dict[str, Callable[[np.ndarray, tuple[int, ...], bool], np.ndarray]] = {
+    "mean": lambda x, a, k: np.mean(f64(x), axis=a, keepdims=k),
+    "sum": lambda x, a, k: np.sum(x, axis=a, keepdims=k),
+    "max": lambda x, a, k: np.max(x, axis=a, keepdims=k),
+    "min": lambda x, a, k: np.min(x, axis=a, keepdims=k),
+    "amax": lambda x, a, k: np.max(x, axis=a, keepdims=k),
+    "amin": lambda x, a, k: np.min(x, axis=a, keepdims=k),
+    "prod": lambda x, a, k: np.prod(x, axis=a, keepdims=k),
+    "std": lambda x, a, k: np.std(f64(x), axis=a, keepdims=k),
+    "var": lambda x, a, k: np.var(f64(x), axis=a, keepdims=k),
+    "logsumexp": lambda x, a, k: _logsumexp(f64(x), a, k),
+    "any": lambda x, a, k: np.any(x, axis=a, keepdims=k),
+    "all": lambda x, a, k: np.all(x, axis=a, keepdims=k),
+}
+
+
+def _reduced_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    x = shapes[0]
+    axes = reduction_axes(c.get("axis"), len(x))
+    if c.get("keepdims"):
+        return [tuple(1 if i in axes else d for i, d in enumerate(x))]
+    return [tuple(d for i, d in enumerate(x) if i not in axes)]
+
+
+@defines(*(_K + n for n in REDUCTIONS), shape=_reduced_shape, weights=no_weights)
+def reduction(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    (x,) = _operands(layer, xs, ctx, 1)
+    x, c = _f(x), layer.config
+    name = layer.class_name.removeprefix(_K)
+    if c.get("dtype") is not None:
+        raise _problem(layer, f"dtype {c['dtype']!r} is not supported")
+    y = REDUCTIONS[name](x, reduction_axes(c.get("axis"), x.ndim), bool(c.get("keepdims", False)))
+    if name in ("max", "min") and c.get("initial") is not None:
+        y = (np.maximum if name == "max" else np.minimum)(y, c["initial"])
+    return [np.asarray(y)]
+
+
+def _arg_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    x = shapes[0]
+    if c.get("axis") is None:
+        return [tuple(1 for _ in x) if c.get("keepdims") else ()]
+    return _reduced_shape(c, shapes)
+
+
+@defines(_K + "argmax", _K + "argmin", shape=_arg_shape, weights=no_weights)
+def arg_reduction(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """``argmax``/``argmin``: the first extreme index, over the flattened tensor when ``axis`` is None."""
+    (x,) = _operands(layer, xs, ctx, 1)
+    fn = np.argmax if layer.class_name.endswith("argmax") else np.argmin
+    axis, keepdims = layer.config.get("axis"), bool(layer.config.get("keepdims", False))
+    return [np.asarray(fn(_f(x), axis=axis, keepdims=keepdims)).astype(np.int64)]
+
+
+# -- products ---------------------------------------------------------------------------------
+def _matmul_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    a, b = shapes[:2]
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("matmul of a vector")
+    batch = broadcast([a[:-2], b[:-2]]) if a[:-2] or b[:-2] else ()
+    return [(*batch, a[-2], b[-1])]
+
+
+@defines(_K + "matmul", shape=_matmul_shape, weights=no_weights)
+def matmul(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    a, b = _operands(layer, xs, ctx, 2)
+    return [np.matmul(f64(a), f64(b))]
+
+
+def einsum_parts(subscripts: str, ranks: Sequence[int]) -> tuple[list[str], str]:
+    """The operands' and the output's letters of an einsum equation, ``...`` spelt out as
+    upper-case letters (``...ij,jk`` of ranks 4, 2 -> ``ABij``, ``jk`` -> ``ABik``)."""
+    text = subscripts.replace(" ", "")
+    lhs, arrow, rhs = text.partition("->")
+    inputs = lhs.split(",")
+    if len(inputs) != len(ranks):
+        raise ValueError(f"einsum {subscripts!r} names {len(inputs)} operands, given {len(ranks)}")
+    spread = max((r - len(s.replace("...", "")) for s, r in zip(inputs, ranks) if "..." in s), default=0)
+    fill = "".join(chr(ord("A") + i) for i in range(spread))
+    ins = [s.replace("...", fill[spread - (r - len(s.replace("...", ""))):]) for s, r in zip(inputs, ranks)]
+    if arrow:
+        out = rhs.replace("...", fill)
+    else:  # numpy's implicit output: the ellipsis, then the letters used once, sorted
+        letters = "".join(ins)
+        out = fill + "".join(sorted(ch for ch in set(letters) if letters.count(ch) == 1 and ch.islower()))
+    return ins, out
+
+
+def _einsum_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    ins, out = einsum_parts(str(c["subscripts"]), [len(s) for s in shapes])
+    sizes: dict[str, Dim] = {}
+    for letters, shape in zip(ins, shapes):
+        for ch, d in zip(letters, shape):
+            if d is not None and d != 1 or ch not in sizes:
+                sizes[ch] = d if d is not None or ch not in sizes else sizes[ch]
+    return [tuple(sizes.get(ch) for ch in out)]
+
+
+@defines(_K + "einsum", shape=_einsum_shape, weights=no_weights)
+def einsum(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    args, _ = ctx.arguments(xs)
+    return [np.einsum(str(layer.config["subscripts"]), *(f64(a) for a in args))]
+
+
+# -- shapes and layouts -----------------------------------------------------------------------
+def reshape_target(newshape: Sequence[int], shape: Shape) -> Shape:
+    """``newshape`` (batch axis included, one ``-1`` allowed) with the ``-1`` resolved where the
+    input's size is known (None where it is not)."""
+    dims = [int(d) for d in newshape]
+    if dims.count(-1) > 1 or any(d < -1 or d == 0 for d in dims):
+        raise ValueError(f"newshape {list(newshape)}")
+    if -1 not in dims:
+        return tuple(dims)
+    known = [d for d in dims if d != -1]
+    total = None if any(d is None for d in shape) else math.prod(shape)
+    rest = math.prod(known)
+    return tuple((total // rest if total is not None and rest else None) if d == -1 else d for d in dims)
+
+
+def _reshape_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    return [reshape_target(c["newshape"], shapes[0])]
+
+
+@defines(_K + "reshape", shape=_reshape_shape, weights=no_weights)
+def reshape(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    (x,) = _operands(layer, xs, ctx, 1)
+    newshape = [int(d) for d in layer.config["newshape"]]
+    if 0 in newshape:
+        raise _problem(layer, f"newshape {newshape} has a zero-sized axis")
+    return [np.reshape(_f(x), newshape)]
+
+
+def _perm(c: dict[str, Any], rank: int) -> list[int]:
+    axes = c.get("axes")
+    return list(range(rank))[::-1] if axes is None else [int(a) % rank for a in axes]
+
+
+@defines(_K + "transpose", shape=lambda c, s: [tuple(s[0][i] for i in _perm(c, len(s[0])))], weights=no_weights)
+def transpose(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    (x,) = _operands(layer, xs, ctx, 1)
+    x = _f(x)
+    return [np.transpose(x, _perm(layer.config, x.ndim))]
+
+
+def expand_axes(axis: Any, rank: int) -> list[int]:
+    """``expand_dims``' axes (int or list) as positions in the output of rank ``rank + len``."""
+    items = [axis] if isinstance(axis, int) else list(axis)
+    out = rank + len(items)
+    return sorted(int(a) % out for a in items)
+
+
+def _expand_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    x = list(shapes[0])
+    for a in expand_axes(c["axis"], len(x)):
+        x.insert(a, 1)
+    return [tuple(x)]
+
+
+@defines(_K + "expand_dims", shape=_expand_shape, weights=no_weights)
+def expand_dims(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    (x,) = _operands(layer, xs, ctx, 1)
+    x = _f(x)
+    return [np.expand_dims(x, tuple(expand_axes(layer.config["axis"], x.ndim)))]
+
+
+def squeeze_axes(axis: Any, shape: Shape) -> list[int]:
+    """The axes ``squeeze`` removes: ``axis`` (int or list), or every axis of size 1."""
+    if axis is None:
+        return [i for i, d in enumerate(shape) if d == 1]
+    return reduction_axes(axis, len(shape))  # type: ignore[return-value]
+
+
+@defines(_K + "squeeze", weights=no_weights,
+         shape=lambda c, s: [tuple(d for i, d in enumerate(s[0]) if i not in squeeze_axes(c.get("axis"), s[0]))])
+def squeeze(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    (x,) = _operands(layer, xs, ctx, 1)
+    x = _f(x)
+    return [np.squeeze(x, tuple(squeeze_axes(layer.config.get("axis"), x.shape)))]
+
+
+def normalise_index(key: Any, rank: int) -> list[Any]:
+    """An index (Keras ``x[key]``: an int, slice, None, Ellipsis or a list/tuple of them) as a
+    list of one entry per input axis plus Nones, the Ellipsis spelt out as full slices.
+    ``ValueError`` for what bnconvert does not index by (a tensor, a list of ints)."""
+    items = list(key) if isinstance(key, (list, tuple)) else [key]
+    for item in items:
+        if isinstance(item, TensorArg) or (isinstance(item, slice) and any(
+                isinstance(v, TensorArg) for v in (item.start, item.stop, item.step))):
+            raise ValueError("indexing by a tensor")
+        if not (item is None or item is Ellipsis or isinstance(item, slice)
+                or (isinstance(item, int) and not isinstance(item, bool))):
+            raise ValueError(f"index {item!r}")
+    used = sum(1 for item in items if item is not None and item is not Ellipsis)
+    if used > rank or items.count(Ellipsis) > 1:
+        raise ValueError(f"too many indices for a tensor of rank {rank}")
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        items[at:at + 1] = [slice(None)] * (rank - used)
+    else:
+        items += [slice(None)] * (rank - used)
+    return items
+
+
+def index_shape(shape: Shape, key: Any) -> Shape:
+    """The shape of ``x[key]`` (:func:`normalise_index`), None where the axis' size is unknown."""
+    out: list[Dim] = []
+    axis = 0
+    for item in normalise_index(key, len(shape)):
+        if item is None:
+            out.append(1)
+            continue
+        d = shape[axis]
+        axis += 1
+        if isinstance(item, slice):
+            out.append(None if d is None else len(range(*item.indices(d))))
+    return tuple(out)
+
+
+@defines(_K + "get_item", shape=lambda c, s: [index_shape(s[0], op_args(c)[0][1])], weights=no_weights)
+def get_item(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    args, _ = ctx.op_args or ([TensorArg(0)], {})
+    x = xs[args[0].index] if isinstance(args[0], TensorArg) else None
+    if x is None or len(args) != 2:
+        raise _problem(layer, "expects a tensor and an index")
+    try:
+        key = normalise_index(args[1], np.ndim(x))
+    except ValueError as exc:
+        raise _problem(layer, str(exc)) from None
+    return [np.asarray(np.asarray(x)[tuple(key)])]
+
+
+def _tensor_list(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    args, kwargs = ctx.arguments(xs)
+    items = args[0] if args else kwargs.get("xs", kwargs.get("x"))
+    if not isinstance(items, list) or not all(isinstance(v, np.ndarray) for v in items):
+        raise _problem(layer, "expects a list of tensors (a constant among them is not supported)")
+    return items
+
+
+def _joined_shape(c: dict[str, Any], shapes: list[Shape], *, stack: bool) -> list[Shape]:
+    rank = len(shapes[0]) + (1 if stack else 0)
+    axis = int(c.get("axis", 0)) % rank
+    if stack:
+        return [(*shapes[0][:axis], len(shapes), *shapes[0][axis:])]
+    dims = [s[axis] for s in shapes]
+    return [(*shapes[0][:axis], None if None in dims else sum(dims), *shapes[0][axis + 1:])]
+
+
+@defines(_K + "concatenate", shape=lambda c, s: _joined_shape(c, s, stack=False), weights=no_weights)
+def concatenate(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    return [np.concatenate(_tensor_list(layer, xs, ctx), axis=int(layer.config.get("axis", 0)))]
+
+
+@defines(_K + "stack", shape=lambda c, s: _joined_shape(c, s, stack=True), weights=no_weights)
+def stack(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    return [np.stack(_tensor_list(layer, xs, ctx), axis=int(layer.config.get("axis", 0)))]
+
+
+def split_sizes(sections: Any, size: Dim) -> list[int]:
+    """The sizes ``split`` cuts an axis of ``size`` into (``sections``: a count or the cut indices)."""
+    if size is None:
+        raise ValueError("split of an axis of unknown size")
+    if isinstance(sections, int):
+        if sections <= 0 or size % sections:
+            raise ValueError(f"{size} does not split into {sections} equal parts")
+        return [size // sections] * sections
+    cuts = [0, *(min(max(int(i), 0), size) for i in sections), size]
+    return [max(b - a, 0) for a, b in itertools.pairwise(cuts)]
+
+
+def _split_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    x = shapes[0]
+    axis = int(c.get("axis", 0)) % len(x)
+    return [(*x[:axis], n, *x[axis + 1:]) for n in split_sizes(c["indices_or_sections"], x[axis])]
+
+
+@defines(_K + "split", shape=_split_shape, weights=no_weights)
+def split(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    (x,) = _operands(layer, xs, ctx, 1)
+    x = _f(x)
+    axis = int(layer.config.get("axis", 0)) % x.ndim
+    sizes = split_sizes(layer.config["indices_or_sections"], x.shape[axis])
+    return list(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
+
+
+def _tile_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    reps = [int(r) for r in (c["repeats"] if isinstance(c["repeats"], (list, tuple)) else [c["repeats"]])]
+    x = list(shapes[0])
+    n = max(len(reps), len(x))
+    reps, x = [1] * (n - len(reps)) + reps, [1] * (n - len(x)) + x
+    return [tuple(None if d is None else d * r for d, r in zip(x, reps))]
+
+
+@defines(_K + "tile", shape=_tile_shape, weights=no_weights)
+def tile(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    (x,) = _operands(layer, xs, ctx, 1)
+    return [np.tile(_f(x), layer.config["repeats"])]
+
+
+def _repeat_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    x, r = shapes[0], c["repeats"]
+    if not isinstance(r, int) or c.get("axis") is None:
+        raise ValueError("repeat with per-element counts or without an axis")
+    axis = int(c["axis"]) % len(x)
+    return [tuple(None if d is None else d * r if i == axis else d for i, d in enumerate(x))]
+
+
+@defines(_K + "repeat", shape=_repeat_shape, weights=no_weights)
+def repeat(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    (x,) = _operands(layer, xs, ctx, 1)
+    r, axis = layer.config["repeats"], layer.config.get("axis")
+    if not isinstance(r, int) or axis is None:
+        raise _problem(layer, "repeats per element, or over the flattened tensor, are not supported")
+    return [np.repeat(_f(x), r, axis=int(axis))]
+
+
+# -- dtypes and selection ---------------------------------------------------------------------
+def numpy_dtype(name: Any) -> type:
+    """The float64 reference's dtype of a Keras dtype name: float64 for every float, int64 for
+    every integer, bool."""
+    text = str(name)
+    if text == "bool":
+        return np.bool_
+    if re.fullmatch(r"u?int(8|16|32|64)", text):
+        return np.int64
+    if re.fullmatch(r"(b?float(16|32|64))", text):
+        return np.float64
+    raise ValueError(f"dtype {name!r}")
+
+
+@defines(_K + "cast", shape=same_shape, weights=no_weights)
+def cast(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """``tf.cast``: to an integer truncates toward zero, to bool is ``x != 0``."""
+    (x,) = _operands(layer, xs, ctx, 1)
+    try:
+        dtype = numpy_dtype(layer.config.get("dtype"))
+    except ValueError as exc:
+        raise _problem(layer, f"cast to {exc}") from None
+    x = np.asarray(x)
+    return [x != 0 if dtype is np.bool_ else np.trunc(x).astype(dtype) if dtype is np.int64 else x.astype(dtype)]
+
+
+@defines(_K + "zeros_like", _K + "ones_like", shape=same_shape, weights=no_weights)
+def filled_like(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    (x,) = _operands(layer, xs, ctx, 1)
+    x = np.asarray(x)
+    dtype = x.dtype if layer.config.get("dtype") is None else numpy_dtype(layer.config["dtype"])
+    return [(np.zeros_like if layer.class_name.endswith("zeros_like") else np.ones_like)(x, dtype=dtype)]
+
+
+def _where_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    args, kwargs = op_args(c)
+    if len([*args, *kwargs.values()]) != 3:
+        raise ValueError("where with one argument")
+    return [_broadcast_operands(c, shapes)]
+
+
+@defines(_K + "where", shape=_where_shape, weights=no_weights)
+def where(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    args, kwargs = ctx.arguments(xs)
+    values = [*args, *(kwargs[k] for k in ("x1", "x2") if k in kwargs)]
+    if len(values) != 3 or any(v is None for v in values):
+        raise _problem(layer, "where with only a condition (the indices of true entries) is not supported")
+    cond, a, b = values
+    return [np.where(np.asarray(cond, dtype=bool), _f(a), _f(b))]
