@@ -74,16 +74,15 @@ _REDUCE = ("input_tensor", "axis", "keepdims", "name")
 #: order (the first is the call's first argument); ``name`` is accepted and ignored everywhere
 PARAMETERS: dict[str, tuple[str, ...]] = {
     **{f: _BINARY for f in (
-        "__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.divide",
-        "math.pow", "math.maximum", "math.minimum", "math.squared_difference", "math.floordiv", "floor_div",
+        "__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.pow", "math.maximum", "math.minimum", "math.squared_difference", "floor_div",
         "math.floormod", "math.greater", "math.greater_equal", "math.less", "math.less_equal", "math.equal",
-        "math.not_equal", "math.logical_and", "math.logical_or", "math.logical_xor")},
+        "math.not_equal", "math.logical_and", "math.logical_or")},
     "__operators__.eq": ("self", "other"), "__operators__.ne": ("self", "other"),
     **{f: _UNARY for f in (
         "math.abs", "math.negative", "math.square", "math.sqrt", "math.rsqrt", "math.exp", "math.log",
         "math.log1p", "math.expm1", "math.sigmoid", "math.tanh", "math.erf", "math.sin", "math.cos",
         "math.reciprocal", "math.sign", "math.floor", "math.ceil", "math.round", "math.logical_not",
-        "math.softplus", "nn.softsign", "math.softsign")},
+        "math.softplus", "nn.softsign")},
     **{f: ("features", "name") for f in ("nn.relu", "nn.relu6", "nn.elu", "nn.selu")},
     "nn.leaky_relu": ("features", "alpha", "name"),
     "nn.gelu": ("features", "approximate", "name"),
@@ -261,14 +260,13 @@ def _split_sizes(a: dict[str, Any], size: int | None) -> list[int | None]:
 # -- float64 semantics -----------------------------------------------------------------------------
 _BINARY_OPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "__operators__.add": np.add, "math.add": np.add, "math.subtract": np.subtract, "math.multiply": np.multiply,
-    "math.truediv": np.divide, "math.divide": np.divide, "math.pow": np.power, "math.maximum": np.maximum,
+    "math.truediv": np.divide, "math.pow": np.power, "math.maximum": np.maximum,
     "math.minimum": np.minimum, "math.squared_difference": lambda x, y: (x - y) ** 2,
-    "math.floordiv": np.floor_divide, "floor_div": np.floor_divide, "math.floormod": np.mod,
+    "floor_div": np.floor_divide, "math.floormod": np.mod,
     "math.greater": np.greater, "math.greater_equal": np.greater_equal, "math.less": np.less,
     "math.less_equal": np.less_equal, "math.equal": np.equal, "math.not_equal": np.not_equal,
     "math.logical_and": lambda x, y: np.logical_and(x != 0, y != 0),
     "math.logical_or": lambda x, y: np.logical_or(x != 0, y != 0),
-    "math.logical_xor": lambda x, y: np.logical_xor(x != 0, y != 0),
 }
 
 _UNARY_OPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -278,7 +276,7 @@ _UNARY_OPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "math.cos": np.cos, "math.reciprocal": lambda x: 1.0 / x, "math.sign": np.sign, "math.floor": np.floor,
     "math.ceil": np.ceil, "math.round": np.round,  # half to even, as tf.math.round
     "math.logical_not": lambda x: x == 0, "math.softplus": softplus,
-    "nn.softsign": lambda x: x / (1.0 + np.abs(x)), "math.softsign": lambda x: x / (1.0 + np.abs(x)),
+    "nn.softsign": lambda x: x / (1.0 + np.abs(x)),
     "nn.relu": lambda x: np.maximum(x, 0.0), "nn.relu6": lambda x: np.clip(x, 0.0, 6.0),
     "nn.elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
     "nn.selu": lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),

@@ -40,15 +40,15 @@ _INT64_MAX = np.iinfo(np.int64).max
 _INT64_MIN = np.iinfo(np.int64).min
 
 _BINARY = {"__operators__.add": "Add", "math.add": "Add", "math.subtract": "Sub", "math.multiply": "Mul",
-           "math.truediv": "Div", "math.divide": "Div", "math.pow": "Pow", "math.maximum": "Max",
+           "math.truediv": "Div", "math.pow": "Pow", "math.maximum": "Max",
            "math.minimum": "Min"}
 _COMPARE = {"math.greater": "Greater", "math.greater_equal": "GreaterOrEqual", "math.less": "Less",
             "math.less_equal": "LessOrEqual", "math.equal": "Equal", "math.not_equal": "Equal"}
-_LOGICAL = {"math.logical_and": "And", "math.logical_or": "Or", "math.logical_xor": "Xor"}
+_LOGICAL = {"math.logical_and": "And", "math.logical_or": "Or"}
 _UNARY = {"math.abs": "Abs", "math.negative": "Neg", "math.sqrt": "Sqrt", "math.exp": "Exp", "math.log": "Log",
           "math.sigmoid": "Sigmoid", "math.tanh": "Tanh", "math.erf": "Erf", "math.sin": "Sin", "math.cos": "Cos",
           "math.reciprocal": "Reciprocal", "math.sign": "Sign", "math.floor": "Floor", "math.ceil": "Ceil",
-          "math.round": "Round", "math.softplus": "Softplus", "nn.softsign": "Softsign", "math.softsign": "Softsign",
+          "math.round": "Round", "math.softplus": "Softplus", "nn.softsign": "Softsign",
           "nn.relu": "Relu", "nn.elu": "Elu", "nn.selu": "Selu"}
 _REDUCE = {"math.reduce_mean": "ReduceMean", "math.reduce_sum": "ReduceSum", "math.reduce_max": "ReduceMax",
            "math.reduce_min": "ReduceMin", "math.reduce_prod": "ReduceProd"}
@@ -112,7 +112,7 @@ def _operands(e: _Emit, values: list[Any]) -> tuple[Perm, list[str]]:
 def _elementwise(e: _Emit, function: str, a: dict[str, Any]) -> Tensor | None:
     """Unary and binary element-wise functions; None when ``function`` is none of them."""
     if function in _BINARY or function in _COMPARE or function in _LOGICAL or function in (
-            "math.squared_difference", "math.floordiv", "floor_div", "math.floormod"):
+            "math.squared_difference", "floor_div", "math.floormod"):
         perm, (x, y) = _operands(e, [a["x"], a["y"]])
         if function in _BINARY:
             return e.out(e.node(_BINARY[function], [x, y]), perm)

@@ -1,0 +1,75 @@
+"""tf.keras TFOpLambda / SlicingOpLambda operations: the ONNX export against tf-keras.
+
+The files tf-keras made for ``tests/catalog/test_tf_ops.py`` (the same subprocess, run once per
+session) are exported, checked by ONNX and run by onnxruntime; each output is compared with
+tf-keras' own, ``max |keras - onnx| / max |keras|``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import onnx
+import pytest
+
+import bnconvert
+from bnconvert.errors import UnsupportedLayerError
+from bnconvert.onnx import to_onnx
+
+from ..catalog.test_tf_ops import CASES, TOLERANCE, case_data, rel_error
+from .helpers import check_model, run_onnx
+
+#: the opsets each case is exported at: the lowest bnconvert writes, the default, the newest
+OPSETS = {"elementwise": (13, 17, 21), "reductions": (13, 17, 21), "shapes": (13, 21)}
+
+
+@functools.cache
+def _exported(name: str, opset: int) -> tuple[onnx.ModelProto, dict[str, float]]:
+    path, xs, ys, names = case_data(name)
+    proto = to_onnx(bnconvert.load(path), opset=opset)
+    outs = run_onnx(proto, xs)
+    assert len(outs) == len(ys)
+    return proto, {n: rel_error(y, o) for n, y, o in zip(names, ys, outs)}
+
+
+@pytest.mark.parametrize(("name", "opset"), [(n, o) for n in sorted(CASES) for o in OPSETS.get(n, (17,))])
+def test_export_equals_tf_keras(name: str, opset: int) -> None:
+    proto, errors = _exported(name, opset)
+    check_model(proto)
+    bad = {k: f"{v:.1e}" for k, v in errors.items() if v > TOLERANCE}
+    assert not bad, f"{name} (opset {opset}): tf-keras and onnxruntime differ (max |diff| / max): {bad}"
+
+
+def test_a_channels_last_image_model_keeps_its_layout_through_elementwise_operations() -> None:
+    """Between the convolutions of the image case (held channels-first), ``tf.nn.relu``,
+    ``x * 2.0 + constant`` and ``tf.math.maximum`` need no Transpose: only the graph's input,
+    the reductions/slices that work in Keras' layout and the explicit tf.transpose get one."""
+    proto, _ = _exported("image", 17)
+    kinds = [node.op_type for node in proto.graph.node]
+    transposes = kinds.count("Transpose")
+    elementwise_ops = sum(kinds.count(k) for k in ("Relu", "Mul", "Add", "Max", "Sub", "Sigmoid"))
+    assert elementwise_ops >= 6 and transposes <= 7, kinds
+
+
+def test_a_refused_function_names_layer_and_function() -> None:
+    """A TensorFlow function bnconvert has no handler for is refused in one line naming it."""
+    path, _, _, _ = case_data("cumprod")
+    with pytest.raises(UnsupportedLayerError) as info:
+        to_onnx(bnconvert.load(path))
+    message = str(info.value)
+    assert "\n" not in message and "'tf.math.cumprod'" in message, message
+
+
+def test_symmetric_padding_is_refused_by_the_export_only(tmp_path: pytest.TempPathFactory) -> None:
+    """``tf.pad(mode='SYMMETRIC')`` has float64 semantics but no ONNX Pad mode: the export says so."""
+    from bnconvert.model import OP_ARGS
+
+    path, xs, _, _ = case_data("shapes")
+    model = bnconvert.load(path)
+    layer = next(layer for layer in model.layers if layer.class_name == "tf.pad")
+    args, kwargs = layer.call_kwargs[0][OP_ARGS]
+    layer.call_kwargs[0][OP_ARGS] = (args, {**kwargs, "mode": "SYMMETRIC"})
+    with pytest.raises(UnsupportedLayerError, match=f"'{layer.name}' \\(TFOpLambda: .*SYMMETRIC"):
+        to_onnx(model)
+    assert np.isfinite(xs[0]).all()
