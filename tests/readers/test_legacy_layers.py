@@ -23,7 +23,7 @@ from bnconvert.errors import UnsupportedLayerError
 from ..conftest import fixture_file
 from ..onnx.helpers import rel_err, run_onnx
 
-STEMS = ["k1_legacy_dense", "k1_legacy_local1d", "k1_legacy_local2d", "k1_legacy_merge_seq", "k1_legacy_cos"]
+STEMS = ["k1_legacy_dense", "k1_legacy_local1d", "k1_legacy_local2d", "k1_legacy_merge_seq", "k1_legacy_cos", "k1_legacy_dot"]
 
 
 def _data(stem: str) -> tuple[list[np.ndarray], np.ndarray]:
