@@ -355,7 +355,9 @@ def auto_contrast_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) ->
 
 
 def _unknown_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
-    raise ConfigProblem("the output shape of a refused preprocessing layer is not computed")
+    """A refused class: its batch, every other size unknown (not computed: nothing runs it, and
+    the export reaches its handler, which gives the reason)."""
+    return [(shapes[0][0], *([None] * (len(shapes[0]) - 1)))]
 
 
 @defines(*REFUSED, shape=_unknown_shape, weights=no_weights, notes="refused: see REFUSED")

@@ -1,0 +1,68 @@
+"""Preprocessing layers and adaptive pooling exported to ONNX, against Keras 3 and tf-keras.
+
+The models, inputs and Keras outputs are those of ``tests/catalog/test_preprocessing.py`` (built
+once per session): each saved file is read back by bnconvert, exported, checked, run by
+onnxruntime and compared with what Keras computed, ``max |diff| / max |keras|`` per output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import bnconvert
+from bnconvert.errors import UnsupportedLayerError
+from bnconvert.onnx import to_onnx
+
+from ..catalog.test_preprocessing import (  # noqa: F401
+    TOLERANCE,
+    keras3_cases,
+    refused_files,
+    rel_error,
+    tfkeras_cases,
+)
+from .helpers import check_model, run_onnx
+
+
+def _export_errors(cases: dict[str, tuple[Path, list[np.ndarray], list[np.ndarray]]]) -> dict[str, list[float]]:
+    results = {}
+    for name, (path, xs, ys) in cases.items():
+        proto = to_onnx(bnconvert.load(path), opset=17)
+        check_model(proto)
+        outs = run_onnx(proto, xs)
+        assert len(outs) == len(ys), name
+        results[name] = [rel_error(y, o) for y, o in zip(ys, outs)]
+    return results
+
+
+def _bad(results: dict[str, list[float]]) -> dict[str, str]:
+    return {f"{name}[{i}]": f"{e:.2e}" for name, errors in results.items() for i, e in enumerate(errors) if e > TOLERANCE}
+
+
+def test_onnx_export_equals_keras3(tmp_path_factory: pytest.TempPathFactory) -> None:
+    results = _export_errors(keras3_cases(tmp_path_factory))
+    assert len(results) >= 6 and not _bad(results), _bad(results)
+
+
+def test_onnx_export_equals_tf_keras(tmp_path_factory: pytest.TempPathFactory) -> None:
+    results = _export_errors(tfkeras_cases(tmp_path_factory))
+    assert len(results) >= 4 and not _bad(results), _bad(results)
+
+
+@pytest.mark.parametrize(("cls", "words"), [("StringLookup", "run it before the model"), ("RandomCrop", "CenterCrop or Resizing")])
+def test_export_refuses_in_one_line_with_what_to_do(refused_files: dict[str, Path], cls: str, words: str) -> None:  # noqa: F811
+    with pytest.raises(UnsupportedLayerError) as info:
+        to_onnx(bnconvert.load(refused_files[cls]), opset=17)
+    message = str(info.value)
+    assert "\n" not in message and cls in message and words in message, message
+
+
+def test_resize_graph_is_matmuls_not_a_resize_op(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every interpolation is a product with fixed matrices (or a Gather): no op whose
+    coordinate convention could differ from TensorFlow's."""
+    path, _, _ = keras3_cases(tmp_path_factory)["resizing.keras"]
+    ops: Any = {node.op_type for node in to_onnx(bnconvert.load(path), opset=17).graph.node}
+    assert "Resize" not in ops and {"MatMul", "Gather"} <= ops, ops
