@@ -75,6 +75,7 @@ for name, build in CASES.items():
     ys = model(xs[0], training=False)
     ys = ys if isinstance(ys, (list, tuple)) else [ys]
     model.save(f"{folder}/{name}.h5")
+    model.save(f"{folder}/{name}.keras")
     np.savez(f"{folder}/{name}.npz", x0=xs[0], **{f"y{i}": np.asarray(y) for i, y in enumerate(ys)})
     done[name] = len(ys)
 print(json.dumps(done))
@@ -115,6 +116,38 @@ def test_float64_reference_equals_tf_keras(case: str) -> None:
     errors = [rel_err(data[f"y{i}"], out) for i, out in enumerate(outs)]
     print(f"{case}: float64 reference vs tf_keras, max relative error {max(errors):.2e}")
     assert max(errors) < TOLERANCE, errors
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_tf_keras_keras_archive_reads_the_same(case: str) -> None:
+    """The same models saved by tf_keras as ``.keras`` archives (weights under ``vars/<i>``)."""
+    folder, _ = tf_keras_files()
+    data = np.load(folder / f"{case}.npz")
+    runner = ReferenceRunner(folder / f"{case}.keras")
+    (spec,) = runner.input_specs()
+    outs = list(runner.infer({spec.name: data["x0"]}).values())
+    assert max(rel_err(data[f"y{i}"], out) for i, out in enumerate(outs)) < TOLERANCE
+
+
+def test_a_keras2_file_without_implementation_is_implementation_1(tmp_path: Path) -> None:
+    """Keras 2.0-2.2.2 wrote no ``implementation`` (their only layout was implementation 1's)."""
+    import h5py
+
+    folder, _ = tf_keras_files()
+    data = np.load(folder / "local2d.npz")
+    path = tmp_path / "keras2.h5"
+    path.write_bytes((folder / "local2d.h5").read_bytes())
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        for layer in config["config"]["layers"]:
+            if layer["config"].get("implementation") == 1:
+                del layer["config"]["implementation"]
+        f.attrs["model_config"] = json.dumps(config)
+        f.attrs["keras_version"] = "2.1.6"
+    runner = ReferenceRunner(path)
+    (spec,) = runner.input_specs()
+    outs = list(runner.infer({spec.name: data["x0"]}).values())
+    assert max(rel_err(data[f"y{i}"], out) for i, out in enumerate(outs)) < TOLERANCE
 
 
 def test_the_three_tf_keras_layouts_are_read_with_their_shapes() -> None:
