@@ -27,6 +27,8 @@ from bnconvert.catalog.tf_ops import TF_OPS
 from bnconvert.check.reference import ReferenceRunner
 from bnconvert.errors import UnsupportedLayerError
 
+from ..conftest import sequence_corpus_dir
+
 #: the catalog classes this module compares with tf-keras (test_semantics' coverage leaves them here)
 TF_OP_CLASSES = frozenset(f"tf.{f}" for f in TF_OPS)
 
@@ -146,17 +148,32 @@ for name, build in BUILDERS.items():
              **{f"y{i}": np.asarray(y) for i, y in enumerate(ys)})
     done[name] = {"inputs": len(xs), "outputs": names}
 done["image_zip"] = done["image"]
+for path in sys.argv[2:]:  # real files tf-keras loads (tests/test_tf_ops_e2e.py): their outputs on seeded inputs
+    model = tf_keras.models.load_model(path, compile=False)
+    xs = [rng.normal(0.0, 1.0, (3, *t.shape[1:])).astype("float32") for t in model.inputs]
+    ys = model(xs if len(xs) > 1 else xs[0], training=False)
+    ys = ys if isinstance(ys, (list, tuple)) else [ys]
+    name = path.rsplit("/", 1)[-1]
+    np.savez(f"{folder}/{name}.npz", **{f"x{i}": x for i, x in enumerate(xs)},
+             **{f"y{i}": np.asarray(y) for i, y in enumerate(ys)})
+    done[name] = {"inputs": len(xs), "outputs": [f"{i}:{t.node.layer.name}" for i, t in enumerate(model.outputs)]}
 print(json.dumps(done))
 """
 
 
-@functools.lru_cache(maxsize=1)
+#: real files with TFOpLambda layers that tf-keras loads, from the sequence corpus
+#: (``tests/test_tf_ops_e2e.py``): tf-keras runs them in the same subprocess when present
+CORPUS_FILES = ("tmakian99__GeoLife-Trajectories__model_weights_transformer_model.h5",)
+
+
+@functools.cache
 def tf_keras_cases() -> tuple[Path, dict[str, Any]]:
     """The folder of tf-keras' files and outputs, made once per test session (one subprocess),
-    and per case its number of inputs and its output layers' names."""
+    and per case (a corpus file: by its file name) its number of inputs and its output names."""
     folder = Path(tempfile.mkdtemp(prefix="bnconvert_tf_ops_"))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run([sys.executable, "-c", _SCRIPT, str(folder)], check=False, capture_output=True, text=True, env=env, timeout=900)
+    corpus = [str(sequence_corpus_dir() / name) for name in CORPUS_FILES if (sequence_corpus_dir() / name).is_file()]
+    done = subprocess.run([sys.executable, "-c", _SCRIPT, str(folder), *corpus], check=False, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return folder, json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -167,7 +184,8 @@ def case_data(name: str) -> tuple[Path, list[np.ndarray], list[np.ndarray], list
     data = np.load(folder / f"{name.removesuffix('_zip')}.npz")
     xs = [data[f"x{i}"] for i in range(info[name]["inputs"])]
     names = info[name]["outputs"]
-    return folder / CASES.get(name, f"{name}.h5"), xs, [data[f"y{i}"] for i in range(len(names))], names
+    path = sequence_corpus_dir() / name if name in CORPUS_FILES else folder / CASES.get(name, f"{name}.h5")
+    return path, xs, [data[f"y{i}"] for i in range(len(names))], names
 
 
 def rel_error(ref: np.ndarray, out: np.ndarray) -> float:
