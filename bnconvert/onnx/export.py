@@ -41,6 +41,7 @@ from ..replace import ReplacementsLike, apply_replacements
 from ..text import one_line, refuse_unencodable
 from .builder import Builder, Tensor, reads
 from .convert import Run, format_problems, run_model, unsupported_layers
+from .layers.operations import value_type
 from .layout import channels_first, held_shape, identity
 from .save import EXTERNAL_DATA_ABOVE, add_initializers, constants_bytes, validate_parts, write_onnx
 
@@ -117,6 +118,8 @@ def _graph_outputs(b: Builder, model: Model, outs: list[Tensor], nchw: bool, inp
     for wanted, t in zip(_output_names(model), outs):
         perm = channels_first(t.rank) if nchw and t.rank >= 3 else identity(t.rank)
         src = b.current(b.view(t, perm))
+        if value_type(t) != TensorProto.FLOAT:  # a boolean or integer an operation made: its values as float32
+            src = b.node("Cast", [src], name=f"{wanted}/float", to=TensorProto.FLOAT)
         for node in b.nodes[indexed:]:
             produced.update(node.output)
         indexed = len(b.nodes)

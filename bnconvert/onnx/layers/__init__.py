@@ -13,6 +13,7 @@ from . import (
     merge,
     misc,
     norm,
+    operations,
     pooling,
     preprocessing,
     recurrent,
@@ -23,5 +24,5 @@ from . import (
     tf_ops,
 )
 
-__all__ = ["activations", "attention", "conv", "conv_lstm", "dense", "legacy", "merge", "misc", "norm", "pooling", "preprocessing", "recurrent",
+__all__ = ["activations", "attention", "conv", "conv_lstm", "dense", "legacy", "merge", "misc", "norm", "operations", "pooling", "preprocessing", "recurrent",
            "reshape", "scoring", "sequence", "spatial", "tf_ops"]

@@ -1,0 +1,531 @@
+"""Keras 3 operation layers (``keras.ops.*``, ``x + 3.0``, ``x[..., 0]``) as ONNX.
+
+Each handler reads the call's arguments (:attr:`~bnconvert.onnx.builder.Call.op_args`: tensors
+as :class:`~bnconvert.model.TensorArg`, constants as the reader normalised them) and the
+operation's config, and works in Keras' own layout (every operand viewed in the identity layout).
+
+Types: every Keras layer's tensor is float32 in the graph; an operation may make booleans
+(comparisons, logical operations), integers (``cast``, ``argmax``) or floats. The element type of
+each tensor an operation makes is kept here (:func:`value_type`); operands are brought to Keras'
+promoted type (a float among them: float32; else the integer; booleans for logical operations)
+and constants are written in it. A graph output that is not float32 is cast to float32 by the
+exporter (the values are those Keras gives).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from ...catalog.operations import (
+    einsum_parts,
+    expand_axes,
+    normalise_index,
+    reduction_axes,
+    reshape_target,
+    split_sizes,
+    squeeze_axes,
+)
+from ...model import TensorArg
+from ..builder import Builder, Call, Tensor
+from ..layout import identity
+from ..registry import converts, refuse
+from .activations import emit_activation
+
+__all__ = ["value_type"]
+
+_K = "keras.ops."
+FLOAT, BOOL, INT32, INT64 = TensorProto.FLOAT, TensorProto.BOOL, TensorProto.INT32, TensorProto.INT64
+_NUMPY = {FLOAT: np.float32, BOOL: np.bool_, INT32: np.int32, INT64: np.int64}
+_BIG = 2**62
+
+#: element types of the tensors operations made that are not float32
+_TYPES: WeakKeyDictionary[Tensor, int] = WeakKeyDictionary()
+
+
+def value_type(t: Tensor) -> int:
+    """The ONNX element type of ``t`` (float32 unless an operation made it otherwise)."""
+    return _TYPES.get(t, FLOAT)
+
+
+def _out(b: Builder, call: Call, value: str, elem: int = FLOAT, shape: tuple | None = None) -> Tensor:
+    shape = call.out_shape if shape is None else shape
+    t = b.tensor(shape, identity(len(shape)), value)
+    if elem != FLOAT:
+        _TYPES[t] = elem
+    return t
+
+
+def _kind(elem: int) -> str:
+    return "f" if elem == FLOAT else "b" if elem == BOOL else "i"
+
+
+def _constant_type(value: Any) -> int:
+    kind = np.asarray(value).dtype.kind
+    return FLOAT if kind in "fc" else BOOL if kind == "b" else INT64
+
+
+def _promoted(types: list[int], weak: list[int]) -> int:
+    """Keras' result type of tensors of ``types`` and Python constants of ``weak`` types (a
+    Python number does not widen a tensor's type, but a float makes an integer tensor float)."""
+    every = types + weak
+    if FLOAT in every:
+        return FLOAT
+    ints = [t for t in types if _kind(t) == "i"]
+    if ints:
+        return INT64 if INT64 in ints else INT32
+    return INT64 if any(_kind(t) == "i" for t in weak) else BOOL
+
+
+def _cast(b: Builder, value: str, have: int, want: int, name: str) -> str:
+    return value if have == want else b.node("Cast", [value], name=name, to=want)
+
+
+def _operands(b: Builder, call: Call, n: int, *, logical: bool = False) -> tuple[list[str], int]:
+    """The first ``n`` operands (tensors and constants, in order), in one promoted type."""
+    args, kwargs = call.op_args or ([TensorArg(i) for i in range(len(call.inputs))], {})
+    names = ("x1", "x2") if n == 2 else ("x",)
+    values = list(args[:n]) + [kwargs[k] for k in names[len(args):n] if k in kwargs]
+    if len(values) != n or any(v is None for v in values):
+        raise refuse(call, f"expects {n} operands, the file gives {len(values)}")
+    return _promote(b, call, values, logical=logical)
+
+
+def _promote(b: Builder, call: Call, values: list[Any], *, logical: bool = False) -> tuple[list[str], int]:
+    """``values`` (TensorArgs and constants) as ONNX values of one type: Keras' promoted one, or bool."""
+    tensors = [call.inputs[v.index] for v in values if isinstance(v, TensorArg)]
+    weak = [_constant_type(v) for v in values if not isinstance(v, TensorArg)]
+    want = BOOL if logical else _promoted([value_type(t) for t in tensors], weak)
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, TensorArg):
+            t = call.inputs[v.index]
+            out.append(_cast(b, b.view(t, identity(t.rank)), value_type(t), want, f"{call.name}/cast{i}"))
+        else:
+            out.append(b.const(f"{call.name}/constant{i}", np.asarray(v), _NUMPY[want]))
+    return out, want
+
+
+# -- element-wise -----------------------------------------------------------------------------
+_ARITHMETIC = {"add": "Add", "subtract": "Sub", "multiply": "Mul", "power": "Pow", "maximum": "Max", "minimum": "Min"}
+_COMPARE = {"equal": "Equal", "less": "Less", "less_equal": "LessOrEqual", "greater": "Greater",
+            "greater_equal": "GreaterOrEqual"}
+_LOGICAL = {"logical_and": "And", "logical_or": "Or", "logical_xor": "Xor"}
+
+
+@converts(*(_K + n for n in [*_ARITHMETIC, *_COMPARE, *_LOGICAL, "not_equal", "divide", "true_divide", "floor_divide",
+                             "mod"]))
+def binary(b: Builder, call: Call) -> list[Tensor]:
+    name = call.layer.class_name.removeprefix(_K)
+    (x, y), elem = _operands(b, call, 2, logical=name in _LOGICAL)
+    if name in _LOGICAL:
+        return [_out(b, call, b.node(_LOGICAL[name], [x, y], name=call.name), BOOL)]
+    if name in _COMPARE or name == "not_equal":
+        if elem == BOOL:  # ONNX compares numbers: booleans as 0/1
+            x, y = (b.node("Cast", [v], name=f"{call.name}/number{i}", to=INT32) for i, v in enumerate((x, y)))
+        if name == "not_equal":
+            same = b.node("Equal", [x, y], name=f"{call.name}/equal")
+            return [_out(b, call, b.node("Not", [same], name=call.name), BOOL)]
+        return [_out(b, call, b.node(_COMPARE[name], [x, y], name=call.name), BOOL)]
+    if elem == BOOL:
+        raise refuse(call, "arithmetic on booleans is not supported")
+    if name in ("divide", "true_divide", "floor_divide", "mod"):
+        if elem != FLOAT:  # Keras divides integers as floats; floor division and mod are exact on them
+            x, y = (b.node("Cast", [v], name=f"{call.name}/float{i}", to=FLOAT) for i, v in enumerate((x, y)))
+        if name in ("divide", "true_divide"):
+            return [_out(b, call, b.node("Div", [x, y], name=call.name))]
+        floor = b.node("Floor", [b.node("Div", [x, y], name=f"{call.name}/div")], name=f"{call.name}/floor")
+        if name == "mod":  # numpy's mod takes the divisor's sign: x - floor(x / y) * y
+            floor = b.node("Sub", [x, b.node("Mul", [floor, y], name=f"{call.name}/times")], name=f"{call.name}/mod")
+        return [_out(b, call, _cast(b, floor, FLOAT, elem, call.name), elem)]
+    return [_out(b, call, b.node(_ARITHMETIC[name], [x, y], name=call.name), elem)]
+
+
+_UNARY = {"negative": "Neg", "abs": "Abs", "absolute": "Abs", "sqrt": "Sqrt", "exp": "Exp", "log": "Log", "sin": "Sin",
+          "cos": "Cos", "tan": "Tan", "tanh": "Tanh", "floor": "Floor", "ceil": "Ceil", "sign": "Sign",
+          "reciprocal": "Reciprocal", "erf": "Erf", "stop_gradient": "Identity"}
+_FLOAT_ONLY = {"sqrt", "exp", "log", "sin", "cos", "tan", "tanh", "reciprocal", "erf", "log1p", "expm1", "rsqrt"}
+#: keras.ops functions that are Keras activations of the same name and defaults (keras.ops.gelu is not: approximate)
+_ACTIVATIONS = ("sigmoid", "relu", "relu6", "silu", "softplus", "softsign", "selu", "log_sigmoid", "hard_sigmoid",
+                "hard_silu", "hard_tanh", "sparse_plus", "tanh_shrink")
+_PARAMETERISED = ("clip", "round", "elu", "celu", "leaky_relu", "gelu", "squareplus", "softmax", "log_softmax")
+
+
+@converts(*(_K + n for n in [*_UNARY, *_ACTIVATIONS, *_PARAMETERISED, "square", "log1p", "expm1", "rsqrt", "logical_not"]))
+def unary(b: Builder, call: Call) -> list[Tensor]:
+    name = call.layer.class_name.removeprefix(_K)
+    if name == "logical_not":
+        (x,), _ = _operands(b, call, 1, logical=True)
+        return [_out(b, call, b.node("Not", [x], name=call.name), BOOL)]
+    (x,), elem = _operands(b, call, 1)
+    if elem == BOOL or (elem != FLOAT and (name in _FLOAT_ONLY or name in _ACTIVATIONS or name in _PARAMETERISED)):
+        x, elem = b.node("Cast", [x], name=f"{call.name}/float", to=FLOAT), FLOAT
+    if name in _UNARY:
+        return [_out(b, call, b.node(_UNARY[name], [x], name=call.name), elem)]
+    one = b.const(f"{call.name}/one", np.ones((), _NUMPY[elem]), _NUMPY[elem]) if elem != BOOL else ""
+    if name == "square":
+        return [_out(b, call, b.node("Mul", [x, x], name=call.name), elem)]
+    if name == "log1p":
+        return [_out(b, call, b.node("Log", [b.node("Add", [x, one], name=f"{call.name}/plus1")], name=call.name))]
+    if name == "expm1":
+        return [_out(b, call, b.node("Sub", [b.node("Exp", [x], name=f"{call.name}/exp"), one], name=call.name))]
+    if name == "rsqrt":
+        return [_out(b, call, b.node("Reciprocal", [b.node("Sqrt", [x], name=f"{call.name}/sqrt")], name=call.name))]
+    rank = call.x.rank
+    if name in _ACTIVATIONS:
+        return [_out(b, call, emit_activation(b, name, x, node=call.name, out=call.name, axis=rank - 1,
+                                              generation=3))]
+    return [_out(b, call, _parameterised(b, call, name, x, rank))]
+
+
+def _parameterised(b: Builder, call: Call, name: str, x: str, rank: int) -> str:
+    c, n = call.config, call.name
+
+    def const(tag: str, value: float) -> str:
+        return b.const(f"{n}/{tag}", np.float32(value))
+
+    if name == "clip":
+        lo, hi = c.get("x_min"), c.get("x_max")
+        y = x if lo is None else b.node("Max", [x, const("min", lo)], name=f"{n}/lower")
+        return y if hi is None else b.node("Min", [y, const("max", hi)], name=n)
+    if name == "round":
+        decimals = int(c.get("decimals", 0) or 0)
+        if decimals == 0:
+            return b.node("Round", [x], name=n)
+        scale = const("scale", 10.0 ** decimals)
+        return b.node("Div", [b.node("Round", [b.node("Mul", [x, scale], name=f"{n}/scaled")], name=f"{n}/round"), scale],
+                      name=n)
+    if name == "elu":
+        return b.node("Elu", [x], name=n, alpha=float(c.get("alpha", 1.0)))
+    if name == "celu":
+        return b.node("Celu", [x], name=n, alpha=float(c.get("alpha", 1.0)))
+    if name == "leaky_relu":
+        return b.node("LeakyRelu", [x], name=n, alpha=float(c.get("negative_slope", 0.2)))
+    if name == "gelu":
+        act = "gelu_approximate" if c.get("approximate", True) else "gelu"
+        return emit_activation(b, act, x, node=n, out=n, axis=rank - 1, generation=3)
+    if name == "squareplus":
+        root = b.node("Sqrt", [b.node("Add", [b.node("Mul", [x, x], name=f"{n}/square"), const("b", c.get("b", 4))],
+                                      name=f"{n}/plus_b")], name=f"{n}/sqrt")
+        return b.node("Mul", [b.node("Add", [x, root], name=f"{n}/sum"), const("half", 0.5)], name=n)
+    axis = c.get("axis", -1)
+    axes = [int(a) % rank for a in axis] if isinstance(axis, (list, tuple)) else [int(axis) % rank]
+    if len(axes) == 1:
+        return b.node("Softmax" if name == "softmax" else "LogSoftmax", [x], name=n, axis=axes[0])
+    top = b.reduce("ReduceMax", x, axes, keepdims=True, name=f"{n}/max")
+    shifted = b.node("Sub", [x, top], name=f"{n}/shifted")
+    e = b.node("Exp", [shifted], name=f"{n}/exp")
+    total = b.reduce("ReduceSum", e, axes, keepdims=True, name=f"{n}/sum")
+    if name == "softmax":
+        return b.node("Div", [e, total], name=n)
+    return b.node("Sub", [shifted, b.node("Log", [total], name=f"{n}/log")], name=n)
+
+
+# -- reductions -------------------------------------------------------------------------------
+_REDUCE = {"mean": "ReduceMean", "sum": "ReduceSum", "max": "ReduceMax", "min": "ReduceMin", "amax": "ReduceMax",
+           "amin": "ReduceMin", "prod": "ReduceProd"}
+
+
+@converts(*(_K + n for n in [*_REDUCE, "std", "var", "logsumexp", "any", "all"]))
+def reduction(b: Builder, call: Call) -> list[Tensor]:
+    name = call.layer.class_name.removeprefix(_K)
+    c, n = call.config, call.name
+    if c.get("dtype") is not None:
+        raise refuse(call, f"dtype {c['dtype']!r} is not supported")
+    (x,), elem = _operands(b, call, 1)
+    rank, keep = call.x.rank, bool(c.get("keepdims", False))
+    axes = list(reduction_axes(c.get("axis"), rank))
+    if name in ("any", "all"):
+        as_float = _cast(b, x, elem, FLOAT, f"{n}/float")
+        if elem != BOOL:  # truth of a number: not zero
+            as_float = b.node("Cast", [b.node("Not", [b.node("Equal", [as_float, b.const(f"{n}/zero", np.float32(0))],
+                                                              name=f"{n}/is_zero")], name=f"{n}/truth")],
+                              name=f"{n}/truth_float", to=FLOAT)
+        y = b.reduce("ReduceMax" if name == "any" else "ReduceMin", as_float, axes, keepdims=keep, name=f"{n}/reduce")
+        return [_out(b, call, b.node("Cast", [y], name=n, to=BOOL), BOOL)]
+    if name in ("mean", "std", "var", "logsumexp") and elem != FLOAT:
+        x, elem = b.node("Cast", [x], name=f"{n}/float", to=FLOAT), FLOAT
+    if elem == BOOL:
+        raise refuse(call, f"{name} of booleans is not supported")
+    if name in _REDUCE:
+        y = b.reduce(_REDUCE[name], x, axes, keepdims=keep, name=n if c.get("initial") is None else f"{n}/reduce")
+        if name in ("max", "min") and c.get("initial") is not None:
+            y = b.node("Max" if name == "max" else "Min", [y, b.const(f"{n}/initial", np.asarray(c["initial"]), _NUMPY[elem])],
+                       name=n)
+        return [_out(b, call, y, elem)]
+    if name == "logsumexp":
+        top = b.reduce("ReduceMax", x, axes, keepdims=True, name=f"{n}/max")
+        finite = b.node("Where", [b.node("IsInf", [top], name=f"{n}/inf"), b.const(f"{n}/zero", np.float32(0)), top],
+                        name=f"{n}/shift")
+        total = b.reduce("ReduceSum", b.node("Exp", [b.node("Sub", [x, finite], name=f"{n}/shifted")], name=f"{n}/exp"),
+                         axes, keepdims=True, name=f"{n}/sum")
+        y = b.node("Add", [b.node("Log", [total], name=f"{n}/log"), finite], name=f"{n}/lse" if not keep else n)
+        if not keep:
+            y = b.node("Squeeze", [y, b.ints(f"{n}/axes", axes)], name=n)
+        return [_out(b, call, y)]
+    mean = b.reduce("ReduceMean", x, axes, keepdims=True, name=f"{n}/mean")
+    dev = b.node("Sub", [x, mean], name=f"{n}/deviation")
+    var = b.reduce("ReduceMean", b.node("Mul", [dev, dev], name=f"{n}/square"), axes, keepdims=keep,
+                   name=n if name == "var" else f"{n}/var")
+    return [_out(b, call, var if name == "var" else b.node("Sqrt", [var], name=n))]
+
+
+@converts(_K + "argmax", _K + "argmin")
+def arg_reduction(b: Builder, call: Call) -> list[Tensor]:
+    axis = call.config.get("axis")
+    if axis is None:
+        raise refuse(call, "argmax/argmin over the flattened tensor (axis None) is not supported")
+    (x,), elem = _operands(b, call, 1)
+    x = _cast(b, x, elem, FLOAT, f"{call.name}/float")
+    op = "ArgMax" if call.layer.class_name.endswith("argmax") else "ArgMin"
+    y = b.node(op, [x], name=call.name, axis=int(axis) % call.x.rank, keepdims=int(bool(call.config.get("keepdims"))),
+               select_last_index=0)
+    return [_out(b, call, y, INT64)]
+
+
+# -- products ---------------------------------------------------------------------------------
+@converts(_K + "matmul")
+def matmul(b: Builder, call: Call) -> list[Tensor]:
+    (x, y), elem = _operands(b, call, 2)
+    if elem != FLOAT:
+        raise refuse(call, "matmul of integers is not supported")
+    return [_out(b, call, b.node("MatMul", [x, y], name=call.name))]
+
+
+@converts(_K + "einsum")
+def einsum(b: Builder, call: Call) -> list[Tensor]:
+    args, _ = call.op_args or ([], {})
+    if not all(isinstance(a, TensorArg) for a in args) or not args:
+        raise refuse(call, "constant einsum operands are not supported")
+    tensors = [call.inputs[a.index] for a in args]
+    if any(value_type(t) != FLOAT for t in tensors):
+        raise refuse(call, "einsum of integers is not supported")
+    equation = str(call.config["subscripts"]).replace(" ", "")  # numpy's spelling is ONNX's, ellipsis included
+    try:
+        einsum_parts(equation, [t.rank for t in tensors])
+    except ValueError as exc:
+        raise refuse(call, str(exc)) from None
+    views = [b.view(t, identity(t.rank)) for t in tensors]
+    return [_out(b, call, b.node("Einsum", views, name=call.name, equation=equation))]
+
+
+# -- shapes and layouts -----------------------------------------------------------------------
+def _one(b: Builder, call: Call) -> tuple[str, int]:
+    (x,), elem = _operands(b, call, 1)
+    return x, elem
+
+
+@converts(_K + "reshape")
+def reshape(b: Builder, call: Call) -> list[Tensor]:
+    x, elem = _one(b, call)
+    newshape = [int(d) for d in call.config["newshape"]]
+    try:
+        reshape_target(newshape, call.x.shape)
+    except ValueError:
+        raise refuse(call, f"newshape {newshape} is not supported") from None
+    return [_out(b, call, b.node("Reshape", [x, b.ints(f"{call.name}/shape", newshape)], name=call.name), elem)]
+
+
+@converts(_K + "transpose")
+def transpose(b: Builder, call: Call) -> list[Tensor]:
+    x, elem = _one(b, call)
+    rank = call.x.rank
+    axes = call.config.get("axes")
+    perm = list(range(rank))[::-1] if axes is None else [int(a) % rank for a in axes]
+    return [_out(b, call, b.node("Transpose", [x], name=call.name, perm=perm), elem)]
+
+
+@converts(_K + "expand_dims")
+def expand_dims(b: Builder, call: Call) -> list[Tensor]:
+    x, elem = _one(b, call)
+    axes = expand_axes(call.config["axis"], call.x.rank)
+    return [_out(b, call, b.node("Unsqueeze", [x, b.ints(f"{call.name}/axes", axes)], name=call.name), elem)]
+
+
+@converts(_K + "squeeze")
+def squeeze(b: Builder, call: Call) -> list[Tensor]:
+    x, elem = _one(b, call)
+    axes = squeeze_axes(call.config.get("axis"), call.x.shape)
+    if any(call.x.shape[a] != 1 for a in axes):
+        raise refuse(call, f"squeezes axes {axes} whose size is not known to be 1")
+    return [_out(b, call, b.node("Squeeze", [x, b.ints(f"{call.name}/axes", axes)], name=call.name), elem)]
+
+
+@converts(_K + "get_item")
+def get_item(b: Builder, call: Call) -> list[Tensor]:
+    """``x[key]``: one Slice over the sliced and indexed axes, a Squeeze of the indexed ones, an
+    Unsqueeze of the new ones (``None``)."""
+    args, _ = call.op_args or ([], {})
+    if len(args) != 2 or not isinstance(args[0], TensorArg):
+        raise refuse(call, "expects a tensor and an index")
+    t = call.inputs[args[0].index]
+    try:
+        key = normalise_index(args[1], t.rank)
+    except ValueError as exc:
+        raise refuse(call, str(exc)) from None
+    value, elem = b.view(t, identity(t.rank)), value_type(t)
+    starts, ends, axes, steps, dropped, new = [], [], [], [], [], []
+    axis = kept = 0
+    for item in key:
+        if item is None:
+            new.append(kept)
+            kept += 1
+            continue
+        if isinstance(item, int):
+            starts.append(item)
+            ends.append(item + 1 if item != -1 else _BIG)
+            axes.append(axis)
+            steps.append(1)
+            dropped.append(axis)
+        elif item != slice(None):
+            step = 1 if item.step is None else int(item.step)
+            if step == 0:
+                raise refuse(call, "a slice step of 0")
+            starts.append((0 if step > 0 else _BIG) if item.start is None else int(item.start))
+            ends.append((_BIG if step > 0 else -_BIG) if item.stop is None else int(item.stop))
+            axes.append(axis)
+            steps.append(step)
+            kept += 1
+        else:
+            kept += 1
+        axis += 1
+    n = call.name
+    if axes:
+        value = b.node("Slice", [value, b.ints(f"{n}/starts", starts), b.ints(f"{n}/ends", ends),
+                                 b.ints(f"{n}/axes", axes), b.ints(f"{n}/steps", steps)], name=f"{n}/slice")
+    if dropped:
+        value = b.node("Squeeze", [value, b.ints(f"{n}/dropped", dropped)], name=f"{n}/squeeze")
+    if new:
+        value = b.node("Unsqueeze", [value, b.ints(f"{n}/new", new)], name=f"{n}/newaxis")
+    return [_out(b, call, b.node("Identity", [value], name=n), elem)]
+
+
+def _tensor_list(call: Call) -> list[Tensor]:
+    args, kwargs = call.op_args or ([], {})
+    items = args[0] if args else kwargs.get("xs", kwargs.get("x"))
+    if not isinstance(items, list) or not all(isinstance(v, TensorArg) for v in items):
+        raise refuse(call, "expects a list of tensors (a constant among them is not supported)")
+    return [call.inputs[v.index] for v in items]
+
+
+def _joined(b: Builder, call: Call, *, stack: bool) -> list[Tensor]:
+    tensors = _tensor_list(call)
+    types = [value_type(t) for t in tensors]
+    elem = _promoted(types, [])
+    rank = tensors[0].rank + (1 if stack else 0)
+    axis = int(call.config.get("axis", 0)) % rank
+    views = [_cast(b, b.view(t, identity(t.rank)), e, elem, f"{call.name}/cast{i}") for i, (t, e) in enumerate(zip(tensors, types))]
+    if stack:
+        views = [b.node("Unsqueeze", [v, b.ints(f"{call.name}/axis{i}", [axis])], name=f"{call.name}/expand{i}")
+                 for i, v in enumerate(views)]
+    return [_out(b, call, b.node("Concat", views, name=call.name, axis=axis), elem)]
+
+
+@converts(_K + "concatenate")
+def concatenate(b: Builder, call: Call) -> list[Tensor]:
+    return _joined(b, call, stack=False)
+
+
+@converts(_K + "stack")
+def stack(b: Builder, call: Call) -> list[Tensor]:
+    return _joined(b, call, stack=True)
+
+
+@converts(_K + "split")
+def split(b: Builder, call: Call) -> list[Tensor]:
+    x, elem = _one(b, call)
+    axis = int(call.config.get("axis", 0)) % call.x.rank
+    try:
+        sizes = split_sizes(call.config["indices_or_sections"], call.x.shape[axis])
+    except ValueError as exc:
+        raise refuse(call, str(exc)) from None
+    outs = [f"part{i}" for i in range(len(sizes))]
+    names = b.nodes_out("Split", [x, b.ints(f"{call.name}/sizes", sizes)], outs, name=call.name, axis=axis)
+    return [_out(b, call, v, elem, shape) for v, shape in zip(names, call.out_shapes)]
+
+
+@converts(_K + "tile")
+def tile(b: Builder, call: Call) -> list[Tensor]:
+    x, elem = _one(b, call)
+    reps = call.config["repeats"]
+    reps = [int(r) for r in (reps if isinstance(reps, (list, tuple)) else [reps])]
+    rank = call.x.rank
+    if len(reps) > rank:
+        x = b.node("Unsqueeze", [x, b.ints(f"{call.name}/lead", list(range(len(reps) - rank)))], name=f"{call.name}/lead")
+    reps = [1] * (max(rank, len(reps)) - len(reps)) + reps
+    return [_out(b, call, b.node("Tile", [x, b.ints(f"{call.name}/repeats", reps)], name=call.name), elem)]
+
+
+@converts(_K + "repeat")
+def repeat(b: Builder, call: Call) -> list[Tensor]:
+    """``repeat(x, r, axis)``: each entry ``r`` times in a row: a new axis after ``axis``, tiled ``r``
+    times, merged back into ``axis``."""
+    x, elem = _one(b, call)
+    r, axis = call.config["repeats"], call.config.get("axis")
+    if not isinstance(r, int) or axis is None:
+        raise refuse(call, "repeats per element, or over the flattened tensor, are not supported")
+    rank = call.x.rank
+    axis = int(axis) % rank
+    after = list(call.x.shape[axis + 1:])
+    if any(d is None for d in after):
+        raise refuse(call, "the axes after the repeated one have unknown sizes")
+    n = call.name
+    y = b.node("Unsqueeze", [x, b.ints(f"{n}/axis", [axis + 1])], name=f"{n}/expand")
+    y = b.node("Tile", [y, b.ints(f"{n}/repeats", [r if i == axis + 1 else 1 for i in range(rank + 1)])], name=f"{n}/tile")
+    shape = [0] * axis + [-1] + after  # Reshape's 0 keeps the input's size of the leading axes
+    return [_out(b, call, b.node("Reshape", [y, b.ints(f"{n}/shape", shape)], name=n), elem)]
+
+
+# -- dtypes and selection ---------------------------------------------------------------------
+def _onnx_type(name: Any) -> int | None:
+    text = str(name)
+    if text == "bool":
+        return BOOL
+    if text in ("int64", "uint32", "uint64"):
+        return INT64
+    if text in ("int8", "int16", "int32", "uint8", "uint16"):
+        return INT32
+    if text in ("float16", "bfloat16", "float32", "float64"):
+        return FLOAT
+    return None
+
+
+@converts(_K + "cast")
+def cast(b: Builder, call: Call) -> list[Tensor]:
+    """``tf.cast``: a float to an integer truncates toward zero (ONNX Cast does), to bool is ``x != 0``."""
+    x, _ = _one(b, call)
+    want = _onnx_type(call.config.get("dtype"))
+    if want is None:
+        raise refuse(call, f"cast to {call.config.get('dtype')!r} is not supported")
+    return [_out(b, call, b.node("Cast", [x], name=call.name, to=want), want)]
+
+
+@converts(_K + "zeros_like", _K + "ones_like")
+def filled_like(b: Builder, call: Call) -> list[Tensor]:
+    x, elem = _one(b, call)
+    dtype = call.config.get("dtype")
+    want = elem if dtype is None else _onnx_type(dtype)
+    if want is None:
+        raise refuse(call, f"dtype {dtype!r} is not supported")
+    fill = 0 if call.layer.class_name.endswith("zeros_like") else 1
+    shape = b.node("Shape", [x], name=f"{call.name}/shape")
+    value = helper.make_tensor("value", want, [1], [bool(fill)] if want == BOOL else [fill])
+    return [_out(b, call, b.node("ConstantOfShape", [shape], name=call.name, value=value), want)]
+
+
+@converts(_K + "where")
+def where(b: Builder, call: Call) -> list[Tensor]:
+    args, kwargs = call.op_args or ([], {})
+    values = [*args, *(kwargs[k] for k in ("x1", "x2") if k in kwargs)]
+    if len(values) != 3 or any(v is None for v in values):
+        raise refuse(call, "where with only a condition (the indices of true entries) is not supported")
+    cond = values[0]
+    if not isinstance(cond, TensorArg):
+        raise refuse(call, "a constant condition is not supported")
+    c = call.inputs[cond.index]
+    cv = _cast(b, b.view(c, identity(c.rank)), value_type(c), BOOL, f"{call.name}/condition")
+    (x, y), elem = _promote(b, call, values[1:])
+    return [_out(b, call, b.node("Where", [cv, x, y], name=call.name), elem)]
