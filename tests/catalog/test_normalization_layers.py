@@ -98,6 +98,8 @@ def keras3_outputs(folder: Path) -> dict[str, tuple[Path, list[np.ndarray], np.n
                 v.assign(rng.uniform(0.5, 1.5, tuple(v.shape)).astype(np.float32))
         xs = inputs_for(model, batch=3)
         xs = [x * np.float32(2.0) + np.float32(0.5) for x in xs]  # a mean and a spread that are not 0 and 1
+        if name.startswith("unit"):  # a sample of norm ~1e-8: over Keras 3's floor (1e-12), under tf-keras' (1e-6)
+            xs[0][1] *= np.float32(1e-8)
         (y,) = keras_predict(model, xs)
         for fmt in ("keras", "h5") if name in H5_CASES else ("keras",):
             path = folder / f"{name}.{fmt}"
@@ -227,3 +229,20 @@ def test_sync_batch_normalization_reads_audits_and_folds_as_batch_normalization(
     got, classes = reference(out, [data["x"]])
     assert not classes & {"SyncBatchNormalization", "BatchNormalization"}, classes
     assert _error(data["y"], got) <= TOLERANCE
+
+
+def test_tf_keras_group_normalization_with_a_mask_is_refused() -> None:
+    """tf-keras weighs GroupNormalization's statistics by the input mask (Keras 3 ignores it):
+    the reference does not compute masked statistics and says so instead of ignoring the mask."""
+    from bnconvert.catalog.normalization import group_normalization_layer
+    from bnconvert.catalog.record import CallContext
+    from bnconvert.model import Layer, Source
+
+    layer = Layer("gn", "GroupNormalization", {"groups": 2, "axis": -1})
+    ctx = CallContext(source=Source(path="m.h5", format="keras2-h5", keras_version="2.15.0"),
+                      masks=[np.ones((2, 3), bool)])
+    with pytest.raises(UnsupportedLayerError, match="mask"):
+        group_normalization_layer(layer, [np.zeros((2, 3, 4))], ctx)
+    keras3 = CallContext(source=Source(path="m.keras", format="keras3-zip", keras_version="3.15.1"),
+                         masks=[np.ones((2, 3), bool)])
+    assert group_normalization_layer(layer, [np.arange(24.0).reshape(2, 3, 4)], keras3)[0].shape == (2, 3, 4)
