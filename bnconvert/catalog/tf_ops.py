@@ -47,6 +47,7 @@ from .activations import (
     softplus,
 )
 from .facts import CALL_KWARGS, Shape, broadcast, no_weights
+from .operations import index_shape, normalise_index, reshape_target
 from .record import CallContext, declares, defines
 from .util import f64
 
@@ -74,8 +75,8 @@ _REDUCE = ("input_tensor", "axis", "keepdims", "name")
 #: order (the first is the call's first argument); ``name`` is accepted and ignored everywhere
 PARAMETERS: dict[str, tuple[str, ...]] = {
     **{f: _BINARY for f in (
-        "__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.pow", "math.maximum", "math.minimum", "math.squared_difference", "floor_div",
-        "math.floormod", "math.greater", "math.greater_equal", "math.less", "math.less_equal", "math.equal",
+        "__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.pow", "math.maximum",
+        "math.minimum", "math.squared_difference", "floor_div", "math.floormod", "math.greater", "math.greater_equal", "math.less", "math.less_equal", "math.equal",
         "math.not_equal", "math.logical_and", "math.logical_or")},
     "__operators__.eq": ("self", "other"), "__operators__.ne": ("self", "other"),
     **{f: _UNARY for f in (
@@ -382,7 +383,7 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
             return [np.pad(x, pads, mode=mode.lower())]
         raise TfOpProblem(f"pad mode {mode!r} is not one of CONSTANT, REFLECT, SYMMETRIC")
     if function == "__operators__.getitem":
-        return [x[_index(a.get("slice_spec"))]]
+        return [x[tuple(_index(a.get("slice_spec"), x.ndim))]]
     if function == "linalg.matmul":
         b = _array(a["b"])
         if a.get("transpose_a") or a.get("adjoint_a"):
@@ -415,60 +416,18 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
     raise TfOpProblem(f"no float64 semantics for tf.{function}")
 
 
-def _index(spec: Any) -> tuple[Any, ...]:
-    """A getitem ``slice_spec`` (the reader's python slices, Ellipsis, None, ints) as a numpy index."""
-    items = spec if isinstance(spec, (list, tuple)) else [spec]
-    out: list[Any] = []
-    for item in items:
-        if isinstance(item, slice):
-            bounds = (item.start, item.stop, item.step)
-            if any(b is not None and (not isinstance(b, int) or isinstance(b, bool)) for b in bounds):
-                raise TfOpProblem(f"slice bounds computed by the model are not supported ({item})")
-            out.append(item)
-        elif item is Ellipsis or item is None or (isinstance(item, int) and not isinstance(item, bool)):
-            out.append(item)
-        else:
-            raise TfOpProblem(f"index {item!r} is not a constant slice, integer, None or Ellipsis")
-    return tuple(out)
-
-
 # -- shapes --------------------------------------------------------------------------------------
 def _known(d: Any) -> bool:
     return isinstance(d, int) and not isinstance(d, bool)
 
 
-def _slice_length(size: int | None, s: slice) -> int | None:
-    return len(range(*s.indices(size))) if size is not None else None
-
-
-def _getitem_shape(shape: Shape, spec: Any) -> Shape:
-    items = list(_index(spec))
-    real = sum(1 for i in items if i is not None and i is not Ellipsis)
-    if Ellipsis in items:
-        at = items.index(Ellipsis)
-        items[at:at + 1] = [slice(None)] * (len(shape) - real)
-    items += [slice(None)] * (len(shape) - sum(1 for i in items if i is not None))
-    out: list[Any] = []
-    axis = 0
-    for item in items:
-        if item is None:
-            out.append(1)
-            continue
-        size = shape[axis]
-        axis += 1
-        if isinstance(item, slice):
-            out.append(size if item == slice(None) else _slice_length(size, item))
-    return tuple(out)
-
-
-def _reshape_shape(shape: Shape, target: list[int]) -> Shape:
-    out: list[Any] = list(target)
-    if -1 in target:
-        at = target.index(-1)
-        known = [d for d in shape if _known(d)]
-        rest = math.prod(d for i, d in enumerate(target) if i != at)
-        out[at] = math.prod(known) // rest if len(known) == len(shape) and rest else None
-    return tuple(out)
+def _index(spec: Any, rank: int) -> list[Any]:
+    """A getitem ``slice_spec`` (the reader's python slices, Ellipsis, None, ints) as one entry
+    per axis, as the Keras 3 ``get_item`` record reads it."""
+    try:
+        return normalise_index(spec, rank)
+    except ValueError as exc:
+        raise TfOpProblem(f"slice_spec: {exc} is not supported") from None
 
 
 def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
@@ -505,7 +464,7 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         return [tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
                 else tuple(d for i, d in enumerate(shape) if i not in axes)]
     if function == "reshape":
-        return [_reshape_shape(shape, _dims(a.get("shape"), "shape"))]
+        return [reshape_target(_dims(a.get("shape"), "shape"), shape)]
     if function == "transpose":
         perm = a.get("perm")
         perm = list(reversed(range(rank))) if perm is None else _dims(perm, "perm")
@@ -542,7 +501,8 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         pads = np.asarray(a.get("paddings"), dtype=np.int64).tolist()
         return [tuple(d + p[0] + p[1] if _known(d) else None for d, p in zip(shape, pads))]
     if function == "__operators__.getitem":
-        return [_getitem_shape(shape, a.get("slice_spec"))]
+        _index(a.get("slice_spec"), rank)
+        return [index_shape(shape, a.get("slice_spec"))]
     if function == "linalg.matmul":
         b = _const_shape(a["b"])
         ta, tb = bool(a.get("transpose_a") or a.get("adjoint_a")), bool(a.get("transpose_b") or a.get("adjoint_b"))

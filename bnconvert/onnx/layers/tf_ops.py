@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto, numpy_helper
 
+from ...catalog.operations import normalise_index
 from ...catalog.tf_ops import (
     TF_OPS,
     TfOpProblem,
@@ -225,11 +226,10 @@ def _reduction(e: _Emit, function: str, a: dict[str, Any]) -> Tensor:
 def _getitem(e: _Emit, t: Tensor, spec: Any) -> Tensor:
     """numpy basic indexing as Slice (every sliced or indexed axis), Squeeze (integer indices)
     and Unsqueeze (None)."""
-    items = list(spec) if isinstance(spec, (list, tuple)) else [spec]
-    real = sum(1 for i in items if i is not None and i is not Ellipsis)
-    if Ellipsis in items:
-        at = items.index(Ellipsis)
-        items[at:at + 1] = [slice(None)] * (t.rank - real)
+    try:
+        items = normalise_index(spec, t.rank)
+    except ValueError as exc:
+        raise refuse(e.call, f"slice_spec: {exc} is not supported") from None
     starts, ends, steps, axes, dropped, added = [], [], [], [], [], []
     axis = out_axis = 0
     for item in items:
