@@ -166,7 +166,15 @@ ARGS = {"Dense": (1,), "Reshape": ((1,),), "Permute": ((1,),), "RepeatVector": (
         "DepthwiseConv2D": (1,), "Dropout": (0.1,), "SpatialDropout1D": (0.1,), "SpatialDropout2D": (0.1,),
         "SpatialDropout3D": (0.1,), "GaussianNoise": (0.1,), "GaussianDropout": (0.1,), "AlphaDropout": (0.1,),
         "Activation": ("relu",), "AveragePooling1D": (2,), "AveragePooling2D": (2,), "AveragePooling3D": (2,),
-        "LocallyConnected1D": (1, 1), "LocallyConnected2D": (1, 1)}
+        "LocallyConnected1D": (1, 1), "LocallyConnected2D": (1, 1),
+        # preprocessing and adaptive pooling (tests/catalog/test_preprocessing.py)
+        "Resizing": (2, 2), "CenterCrop": (2, 2), "RandomCrop": (2, 2), "RandomRotation": (0.1,), "RandomZoom": (0.1,),
+        "RandomTranslation": (0.1, 0.1), "RandomContrast": (0.1,), "RandomBrightness": (0.1,), "RandomHeight": (0.1,),
+        "RandomWidth": (0.1,), "RandomHue": (0.1,), "RandomSaturation": (0.1,), "RandomSharpness": (0.1,),
+        "RandomPosterization": (4,), "RandomColorDegeneration": (0.1,), "MaxNumBoundingBoxes": (2,), "Hashing": (2,),
+        "HashedCrossing": (2,), "CategoryEncoding": (2,), "Discretization": ([0.0],), "Pipeline": ([],),
+        "DenseFeatures": ([__import__("tensorflow").feature_column.numeric_column("x")],),
+        **{f"Adaptive{k}Pooling{n}D": (2,) for k in ("Average", "Max") for n in (1, 2, 3)}}
 
 
 def supports_masking(K, names):
