@@ -41,6 +41,7 @@ from ..errors import BnconvertError, FormatError
 from ..model import Model, Source, TensorRef
 from ..readers import sniff
 from ..readers.code import code_in_model, scan_config
+from ..readers.graph import flat_keyed
 from ..readers.rnn_layouts import CUDNN_CLASSES
 from .inputs import InputSpec, with_values
 from .runners import Runner, RunnerUnavailable
@@ -302,13 +303,13 @@ class KerasRunner(Runner):
             try:
                 with warnings.catch_warnings():  # Keras 3: "structure of inputs doesn't match" for [x] vs x
                     warnings.simplefilter("ignore", UserWarning)
-                    return _flatten(net(xs if len(xs) > 1 else xs[0], training=False))
+                    return _flatten(net(_structured(net, xs), training=False))
             except Exception as exc:  # noqa: BLE001 - Keras raises anything
                 log.info("eager Keras call failed (%s); retrying under XLA", _first_line(exc))
                 first = exc
         try:
             fn = self.tf.function(
-                lambda *a: net(list(a) if len(a) > 1 else a[0], training=False), jit_compile=True, autograph=False
+                lambda *a: net(_structured(net, list(a)), training=False), jit_compile=True, autograph=False
             )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
@@ -443,9 +444,20 @@ def _dtype(tensor: Any) -> str:
     return str(getattr(dtype, "name", dtype))
 
 
+def _structured(net: Any, xs: list[Any]) -> Any:
+    """The inputs as the model takes them: one tensor, a list, or for a model built on a dict of
+    inputs the dict (``xs`` come in sorted-key order, as the reader lists such inputs)."""
+    struct = getattr(net, "_inputs_struct", None)  # Keras 3
+    if struct is None:
+        struct = getattr(net, "_nested_inputs", None)  # tf.keras
+    if isinstance(struct, dict) and len(struct) == len(xs):
+        return dict(zip(flat_keyed({key: key for key in struct}), xs))
+    return xs if len(xs) > 1 else xs[0]
+
+
 def _flatten(values: Any) -> list[np.ndarray]:
-    if isinstance(values, dict):
-        values = list(values.values())
+    if isinstance(values, dict):  # by sorted key, as Keras flattens them and the reader lists them
+        values = flat_keyed(values)
     if not isinstance(values, (list, tuple)):
         values = [values]
     return [np.asarray(v) for v in values]

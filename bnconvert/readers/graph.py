@@ -30,7 +30,7 @@ from ..model import (
     is_operation,
 )
 
-__all__ = ["MAX_LAYERS", "TENSOR_KWARGS", "build_model", "count_layers", "operation_name", "paused_gc"]
+__all__ = ["MAX_LAYERS", "TENSOR_KWARGS", "build_model", "count_layers", "flat_keyed", "operation_name", "paused_gc"]
 
 #: A config with more layers than this (nested models included) is refused before anything is
 #: built. The largest real Keras models have a few thousand (NASNetLarge ~1,000, a keras_hub
@@ -364,11 +364,19 @@ def _check_unique(layers: list[Layer], where: str) -> None:
 
 
 def _refs(value: Any, where: str, what: str) -> list[TensorRef]:
+    if isinstance(value, dict):  # a model called on / returning a dict (tf.keras 2.3+, Keras 3)
+        value = flat_keyed(value)
     if not isinstance(value, list) or not value:
         raise FormatError(f"{where}: '{what}' is missing or empty")
     if isinstance(value[0], str):  # Keras 3 writes a single input/output unwrapped
         value = [value]
     return [_ref(v, where) for v in value]
+
+
+def flat_keyed(value: dict[str, Any]) -> list[Any]:
+    """A dict of inputs or outputs as Keras flattens it (``tree.flatten``/``nest.flatten``: by
+    sorted key), which is the order of ``model.inputs``/``model.outputs``."""
+    return [value[key] for key in sorted(value, key=str)]
 
 
 def _ref(value: Any, where: str) -> TensorRef:

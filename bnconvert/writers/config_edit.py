@@ -205,6 +205,8 @@ def _drop_functional(model_entry: dict[str, Any], entries: list[dict[str, Any]],
     body = model_entry["config"]
     for key in ("output_layers", "input_layers"):
         value = body.get(key)
+        if isinstance(value, dict):  # keyed inputs/outputs (tf.keras 2.3+, Keras 3)
+            value = list(value.values())
         if not isinstance(value, list) or not value:
             continue
         refs = [value] if isinstance(value[0], str) else value
