@@ -4,6 +4,7 @@ LocallyConnected1D/2D against tf_keras 2.21 (the last Keras that has them), in e
 kernel layouts (``implementation`` 1, 2, 3), valid and same padding, strides, both data formats,
 with and without bias: tf_keras builds, runs and saves the models in one subprocess (never in
 the process of Keras 3), bnconvert reads the saved ``.h5`` and the float64 reference runs it.
+The same process loads the Keras 1 fixtures bnconvert folded and wrote as Keras 2 files.
 The Keras 1 classes (no installed Keras has them) are checked against the hand-computed Keras 1
 outputs of their fixtures in ``tests/readers/test_legacy_layers.py``.
 """
@@ -26,6 +27,8 @@ from bnconvert.catalog import catalog
 from bnconvert.check.reference import ReferenceRunner
 from bnconvert.errors import UnsupportedLayerError
 from bnconvert.model import Layer
+
+from ..conftest import FIXTURES, fixture_file
 
 #: the float64 reference against Keras' float32: ``max |diff| / max |keras|``
 TOLERANCE = 1e-5
@@ -78,8 +81,19 @@ for name, build in CASES.items():
     model.save(f"{folder}/{name}.keras")
     np.savez(f"{folder}/{name}.npz", x0=xs[0], **{f"y{i}": np.asarray(y) for i, y in enumerate(ys)})
     done[name] = len(ys)
+# Keras 1 fixtures folded and written by bnconvert (as Keras 2 .h5): tf_keras must load and run them
+import glob, os
+for path in sorted(glob.glob(f"{folder}/folded_*.h5")):
+    stem = os.path.basename(path)[len("folded_"):-3]
+    data = np.load(os.path.join(sys.argv[2], f"{stem}.expected.npz"))
+    xs = [data[k] for k in sorted(data.files) if k.startswith("x")]
+    model = tf_keras.models.load_model(path, compile=False)
+    np.save(f"{folder}/folded_{stem}.npy", np.asarray(model(xs if len(xs) > 1 else xs[0], training=False)))
 print(json.dumps(done))
 """
+
+#: Keras 1 fixtures whose folded files tf_keras loads (tests/readers/test_legacy_layers.py checks them)
+FOLDED_KERAS1 = ("k1_legacy_local1d", "k1_legacy_local2d", "k1_legacy_merge_seq", "k1_legacy_dot")
 
 
 @functools.cache
@@ -87,8 +101,10 @@ def tf_keras_files() -> tuple[Path, dict[str, int]]:
     """The tf_keras models (built, run and saved once per session, in their own process):
     the folder and, per case, how many outputs it has. Shared with the ONNX export tests."""
     folder = Path(tempfile.mkdtemp(prefix="bnconvert_legacy_"))
+    for stem in FOLDED_KERAS1:
+        bnconvert.fold_file(fixture_file(f"{stem}.h5"), folder / f"folded_{stem}.h5")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run([sys.executable, "-c", _TFK_SCRIPT, str(folder)], check=False, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", _TFK_SCRIPT, str(folder), str(FIXTURES)], check=False, capture_output=True, text=True,
                           env=env,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

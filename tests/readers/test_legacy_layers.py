@@ -20,6 +20,7 @@ import bnconvert
 from bnconvert.check.reference import ReferenceRunner
 from bnconvert.errors import UnsupportedLayerError
 
+from ..catalog.test_legacy_layers import FOLDED_KERAS1, tf_keras_files
 from ..conftest import fixture_file
 from ..onnx.helpers import rel_err, run_onnx
 
@@ -117,3 +118,12 @@ def test_a_merge_whose_mode_is_a_lambda_is_read_and_refused_never_run(tmp_path: 
     runner = ReferenceRunner(path, model=model)
     with pytest.raises(UnsupportedLayerError, match="never runs"):
         runner.infer({s.name: np.ones((2, 3), np.float32) for s in runner.input_specs()})
+
+
+@pytest.mark.parametrize("stem", FOLDED_KERAS1)
+def test_folded_keras1_file_loads_in_tf_keras_and_matches_keras1(stem: str) -> None:
+    """``fold_file`` writes a Keras 1 model (LocallyConnected, Atrous, merged Sequentials, dot) as a
+    Keras 2 ``.h5``: tf_keras loads it, and its outputs are Keras 1's."""
+    folder, _ = tf_keras_files()
+    _, want = _data(stem)
+    assert rel_err(want, np.load(folder / f"folded_{stem}.npy")) < 1e-5
