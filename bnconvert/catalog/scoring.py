@@ -268,14 +268,12 @@ def _rff_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
 
 
 def _rff_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
-    """``unscaled_kernel (in, output_dim)``, ``bias (output_dim,)`` (never trained) and
-    ``kernel_scale (1,)`` (trained unless the layer is frozen, its default): trained ones first."""
+    """``kernel_scale (1,)`` (a trainable variable, stored first even in a frozen layer, the
+    default), then ``unscaled_kernel (in, output_dim)`` and ``bias (output_dim,)`` (never trained)."""
     dim = positive(c, "output_dim")
     inp = shapes[0][-1] if shapes and isinstance(shapes[0], tuple) and isinstance(shapes[0][-1], int) else None
-    fixed = [WeightSpec("unscaled_kernel", (inp, dim), False), WeightSpec("bias", (dim,), False)]
-    if c.get("trainable", False):
-        return [WeightSpec("kernel_scale", (1,)), *fixed]
-    return [*fixed, WeightSpec("kernel_scale", (1,), False)]
+    return [WeightSpec("kernel_scale", (1,)), WeightSpec("unscaled_kernel", (inp, dim), False),
+            WeightSpec("bias", (dim,), False)]
 
 
 @defines("RandomFourierFeatures", shape=_rff_shape, weights=_rff_weights, fields={"output_dim": checks.pos_int})
