@@ -205,9 +205,10 @@ _LOCAL_FIELDS = {"filters": checks.pos_int, "kernel_size": checks.pos_ints, "str
                  "activation": checks.activation, "implementation": checks.one_of(1, 2, 3)}
 #: Keras 1 spellings (the reader builds ``kernel_size``, ``strides``, ``data_format`` from
 #: ``filter_length``/``nb_row``/``nb_col``, ``subsample(_length)`` and ``dim_ordering``)
-_LOCAL_KERAS1 = {name: (K1("filters", "nb_filter"), K1("padding", "border_mode", "valid"),
-                        K1("activation", "activation", "linear"), K1("use_bias", "bias", True))
-                 for name in ("LocallyConnected1D", "LocallyConnected2D")}
+_LOCAL_COMMON = (K1("filters", "nb_filter"), K1("padding", "border_mode", "valid"), K1("activation", "activation", "linear"),
+                 K1("use_bias", "bias", True))
+_LOCAL_KERAS1 = {"LocallyConnected1D": (*_LOCAL_COMMON, K1("kernel_size", "filter_length"), K1("strides", "subsample_length", 1)),
+                 "LocallyConnected2D": (*_LOCAL_COMMON, K1("strides", "subsample", (1, 1)))}
 
 
 @defines("LocallyConnected1D", "LocallyConnected2D", keras1=_LOCAL_KERAS1, shape=_local_shape, weights=_local_weights,

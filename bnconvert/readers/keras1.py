@@ -173,11 +173,11 @@ def upgrade_layer(class_name: str, cfg: dict[str, Any]) -> tuple[str, dict[str, 
         out.update(filters=arg("filters"), padding=arg("padding"), activation=arg("activation"),
                    use_bias=arg("use_bias"), implementation=1)
         if modern == "LocallyConnected1D":
-            out.update(kernel_size=[c["filter_length"]], strides=[c.get("subsample_length", 1)], data_format="channels_last")
+            out.update(kernel_size=[arg("kernel_size")], strides=[arg("strides")], data_format="channels_last")
             if "batch_input_shape" not in out and c.get("input_dim"):
                 out["batch_input_shape"] = [None, c.get("input_length"), c["input_dim"]]
         else:
-            out.update(kernel_size=[c["nb_row"], c["nb_col"]], strides=_pair(c.get("subsample", (1, 1))), data_format=_fmt(c))
+            out.update(kernel_size=[c["nb_row"], c["nb_col"]], strides=_pair(arg("strides")), data_format=_fmt(c))
         return modern, out
     if modern == "Conv3D":
         out.update(
