@@ -309,7 +309,7 @@ def merged_sequential(entries: list[Any]) -> dict[str, Any]:
     seen: set[str] = set()
 
     def add(entry: Any, inbound: list[list[Any]]) -> list[Any]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict) or not isinstance(entry.get("class_name"), str):
             raise FormatError("model_config: a layer entry of a merged Keras 1 Sequential is not a layer config")
         cfg = dict(entry["config"])
         name = cfg.get("name")
@@ -334,8 +334,10 @@ def merged_sequential(entries: list[Any]) -> dict[str, Any]:
             out = merge(items[0])
         else:
             first = items[0].get("config") if isinstance(items[0].get("config"), dict) else {}
-            shape = first.get("batch_input_shape") or ([None, *first["input_shape"]] if first.get("input_shape") else None)
-            if shape is None:
+            shape = first.get("batch_input_shape")
+            if shape is None and isinstance(first.get("input_shape"), list):
+                shape = [None, *first["input_shape"]]
+            if not isinstance(shape, list):
                 raise FormatError(f"model_config: the first layer of a Keras 1 Merge branch ({first.get('name')!r}) "
                                   "declares no input shape")
             ref = add({"class_name": "InputLayer", "config": {"name": f"{first.get('name')}_input", "batch_input_shape": shape,
