@@ -21,8 +21,8 @@ applied to the model as read (:func:`apply_replacements`), before audit, fold, e
   ``output_shape``, the shape a Keras 3 config records for the tensors its consumers read), and
   the weights of every later layer must still fit (:func:`~bnconvert.readers.consistency.check_weights`);
 - a replacement that names no layer of the model is an error (typo protection);
-- one replacement layer keeps the replaced layer's name; a chain's layers get fresh unique names
-  (``<name>_<class>``), wired in sequence.
+- one replacement layer keeps the replaced layer's name, and so does a chain's first layer with
+  weights; a chain's other layers get fresh unique names (``<name>_<class>``), wired in sequence.
 
 The model's ``source.config`` (the file's own config, what the writers edit) is rewritten the same
 way, so a folded file is the *replaced* model and loads in Keras without the Lambda or the custom
@@ -231,6 +231,7 @@ def apply_replacements(model: Model, replacements: ReplacementsLike) -> Model:
         _rewrite_entry(raw, "", plan, declared)
     done: list[str] = []
     new = _apply(model, "", plan, None, declared, done)
+    _fill_shapes(raw, new)
     from .readers.consistency import check_weights
 
     try:
@@ -293,14 +294,27 @@ def _unique(base: str, taken: set[str]) -> str:
     return name
 
 
+def _has_weights(spec: dict[str, Any]) -> bool:
+    record = catalog().get(spec["class_name"])
+    try:
+        return bool(record is not None and record.weights is not None and record.weights(spec["config"], None))
+    except (ConfigProblem, KeyError, TypeError, ValueError):
+        return False
+
+
 def chain_names(name: str, r: Replacement, taken: set[str], where: str) -> list[str]:
-    """The names of the layers replacing layer ``name`` (``taken``: the names of its model, updated):
-    one replacement layer keeps ``name``; a chain's layers are named by their configs, else
-    ``<name>_<class>`` made unique. The model and the raw config are named by this one rule."""
-    names = [name] if len(r.layers) == 1 else []
-    for spec in r.layers[len(names):]:
+    """The names of the layers replacing layer ``name`` (``taken``: the names of its model, updated).
+    The layer that takes the replaced layer's weights keeps ``name`` (one replacement layer, or a
+    chain's first layer with weights: a legacy ``.h5`` keeps weights under the layer names it
+    lists); the others are named by their configs, else ``<name>_<class>`` made unique. The model
+    and the raw config are named by this one rule."""
+    holder = 0 if len(r.layers) == 1 else next((j for j, spec in enumerate(r.layers) if _has_weights(spec)), None)
+    names = []
+    for j, spec in enumerate(r.layers):
         given = spec["config"].get("name")
-        if isinstance(given, str) and given:
+        if j == holder:
+            names.append(name)
+        elif isinstance(given, str) and given:
             if given in taken:
                 raise ReplacementError(f"{where}: the name '{given}' is taken by another layer")
             taken.add(given)
@@ -393,6 +407,7 @@ def _apply(model: Model, prefix: str, plan: dict[str, tuple[str, Replacement]],
     taken = {layer.name for layer in model.layers}
     layers: list[Layer] = []
     alias: dict[TensorRef, TensorRef] = {}
+    internal: set[str] = set()  # a chain's later layers: their input is the chain's previous layer, already wired
     for layer in model.layers:
         path = prefix + layer.name
         if layer.model is not None and any(p.startswith(path + "/") for p in plan):
@@ -417,6 +432,7 @@ def _apply(model: Model, prefix: str, plan: dict[str, tuple[str, Replacement]],
                 item.calls.append([TensorRef(prev.name, k, 0)])
                 item.call_kwargs.append({})
             alias[TensorRef(layer.name, k, 0)] = TensorRef(chain[-1].name, k, 0)
+        internal.update(item.name for item in chain[1:])
         layers.extend(chain)
         done.append(f"{_label(path, layer)} by {r.describe()} ({r.origin})")
     if not alias:
@@ -430,6 +446,9 @@ def _apply(model: Model, prefix: str, plan: dict[str, tuple[str, Replacement]],
 
     rewired = []
     for layer in layers:
+        if layer.name in internal:
+            rewired.append(layer)
+            continue
         if any(ref.layer in gone for call in layer.calls for ref in call) or any(
                 ref.layer in gone for kw in layer.call_kwargs for ref in kw.get(GIVEN_MASK) or []):
             layer = layer.copy()
@@ -460,6 +479,7 @@ def _rewrite_entry(model_entry: dict[str, Any], prefix: str, plan: dict[str, tup
             _rewrite_entry(entry, f"{prefix}{name}/", plan, declared)
     sequential = model_entry.get("class_name") == "Sequential"
     alias: dict[str, str] = {}
+    internal: set[str] = set()  # a chain's later layers: wired to the chain's previous layer already
     out: list[dict[str, Any]] = []
     taken = set(names)
     for entry in entries:
@@ -471,12 +491,15 @@ def _rewrite_entry(model_entry: dict[str, Any], prefix: str, plan: dict[str, tup
         chain = chain_names(name, r, taken, f"replacement of '{prefix}{name}'")
         out.extend(_entries(entry, r, chain, sequential))
         alias[name] = chain[-1]
+        internal.update(chain[1:])
     entries[:] = out
     if sequential or not alias:
         return
     from .writers.config_edit import _node_refs, _set, _triple
 
-    for entry in entries:  # a chain's own wiring names fresh names only: every reference to a replaced name is a consumer's
+    for entry in entries:
+        if entry_name(entry) in internal:
+            continue
         for node in entry.get("inbound_nodes") or []:
             for ref in _node_refs(node):
                 layer, k, i = _triple(ref)
@@ -543,12 +566,44 @@ def _without_kwargs(node: Any) -> Any:
 
 
 def _node_to(previous: str, k: int, like: Any) -> Any:
-    """Call ``k`` of a chain's next layer: on output ``k`` of ``previous``, in ``like``'s form."""
-    if isinstance(like, dict):  # Keras 3: the tensor's shape is recorded, but Keras recomputes it
+    """Call ``k`` of a chain's next layer: on output ``k`` of ``previous``, in ``like``'s form
+    (Keras 3 records the tensor's shape: :func:`_fill_shapes` writes it once it is known)."""
+    if isinstance(like, dict):
         return {"args": [{"class_name": "__keras_tensor__",
                           "config": {"shape": None, "dtype": "float32", "keras_history": [previous, k, 0]}}],
                 "kwargs": {}}
     return [[previous, k, 0, {}]]
+
+
+def _fill_shapes(raw: Any, model: Model) -> None:
+    """The shapes of the Keras 3 tensor references a chain's wiring made (Keras 3 refuses an
+    undefined one), from static shape inference of the replaced ``model``."""
+    from .shapes import infer_shapes
+    from .writers.config_edit import _node_refs, _triple, entry_name, layer_entries
+
+    def walk(model_entry: dict[str, Any], m: Model, inputs: list[Shape] | None) -> None:
+        try:
+            entries = layer_entries(model_entry)
+        except BnconvertError:
+            return
+        shapes = infer_shapes(m, inputs)
+        for entry in entries:
+            name = entry_name(entry) if isinstance(entry, dict) else ""
+            if name not in m:
+                continue
+            layer = m[name]
+            if entry.get("class_name") in MODEL_CLASSES and layer.model is not None:
+                ins = [shapes.get(ref) for ref in (layer.calls[0] if layer.calls else [])]
+                walk(entry, layer.model, ins if ins and all(ins) else None)
+            for node in entry.get("inbound_nodes") or []:
+                for ref in _node_refs(node):
+                    if isinstance(ref, dict) and (ref.get("config") or {}).get("shape", 0) is None:
+                        shape = shapes.get(TensorRef(*_triple(ref)))
+                        if shape is not None:
+                            ref["config"]["shape"] = list(shape)
+
+    if isinstance(raw, dict):
+        walk(raw, model, None)
 
 
 # -------------------------------------------------------------------------------------- inspect
