@@ -76,8 +76,10 @@ __all__ = [
     "attention_mask",
     "attention_spec",
     "einsum_shapes",
+    "quantization_mode",
     "quantization_problem",
     "softmax_path",
+    "zip_sublayers",
 ]
 
 #: the tensor keyword arguments the reader files as call inputs (``readers.graph.TENSOR_KWARGS``)
@@ -153,24 +155,40 @@ def einsum_shapes(equation: str, bias_axes: str | None, input_shape: Sequence[An
     return kernel, bias, out
 
 
-def quantization_problem(config: Mapping[str, Any]) -> str | None:
-    """Why a (Keras 3) layer config is quantized, None when it is not: its dtype policy names a
-    quantization mode, or it carries a ``quantization_config``."""
+#: what a quantized EinsumDense stores, per mode, in order (Keras 3 ``variable_serialization_spec``)
+_QUANTIZED = {
+    "int8": ("kernel", "bias", "kernel_scale"),
+    "int4": ("kernel", "bias", "kernel_scale", "kernel_zero", "g_idx"),
+    "float8": ("kernel", "bias", "inputs_scale", "inputs_amax_history", "kernel_scale", "kernel_amax_history",
+               "outputs_grad_scale", "outputs_grad_amax_history"),
+    "gptq": ("bias", "quantized_kernel", "kernel_scale", "kernel_zero", "g_idx"),
+    "awq": ("bias", "quantized_kernel", "kernel_scale", "kernel_zero", "awq_scales", "g_idx"),
+}
+
+
+def quantization_mode(config: Mapping[str, Any]) -> str | None:
+    """The quantization mode of a Keras 3 layer config (its dtype policy's ``mode``, or a
+    ``<mode>_from_<dtype>`` policy name), None when it is not quantized."""
     policy = config.get("dtype")
-    name = ""
     if isinstance(policy, dict):
         inner = policy.get("config") or {}
+        mode = inner.get("mode") or inner.get("quantization_mode")
         name = str(inner.get("name") or "")
-        if "Quant" in str(policy.get("class_name") or "") or inner.get("quantization_mode"):
-            return f"quantized ({name or policy.get('class_name')}): its file holds integer kernels and scales"
-    elif isinstance(policy, str):
-        name = policy
-    mode = name.split("_from_")[0] if "_from_" in name else ""
-    if mode:
-        return f"quantized ({mode}): its file holds integer kernels and scales"
-    if config.get("quantization_config"):
-        return "quantized (quantization_config): its file holds integer kernels and scales"
+        if mode or "Quant" in str(policy.get("class_name") or ""):
+            return str(mode or name.split("_from_")[0] or policy.get("class_name"))
+        policy = name
+    if isinstance(policy, str) and "_from_" in policy:
+        return policy.split("_from_")[0]
     return None
+
+
+def quantization_problem(config: Mapping[str, Any]) -> str | None:
+    """Why a (Keras 3) layer config is quantized, None when it is not."""
+    mode = quantization_mode(config)
+    if mode is None and not config.get("quantization_config"):
+        return None
+    return (f"quantized ({mode or 'quantization_config'}): its file holds integer kernels and scales, not the float "
+            "kernel; export the model before quantizing it")
 
 
 def _einsum_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
@@ -184,7 +202,11 @@ def _dims(shape: Sequence[Any] | None) -> tuple[int | None, ...] | None:
 
 
 def _einsum_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
-    """``kernel`` (its shape from the equation), ``bias`` when ``bias_axes`` is set."""
+    """``kernel`` (its shape from the equation), ``bias`` when ``bias_axes`` is set; a quantized
+    layer's stored variables unshaped (so that the file reads, and the call refuses it by name)."""
+    mode = quantization_mode(c)
+    if mode in _QUANTIZED:
+        return [WeightSpec(name) for name in _QUANTIZED[mode] if name != "bias" or c.get("bias_axes")]
     kernel = bias = None
     if shapes and isinstance(shapes[0], tuple):
         kernel_shape, bias_shape, _ = einsum_shapes(c.get("equation"), c.get("bias_axes"), shapes[0], c.get("output_shape"))
@@ -367,16 +389,20 @@ def attention_mask(spec: AttentionSpec, t: int, s: int, *, given: np.ndarray | N
 
 # -- weights, shapes, masks ------------------------------------------------------------------------
 #: where each projection's weights live: the meaning prefix (tf.keras ``.h5`` and Keras 3 ``.h5``
-#: name the sublayers so) -> the group a Keras 3 ``.keras`` archive keeps its ``vars`` in
-SUBLAYERS = {
-    "MultiHeadAttention": {"query": "query_dense", "key": "key_dense", "gate": "_gate_dense", "value": "value_dense",
-                           "attention_output": "output_dense"},
-    "GroupQueryAttention": {"query": "_query_dense", "key": "_key_dense", "gate": "_gate_dense",
-                            "value": "_value_dense", "attention_output": "_output_dense"},
-}
-#: Keras 3 writes GroupedQueryAttention (its Python class) as "GroupQueryAttention" in a
-#: ``.keras`` config and as "GroupedQueryAttention" in an ``.h5`` one; one record each
-SUBLAYERS["GroupedQueryAttention"] = SUBLAYERS["GroupQueryAttention"]
+#: name the sublayers so) -> the group a ``.keras`` archive keeps its ``vars`` in. Keras 3 saves
+#: MultiHeadAttention's under its public properties (``query_dense``), tf.keras under the
+#: attributes (``_query_dense``), as Keras 3 does GroupQueryAttention's.
+SUBLAYERS = {"query": "query_dense", "key": "key_dense", "gate": "gate_dense", "value": "value_dense",
+             "attention_output": "output_dense"}
+_CLASSES = ("MultiHeadAttention", "GroupQueryAttention", "GroupedQueryAttention")
+
+
+def zip_sublayers(class_name: str, config: Mapping[str, Any]) -> dict[str, str]:
+    """Meaning prefix -> ``.keras`` group of each projection of a layer with ``config``. Only
+    tf.keras writes ``query_shape`` (and ``softmax_robust_masking``) into the config, which tells
+    its archives from Keras 3's."""
+    keras3_mha = class_name == "MultiHeadAttention" and "query_shape" not in config and "softmax_robust_masking" not in config
+    return {part: (group if keras3_mha and part != "gate" else f"_{group}") for part, group in SUBLAYERS.items()}
 
 
 def _attention_weights(class_name: str) -> Any:
@@ -448,7 +474,7 @@ _NOT_FOLDED = barrier("attention multiplies projections of its inputs together (
 
 
 @defines("MultiHeadAttention", "GroupQueryAttention", "GroupedQueryAttention", masking="own", mask=_attention_masks,
-         shape={n: _attention_shape(n) for n in SUBLAYERS}, weights={n: _attention_weights(n) for n in SUBLAYERS},
+         shape={n: _attention_shape(n) for n in _CLASSES}, weights={n: _attention_weights(n) for n in _CLASSES},
          fields=_ATTENTION_FIELDS, fold=_NOT_FOLDED,
          notes="masked scores: Keras 3 fast path -0.7*float32 max, Keras 3 scores path -1e9 then zeroed, "
                "tf.keras +(1-mask)*-1e9 in float32 (a fully masked row differs)")
@@ -540,7 +566,7 @@ def _softmax(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return e / np.sum(e, axis=axes, keepdims=True)
 
 
-for _name, _groups in SUBLAYERS.items():  # where a .keras archive keeps each projection (layerspec.weight_parts)
-    CATALOG[_name].extra["sublayers"] = dict(_groups)
+for _name in _CLASSES:  # where a .keras archive keeps each projection (layerspec.weight_parts)
+    CATALOG[_name].extra["sublayers"] = lambda config, _n=_name: zip_sublayers(_n, config)
     if _name != "MultiHeadAttention":  # the archive's group is named after the Python class
         CATALOG[_name].extra["zip_name"] = "grouped_query_attention"
