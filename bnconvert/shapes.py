@@ -59,34 +59,36 @@ def infer_shapes(model: Model, input_shapes: list[Shape] | None = None) -> dict[
         declared = model[ref.layer].config.get("batch_shape") or model[ref.layer].config.get("batch_input_shape")
         given = input_shapes[i] if input_shapes is not None and i < len(input_shapes) else None
         shapes[ref] = tuple(given) if given is not None else (tuple(declared) if declared else None)
-    # Each layer runs once all the tensors of all its calls are known, earliest in the config
-    # first (a heap of positions): linear in the graph's size, whatever the order of the config.
-    # A layer waiting for a tensor nobody produces (or for itself) is never run.
-    missing: dict[int, int] = {}
-    waiting: dict[TensorRef, list[int]] = {}
-    ready: list[int] = []
+    # Each call runs once all its tensors are known, earliest in the config first (a heap of
+    # (position, call)): linear in the graph's size, whatever the order of the config. A shared
+    # layer's later call may read what its earlier call made (ReversibleEmbedding's reverse call
+    # on the output of layers after its forward call). A call waiting for a tensor nobody
+    # produces (or for itself) is never run.
+    missing: dict[tuple[int, int], int] = {}
+    waiting: dict[TensorRef, list[tuple[int, int]]] = {}
+    ready: list[tuple[int, int]] = []
     for i, layer in enumerate(model.layers):
-        if not layer.calls:
-            continue
-        need = {ref for call in layer.calls for ref in call if ref not in shapes}
-        missing[i] = len(need)
-        for ref in need:
-            waiting.setdefault(ref, []).append(i)
-        if not need:
-            ready.append(i)
-    while ready:
-        layer = model.layers[heapq.heappop(ready)]
-        made: list[tuple[TensorRef, Shape | None]] = []
         for k, call in enumerate(layer.calls):
-            ins = [shapes[r] for r in call]
-            if any(s is None for s in ins):
-                made.append((TensorRef(layer.name, k, 0), None))
-            elif layer.model is not None:
-                inner = infer_shapes(layer.model, ins)
-                made += [(TensorRef(layer.name, k, j), inner.get(out)) for j, out in enumerate(layer.model.outputs)]
-            else:
-                outs = layer_output_shapes(layer, ins, k) or [None]
-                made += [(TensorRef(layer.name, k, j), s) for j, s in enumerate(outs)]
+            need = {ref for ref in call if ref not in shapes}
+            missing[i, k] = len(need)
+            for ref in need:
+                waiting.setdefault(ref, []).append((i, k))
+            if not need:
+                ready.append((i, k))
+    heapq.heapify(ready)
+    while ready:
+        i, k = heapq.heappop(ready)
+        layer = model.layers[i]
+        ins = [shapes[r] for r in layer.calls[k]]
+        made: list[tuple[TensorRef, Shape | None]] = []
+        if any(s is None for s in ins):
+            made.append((TensorRef(layer.name, k, 0), None))
+        elif layer.model is not None:
+            inner = infer_shapes(layer.model, ins)
+            made += [(TensorRef(layer.name, k, j), inner.get(out)) for j, out in enumerate(layer.model.outputs)]
+        else:
+            outs = layer_output_shapes(layer, ins, k) or [None]
+            made += [(TensorRef(layer.name, k, j), s) for j, s in enumerate(outs)]
         for ref, shape in made:
             shapes[ref] = shape
             for j in waiting.pop(ref, ()):
