@@ -166,7 +166,7 @@ ARGS = {"Dense": (1,), "Reshape": ((1,),), "Permute": ((1,),), "RepeatVector": (
         "DepthwiseConv2D": (1,), "Dropout": (0.1,), "SpatialDropout1D": (0.1,), "SpatialDropout2D": (0.1,),
         "SpatialDropout3D": (0.1,), "GaussianNoise": (0.1,), "GaussianDropout": (0.1,), "AlphaDropout": (0.1,),
         "Activation": ("relu",), "AveragePooling1D": (2,), "AveragePooling2D": (2,), "AveragePooling3D": (2,),
-        "LocallyConnected1D": (1, 1), "LocallyConnected2D": (1, 1),
+        "LocallyConnected1D": (1, 1), "LocallyConnected2D": (1, 1), "Dot": (1,),
         # preprocessing and adaptive pooling (tests/catalog/test_preprocessing.py)
         "Resizing": (2, 2), "CenterCrop": (2, 2), "RandomCrop": (2, 2), "RandomRotation": (0.1,), "RandomZoom": (0.1,),
         "RandomTranslation": (0.1, 0.1), "RandomContrast": (0.1,), "RandomBrightness": (0.1,), "RandomHeight": (0.1,),
@@ -185,10 +185,11 @@ def supports_masking(K, names):
         cls = getattr(L, name, None)
         if cls is None or name == "InputLayer":
             continue
-        if name in ("RNN", "Bidirectional", "TimeDistributed", "Embedding"):  # Embedding: masks only with mask_zero
+        if name in ("RNN", "Bidirectional", "TimeDistributed", "Embedding", "ReversibleEmbedding"):  # masks only with mask_zero
             layer = {"RNN": lambda: L.RNN(L.LSTMCell(1)), "Bidirectional": lambda: L.Bidirectional(L.LSTM(1)),
                      "TimeDistributed": lambda: L.TimeDistributed(L.Dense(1)),
-                     "Embedding": lambda: L.Embedding(2, 2, mask_zero=True)}[name]()
+                     "Embedding": lambda: L.Embedding(2, 2, mask_zero=True),
+                     "ReversibleEmbedding": lambda: L.ReversibleEmbedding(2, 2, mask_zero=True)}[name]()
         else:
             layer = cls(*ARGS.get(name, ()))
         out[name] = bool(layer.supports_masking)
