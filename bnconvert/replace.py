@@ -55,6 +55,9 @@ MAX_CHAIN = 8
 #: the largest replacements file read (JSON or YAML)
 MAX_FILE_BYTES = 1 << 20
 _SPEC_KEYS = frozenset({"class_name", "config", "module", "registered_name"})
+#: config keys Keras 3's ``from_config`` reads without a default (Rescaling deserializes its
+#: ``scale`` and ``offset`` by key): written into a replacement's entry when the user left them out
+_KERAS3_REQUIRED = {"Rescaling": {"scale": 1.0, "offset": 0.0}}
 #: classes no replacement may be: they run code, hold a model, or are the model's inputs
 _NOT_REPLACEMENTS = frozenset({"Lambda", "InputLayer", *MODEL_CLASSES})
 
@@ -421,6 +424,11 @@ def _apply(model: Model, prefix: str, plan: dict[str, tuple[str, Replacement]],
         _, r = plan[path]
         in_shapes = [shapes.get(ref) for ref in (layer.calls[0] if layer.calls else [])]
         wanted = list(declared.get(path, []))
+        record = catalog().get(layer.class_name)
+        if layer.class_name != "Lambda" and record is not None and record.shape is not None:
+            known = shapes.get(TensorRef(layer.name, 0, 0))  # a class bnconvert knows: its shape is the file's
+            if known is not None:
+                wanted.append(known)
         output_shape = layer.config.get("output_shape") if layer.class_name == "Lambda" else None
         if isinstance(output_shape, (list, tuple)) and all(d is None or isinstance(d, int) for d in output_shape):
             wanted.append((None, *output_shape))
@@ -538,6 +546,8 @@ def _entries(entry: dict[str, Any], r: Replacement, names: list[str], sequential
             config.update({k: old[k] for k in ("batch_input_shape", "batch_shape", "input_shape", "input_dim")
                            if old.get(k) is not None and k not in config})
         new: dict[str, Any] = {"class_name": spec["class_name"], "config": config}
+        for key, value in _KERAS3_REQUIRED.get(spec["class_name"], {}).items():
+            config.setdefault(key, value)
         if keras3:
             new = {"module": "keras.layers", **new, "registered_name": None}
             if j == 0 and "build_config" in entry:

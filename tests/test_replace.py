@@ -26,6 +26,7 @@ from bnconvert.replace import (
     parse_replace_option,
 )
 
+from .conftest import FIXTURES
 from .replace_keras import CARND, CUSTOM, LAMBDA_SPEC, expected, rel_error
 
 LAMBDA = "lambda=" + json.dumps(LAMBDA_SPEC)
@@ -193,3 +194,19 @@ def test_fold_with_a_chain_holding_weights_writes_a_file_keras_loads(which: str,
                     "ScaleShift": {"class_name": "LayerNormalization", "config": {"axis": -1}}}
     report = bnconvert.fold_file(CUSTOM[which], tmp_path / f"f{CUSTOM[which].suffix}", replacements=replacements)
     assert report.check["passed"] and report.check["checked"]["kind"] == "keras", report.check
+
+
+@pytest.mark.parametrize("name", ["k3_functional.keras", "tfk_functional.h5"])
+def test_nested_paths(name: str, tmp_path) -> None:
+    """A layer of a nested model named by its path, replaced by a chain; a replacement of a known
+    class must keep its output shape (a Conv2D 'same' replaced by a 'valid' one is refused)."""
+    path = FIXTURES / name
+    chain = [{"class_name": "Activation", "config": {"activation": "relu"}},
+             {"class_name": "Rescaling", "config": {"scale": 2.0}}]
+    report = bnconvert.fold_file(path, tmp_path / f"f{path.suffix}", replacements={"inner_fn/inner_relu": chain})
+    assert report.check["passed"] and report.check["checked"]["kind"] == "keras", report.check
+    inner = bnconvert.load(tmp_path / f"f{path.suffix}")["inner_fn"].model
+    assert [layer.class_name for layer in inner.layers][-2:] == ["Activation", "Rescaling"]
+    conv = {"class_name": "Conv2D", "config": {"filters": 4, "kernel_size": 3}}
+    with pytest.raises(BnconvertError, match=r"'inner_seq/inner_conv' \(Conv2D\): the replacement gives"):
+        apply_replacements(bnconvert.load(path), {"inner_seq/inner_conv": conv})
