@@ -46,12 +46,15 @@ from .activations import (
     softmax,
     softplus,
 )
-from .facts import CALL_KWARGS, Shape, broadcast, no_weights
+from .facts import CALL_KWARGS, Shape, broadcast, conv_output_length, no_weights
 from .operations import index_shape, normalise_index, reshape_target
+from .pooling import pool_nd
+from .preprocessing import RESIZE_METHODS, ResizePlan
 from .record import CallContext, declares, defines
 from .util import f64
 
-__all__ = ["PARAMETERS", "TF_OPS", "Operand", "TfOpProblem", "bind", "cast_kind", "op_args_of", "tf_function"]
+__all__ = ["PARAMETERS", "TF_OPS", "Operand", "TfOpProblem", "bind", "block_size", "cast_kind", "norm_order", "op_args_of",
+           "pool_window", "resize_plan", "tf_function", "vector_norm"]
 
 
 class TfOpProblem(Exception):
@@ -118,6 +121,15 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "nn.bias_add": ("value", "bias", "data_format", "name"),
     "ones_like": ("input", "dtype", "name"), "zeros_like": ("input", "dtype", "name"),
     "identity": ("input", "name"),
+    "stop_gradient": ("input", "name"),
+    "image.resize": ("images", "size", "method", "preserve_aspect_ratio", "antialias", "name"),
+    "nn.depth_to_space": ("input", "block_size", "data_format", "name"),
+    "nn.space_to_depth": ("input", "block_size", "data_format", "name"),
+    "norm": ("tensor", "ord", "axis", "keepdims", "name", "keep_dims"),
+    "math.reduce_euclidean_norm": _REDUCE,
+    "linalg.normalize": ("tensor", "ord", "axis", "name"),
+    **{f"nn.{kind}_pool{n}": ("input", "ksize", "strides", "padding", "data_format", "name")
+       for kind in ("avg", "max") for n in ("1d", "2d", "3d")},
     "einsum": ("equation", "inputs", "name"),
 }
 
@@ -289,6 +301,7 @@ _REDUCE_OPS: dict[str, Callable[..., np.ndarray]] = {
     "math.reduce_any": lambda x, axis, keepdims: np.any(x != 0, axis=axis, keepdims=keepdims),
     "math.reduce_all": lambda x, axis, keepdims: np.all(x != 0, axis=axis, keepdims=keepdims),
     "math.reduce_logsumexp": lambda x, axis, keepdims: _logsumexp(x, axis, keepdims),
+    "math.reduce_euclidean_norm": lambda x, axis, keepdims: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims)),
 }
 
 
@@ -411,9 +424,96 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
         return [x + bias]
     if function in ("ones_like", "zeros_like"):
         return [np.full(x.shape, 1.0 if function == "ones_like" else 0.0)]
-    if function == "identity":
+    if function in ("identity", "stop_gradient"):
         return [x]
+    if function == "image.resize":
+        return [resize_plan(a, x.shape).apply(x)]
+    if function in ("nn.depth_to_space", "nn.space_to_depth"):
+        return [_depth_space(function, x, a)]
+    if function in ("norm", "linalg.normalize"):
+        norm = vector_norm(x, a.get("ord", "euclidean"), a.get("axis"),
+                           keepdims=function == "linalg.normalize" or bool(a.get("keepdims") or a.get("keep_dims")))
+        return [x / norm, norm] if function == "linalg.normalize" else [norm]
+    if function.startswith(("nn.avg_pool", "nn.max_pool")):
+        size, strides, padding = pool_window(a, x.ndim - 2)
+        return [pool_nd(x, size, strides, padding, "max" if "max" in function else "avg")]
     raise TfOpProblem(f"no float64 semantics for tf.{function}")
+
+
+def resize_plan(a: dict[str, Any], shape: Shape) -> ResizePlan:
+    """``tf.image.resize`` of images ``shape`` (N, H, W, C), as the Resizing layer (which calls it)."""
+    if len(shape) != 4 or not all(_known(d) for d in shape[1:3]):
+        raise TfOpProblem(f"tf.image.resize of a tensor of shape {shape}: a batch of images of known size is supported")
+    if a.get("preserve_aspect_ratio"):
+        raise TfOpProblem("preserve_aspect_ratio=True is not supported")
+    method = str(a.get("method", "bilinear"))
+    if method not in RESIZE_METHODS:
+        raise TfOpProblem(f"method {method!r} is not one of {RESIZE_METHODS}")
+    h, w = _dims(a.get("size"), "size")
+    return ResizePlan(size=(shape[1], shape[2]), target=(h, w), method=method, antialias=bool(a.get("antialias")))
+
+
+def _depth_space(function: str, x: np.ndarray, a: dict[str, Any]) -> np.ndarray:
+    """``tf.nn.depth_to_space`` / ``space_to_depth`` (NHWC): output channel ``(i * bs + j) * C + c``."""
+    bs = block_size(a)
+    n, h, w, c = x.shape
+    if function == "nn.depth_to_space":
+        y = x.reshape(n, h, w, bs, bs, c // (bs * bs)).transpose(0, 1, 3, 2, 4, 5)
+        return y.reshape(n, h * bs, w * bs, c // (bs * bs))
+    y = x.reshape(n, h // bs, bs, w // bs, bs, c).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, h // bs, w // bs, bs * bs * c)
+
+
+def block_size(a: dict[str, Any]) -> int:
+    """The ``block_size`` of depth_to_space/space_to_depth; only NHWC is supported."""
+    if a.get("data_format", "NHWC") != "NHWC":
+        raise TfOpProblem(f"data_format {a.get('data_format')!r} is not supported")
+    bs = a.get("block_size")
+    if not isinstance(bs, int) or isinstance(bs, bool) or bs < 2:
+        raise TfOpProblem(f"block_size {bs!r} is not an integer >= 2")
+    return bs
+
+
+def norm_order(order: Any) -> float:
+    """``ord`` of ``tf.norm``: 2 for 'euclidean'/'fro', a positive number, or infinity."""
+    if order in ("euclidean", "fro", None):
+        return 2.0
+    if isinstance(order, (int, float)) and not isinstance(order, bool) and order > 0:
+        return float(order)
+    raise TfOpProblem(f"ord {order!r} is not 'euclidean', 'fro' or a positive number")
+
+
+def vector_norm(x: np.ndarray, order: Any, axis: Any, *, keepdims: bool) -> np.ndarray:
+    """``tf.norm`` over ``axis`` (None: every axis); a number ``ord`` over one axis at most."""
+    p = norm_order(order)
+    axes = _axes(axis, x.ndim)
+    if p != 2.0 and axes is not None and len(axes) > 1:
+        raise TfOpProblem(f"ord {order!r} over {len(axes)} axes (a matrix norm) is not supported")
+    over = None if axes is None else tuple(axes)
+    if p == math.inf:
+        return np.max(np.abs(x), axis=over, keepdims=keepdims)
+    return np.sum(np.abs(x) ** p, axis=over, keepdims=keepdims) ** (1.0 / p)
+
+
+def pool_window(a: dict[str, Any], n: int) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+    """``(ksize, strides, padding)`` of ``tf.nn.*_pool*`` over ``n`` spatial axes (channels last)."""
+    if a.get("data_format") not in (None, "NWC", "NHWC", "NDHWC"):
+        raise TfOpProblem(f"data_format {a.get('data_format')!r} is not supported")
+    padding = a.get("padding")
+    if padding not in ("VALID", "SAME"):
+        raise TfOpProblem(f"padding {padding!r} is not 'VALID' or 'SAME'")
+
+    def window(value: Any, what: str) -> tuple[int, ...]:
+        items = _dims(value, what)
+        if len(items) == n + 2:
+            items = items[1:-1]
+        if len(items) == 1:
+            items = items * n
+        if len(items) != n or min(items) < 1:
+            raise TfOpProblem(f"{what} {value!r} does not give {n} window sizes")
+        return tuple(items)
+
+    return window(a.get("ksize"), "ksize"), window(a.get("strides"), "strides"), padding.lower()
 
 
 # -- shapes --------------------------------------------------------------------------------------
@@ -436,7 +536,7 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         return [broadcast([_const_shape(a["x"]), _const_shape(a["y"])])]
     if function in _UNARY_OPS or function in ("nn.leaky_relu", "nn.gelu", "nn.silu", "nn.softmax", "nn.log_softmax",
                                               "math.l2_normalize", "math.cumsum", "ones_like", "zeros_like",
-                                              "identity", "cast", "nn.bias_add", "reverse"):
+                                              "identity", "stop_gradient", "cast", "nn.bias_add", "reverse"):
         return [_const_shape(_first(a))]
     if function == "clip_by_value":
         return [broadcast([_const_shape(a[k]) for k in ("t", "clip_value_min", "clip_value_max")])]
@@ -509,6 +609,29 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         rows = shape[-1] if ta else shape[-2]
         cols = b[-2] if tb else b[-1]
         return [(*broadcast([shape[:-2], b[:-2]]), rows, cols)]
+    if function == "image.resize":
+        h, w = _dims(a.get("size"), "size")
+        resize_plan(a, shape)
+        return [(shape[0], h, w, shape[3])]
+    if function in ("nn.depth_to_space", "nn.space_to_depth"):
+        bs = block_size(a)
+        n, h, w, c = shape
+        if function == "nn.depth_to_space":
+            return [(n, h * bs if _known(h) else None, w * bs if _known(w) else None, c // (bs * bs) if _known(c) else None)]
+        return [(n, h // bs if _known(h) else None, w // bs if _known(w) else None, c * bs * bs if _known(c) else None)]
+    if function in ("norm", "linalg.normalize"):
+        norm_order(a.get("ord", "euclidean"))
+        axes = _axes(a.get("axis"), rank)
+        axes = list(range(rank)) if axes is None else axes
+        if function == "linalg.normalize":
+            return [shape, tuple(1 if i in axes else d for i, d in enumerate(shape))]
+        keep = bool(a.get("keepdims") or a.get("keep_dims"))
+        return [tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
+                else tuple(d for i, d in enumerate(shape) if i not in axes)]
+    if function.startswith(("nn.avg_pool", "nn.max_pool")):
+        size, strides, padding = pool_window(a, rank - 2)
+        return [(shape[0], *(conv_output_length(d, k, padding, s) for d, k, s in zip(shape[1:-1], size, strides)),
+                 shape[-1])]
     raise TfOpProblem(f"no shape rule for tf.{function}")
 
 

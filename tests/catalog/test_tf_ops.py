@@ -37,7 +37,7 @@ TOLERANCE = 1e-5
 
 #: the cases tf-keras builds: name -> file (the .keras one is tf-keras' own zip format)
 CASES = {"elementwise": "elementwise.h5", "unary": "unary.h5", "reductions": "reductions.h5", "shapes": "shapes.h5",
-         "slicing": "slicing.h5", "image": "image.h5", "image_zip": "image_zip.keras"}
+         "slicing": "slicing.h5", "image": "image.h5", "image_zip": "image_zip.keras", "images": "images.h5"}
 #: files bnconvert must refuse, and the words the one-line reason must hold
 REFUSED = {"cumprod": ("'tf.math.cumprod'",), "dynamic_reshape": ("'tf.compat.v1.shape'", "tf.shape")}
 
@@ -118,6 +118,23 @@ def image():
             L.Conv2D(2, 1)(tf.transpose(c, [0, 2, 1, 3])), tf.nn.softmax(d, axis=-1), tf.squeeze(tf.reduce_max(f, 1, keepdims=True), 1)]
     return [i], outs
 
+def images():
+    i = tf_keras.Input((6, 6, 8), name="image")
+    c = L.Conv2D(8, 1)(i)
+    mean, variance = tf.nn.moments(c, axes=[1, 2])
+    unit, length = tf.linalg.normalize(c, axis=-1)
+    outs = [tf.image.resize(c, (9, 12)), tf.image.resize(c, (4, 3), method="nearest"),
+            tf.image.resize(c, (8, 5), method="bicubic"), tf.image.resize(c, (4, 4), method="area"),
+            tf.image.resize(c, (3, 4), antialias=True), tf.nn.depth_to_space(c, 2), tf.nn.space_to_depth(c, 2),
+            L.Conv2D(2, 1)(tf.nn.depth_to_space(c, 2)), tf.norm(c, axis=-1), tf.norm(c, ord=1, axis=2, keepdims=True),
+            tf.norm(c, ord=np.inf, axis=1), tf.norm(c, ord=3, axis=-1), tf.norm(c, axis=[1, 2]),
+            tf.math.reduce_euclidean_norm(c, axis=-1), unit, length, mean, variance,
+            tf.nn.avg_pool2d(c, 3, 2, "SAME"), tf.nn.max_pool2d(c, 2, 2, "VALID"), tf.nn.max_pool2d(c, [1, 3, 3, 1], 1, "SAME"),
+            tf.nn.avg_pool1d(tf.reshape(c, (-1, 36, 8)), 4, 3, "VALID"), tf.nn.max_pool1d(tf.reshape(c, (-1, 36, 8)), 3, 2, "SAME"),
+            tf.nn.avg_pool3d(tf.reshape(c, (-1, 6, 6, 2, 4)), [2, 3, 1], 2, "SAME"),
+            tf.nn.max_pool3d(tf.reshape(c, (-1, 6, 6, 2, 4)), 2, [1, 2, 1], "VALID"), tf.stop_gradient(c)]
+    return [i], outs
+
 def refused_cumprod():
     x, y = two()
     return [x, y], [tf.math.cumprod(x, axis=1)]
@@ -127,7 +144,7 @@ def refused_dynamic_reshape():
     return [x, y], [tf.reshape(x, [tf.shape(x)[0], -1])]
 
 BUILDERS = {"elementwise": elementwise, "unary": unary, "reductions": reductions, "shapes": shapes,
-            "slicing": slicing, "image": image, "cumprod": refused_cumprod, "dynamic_reshape": refused_dynamic_reshape}
+            "slicing": slicing, "image": image, "images": images, "cumprod": refused_cumprod, "dynamic_reshape": refused_dynamic_reshape}
 rng = np.random.default_rng(0)
 done = {}
 for name, build in BUILDERS.items():

@@ -25,15 +25,21 @@ from ...catalog.tf_ops import (
     TF_OPS,
     TfOpProblem,
     bind,
+    block_size,
     cast_kind,
+    norm_order,
     op_args_of,
+    pool_window,
+    resize_plan,
     tf_function,
 )
 from ...model import resolve_args
 from ..builder import Builder, Call, Tensor
-from ..layout import Perm, identity, position
+from ..layout import Perm, channels_first, identity, position
 from ..registry import converts, refuse
+from .conv import window_pads
 from .merge import common_layout
+from .preprocessing import _apply_plan as apply_resize_plan
 
 __all__ = ["tf_operation"]
 
@@ -133,7 +139,7 @@ def _elementwise(e: _Emit, function: str, a: dict[str, Any]) -> Tensor | None:
         return e.out(floor, perm)
     unary = function in _UNARY or function in (
         "math.square", "math.rsqrt", "math.log1p", "math.expm1", "math.logical_not", "nn.relu6", "nn.leaky_relu",
-        "nn.gelu", "nn.silu", "identity", "ones_like", "zeros_like", "cast")
+        "nn.gelu", "nn.silu", "identity", "stop_gradient", "ones_like", "zeros_like", "cast")
     if not unary:
         return None
     t: Tensor = next(iter(a.values()))
@@ -141,7 +147,7 @@ def _elementwise(e: _Emit, function: str, a: dict[str, Any]) -> Tensor | None:
     if function in _UNARY:
         attrs = {"alpha": 1.0} if function == "nn.elu" else {}
         return e.out(e.node(_UNARY[function], [x], **attrs), perm)
-    if function == "identity":
+    if function in ("identity", "stop_gradient"):
         return t
     if function == "math.square":
         y = e.node("Mul", [x, x])
@@ -206,6 +212,9 @@ def _reduction(e: _Emit, function: str, a: dict[str, Any]) -> Tensor:
     b = e.b
     if function in _REDUCE:
         return e.out(b.reduce(_REDUCE[function], x, axes, keepdims=keep, name=e.name))
+    if function == "math.reduce_euclidean_norm":
+        return e.out(e.node("Sqrt", [b.reduce("ReduceSum", e.node("Mul", [x, x], "squares"), axes, keepdims=keep,
+                                              name=e.sub("sum"))]))
     if function in ("math.reduce_any", "math.reduce_all"):
         flags = e.floats(e.bools(x))
         op = "ReduceMax" if function == "math.reduce_any" else "ReduceMin"
@@ -402,7 +411,54 @@ def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
             raise refuse(e.call, f"data_format {a.get('data_format')!r} is not supported")
         perm, (v, bias) = _operands(e, [t, a["bias"]])
         return [e.out(e.node("Add", [v, bias]), perm)]
+    if function == "image.resize":
+        try:
+            plan = resize_plan(a, t.shape)
+        except TfOpProblem as exc:
+            raise refuse(e.call, str(exc)) from None
+        return [apply_resize_plan(b, e.call, plan)]
+    if function in ("nn.depth_to_space", "nn.space_to_depth"):
+        bs = block_size(a)
+        op = "DepthToSpace" if function == "nn.depth_to_space" else "SpaceToDepth"
+        attrs = {"mode": "DCR"} if op == "DepthToSpace" else {}  # TensorFlow's channel order
+        y = e.node(op, [b.spatial_view(t, "channels_last")], blocksize=bs, **attrs)
+        return [e.out(y, channels_first(4))]
+    if function in ("norm", "linalg.normalize"):
+        return _norm(e, function, t, a)
+    if function.startswith(("nn.avg_pool", "nn.max_pool")):
+        size, strides, padding = pool_window(a, rank - 2)
+        attrs = window_pads(e.call, list(t.shape[1:-1]), list(size), list(strides), [1] * len(size), padding)
+        is_max = "max" in function
+        if not is_max:
+            attrs["count_include_pad"] = 0
+        y = e.node("MaxPool" if is_max else "AveragePool", [b.spatial_view(t, "channels_last")],
+                   kernel_shape=list(size), strides=list(strides), **attrs)
+        return [e.out(y, channels_first(rank))]
     raise refuse(e.call, f"tf.{function} has no ONNX emission")
+
+
+def _norm(e: _Emit, function: str, t: Tensor, a: dict[str, Any]) -> list[Tensor]:
+    """``tf.norm`` (and ``tf.linalg.normalize``: the tensor over its norm, and the norm)."""
+    b, x = e.b, e.keras(t)
+    p = norm_order(a.get("ord", "euclidean"))
+    axes = _axes(a.get("axis"), t.rank)
+    keep = function == "linalg.normalize" or bool(a.get("keepdims") or a.get("keep_dims"))
+    magnitude = e.node("Abs", [x], "abs")
+    name = e.sub("norm") if function == "linalg.normalize" else e.name
+    if p == np.inf:
+        norm = b.reduce("ReduceMax", magnitude, axes, keepdims=keep, name=name)
+    elif p == 2.0:
+        norm = e.node("Sqrt", [b.reduce("ReduceSum", e.node("Mul", [x, x], "squares"), axes, keepdims=keep,
+                                        name=e.sub("sum"))], "norm" if function == "linalg.normalize" else None)
+    elif p == 1.0:
+        norm = b.reduce("ReduceSum", magnitude, axes, keepdims=keep, name=name)
+    else:
+        powered = e.node("Pow", [magnitude, e.scalar(p, "ord")], "powered")
+        total = b.reduce("ReduceSum", powered, axes, keepdims=keep, name=e.sub("sum"))
+        norm = e.node("Pow", [total, e.scalar(1.0 / p, "inverse_ord")], "norm" if function == "linalg.normalize" else None)
+    if function == "norm":
+        return [e.out(norm)]
+    return [e.out(e.node("Div", [x, norm])), e.out(e.node("Identity", [norm], "norm_out"), i=1)]
 
 
 @converts(*(f"tf.{f}" for f in TF_OPS))
