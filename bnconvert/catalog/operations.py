@@ -74,7 +74,7 @@ def _act(name: str) -> Callable[[np.ndarray], np.ndarray]:
 
 #: unary element-wise operations without parameters
 UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "negative": np.negative, "abs": np.abs, "absolute": np.abs, "sqrt": lambda x: np.sqrt(f64(x)),
+    "negative": np.negative, "absolute": np.abs, "sqrt": lambda x: np.sqrt(f64(x)),
     "square": np.square, "exp": lambda x: np.exp(f64(x)), "log": lambda x: np.log(f64(x)),
     "log1p": lambda x: np.log1p(f64(x)), "expm1": lambda x: np.expm1(f64(x)), "sin": lambda x: np.sin(f64(x)),
     "cos": lambda x: np.cos(f64(x)), "tan": lambda x: np.tan(f64(x)), "tanh": lambda x: np.tanh(f64(x)),
@@ -221,8 +221,14 @@ def arg_reduction(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[
 
 
 # -- products ---------------------------------------------------------------------------------
+def _operand_shapes(config: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    """The shapes of the call's positional operands, constants (``ops.ones((6, 3))``) included."""
+    args, _ = op_args(config)
+    return [tuple(shapes[a.index]) if isinstance(a, TensorArg) else np.shape(a) for a in args]
+
+
 def _matmul_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
-    a, b = shapes[:2]
+    a, b = _operand_shapes(c, shapes)[:2]
     if len(a) < 2 or len(b) < 2:
         raise ValueError("matmul of a vector")
     batch = broadcast([a[:-2], b[:-2]]) if a[:-2] or b[:-2] else ()

@@ -124,6 +124,43 @@ _KERAS_OP_NAMES = {
 }
 #: tf.keras layers that call the TensorFlow function their config names
 _TF_OP_LAYERS = frozenset({"TFOpLambda", "SlicingOpLambda"})
+#: the operation classes of Keras 3.15 (``keras.src.ops``): how a Keras 3 ``.h5`` file, whose
+#: config entries have no ``module``, tells an operation layer from a Keras layer
+_KERAS3_OPERATIONS = frozenset("""
+    Abs Absolute AdaptiveAveragePool AdaptiveMaxPool Add All AllClose Amax Amin Angle Any Append
+    Arange Arccos Arccosh Arcsin Arcsinh Arctan Arctan2 Arctanh Argmax Argmin Argpartition Argsort
+    Array ArraySplit AssociativeScan Average AveragePool BatchNorm BinaryCrossentropy Bincount
+    BitwiseAnd BitwiseInvert BitwiseLeftShift BitwiseNot BitwiseOr BitwiseRightShift BitwiseXor
+    BroadcastTo CDist CTCDecode CTCLoss Cast CategoricalCrossentropy Cbrt Ceil Celu Cholesky
+    CholeskyInverse Clip Concatenate Cond Conj Conjugate Conv ConvTranspose ConvertToTensor Copy
+    Corrcoef Correlate Cos Cosh CountNonzero Cross Cumprod Cumsum Deg2rad DepthToSpace DepthwiseConv
+    Det Diag Diagflat Diagonal Diff Digitize Divide DivideNoNan Dot DotProductAttention Dsplit
+    Dstack Eig Eigh Einsum Elu EmptyLike Equal Erf Erfc Erfinv Exp Exp2 ExpandDims Expm1
+    ExtractSequences FFT FFT2 Fabs Flip Fliplr Flipud Floor FloorDivide Fmax Fmin Fmod Fold ForiLoop
+    Full FullLike Gcd Gelu Geomspace GetItem Glu Greater GreaterEqual HardShrink HardSigmoid
+    HardSilu HardTanh Heaviside Histogram Hsplit Hstack Hypot I0 IFFT2 IRFFT ISTFT Imag InTopK Inner
+    Inv IsIn Isclose Isfinite Isinf Isnan Isneginf Isposinf Isreal JVP Kron LayerNorm Lcm Ldexp
+    LeakyRelu LeftShift Less LessEqual Linspace Log Log10 Log1p Log2 LogSigmoid LogSoftmax Logaddexp
+    Logaddexp2 Logdet LogicalAnd LogicalNot LogicalOr LogicalXor Logspace Logsumexp Lstsq LuFactor
+    Map Matmul MatrixRank Max MaxPool Maximum Mean Median Meshgrid Min Minimum Mod Moments Moveaxis
+    MultiHot Multiply NanToNum Nanargmax Nanargmin Nancumprod Nancumsum Nanmax Nanmean Nanmedian
+    Nanmin Nanpercentile Nanprod Nanquantile Nanstd Nansum Nanvar Ndim Negative Nextafter Nonzero
+    Norm Normalize NotEqual OneHot OnesLike Outer PSNR Pad Percentile Pinv Polar Power Prod Ptp Qr
+    Quantile RFFT RMSNorm Rad2deg Ravel Real Reciprocal Relu Relu6 Repeat Reshape RightShift Roll
+    Rot90 Round Rsqrt STFT SVD SaturateCast Scan Scatter ScatterUpdate SearchSorted SegmentMax
+    SegmentMin SegmentProd SegmentReduction SegmentSum Select Selu SeparableConv Sigmoid Sign
+    Signbit Silu Sin Sinc Sinh Size Slice SliceUpdate Slogdet SoftShrink Softmax Softplus Softsign
+    Solve SolveTriangular Sort SpaceToDepth SparseCategoricalCrossentropy SparsePlus SparseSigmoid
+    Sparsemax Split Sqrt Square Squareplus Squeeze Stack Std StopGradient Subtract Sum Swapaxes
+    Switch Take TakeAlongAxis Tan Tanh TanhShrink Tensordot Threshold Tile TopK Trace Transpose
+    Trapezoid Tril Triu TrueDivide Trunc Unfold Unique UnravelIndex Unstack Vander Var Vdot
+    VectorizedMap View ViewAsComplex ViewAsReal Vsplit Vstack Where WhileLoop ZerosLike
+""".split())  # noqa: SIM905 - a word list reads better than 318 quoted names
+#: the image operations among them (``keras.ops.image.*``)
+_KERAS3_IMAGE_OPERATIONS = frozenset("""
+    AffineTransform CropImages ElasticTransform ExtractPatches GaussianBlur HSVToRGB MapCoordinates
+    PadImages PerspectiveTransform RGBToGrayscale RGBToHSV Resize SSIM ScaleAndTranslate SobelEdges
+""".split())  # noqa: SIM905
 
 
 def _snake_case(name: str) -> str:
@@ -139,10 +176,12 @@ def operation_name(entry: dict[str, Any]) -> str | None:
     ``TFOpLambda`` whose ``function`` is ``math.reduce_mean`` (a leading ``compat.v1.`` dropped)."""
     cls = entry.get("class_name")
     module = entry.get("module")
-    if isinstance(module, str) and module.startswith(("keras.src.ops", "keras.ops")) and isinstance(cls, str):
-        name = _KERAS_OP_NAMES.get(cls)
+    keras3 = isinstance(module, str) and module.startswith(("keras.src.ops", "keras.ops"))
+    if keras3 or (module is None and _keras3_h5_operation(entry)):
+        name = _KERAS_OP_NAMES.get(cls)  # type: ignore[arg-type]
         if name is None:
-            name = ("image." if module.endswith(".image") else "") + _snake_case(cls)
+            image = module.endswith(".image") if isinstance(module, str) else cls in _KERAS3_IMAGE_OPERATIONS
+            name = ("image." if image else "") + _snake_case(cls)  # type: ignore[arg-type]
         return f"keras.ops.{name}"
     if cls in _TF_OP_LAYERS:
         cfg = entry.get("config")
@@ -150,6 +189,28 @@ def operation_name(entry: dict[str, Any]) -> str | None:
         if isinstance(function, str) and function:
             return "tf." + function.removeprefix("compat.v1.")
     return None
+
+
+def _keras3_h5_operation(entry: dict[str, Any]) -> bool:
+    """Whether a config entry without ``module`` is a Keras 3 operation layer, as Keras 3 writes
+    them into ``.h5`` files: an operation class, a Keras 3 call (``{"args": ...}``) and a config
+    without a layer's ``trainable``; for the names merge layers share (``Add``, ``Concatenate``),
+    not called on one list of tensors as a merge layer is (``Add()([x, y])``)."""
+    cls, cfg, nodes = entry.get("class_name"), entry.get("config"), entry.get("inbound_nodes")
+    if cls not in _KERAS3_OPERATIONS or not isinstance(cfg, dict) or "trainable" in cfg or not isinstance(nodes, list):
+        return False
+    calls = [n for n in nodes if isinstance(n, dict)]
+    if not calls or len(calls) != len(nodes):
+        return False
+    if cls in _MERGE_NAMES:  # keras.ops.add(x, y) takes two arguments, Add()([x, y]) one list
+        return not any(isinstance(n.get("args"), list) and len(n["args"]) == 1 and isinstance(n["args"][0], list)
+                       for n in calls)
+    return True
+
+
+#: merge layers whose class names are also operation classes (``Concatenate`` is told by ``trainable`` alone:
+#: ``keras.ops.concatenate`` takes a list too)
+_MERGE_NAMES = frozenset({"Add", "Average", "Dot", "Maximum", "Minimum", "Multiply", "Subtract"})
 
 
 def _input_layer(name: str, batch_shape: Any, dtype: Any = "float32") -> Layer:

@@ -144,7 +144,7 @@ def binary(b: Builder, call: Call) -> list[Tensor]:
     return [_out(b, call, b.node(_ARITHMETIC[name], [x, y], name=call.name), elem)]
 
 
-_UNARY = {"negative": "Neg", "abs": "Abs", "absolute": "Abs", "sqrt": "Sqrt", "exp": "Exp", "log": "Log", "sin": "Sin",
+_UNARY = {"negative": "Neg", "absolute": "Abs", "sqrt": "Sqrt", "exp": "Exp", "log": "Log", "sin": "Sin",
           "cos": "Cos", "tan": "Tan", "tanh": "Tanh", "floor": "Floor", "ceil": "Ceil", "sign": "Sign",
           "reciprocal": "Reciprocal", "erf": "Erf", "stop_gradient": "Identity"}
 _FLOAT_ONLY = {"sqrt", "exp", "log", "sin", "cos", "tan", "tanh", "reciprocal", "erf", "log1p", "expm1", "rsqrt"}
