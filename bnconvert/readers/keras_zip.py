@@ -21,6 +21,8 @@ import re
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import h5py
@@ -35,7 +37,7 @@ from .h5 import MAX_CONFIG_CHARS, parse_config
 from .h5guard import Budget, child, precheck, read_array
 from .weights import assign
 
-__all__ = ["read_zip", "MAX_MEMBER_BYTES", "MAX_RATIO", "check_members"]
+__all__ = ["MAX_MEMBER_BYTES", "MAX_RATIO", "check_members", "open_weights", "read_zip"]
 
 #: Refuse a weights member that would inflate past this, and JSON members past MAX_CONFIG_CHARS.
 MAX_MEMBER_BYTES = 4 * 1024**3
@@ -206,7 +208,7 @@ def read_zip(path: str, zf: zipfile.ZipFile) -> Model:
         raise FormatError("model.weights.h5 inside the archive is not an HDF5 file")
     precheck(blob, "model.weights.h5")
     try:
-        with h5py.File(io.BytesIO(blob), "r") as f:
+        with open_weights(blob) as f:
             where = "model.weights.h5"
             container = "layers" if gen == 3 else "_layer_checkpoint_dependencies"
             if child(f, container, where) is None and gen == 2 and child(f, "layers", where) is not None:
@@ -218,6 +220,43 @@ def read_zip(path: str, zf: zipfile.ZipFile) -> Model:
     except (OSError, RuntimeError) as exc:
         raise FormatError(f"model.weights.h5 inside the archive is damaged ({exc})") from None
     return model
+
+
+@contextmanager
+def open_weights(blob: bytes) -> Iterator[h5py.File]:
+    """An archive's ``model.weights.h5``, opened read-only, as Keras lays it out on Linux.
+
+    Keras 3 before the fix of keras-team/keras#18528 (and keras_core) built the group paths with
+    ``os.path.join``, so an archive saved on Windows holds root groups literally named
+    ``layers\\conv1d`` and ``layers\\sequential\\layers\\dense`` (each with its ``vars``), and
+    neither Keras finds its weights on loading. For such a file, a private in-memory copy gets a
+    hard link at each group's ``/`` path (``layers/conv1d``), so the readers and the writer see the
+    usual layout; the file given is never changed, and a fold of it writes the usual layout."""
+    with h5py.File(io.BytesIO(blob), "r") as f:
+        windows = [name for name in f if "\\" in name]
+        if not windows:
+            yield f
+            return
+    with h5py.File(io.BytesIO(blob), "r+") as f:  # a copy of the bytes: the input stays as it is
+        where = "model.weights.h5 (saved on Windows)"
+        for name in windows:
+            target = "/".join(part for part in name.split("\\") if part)
+            found = child(f, name, where)  # a hard link, or refused
+            if found is None or not target or child_or_none(f, target, where) is not None:
+                continue  # the '/' path exists already: the file has both layouts, keep its own
+            parent = target.rpartition("/")[0]
+            if parent and not isinstance(f.require_group(parent), h5py.Group):
+                raise FormatError(f"{where}: '{parent}' is not a group")
+            f[target] = found
+        yield f
+
+
+def child_or_none(group: h5py.Group, path: str, where: str) -> h5py.Group | h5py.Dataset | None:
+    """:func:`~.h5guard.child`, None also when a component on the way is missing."""
+    try:
+        return child(group, path, where)
+    except FormatError:
+        return None
 
 
 def _has_data(group: h5py.Group | None, where: str) -> bool:

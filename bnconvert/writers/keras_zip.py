@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import OutputError
 from ..layerspec import weight_parts, weight_spec, zip_group
 from ..model import Layer, Model
+from ..readers.keras_zip import open_weights
 from .weights import layer_arrays
 
 __all__ = ["write_zip", "weight_paths"]
@@ -66,7 +67,7 @@ def write_zip(model: Model, out: Path, *, config: dict[str, Any], original: Mode
         raise OutputError("the model does not say which file it came from")
     with zipfile.ZipFile(source.path) as zin:
         members = {info.filename: info for info in zin.infolist()}
-        with h5py.File(io.BytesIO(zin.read("model.weights.h5")), "r") as old:
+        with open_weights(zin.read("model.weights.h5")) as old:
             containers = [c for c in ("layers", _OLD) if c in old] or ["layers"]
             named = _vars_named(old)
             blob = io.BytesIO()
