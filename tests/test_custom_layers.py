@@ -65,6 +65,14 @@ def test_registered_class_exports_and_matches_keras(registered, which: str, tmp_
     assert rel_error(y, session.run(None, {session.get_inputs()[0].name: x})[0]) <= 1e-5
 
 
+def test_fold_keeps_a_registered_class_and_says_keras_cannot_run_it(registered, tmp_path: Path) -> None:
+    """The folded file still holds ScaleShift: Keras cannot load it without the user's class, so
+    the check runs the written file in the float64 reference and says why."""
+    report = bnconvert.fold_file(CUSTOM["tfk"], tmp_path / "f.h5", replacements=DENSE)
+    assert report.check["passed"] and report.check["checked"]["kind"] == "reference"
+    assert any("registered with bnconvert.register_layer" in note for note in report.check["notes"])
+
+
 def test_unregistered_class_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(BnconvertError, match=r"'scale_shift' \(ScaleShift\)"):
         bnconvert.export_file(CUSTOM["tfk"], tmp_path / "m.onnx", replacements=DENSE)

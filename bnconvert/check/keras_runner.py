@@ -229,6 +229,13 @@ class KerasRunner(Runner):
             # tf.keras loads them, then fails on the first call without a GPU
             raise RunnerUnavailable(f"{path}: {', '.join(cudnn)} run only on a GPU in Keras; the Keras reference runs "
                                     "on the CPU")
+        from ..custom import registered_layers
+
+        users = sorted({f"'{p}' ({layer.source_class})" for p, layer, _ in self.model.walk()
+                        if layer.class_name in registered_layers()})
+        if users:  # Keras would need the user's own Python class, which bnconvert never imports
+            raise RunnerUnavailable(f"{path}: {', '.join(users)} registered with bnconvert.register_layer: Keras "
+                                    "cannot load it without the class's own code")
         self.tf, self.keras = _import(self.module)
         self.keras_model = self._load(options.get("config"))
         self._xla = False
