@@ -93,7 +93,8 @@ print(json.dumps(done))
 """
 
 #: Keras 1 fixtures whose folded files tf_keras loads (tests/readers/test_legacy_layers.py checks them)
-FOLDED_KERAS1 = ("k1_legacy_local1d", "k1_legacy_local2d", "k1_legacy_merge_seq", "k1_legacy_dot")
+FOLDED_KERAS1 = ("k1_legacy_local1d", "k1_legacy_local2d", "k1_legacy_merge_seq", "k1_legacy_dot", "k1_legacy_conv",
+                 "k1_legacy_conv3d")
 
 
 @functools.cache

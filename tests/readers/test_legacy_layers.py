@@ -24,7 +24,8 @@ from ..catalog.test_legacy_layers import FOLDED_KERAS1, tf_keras_files
 from ..conftest import fixture_file
 from ..onnx.helpers import rel_err, run_onnx
 
-STEMS = ["k1_legacy_dense", "k1_legacy_local1d", "k1_legacy_local2d", "k1_legacy_merge_seq", "k1_legacy_cos", "k1_legacy_dot"]
+STEMS = ["k1_legacy_dense", "k1_legacy_local1d", "k1_legacy_local2d", "k1_legacy_merge_seq", "k1_legacy_cos", "k1_legacy_dot",
+         "k1_legacy_conv", "k1_legacy_conv3d"]
 
 
 def _data(stem: str) -> tuple[list[np.ndarray], np.ndarray]:
