@@ -220,9 +220,12 @@ def locally_connected_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext
     x = f64(xs[0])
     rank = x.ndim - 2
     first = c.get("data_format") == "channels_first"
-    spatial, channels, out, kernel, strides = local_geometry(c, x.shape, rank)
+    try:
+        spatial, channels, out, kernel, strides = local_geometry(c, x.shape, rank)
+        filters = positive(c, "filters")
+    except ConfigProblem as exc:
+        raise UnsupportedLayerError(f"layer {layer.label}: {exc}") from None
     padding = c.get("padding", "valid")
-    filters = positive(c, "filters")
     w = f64(layer.weights["kernel"])
     implementation = c.get("implementation", 1)
     out_shape = (filters, *out) if first else (*out, filters)
@@ -306,6 +309,10 @@ def keras1_activation_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext
     """Keras 1.2.2 ``SReLU.call`` (with the TensorFlow backend's ``K.relu(x, alpha, max_value)``:
     ``clip(relu(x), 0, max) - alpha relu(-x)``) and ``ParametricSoftplus.call``."""
     x, w = f64(xs[0]), {k: f64(v) for k, v in layer.weights.items()}
+    for name, value in w.items():  # (*input shape without batch), 1 on the shared axes
+        if value.ndim != x.ndim - 1 or any(p not in (1, n) for p, n in zip(value.shape, x.shape[1:])):
+            raise UnsupportedLayerError(f"layer {layer.label}: weight {name} of shape {value.shape} does not fit an input of "
+                                        f"shape {x.shape[1:]} (batch excluded)")
     if layer.class_name == "ParametricSoftplus":
         return [softplus(w["betas"] * x) * w["alphas"]]
     t_left, a_left, a_right = w["t_left"], w["a_left"], w["a_right"]
