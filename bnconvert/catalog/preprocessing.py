@@ -27,6 +27,8 @@ The **random augmentations** (and MixUp, CutMix, AugMix, RandAugment, Solarizati
 MaxNumBoundingBoxes ...) are the identity at inference: Keras applies them only with
 ``training=True``. **AutoContrast** is active at inference: per image and channel, the values
 are stretched from their ``[min, max]`` to the ``value_range`` (a constant channel stays as is).
+A Keras 3 **Pipeline** runs its layers' own records in order (its config holds them; a layer
+that needs weights is refused, as the file keeps no weights for a Pipeline's layers).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from ..errors import UnsupportedLayerError
 from ..model import Layer
 from . import checks
 from .facts import ConfigProblem, Shape, no_weights, same_shape
-from .record import CallContext, defines
+from .record import CallContext, catalog, defines
 from .util import f64
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "axis_matrix",
     "center_crop_plan",
     "nearest_indices",
+    "pipeline_layers",
     "resize_images",
     "resize_plan",
 ]
@@ -86,8 +89,6 @@ REFUSED = {
                        "spectrogram before the model",
     "ContrastLimitedAdaptiveHistogramEqualization": "per-tile histograms (data-dependent bins and lookups) have no "
                                                     "exact ONNX form: equalize the images before the model",
-    "Pipeline": "a Pipeline of preprocessing layers is not unpacked yet: rebuild the model with its layers in "
-                "sequence, or run the pipeline before the model",
 }
 
 
@@ -364,3 +365,45 @@ def _unknown_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
 def refused_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """Never computed: the record says why (one line naming the layer)."""
     raise UnsupportedLayerError(f"layer {layer.label}: {REFUSED[layer.class_name]}")
+
+
+def pipeline_layers(layer: Layer) -> list[Layer]:
+    """The inner layers of a Keras 3 ``Pipeline``, in order, as bnconvert layers (config only).
+    Their weights are not in the file's layer list, so a class that needs weights (an adapted
+    Normalization) is refused, as is a class without float64 semantics."""
+    items = layer.config.get("layers")
+    if not isinstance(items, list) or not items:
+        raise UnsupportedLayerError(f"layer {layer.label}: config 'layers' is {items!r}, not a list of layers")
+    table, inner = catalog(), []
+    for k, item in enumerate(items):
+        cls = item.get("class_name") if isinstance(item, dict) else None
+        config = item.get("config") if isinstance(item, dict) else None
+        record = table.get(cls) if isinstance(cls, str) else None
+        if record is None or record.call is None or not isinstance(config, dict):
+            raise UnsupportedLayerError(f"layer {layer.label}: its layer {k} ({cls!r}) has no float64 semantics in bnconvert")
+        if record.weights is None or record.weights(config, None):
+            raise UnsupportedLayerError(f"layer {layer.label}: its layer {k} ({cls}) needs weights, which bnconvert does "
+                                        "not read inside a Pipeline; rebuild the model with the pipeline's layers in sequence")
+        inner.append(Layer(name=str(config.get("name", f"{layer.name}_{k}")), class_name=cls, config=config))
+    return inner
+
+
+def _pipeline_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    """The inner layers' shape rules, one after the other."""
+    table = catalog()
+    for item in c.get("layers") or []:
+        record = table[item["class_name"]]
+        if record.shape is None:
+            raise ConfigProblem(f"the output shape of {item['class_name']} is not known")
+        shapes = record.shape(item["config"], shapes)
+    return shapes
+
+
+@defines("Pipeline", shape=_pipeline_shape, weights=no_weights)
+def pipeline_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """Keras 3 ``Pipeline``: its layers in order (at inference, so augmentations are identities)."""
+    table = catalog()
+    context = CallContext(source=ctx.source)
+    for inner in pipeline_layers(layer):
+        xs = table[inner.class_name].call(inner, xs, context)  # type: ignore[misc]
+    return xs

@@ -31,7 +31,7 @@ from bnconvert.errors import UnsupportedLayerError
 TOLERANCE = 1e-5
 
 #: every catalog class these tests compare with Keras (refused ones: their refusal is tested)
-PREPROCESSING_CLASSES = frozenset({"Resizing", "CenterCrop", "RandomCrop", "AutoContrast", "Normalization", "Rescaling",
+PREPROCESSING_CLASSES = frozenset({"Resizing", "CenterCrop", "RandomCrop", "AutoContrast", "Normalization", "Rescaling", "Pipeline",
                                    *INFERENCE_IDENTITIES, *REFUSED,
                                    *(f"Adaptive{k}Pooling{n}D" for k in ("Average", "Max") for n in (1, 2, 3))})
 
@@ -69,6 +69,9 @@ def build(K, generation):
     crops = [L.CenterCrop(4, 5)(i), L.CenterCrop(8, 5)(i), L.CenterCrop(9, 12)(i)]
     if generation == 2:
         crops += [L.RandomCrop(4, 5)(i), L.RandomCrop(9, 6)(i)]
+    else:
+        crops += [L.Pipeline([L.Rescaling(0.5, offset=0.1), L.Resizing(4, 5, interpolation="bicubic"), L.RandomFlip(),
+                              L.CenterCrop(3, 3), L.Rescaling(2.0)])(i)]
     add("crops", i, crops, [x])
 
     args = {"RandomRotation": (0.2,), "RandomZoom": (0.2,), "RandomTranslation": (0.2, 0.2), "RandomContrast": (0.3,),

@@ -22,6 +22,7 @@ from ...catalog.preprocessing import (
     REFUSED,
     ResizePlan,
     center_crop_plan,
+    pipeline_layers,
     random_crop_refusal,
     resize_plan,
 )
@@ -29,9 +30,9 @@ from ...errors import UnsupportedLayerError
 from ...layerspec import data_format
 from ..builder import Builder, Call, Tensor
 from ..layout import channels_first, identity, position
-from ..registry import converts, refuse
+from ..registry import converts, handlers, refuse
 
-__all__ = ["auto_contrast", "axis_matmul", "center_crop", "random_crop", "refused", "resizing"]
+__all__ = ["auto_contrast", "axis_matmul", "center_crop", "pipeline", "random_crop", "refused", "resizing"]
 
 
 def axis_matmul(b: Builder, x: str, matrix: np.ndarray, axis: int, shape: tuple[int, ...], name: str) -> str:
@@ -159,3 +160,21 @@ def refused(b: Builder, call: Call) -> list[Tensor]:
     """The catalog's reason (one line, what to do instead)."""
     reason = REFUSED.get(call.layer.class_name) or catalog()[call.layer.class_name].notes
     raise refuse(call, reason)
+
+
+@converts("Pipeline")
+def pipeline(b: Builder, call: Call) -> list[Tensor]:
+    """Keras 3 ``Pipeline``: each inner layer's own handler, in order, on shapes from their records."""
+    try:
+        inner = pipeline_layers(call.layer)
+    except UnsupportedLayerError as exc:
+        raise refuse(call, str(exc).split(": ", 1)[-1]) from None
+    table, records = handlers(), catalog()
+    xs, shapes = call.inputs, [call.x.shape]
+    for layer in inner:
+        if layer.class_name not in table:
+            raise refuse(call, f"its layer {layer.name!r} ({layer.class_name}) has no ONNX handler")
+        shapes = records[layer.class_name].shape(layer.config, shapes)  # type: ignore[misc]
+        xs = table[layer.class_name](b, Call(layer=layer, name=f"{call.name}/{layer.name}", inputs=xs, out_shapes=shapes,
+                                              source=call.source))
+    return xs
