@@ -39,8 +39,13 @@ TOLERANCE = 1e-5
 NORMALIZATION_CLASSES = frozenset({"GroupNormalization", "UnitNormalization", "RMSNormalization", "InstanceNormalization",
                                    "Addons>InstanceNormalization", "Addons>GroupNormalization"})
 #: the tf-keras fixtures and the files made as keras-contrib and TensorFlow Addons write them
-FILES = ("norm_tfk_group", "norm_tfk_unit", "norm_tfk_layernorm", "norm_tfk_syncbn", "norm_tfa_instance",
-         "norm_contrib_instance")
+FILES = ("norm_tfk_group.h5", "norm_tfk_unit.h5", "norm_tfk_layernorm.h5", "norm_tfk_syncbn.h5", "norm_tfa_instance.h5",
+         "norm_tfa_instance.keras", "norm_contrib_instance.h5")
+
+
+def expected(file: str) -> Any:
+    """The inputs ``x`` and outputs ``y`` stored beside a fixture file (one per model)."""
+    return np.load(fixture_file(f"{file.rsplit('.', 1)[0]}.expected.npz"))
 
 
 def _error(want: np.ndarray, got: np.ndarray) -> float:
@@ -80,9 +85,19 @@ def keras3_cases() -> dict[str, Any]:
 H5_CASES = ("group_axis1", "rms_axes", "unit_axes")
 
 
+#: the Keras 3 cases, built once per test session (the ONNX tests use the same files and outputs)
+_BUILT: dict[str, tuple[Path, list[np.ndarray], np.ndarray]] = {}
+
+
 def keras3_outputs(folder: Path) -> dict[str, tuple[Path, list[np.ndarray], np.ndarray]]:
-    """Every Keras 3 case built with non-trivial weights, saved (``.keras``; some ``.h5`` too) and
-    run by Keras: name -> (path, inputs, output)."""
+    """Every Keras 3 case built with non-trivial weights, saved into ``folder`` (``.keras``; some
+    ``.h5`` too) and run by Keras: name -> (path, inputs, output). Built on the first call only."""
+    if not _BUILT:
+        _BUILT.update(_build_keras3(folder))
+    return _BUILT
+
+
+def _build_keras3(folder: Path) -> dict[str, tuple[Path, list[np.ndarray], np.ndarray]]:
     import keras
 
     from ..onnx.helpers import inputs_for, keras_predict, randomize
@@ -136,23 +151,24 @@ def test_float64_reference_equals_keras3(case: str, keras3_results: dict[str, tu
 
 @pytest.fixture(scope="module")
 def file_results() -> dict[str, tuple[float, set[str]]]:
-    """The fixture files against their stored outputs: stem -> (error, classes as the file names them)."""
+    """The fixture files against their stored outputs: file -> (error, classes as the file names them)."""
     results = {}
-    for stem in FILES:
-        data = np.load(fixture_file(f"{stem}.expected.npz"))
-        got, classes = reference(fixture_file(f"{stem}.h5"), [data["x"]])
-        results[stem] = (_error(data["y"], got), classes)
+    for file in FILES:
+        data = expected(file)
+        got, classes = reference(fixture_file(file), [data["x"]])
+        results[file] = (_error(data["y"], got), classes)
     return results
 
 
-@pytest.mark.parametrize("stem", FILES)
+@pytest.mark.parametrize("file", FILES)
 def test_float64_reference_equals_tf_keras_and_the_published_formulas(
-        stem: str, file_results: dict[str, tuple[float, set[str]]]) -> None:
+        file: str, file_results: dict[str, tuple[float, set[str]]]) -> None:
     """tf-keras' outputs (GroupNormalization, UnitNormalization, LayerNormalization's fused and
     unfused paths, SyncBatchNormalization; TensorFlow Addons' InstanceNormalization as tf-keras'
-    GroupNormalization with a group per channel) and keras-contrib's formula in numpy."""
-    error, classes = file_results[stem]
-    assert error <= TOLERANCE, f"{stem} ({', '.join(sorted(classes))}): {error:.2e}"
+    GroupNormalization with a group per channel, in an .h5 and in a .keras) and keras-contrib's
+    formula in numpy."""
+    error, classes = file_results[file]
+    assert error <= TOLERANCE, f"{file} ({', '.join(sorted(classes))}): {error:.2e}"
 
 
 def test_every_normalization_class_is_compared(keras3_results: dict[str, tuple[float, set[str]]],
@@ -169,7 +185,7 @@ def test_every_normalization_class_is_compared(keras3_results: dict[str, tuple[f
 def test_tf_keras_unit_normalization_floor_is_exercised() -> None:
     """The fixture's second sample (norm ~1e-8) sits under tf-keras' floor and over Keras 3's: the
     two generations' rules disagree on it, so the tf-keras comparison above tells them apart."""
-    x = np.load(fixture_file("norm_tfk_unit.expected.npz"))["x"].astype(np.float64)
+    x = expected("norm_tfk_unit.h5")["x"].astype(np.float64)
     tfk, k3 = unit_norm(x, [2], generation=2), unit_norm(x, [2], generation=3)
     assert np.allclose(tfk[0], k3[0]) and not np.allclose(tfk[1], k3[1], rtol=0.1)
 
@@ -204,7 +220,7 @@ def test_instance_normalization_of_unknown_origin_is_refused(tmp_path: Path) -> 
     runner = ReferenceRunner(path, model=bnconvert.load(path))
     (spec,) = runner.input_specs()
     with pytest.raises(UnsupportedLayerError, match=r"instance_normalization.*formula is unknown"):
-        runner.infer({spec.name: np.load(fixture_file("norm_contrib_instance.expected.npz"))["x"]})
+        runner.infer({spec.name: expected("norm_contrib_instance.h5")["x"]})
 
 
 # -- fold roles, SyncBatchNormalization ---------------------------------------------------------------------
@@ -225,7 +241,7 @@ def test_sync_batch_normalization_reads_audits_and_folds_as_batch_normalization(
     assert (decision.action, decision.target) == ("backward", "conv")
     out = tmp_path / "folded.h5"
     bnconvert.fold_file(fixture_file("norm_tfk_syncbn.h5"), out, check=False)
-    data = np.load(fixture_file("norm_tfk_syncbn.expected.npz"))
+    data = expected("norm_tfk_syncbn.h5")
     got, classes = reference(out, [data["x"]])
     assert not classes & {"SyncBatchNormalization", "BatchNormalization"}, classes
     assert _error(data["y"], got) <= TOLERANCE

@@ -15,14 +15,13 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import bnconvert
 from bnconvert.errors import UnsupportedLayerError
 from bnconvert.onnx import to_onnx
 
-from ..catalog.test_normalization_layers import FILES, keras3_outputs
+from ..catalog.test_normalization_layers import FILES, expected, keras3_outputs
 from ..conftest import fixture_file
 from .helpers import check_model, rel_err, run_onnx
 
@@ -58,15 +57,15 @@ def test_export_equals_keras3(case: str, keras3_errors: dict[str, dict[int, floa
     assert not bad, f"{case}: onnxruntime vs Keras 3, per opset: {bad}"
 
 
-@pytest.mark.parametrize("stem", FILES)
+@pytest.mark.parametrize("file", FILES)
 @pytest.mark.parametrize("opset", OPSETS)
-def test_export_equals_tf_keras_and_the_published_formulas(stem: str, opset: int) -> None:
-    data = np.load(fixture_file(f"{stem}.expected.npz"))
-    proto = to_onnx(bnconvert.load(fixture_file(f"{stem}.h5")), opset=opset)
+def test_export_equals_tf_keras_and_the_published_formulas(file: str, opset: int) -> None:
+    data = expected(file)
+    proto = to_onnx(bnconvert.load(fixture_file(file)), opset=opset)
     check_model(proto)
     (got,) = run_onnx(proto, [data["x"]])
     error = rel_err(data["y"], got)
-    assert error <= TOLERANCE, f"{stem} at opset {opset}: {error:.2e}"
+    assert error <= TOLERANCE, f"{file} at opset {opset}: {error:.2e}"
 
 
 def test_group_normalization_uses_no_onnx_group_normalization() -> None:
