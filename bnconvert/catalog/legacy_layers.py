@@ -62,7 +62,7 @@ from .record import CallContext, defines
 from .roles import barrier
 from .util import f64
 
-__all__ = ["COS_EPSILON", "connected_inputs", "kernel_indices", "local_geometry", "local_window_mask", "merge_refusal"]
+__all__ = ["COS_EPSILON", "connected_inputs", "kernel_indices", "local_geometry", "local_window_mask", "merge_refusal", "parameter_problem"]
 
 #: Keras 1's ``K.epsilon()`` (``_EPSILON = 10e-8``), the floor of the cos merge's denominator
 COS_EPSILON = 1e-7
@@ -302,6 +302,19 @@ _SRELU = ("t_left", "a_left", "t_right", "a_right")
 _SOFTPLUS = ("alphas", "betas")
 
 
+def parameter_problem(layer: Layer, shape: tuple) -> str | None:
+    """Why SReLU/ParametricSoftplus weights do not fit an input of ``shape`` (batch first), or None:
+    each is the input's shape without the batch axis, 1 on the shared axes."""
+    names = _SRELU if layer.class_name == "SReLU" else _SOFTPLUS
+    for name in names:
+        value = layer.weights.get(name)
+        if value is None:
+            return f"weight {name} is missing"
+        if np.ndim(value) != len(shape) - 1 or any(n is not None and p not in (1, n) for p, n in zip(np.shape(value), shape[1:])):
+            return f"weight {name} of shape {np.shape(value)} does not fit an input of shape {tuple(shape[1:])} (batch excluded)"
+    return None
+
+
 @defines("SReLU", "ParametricSoftplus", keras1=True, shape=same_shape,
          weights={"SReLU": _param_weights(_SRELU), "ParametricSoftplus": _param_weights(_SOFTPLUS)}, masking="keep",
          fold=barrier("a learned piecewise or smooth activation"))
@@ -309,10 +322,9 @@ def keras1_activation_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext
     """Keras 1.2.2 ``SReLU.call`` (with the TensorFlow backend's ``K.relu(x, alpha, max_value)``:
     ``clip(relu(x), 0, max) - alpha relu(-x)``) and ``ParametricSoftplus.call``."""
     x, w = f64(xs[0]), {k: f64(v) for k, v in layer.weights.items()}
-    for name, value in w.items():  # (*input shape without batch), 1 on the shared axes
-        if value.ndim != x.ndim - 1 or any(p not in (1, n) for p, n in zip(value.shape, x.shape[1:])):
-            raise UnsupportedLayerError(f"layer {layer.label}: weight {name} of shape {value.shape} does not fit an input of "
-                                        f"shape {x.shape[1:]} (batch excluded)")
+    problem = parameter_problem(layer, x.shape)
+    if problem:
+        raise UnsupportedLayerError(f"layer {layer.label}: {problem}")
     if layer.class_name == "ParametricSoftplus":
         return [softplus(w["betas"] * x) * w["alphas"]]
     t_left, a_left, a_right = w["t_left"], w["a_left"], w["a_right"]

@@ -27,6 +27,7 @@ from ...catalog.legacy_layers import (
     local_geometry,
     local_window_mask,
     merge_refusal,
+    parameter_problem,
 )
 from ..builder import Builder, Call, Tensor
 from ..layout import identity
@@ -145,6 +146,9 @@ def keras1_dense(b: Builder, call: Call) -> list[Tensor]:
 def keras1_activation(b: Builder, call: Call) -> list[Tensor]:
     """Per-element parameters shaped like the input without its batch axis: they broadcast
     against ``(N, ...)`` in Keras' layout."""
+    problem = parameter_problem(call.layer, call.x.shape)
+    if problem:
+        raise refuse(call, problem)
     keras = identity(call.x.rank)
     x = b.view(call.x, keras)
     w = {k: np.asarray(v, np.float64) for k, v in call.layer.weights.items()}
