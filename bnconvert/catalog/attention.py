@@ -346,7 +346,7 @@ def attention_spec(class_name: str, config: Mapping[str, Any], query_rank: int) 
             items = [given] if isinstance(given, int) else list(given)
             axes = tuple(a if a >= 0 else (rank - 1) + a for a in items)
         if not axes or any(not 0 < a < rank - 2 for a in axes) or len(set(axes)) != len(axes):
-            raise ConfigProblem(f"config 'attention_axes' {given!r} is not among the axes 1..{rank - 3} of a "
+            raise ConfigProblem(f"config 'attention_axes' {given!r} are not distinct axes among 1..{rank - 3} of a "
                                 f"rank-{query_rank} query")
         dot, combine = attention_equations(rank, axes)
         return AttentionSpec(heads, key_dim, int(value_dim), axes, dot, combine, 1.0 / math.sqrt(float(key_dim)),
