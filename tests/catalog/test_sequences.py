@@ -160,6 +160,7 @@ def build(K, rng):
 
 #: constructor arguments of the catalog classes that need some (the others take none)
 ARGS = {"Dense": (1,), "Reshape": ((1,),), "Permute": ((1,),), "RepeatVector": (1,),
+        "MultiHeadAttention": (2, 3), "GroupQueryAttention": (3, 4, 2), "EinsumDense": ("ab,bc->ac", 3),
         "Rescaling": (1.0,), "SimpleRNN": (1,), "LSTM": (1,), "GRU": (1,), "ConvLSTM1D": (1, 1), "ConvLSTM2D": (1, 1),
         "ConvLSTM3D": (1, 1), "ActivityRegularization": (), **{f"Conv{n}": (1, 1) for n in ("1D", "2D", "3D", "1DTranspose",
         "2DTranspose", "3DTranspose")}, "SeparableConv1D": (1, 1), "SeparableConv2D": (1, 1), "DepthwiseConv1D": (1,),
