@@ -11,10 +11,6 @@ beside it); Keras 3 runs in this process, tf-keras in one subprocess. The ONNX t
 from __future__ import annotations
 
 import functools
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,11 +31,11 @@ from bnconvert.model import Layer
 from bnconvert.onnx import to_onnx
 
 from ..onnx.helpers import chain_model
+from .tfkeras_cases import ACTIVATION_SCALE as SCALE
+from .tfkeras_cases import activation_files
 
 #: max |keras - reference| / max |keras|: float32 rounding of one function (about 1e-7)
 TOLERANCE = 1e-5
-#: inputs spread over every branch of the piecewise functions (shrinks at 0.5, sparse_* at 1)
-SCALE = 2.5
 
 Files = tuple[Path, list[np.ndarray], list[np.ndarray], list[str]]
 
@@ -88,44 +84,9 @@ def keras3_files() -> Files:
     return path, xs, expected, _outputs_of(names)
 
 
-_TFK = r"""
-import json, sys
-import numpy as np
-import tf_keras
-folder, scale = sys.argv[1], float(sys.argv[2])
-tf_keras.utils.set_random_seed(0)
-skip = {"get", "serialize", "deserialize"}
-names = sorted(n for n in dir(tf_keras.activations) if not n.startswith("_") and n not in skip
-               and callable(getattr(tf_keras.activations, n)))
-x = tf_keras.Input((4, 6), name="x")
-outs = []
-for name in names:
-    outs += [tf_keras.layers.Activation(name, name=f"act_{name}")(x), tf_keras.layers.Dense(5, activation=name, name=f"dense_{name}")(x)]
-model = tf_keras.Model(x, outs)
-rng = np.random.default_rng(0)
-for v in model.weights:
-    if "bias" in v.name:
-        v.assign(rng.normal(0.0, 0.5, tuple(v.shape)).astype("float32"))
-xs = (np.random.default_rng(3).normal(0.0, 1.0, (3, 4, 6)) * scale).astype("float32")
-ys = model(xs, training=False)
-model.save(f"{folder}/activations.h5")
-np.savez(f"{folder}/activations.npz", x=xs, **{f"y{i}": np.asarray(y) for i, y in enumerate(ys)})
-print(json.dumps(names))
-"""
-
-
-@functools.cache
 def tf_keras_files() -> Files:
-    """The same for tf-keras (built, run and saved as ``.h5`` in one subprocess)."""
-    folder = Path(tempfile.mkdtemp(prefix="bnc_act_tfk_"))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run([sys.executable, "-c", _TFK, str(folder), str(SCALE)], check=False, capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    names = json.loads(done.stdout.strip().splitlines()[-1])
-    data = np.load(folder / "activations.npz")
-    outputs = [n for name in names for n in (name, name)]
-    return folder / "activations.h5", [data["x"]], [data[f"y{i}"] for i in range(len(outputs))], outputs
+    """The same for tf-keras (built, run and saved as ``.h5`` in the tf-keras subprocess)."""
+    return activation_files()
 
 
 def rel_err(want: np.ndarray, got: np.ndarray) -> float:

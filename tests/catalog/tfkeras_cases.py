@@ -1,6 +1,7 @@
-"""The tf-keras models of the scoring tests (``test_scoring.py`` here, ``tests/onnx/test_scoring.py``):
-built, run and saved as ``.h5`` in one subprocess per session (tf-keras never shares a process
-with Keras 3)."""
+"""The tf-keras models of the activation and scoring tests (``test_activations_k3.py`` and
+``test_scoring.py`` here, their ONNX twins in ``tests/onnx``): built, run and saved as ``.h5`` in
+one subprocess per session (tf-keras never shares a process with Keras 3; one TensorFlow start
+for all of them)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["scoring_files"]
+__all__ = ["activation_files", "scoring_files"]
+
+#: inputs spread over every branch of the piecewise activations
+ACTIVATION_SCALE = 2.5
 
 _SCRIPT = r'''
 import json, sys
@@ -67,13 +71,29 @@ def inputs(model):
             xs.append(rng.normal(0.0, 1.0, shape).astype("float32"))
     return xs
 
-done = {}
-for name, build in (("attention", attention), ("masked", masked), ("dot", dot), ("fourier", fourier)):
+def activations():
+    """Every tf-keras activation name, as an Activation layer and as a Dense activation."""
+    x = tf_keras.Input((4, 6))
+    outs = []
+    for name in ACTIVATION_NAMES:
+        outs += [L.Activation(name)(x), L.Dense(5, activation=name)(x)]
+    return tf_keras.Model(x, outs)
+
+skip = {"get", "serialize", "deserialize"}
+ACTIVATION_NAMES = sorted(n for n in dir(tf_keras.activations) if not n.startswith("_") and n not in skip
+                          and callable(getattr(tf_keras.activations, n)))
+done = {"activation_names": ACTIVATION_NAMES}
+xs_activations = [(np.random.default_rng(3).normal(0.0, 1.0, (3, 4, 6)) * float(sys.argv[2])).astype("float32")]
+for name, build in (("attention", attention), ("masked", masked), ("dot", dot), ("fourier", fourier),
+                    ("activations", activations)):
     model = build()
     for v in model.weights:
-        if v.name.split("/")[-1].split(":")[0] in ("scale", "concat_score_weight", "bias", "kernel_scale"):
+        kind = v.name.split("/")[-1].split(":")[0]
+        if kind in ("scale", "concat_score_weight", "kernel_scale"):
             v.assign(rng.uniform(0.5, 1.5, tuple(v.shape)).astype("float32"))
-    xs = inputs(model)
+        elif kind == "bias":
+            v.assign(rng.normal(0.0, 0.5, tuple(v.shape)).astype("float32"))
+    xs = xs_activations if name == "activations" else inputs(model)
     model.save(f"{folder}/{name}.h5")
     if name == "attention":  # tf.keras up to 2.10 wrote the deprecated ``causal`` into the config
         with h5py.File(f"{folder}/{name}.h5", "r+") as f:
@@ -82,9 +102,8 @@ for name, build in (("attention", attention), ("masked", masked), ("dot", dot), 
                 if layer["config"]["name"] == "old_causal":
                     layer["config"]["causal"] = True
             f.attrs["model_config"] = json.dumps(config)
-    custom = {"RandomFourierFeatures": L.experimental.RandomFourierFeatures}  # not in tf-keras' own registry
-    loaded = tf_keras.models.load_model(f"{folder}/{name}.h5", compile=False, custom_objects=custom)  # the file's outputs
-    ys = loaded(xs if len(xs) > 1 else xs[0], training=False)
+        model = tf_keras.models.load_model(f"{folder}/{name}.h5", compile=False)  # what the file computes
+    ys = model(xs if len(xs) > 1 else xs[0], training=False)
     ys = ys if isinstance(ys, (list, tuple)) else [ys]
     np.savez(f"{folder}/{name}.npz", **{f"x{i}": x for i, x in enumerate(xs)}, **{f"y{i}": np.asarray(y) for i, y in enumerate(ys)})
     done[name] = [len(xs), len(ys)]
@@ -93,16 +112,28 @@ print(json.dumps(done))
 
 
 @functools.cache
+def _run() -> tuple[Path, dict]:
+    folder = Path(tempfile.mkdtemp(prefix="bnc_a2_tfk_"))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, "-c", _SCRIPT, str(folder), str(ACTIVATION_SCALE)], check=False,
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _case(name: str) -> tuple[Path, list[np.ndarray], list[np.ndarray]]:
+    folder, counts = _run()
+    n_in, n_out = counts[name]
+    data = np.load(folder / f"{name}.npz")
+    return folder / f"{name}.h5", [data[f"x{i}"] for i in range(n_in)], [data[f"y{i}"] for i in range(n_out)]
+
+
 def scoring_files() -> dict[str, tuple[Path, list[np.ndarray], list[np.ndarray]]]:
     """name -> (the tf-keras ``.h5``, its inputs, tf-keras' outputs)."""
-    folder = Path(tempfile.mkdtemp(prefix="bnc_scoring_tfk_"))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run([sys.executable, "-c", _SCRIPT, str(folder)], check=False, capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    counts = json.loads(done.stdout.strip().splitlines()[-1])
-    out = {}
-    for name, (n_in, n_out) in counts.items():
-        data = np.load(folder / f"{name}.npz")
-        out[name] = (folder / f"{name}.h5", [data[f"x{i}"] for i in range(n_in)], [data[f"y{i}"] for i in range(n_out)])
-    return out
+    return {name: _case(name) for name in ("attention", "masked", "dot", "fourier")}
+
+
+def activation_files() -> tuple[Path, list[np.ndarray], list[np.ndarray], list[str]]:
+    """The activations model: its file, inputs, outputs and the activation name of each output."""
+    path, xs, ys = _case("activations")
+    return path, xs, ys, [n for name in _run()[1]["activation_names"] for n in (name, name)]
