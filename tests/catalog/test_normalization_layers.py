@@ -32,6 +32,8 @@ from bnconvert.errors import UnsupportedLayerError
 
 from ..conftest import fixture_file
 
+#: Keras 3 warns that LayerNormalization's rms_scaling is deprecated: the cases build it on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`:UserWarning")
 #: the issue's bar: 1e-5 relative (float32 rounding of these small models is a few 1e-7)
 TOLERANCE = 1e-5
 #: every class this file compares with Keras or a published formula (tests/catalog/test_semantics.py
@@ -69,6 +71,7 @@ def keras3_cases() -> dict[str, Any]:
                                    L.GroupNormalization(2, axis=1, center=False)),
         "group_conv_last": lambda: seq((5, 5, 3), L.Conv2D(8, 3), L.GroupNormalization(4, scale=False)),
         "group_instance": lambda: seq((4, 5, 6), L.GroupNormalization(-1)),
+        "group_negative_axis": lambda: seq((4, 6, 5), L.GroupNormalization(3, axis=-2)),
         "group_one": lambda: seq((4, 5, 6), L.GroupNormalization(1, epsilon=1e-2)),
         "unit": lambda: seq((4, 5), L.UnitNormalization()),
         "unit_axes": lambda: seq((4, 5, 3), L.UnitNormalization(axis=[1, 2])),

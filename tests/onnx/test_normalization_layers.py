@@ -25,6 +25,8 @@ from ..catalog.test_normalization_layers import FILES, expected, keras3_outputs
 from ..conftest import fixture_file
 from .helpers import check_model, rel_err, run_onnx
 
+#: Keras 3 warns that LayerNormalization's rms_scaling is deprecated: the cases build it on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`:UserWarning")
 #: the issue's bar
 TOLERANCE = 1e-5
 OPSETS = (13, 18)
