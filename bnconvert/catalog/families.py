@@ -6,6 +6,7 @@ from __future__ import annotations
 from . import (
     activations,
     attention,
+    audio,
     conv,
     conv_lstm,
     dense,
@@ -24,5 +25,5 @@ from . import (
     wrappers,
 )
 
-__all__ = ["activations", "attention", "conv", "conv_lstm", "dense", "legacy_layers", "merge", "misc", "normalization", "operations", "pooling", "preprocessing",
+__all__ = ["activations", "attention", "audio", "conv", "conv_lstm", "dense", "legacy_layers", "merge", "misc", "normalization", "operations", "pooling", "preprocessing",
            "recurrent", "reshape", "scoring", "spatial", "tf_ops", "wrappers"]

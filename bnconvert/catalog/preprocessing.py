@@ -41,7 +41,12 @@ import numpy as np
 from ..errors import UnsupportedLayerError
 from ..model import Layer
 from . import checks
-from .facts import ConfigProblem, Shape, no_weights, same_shape
+from .facts import (
+    ConfigProblem,
+    Shape,
+    no_weights,
+    same_shape,
+)
 from .record import CallContext, catalog, defines
 from .util import f64
 
@@ -85,8 +90,6 @@ REFUSED = {
                      "from the tensor the feature columns produce, and compute the features before it",
     "MelSpectrogram": "audio front end (STFT and mel filter bank) is not supported yet: compute the spectrogram "
                       "before the model",
-    "STFTSpectrogram": "audio front end (short-time Fourier transform) is not supported yet: compute the "
-                       "spectrogram before the model",
     "ContrastLimitedAdaptiveHistogramEqualization": "per-tile histograms (data-dependent bins and lookups) have no "
                                                     "exact ONNX form: equalize the images before the model",
 }
@@ -407,3 +410,4 @@ def pipeline_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list
     for inner in pipeline_layers(layer):
         xs = table[inner.class_name].call(inner, xs, context)  # type: ignore[misc]
     return xs
+

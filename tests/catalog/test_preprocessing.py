@@ -31,7 +31,7 @@ from bnconvert.errors import UnsupportedLayerError
 TOLERANCE = 1e-5
 
 #: every catalog class these tests compare with Keras (refused ones: their refusal is tested)
-PREPROCESSING_CLASSES = frozenset({"Resizing", "CenterCrop", "RandomCrop", "AutoContrast", "Normalization", "Rescaling", "Pipeline",
+PREPROCESSING_CLASSES = frozenset({"Resizing", "CenterCrop", "RandomCrop", "AutoContrast", "Normalization", "Rescaling", "Pipeline", "STFTSpectrogram",
                                    *INFERENCE_IDENTITIES, *REFUSED,
                                    *(f"Adaptive{k}Pooling{n}D" for k in ("Average", "Max") for n in (1, 2, 3))})
 
@@ -97,6 +97,16 @@ def build(K, generation):
                                    L.AdaptiveMaxPooling2D((4, 2), data_format="channels_first")(cf),
                                    L.AdaptiveAveragePooling2D(3, data_format="channels_first")(cf)],
             [np.moveaxis(x, -1, 1)])
+        s, t = K.Input((40, 2)), K.Input((2, 40))
+        spectra = [L.STFTSpectrogram(mode=m, frame_length=8, frame_step=3, fft_length=8, padding=p, expand_dims=e)(s)
+                   for m, p, e in (("log", "valid", False), ("magnitude", "same", True), ("psd", "valid", False),
+                                   ("real", "same", False), ("imag", "valid", True), ("stft", "same", False))]
+        spectra += [L.STFTSpectrogram(mode=m, frame_length=7, fft_length=16, data_format="channels_first", expand_dims=e,
+                                      window="hamming", scaling="spectrum", periodic=True)(t) for m, e in (("log", False),
+                                                                                                         ("stft", True))]
+        signals = [rng.normal(0.0, 1.0, (2, 40, 2)).astype("float32"), rng.normal(0.0, 1.0, (2, 2, 40)).astype("float32")]
+        add("audio", [s, t], spectra, signals)
+        add("audio_angle", s, [L.STFTSpectrogram(mode="angle", frame_length=8, frame_step=3)(s)], signals[:1])
         a, b = K.Input((7, 3)), K.Input((5, 6, 7, 2))
         add("adaptive", [a, i, b], [L.AdaptiveAveragePooling1D(3)(a), L.AdaptiveMaxPooling1D(10)(a),
                                     L.AdaptiveAveragePooling2D((3, 4))(i), L.AdaptiveMaxPooling2D((5, 2))(i),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from . import (
     activations,
     attention,
+    audio,
     conv,
     conv_lstm,
     dense,
@@ -24,5 +25,5 @@ from . import (
     tf_ops,
 )
 
-__all__ = ["activations", "attention", "conv", "conv_lstm", "dense", "legacy", "merge", "misc", "norm", "operations", "pooling", "preprocessing", "recurrent",
+__all__ = ["activations", "attention", "audio", "conv", "conv_lstm", "dense", "legacy", "merge", "misc", "norm", "operations", "pooling", "preprocessing", "recurrent",
            "reshape", "scoring", "sequence", "spatial", "tf_ops"]

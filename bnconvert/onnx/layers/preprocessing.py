@@ -178,3 +178,4 @@ def pipeline(b: Builder, call: Call) -> list[Tensor]:
         xs = table[layer.class_name](b, Call(layer=layer, name=f"{call.name}/{layer.name}", inputs=xs, out_shapes=shapes,
                                               source=call.source))
     return xs
+

@@ -1,0 +1,77 @@
+"""Keras 3's STFTSpectrogram: one strided Conv per stored kernel over each channel's signal.
+
+The float64 semantics and the settings are the catalog's (:mod:`bnconvert.catalog.audio`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...catalog.audio import stft_settings
+from ...catalog.facts import ConfigProblem, conv_output_length
+from ...catalog.util import same_pads
+from ...layerspec import data_format
+from ..builder import Builder, Call, Tensor
+from ..layout import identity
+from ..registry import converts, refuse
+
+__all__ = ["stft_spectrogram"]
+
+
+@converts("STFTSpectrogram")
+def stft_spectrogram(b: Builder, call: Call) -> list[Tensor]:
+    """Each channel as a ``(N*C, 1, T)`` signal, one strided Conv per stored kernel (real,
+    imaginary: ``(F, 1, frame_length)`` in ONNX), then the mode's arithmetic on ``(N, C, F, T')``
+    and Keras' layout. ``angle`` (atan2) has no ONNX operator and is refused."""
+    c, w = call.config, call.layer.weights
+    try:
+        mode, length, step, _, padding = stft_settings(c)
+    except ConfigProblem as exc:
+        raise refuse(call, str(exc)) from None
+    if mode == "angle":
+        raise refuse(call, "mode 'angle' needs atan2, which ONNX lacks")
+    first = data_format(c) == "channels_first"
+    x = call.x
+    channels, time = (x.shape[1], x.shape[2]) if first else (x.shape[2], x.shape[1])
+    if not (isinstance(channels, int) and isinstance(time, int)):
+        raise refuse(call, f"the channels and time steps must be static, got {x.shape}")
+    n = call.name
+    keras_x = b.view(x, identity(3))
+    signals = keras_x if first else b.node("Transpose", [keras_x], name=f"{n}/channels_first", perm=[0, 2, 1])
+    flat = b.node("Reshape", [signals, b.ints(f"{n}/signal_shape", [-1, 1, time])], name=f"{n}/signals")
+    pads = list(same_pads(time, length, step)) if padding == "same" else [0, 0]
+    steps = conv_output_length(time, length, padding, step)
+
+    def part(name: str) -> str:
+        kernel = np.ascontiguousarray(np.transpose(w[name], (2, 1, 0)))  # (F, 1, frame_length)
+        y = b.node("Conv", [flat, b.const(f"{n}/{name}", kernel)], name=f"{n}/{name}_conv", kernel_shape=[length],
+                   strides=[step], pads=pads)
+        return b.node("Reshape", [y, b.ints(f"{n}/{name}_shape", [-1, channels, kernel.shape[0], steps])], name=f"{n}/{name}_split")
+
+    eps = b.const(f"{n}/epsilon", np.float32(1e-7))
+    if mode in ("real", "imag"):
+        out = part(f"{mode}_kernel")
+    else:
+        re, im = part("real_kernel"), part("imag_kernel")
+        if mode == "stft":
+            out = b.node("Concat", [re, im], name=f"{n}/stft", axis=2)
+        else:
+            power = b.node("Add", [b.node("Mul", [re, re], name=f"{n}/re2"), b.node("Mul", [im, im], name=f"{n}/im2")],
+                           name=f"{n}/power")
+            if mode == "psd":
+                inner = b.node("Slice", [power, b.ints(f"{n}/inner_start", [1]), b.ints(f"{n}/inner_end", [-1]),
+                                         b.ints(f"{n}/inner_axis", [2])], name=f"{n}/inner")
+                padded = b.node("Pad", [inner, b.ints(f"{n}/inner_pads", [0, 0, 1, 0, 0, 0, 1, 0])], name=f"{n}/inner_padded")
+                out = b.node("Add", [power, padded], name=f"{n}/psd")
+            else:
+                out = b.node("Sqrt", [b.node("Max", [power, eps], name=f"{n}/power_eps")], name=f"{n}/magnitude")
+                if mode == "log":
+                    out = b.node("Log", [b.node("Max", [out, eps], name=f"{n}/magnitude_eps")], name=f"{n}/log")
+    if c.get("expand_dims"):
+        out = b.node("Transpose", [out], name=n, perm=[0, 1, 3, 2] if first else [0, 3, 2, 1])
+    else:
+        freqs = call.out_shape[1] if first else call.out_shape[2]
+        out = b.node("Reshape", [out, b.ints(f"{n}/flat_shape", [-1, freqs, steps])], name=n if first else f"{n}/flat")
+        if not first:
+            out = b.node("Transpose", [out], name=n, perm=[0, 2, 1])
+    return [b.tensor(call.out_shape, identity(len(call.out_shape)), out)]
