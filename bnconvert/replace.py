@@ -37,6 +37,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -621,7 +622,7 @@ def replace_line(path: str, layer: Layer) -> str:
     """A ready-to-edit ``--replace`` option for ``layer``: an Identity, for the user to change into
     what the layer really computes (bnconvert cannot know it: it never runs the code)."""
     spec = json.dumps({"class_name": "Identity", "config": {}})
-    return f"--replace '{path}={spec}'"
+    return f"--replace {shlex.quote(f'{path}={spec}')}"  # quoted for a POSIX shell, whatever the name holds
 
 
 def src_replaced(model: Model) -> list[str]:

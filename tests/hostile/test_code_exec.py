@@ -223,8 +223,11 @@ def test_real_files_name_nothing_outside_keras() -> None:
     configs = _configs_of_real_files()
     assert len(configs) >= 40
     for name, config in configs:
-        assert foreign_references(config) == ([], []), name
         code = code_in_config(config)
+        modules, names = foreign_references(config)
+        # a tf.keras Lambda names the module its function was defined in (``__main__`` in a script):
+        # part of the code already found, never imported (the file is refused for its code)
+        assert (modules if not code else [m for m in modules if m != "__main__"], names) == ([], []), name
         assert not code or all("Lambda" in c or "function_type" in c for c in code), (name, code)
 
 
