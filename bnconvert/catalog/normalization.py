@@ -33,6 +33,13 @@ from .util import array_value, axes_of, f64
 __all__ = ["ADDONS", "CONTRIB", "READ_AS", "batch_norm", "broadcast_param", "group_norm", "instance_norm_origin", "unit_norm"]
 
 
+#: why a BatchNormalization next to a per-sample normalisation stays: the statistics are the
+#: sample's own, so an affine before it is (partly) normalised away, and after it bnconvert folds
+#: only into kernels (an affine after a normalisation could merge into its gamma/beta, not done)
+_PER_SAMPLE = barrier("normalises each sample by its own statistics: a BN's affine before it is partly normalised "
+                      "away (not a per-channel affine of the output), and bnconvert folds a BN only into kernels")
+
+
 def broadcast_param(value: np.ndarray, shape: tuple[int, ...], axes: list[int]) -> np.ndarray:
     """A per-feature parameter (any layout holding ``prod(shape[axes])`` values, possibly with
     unit dimensions) shaped to broadcast against a tensor of ``shape`` normalised on ``axes``."""
@@ -113,7 +120,7 @@ def _layer_norm_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[W
     return spec + ([WeightSpec("beta", shape)] if c.get("center", True) and not c.get("rms_scaling") else [])
 
 
-@defines("LayerNormalization", shape=same_shape, weights=_layer_norm_weights, masking="keep")
+@defines("LayerNormalization", shape=same_shape, weights=_layer_norm_weights, masking="keep", fold=_PER_SAMPLE)
 def layer_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """``(x - mean) / sqrt(var + eps) * gamma + beta`` with statistics over ``axis`` per sample.
     ``rms_scaling`` (Keras 3): ``x / sqrt(var + eps) * gamma``, the variance and not the mean
@@ -165,13 +172,6 @@ def normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) ->
 
 
 # -- per-sample normalisations: GroupNormalization, UnitNormalization, RMSNormalization, InstanceNormalization --
-#: why a BatchNormalization next to a per-sample normalisation stays: the statistics are the
-#: sample's own, so an affine before it is (partly) normalised away, and after it bnconvert folds
-#: only into kernels (an affine after a normalisation could merge into its gamma/beta, not done)
-_PER_SAMPLE = barrier("normalises each sample by its own statistics: a BN's affine before it is partly normalised "
-                      "away (not a per-channel affine of the output), and bnconvert folds a BN only into kernels")
-
-
 def _channel_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
     """gamma (``scale``) then beta (``center``), one per channel of ``axis`` (GroupNormalization and
     TensorFlow Addons' InstanceNormalization); keras-contrib's ``axis: None`` holds one of each."""

@@ -227,7 +227,7 @@ def test_instance_normalization_of_unknown_origin_is_refused(tmp_path: Path) -> 
 
 
 # -- fold roles, SyncBatchNormalization ---------------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(NORMALIZATION_CLASSES))
+@pytest.mark.parametrize("name", sorted(NORMALIZATION_CLASSES | {"LayerNormalization"}))
 def test_per_sample_normalizations_are_fold_barriers_with_a_reason(name: str) -> None:
     role = fold_role(name)
     assert role.kind == "barrier" and "own statistics" in role.why
