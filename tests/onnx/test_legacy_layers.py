@@ -39,14 +39,18 @@ def test_export_matches_tf_keras(case: str) -> None:
         assert max(errors) < TOLERANCE, errors
 
 
-def test_implementation_1_gathers_windows_instead_of_a_dense_matrix() -> None:
-    """Implementation 1 exports the stored per-position kernels (no zero-filled (in, out) matrix)."""
+@pytest.mark.parametrize("case", ["local1d", "local2d"])
+def test_every_implementation_gathers_windows_instead_of_a_dense_matrix(case: str) -> None:
+    """Each layer (implementations 1, 2 and 3) is one Gather of windows and a batched MatMul with
+    a (positions, window, filters) kernel: no zero-filled (input, output) matrix."""
     folder, _ = tf_keras_files()
-    proto = to_onnx(bnconvert.load(folder / "local_chain.h5"))
-    ops = [node.op_type for node in proto.graph.node]
-    assert "Gather" in ops
-    sizes = sorted(int(np.prod(t.dims)) for t in proto.graph.initializer)
-    assert max(sizes) == 9 * 9 * 2 * 3  # the (P=9, 3*3*2, 3) kernel, no (8*8*2, 3*3*3) matrix
+    model = bnconvert.load(folder / f"{case}.h5")
+    layers = [layer for layer in model.layers if layer.class_name.startswith("LocallyConnected")]
+    assert {layer.config["implementation"] for layer in layers} == {1, 2, 3}
+    proto = to_onnx(model)
+    assert sum(node.op_type == "Gather" for node in proto.graph.node) == len(layers)
+    kernels = [t for t in proto.graph.initializer if t.name.endswith("/kernel")]
+    assert len(kernels) == len(layers) and all(len(t.dims) == 3 for t in kernels)
 
 
 def test_a_python_function_merge_is_refused_by_the_export() -> None:

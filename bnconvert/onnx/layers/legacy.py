@@ -3,14 +3,14 @@ only Highway, MaxoutDense, SReLU, ParametricSoftplus and Merge (mode ``cos``).
 
 Every handler computes in Keras' own layout (the layer's data format), as the layer does.
 
-LocallyConnected: the input flattened in its memory order, then per ``implementation`` (the
-kernel layouts are :mod:`bnconvert.catalog.legacy_layers`'): 1, one Gather of every output
-position's window (``(N, P, prod(k) C)``, the window in memory order) and one batched MatMul with
-the ``(P, prod(k) C, F)`` kernel, the layer's own arithmetic with no zero weights; 2 and 3, one
-MatMul with the dense ``(in, out)`` matrix tf.keras multiplies by (implementation 2 stores it,
-masked by its connectivity; 3 scatters its stored entries into it). The bias is added in the
-layer's layout (channels_first: the stored ``(*S_out, F)`` reshaped to ``(F, *S_out)``, as
-tf.keras and Keras 1 do), then the activation.
+LocallyConnected: the input flattened in its memory order, one Gather of every output position's
+window (``(N, P, M)``, the window in memory order, a clipped same window padded with a zero) and
+one batched MatMul with a ``(P, M, F)`` kernel: implementation 1's stored kernel as it is, the
+connected entries of implementation 2's dense kernel, or implementation 3's entries put in place
+(the kernel layouts are :mod:`bnconvert.catalog.legacy_layers`'). So no zero-filled
+``(input, output)`` matrix is ever built: it grows with the square of the image. The bias is
+added in the layer's layout (channels_first: the stored ``(*S_out, F)`` reshaped to
+``(F, *S_out)``, as tf.keras and Keras 1 do), then the activation.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from ...catalog.activations import activation_name
 from ...catalog.facts import ConfigProblem
 from ...catalog.legacy_layers import (
     COS_EPSILON,
+    connected_inputs,
     kernel_indices,
     local_geometry,
-    local_window_mask,
     merge_refusal,
     parameter_problem,
 )
@@ -37,24 +37,62 @@ from .activations import activation_problem, emit_activation, fused, pre_activat
 __all__ = ["keras1_activation", "keras1_dense", "keras1_merge", "locally_connected"]
 
 
-def _window_indices(spatial: list[int], channels: int, out: list[int], kernel: list[int], strides: list[int],
-                    first: bool) -> np.ndarray:
-    """``(P, prod(k) * C)``: per output position (row-major), the flat input indices of its window
-    in the order tf.keras' ``local_conv`` reshapes the window (memory order of the layer's layout)."""
-    dims = (channels, *spatial) if first else (*spatial, channels)
-    rows = []
+def _windows(spatial: list[int], channels: int, out: list[int], kernel: list[int], strides: list[int], padding: str,
+             first: bool) -> tuple[list[tuple[int, ...]], list[list[tuple[int, ...]]]]:
+    """Per output position (row-major): its position, and the input entries ``(*pixel, channel)``
+    it reads, in the order tf.keras' ``local_conv`` flattens a window (the memory order of the
+    layer's layout: channel-major for channels_first, channel-minor for channels_last); a same
+    window is clipped at the border (``conv_connected_inputs``)."""
+    positions, windows = [], []
     for pos in itertools.product(*(range(o) for o in out)):
-        ranges = [range(p * s, p * s + k) for p, s, k in zip(pos, strides, kernel)]
-        if first:  # x[:, :, window] flattened: channel-major
-            window = [(ch, *px) for ch in range(channels) for px in itertools.product(*ranges)]
-        else:  # x[:, window, :] flattened: channel-minor
-            window = [(*px, ch) for px in itertools.product(*ranges) for ch in range(channels)]
-        rows.append(np.ravel_multi_index(tuple(np.array(window).T), dims))
-    return np.asarray(rows, dtype=np.int64)
+        ranges = [connected_inputs(n, k, s, padding, p) for n, k, s, p in zip(spatial, kernel, strides, pos)]
+        pixels = list(itertools.product(*ranges))
+        entries = [(*px, ch) for ch in range(channels) for px in pixels] if first else \
+            [(*px, ch) for px in pixels for ch in range(channels)]
+        positions.append(pos)
+        windows.append(entries)
+    return positions, windows
+
+
+def _window_kernel(c: dict, w: np.ndarray, spatial: list[int], channels: int, out: list[int], kernel: list[int],
+                   strides: list[int], filters: int) -> tuple[np.ndarray, np.ndarray]:
+    """The layer as ``(index (P, M), kernel (P, M, F))``: per output position, the flat input
+    indices of its window (padded with the index one past the input, a zero) and the weights of
+    each, taken from whichever of tf.keras' three layouts the layer stores."""
+    first = c.get("data_format") == "channels_first"
+    padding = c.get("padding", "valid")
+    implementation = c.get("implementation", 1)
+    positions, windows = _windows(spatial, channels, out, kernel, strides, padding, first)
+    in_dims = (channels, *spatial) if first else (*spatial, channels)
+    in_size = int(np.prod(in_dims))
+    width = max(len(window) for window in windows)
+    index = np.full((len(windows), width), in_size, np.int64)
+    weights = np.zeros((len(windows), width, filters), np.float32)
+    w = np.asarray(w)
+    if implementation == 3:
+        pairs = kernel_indices(spatial, channels, out, filters, kernel, strides, padding, first)
+        keys = pairs[:, 0] * in_size + pairs[:, 1]  # sorted, as tf.keras sorts its (output, input) pairs
+        out_dims = (filters, *out) if first else (*out, filters)
+    for p, (pos, window) in enumerate(zip(positions, windows)):
+        flat = np.ravel_multi_index(tuple(np.array([(e[-1], *e[:-1]) if first else e for e in window]).T), in_dims)
+        index[p, :len(window)] = flat
+        if implementation == 1:
+            weights[p, :len(window)] = w[p]
+            continue
+        for j, entry in enumerate(window):
+            px, ch = entry[:-1], entry[-1]
+            if implementation == 2:  # (C, *S_in, F, *S_out) or (*S_in, C, *S_out, F)
+                weights[p, j] = w[(ch, *px, slice(None), *pos)] if first else w[(*px, ch, *pos, slice(None))]
+            else:
+                outs = [np.ravel_multi_index((f, *pos) if first else (*pos, f), out_dims) for f in range(filters)]
+                weights[p, j] = w[np.searchsorted(keys, np.asarray(outs) * in_size + flat[j])]
+    return index, weights
 
 
 @converts("LocallyConnected1D", "LocallyConnected2D")
 def locally_connected(b: Builder, call: Call) -> list[Tensor]:
+    """One Gather of every output position's window and one batched MatMul, whatever the stored
+    layout: no zero-filled (input, output) matrix, whose size grows with the square of the image."""
     c = call.config
     w = call.layer.weights.get("kernel")
     if w is None:
@@ -63,37 +101,24 @@ def locally_connected(b: Builder, call: Call) -> list[Tensor]:
     if problem:
         raise refuse(call, problem)
     x = call.x
-    rank = x.rank - 2
     try:
-        spatial, channels, out, kernel, strides = local_geometry(c, x.shape, rank)
+        spatial, channels, out, kernel, strides = local_geometry(c, x.shape, x.rank - 2)
     except ConfigProblem as exc:
         raise refuse(call, str(exc)) from None
+    if c.get("implementation", 1) == 1 and c.get("padding", "valid") != "valid":
+        raise refuse(call, "implementation 1 takes padding 'valid' only (as Keras)")
     first = c.get("data_format") == "channels_first"
-    padding = c.get("padding", "valid")
     filters = int(c["filters"])
-    implementation = c.get("implementation", 1)
+    index, weights = _window_kernel(c, w, spatial, channels, out, kernel, strides, filters)
     keras = identity(x.rank)
     flat = b.node("Reshape", [b.view(x, keras), b.ints(f"{call.name}/flat_shape", [0, -1])], name=f"{call.name}/flatten")
+    if (index == int(np.prod(spatial)) * channels).any():  # a clipped same window reads a zero past the input
+        flat = b.node("Pad", [flat, b.ints(f"{call.name}/zero_pad", [0, 0, 0, 1])], name=f"{call.name}/zero")
+    patches = b.node("Gather", [flat, b.const(f"{call.name}/windows", index, np.int64)], name=f"{call.name}/windows", axis=1)
+    per_position = b.node("Transpose", [patches], name=f"{call.name}/by_position", perm=[1, 0, 2])  # (P, N, M)
+    y = b.node("MatMul", [per_position, b.const(f"{call.name}/kernel", weights)], name=f"{call.name}/matmul")  # (P, N, F)
+    y = b.node("Transpose", [y], name=f"{call.name}/by_sample", perm=[1, 2, 0] if first else [1, 0, 2])
     out_shape = [filters, *out] if first else [*out, filters]
-    if implementation == 1:
-        if padding != "valid":
-            raise refuse(call, "implementation 1 takes padding 'valid' only (as Keras)")
-        idx = _window_indices(spatial, channels, out, kernel, strides, first)
-        patches = b.node("Gather", [flat, b.const(f"{call.name}/windows", idx, np.int64)], name=f"{call.name}/windows", axis=1)
-        per_position = b.node("Transpose", [patches], name=f"{call.name}/by_position", perm=[1, 0, 2])  # (P, N, K)
-        y = b.node("MatMul", [per_position, b.const(f"{call.name}/kernel", w)], name=f"{call.name}/matmul")  # (P, N, F)
-        y = b.node("Transpose", [y], name=f"{call.name}/by_sample", perm=[1, 2, 0] if first else [1, 0, 2])
-    else:
-        in_size = int(np.prod(spatial)) * channels
-        if implementation == 2:
-            mask = local_window_mask(spatial, out, kernel, strides, padding)
-            m = np.expand_dims(np.expand_dims(mask, 0), -rank - 1) if first else np.expand_dims(np.expand_dims(mask, rank), -1)
-            dense = (np.asarray(w, np.float32) * m).reshape(in_size, -1)
-        else:
-            idxs = kernel_indices(spatial, channels, out, filters, kernel, strides, padding, first)
-            dense = np.zeros((in_size, int(np.prod(out_shape))), np.float32)
-            dense[idxs[:, 1], idxs[:, 0]] = w
-        y = b.node("MatMul", [flat, b.const(f"{call.name}/kernel", dense)], name=f"{call.name}/matmul")
     bias = call.layer.weights.get("bias")
     final = pre_activation_name(call)
     use_bias = bias is not None and c.get("use_bias", True) is not False
