@@ -50,12 +50,14 @@ def keras3_names() -> list[str]:
 #: activations also applied to the input scaled down, where a wide spread would hide them:
 #: sparsemax is one-hot unless the largest logits lie within 1 of each other
 NARROW = ("sparsemax",)
+#: (class, activation, recurrent_activation) of recurrent layers using the newer names inside their cells
+RECURRENT = (("SimpleRNN", "soft_shrink", None), ("LSTM", "sparse_plus", "sparse_sigmoid"), ("GRU", "squareplus", "hard_silu"))
 
 
 def _outputs_of(names: list[str]) -> list[str]:
     """The activation name behind each model output, in order (glu only as a layer)."""
     wide = [n for name in names for n in ([name] if name in SHAPE_CHANGING else [name, name])]
-    return wide + list(NARROW)
+    return wide + list(NARROW) + [act for _, act, _ in RECURRENT]
 
 
 @functools.cache
@@ -75,6 +77,9 @@ def keras3_files() -> Files:
             outs.append(keras.layers.Dense(5, activation=name, name=f"dense_{name}")(x))
     narrow = keras.layers.Rescaling(0.15, name="narrow")(x)
     outs += [keras.layers.Activation(name, name=f"narrow_{name}")(narrow) for name in NARROW]
+    for cls, act, rec in RECURRENT:
+        extra = {"recurrent_activation": rec} if rec else {}
+        outs.append(getattr(keras.layers, cls)(3, activation=act, **extra, name=f"{cls.lower()}_{act}")(narrow))
     model = keras.Model(x, outs, name="activations")
     randomize(model)
     xs = [(np.random.default_rng(3).normal(0.0, 1.0, (3, 4, 6)) * SCALE).astype(np.float32)]

@@ -112,12 +112,11 @@ def _squareplus(a: _Act, x: str) -> str:
 
 
 def _sparse_plus(a: _Act, x: str) -> str:
-    """0 up to -1, ``(x + 1)**2 / 4`` up to 1, then x."""
-    shifted = a.op("Add", [x, a.c("one", 1.0)], "shifted")
+    """0 up to -1, ``(x + 1)**2 / 4`` up to 1, then x: ``(clip(x, -1, 1) + 1)**2 / 4 + relu(x - 1)``
+    (no Where: onnxruntime cannot type a Where inside a recurrent layer's Scan body)."""
+    shifted = a.op("Add", [a.op("Clip", [x, a.c("min", -1.0), a.c("max", 1.0)], "clipped"), a.c("one", 1.0)], "shifted")
     quad = a.op("Mul", [a.op("Mul", [shifted, shifted], "square"), a.c("quarter", 0.25)], "quadratic")
-    upper = a.op("Where", [a.op("Less", [x, a.c("one_hi", 1.0)], "below_one"), quad, x], "upper")
-    low = a.op("LessOrEqual", [x, a.c("minus_one", -1.0)], "below_minus_one")
-    return a.op("Where", [low, a.c("zero", 0.0), upper])
+    return a.op("Add", [quad, a.op("Relu", [a.op("Sub", [x, a.c("one_hi", 1.0)], "above")], "linear_part")])
 
 
 def _sparse_sigmoid(a: _Act, x: str) -> str:
