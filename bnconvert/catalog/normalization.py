@@ -30,7 +30,7 @@ from .record import CallContext, defines
 from .roles import barrier
 from .util import array_value, axes_of, f64
 
-__all__ = ["ADDONS", "CONTRIB", "READ_AS", "batch_norm", "broadcast_param", "group_norm", "instance_norm_origin", "unit_norm"]
+__all__ = ["ADDONS", "CONTRIB", "READ_AS", "batch_norm", "broadcast_param", "group_norm", "instance_norm_origin", "rms_epsilon", "unit_norm"]
 
 
 #: why a BatchNormalization next to a per-sample normalisation stays: the statistics are the
@@ -263,6 +263,14 @@ def _rms_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSp
     return [WeightSpec("scale", shape)]
 
 
+def rms_epsilon(c: dict[str, Any]) -> float:
+    """RMSNormalization's epsilon: the layer's default 1e-6 when the config has none, and
+    ``ops.rms_normalization``'s own default (``backend.epsilon()``, 1e-7) when it says null."""
+    if "epsilon" not in c:
+        return 1e-6
+    return 1e-7 if c["epsilon"] is None else float(c["epsilon"])
+
+
 @defines("RMSNormalization", shape=same_shape, weights=_rms_weights,
          fields={"axis": checks.axis, "epsilon": checks.opt(checks.finite_nonneg)}, fold=_PER_SAMPLE)
 def rms_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
@@ -270,8 +278,7 @@ def rms_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext
     square, unlike LayerNormalization's ``rms_scaling``, which uses the variance)."""
     c, x = layer.config, f64(xs[0])
     axes = axes_of(c.get("axis", -1), x.ndim)
-    eps = c.get("epsilon")
-    y = x / np.sqrt(np.mean(x * x, axis=tuple(axes), keepdims=True) + (1e-7 if eps is None else float(eps)))
+    y = x / np.sqrt(np.mean(x * x, axis=tuple(axes), keepdims=True) + rms_epsilon(c))
     scale = layer.weights.get("scale")
     return [y if scale is None else y * broadcast_param(scale, x.shape, axes)]
 
@@ -313,7 +320,7 @@ _instance_axis.want = "null or a non-zero axis"  # type: ignore[attr-defined]
 
 
 @defines("InstanceNormalization", "Addons>InstanceNormalization", shape=same_shape, weights=_instance_weights,
-         fields={"axis": _instance_axis, "epsilon": checks.opt(checks.finite_nonneg), "center": checks.boolean,
+         fields={"axis": _instance_axis, "epsilon": checks.finite_nonneg, "center": checks.boolean,
                  "scale": checks.boolean, "groups": checks.opt(_groups)}, masking="keep", fold=_PER_SAMPLE,
          notes="keras-contrib: (x - mean) / (std + eps); TensorFlow Addons: (x - mean) / sqrt(var + eps); "
                "told apart by instance_norm_origin")

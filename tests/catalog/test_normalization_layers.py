@@ -265,3 +265,14 @@ def test_tf_keras_group_normalization_with_a_mask_is_refused() -> None:
     keras3 = CallContext(source=Source(path="m.keras", format="keras3-zip", keras_version="3.15.1"),
                          masks=[np.ones((2, 3), bool)])
     assert group_normalization_layer(layer, [np.arange(24.0).reshape(2, 3, 4)], keras3)[0].shape == (2, 3, 4)
+
+
+def test_rms_normalization_epsilon_defaults_are_keras3s() -> None:
+    """A config without ``epsilon`` gets the layer's default; ``null`` gets the op's (``backend.epsilon()``)."""
+    import keras
+
+    from bnconvert.catalog.normalization import rms_epsilon
+
+    assert rms_epsilon({}) == keras.layers.RMSNormalization().epsilon
+    assert rms_epsilon({"epsilon": None}) == keras.backend.epsilon()
+    assert rms_epsilon({"epsilon": 0.5}) == 0.5

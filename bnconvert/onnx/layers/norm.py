@@ -23,7 +23,7 @@ import numpy as np
 
 from ...bn import bn_params
 from ...catalog.facts import ConfigProblem
-from ...catalog.normalization import ADDONS, instance_norm_origin
+from ...catalog.normalization import ADDONS, instance_norm_origin, rms_epsilon
 from ...catalog.util import array_value
 from ...errors import FormatError
 from ..builder import Builder, Call, Tensor
@@ -299,7 +299,6 @@ def rms_norm(b: Builder, call: Call) -> list[Tensor]:
     held = sorted(position(perm, a) for a in axes)
     mean_square = b.reduce("ReduceMean", b.node("Mul", [xn, xn], name=f"{call.name}/square"), held, keepdims=True,
                            name=f"{call.name}/mean_square")
-    eps = 1e-7 if c.get("epsilon") is None else float(c["epsilon"])
-    y = b.node("Div", [xn, _std(b, mean_square, eps, call.name)], name=f"{call.name}/normalised")
+    y = b.node("Div", [xn, _std(b, mean_square, rms_epsilon(c), call.name)], name=f"{call.name}/normalised")
     scale = call.layer.weights.get("scale")
     return [b.tensor(call.out_shape, perm, _affine_tail(b, call, y, scale, None, rank, axes, perm, x.shape, ("scale", "shift")))]
