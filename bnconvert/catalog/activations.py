@@ -212,6 +212,8 @@ def apply_activation(layer: Layer, x: np.ndarray, ctx: CallContext, spec: Any = 
     if fn is None:
         problem = activation_problem(value, shape_changing=layer.class_name == "Activation")
         raise UnsupportedLayerError(f"layer {layer.label}: {problem or f'activation {name!r} has no float64 semantics'}")
+    if name == "glu" and x.shape[-1] % 2:
+        raise UnsupportedLayerError(f"layer {layer.label}: glu needs an even last axis, got {x.shape[-1]}")
     return fn(x, ctx.generation)
 
 

@@ -179,3 +179,12 @@ def test_activation_refused_with_its_reason(activation: Any, class_name: str, wo
         ReferenceRunner(Path("hand_built.h5"), model=model).infer({"input": np.ones((2, 4), np.float32)})
     with pytest.raises(UnsupportedLayerError, match=words.replace("(", r"\(").replace(")", r"\)")):
         to_onnx(model)
+
+
+def test_glu_on_an_odd_axis_is_refused() -> None:
+    layer = _dense("glu", "Activation")
+    model = chain_model([layer], [None, 5])
+    with pytest.raises(UnsupportedLayerError, match="glu needs an even last axis"):
+        ReferenceRunner(Path("hand_built.h5"), model=model).infer({"input": np.ones((2, 5), np.float32)})
+    with pytest.raises(UnsupportedLayerError, match="glu needs an even last axis"):
+        to_onnx(model)

@@ -254,6 +254,9 @@ def activation(b: Builder, call: Call) -> list[Tensor]:
     problem = activation_problem(call.layer)
     if problem:
         raise refuse(call, problem)
+    last = call.x.shape[-1]
+    if name in SHAPE_CHANGING and isinstance(last, int) and last % 2:
+        raise refuse(call, f"glu needs an even last axis, got {last}")
     return _elementwise(b, call, lambda x, n, axis: emit_activation(
         b, name, x, node=n, out=n, axis=axis, generation=call.generation))
 
