@@ -10,6 +10,7 @@ bnconvert reads them back and runs them in float64.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,10 @@ def _models() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def operation_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[np.ndarray], list[np.ndarray]]]:
-    """name -> (the saved .keras file, inputs, Keras 3's outputs); ``<name>_h5`` the same in a Keras 3 .h5."""
+    """name -> (the saved .keras file, inputs, Keras 3's outputs); ``<name>_h5`` the same in a Keras 3 .h5.
+    Built once per session although two modules use the fixture (each registers its own copy)."""
+    if _BUILT:
+        return _BUILT
     import keras
 
     from ..onnx.helpers import inputs_for, keras_predict, randomize
@@ -104,7 +108,17 @@ def operation_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
             path = folder / f"{name}.{fmt}"
             model.save(path)
             cases[name if fmt == "keras" else f"{name}_h5"] = (path, xs, expected)
+    _BUILT.update(cases)
     return cases
+
+
+_BUILT: dict[str, tuple[Path, list[np.ndarray], list[np.ndarray]]] = {}
+
+
+@functools.cache
+def loaded(path: Path) -> bnconvert.Model:
+    """A model file read once per session (the tests only read it)."""
+    return bnconvert.load(path)
 
 
 def _error(ref: Any, out: Any) -> float:
@@ -120,7 +134,7 @@ CASES = ["elementwise", "elementwise_h5", "reductions", "shapes", "typed", "with
 @pytest.mark.parametrize("case", CASES)
 def test_float64_reference_equals_keras3(case: str, operation_models: dict[str, Any]) -> None:
     path, xs, expected = operation_models[case]
-    model = bnconvert.load(path)
+    model = loaded(path)
     outs = run_reference(model, xs)
     assert len(outs) == len(expected)
     errors = {str(ref): _error(k, r) for ref, r, k in zip(model.outputs, outs, expected)}
@@ -133,7 +147,7 @@ def test_float64_reference_equals_keras3(case: str, operation_models: dict[str, 
 
 
 def test_every_operation_record_is_compared_with_keras3(operation_models: dict[str, Any]) -> None:
-    ran = {layer.class_name for case in CASES for _, layer, _ in bnconvert.load(operation_models[case][0]).walk()}
+    ran = {layer.class_name for case in CASES for _, layer, _ in loaded(operation_models[case][0]).walk()}
     missing = sorted(OPERATION_CLASSES - ran)
     assert not missing, f"keras.ops records no Keras comparison exercises: {missing}"
 
