@@ -237,7 +237,7 @@ def einsum(equation: str, x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 @defines("EinsumDense", shape=_einsum_shape, weights=_einsum_weights, fields=_EINSUM_FIELDS,
-         fold=barrier("its equation decides which kernel axes meet the BN's channels (not folded)"))
+         fold=barrier("contracts the axes its equation names, which need not be the BN's channels (not folded)"))
 def einsum_dense_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     """``activation(einsum(equation, x, kernel) + bias)``; quantized layers are refused."""
     c = layer.config
@@ -470,7 +470,7 @@ _ATTENTION_FIELDS = {
     "GroupQueryAttention": _GQA_FIELDS, "GroupedQueryAttention": _GQA_FIELDS,
 }
 
-_NOT_FOLDED = barrier("attention multiplies projections of its inputs together (not folded)")
+_NOT_FOLDED = barrier("multiplies projections of its inputs together: a per-channel affine does not pass it")
 
 
 @defines("MultiHeadAttention", "GroupQueryAttention", "GroupedQueryAttention", masking="own", mask=_attention_masks,
