@@ -177,20 +177,24 @@ def _implementation_2(x: np.ndarray, w: np.ndarray, mask: np.ndarray, first: boo
 
 def kernel_indices(spatial: list[int], channels: int, out: list[int], filters: int, kernel: list[int],
                    strides: list[int], padding: str, first: bool) -> np.ndarray:
-    """tf.keras ``sorted(conv_kernel_idxs(...))`` as an ``(n, 2)`` array of (output, input) flat indices."""
-    def flat(position: tuple[int, ...], channel: int, sizes: list[int], depth: int) -> int:
-        index = (channel, *position) if first else (*position, channel)
-        dims = (depth, *sizes) if first else (*sizes, depth)
-        return int(np.ravel_multi_index(index, dims))
-
-    pairs = []
+    """tf.keras ``sorted(conv_kernel_idxs(...))`` as an ``(n, 2)`` array of (output, input) flat
+    indices in the layer's layout (channels first or last), built per output position with numpy."""
+    in_dims = (channels, *spatial) if first else (*spatial, channels)
+    out_dims = (filters, *out) if first else (*out, filters)
+    blocks = []
     for pos in itertools.product(*(range(o) for o in out)):
         ranges = [connected_inputs(n, k, s, padding, p) for n, k, s, p in zip(spatial, kernel, strides, pos)]
-        for src in itertools.product(*ranges):
-            for f_in in range(channels):
-                for f_out in range(filters):
-                    pairs.append((flat(pos, f_out, out, filters), flat(src, f_in, spatial, channels)))
-    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+        pixels = np.array(list(itertools.product(*ranges)), dtype=np.int64).reshape(-1, len(spatial))
+        chans = np.arange(channels)
+        pix = np.repeat(pixels, channels, axis=0)
+        ch = np.tile(chans, len(pixels))
+        ins = np.ravel_multi_index((ch, *pix.T) if first else (*pix.T, ch), in_dims)
+        f = np.arange(filters)
+        outs = np.ravel_multi_index((f, *[np.full(filters, p) for p in pos]) if first else
+                                    (*[np.full(filters, p) for p in pos], f), out_dims)
+        blocks.append(np.stack(np.broadcast_arrays(outs[:, None], ins[None, :]), axis=-1).reshape(-1, 2))
+    pairs = np.concatenate(blocks) if blocks else np.zeros((0, 2), np.int64)
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
 
 
 def _implementation_3(x: np.ndarray, w: np.ndarray, idxs: np.ndarray, in_size: int, out_shape: tuple) -> np.ndarray:

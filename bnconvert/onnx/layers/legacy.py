@@ -79,13 +79,15 @@ def _window_kernel(c: dict, w: np.ndarray, spatial: list[int], channels: int, ou
         if implementation == 1:
             weights[p, :len(window)] = w[p]
             continue
-        for j, entry in enumerate(window):
-            px, ch = entry[:-1], entry[-1]
-            if implementation == 2:  # (C, *S_in, F, *S_out) or (*S_in, C, *S_out, F)
-                weights[p, j] = w[(ch, *px, slice(None), *pos)] if first else w[(*px, ch, *pos, slice(None))]
-            else:
-                outs = [np.ravel_multi_index((f, *pos) if first else (*pos, f), out_dims) for f in range(filters)]
-                weights[p, j] = w[np.searchsorted(keys, np.asarray(outs) * in_size + flat[j])]
+        entries = np.array(window, dtype=np.int64)
+        px, ch = tuple(entries[:, :-1].T), entries[:, -1]
+        if implementation == 2:  # (C, *S_in, F, *S_out) or (*S_in, C, *S_out, F)
+            weights[p, :len(window)] = (w[(ch, *px, slice(None), *pos)] if first else w[(*px, ch, *pos)])
+        else:
+            f = np.arange(filters)
+            fixed = [np.full(filters, q) for q in pos]
+            outs = np.ravel_multi_index((f, *fixed) if first else (*fixed, f), out_dims)
+            weights[p, :len(window)] = w[np.searchsorted(keys, outs[None, :] * in_size + flat[:, None])]
     return index, weights
 
 
