@@ -735,7 +735,8 @@ def opaque_layers(model: Model) -> list[dict[str, Any]]:
             if layer.model is not None:
                 walk(layer.model, path + "/", ins if ins and all(ins) else None)
                 continue
-            custom = layer.class_name not in records or layer.class_name in registered
+            custom = layer.class_name not in records or layer.class_name in registered \
+                or layer.config.get("keras1_merge_mode") == "<python function>"  # a Keras 1 merge(mode=lambda)
             if layer.class_name != "Lambda" and not custom:
                 continue
             entry = entries.get(path, {})

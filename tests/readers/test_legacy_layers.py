@@ -116,6 +116,10 @@ def test_a_merge_whose_mode_is_a_lambda_is_read_and_refused_never_run(tmp_path: 
     assert merge.class_name == "Merge" and merge.config["keras1_merge_mode"] == "<python function>"
     with pytest.raises(UnsupportedLayerError, match="merge_1.*Python code, which bnconvert never runs"):
         bnconvert.to_onnx(model)
+    from bnconvert.replace import opaque_layers
+
+    (listed,) = opaque_layers(model)  # inspect lists it with a --replace line, like a Lambda
+    assert listed["name"] == "merge_1" and listed["replace"].startswith("merge_1=")
     runner = ReferenceRunner(path, model=model)
     with pytest.raises(UnsupportedLayerError, match="never runs"):
         runner.infer({s.name: np.ones((2, 3), np.float32) for s in runner.input_specs()})
