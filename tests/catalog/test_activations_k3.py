@@ -188,3 +188,17 @@ def test_glu_on_an_odd_axis_is_refused() -> None:
         ReferenceRunner(Path("hand_built.h5"), model=model).infer({"input": np.ones((2, 5), np.float32)})
     with pytest.raises(UnsupportedLayerError, match="glu needs an even last axis"):
         to_onnx(model)
+
+
+def test_gelu_approximate_equals_keras3() -> None:
+    """``{"name": "gelu", "approximate": true}`` (the one parameter a serialized function can
+    carry): the tanh approximation, as Keras 3 computes it."""
+    import keras
+
+    from bnconvert.catalog.activations import activation_name
+
+    spec = {"module": "keras.activations", "class_name": "function", "config": {"name": "gelu", "approximate": True}}
+    assert activation_name(spec) == "gelu_approximate"
+    x = np.linspace(-6.0, 6.0, 97, dtype=np.float32)
+    want = np.asarray(keras.activations.gelu(x, approximate=True))
+    assert rel_err(want, ACTIVATIONS["gelu_approximate"](x.astype(np.float64), 3)) <= TOLERANCE
