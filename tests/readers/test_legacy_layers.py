@@ -119,7 +119,7 @@ def test_a_merge_whose_mode_is_a_lambda_is_read_and_refused_never_run(tmp_path: 
     from bnconvert.replace import opaque_layers
 
     (listed,) = opaque_layers(model)  # inspect lists it with a --replace line, like a Lambda
-    assert listed["name"] == "merge_1" and listed["replace"].startswith("merge_1=")
+    assert listed["name"] == "merge_1" and listed["replace"].startswith("--replace 'merge_1=")
     runner = ReferenceRunner(path, model=model)
     with pytest.raises(UnsupportedLayerError, match="never runs"):
         runner.infer({s.name: np.ones((2, 3), np.float32) for s in runner.input_specs()})
