@@ -5,7 +5,17 @@
 then per ``mode`` the real or imaginary part, their angle, both, the power (``psd`` adds the
 inner frequencies once more), its square root (``magnitude``, floored at ``1e-7``) or that
 root's log, laid out as its ``data_format``/``expand_dims`` say (Keras'
-``STFTSpectrogram._adjust_shapes``). MelSpectrogram is refused (:mod:`.preprocessing`).
+``STFTSpectrogram._adjust_shapes``).
+
+**MelSpectrogram** (no weights: everything is in its config) is Keras' ``ops.stft`` with
+``center=True`` (the signal reflect-padded by ``fft_length // 2`` on both sides; a periodic
+Hann or Hamming window of ``sequence_length`` centred in ``fft_length``), the magnitude to the
+power ``mag_exp``, TensorFlow's HTK mel filter bank (``linear_to_mel_weight_matrix``, DC bin
+excluded) and, with ``power_to_db``, ``10 log10(max(x, min_power))`` relative to ``ref_power``,
+floored at the largest value of the *whole batch* minus ``top_db`` (so a sample's output
+depends on the others in its batch, as in Keras). Output ``(N, num_mel_bins, frames)`` with
+``frames = 1 + T // sequence_stride`` for an even ``fft_length`` (Keras' declared
+``compute_output_shape`` differs for some lengths; the values have this many frames).
 """
 
 from __future__ import annotations
@@ -18,11 +28,11 @@ import numpy as np
 from ..model import Layer
 from . import checks
 from .conv import conv_nd
-from .facts import ConfigProblem, Shape, WeightSpec, conv_output_length
+from .facts import ConfigProblem, Shape, WeightSpec, conv_output_length, no_weights
 from .record import CallContext, defines
 from .util import f64
 
-__all__ = ["STFT_MODES", "stft_settings"]
+__all__ = ["STFT_MODES", "mel_matrix", "mel_settings", "stft_settings", "stft_window"]
 
 
 #: STFTSpectrogram's output modes
@@ -102,3 +112,85 @@ def stft_spectrogram_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext)
         return [np.transpose(out, (0, 1, 3, 2) if first else (0, 3, 2, 1))]
     flat_out = out.reshape(n, -1, out.shape[3])  # (N, C*F, T')
     return [flat_out if first else np.moveaxis(flat_out, 1, 2)]
+
+
+def mel_settings(c: dict[str, Any]) -> dict[str, Any]:
+    """A MelSpectrogram config with Keras' defaults filled in."""
+    fft = c.get("fft_length", 2048)
+    out = {"fft_length": fft, "sequence_stride": c.get("sequence_stride", 512),
+           "sequence_length": c.get("sequence_length") or fft, "window": c.get("window", "hann"),
+           "sampling_rate": c.get("sampling_rate", 16000), "num_mel_bins": c.get("num_mel_bins", 128),
+           "min_freq": c.get("min_freq", 20.0), "max_freq": c.get("max_freq") or int(c.get("sampling_rate", 16000) / 2),
+           "power_to_db": c.get("power_to_db", True), "top_db": c.get("top_db", 80.0), "mag_exp": c.get("mag_exp", 2.0),
+           "min_power": c.get("min_power", 1e-10), "ref_power": c.get("ref_power", 1.0)}
+    ints = ("fft_length", "sequence_stride", "sequence_length", "num_mel_bins")
+    if not all(checks.pos_int(out[k]) for k in ints) or out["sequence_length"] > out["fft_length"]:
+        raise ConfigProblem(f"config {', '.join(f'{k!r}: {out[k]!r}' for k in ints)}: positive integers, "
+                            "sequence_length at most fft_length, expected")
+    if not all(checks.number(out[k]) for k in ("sampling_rate", "min_freq", "max_freq", "mag_exp", "min_power", "ref_power")):
+        raise ConfigProblem("config frequencies and powers must be finite numbers")
+    return out
+
+
+def stft_window(s: dict[str, Any]) -> np.ndarray:
+    """The ``fft_length`` window of ``ops.stft``: periodic Hann/Hamming (or the given values, or
+    ones) over ``sequence_length``, zero-padded to the centre of ``fft_length``."""
+    n, fft, window = s["sequence_length"], s["fft_length"], s["window"]
+    k = np.arange(n)
+    if window == "hann":
+        w = 0.5 - 0.5 * np.cos(2.0 * np.pi * k / n)
+    elif window == "hamming":
+        w = 0.54 - 0.46 * np.cos(2.0 * np.pi * k / n)
+    elif window is None:
+        w = np.ones(n)
+    else:
+        w = f64(window)
+        if w.shape != (n,):
+            raise ConfigProblem(f"config 'window' has shape {w.shape}, expected ({n},)")
+    left = (fft - n) // 2
+    return np.pad(w, (left, fft - n - left))
+
+
+def _hertz_to_mel(hz: np.ndarray) -> np.ndarray:
+    return 1127.0 * np.log(1.0 + hz / 700.0)
+
+
+def mel_matrix(s: dict[str, Any]) -> np.ndarray:
+    """TensorFlow's (HTK) ``linear_to_mel_weight_matrix``: ``(fft_length // 2 + 1, num_mel_bins)``,
+    triangles peaking at 1 between mel-spaced edges from ``min_freq`` to ``max_freq``, DC bin zero."""
+    bins, mels = s["fft_length"] // 2 + 1, s["num_mel_bins"]
+    linear = _hertz_to_mel(np.linspace(0.0, s["sampling_rate"] / 2.0, bins)[1:])[:, None]
+    edges = np.linspace(_hertz_to_mel(np.float64(s["min_freq"])), _hertz_to_mel(np.float64(s["max_freq"])), mels + 2)
+    lower, center, upper = edges[None, :-2], edges[None, 1:-1], edges[None, 2:]
+    weights = np.maximum(0.0, np.minimum((linear - lower) / (center - lower), (upper - linear) / (upper - center)))
+    return np.pad(weights, [(1, 0), (0, 0)])
+
+
+def _mel_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    s = mel_settings(c)
+    x = shapes[0]
+    if len(x) != 2:
+        raise ConfigProblem(f"rank-{len(x)} input, expected (batch, samples)")
+    pad = s["fft_length"] // 2
+    frames = None if x[1] is None else 1 + (x[1] + 2 * pad - s["fft_length"]) // s["sequence_stride"]
+    return [(x[0], s["num_mel_bins"], frames)]
+
+
+@defines("MelSpectrogram", shape=_mel_shape, weights=no_weights,
+         fields={"fft_length": checks.pos_int, "sequence_stride": checks.pos_int,
+                 "sequence_length": checks.opt(checks.pos_int), "num_mel_bins": checks.pos_int,
+                 "power_to_db": checks.boolean})
+def mel_spectrogram_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    s = mel_settings(layer.config)
+    x = f64(xs[0])
+    fft, stride = s["fft_length"], s["sequence_stride"]
+    x = np.pad(x, [(0, 0), (fft // 2, fft // 2)], mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(x, fft, axis=1)[:, ::stride]  # (N, frames, fft)
+    spectrum = np.fft.rfft(frames * stft_window(s), n=fft, axis=-1)
+    magnitude = np.abs(spectrum) ** s["mag_exp"]
+    mel = magnitude @ mel_matrix(s)  # (N, frames, mels)
+    if s["power_to_db"]:
+        floor = s["min_power"]
+        mel = 10.0 * np.log10(np.maximum(mel, floor)) - 10.0 * np.log10(max(abs(s["ref_power"]), floor))
+        mel = np.maximum(mel, mel.max() - s["top_db"])
+    return [np.swapaxes(mel, 1, 2)]

@@ -88,8 +88,6 @@ REFUSED = {
     "Discretization": f"bucketizes into integer bin indices (integer outputs, not float tensors): {_RUN_BEFORE}",
     "DenseFeatures": "tf.keras feature columns read a dict of named features, not tensors: build the model "
                      "from the tensor the feature columns produce, and compute the features before it",
-    "MelSpectrogram": "audio front end (STFT and mel filter bank) is not supported yet: compute the spectrogram "
-                      "before the model",
     "ContrastLimitedAdaptiveHistogramEqualization": "per-tile histograms (data-dependent bins and lookups) have no "
                                                     "exact ONNX form: equalize the images before the model",
 }

@@ -1,4 +1,5 @@
-"""Keras 3's STFTSpectrogram: one strided Conv per stored kernel over each channel's signal.
+"""Keras 3's STFTSpectrogram (one strided Conv per stored kernel over each channel's signal) and
+MelSpectrogram (the windowed DFT as strided Convs, the mel filter bank as a MatMul).
 
 The float64 semantics and the settings are the catalog's (:mod:`bnconvert.catalog.audio`).
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...catalog.audio import stft_settings
+from ...catalog.audio import mel_matrix, mel_settings, stft_settings, stft_window
 from ...catalog.facts import ConfigProblem, conv_output_length
 from ...catalog.util import same_pads
 from ...layerspec import data_format
@@ -15,7 +16,7 @@ from ..builder import Builder, Call, Tensor
 from ..layout import identity
 from ..registry import converts, refuse
 
-__all__ = ["stft_spectrogram"]
+__all__ = ["mel_spectrogram", "stft_spectrogram"]
 
 
 @converts("STFTSpectrogram")
@@ -75,3 +76,44 @@ def stft_spectrogram(b: Builder, call: Call) -> list[Tensor]:
         if not first:
             out = b.node("Transpose", [out], name=n, perm=[0, 2, 1])
     return [b.tensor(call.out_shape, identity(len(call.out_shape)), out)]
+
+
+@converts("MelSpectrogram")
+def mel_spectrogram(b: Builder, call: Call) -> list[Tensor]:
+    """Reflect Pad, then the windowed DFT as two strided Convs (cosine and sine rows of
+    ``fft_length``), the magnitude's power, the mel filter bank as one MatMul, and the dB scale
+    floored at the batch's maximum minus ``top_db`` (a ReduceMax over every axis)."""
+    try:
+        s = mel_settings(call.config)
+    except ConfigProblem as exc:
+        raise refuse(call, str(exc)) from None
+    if call.x.rank != 2:
+        raise refuse(call, f"expected (batch, samples), got rank {call.x.rank}")
+    n, fft, stride = call.name, s["fft_length"], s["sequence_stride"]
+    x = b.view(call.x, identity(2))
+    padded = b.node("Pad", [b.node("Unsqueeze", [x, b.ints(f"{n}/channel_axis", [1])], name=f"{n}/signal"),
+                            b.ints(f"{n}/center_pads", [0, 0, fft // 2, 0, 0, fft // 2])], name=f"{n}/centered", mode="reflect")
+    window = stft_window(s)
+    k = np.arange(fft // 2 + 1)[:, None] * np.arange(fft)[None, :] * (2.0 * np.pi / fft)
+    power = None
+    for part, rows in (("cos", np.cos(k)), ("sin", np.sin(k))):
+        kernel = (rows * window)[:, None, :]  # (F, 1, fft)
+        y = b.node("Conv", [padded, b.const(f"{n}/dft_{part}", kernel)], name=f"{n}/dft_{part}", kernel_shape=[fft],
+                   strides=[stride])
+        square = b.node("Mul", [y, y], name=f"{n}/{part}_squared")
+        power = square if power is None else b.node("Add", [power, square], name=f"{n}/power")
+    assert power is not None
+    if s["mag_exp"] != 2.0:
+        power = b.node("Pow", [power, b.const(f"{n}/half_exponent", np.float32(s["mag_exp"] / 2.0))], name=f"{n}/magnitude")
+    mel = b.node("MatMul", [b.const(f"{n}/mel_matrix", np.ascontiguousarray(mel_matrix(s).T)), power], name=f"{n}/mel")
+    if s["power_to_db"]:
+        floor = s["min_power"]
+        logged = b.node("Log", [b.node("Max", [mel, b.const(f"{n}/min_power", np.float32(floor))], name=f"{n}/floored")],
+                        name=f"{n}/ln")
+        offset = -10.0 * np.log10(max(abs(s["ref_power"]), floor))
+        db = b.node("Add", [b.node("Mul", [logged, b.const(f"{n}/db_scale", np.float32(10.0 / np.log(10.0)))], name=f"{n}/db_raw"),
+                            b.const(f"{n}/ref_db", np.float32(offset))], name=f"{n}/db")
+        top = b.node("ReduceMax", [db], name=f"{n}/batch_max", keepdims=1)
+        mel = b.node("Max", [db, b.node("Sub", [top, b.const(f"{n}/top_db", np.float32(s["top_db"]))], name=f"{n}/db_floor")],
+                     name=f"{n}/db_clipped")
+    return [b.tensor(call.out_shape, identity(3), b.node("Identity", [mel], name=n))]
