@@ -181,6 +181,8 @@ def test_cli_inspect_lists_code_layers_and_export_replaces(tmp_path) -> None:
     result = runner.invoke(main, ["verify", str(CARND["k3"]), str(out), "--replace", LAMBDA])
     assert result.exit_code == 0, result.output
     assert "the reference is the model with the replacements" in result.output
+    result = runner.invoke(main, ["export", str(CARND["tfk"]), "-o", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2 and "with --replace" in result.output  # the way through is named
     result = runner.invoke(main, ["export", str(CARND["k3"]), "-o", str(tmp_path / "x.onnx"), "--replace", "lamda={}"])
     assert result.exit_code == 2 and "bnconvert: error:" in result.output
 

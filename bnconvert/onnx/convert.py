@@ -45,7 +45,8 @@ def format_problems(where: str, problems: list[str]) -> str:
     noun = "layer" if len(problems) == 1 else "layers"
     line = f"{where}: cannot export to ONNX, {len(problems)} unsupported {noun}: {', '.join(problems)}"
     if any("(Lambda" in p for p in problems):
-        line += " (Lambda layers hold Python code, which bnconvert never runs)"
+        line += (" (Lambda layers hold Python code, which bnconvert never runs: say what they compute with --replace;"
+                 " `bnconvert inspect` prints the line to edit)")
     return line
 
 
