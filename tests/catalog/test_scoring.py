@@ -46,7 +46,7 @@ def _attention(keras: Any) -> Any:
     s = keras.Input((6, 3), name="s")  # a self-attention input, Tq == Tv for the causal calls
     concat, scores = L.Attention(use_scale=True, score_mode="concat", name="concat")([q, v, k], return_attention_scores=True)
     outs = [
-        L.Attention(name="dot")([q, v]),
+        L.Attention(dropout=0.4, name="dot")([q, v]),  # dropout: the identity at inference
         L.Attention(use_scale=True, name="dot_scaled_key")([q, v, k]),
         concat, scores,
         L.Attention(score_mode="concat", name="concat_causal")([s, s], use_causal_mask=True),

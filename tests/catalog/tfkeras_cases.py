@@ -33,7 +33,7 @@ rng = np.random.default_rng(7)
 def attention():
     q, v, k, s = tf_keras.Input((4, 5)), tf_keras.Input((6, 5)), tf_keras.Input((6, 5)), tf_keras.Input((6, 3))
     concat, scores = L.Attention(use_scale=True, score_mode="concat")([q, v, k], return_attention_scores=True)
-    outs = [L.Attention()([q, v]), L.Attention(use_scale=True)([q, v, k]), concat, scores,
+    outs = [L.Attention(dropout=0.4)([q, v]), L.Attention(use_scale=True)([q, v, k]), concat, scores,
             L.Attention(score_mode="concat")([s, s], use_causal_mask=True),
             L.Attention(use_scale=True, name="old_causal")([s, s, s]),  # made causal in the file, below
             L.AdditiveAttention()([q, v, k]), L.AdditiveAttention(use_scale=False)([s, s], use_causal_mask=True)]
