@@ -16,8 +16,9 @@ every axis when ``axis`` is None; ``reduce_std``/``reduce_variance`` over the po
 ``nn.gelu`` exact unless ``approximate``; ``nn.silu`` ``x * sigmoid(beta * x)``; ``l2_normalize``
 ``x / sqrt(max(sum(x^2), epsilon))``; slicing is numpy's basic indexing, which
 ``tf.strided_slice`` implements). Booleans (comparisons, logical operations) and integers
-(``cast`` to an integer type, ``argmax``) are held as float64 values 0/1 and whole numbers, their
-values exactly.
+(``cast`` to an integer type, ``argmax``, ``tf.shape``) are held as float64 values 0/1 and whole
+numbers, their values exactly; so ``tf.reshape(x, [tf.shape(x)[0], -1])`` runs (the sizes it
+computes are unknown to the shape rules, which call them None).
 
 Refused, naming the layer and the function: a function without semantics here (the allow-list of
 :mod:`bnconvert.readers.code` admits many more), an argument this module does not implement, and
@@ -100,6 +101,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "math.argmax": ("input", "axis", "output_type", "name"), "math.argmin": ("input", "axis", "output_type", "name"),
     "math.cumsum": ("x", "axis", "exclusive", "reverse", "name"),
     "reshape": ("tensor", "shape", "name"),
+    "shape": ("input", "out_type", "name"),
     "transpose": ("a", "perm", "name", "conjugate"),
     "expand_dims": ("input", "axis", "name"),
     "squeeze": ("input", "axis", "name", "squeeze_dims"),
@@ -134,7 +136,8 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
 }
 
 #: arguments whose value never changes the result (sparsity hints, gradients, index validation)
-_IGNORED = frozenset({"name", "a_is_sparse", "b_is_sparse", "grad_a", "grad_b", "validate_indices", "output_type"})
+_IGNORED = frozenset({"name", "a_is_sparse", "b_is_sparse", "grad_a", "grad_b", "validate_indices", "output_type",
+                       "out_type"})
 
 #: calls tf.keras stores without some of their tensors, so nobody can rebuild them
 _OPERANDS_LOST = {
@@ -216,6 +219,15 @@ def _dims(value: Any, what: str) -> list[int]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise TfOpProblem(f"{what} {value!r} is not a list of integers (a shape computed from tensors is not supported)")
     return [int(v) for v in value]
+
+
+def _target(value: Any) -> list[int]:
+    """A reshape target whose entries may be numbers the model computed (``tf.shape(x)[0]``)."""
+    if isinstance(value, (list, tuple)):
+        value = [int(np.asarray(d).reshape(-1)[0]) if isinstance(d, np.ndarray) and d.size == 1 else d for d in value]
+    elif isinstance(value, np.ndarray):
+        value = [int(d) for d in value.reshape(-1)]
+    return _dims(value, "shape")
 
 
 #: TensorFlow dtypes ``cast`` may produce, by how their values look in float64
@@ -350,7 +362,9 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
             out = out - y
         return [np.flip(out, axis) if a.get("reverse") else out]
     if function == "reshape":
-        return [np.reshape(x, _dims(a.get("shape"), "shape"))]
+        return [np.reshape(x, _target(a.get("shape")))]
+    if function == "shape":
+        return [np.asarray(x.shape, dtype=np.float64)]
     if function == "transpose":
         perm = a.get("perm")
         return [np.transpose(x, None if perm is None else _dims(perm, "perm"))]
@@ -564,7 +578,19 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         return [tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
                 else tuple(d for i, d in enumerate(shape) if i not in axes)]
     if function == "reshape":
-        return [reshape_target(_dims(a.get("shape"), "shape"), shape)]
+        target = a.get("shape")
+        if isinstance(target, Operand):
+            if len(target.shape) != 1 or not _known(target.shape[0]):
+                raise TfOpProblem(f"a target shape of shape {target.shape}")
+            return [(None,) * target.shape[0]]
+        if isinstance(target, (list, tuple)) and any(isinstance(d, Operand) for d in target):
+            for d in target:
+                if isinstance(d, Operand) and d.shape not in ((), (1,)):
+                    raise TfOpProblem(f"a shape entry of shape {d.shape}, not a number")
+            return [tuple(None if isinstance(d, Operand) or d == -1 else int(d) for d in target)]
+        return [reshape_target(_dims(target, "shape"), shape)]
+    if function == "shape":
+        return [(rank,)]
     if function == "transpose":
         perm = a.get("perm")
         perm = list(reversed(range(rank))) if perm is None else _dims(perm, "perm")

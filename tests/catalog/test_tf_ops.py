@@ -37,9 +37,10 @@ TOLERANCE = 1e-5
 
 #: the cases tf-keras builds: name -> file (the .keras one is tf-keras' own zip format)
 CASES = {"elementwise": "elementwise.h5", "unary": "unary.h5", "reductions": "reductions.h5", "shapes": "shapes.h5",
-         "slicing": "slicing.h5", "image": "image.h5", "image_zip": "image_zip.keras", "images": "images.h5"}
+         "slicing": "slicing.h5", "image": "image.h5", "image_zip": "image_zip.keras", "images": "images.h5",
+         "dynamic": "dynamic.h5"}
 #: files bnconvert must refuse, and the words the one-line reason must hold
-REFUSED = {"cumprod": ("'tf.math.cumprod'",), "dynamic_reshape": ("'tf.compat.v1.shape'", "tf.shape")}
+REFUSED = {"cumprod": ("'tf.math.cumprod'",)}
 
 _SCRIPT = r"""
 import json, sys
@@ -139,12 +140,14 @@ def refused_cumprod():
     x, y = two()
     return [x, y], [tf.math.cumprod(x, axis=1)]
 
-def refused_dynamic_reshape():
+def dynamic():
     x, y = two()
-    return [x, y], [tf.reshape(x, [tf.shape(x)[0], -1])]
+    size = tf.shape(x)
+    return [x, y], [tf.reshape(x, [size[0], -1]), tf.reshape(y, [-1, size[1] * 3, 2]), tf.cast(size[2], tf.float32) * x,
+                    tf.reshape(x, tf.shape(y))]
 
 BUILDERS = {"elementwise": elementwise, "unary": unary, "reductions": reductions, "shapes": shapes,
-            "slicing": slicing, "image": image, "images": images, "cumprod": refused_cumprod, "dynamic_reshape": refused_dynamic_reshape}
+            "slicing": slicing, "image": image, "images": images, "cumprod": refused_cumprod, "dynamic": dynamic}
 rng = np.random.default_rng(0)
 done = {}
 for name, build in BUILDERS.items():

@@ -288,6 +288,27 @@ def _transpose(e: _Emit, t: Tensor, perm_value: Any) -> Tensor:
     return Tensor(shape=tuple(e.call.out_shapes[0]), views=views)
 
 
+def _target(e: _Emit, target: Any) -> str:
+    """A Reshape's int64 shape: constants, or entries the model computes (``tf.shape(x)[0]``,
+    held as float numbers) cast and concatenated; a constant 0 is refused (ONNX reads it as
+    "copy the input's size")."""
+    if isinstance(target, Tensor):
+        return e.node("Cast", [e.keras(target)], "target", to=TensorProto.INT64)
+    items = list(target)
+    if any(not isinstance(d, Tensor) and int(d) == 0 for d in items):
+        raise refuse(e.call, "a zero-sized dimension in the target shape")
+    if not any(isinstance(d, Tensor) for d in items):
+        return e.b.ints(f"{e.name}/shape", [int(d) for d in items])
+    parts = []
+    for i, d in enumerate(items):
+        if isinstance(d, Tensor):
+            one = e.node("Reshape", [e.keras(d), e.b.ints(f"{e.name}/one", [1])], f"entry{i}")
+            parts.append(e.node("Cast", [one], f"entry{i}_int", to=TensorProto.INT64))
+        else:
+            parts.append(e.b.ints(f"{e.name}/entry{i}", [int(d)]))
+    return e.node("Concat", parts, "target", axis=0)
+
+
 def _static(e: _Emit, dims: tuple, what: str) -> list[int]:
     if any(d is None for d in dims):
         raise refuse(e.call, f"{what} needs a known size")
@@ -329,10 +350,9 @@ def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
         return [e.out(e.node("CumSum", [x, b.const(f"{e.name}/axis", np.int64(axis), np.int64)],
                              exclusive=int(bool(a.get("exclusive"))), reverse=int(bool(a.get("reverse")))))]
     if function == "reshape":
-        target = [int(d) for d in a["shape"]]
-        if 0 in target:
-            raise refuse(e.call, "a zero-sized dimension in the target shape")
-        return [e.out(e.node("Reshape", [x, b.ints(f"{e.name}/shape", target)]))]
+        return [e.out(e.node("Reshape", [x, _target(e, a["shape"])]))]
+    if function == "shape":
+        return [e.out(e.node("Cast", [e.node("Shape", [x], "shape")], to=TensorProto.FLOAT))]
     if function == "transpose":
         return [_transpose(e, t, a.get("perm"))]
     if function in ("expand_dims", "squeeze"):
