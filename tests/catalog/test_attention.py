@@ -122,7 +122,10 @@ def build_all(K, k3, folder):
             xs.append(x)
         ys = model(xs if len(xs) > 1 else xs[0], training=False)
         ys = ys if isinstance(ys, (list, tuple)) else [ys]
-        formats = ["keras", "h5"]
+        # each generation's own format for every case, the other one where its layout differs
+        # (tf_keras' .keras archives nest the projections as _query_dense; Keras 3's .h5 spells
+        # GroupQueryAttention GroupedQueryAttention)
+        formats = ["keras", "h5"] if name in ("mha_cross_key", "keras3_only") else ["keras" if k3 else "h5"]
         for fmt in formats:
             model.save(f"{folder}/{name}.{fmt}")
         np.savez(f"{folder}/{name}.npz", **{f"x{i}": x for i, x in enumerate(xs)},
@@ -215,7 +218,7 @@ def test_float64_reference_equals_keras(cases: dict[str, dict[str, Any]]) -> Non
         classes |= {layer.class_name for _, layer, _ in runner.model.walk()}
     bad = {case: f"{e:.2e}" for case, e in errors.items() if e > TOLERANCE}
     assert not bad, f"float64 reference vs Keras (max |diff| / max): {bad}"
-    assert len(errors) >= 20 and {"MultiHeadAttention", "EinsumDense", "GroupQueryAttention",
+    assert len(errors) >= 12 and {"MultiHeadAttention", "EinsumDense", "GroupQueryAttention",
                                   "GroupedQueryAttention"} <= classes, sorted(classes)
     assert max(errors.values()) < 1e-6, max(errors.values())  # float32 rounding, nothing more
 

@@ -33,15 +33,15 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
 
 
 def test_export_equals_keras(cases: dict[str, dict[str, Any]]) -> None:
-    """Every case, both generations, both formats, at opset 17; opsets 13 and 21 on the .keras
-    files: onnxruntime within 1e-5 of Keras."""
+    """Every case and file at opset 17, the Keras 3 files at opsets 13 and 21 too: onnxruntime
+    within 1e-5 of Keras."""
     errors, ops = {}, set()
     for gen, name, fmt, path in all_cases(cases):
         xs, expected = case_data(cases[gen][name], name)
         model = bnconvert.load(path)
-        for opset in (13, 17, 21) if fmt == "keras" else (17,):
+        for opset in (13, 17, 21) if (gen, fmt) == ("k3", "keras") else (17,):
             proto = to_onnx(model, opset=opset)
-            if opset == 17 and fmt == "keras":
+            if opset == 17:
                 check_model(proto)
             outs = run_onnx(proto, xs)
             assert len(outs) == len(expected), (gen, name)
@@ -49,14 +49,15 @@ def test_export_equals_keras(cases: dict[str, dict[str, Any]]) -> None:
             ops |= {node.op_type for node in proto.graph.node}
     bad = {case: f"{e:.2e}" for case, e in errors.items() if e > TOLERANCE}
     assert not bad, f"onnxruntime vs Keras (max |diff| / max): {bad}"
-    assert len(errors) >= 30 and {"Einsum", "Softmax", "Where", "Range"} <= ops, sorted(ops)
+    assert len(errors) >= 20 and {"Einsum", "Softmax", "Where", "Range"} <= ops, sorted(ops)
 
 
 def test_dynamic_batch_and_sequence_length(cases: dict[str, dict[str, Any]]) -> None:
     """A model with a free sequence length (causal self-attention): the export keeps batch and
     length dynamic and matches the float64 reference at sizes Keras was not run at."""
     for gen in ("k3", "tfk"):
-        path = Path(cases[gen]["mha_dynamic"]["folder"]) / "mha_dynamic.keras"
+        info = cases[gen]["mha_dynamic"]
+        path = Path(info["folder"]) / f"mha_dynamic.{info['formats'][0]}"
         model = bnconvert.load(path)
         proto = to_onnx(model)
         dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
