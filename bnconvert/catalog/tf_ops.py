@@ -20,11 +20,13 @@ every axis when ``axis`` is None; ``reduce_std``/``reduce_variance`` over the po
 numbers, their values exactly; so ``tf.reshape(x, [tf.shape(x)[0], -1])`` runs (the sizes it
 computes are unknown to the shape rules, which call them None).
 
-Refused, naming the layer and the function: a function without semantics here (the allow-list of
-:mod:`bnconvert.readers.code` admits many more), an argument this module does not implement, and
-the calls tf.keras stores without all their operands (``tf.einsum(eq, x, y)`` and ``x == y``
-record none of their tensors: tf.keras itself cannot rebuild them). Operation layers take no
-part in masking (policy ``drop``).
+Refused, naming the layer and the function: a function without a record here (the allow-list of
+:mod:`bnconvert.readers.code` admits many more; the catalog has no record, so the reference and
+the export say so), an argument or value this module does not implement (the record says which),
+and ``x == y`` / ``x != y``, which tf.keras stores without their second operand (tf.keras itself
+cannot rebuild them; ``tf.einsum(eq, x, y)``, stored without any tensor, the reader refuses).
+A call refused that way keeps its batch size and leaves its other sizes unknown, so that the
+export reaches the handler and says why. Operation layers take no part in masking (``drop``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedLayerError
-from ..model import OP_ARGS, Layer, TensorArg, resolve_args
+from ..model import OP_ARGS, Layer, resolve_args
 from .activations import (
     SELU_ALPHA,
     SELU_SCALE,
@@ -51,7 +53,7 @@ from .facts import CALL_KWARGS, Shape, broadcast, conv_output_length, no_weights
 from .operations import index_shape, normalise_index, reshape_target
 from .pooling import pool_nd
 from .preprocessing import RESIZE_METHODS, ResizePlan
-from .record import CallContext, declares, defines
+from .record import CallContext, defines
 from .util import f64
 
 __all__ = ["PARAMETERS", "TF_OPS", "Operand", "TfOpProblem", "bind", "block_size", "cast_kind", "norm_order", "op_args_of",
@@ -132,7 +134,6 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "linalg.normalize": ("tensor", "ord", "axis", "name"),
     **{f"nn.{kind}_pool{n}": ("input", "ksize", "strides", "padding", "data_format", "name")
        for kind in ("avg", "max") for n in ("1d", "2d", "3d")},
-    "einsum": ("equation", "inputs", "name"),
 }
 
 #: arguments whose value never changes the result (sparsity hints, gradients, index validation)
@@ -141,7 +142,6 @@ _IGNORED = frozenset({"name", "a_is_sparse", "b_is_sparse", "grad_a", "grad_b", 
 
 #: calls tf.keras stores without some of their tensors, so nobody can rebuild them
 _OPERANDS_LOST = {
-    "einsum": "tf.keras stores none of its tensor operands (tf.einsum takes them as *inputs)",
     "__operators__.eq": "tf.keras stores only its first operand (`x == y`)",
     "__operators__.ne": "tf.keras stores only its first operand (`x != y`)",
 }
@@ -662,39 +662,34 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
 
 
 # -- the records ----------------------------------------------------------------------------------
-#: every TensorFlow function this module computes (as tf.keras records it, ``compat.v1.`` removed)
-TF_OPS: tuple[str, ...] = tuple(sorted(f for f in PARAMETERS if f not in _OPERANDS_LOST))
+#: every TensorFlow function this module has a record for (as tf.keras records it, ``compat.v1.``
+#: removed); those of :data:`_OPERANDS_LOST` only to say why they are refused
+TF_OPS: tuple[str, ...] = tuple(sorted(PARAMETERS))
 
 
 class _Lookup(Sequence[Any]):
-    """The resolver as the sequence :func:`~bnconvert.model.resolve_args` indexes."""
+    """Input shapes as the sequence :func:`~bnconvert.model.resolve_args` indexes, each an :class:`Operand`."""
 
-    def __init__(self, resolve: Callable[[TensorArg], Any]) -> None:
-        self._resolve = resolve
+    def __init__(self, shapes: list[Shape]) -> None:
+        self._shapes = shapes
 
-    def __getitem__(self, index: Any) -> Any:
-        return self._resolve(TensorArg(index))
+    def __getitem__(self, index: Any) -> Operand:
+        return Operand(tuple(self._shapes[index]))
 
-    def __len__(self) -> int:  # never asked by resolve_args
-        raise TypeError("no length")
-
-
-def _resolve(value: Any, resolve: Callable[[TensorArg], Any]) -> Any:
-    return resolve_args(value, _Lookup(resolve))
-
-
-def _problem(layer: Layer, problem: TfOpProblem) -> UnsupportedLayerError:
-    return UnsupportedLayerError(f"layer {layer.label}: {layer.class_name}: {problem}")
+    def __len__(self) -> int:
+        return len(self._shapes)
 
 
 def _shape_rule(function: str) -> Callable[[dict[str, Any], list[Shape]], list[Shape]]:
     def rule(config: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
         args, kwargs = op_args_of(config)
-        lookup = _Lookup(lambda t: Operand(tuple(shapes[t.index])))
+        lookup = _Lookup(shapes)
         try:
             return _shapes(function, bind(function, resolve_args(args, lookup), resolve_args(kwargs, lookup)))
-        except TfOpProblem as exc:
-            raise ValueError(str(exc)) from None  # shapes unknown; the reference and export say why
+        except TfOpProblem:
+            # a call bnconvert refuses: its batch, the other sizes unknown, so that the export
+            # reaches the handler, which (like the reference) gives the reason
+            return [(shapes[0][0], *([None] * (len(shapes[0]) - 1)))]
 
     return rule
 
@@ -709,10 +704,5 @@ def tf_operation(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[n
         args, kwargs = resolve_args(args, [f64(x) for x in xs]), resolve_args(kwargs, [f64(x) for x in xs])
         outs = _compute(tf_function(layer), bind(tf_function(layer), args, kwargs))
     except TfOpProblem as exc:
-        raise _problem(layer, exc) from None
+        raise UnsupportedLayerError(f"layer {layer.label}: {layer.class_name}: {exc}") from None
     return [np.asarray(y, dtype=np.float64) for y in outs]
-
-
-
-declares(*(f"tf.{f}" for f in _OPERANDS_LOST), module=__name__, weights=no_weights,
-         notes="tf.keras stores these calls without their tensor operands: " + "; ".join(_OPERANDS_LOST.values()))

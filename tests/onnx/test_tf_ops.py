@@ -17,7 +17,7 @@ import bnconvert
 from bnconvert.errors import UnsupportedLayerError
 from bnconvert.onnx import to_onnx
 
-from ..catalog.test_tf_ops import CASES, TOLERANCE, case_data, rel_error
+from ..catalog.test_tf_ops import CASES, REFUSED, TOLERANCE, case_data, rel_error
 from .helpers import check_model, run_onnx
 
 #: the opsets each case is exported at: the lowest bnconvert writes, the default, the newest
@@ -52,13 +52,15 @@ def test_a_channels_last_image_model_keeps_its_layout_through_elementwise_operat
     assert elementwise_ops >= 6 and transposes <= 7, kinds
 
 
-def test_a_refused_function_names_layer_and_function() -> None:
-    """A TensorFlow function bnconvert has no handler for is refused in one line naming it."""
-    path, _, _, _ = case_data("cumprod")
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_refused_function_names_layer_and_function(name: str) -> None:
+    """A TensorFlow function bnconvert has no handler for, or a call it cannot rebuild, is
+    refused in one line naming the layer, the function and the reason."""
+    path, _, _, _ = case_data(name)
     with pytest.raises(UnsupportedLayerError) as info:
         to_onnx(bnconvert.load(path))
     message = str(info.value)
-    assert "\n" not in message and "'tf.math.cumprod'" in message, message
+    assert "\n" not in message and all(word in message for word in REFUSED[name]), message
 
 
 def test_symmetric_padding_is_refused_by_the_export_only(tmp_path: pytest.TempPathFactory) -> None:

@@ -490,7 +490,10 @@ def tf_operation(b: Builder, call: Call) -> list[Tensor]:
     except TfOpProblem as exc:
         raise refuse(call, f"{call.layer.class_name}: {exc}") from None
     e = _Emit(b, call)
-    if function.startswith("math.reduce_"):
-        return [_reduction(e, function, a)]
-    y = _elementwise(e, function, a)
-    return [y] if y is not None else _layout_ops(e, function, a)
+    try:
+        if function.startswith("math.reduce_"):
+            return [_reduction(e, function, a)]
+        y = _elementwise(e, function, a)
+        return [y] if y is not None else _layout_ops(e, function, a)
+    except TfOpProblem as exc:
+        raise refuse(call, f"{call.layer.class_name}: {exc}") from None
