@@ -197,7 +197,7 @@ def _keras3_h5_operation(entry: dict[str, Any]) -> bool:
     without a layer's ``trainable``; for the names merge layers share (``Add``, ``Concatenate``),
     not called on one list of tensors as a merge layer is (``Add()([x, y])``)."""
     cls, cfg, nodes = entry.get("class_name"), entry.get("config"), entry.get("inbound_nodes")
-    if cls not in _KERAS3_OPERATIONS or not isinstance(cfg, dict) or "trainable" in cfg or not isinstance(nodes, list):
+    if (cls not in _KERAS3_OPERATIONS and cls not in _KERAS3_IMAGE_OPERATIONS) or not isinstance(cfg, dict) or "trainable" in cfg or not isinstance(nodes, list):
         return False
     calls = [n for n in nodes if isinstance(n, dict)]
     if not calls or len(calls) != len(nodes):

@@ -223,3 +223,36 @@ def test_dead_mask_operations_are_dropped_live_ones_run() -> None:
     assert [layer.name for layer in runner.model.layers] == ["x", "add"]
     (out,) = runner.infer({"x": np.arange(8.0).reshape(2, 4)}).values()
     np.testing.assert_array_equal(out, np.arange(8.0).reshape(2, 4) + 1.5)
+
+
+def test_every_keras3_operation_class_is_named_like_its_keras_ops_function() -> None:
+    """The reader's names (snake case, the odd ones from a table) against keras.ops itself, for
+    every operation class Keras 3 has; the list telling operations in a Keras 3 .h5 holds them all."""
+    import importlib
+    import inspect
+
+    import keras
+    from keras.src.ops.operation import Operation
+
+    from bnconvert.readers.graph import (
+        _KERAS3_IMAGE_OPERATIONS,
+        _KERAS3_OPERATIONS,
+        operation_name,
+    )
+
+    wrong, unlisted = [], []
+    for part in ("numpy", "nn", "math", "core", "image", "linalg"):
+        module = importlib.import_module(f"keras.src.ops.{part}")
+        for cls in vars(module).values():
+            if not (inspect.isclass(cls) and issubclass(cls, Operation) and cls.__module__ == module.__name__):
+                continue
+            name = operation_name({"module": module.__name__, "class_name": cls.__name__})
+            target: Any = keras
+            for attr in (name or "").split(".")[1:]:
+                target = getattr(target, attr, None)
+            if target is None and cls.__name__ not in ("SegmentReduction", "Function"):  # abstract bases
+                wrong.append((cls.__name__, name))
+            if cls.__name__ not in (_KERAS3_IMAGE_OPERATIONS if part == "image" else _KERAS3_OPERATIONS):
+                unlisted.append(cls.__name__)
+    assert not wrong, wrong
+    assert not unlisted, unlisted
