@@ -69,10 +69,6 @@ COS_EPSILON = 1e-7
 
 
 # -- LocallyConnected ------------------------------------------------------------------------------
-def _rank(class_name: str) -> int:
-    return 1 if class_name == "LocallyConnected1D" else 2
-
-
 def local_geometry(config: dict[str, Any], shape: Shape, rank: int) -> tuple[list[int], int, list[int], list[int], list[int]]:
     """``(input spatial sizes, input channels, output spatial sizes, kernel, strides)`` of a
     LocallyConnected layer on an input of ``shape`` (every size must be known, as Keras requires)."""
@@ -81,7 +77,7 @@ def local_geometry(config: dict[str, Any], shape: Shape, rank: int) -> tuple[lis
     channels = shape[1] if first else shape[-1]
     if len(spatial) != rank or any(d is None for d in [*spatial, channels]):
         raise ConfigProblem(f"a LocallyConnected{rank}D input needs {rank} known spatial sizes and known channels, got {shape}")
-    kernel, strides = list(checks_ints(config, "kernel_size", rank)), list(checks_ints(config, "strides", rank))
+    kernel, strides = list(_ints(config, "kernel_size", rank)), list(_ints(config, "strides", rank))
     padding = config.get("padding", "valid")
     out = [conv_output_length(n, k, padding, s) for n, k, s in zip(spatial, kernel, strides)]
     if any(o is None or o <= 0 for o in out):
@@ -89,7 +85,7 @@ def local_geometry(config: dict[str, Any], shape: Shape, rank: int) -> tuple[lis
     return spatial, int(channels), out, kernel, strides
 
 
-def checks_ints(config: dict[str, Any], key: str, n: int) -> tuple[int, ...]:
+def _ints(config: dict[str, Any], key: str, n: int) -> tuple[int, ...]:
     """``config[key]`` as ``n`` positive ints (one int, or a one-element list, stands for all)."""
     value = config.get(key, 1 if key == "strides" else None)
     items = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -120,7 +116,7 @@ def _local_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
     rank = len(shapes[0]) - 2
     first = c.get("data_format") == "channels_first"
     spatial = list(shapes[0][2:] if first else shapes[0][1:-1])
-    kernel, strides = checks_ints(c, "kernel_size", rank), checks_ints(c, "strides", rank)
+    kernel, strides = _ints(c, "kernel_size", rank), _ints(c, "strides", rank)
     out = [conv_output_length(n, k, c.get("padding", "valid"), s) for n, k, s in zip(spatial, kernel, strides)]
     filters = positive(c, "filters")
     return [(shapes[0][0], filters, *out) if first else (shapes[0][0], *out, filters)]
