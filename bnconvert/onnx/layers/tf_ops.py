@@ -206,30 +206,46 @@ def _axes(value: Any, rank: int) -> list[int]:
     return sorted(int(v) % rank for v in items)
 
 
+def _native_axes(e: _Emit, t: Tensor, keras_axes: list[int], keep: bool) -> tuple[str, list[int], Perm]:
+    """``t`` in the layout it is held in (so a reduction between channels-first convolutions needs
+    no Transpose), the positions there of ``keras_axes``, and the layout of the result: the same
+    with ``keep``, else the held order of the remaining axes. Keras' layout when the batch axis
+    would not stay first."""
+    perm, x = e.b.native(t)
+    if perm[0] != 0 or (0 in keras_axes and not keep):
+        perm, x = identity(t.rank), e.keras(t)
+    if keep:
+        return x, [perm.index(a) for a in keras_axes], perm
+    rest = [p for p in perm if p not in keras_axes]
+    order = sorted(rest)
+    return x, [perm.index(a) for a in keras_axes], tuple(order.index(p) for p in rest)
+
+
 def _reduction(e: _Emit, function: str, a: dict[str, Any]) -> Tensor:
     t: Tensor = a["input_tensor"]
-    x, axes, keep = e.keras(t), _axes(a.get("axis"), t.rank), bool(a.get("keepdims"))
+    keep = bool(a.get("keepdims"))
+    x, axes, perm = _native_axes(e, t, _axes(a.get("axis"), t.rank), keep)
     b = e.b
     if function in _REDUCE:
-        return e.out(b.reduce(_REDUCE[function], x, axes, keepdims=keep, name=e.name))
+        return e.out(b.reduce(_REDUCE[function], x, axes, keepdims=keep, name=e.name), perm)
     if function == "math.reduce_euclidean_norm":
         return e.out(e.node("Sqrt", [b.reduce("ReduceSum", e.node("Mul", [x, x], "squares"), axes, keepdims=keep,
-                                              name=e.sub("sum"))]))
+                                              name=e.sub("sum"))]), perm)
     if function in ("math.reduce_any", "math.reduce_all"):
         flags = e.floats(e.bools(x))
         op = "ReduceMax" if function == "math.reduce_any" else "ReduceMin"
-        return e.out(b.reduce(op, flags, axes, keepdims=keep, name=e.name))
+        return e.out(b.reduce(op, flags, axes, keepdims=keep, name=e.name), perm)
     if function == "math.reduce_logsumexp":
         top = b.reduce("ReduceMax", x, axes, keepdims=True, name=e.sub("max"))
         exp = e.node("Exp", [e.node("Sub", [x, top], "shifted")], "exp")
         total = b.reduce("ReduceSum", exp, axes, keepdims=True, name=e.sub("sum"))
         y = e.node("Add", [e.node("Log", [total], "log"), top], "keepdims" if not keep else None)
-        return e.out(y if keep else e.node("Squeeze", [y, b.ints(f"{e.name}/axes", axes)]))
+        return e.out(y if keep else e.node("Squeeze", [y, b.ints(f"{e.name}/axes", axes)]), perm)
     mean = b.reduce("ReduceMean", x, axes, keepdims=True, name=e.sub("mean"))
     d = e.node("Sub", [x, mean], "centered")
     var = b.reduce("ReduceMean", e.node("Mul", [d, d], "squares"), axes, keepdims=keep,
                    name=e.name if function == "math.reduce_variance" else e.sub("variance"))
-    return e.out(var if function == "math.reduce_variance" else e.node("Sqrt", [var]))
+    return e.out(var if function == "math.reduce_variance" else e.node("Sqrt", [var]), perm)
 
 
 def _getitem(e: _Emit, t: Tensor, spec: Any) -> Tensor:
@@ -335,7 +351,8 @@ def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
     rank = t.rank
     if function == "nn.softmax" or function == "nn.log_softmax":
         axis = int(a.get("axis") if a.get("axis") is not None else -1) % rank
-        return [e.out(e.node("Softmax" if function == "nn.softmax" else "LogSoftmax", [x], axis=axis))]
+        held, (at,), perm = _native_axes(e, t, [axis], True)
+        return [e.out(e.node("Softmax" if function == "nn.softmax" else "LogSoftmax", [held], axis=at), perm)]
     if function == "math.l2_normalize":
         axes = _axes(a.get("axis", a.get("dim")), rank)
         total = b.reduce("ReduceSum", e.node("Mul", [x, x], "squares"), axes, keepdims=True, name=e.sub("sum"))
