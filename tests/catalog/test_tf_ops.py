@@ -257,3 +257,21 @@ def test_a_function_without_semantics_is_refused_naming_layer_and_function(name:
         runner.infer({s.name: x for s, x in zip(runner.input_specs(), xs)})
     message = str(info.value)
     assert "\n" not in message and all(word in message for word in REFUSED[name]), message
+
+
+def test_an_argument_bnconvert_does_not_implement_is_refused_by_name() -> None:
+    """An argument outside TensorFlow's signature as bnconvert knows it is refused, naming it
+    (never ignored); shape inference keeps the batch so that the export can say why too."""
+    from bnconvert.model import OP_ARGS
+    from bnconvert.onnx import to_onnx
+
+    path, xs, _, _ = case_data("reductions")
+    model = bnconvert.load(path)
+    layer = next(layer for layer in model.layers if layer.class_name == "tf.math.reduce_std")
+    args, kwargs = layer.call_kwargs[0][OP_ARGS]
+    layer.call_kwargs[0][OP_ARGS] = (args, {**kwargs, "ddof": 1})
+    runner = ReferenceRunner(path, model=model)
+    with pytest.raises(UnsupportedLayerError, match=f"'{layer.name}'.*tf.math.reduce_std: argument 'ddof'"):
+        runner.infer({s.name: x for s, x in zip(runner.input_specs(), xs)})
+    with pytest.raises(UnsupportedLayerError, match=f"'{layer.name}'.*argument 'ddof'"):
+        to_onnx(model)
