@@ -76,16 +76,17 @@ INFERENCE_IDENTITIES = (
 #: every interpolation TensorFlow's resize knows (Keras 3 allows the first six, tf.keras all)
 RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic")
 
-_RUN_BEFORE = "run it before the model (bnconvert exports the numeric part that follows it); strip it with --replace NAME=..."
+_RUN_BEFORE = ("run it before the model, outside the ONNX graph, and feed the model its output (the numeric part "
+               "after it exports)")
 #: class -> why bnconvert neither runs nor exports it, in words that say what to do
 REFUSED = {
-    "TextVectorization": f"string input: {_RUN_BEFORE} or by building the model from its first numeric layer",
-    "StringLookup": f"string vocabulary lookup: {_RUN_BEFORE} or by building the model from its first numeric layer",
-    "IntegerLookup": f"vocabulary lookup (a hash table, not a tensor operation): {_RUN_BEFORE}",
+    "TextVectorization": f"splits and looks up strings, which ONNX models do not take: {_RUN_BEFORE}",
+    "StringLookup": f"looks up strings, which ONNX models do not take: {_RUN_BEFORE}",
+    "IntegerLookup": f"a vocabulary lookup (a hash table the file keeps as an asset, not as tensors): {_RUN_BEFORE}",
     "Hashing": f"FarmHash/SipHash of the input values, which ONNX has no operator for: {_RUN_BEFORE}",
     "HashedCrossing": f"hashed feature crosses, which ONNX has no operator for: {_RUN_BEFORE}",
-    "CategoryEncoding": f"integer category encoding (integer inputs, not float tensors): {_RUN_BEFORE}",
-    "Discretization": f"bucketizes into integer bin indices (integer outputs, not float tensors): {_RUN_BEFORE}",
+    "CategoryEncoding": f"one-hot/multi-hot/count encoding of integer ids is not supported yet: {_RUN_BEFORE}",
+    "Discretization": f"bucketizing into bins is not supported yet: {_RUN_BEFORE}",
     "DenseFeatures": "tf.keras feature columns read a dict of named features, not tensors: build the model "
                      "from the tensor the feature columns produce, and compute the features before it",
     "ContrastLimitedAdaptiveHistogramEqualization": "per-tile histograms (data-dependent bins and lookups) have no "
