@@ -18,6 +18,7 @@ from typing import Any
 
 from .catalog import catalog
 from .catalog.facts import ConfigProblem
+from .catalog.normalization import READ_AS
 from .catalog.recurrent import CELL_CLASSES, cell_configs
 from .catalog.wrappers import backward_config, inner_layer
 
@@ -86,10 +87,14 @@ def snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def zip_group(class_name: str) -> str:
+def zip_group(class_name: str, source_class: str = "") -> str:
     """The group a ``.keras`` archive gives a layer of ``class_name`` (before its ``_N``): Keras
     snake-cases the Python class, which a few configs name otherwise (the record's
-    ``extra["zip_name"]``: a GroupQueryAttention is saved as ``grouped_query_attention``)."""
+    ``extra["zip_name"]``: a GroupQueryAttention is saved as ``grouped_query_attention``). A layer
+    the readers read as another class (``READ_AS``: tf.keras' SyncBatchNormalization) keeps the
+    group of the class the file names, its ``source_class``."""
+    if source_class in READ_AS:
+        return snake_case(source_class)
     record = catalog().get(class_name)
     return (record.extra.get("zip_name") if record is not None else None) or snake_case(class_name)
 

@@ -303,7 +303,7 @@ def _vars(group: h5py.Group | None, where: str, budget: Budget) -> list[tuple[st
 def _attach(model: Model, container: h5py.Group | None, name: str, budget: Budget, *, double: bool) -> None:
     counts: dict[str, int] = {}
     for layer in model.layers:
-        snake = zip_group(layer.class_name)
+        snake = zip_group(layer.class_name, layer.source_class)
         index = counts.get(snake, 0)
         path = snake if index == 0 else f"{snake}_{index}"
         where = f"layer {layer.label} (weights at {name}/{path})"

@@ -46,7 +46,7 @@ def weight_paths(model: Model, *, double: bool = False) -> list[tuple[str, Layer
     for layer in model.layers:
         if model.kind == "Sequential" and layer.class_name == "InputLayer":
             continue
-        snake = zip_group(layer.class_name)
+        snake = zip_group(layer.class_name, layer.source_class)
         index = counts.get(snake, 0)
         out.append((snake if index == 0 else f"{snake}_{index}", layer))
         counts[snake] = index + (2 if double and _has_weights(layer) else 1)
