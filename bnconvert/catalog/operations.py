@@ -37,7 +37,7 @@ from .record import CallContext, defines
 from .util import f64
 
 __all__ = ["BINARY", "REDUCTIONS", "UNARY", "OperationProblem", "einsum_parts", "expand_axes", "index_shape",
-           "normalise_index", "numpy_dtype", "reduction_axes", "reshape_target", "split_sizes", "squeeze_axes"]
+           "normalise_index", "numpy_dtype", "permutation", "reduction_axes", "reshape_target", "split_sizes", "squeeze_axes"]
 
 _K = "keras.ops."
 
@@ -80,7 +80,11 @@ UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "cos": lambda x: np.cos(f64(x)), "tan": lambda x: np.tan(f64(x)), "tanh": lambda x: np.tanh(f64(x)),
     "floor": np.floor, "ceil": np.ceil, "sign": np.sign, "reciprocal": lambda x: 1.0 / f64(x),
     "rsqrt": lambda x: 1.0 / np.sqrt(f64(x)), "erf": lambda x: erf(f64(x)), "logical_not": np.logical_not,
-    "stop_gradient": lambda x: x,
+    "stop_gradient": lambda x: x, "exp2": lambda x: np.exp2(f64(x)), "log2": lambda x: np.log2(f64(x)),
+    "log10": lambda x: np.log10(f64(x)), "arcsin": lambda x: np.arcsin(f64(x)), "arccos": lambda x: np.arccos(f64(x)),
+    "arctan": lambda x: np.arctan(f64(x)), "sinh": lambda x: np.sinh(f64(x)), "cosh": lambda x: np.cosh(f64(x)),
+    "arcsinh": lambda x: np.arcsinh(f64(x)), "arccosh": lambda x: np.arccosh(f64(x)),
+    "arctanh": lambda x: np.arctanh(f64(x)), "cbrt": lambda x: np.cbrt(f64(x)), "trunc": np.trunc,
     **{name: _act(name) for name in ("sigmoid", "relu", "relu6", "silu", "softplus", "softsign", "selu", "log_sigmoid",
                                      "hard_sigmoid", "hard_silu", "hard_tanh", "sparse_plus", "tanh_shrink")},
 }
@@ -314,6 +318,41 @@ def transpose(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.n
     (x,) = _operands(layer, xs, ctx, 1)
     x = _f(x)
     return [np.transpose(x, _perm(layer.config, x.ndim))]
+
+
+def permutation(layer_config: dict[str, Any], name: str, rank: int) -> list[int]:
+    """The axis order ``transpose``, ``swapaxes`` and ``moveaxis`` put the input in."""
+    c = layer_config
+    if name == "transpose":
+        return _perm(c, rank)
+    order = list(range(rank))
+    if name == "swapaxes":
+        i, j = int(c["axis1"]) % rank, int(c["axis2"]) % rank
+        order[i], order[j] = j, i
+        return order
+    src = [int(a) % rank for a in (c["source"] if isinstance(c["source"], (list, tuple)) else [c["source"]])]
+    dst = [int(a) % rank for a in (c["destination"] if isinstance(c["destination"], (list, tuple)) else [c["destination"]])]
+    rest = [a for a in order if a not in src]
+    out: list[int | None] = [None] * rank
+    for s_, d in zip(src, dst):
+        out[d] = s_
+    it = iter(rest)
+    return [a if a is not None else next(it) for a in out]
+
+
+@defines(_K + "swapaxes", _K + "moveaxis", weights=no_weights,
+         shape=lambda c, s: [tuple(s[0][i] for i in permutation(c, "moveaxis" if "source" in c else "swapaxes", len(s[0])))])
+def permute_axes(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    (x,) = _operands(layer, xs, ctx, 1)
+    x = _f(x)
+    return [np.transpose(x, permutation(layer.config, layer.class_name.removeprefix(_K), x.ndim))]
+
+
+@defines(_K + "flip", shape=same_shape, weights=no_weights)
+def flip(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    (x,) = _operands(layer, xs, ctx, 1)
+    x = _f(x)
+    return [np.flip(x, reduction_axes(layer.config.get("axis"), x.ndim))]
 
 
 def expand_axes(axis: Any, rank: int) -> list[int]:

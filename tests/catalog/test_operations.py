@@ -48,6 +48,9 @@ def _models() -> dict[str, Any]:
         ops.hard_sigmoid(a), ops.hard_silu(a), ops.hard_tanh(a * 2), ops.sparse_plus(a), ops.tanh_shrink(a),
         ops.elu(a, 0.5), ops.celu(a, 2.0), ops.leaky_relu(a, 0.1), ops.gelu(a), ops.gelu(a, approximate=False),
         ops.squareplus(a, 2.0), ops.softmax(a, axis=1), ops.log_softmax(a), ops.stop_gradient(a),
+        ops.exp2(a), ops.log2(pos), ops.log10(pos), ops.arcsin(ops.tanh(a)), ops.arccos(ops.tanh(a)), ops.arctan(a),
+        ops.sinh(a), ops.cosh(a), ops.arcsinh(a), ops.arccosh(pos + 1.0), ops.arctanh(ops.tanh(a) * 0.9), ops.cbrt(a),
+        ops.trunc(a * 3),
     ]
     reductions = [
         ops.mean(a, axis=1, keepdims=True), ops.sum(a, axis=[1, 2]), ops.max(a, axis=-1), ops.min(a, axis=1, keepdims=True),
@@ -62,6 +65,8 @@ def _models() -> dict[str, Any]:
         ops.concatenate([a, b], axis=-1), ops.concatenate([a, b]), ops.stack([a, b], axis=1), ops.stack([a, b], axis=-1),
         *ops.split(a, 2, axis=1), *ops.split(a, [1, 4], axis=-1), ops.tile(a, (1, 2, 1)), ops.tile(a, 2),
         ops.repeat(a, 2, axis=2), ops.repeat(a, 3, axis=1),
+        ops.flip(a, axis=1), ops.flip(a), ops.swapaxes(a, 1, 2), ops.moveaxis(a, 1, -1),
+        ops.moveaxis(ops.expand_dims(a, 1), [1, 2], [3, 1]),
     ]
     typed = [
         a > b, a >= 0.2, ops.less(a, b), ops.less_equal(a, 0.0), ops.equal(ops.round(a), ops.round(b)),
@@ -122,10 +127,14 @@ def loaded(path: Path) -> bnconvert.Model:
 
 
 def _error(ref: Any, out: Any) -> float:
+    """``max |ref - out| / max |ref|``; infinite where one is NaN and the other is not."""
     ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
     assert ref.shape == out.shape, (ref.shape, out.shape)
-    scale = np.abs(ref).max()
-    return float(np.abs(ref - out).max() / (scale if scale > 0 else 1.0))
+    if not np.array_equal(np.isnan(ref), np.isnan(out)):
+        return float("inf")
+    ref, out = np.nan_to_num(ref), np.nan_to_num(out)
+    scale = np.abs(ref).max() if ref.size else 0.0
+    return float(np.abs(ref - out).max() / (scale if scale > 0 else 1.0)) if ref.size else 0.0
 
 
 CASES = ["elementwise", "elementwise_h5", "reductions", "shapes", "typed", "with_bn", "with_bn_h5"]

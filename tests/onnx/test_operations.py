@@ -25,6 +25,7 @@ from bnconvert.readers.graph import build_model
 
 from ..catalog.test_operations import (
     CASES,
+    _error,
     _functional,
     _op,
     _tensor,
@@ -49,7 +50,7 @@ def test_onnx_export_equals_keras3(case: str, opset: int, operation_models: dict
     proto = to_onnx(model, opset=opset)
     check_model(proto)
     outs = run_onnx(proto, xs)
-    errors = {str(ref): rel_err(k, o) for ref, o, k in zip(model.outputs, outs, expected)}
+    errors = {str(ref): _error(k, o) for ref, o, k in zip(model.outputs, outs, expected)}
     worst = max(errors, key=errors.__getitem__)
     assert errors[worst] <= TOLERANCE, f"{case} opset {opset}: {worst} off by {errors[worst]:.2e}"
 

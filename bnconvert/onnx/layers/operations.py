@@ -24,6 +24,7 @@ from ...catalog.operations import (
     einsum_parts,
     expand_axes,
     normalise_index,
+    permutation,
     reduction_axes,
     reshape_target,
     split_sizes,
@@ -146,15 +147,18 @@ def binary(b: Builder, call: Call) -> list[Tensor]:
 
 _UNARY = {"negative": "Neg", "absolute": "Abs", "sqrt": "Sqrt", "exp": "Exp", "log": "Log", "sin": "Sin",
           "cos": "Cos", "tan": "Tan", "tanh": "Tanh", "floor": "Floor", "ceil": "Ceil", "sign": "Sign",
-          "reciprocal": "Reciprocal", "erf": "Erf", "stop_gradient": "Identity"}
-_FLOAT_ONLY = {"sqrt", "exp", "log", "sin", "cos", "tan", "tanh", "reciprocal", "erf", "log1p", "expm1", "rsqrt"}
+          "reciprocal": "Reciprocal", "erf": "Erf", "stop_gradient": "Identity", "arcsin": "Asin", "arccos": "Acos",
+          "arctan": "Atan", "sinh": "Sinh", "cosh": "Cosh", "arcsinh": "Asinh", "arccosh": "Acosh", "arctanh": "Atanh"}
+_FLOAT_ONLY = {"sqrt", "exp", "log", "sin", "cos", "tan", "tanh", "reciprocal", "erf", "log1p", "expm1", "rsqrt", "exp2",
+               "log2", "log10", "cbrt", "arcsin", "arccos", "arctan", "sinh", "cosh", "arcsinh", "arccosh", "arctanh"}
 #: keras.ops functions that are Keras activations of the same name and defaults (keras.ops.gelu is not: approximate)
 _ACTIVATIONS = ("sigmoid", "relu", "relu6", "silu", "softplus", "softsign", "selu", "log_sigmoid", "hard_sigmoid",
                 "hard_silu", "hard_tanh", "sparse_plus", "tanh_shrink")
 _PARAMETERISED = ("clip", "round", "elu", "celu", "leaky_relu", "gelu", "squareplus", "softmax", "log_softmax")
 
 
-@converts(*(_K + n for n in [*_UNARY, *_ACTIVATIONS, *_PARAMETERISED, "square", "log1p", "expm1", "rsqrt", "logical_not"]))
+@converts(*(_K + n for n in [*_UNARY, *_ACTIVATIONS, *_PARAMETERISED, "square", "log1p", "expm1", "rsqrt", "logical_not",
+                             "exp2", "log2", "log10", "cbrt", "trunc"]))
 def unary(b: Builder, call: Call) -> list[Tensor]:
     name = call.layer.class_name.removeprefix(_K)
     if name == "logical_not":
@@ -172,6 +176,20 @@ def unary(b: Builder, call: Call) -> list[Tensor]:
         return [_out(b, call, b.node("Log", [b.node("Add", [x, one], name=f"{call.name}/plus1")], name=call.name))]
     if name == "expm1":
         return [_out(b, call, b.node("Sub", [b.node("Exp", [x], name=f"{call.name}/exp"), one], name=call.name))]
+    if name in ("log2", "log10"):
+        scale = b.const(f"{call.name}/scale", np.float32(1.0 / np.log(2.0 if name == "log2" else 10.0)))
+        return [_out(b, call, b.node("Mul", [b.node("Log", [x], name=f"{call.name}/ln"), scale], name=call.name))]
+    if name == "exp2":
+        return [_out(b, call, b.node("Pow", [b.const(f"{call.name}/two", np.float32(2.0)), x], name=call.name))]
+    if name == "cbrt":  # sign(x) |x|^(1/3): Pow of a negative base is NaN
+        root = b.node("Pow", [b.node("Abs", [x], name=f"{call.name}/abs"), b.const(f"{call.name}/third", np.float32(1 / 3))],
+                      name=f"{call.name}/root")
+        return [_out(b, call, b.node("Mul", [b.node("Sign", [x], name=f"{call.name}/sign"), root], name=call.name))]
+    if name == "trunc":
+        if elem != FLOAT:
+            return [_out(b, call, b.node("Identity", [x], name=call.name), elem)]
+        down = b.node("Floor", [b.node("Abs", [x], name=f"{call.name}/abs")], name=f"{call.name}/floor")
+        return [_out(b, call, b.node("Mul", [b.node("Sign", [x], name=f"{call.name}/sign"), down], name=call.name))]
     if name == "rsqrt":
         return [_out(b, call, b.node("Reciprocal", [b.node("Sqrt", [x], name=f"{call.name}/sqrt")], name=call.name))]
     rank = call.x.rank
@@ -336,6 +354,23 @@ def transpose(b: Builder, call: Call) -> list[Tensor]:
     axes = call.config.get("axes")
     perm = list(range(rank))[::-1] if axes is None else [int(a) % rank for a in axes]
     return [_out(b, call, b.node("Transpose", [x], name=call.name, perm=perm), elem)]
+
+
+@converts(_K + "swapaxes", _K + "moveaxis")
+def permute_axes(b: Builder, call: Call) -> list[Tensor]:
+    x, elem = _one(b, call)
+    perm = permutation(call.config, call.layer.class_name.removeprefix(_K), call.x.rank)
+    return [_out(b, call, b.node("Transpose", [x], name=call.name, perm=perm), elem)]
+
+
+@converts(_K + "flip")
+def flip(b: Builder, call: Call) -> list[Tensor]:
+    x, elem = _one(b, call)
+    axes = list(reduction_axes(call.config.get("axis"), call.x.rank))
+    n = call.name
+    y = b.node("Slice", [x, b.ints(f"{n}/starts", [-1] * len(axes)), b.ints(f"{n}/ends", [-_BIG] * len(axes)),
+                         b.ints(f"{n}/axes", axes), b.ints(f"{n}/steps", [-1] * len(axes))], name=n)
+    return [_out(b, call, y, elem)]
 
 
 @converts(_K + "expand_dims")
