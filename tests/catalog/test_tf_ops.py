@@ -60,7 +60,9 @@ def elementwise():
             tf.maximum(x, y), tf.minimum(x, 0.25), tf.math.squared_difference(x, y), x // y, x % y,
             x > y, x >= 0.5, x < y, tf.math.less_equal(x, y), tf.math.equal(x, x), tf.math.not_equal(x, y),
             tf.math.logical_and(x > 0, y > 1), tf.math.logical_or(x > 0, y > 1), tf.math.logical_not(x > 0), x + tf.constant([[1.0, 2, 3, 4, 5, 6]]), tf.constant([0.5, 1, 2, 3, 4, 5]) * x,
-            tf.where(x > y, x, y), tf.where(x > 0, x, 0.0), tf.clip_by_value(x, -0.5, 0.5), tf.nn.bias_add(x, [1.0, 2, 3, 4, 5, 6])]
+            tf.where(x > y, x, y), tf.where(x > 0, x, 0.0), tf.clip_by_value(x, -0.5, 0.5), tf.nn.bias_add(x, [1.0, 2, 3, 4, 5, 6]),
+            tf.compat.v1.where(x > y, y, x), tf.compat.v1.nn.softmax(x, dim=1),
+            tf.compat.v1.reduce_sum(x, reduction_indices=[1], keep_dims=True)]
     return [x, y], outs
 
 def unary():

@@ -350,7 +350,8 @@ def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
     x = e.keras(t)
     rank = t.rank
     if function == "nn.softmax" or function == "nn.log_softmax":
-        axis = int(a.get("axis") if a.get("axis") is not None else -1) % rank
+        given = a.get("axis", a.get("dim"))
+        axis = int(given if given is not None else -1) % rank
         held, (at,), perm = _native_axes(e, t, [axis], True)
         return [e.out(e.node("Softmax" if function == "nn.softmax" else "LogSoftmax", [held], axis=at), perm)]
     if function == "math.l2_normalize":
