@@ -41,8 +41,8 @@ TOLERANCE = 1e-5
 NORMALIZATION_CLASSES = frozenset({"GroupNormalization", "UnitNormalization", "RMSNormalization", "InstanceNormalization",
                                    "Addons>InstanceNormalization", "Addons>GroupNormalization"})
 #: the tf-keras fixtures and the files made as keras-contrib and TensorFlow Addons write them
-FILES = ("norm_tfk_group.h5", "norm_tfk_unit.h5", "norm_tfk_layernorm.h5", "norm_tfk_syncbn.h5", "norm_tfa_instance.h5",
-         "norm_tfa_instance.keras", "norm_contrib_instance.h5")
+FILES = ("norm_tfk_group.h5", "norm_tfk_unit.h5", "norm_tfk_layernorm.h5", "norm_tfk_syncbn.h5", "norm_tfk_syncbn.keras",
+         "norm_tfa_instance.h5", "norm_tfa_instance.keras", "norm_contrib_instance.h5")
 
 
 def expected(file: str) -> Any:
@@ -233,20 +233,26 @@ def test_per_sample_normalizations_are_fold_barriers_with_a_reason(name: str) ->
     assert role.kind == "barrier" and "own statistics" in role.why
 
 
-def test_sync_batch_normalization_reads_audits_and_folds_as_batch_normalization(tmp_path: Path) -> None:
-    """tf-keras' SyncBatchNormalization: read as a BatchNormalization (its class kept for messages),
-    folded into the Conv2D before it; the folded file has no BN and computes tf-keras' output."""
-    model = bnconvert.load(fixture_file("norm_tfk_syncbn.h5"))
-    bn = model["sync_bn"]
-    assert (bn.class_name, bn.source_class) == ("BatchNormalization", "SyncBatchNormalization")
-    assert sorted(bn.weights) == ["beta", "gamma", "moving_mean", "moving_variance"]
-    (decision,) = bnconvert.plan_folds(model)
-    assert (decision.action, decision.target) == ("backward", "conv")
-    out = tmp_path / "folded.h5"
-    bnconvert.fold_file(fixture_file("norm_tfk_syncbn.h5"), out, check=False)
-    data = expected("norm_tfk_syncbn.h5")
-    got, classes = reference(out, [data["x"]])
-    assert not classes & {"SyncBatchNormalization", "BatchNormalization"}, classes
+@pytest.mark.parametrize("file", ["norm_tfk_syncbn.h5", "norm_tfk_syncbn.keras"])
+def test_sync_batch_normalization_reads_audits_and_folds_as_batch_normalization(file: str, tmp_path: Path) -> None:
+    """tf-keras' SyncBatchNormalization: read as a BatchNormalization (its class kept for messages;
+    a .keras keeps its weights under ``sync_batch_normalization``), folded into the Conv2D before
+    it; the one that stays (a negative gamma before max pooling) is written back where tf-keras
+    looks for it, and the folded file computes tf-keras' output."""
+    model = bnconvert.load(fixture_file(file))
+    for name in ("sync_bn", "sync_bn_kept"):
+        bn = model[name]
+        assert (bn.class_name, bn.source_class) == ("BatchNormalization", "SyncBatchNormalization")
+        assert sorted(bn.weights) == ["beta", "gamma", "moving_mean", "moving_variance"]
+    decisions = {d.bn: (d.action, d.target) for d in bnconvert.plan_folds(model)}
+    assert decisions["sync_bn"] == ("backward", "conv") and decisions["sync_bn_kept"][0] == "stays"
+    out = tmp_path / f"folded.{file.rsplit('.', 1)[1]}"
+    bnconvert.fold_file(fixture_file(file), out, check=False)
+    folded = bnconvert.load(out)
+    assert [layer.name for layer in folded.layers if layer.class_name == "BatchNormalization"] == ["sync_bn_kept"]
+    assert np.array_equal(folded["sync_bn_kept"].weights["gamma"], model["sync_bn_kept"].weights["gamma"])
+    data = expected(file)
+    got, _ = reference(out, [data["x"]])
     assert _error(data["y"], got) <= TOLERANCE
 
 
