@@ -33,7 +33,9 @@ said:
     uniform; the reference rounds masked scores the same way, or it would keep ``softmax(s)``.
 
   The output carries the query's mask (Keras 3 sets it; tf.keras' default ``compute_mask``);
-  the scores output carries none.
+  the scores output carries none. Keras 3's ``call`` also removes the masks from the tensors it
+  was given, so a layer Keras runs later on the same tensor sees none (two attention layers
+  reading one masked embedding): that depends on Keras' execution order and is not reproduced.
 - **GroupQueryAttention** (Keras 3 only; tf.keras has no such class): a rank-3 query with
   ``num_query_heads`` heads, key and value with ``num_key_value_heads`` heads, each repeated
   ``num_query_heads / num_key_value_heads`` times (query head ``u`` reads key/value head
