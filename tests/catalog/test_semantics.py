@@ -29,6 +29,7 @@ from bnconvert.check.reference import ReferenceRunner
 from bnconvert.onnx.registry import supported_classes
 
 from ..conftest import fixture_file
+from .test_attention import ATTENTION_CLASSES
 from .test_legacy_layers import LEGACY_CLASSES
 from .test_normalization_layers import NORMALIZATION_CLASSES
 from .test_operations import OPERATION_CLASSES
@@ -279,7 +280,8 @@ def test_every_catalog_class_is_compared_with_keras(keras3_results: dict[str, tu
     seen = set().union(*(c for _, c in keras3_results.values()), *(c for _, c in tfkeras_results.values()))
     runnable = {name for name, record in catalog().items() if record.call is not None}
     untested = sorted(runnable - seen - NOT_BUILDABLE - SEQUENCE_CLASSES - LEGACY_CLASSES - TF_OP_CLASSES
-                      - NORMALIZATION_CLASSES - PREPROCESSING_CLASSES - SCORING_CLASSES - OPERATION_CLASSES)  # own modules
+                      - NORMALIZATION_CLASSES - PREPROCESSING_CLASSES - SCORING_CLASSES - OPERATION_CLASSES
+                      - ATTENTION_CLASSES)  # own modules
     assert not untested, f"catalog classes no Keras comparison exercises: {untested}"
 
 
