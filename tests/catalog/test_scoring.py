@@ -7,7 +7,8 @@ a separate key, Keras masks from ``Embedding(mask_zero=True)`` on query and valu
 the scores, query mask on the output, which carries it on); Dot with int, negative and pair
 ``axes`` on ranks 2-4 and ``normalize``; ReversibleEmbedding shared between a forward and a
 ``reverse=True`` call, tied and untied, with a ``logit_soft_cap`` and ``mask_zero``;
-RandomFourierFeatures (tf-keras only). Keras 3 runs here, tf-keras in one subprocess
+RandomFourierFeatures (tf-keras only). Keras 3 saves each model as ``.keras`` and as its legacy
+``.h5`` and runs here; tf-keras runs in one subprocess
 (:mod:`.tfkeras_cases`); the ONNX tests (``tests/onnx/test_scoring.py``) reuse the files.
 """
 
@@ -120,9 +121,11 @@ def keras3_cases() -> Cases:
             if v.path.endswith(("scale", "concat_score_weight", "bias")):
                 v.assign(rng.uniform(0.5, 1.5, tuple(v.shape)).astype(np.float32))
         xs = _inputs(model, rng)
-        path = folder / f"{name}.keras"
-        model.save(path)
-        cases[name] = (path, xs, keras_predict(model, xs))
+        expected = keras_predict(model, xs)
+        for fmt in ("keras", "h5"):  # the archive, and Keras 3's legacy HDF5
+            path = folder / f"{name}.{fmt}"
+            model.save(path)
+            cases[name if fmt == "keras" else f"{name}_h5"] = (path, xs, expected)
     return cases
 
 
@@ -155,7 +158,7 @@ def tf_keras_errors() -> dict[str, tuple[float, set[str]]]:
     return reference_errors(scoring_files())
 
 
-@pytest.mark.parametrize("case", ["attention", "masked", "dot", "reversible"])
+@pytest.mark.parametrize("case", [f"{name}{fmt}" for name in ("attention", "masked", "dot", "reversible") for fmt in ("", "_h5")])
 def test_float64_scoring_equals_keras3(case: str, keras3_errors: dict[str, tuple[float, set[str]]]) -> None:
     error, classes = keras3_errors[case]
     assert error <= TOLERANCE, f"{case} ({', '.join(sorted(classes & CLASSES))}): {error:.2e}"
