@@ -85,13 +85,17 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     **{f: _BINARY for f in (
         "__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.pow", "math.maximum",
         "math.minimum", "math.squared_difference", "floor_div", "math.floormod", "math.greater", "math.greater_equal", "math.less", "math.less_equal", "math.equal",
-        "math.not_equal", "math.logical_and", "math.logical_or")},
+        "math.not_equal", "math.logical_and", "math.logical_or", "math.divide_no_nan", "math.multiply_no_nan",
+        "math.xlogy")},
+    "math.atan2": ("y", "x", "name"),
+    "nn.crelu": ("features", "name", "axis"),
     "__operators__.eq": ("self", "other"), "__operators__.ne": ("self", "other"),
     **{f: _UNARY for f in (
         "math.abs", "math.negative", "math.square", "math.sqrt", "math.rsqrt", "math.exp", "math.log",
         "math.log1p", "math.expm1", "math.sigmoid", "math.tanh", "math.erf", "math.sin", "math.cos",
         "math.reciprocal", "math.sign", "math.floor", "math.ceil", "math.round", "math.logical_not",
-        "math.softplus", "nn.softsign")},
+        "math.softplus", "nn.softsign", "math.tan", "math.atan", "math.asin", "math.acos", "math.sinh", "math.cosh",
+        "math.asinh", "math.acosh", "math.atanh", "math.log_sigmoid", "math.is_nan")},
     **{f: ("features", "name") for f in ("nn.relu", "nn.relu6", "nn.elu", "nn.selu")},
     "nn.leaky_relu": ("features", "alpha", "name"),
     "nn.gelu": ("features", "approximate", "name"),
@@ -294,6 +298,10 @@ _BINARY_OPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "math.less_equal": np.less_equal, "math.equal": np.equal, "math.not_equal": np.not_equal,
     "math.logical_and": lambda x, y: np.logical_and(x != 0, y != 0),
     "math.logical_or": lambda x, y: np.logical_or(x != 0, y != 0),
+    "math.divide_no_nan": lambda x, y: np.divide(x, y, out=np.zeros(np.broadcast_shapes(np.shape(x), np.shape(y))),
+                                                 where=np.broadcast_to(y != 0, np.broadcast_shapes(np.shape(x), np.shape(y)))),
+    "math.multiply_no_nan": lambda x, y: np.where(y == 0, 0.0, x * y),
+    "math.xlogy": lambda x, y: np.where(x == 0, 0.0, x * np.log(np.where(x == 0, 1.0, y))),
 }
 
 _UNARY_OPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -304,6 +312,9 @@ _UNARY_OPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "math.ceil": np.ceil, "math.round": np.round,  # half to even, as tf.math.round
     "math.logical_not": lambda x: x == 0, "math.softplus": softplus,
     "nn.softsign": lambda x: x / (1.0 + np.abs(x)),
+    "math.tan": np.tan, "math.atan": np.arctan, "math.asin": np.arcsin, "math.acos": np.arccos, "math.sinh": np.sinh,
+    "math.cosh": np.cosh, "math.asinh": np.arcsinh, "math.acosh": np.arccosh, "math.atanh": np.arctanh,
+    "math.log_sigmoid": lambda x: -softplus(-x), "math.is_nan": np.isnan,
     "nn.relu": lambda x: np.maximum(x, 0.0), "nn.relu6": lambda x: np.clip(x, 0.0, 6.0),
     "nn.elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
     "nn.selu": lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
@@ -442,6 +453,11 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
         return [np.full(x.shape, 1.0 if function == "ones_like" else 0.0)]
     if function in ("identity", "stop_gradient"):
         return [x]
+    if function == "math.atan2":
+        return [np.arctan2(_array(a["y"]), _array(a["x"]))]
+    if function == "nn.crelu":
+        axis = _axis(a.get("axis", -1), x.ndim)
+        return [np.concatenate([np.maximum(x, 0.0), np.maximum(-x, 0.0)], axis=axis)]
     if function == "image.resize":
         return [resize_plan(a, x.shape).apply(x)]
     if function in ("nn.depth_to_space", "nn.space_to_depth"):
@@ -556,6 +572,8 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         return [_const_shape(_first(a))]
     if function == "clip_by_value":
         return [broadcast([_const_shape(a[k]) for k in ("t", "clip_value_min", "clip_value_max")])]
+    if function == "math.atan2":
+        return [broadcast([_const_shape(a["y"]), _const_shape(a["x"])])]
     if function == "where":
         return [broadcast([_const_shape(a[k]) for k in ("condition", "x", "y")])]
     if function in ("concat", "stack"):
@@ -637,6 +655,9 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         rows = shape[-1] if ta else shape[-2]
         cols = b[-2] if tb else b[-1]
         return [(*broadcast([shape[:-2], b[:-2]]), rows, cols)]
+    if function == "nn.crelu":
+        axis = _axis(a.get("axis", -1), rank)
+        return [(*shape[:axis], shape[axis] * 2 if _known(shape[axis]) else None, *shape[axis + 1:])]
     if function == "image.resize":
         h, w = _dims(a.get("size"), "size")
         resize_plan(a, shape)

@@ -61,7 +61,9 @@ def elementwise():
             x > y, x >= 0.5, x < y, tf.math.less_equal(x, y), tf.math.equal(x, x), tf.math.not_equal(x, y),
             tf.math.logical_and(x > 0, y > 1), tf.math.logical_or(x > 0, y > 1), tf.math.logical_not(x > 0), x + tf.constant([[1.0, 2, 3, 4, 5, 6]]), tf.constant([0.5, 1, 2, 3, 4, 5]) * x,
             tf.where(x > y, x, y), tf.where(x > 0, x, 0.0), tf.clip_by_value(x, -0.5, 0.5), tf.nn.bias_add(x, [1.0, 2, 3, 4, 5, 6]),
-            tf.compat.v1.where(x > y, y, x), tf.compat.v1.nn.softmax(x, dim=1),
+            tf.compat.v1.where(x > y, y, x), tf.math.divide_no_nan(x, tf.nn.relu(x - 0.5)),
+            tf.math.multiply_no_nan(x, tf.nn.relu(y - 1.0)), tf.math.xlogy(tf.nn.relu(x), y), tf.math.atan2(x, y - 1.2),
+            tf.math.atan2(y - 1.2, x), tf.math.atan2(x, tf.nn.relu(x)), tf.compat.v1.nn.softmax(x, dim=1),
             tf.compat.v1.reduce_sum(x, reduction_indices=[1], keep_dims=True)]
     return [x, y], outs
 
@@ -74,7 +76,10 @@ def unary():
             tf.nn.leaky_relu(x, alpha=0.1), tf.nn.gelu(x), tf.nn.gelu(x, approximate=True), tf.nn.silu(x),
             tf.nn.silu(x, beta=2.0), tf.nn.softmax(x, axis=1), tf.nn.softmax(x), tf.nn.log_softmax(x),
             tf.math.l2_normalize(x, axis=-1), tf.cast(x * 3.0, tf.int32), tf.cast(tf.floor(x), tf.bool),
-            tf.cast(x * 100.0, tf.float16), tf.cast(x, tf.float32), tf.ones_like(x), tf.zeros_like(x), tf.identity(x)]
+            tf.cast(x * 100.0, tf.float16), tf.cast(x, tf.float32), tf.ones_like(x), tf.zeros_like(x), tf.identity(x),
+            tf.math.tan(x), tf.math.atan(x), tf.math.asin(tf.tanh(x)), tf.math.acos(tf.tanh(x)), tf.math.sinh(x),
+            tf.math.cosh(x), tf.math.asinh(x), tf.math.acosh(y + 1.0), tf.math.atanh(tf.tanh(x) * 0.9),
+            tf.math.log_sigmoid(x), tf.math.is_nan(tf.math.log(x)), tf.nn.crelu(x), tf.nn.crelu(x, axis=1)]
     return [x, y], outs
 
 def reductions():

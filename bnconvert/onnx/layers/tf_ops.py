@@ -56,7 +56,9 @@ _UNARY = {"math.abs": "Abs", "math.negative": "Neg", "math.sqrt": "Sqrt", "math.
           "math.sigmoid": "Sigmoid", "math.tanh": "Tanh", "math.erf": "Erf", "math.sin": "Sin", "math.cos": "Cos",
           "math.reciprocal": "Reciprocal", "math.sign": "Sign", "math.floor": "Floor", "math.ceil": "Ceil",
           "math.round": "Round", "math.softplus": "Softplus", "nn.softsign": "Softsign",
-          "nn.relu": "Relu", "nn.elu": "Elu", "nn.selu": "Selu"}
+          "nn.relu": "Relu", "nn.elu": "Elu", "nn.selu": "Selu", "math.tan": "Tan", "math.atan": "Atan",
+          "math.asin": "Asin", "math.acos": "Acos", "math.sinh": "Sinh", "math.cosh": "Cosh", "math.asinh": "Asinh",
+          "math.acosh": "Acosh", "math.atanh": "Atanh"}
 _REDUCE = {"math.reduce_mean": "ReduceMean", "math.reduce_sum": "ReduceSum", "math.reduce_max": "ReduceMax",
            "math.reduce_min": "ReduceMin", "math.reduce_prod": "ReduceProd"}
 
@@ -119,8 +121,22 @@ def _operands(e: _Emit, values: list[Any]) -> tuple[Perm, list[str]]:
 def _elementwise(e: _Emit, function: str, a: dict[str, Any]) -> Tensor | None:
     """Unary and binary element-wise functions; None when ``function`` is none of them."""
     if function in _BINARY or function in _COMPARE or function in _LOGICAL or function in (
-            "math.squared_difference", "floor_div", "math.floormod"):
+            "math.squared_difference", "floor_div", "math.floormod", "math.divide_no_nan", "math.multiply_no_nan",
+            "math.xlogy", "math.atan2"):
         perm, (x, y) = _operands(e, [a["x"], a["y"]])
+        if function == "math.atan2":
+            return e.out(_atan2(e, y=y, x=x), perm)
+        if function in ("math.divide_no_nan", "math.multiply_no_nan", "math.xlogy"):
+            zero = e.scalar(0.0, "zero")
+            guard = y if function != "math.xlogy" else x
+            is_zero = e.node("Equal", [guard, zero], "is_zero")
+            if function == "math.xlogy":
+                safe = e.node("Where", [is_zero, e.scalar(1.0, "one"), y], "safe")
+                value = e.node("Mul", [x, e.node("Log", [safe], "log")], "value")
+            else:
+                safe = e.node("Where", [is_zero, e.scalar(1.0, "one"), y], "safe") if function == "math.divide_no_nan" else y
+                value = e.node("Div" if function == "math.divide_no_nan" else "Mul", [x, safe], "value")
+            return e.out(e.node("Where", [is_zero, zero, value]), perm)
         if function in _BINARY:
             return e.out(e.node(_BINARY[function], [x, y]), perm)
         if function in _COMPARE:
@@ -139,7 +155,8 @@ def _elementwise(e: _Emit, function: str, a: dict[str, Any]) -> Tensor | None:
         return e.out(floor, perm)
     unary = function in _UNARY or function in (
         "math.square", "math.rsqrt", "math.log1p", "math.expm1", "math.logical_not", "nn.relu6", "nn.leaky_relu",
-        "nn.gelu", "nn.silu", "identity", "stop_gradient", "ones_like", "zeros_like", "cast")
+        "nn.gelu", "nn.silu", "identity", "stop_gradient", "ones_like", "zeros_like", "cast", "math.log_sigmoid",
+        "math.is_nan")
     if not unary:
         return None
     t: Tensor = next(iter(a.values()))
@@ -157,6 +174,10 @@ def _elementwise(e: _Emit, function: str, a: dict[str, Any]) -> Tensor | None:
         y = e.node("Log", [e.node("Add", [x, e.scalar(1.0)], "plus_one")])
     elif function == "math.expm1":
         y = e.node("Sub", [e.node("Exp", [x], "exp"), e.scalar(1.0)])
+    elif function == "math.log_sigmoid":
+        y = e.node("Neg", [e.node("Softplus", [e.node("Neg", [x], "negated")], "softplus")])
+    elif function == "math.is_nan":
+        y = e.floats(e.node("IsNaN", [x], "is_nan"))
     elif function == "math.logical_not":
         y = e.floats(e.node("Not", [e.bools(x)], "not"))
     elif function == "nn.relu6":
@@ -177,6 +198,19 @@ def _elementwise(e: _Emit, function: str, a: dict[str, Any]) -> Tensor | None:
         if y is None:
             return t
     return e.out(y, perm)
+
+
+def _atan2(e: _Emit, *, y: str, x: str) -> str:
+    """``atan2(y, x)`` (ONNX has none): ``atan(y / x)``, plus pi where x < 0 and y >= 0, minus pi
+    where x < 0 and y < 0; ``sign(y) * pi / 2`` where x == 0."""
+    zero = e.scalar(0.0, "zero")
+    base = e.node("Atan", [e.node("Div", [y, x], "ratio")], "atan")
+    pi = e.node("Mul", [e.node("Where", [e.node("Less", [y, zero], "y_negative"), e.scalar(-1.0, "minus_one"),
+                                         e.scalar(1.0, "plus_one")], "y_sign"), e.scalar(np.pi, "pi")], "signed_pi")
+    shifted = e.node("Where", [e.node("Less", [x, zero], "x_negative"), e.node("Add", [base, pi], "shifted"), base],
+                     "quadrant")
+    half = e.node("Mul", [e.node("Sign", [y], "sign"), e.scalar(np.pi / 2, "half_pi")], "vertical")
+    return e.node("Where", [e.node("Equal", [x, zero], "x_zero"), half, shifted])
 
 
 def _gelu(e: _Emit, x: str, approximate: bool) -> str:
@@ -449,6 +483,12 @@ def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
             raise refuse(e.call, f"data_format {a.get('data_format')!r} is not supported")
         perm, (v, bias) = _operands(e, [t, a["bias"]])
         return [e.out(e.node("Add", [v, bias]), perm)]
+    if function == "nn.crelu":
+        axis = int(a.get("axis", -1)) % rank
+        perm, held = e.b.native(t)
+        at = perm.index(axis)
+        parts = [e.node("Relu", [held], "positive"), e.node("Relu", [e.node("Neg", [held], "negated")], "negative")]
+        return [e.out(e.node("Concat", parts, axis=at), perm)]
     if function == "image.resize":
         try:
             plan = resize_plan(a, t.shape)
