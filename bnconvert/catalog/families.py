@@ -7,6 +7,7 @@ from . import (
     activations,
     attention,
     audio,
+    categorical,
     conv,
     conv_lstm,
     dense,
@@ -25,5 +26,5 @@ from . import (
     wrappers,
 )
 
-__all__ = ["activations", "attention", "audio", "conv", "conv_lstm", "dense", "legacy_layers", "merge", "misc", "normalization", "operations", "pooling", "preprocessing",
+__all__ = ["activations", "attention", "audio", "categorical", "conv", "conv_lstm", "dense", "legacy_layers", "merge", "misc", "normalization", "operations", "pooling", "preprocessing",
            "recurrent", "reshape", "scoring", "spatial", "tf_ops", "wrappers"]

@@ -85,8 +85,6 @@ REFUSED = {
     "IntegerLookup": f"a vocabulary lookup (a hash table the file keeps as an asset, not as tensors): {_RUN_BEFORE}",
     "Hashing": f"FarmHash/SipHash of the input values, which ONNX has no operator for: {_RUN_BEFORE}",
     "HashedCrossing": f"hashed feature crosses, which ONNX has no operator for: {_RUN_BEFORE}",
-    "CategoryEncoding": f"one-hot/multi-hot/count encoding of integer ids is not supported yet: {_RUN_BEFORE}",
-    "Discretization": f"bucketizing into bins is not supported yet: {_RUN_BEFORE}",
     "DenseFeatures": "tf.keras feature columns read a dict of named features, not tensors: build the model "
                      "from the tensor the feature columns produce, and compute the features before it",
     "ContrastLimitedAdaptiveHistogramEqualization": "per-tile histograms (data-dependent bins and lookups) have no "

@@ -32,7 +32,7 @@ TOLERANCE = 1e-5
 
 #: every catalog class these tests compare with Keras (refused ones: their refusal is tested)
 PREPROCESSING_CLASSES = frozenset({"Resizing", "CenterCrop", "RandomCrop", "AutoContrast", "Normalization", "Rescaling", "Pipeline", "STFTSpectrogram",
-                                   "MelSpectrogram",
+                                   "MelSpectrogram", "Discretization", "CategoryEncoding",
                                    *INFERENCE_IDENTITIES, *REFUSED,
                                    *(f"Adaptive{k}Pooling{n}D" for k in ("Average", "Max") for n in (1, 2, 3))})
 
@@ -122,6 +122,17 @@ def build(K, generation):
                                     L.AdaptiveAveragePooling2D((3, 4))(i), L.AdaptiveMaxPooling2D((5, 2))(i),
                                     L.AdaptiveAveragePooling3D((2, 3, 4))(b), L.AdaptiveMaxPooling3D((3, 4, 2))(b)],
             [rng.normal(0.0, 1.0, (2, 7, 3)).astype("float32"), x, rng.normal(0.0, 1.0, (2, 5, 6, 7, 2)).astype("float32")])
+
+    v, ids, one = K.Input((4,)), K.Input((3,), dtype="int32"), K.Input((1,), dtype="int32")
+    edges = [-1.0, -0.25, 0.0, 0.5, 1.2]
+    outs = [L.Discretization(bin_boundaries=edges)(v)]
+    modes = ("one_hot", "multi_hot", "count") if generation == 3 else ("multi_hot", "count")  # tf.keras: rank 2 at most
+    outs += [L.Discretization(bin_boundaries=edges, output_mode=m)(v) for m in modes]
+    outs += [L.CategoryEncoding(num_tokens=6, output_mode=m)(ids) for m in modes]
+    outs += [L.CategoryEncoding(num_tokens=5, output_mode="one_hot")(one)]
+    add("categorical", [v, ids, one], outs, [rng.normal(0.0, 1.0, (3, 4)).astype("float32"),
+                                             np.array([[0, 5, 5], [2, 3, 2], [1, 1, 1]], "int32"),
+                                             np.array([[4], [0], [2]], "int32")])
 
     j = K.Input((4, 5, 3))
 

@@ -7,6 +7,7 @@ from . import (
     activations,
     attention,
     audio,
+    categorical,
     conv,
     conv_lstm,
     dense,
@@ -25,5 +26,5 @@ from . import (
     tf_ops,
 )
 
-__all__ = ["activations", "attention", "audio", "conv", "conv_lstm", "dense", "legacy", "merge", "misc", "norm", "operations", "pooling", "preprocessing", "recurrent",
+__all__ = ["activations", "attention", "audio", "categorical", "conv", "conv_lstm", "dense", "legacy", "merge", "misc", "norm", "operations", "pooling", "preprocessing", "recurrent",
            "reshape", "scoring", "sequence", "spatial", "tf_ops"]
