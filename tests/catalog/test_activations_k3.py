@@ -11,7 +11,6 @@ beside it); Keras 3 runs in this process, tf-keras in one subprocess. The ONNX t
 from __future__ import annotations
 
 import functools
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from bnconvert.onnx import to_onnx
 
 from ..onnx.helpers import chain_model
 from .tfkeras_cases import ACTIVATION_SCALE as SCALE
-from .tfkeras_cases import activation_files
+from .tfkeras_cases import activation_files, session_folder
 
 #: max |keras - reference| / max |keras|: float32 rounding of one function (about 1e-7)
 TOLERANCE = 1e-5
@@ -84,7 +83,7 @@ def keras3_files() -> Files:
     randomize(model)
     xs = [(np.random.default_rng(3).normal(0.0, 1.0, (3, 4, 6)) * SCALE).astype(np.float32)]
     expected = keras_predict(model, xs)
-    path = Path(tempfile.mkdtemp(prefix="bnc_act_k3_")) / "activations.keras"
+    path = session_folder("bnc_act_k3_") / "activations.keras"
     model.save(path)
     return path, xs, expected, _outputs_of(names)
 

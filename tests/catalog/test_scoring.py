@@ -15,7 +15,6 @@ RandomFourierFeatures (tf-keras only). Keras 3 saves each model as ``.keras`` an
 from __future__ import annotations
 
 import functools
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from bnconvert.model import Layer
 from bnconvert.onnx import to_onnx
 
 from ..onnx.helpers import chain_model
-from .tfkeras_cases import scoring_files
+from .tfkeras_cases import scoring_files, session_folder
 
 #: max |keras - reference| / max |keras| (float32 rounding: a few 1e-7)
 TOLERANCE = 1e-5
@@ -113,7 +112,7 @@ def keras3_cases() -> Cases:
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(7)
-    folder = Path(tempfile.mkdtemp(prefix="bnc_scoring_k3_"))
+    folder = session_folder("bnc_scoring_k3_")
     cases = {}
     for name, build in (("attention", _attention), ("masked", _masked), ("dot", _dot), ("reversible", _reversible)):
         model = build(keras)

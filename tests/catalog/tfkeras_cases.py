@@ -5,9 +5,11 @@ for all of them)."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["activation_files", "scoring_files"]
+__all__ = ["activation_files", "scoring_files", "session_folder"]
 
 #: inputs spread over every branch of the piecewise activations
 ACTIVATION_SCALE = 2.5
@@ -111,9 +113,17 @@ print(json.dumps(done))
 '''
 
 
+def session_folder(prefix: str) -> Path:
+    """A temporary folder for files shared by several test modules (a cached function cannot use
+    pytest's per-test folders), removed when the test process ends."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 @functools.cache
 def _run() -> tuple[Path, dict]:
-    folder = Path(tempfile.mkdtemp(prefix="bnc_a2_tfk_"))
+    folder = session_folder("bnc_a2_tfk_")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     done = subprocess.run([sys.executable, "-c", _SCRIPT, str(folder), str(ACTIVATION_SCALE)], check=False,
                           capture_output=True, text=True, env=env, timeout=600)

@@ -11,7 +11,6 @@ channels first.
 from __future__ import annotations
 
 import functools
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from ..catalog.test_activations_k3 import (
     keras3_files,
     tf_keras_files,
 )
+from ..catalog.tfkeras_cases import session_folder
 from .helpers import check_model, run_onnx
 
 OPSETS = (13, 17, 21)
@@ -65,7 +65,7 @@ def _conv_files() -> tuple[Path, list[np.ndarray], list[np.ndarray], list[str]]:
     model = keras.Model(x, [keras.layers.Conv2D(4, 1, activation=n, name=f"conv_{n}")(x) for n in names])
     randomize(model)
     xs = [np.random.default_rng(5).normal(0.0, 0.7, (2, 5, 5, 3)).astype(np.float32)]
-    path = Path(tempfile.mkdtemp(prefix="bnc_act_conv_")) / "conv.keras"
+    path = session_folder("bnc_act_conv_") / "conv.keras"
     model.save(path)
     return path, xs, keras_predict(model, xs), names
 

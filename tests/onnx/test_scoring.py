@@ -9,6 +9,8 @@ causal mask is built from the scores' runtime shape.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -43,7 +45,7 @@ def test_onnx_scoring_equals_tf_keras(opset: int) -> None:
     assert not bad, f"opset {opset}: max |tf-keras - onnx| / max |tf-keras|: {bad}"
 
 
-def test_causal_attention_at_another_sequence_length() -> None:
+def test_causal_attention_at_another_sequence_length(tmp_path: Path) -> None:
     """A model declared with a dynamic length: the exported causal mask follows the runtime length
     (7 steps here), as Keras' does; compared with the float64 reference, itself checked against Keras."""
     import keras
@@ -54,10 +56,7 @@ def test_causal_attention_at_another_sequence_length() -> None:
     model = keras.Model(s, keras.layers.Attention(use_scale=True, name="causal")([s, s], use_causal_mask=True))
     x = np.random.default_rng(2).normal(size=(2, 7, 3)).astype(np.float32)
     expected = np.asarray(model(x))
-    import tempfile
-    from pathlib import Path
-
-    path = Path(tempfile.mkdtemp(prefix="bnc_scoring_dyn_")) / "dynamic.keras"
+    path = tmp_path / "dynamic.keras"
     model.save(path)
     proto = to_onnx(bnconvert.load(path), opset=17)
     check_model(proto)
