@@ -84,6 +84,8 @@ def build_all(K, k3, folder):
                 L.EinsumDense("...b,bc->...c", 3, activation="relu", bias_axes="c", name="ed_left")(x),
                 L.EinsumDense("abc...,cd->abd...", (4, 2), bias_axes="d", name="ed_right")(x4),
                 L.EinsumDense("abc,cd->abd", (4, 2), bias_axes="bd", activation="tanh", name="ed_bias_bd")(x)]
+        if k3:  # LoRA (saved merged into the kernel) and upper-case axis letters
+            outs.append(L.EinsumDense("aBc,cD->aBD", (4, 3), bias_axes="D", lora_rank=2, name="ed_lora")(x))
         return K.Model([x, flat, x4], outs)
 
     cases = {"mha_cross_key": mha_cross_key, "mha_masks": mha_masks, "mha_axes": mha_axes, "mha_dynamic": mha_dynamic,
@@ -108,7 +110,7 @@ def build_all(K, k3, folder):
     for name, build in cases.items():
         model = build()
         for v in model.weights:
-            if v.name.split("/")[-1].split(":")[0] == "bias":
+            if v.name.split("/")[-1].split(":")[0] in ("bias", "lora_kernel_b"):  # lora_kernel_b starts at 0
                 v.assign(rng.normal(0.0, 0.5, tuple(v.shape)).astype("float32"))
         xs = []
         for t in model.inputs:
