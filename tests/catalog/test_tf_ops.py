@@ -38,7 +38,9 @@ TOLERANCE = 1e-5
 #: the cases tf-keras builds: name -> file (the .keras one is tf-keras' own zip format)
 CASES = {"elementwise": "elementwise.h5", "unary": "unary.h5", "reductions": "reductions.h5", "shapes": "shapes.h5",
          "slicing": "slicing.h5", "image": "image.h5", "image_zip": "image_zip.keras", "images": "images.h5",
-         "dynamic": "dynamic.h5"}
+         "dynamic": "dynamic.h5", "symmetric": "symmetric.h5"}
+#: cases with float64 semantics that the ONNX export refuses (tests/onnx/test_tf_ops.py checks the reason)
+NOT_EXPORTED = {"symmetric": "SYMMETRIC"}
 #: files bnconvert must refuse, and the words the one-line reason must hold
 REFUSED = {"cumprod": ("'tf.math.cumprod'",), "lost": ("tf.__operators__.eq", "stores only its first operand")}
 
@@ -143,6 +145,10 @@ def images():
             tf.nn.max_pool3d(tf.reshape(c, (-1, 6, 6, 2, 4)), 2, [1, 2, 1], "VALID"), tf.stop_gradient(c)]
     return [i], outs
 
+def symmetric():
+    x, y = two()
+    return [x, y], [tf.pad(x, [[0, 0], [2, 1], [0, 3]], mode="SYMMETRIC"), tf.pad(y, [[0, 0], [1, 1], [1, 1]], "symmetric")]
+
 def lost_operands():
     x, y = two()
     return [x, y], [x == y, x != y]
@@ -159,7 +165,7 @@ def dynamic():
 
 BUILDERS = {"elementwise": elementwise, "unary": unary, "reductions": reductions, "shapes": shapes,
             "slicing": slicing, "image": image, "images": images, "cumprod": refused_cumprod, "dynamic": dynamic,
-            "lost": lost_operands}
+            "lost": lost_operands, "symmetric": symmetric}
 rng = np.random.default_rng(0)
 done = {}
 for name, build in BUILDERS.items():
