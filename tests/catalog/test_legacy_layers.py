@@ -78,7 +78,8 @@ for name, build in CASES.items():
     ys = model(xs[0], training=False)
     ys = ys if isinstance(ys, (list, tuple)) else [ys]
     model.save(f"{folder}/{name}.h5")
-    model.save(f"{folder}/{name}.keras")
+    if name == "local2d":  # every implementation; the .keras archive once
+        model.save(f"{folder}/{name}.keras")
     np.savez(f"{folder}/{name}.npz", x0=xs[0], **{f"y{i}": np.asarray(y) for i, y in enumerate(ys)})
     done[name] = len(ys)
 # Keras 1 fixtures folded and written by bnconvert (as Keras 2 .h5): tf_keras must load and run them
@@ -135,9 +136,9 @@ def test_float64_reference_equals_tf_keras(case: str) -> None:
     assert max(errors) < TOLERANCE, errors
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_tf_keras_keras_archive_reads_the_same(case: str) -> None:
-    """The same models saved by tf_keras as ``.keras`` archives (weights under ``vars/<i>``)."""
+def test_tf_keras_keras_archive_reads_the_same() -> None:
+    """The same model saved by tf_keras as a ``.keras`` archive (weights under ``vars/<i>``)."""
+    case = "local2d"
     folder, _ = tf_keras_files()
     data = np.load(folder / f"{case}.npz")
     runner = ReferenceRunner(folder / f"{case}.keras")
