@@ -124,6 +124,9 @@ class WeightPart:
     kind: str
     config: dict[str, Any]
     zip_path: str
+    #: meanings another part holds that this ``vars`` group stores again, before its own
+    #: (a SpectralNormalization's ``vars/0`` repeats its layer's kernel): read past, written again
+    repeats: tuple[str, ...] = ()
 
 
 def _join(a: str, b: str) -> str:
@@ -143,6 +146,13 @@ def _parts(class_name: str, config: dict[str, Any], prefix: str, zip_path: str) 
     if class_name == "TimeDistributed":
         name, cfg = inner_layer(config)
         return _parts(name, cfg, prefix, _join(zip_path, "layer"))
+    if class_name == "SpectralNormalization":  # its layer's in layer/vars; its own vars: that kernel again, vector_u
+        name, cfg = inner_layer(config)
+        inner = _parts(name, cfg, prefix, _join(zip_path, "layer"))
+        if inner is None:
+            return None
+        kernel = [m for part in inner for m in part.meanings if m in (f"{prefix}kernel", f"{prefix}embeddings")][:1]
+        return [*inner, WeightPart((f"{prefix}vector_u",), class_name, config, zip_path, repeats=tuple(kernel))]
     spec = weight_spec(class_name, config)
     if spec is None:
         return None
@@ -178,7 +188,8 @@ def weight_parts(class_name: str, config: dict[str, Any]) -> list[WeightPart] | 
     How a ``.keras`` zip nests them (checked with Keras 3.15 and tf-keras 2.21 ``model.save``):
     ``lstm/cell/vars``, ``bidirectional/forward_layer/cell/vars`` then ``backward_layer/...``,
     ``time_distributed/layer/vars``, ``rnn/cell/cells/<snake cell class>[_N]/vars`` for a
-    StackedRNNCells (cells numbered by class, like layers). Legacy ``.h5`` files list the same
+    StackedRNNCells (cells numbered by class, like layers), ``spectral_normalization/layer/vars``
+    then its own ``vars`` (the layer's kernel again, then ``vector_u``: Keras 3.15). Legacy ``.h5`` files list the same
     weights flat, in this order; the Keras 1 and CuDNN layouts convert part by part."""
     try:
         return _parts(class_name, config, "", "")

@@ -29,6 +29,7 @@ from .legacy import Keras1Arg as K1
 from .record import CallContext, defines
 from .roles import barrier
 from .util import array_value, axes_of, f64
+from .wrappers import inner_record, sublayer
 
 __all__ = ["ADDONS", "CONTRIB", "READ_AS", "batch_norm", "broadcast_param", "group_norm", "instance_norm_origin", "rms_epsilon", "unit_norm"]
 
@@ -350,3 +351,39 @@ def instance_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallCo
 #: ``experimental.SyncBatchNormalization`` only synchronises the batch statistics of training
 #: across replicas (Keras 3 writes ``BatchNormalization(synchronized=True)`` instead)
 READ_AS = {"SyncBatchNormalization": "BatchNormalization"}
+
+
+# -- SpectralNormalization (Keras 3): its layer, as stored ----------------------------------------------
+#: Keras only renormalises the wrapped kernel in training (``call(training=True)`` assigns
+#: ``kernel / sigma`` from its power iteration to the layer's kernel); a folded kernel would be
+#: rewritten there, and a .keras stores that kernel twice (the wrapper's ``vars/0`` and its layer's)
+_SPECTRAL = barrier("Keras renormalises its kernel by its power iteration whenever it trains (and a .keras stores that "
+                    "kernel twice): bnconvert does not fold into it")
+
+
+def _spectral_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    record, config = inner_record(c)
+    if record.shape is None:
+        raise ConfigProblem(f"output shape of {record.class_name} unknown")
+    return record.shape(config, shapes)
+
+
+def _spectral_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
+    """The wrapped layer's weights (``kernel``, ``bias`` ...), then ``vector_u``, the power
+    iteration's vector ``(1, filters)`` (Keras' legacy .h5 order: trainable, then not)."""
+    record, config = inner_record(c)
+    if record.weights is None:
+        raise ConfigProblem(f"weights of {record.class_name} unknown")
+    return [*record.weights(config, shapes), WeightSpec("vector_u", None, trainable=False)]
+
+
+@defines("SpectralNormalization", shape=_spectral_shape, weights=_spectral_weights,
+         fields={"power_iterations": checks.pos_int}, fold=_SPECTRAL,
+         notes="inference is the wrapped layer with its stored kernel; vector_u is only used in training")
+def spectral_normalization_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """Keras 3 ``SpectralNormalization.call(training=False)`` is ``self.layer(inputs)``: the
+    wrapped layer with the kernel it stores (normalised by the last training step, if any)."""
+    record, config = inner_record(layer.config)
+    if record.call is None:
+        raise UnsupportedLayerError(f"layer {layer.label}: wrapped class {record.class_name!r} has no float64 semantics")
+    return record.call(sublayer(layer, "", record.class_name, config, ""), xs, ctx)

@@ -322,7 +322,8 @@ def _attach(model: Model, container: h5py.Group | None, name: str, budget: Budge
             named = []
             for part in parts:
                 sub = _subgroup(group, part.zip_path, where) if group is not None else None
-                named += [(f"{part.zip_path}/{n}" if part.zip_path else n, a) for n, a in _vars(sub, where, budget)]
+                own = _vars(sub, where, budget)[len(part.repeats):]  # past what another part holds (repeats)
+                named += [(f"{part.zip_path}/{n}" if part.zip_path else n, a) for n, a in own]
         else:  # a class bnconvert does not know: its own vars and its sublayers' (MultiHeadAttention's query_dense ...)
             named = _nested_vars(group, where, budget)
         assign(layer, named)

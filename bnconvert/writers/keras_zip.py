@@ -166,6 +166,6 @@ def _write_parts(group: h5py.Group, vars_group: h5py.Group, old_group: h5py.Grou
             target = sub.require_group("vars")
         for key in list(target):
             del target[key]
-        for i, meaning in enumerate(part.meanings):
+        for i, meaning in enumerate((*part.repeats, *part.meanings)):  # repeats: another part's, stored again first
             data = np.asarray(arrays[meaning])
             target.create_dataset(str(i), data=data, dtype=data.dtype)

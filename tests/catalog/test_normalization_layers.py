@@ -39,7 +39,7 @@ TOLERANCE = 1e-5
 #: every class this file compares with Keras or a published formula (tests/catalog/test_semantics.py
 #: leaves them to it)
 NORMALIZATION_CLASSES = frozenset({"GroupNormalization", "UnitNormalization", "RMSNormalization", "InstanceNormalization",
-                                   "Addons>InstanceNormalization", "Addons>GroupNormalization"})
+                                   "Addons>InstanceNormalization", "Addons>GroupNormalization", "SpectralNormalization"})
 #: the tf-keras fixtures and the files made as keras-contrib and TensorFlow Addons write them
 FILES = ("norm_tfk_group.h5", "norm_tfk_unit.h5", "norm_tfk_layernorm.h5", "norm_tfk_syncbn.h5", "norm_tfk_syncbn.keras",
          "norm_tfa_instance.h5", "norm_tfa_instance.keras", "norm_contrib_instance.h5")
@@ -81,11 +81,14 @@ def keras3_cases() -> dict[str, Any]:
         "layernorm_rms_axes": lambda: seq((4, 5, 3), L.LayerNormalization(axis=[-2, -1], rms_scaling=True)),
         "layernorm_middle": lambda: seq((4, 5, 3), L.LayerNormalization(axis=1, epsilon=1e-2, scale=False)),
         "batchnorm_synchronized": lambda: seq((5, 5, 3), L.Conv2D(4, 3), L.BatchNormalization(synchronized=True)),
+        "spectral": lambda: seq((6, 6, 3), L.Conv2D(4, 1), L.BatchNormalization(),
+                                L.SpectralNormalization(L.Conv2D(4, 3, activation="relu")), L.Flatten(),
+                                L.SpectralNormalization(L.Dense(3))),
     }
 
 
 #: cases also saved as Keras 3's legacy .h5 (weights by name rather than ``vars/<i>``)
-H5_CASES = ("group_axis1", "rms_axes", "unit_axes")
+H5_CASES = ("group_axis1", "rms_axes", "unit_axes", "spectral")
 
 
 #: the Keras 3 cases, built once per test session (the ONNX tests use the same files and outputs)
@@ -228,9 +231,10 @@ def test_instance_normalization_of_unknown_origin_is_refused(tmp_path: Path) -> 
 
 # -- fold roles, SyncBatchNormalization ---------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(NORMALIZATION_CLASSES | {"LayerNormalization"}))
-def test_per_sample_normalizations_are_fold_barriers_with_a_reason(name: str) -> None:
+def test_normalizations_are_fold_barriers_with_a_reason(name: str) -> None:
     role = fold_role(name)
-    assert role.kind == "barrier" and "own statistics" in role.why
+    reason = "renormalises its kernel" if name == "SpectralNormalization" else "own statistics"
+    assert role.kind == "barrier" and reason in role.why
 
 
 @pytest.mark.parametrize("file", ["norm_tfk_syncbn.h5", "norm_tfk_syncbn.keras"])
@@ -282,3 +286,24 @@ def test_rms_normalization_epsilon_defaults_are_keras3s() -> None:
     assert rms_epsilon({}) == keras.layers.RMSNormalization().epsilon
     assert rms_epsilon({"epsilon": None}) == keras.backend.epsilon()
     assert rms_epsilon({"epsilon": 0.5}) == 0.5
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_spectral_normalization_is_its_layer_and_survives_a_fold(fmt: str, tmp_path: Path,
+                                                                 keras3_results: dict[str, tuple[float, set[str]]]) -> None:
+    """Keras 3's SpectralNormalization at inference is its layer with the stored kernel (vector_u
+    serves training). Folding the file's other BN writes its weights back where Keras 3 reads
+    them (a .keras stores the kernel twice: the wrapper's vars/0 and its layer's)."""
+    import keras
+
+    path, xs, y = keras3_outputs(tmp_path)[f"spectral_{fmt}"]
+    model = bnconvert.load(path)
+    assert {"vector_u", "kernel", "bias"} == set(model["spectral_normalization"].weights)
+    out = tmp_path / f"folded.{fmt}"
+    report = bnconvert.fold_file(path, out, check=False)
+    assert [bn.action for bn in report.batch_norms] == ["backward"]
+    got, classes = reference(out, xs)
+    assert "SpectralNormalization" in classes and "BatchNormalization" not in classes
+    assert _error(y, got) <= TOLERANCE
+    loaded = keras.saving.load_model(out, compile=False)
+    assert _error(y, np.asarray(loaded(xs[0], training=False))) <= TOLERANCE

@@ -186,11 +186,13 @@ def supports_masking(K, names):
         cls = getattr(L, name, None)
         if cls is None or name == "InputLayer":
             continue
-        if name in ("RNN", "Bidirectional", "TimeDistributed", "Embedding", "ReversibleEmbedding"):  # masks only with mask_zero
+        if name in ("RNN", "Bidirectional", "TimeDistributed", "Embedding", "ReversibleEmbedding",
+                    "SpectralNormalization"):  # wrappers need a layer; Embedding masks only with mask_zero
             layer = {"RNN": lambda: L.RNN(L.LSTMCell(1)), "Bidirectional": lambda: L.Bidirectional(L.LSTM(1)),
                      "TimeDistributed": lambda: L.TimeDistributed(L.Dense(1)),
                      "Embedding": lambda: L.Embedding(2, 2, mask_zero=True),
-                     "ReversibleEmbedding": lambda: L.ReversibleEmbedding(2, 2, mask_zero=True)}[name]()
+                     "ReversibleEmbedding": lambda: L.ReversibleEmbedding(2, 2, mask_zero=True),
+                     "SpectralNormalization": lambda: L.SpectralNormalization(L.Dense(1))}[name]()
         else:
             layer = cls(*ARGS.get(name, ()))
         out[name] = bool(layer.supports_masking)

@@ -1,6 +1,7 @@
 """BatchNormalization (every Keras 1 mode), LayerNormalization, the Normalization preprocessing layer, and the
 per-sample normalisations: GroupNormalization, UnitNormalization, RMSNormalization, InstanceNormalization
-(keras-contrib's and TensorFlow Addons', told apart by the catalog). All of these are built from primitive ops
+(keras-contrib's and TensorFlow Addons', told apart by the catalog), and Keras 3's SpectralNormalization
+(its layer, by that layer's handler). All of these are built from primitive ops
 (ReduceMean, Sub, Mul, Sqrt, Div), which every opset from 13 has.
 
 BatchNormalization that did not fold becomes an ONNX BatchNormalization when the tensor is held
@@ -25,12 +26,14 @@ from ...bn import bn_params
 from ...catalog.facts import ConfigProblem
 from ...catalog.normalization import ADDONS, instance_norm_origin, rms_epsilon
 from ...catalog.util import array_value
+from ...catalog.wrappers import inner_layer
 from ...errors import FormatError
+from ...model import Layer
 from ..builder import Builder, Call, Tensor
 from ..layout import keras_param, position
-from ..registry import converts, refuse
+from ..registry import converts, handlers, refuse
 
-__all__ = ["batch_norm", "group_norm", "instance_norm", "layer_norm", "normalization", "rms_norm", "unit_norm"]
+__all__ = ["batch_norm", "group_norm", "instance_norm", "layer_norm", "normalization", "rms_norm", "spectral_norm", "unit_norm"]
 
 
 def _moments(b: Builder, x: str, axes: list[int], name: str) -> tuple[str, str]:
@@ -302,3 +305,23 @@ def rms_norm(b: Builder, call: Call) -> list[Tensor]:
     y = b.node("Div", [xn, _std(b, mean_square, rms_epsilon(c), call.name)], name=f"{call.name}/normalised")
     scale = call.layer.weights.get("scale")
     return [b.tensor(call.out_shape, perm, _affine_tail(b, call, y, scale, None, rank, axes, perm, x.shape, ("scale", "shift")))]
+
+
+@converts("SpectralNormalization")
+def spectral_norm(b: Builder, call: Call) -> list[Tensor]:
+    """Keras 3 SpectralNormalization at inference: its layer with the stored kernel, exported by
+    that layer's own handler (``vector_u`` serves training only)."""
+    try:
+        cls, config = inner_layer(call.config)
+    except ConfigProblem as exc:
+        raise refuse(call, str(exc)) from None
+    handler = handlers().get(cls)
+    if handler is None:
+        raise refuse(call, f"the wrapped layer's class {cls!r} has no ONNX handler")
+    weights = {k: v for k, v in call.layer.weights.items() if k != "vector_u"}
+    inner = Layer(name=call.layer.name, class_name=cls, config=config, weights=weights, source_class=cls)
+    try:
+        return handler(b, Call(layer=inner, name=call.name, inputs=call.inputs, out_shapes=call.out_shapes,
+                               source=call.source))
+    except ConfigProblem as exc:
+        raise refuse(call, f"wrapped {cls}: {exc}") from None
