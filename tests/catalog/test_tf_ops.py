@@ -9,9 +9,11 @@ reads the files and runs them with the float64 reference. The error is ``max |ke
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -209,6 +211,7 @@ def tf_keras_cases() -> tuple[Path, dict[str, Any]]:
     """The folder of tf-keras' files and outputs, made once per test session (one subprocess),
     and per case (a corpus file: by its file name) its number of inputs and its output names."""
     folder = Path(tempfile.mkdtemp(prefix="bnconvert_tf_ops_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     corpus = [str(sequence_corpus_dir() / name) for name in CORPUS_FILES if (sequence_corpus_dir() / name).is_file()]
     done = subprocess.run([sys.executable, "-c", _SCRIPT, str(folder), *corpus], check=False, capture_output=True, text=True, env=env, timeout=900)
