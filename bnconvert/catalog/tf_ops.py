@@ -58,8 +58,8 @@ from .preprocessing import RESIZE_METHODS, ResizePlan
 from .record import CallContext, defines
 from .util import f64
 
-__all__ = ["PARAMETERS", "TF_OPS", "Operand", "TfOpProblem", "bind", "block_size", "cast_kind", "norm_order", "op_args_of",
-           "pool_window", "resize_plan", "tf_function", "vector_norm"]
+__all__ = ["PARAMETERS", "TF_OPS", "Operand", "TfOpProblem", "bind", "block_size", "cast_kind", "lrn_settings", "norm_order",
+           "op_args_of", "pool_window", "resize_plan", "tf_function", "vector_norm"]
 
 
 class TfOpProblem(Exception):
@@ -130,7 +130,11 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "clip_by_value": ("t", "clip_value_min", "clip_value_max", "name"),
     "nn.bias_add": ("value", "bias", "data_format", "name"),
     "ones_like": ("input", "dtype", "name"), "zeros_like": ("input", "dtype", "name"),
-    "identity": ("input", "name"),
+    "identity": ("input", "name"), "ensure_shape": ("x", "shape", "name"),
+    "broadcast_to": ("input", "shape", "name"),
+    "roll": ("input", "shift", "axis", "name"),
+    "math.add_n": ("inputs", "name"),
+    "nn.local_response_normalization": ("input", "depth_radius", "bias", "alpha", "beta", "name"),
     "stop_gradient": ("input", "name"),
     "image.resize": ("images", "size", "method", "preserve_aspect_ratio", "antialias", "name"),
     "nn.depth_to_space": ("input", "block_size", "data_format", "name"),
@@ -350,6 +354,8 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
         x = _array(a["input_tensor"])
         axes = _axes(a.get("axis"), x.ndim)
         return [_REDUCE_OPS[function](x, axis=None if axes is None else tuple(axes), keepdims=bool(a.get("keepdims")))]
+    if function == "math.add_n":
+        return [sum(_array(v) for v in a["inputs"])]
     x = _array(_first(a)) if function not in ("concat", "stack", "where") else None
     if function == "nn.leaky_relu":
         return [np.where(x > 0, x, x * float(a.get("alpha", 0.2)))]
@@ -451,8 +457,20 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
         return [x + bias]
     if function in ("ones_like", "zeros_like"):
         return [np.full(x.shape, 1.0 if function == "ones_like" else 0.0)]
-    if function in ("identity", "stop_gradient"):
+    if function in ("identity", "stop_gradient", "ensure_shape"):
         return [x]
+    if function == "broadcast_to":
+        return [np.broadcast_to(x, _target(a.get("shape"))).copy()]
+    if function == "roll":
+        shift, axes = _dims(a.get("shift"), "shift"), _dims(a.get("axis"), "axis")
+        if len(shift) != len(axes):
+            raise TfOpProblem(f"shift {shift} and axis {axes} differ in length")
+        return [np.roll(x, shift, axis=[_axis(v, x.ndim) for v in axes])]
+    if function == "nn.local_response_normalization":
+        radius, bias, alpha, beta = lrn_settings(a)
+        squares = np.pad(x * x, [(0, 0)] * (x.ndim - 1) + [(radius, radius)])
+        window = sum(squares[..., i:i + x.shape[-1]] for i in range(2 * radius + 1))
+        return [x / (bias + alpha * window) ** beta]
     if function == "math.atan2":
         return [np.arctan2(_array(a["y"]), _array(a["x"]))]
     if function == "nn.crelu":
@@ -470,6 +488,14 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
         size, strides, padding = pool_window(a, x.ndim - 2)
         return [pool_nd(x, size, strides, padding, "max" if "max" in function else "avg")]
     raise TfOpProblem(f"no float64 semantics for tf.{function}")
+
+
+def lrn_settings(a: dict[str, Any]) -> tuple[int, float, float, float]:
+    """``(depth_radius, bias, alpha, beta)`` of ``tf.nn.local_response_normalization`` (TF's defaults)."""
+    radius = a.get("depth_radius", 5)
+    if not isinstance(radius, int) or isinstance(radius, bool) or radius < 0:
+        raise TfOpProblem(f"depth_radius {radius!r} is not a non-negative integer")
+    return radius, float(a.get("bias", 1.0)), float(a.get("alpha", 1.0)), float(a.get("beta", 0.5))
 
 
 def resize_plan(a: dict[str, Any], shape: Shape) -> ResizePlan:
@@ -568,7 +594,8 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         return [broadcast([_const_shape(a["x"]), _const_shape(a["y"])])]
     if function in _UNARY_OPS or function in ("nn.leaky_relu", "nn.gelu", "nn.silu", "nn.softmax", "nn.log_softmax",
                                               "math.l2_normalize", "math.cumsum", "ones_like", "zeros_like",
-                                              "identity", "stop_gradient", "cast", "nn.bias_add", "reverse"):
+                                              "identity", "stop_gradient", "cast", "nn.bias_add", "reverse",
+                                              "ensure_shape", "roll", "nn.local_response_normalization"):
         return [_const_shape(_first(a))]
     if function == "clip_by_value":
         return [broadcast([_const_shape(a[k]) for k in ("t", "clip_value_min", "clip_value_max")])]
@@ -576,6 +603,8 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         return [broadcast([_const_shape(a["y"]), _const_shape(a["x"])])]
     if function == "where":
         return [broadcast([_const_shape(a[k]) for k in ("condition", "x", "y")])]
+    if function == "math.add_n":
+        return [broadcast([_const_shape(v) for v in a["inputs"]])]
     if function in ("concat", "stack"):
         shapes = [_const_shape(v) for v in a["values"]]
         if function == "stack":
@@ -611,6 +640,13 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         return [reshape_target(_dims(target, "shape"), shape)]
     if function == "shape":
         return [(rank,)]
+    if function == "broadcast_to":
+        target = a.get("shape")
+        if isinstance(target, Operand):
+            if len(target.shape) != 1 or not _known(target.shape[0]):
+                raise TfOpProblem(f"a target shape of shape {target.shape}")
+            return [(None,) * target.shape[0]]
+        return [tuple(None if isinstance(d, Operand) else int(d) for d in target)]
     if function == "transpose":
         perm = a.get("perm")
         perm = list(reversed(range(rank))) if perm is None else _dims(perm, "perm")

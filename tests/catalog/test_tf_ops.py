@@ -100,6 +100,7 @@ def shapes():
     halves = tf.split(x, 2, axis=-1)
     parts = tf.split(x, [1, -1], axis=1)
     rows = tf.unstack(x, axis=1)
+    image = tf.reshape(x, (-1, 2, 2, 6))
     outs = [tf.reshape(x, (-1, 24)), tf.reshape(x, (-1, 2, 12)), tf.transpose(x, perm=[0, 2, 1]),
             tf.transpose(x, [1, 0, 2]), tf.expand_dims(x, 1), tf.expand_dims(x, -1), tf.squeeze(tf.expand_dims(x, 1), axis=1),
             tf.squeeze(x[:, 1:2, :]), tf.concat([x, y], axis=-1), tf.concat([x, y], 1), tf.stack([x, y], axis=1),
@@ -109,7 +110,10 @@ def shapes():
             tf.pad(x, [[0, 0], [1, 2], [0, 1]]), tf.pad(x, [[0, 0], [1, 1], [2, 0]], constant_values=0.5),
             tf.pad(x, [[0, 0], [1, 2], [2, 1]], mode="REFLECT"), tf.matmul(x, y, transpose_b=True),
             tf.matmul(x, y, transpose_a=True), x @ tf.transpose(y, [0, 2, 1]),
-            tf.matmul(x, tf.constant(np.linspace(-1.0, 1.0, 18).reshape(6, 3), tf.float32))]
+            tf.matmul(x, tf.constant(np.linspace(-1.0, 1.0, 18).reshape(6, 3), tf.float32)),
+            tf.broadcast_to(x[:, :1], tf.shape(x)), tf.broadcast_to(x[:, :, 2:3], [3, 4, 5]), tf.roll(x, 2, axis=1),
+            tf.roll(x, [1, -2], axis=[1, 2]), tf.add_n([x, y, x]), tf.ensure_shape(x, [None, 4, 6]),
+            tf.nn.local_response_normalization(image, depth_radius=2, bias=1.5, alpha=0.3, beta=0.75), tf.nn.lrn(image)]
     return [x, y], outs
 
 def slicing():

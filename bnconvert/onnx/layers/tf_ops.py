@@ -27,6 +27,7 @@ from ...catalog.tf_ops import (
     bind,
     block_size,
     cast_kind,
+    lrn_settings,
     norm_order,
     op_args_of,
     pool_window,
@@ -120,6 +121,9 @@ def _operands(e: _Emit, values: list[Any]) -> tuple[Perm, list[str]]:
 
 def _elementwise(e: _Emit, function: str, a: dict[str, Any]) -> Tensor | None:
     """Unary and binary element-wise functions; None when ``function`` is none of them."""
+    if function == "math.add_n":
+        perm, names = _operands(e, list(a["inputs"]))
+        return e.out(e.node("Sum", names), perm)
     if function in _BINARY or function in _COMPARE or function in _LOGICAL or function in (
             "math.squared_difference", "floor_div", "math.floormod", "math.divide_no_nan", "math.multiply_no_nan",
             "math.xlogy", "math.atan2"):
@@ -155,7 +159,7 @@ def _elementwise(e: _Emit, function: str, a: dict[str, Any]) -> Tensor | None:
         return e.out(floor, perm)
     unary = function in _UNARY or function in (
         "math.square", "math.rsqrt", "math.log1p", "math.expm1", "math.logical_not", "nn.relu6", "nn.leaky_relu",
-        "nn.gelu", "nn.silu", "identity", "stop_gradient", "ones_like", "zeros_like", "cast", "math.log_sigmoid",
+        "nn.gelu", "nn.silu", "identity", "stop_gradient", "ensure_shape", "ones_like", "zeros_like", "cast", "math.log_sigmoid",
         "math.is_nan")
     if not unary:
         return None
@@ -164,7 +168,7 @@ def _elementwise(e: _Emit, function: str, a: dict[str, Any]) -> Tensor | None:
     if function in _UNARY:
         attrs = {"alpha": 1.0} if function == "nn.elu" else {}
         return e.out(e.node(_UNARY[function], [x], **attrs), perm)
-    if function in ("identity", "stop_gradient"):
+    if function in ("identity", "stop_gradient", "ensure_shape"):
         return t
     if function == "math.square":
         y = e.node("Mul", [x, x])
@@ -483,6 +487,29 @@ def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
             raise refuse(e.call, f"data_format {a.get('data_format')!r} is not supported")
         perm, (v, bias) = _operands(e, [t, a["bias"]])
         return [e.out(e.node("Add", [v, bias]), perm)]
+    if function == "broadcast_to":
+        return [e.out(e.node("Expand", [x, _target(e, a["shape"])]))]
+    if function == "roll":
+        shifts, axes = a["shift"], a["axis"]
+        shifts, axes = (list(v) if isinstance(v, (list, tuple)) else [v] for v in (shifts, axes))
+        y = x
+        for i, (shift, axis) in enumerate(zip(shifts, axes)):
+            axis = int(axis) % rank
+            (size,) = _static(e, (t.shape[axis],), "the rolled axis")
+            k = int(shift) % size
+            if not k:
+                continue
+            tail = e.node("Slice", [y, b.ints(f"{e.name}/tail_starts{i}", [size - k]), b.ints(f"{e.name}/tail_ends{i}", [size]),
+                                    b.ints(f"{e.name}/axes{i}", [axis])], f"tail{i}")
+            head = e.node("Slice", [y, b.ints(f"{e.name}/head_starts{i}", [0]), b.ints(f"{e.name}/head_ends{i}", [size - k]),
+                                    b.ints(f"{e.name}/head_axes{i}", [axis])], f"head{i}")
+            y = e.node("Concat", [tail, head], f"rolled{i}", axis=axis)
+        return [e.out(e.node("Identity", [y]))]
+    if function == "nn.local_response_normalization":
+        radius, bias, alpha, beta = lrn_settings(a)
+        size = 2 * radius + 1  # ONNX divides alpha by the window size, TensorFlow does not
+        y = e.node("LRN", [b.spatial_view(t, "channels_last")], size=size, alpha=alpha * size, beta=beta, bias=bias)
+        return [e.out(y, channels_first(rank))]
     if function == "nn.crelu":
         axis = int(a.get("axis", -1)) % rank
         perm, held = e.b.native(t)
