@@ -27,7 +27,8 @@ from ..catalog.test_tf_ops import (
 from .helpers import check_model, run_onnx
 
 #: the opsets each case is exported at: the lowest bnconvert writes, the default, the newest
-OPSETS = {"elementwise": (13, 17, 21), "reductions": (13, 17, 21), "shapes": (13, 21)}
+OPSETS = {"elementwise": (13, 17, 21), "reductions": (13, 17, 21), "shapes": (13, 21), "unary": (13, 21), "images": (13, 21),
+          "dynamic": (13, 21)}
 
 
 @functools.cache
