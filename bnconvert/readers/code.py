@@ -246,7 +246,7 @@ TF_OP_NAMESPACES: frozenset[str] = frozenset({
 TF_OP_FUNCTIONS: frozenset[str] = frozenset({
     "abs", "add", "add_n", "argmax", "argmin", "argsort", "boolean_mask", "broadcast_to", "cast", "ceil",
     "clip_by_norm", "clip_by_value", "concat", "constant", "convert_to_tensor", "cos", "cumsum", "divide",
-    "einsum", "ensure_shape", "equal", "exp", "expand_dims", "eye", "fill", "floor", "floordiv", "gather",
+    "einsum", "ensure_shape", "equal", "exp", "expand_dims", "eye", "fill", "floor", "floor_div", "floordiv", "gather",
     "gather_nd", "greater", "greater_equal", "identity", "less", "less_equal", "linspace", "logical_and",
     "logical_not", "logical_or", "matmul", "maximum", "meshgrid", "minimum", "multiply", "negative", "norm",
     "not_equal", "one_hot", "ones", "ones_like", "pad", "pow", "range", "rank", "realdiv", "reduce_all",
