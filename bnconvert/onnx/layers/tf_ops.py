@@ -69,10 +69,8 @@ class _Emit:
 
     def __init__(self, b: Builder, call: Call) -> None:
         self.b, self.call, self.name = b, call, call.name
-        self.count = 0
 
     def sub(self, what: str) -> str:
-        self.count += 1
         return f"{self.name}/{what}"
 
     def keras(self, t: Tensor) -> str:
@@ -417,6 +415,8 @@ def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
             axes = [int(a["axis"]) % len(out)]
             return [e.out(e.node("Unsqueeze", [x, b.ints(f"{e.name}/axes", axes)]))]
         given = a.get("axis", a.get("squeeze_dims"))
+        # without an axis: the unit axes of the Keras shape, never the batch (TensorFlow would
+        # drop a batch of 1 too, which the shape Keras declares for the output does not)
         axes = _axes(given, rank) if given is not None else [i for i, d in enumerate(t.shape) if i and d == 1]
         return [e.out(e.node("Squeeze", [x, b.ints(f"{e.name}/axes", axes)]))]
     if function == "tile":
