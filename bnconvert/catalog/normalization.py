@@ -305,8 +305,9 @@ def instance_norm_origin(class_name: str, config: dict[str, Any]) -> str:
         return ADDONS
     if "axis" in config:
         return CONTRIB
-    raise ConfigProblem("an InstanceNormalization whose config is neither keras-contrib's (axis, no groups) nor "
-                        "TensorFlow Addons' (groups): its formula is unknown, so bnconvert does not run it")
+    raise ConfigProblem("its config is neither keras-contrib's InstanceNormalization's (axis, no groups) nor "
+                        "TensorFlow Addons' (groups): its formula is unknown, so bnconvert does not run it "
+                        "(--replace it with the Keras layer it computes, or register its record with --plugin)")
 
 
 def _instance_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
