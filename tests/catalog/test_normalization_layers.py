@@ -1,8 +1,9 @@
 """The per-sample normalisations' float64 semantics against Keras 3, tf-keras and the published
-formulas of keras-contrib and TensorFlow Addons; SyncBatchNormalization read, audited and folded
-as the BatchNormalization it is at inference.
+formulas of keras-contrib and TensorFlow Addons; Keras 3's SpectralNormalization (its layer);
+SyncBatchNormalization read, audited and folded as the BatchNormalization it is at inference.
 
-Keras 3 runs in this process (every case built, saved and run once per module); tf-keras runs in
+Keras 3 runs in this process (every case built, saved and run once per session, for this module
+and the ONNX tests); tf-keras runs in
 ``fixtures/make_norm_fixtures.py``, which stored its inputs and outputs beside its files
 (``norm_tfk_*.expected.npz``), as it did for the keras-contrib and TensorFlow Addons files
 (neither package is installed: their expected outputs are tf-keras' GroupNormalization with a
