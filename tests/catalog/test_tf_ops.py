@@ -80,7 +80,7 @@ def unary():
             tf.nn.leaky_relu(x, alpha=0.1), tf.nn.gelu(x), tf.nn.gelu(x, approximate=True), tf.nn.silu(x),
             tf.nn.silu(x, beta=2.0), tf.nn.softmax(x, axis=1), tf.nn.softmax(x), tf.nn.log_softmax(x),
             tf.math.l2_normalize(x, axis=-1), tf.cast(x * 3.0, tf.int32), tf.cast(tf.floor(x), tf.bool),
-            tf.cast(x * 100.0, tf.float16), tf.cast(x, tf.float32), tf.ones_like(x), tf.zeros_like(x), tf.identity(x),
+            tf.cast(x * 100.0, tf.float16), tf.cast(tf.cast(x * 100.0, tf.bfloat16), tf.float32), tf.cast(x, tf.float32), tf.ones_like(x), tf.zeros_like(x), tf.identity(x),
             tf.math.tan(x), tf.math.atan(x), tf.math.asin(tf.tanh(x)), tf.math.acos(tf.tanh(x)), tf.math.sinh(x),
             tf.math.cosh(x), tf.math.asinh(x), tf.math.acosh(y + 1.0), tf.math.atanh(tf.tanh(x) * 0.9),
             tf.math.log_sigmoid(x), tf.math.is_nan(tf.math.log(x)), tf.nn.crelu(x), tf.nn.crelu(x, axis=1)]
