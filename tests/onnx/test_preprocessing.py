@@ -27,12 +27,12 @@ from ..catalog.test_preprocessing import (  # noqa: F401
 from .helpers import check_model, run_onnx
 
 
-def _export_errors(cases: dict[str, tuple[Path, list[np.ndarray], list[np.ndarray]]]) -> dict[str, list[float]]:
+def _export_errors(cases: dict[str, tuple[Path, list[np.ndarray], list[np.ndarray]]], opset: int = 17) -> dict[str, list[float]]:
     results = {}
     for name, (path, xs, ys) in cases.items():
         if name in REFUSED_BY_EXPORT:
             continue
-        proto = to_onnx(bnconvert.load(path), opset=17)
+        proto = to_onnx(bnconvert.load(path), opset=opset)
         check_model(proto)
         outs = run_onnx(proto, xs)
         assert len(outs) == len(ys), name
@@ -57,6 +57,16 @@ def _bad(results: dict[str, list[float]]) -> dict[str, str]:
 def test_onnx_export_equals_keras3(tmp_path_factory: pytest.TempPathFactory) -> None:
     results = _export_errors(keras3_cases(tmp_path_factory))
     assert len(results) >= 6 and not _bad(results), _bad(results)
+
+
+@pytest.mark.parametrize("opset", [13, 21])
+def test_reductions_at_other_opsets(tmp_path_factory: pytest.TempPathFactory, opset: int) -> None:
+    """The cases whose handlers reduce (AutoContrast, adaptive max, encodings, the mel dB floor):
+    reduction axes moved from an attribute to an input at opset 18."""
+    cases = {k: v for k, v in keras3_cases(tmp_path_factory).items()
+             if k.split(".")[0] in ("identities", "adaptive", "categorical", "mel")}
+    results = _export_errors(cases, opset)
+    assert len(results) == 4 and not _bad(results), _bad(results)
 
 
 def test_onnx_export_equals_tf_keras(tmp_path_factory: pytest.TempPathFactory) -> None:
