@@ -532,21 +532,23 @@ def block_size(a: dict[str, Any]) -> int:
     return bs
 
 
-def norm_order(order: Any) -> float:
-    """``ord`` of ``tf.norm``: 2 for 'euclidean'/'fro', a positive number, or infinity."""
+def norm_order(order: Any, axis: Any) -> float:
+    """``ord`` of ``tf.norm`` over ``axis``: 2 for 'euclidean'/'fro', a positive number, or
+    infinity. A number over two axes asks for a matrix norm (``ord=2``: the largest singular
+    value), which is refused; 'euclidean'/'fro' there is the square root of the sum of squares."""
     if order in ("euclidean", "fro", None):
         return 2.0
+    if isinstance(axis, (list, tuple)) and len(axis) > 1:
+        raise TfOpProblem(f"ord {order!r} over {len(axis)} axes (a matrix norm) is not supported")
     if isinstance(order, (int, float)) and not isinstance(order, bool) and order > 0:
         return float(order)
     raise TfOpProblem(f"ord {order!r} is not 'euclidean', 'fro' or a positive number")
 
 
 def vector_norm(x: np.ndarray, order: Any, axis: Any, *, keepdims: bool) -> np.ndarray:
-    """``tf.norm`` over ``axis`` (None: every axis); a number ``ord`` over one axis at most."""
-    p = norm_order(order)
+    """``tf.norm`` over ``axis`` (None: every axis, as one vector); see :func:`norm_order`."""
+    p = norm_order(order, axis)
     axes = _axes(axis, x.ndim)
-    if p != 2.0 and axes is not None and len(axes) > 1:
-        raise TfOpProblem(f"ord {order!r} over {len(axes)} axes (a matrix norm) is not supported")
     over = None if axes is None else tuple(axes)
     if p == math.inf:
         return np.max(np.abs(x), axis=over, keepdims=keepdims)
@@ -705,7 +707,7 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
             return [(n, h * bs if _known(h) else None, w * bs if _known(w) else None, c // (bs * bs) if _known(c) else None)]
         return [(n, h // bs if _known(h) else None, w // bs if _known(w) else None, c * bs * bs if _known(c) else None)]
     if function in ("norm", "linalg.normalize"):
-        norm_order(a.get("ord", "euclidean"))
+        norm_order(a.get("ord", "euclidean"), a.get("axis"))
         axes = _axes(a.get("axis"), rank)
         axes = list(range(rank)) if axes is None else axes
         if function == "linalg.normalize":

@@ -44,7 +44,8 @@ CASES = {"elementwise": "elementwise.h5", "unary": "unary.h5", "reductions": "re
 #: cases with float64 semantics that the ONNX export refuses (tests/onnx/test_tf_ops.py checks the reason)
 NOT_EXPORTED = {"symmetric": "SYMMETRIC"}
 #: files bnconvert must refuse, and the words the one-line reason must hold
-REFUSED = {"cumprod": ("'tf.math.cumprod'",), "lost": ("tf.__operators__.eq", "stores only its first operand")}
+REFUSED = {"cumprod": ("'tf.math.cumprod'",), "lost": ("tf.__operators__.eq", "stores only its first operand"),
+           "matrix_norm": ("'tf.compat.v1.norm", "tf.norm: ord 2 over 2 axes (a matrix norm)")}
 
 _SCRIPT = r"""
 import json, sys
@@ -159,6 +160,10 @@ def lost_operands():
     x, y = two()
     return [x, y], [x == y, x != y]
 
+def matrix_norm():
+    x, y = two()
+    return [x, y], [tf.norm(x, ord=2, axis=[1, 2])]
+
 def refused_cumprod():
     x, y = two()
     return [x, y], [tf.math.cumprod(x, axis=1)]
@@ -171,7 +176,8 @@ def dynamic():
 
 BUILDERS = {"elementwise": elementwise, "unary": unary, "reductions": reductions, "shapes": shapes,
             "slicing": slicing, "image": image, "images": images, "cumprod": refused_cumprod, "dynamic": dynamic,
-            "lost": lost_operands, "symmetric": symmetric}
+            "lost": lost_operands, "symmetric": symmetric,
+            "matrix_norm": matrix_norm}
 rng = np.random.default_rng(0)
 done = {}
 for name, build in BUILDERS.items():

@@ -545,7 +545,7 @@ def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
 def _norm(e: _Emit, function: str, t: Tensor, a: dict[str, Any]) -> list[Tensor]:
     """``tf.norm`` (and ``tf.linalg.normalize``: the tensor over its norm, and the norm)."""
     b, x = e.b, e.keras(t)
-    p = norm_order(a.get("ord", "euclidean"))
+    p = norm_order(a.get("ord", "euclidean"), a.get("axis"))
     axes = _axes(a.get("axis"), t.rank)
     keep = function == "linalg.normalize" or bool(a.get("keepdims") or a.get("keep_dims"))
     magnitude = e.node("Abs", [x], "abs")
