@@ -403,10 +403,8 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
     if function == "tile":
         return [np.tile(x, _dims(a.get("multiples"), "multiples"))]
     if function == "repeat":
-        axis = a.get("axis")
         repeats = _dims(a.get("repeats"), "repeats")
-        return [np.repeat(x if axis is not None else x.reshape(-1), repeats if len(repeats) > 1 else repeats[0],
-                          axis=_axis(axis, x.ndim) if axis is not None else 0)]
+        return [np.repeat(x, repeats if len(repeats) > 1 else repeats[0], axis=_repeat_axis(a, x.ndim))]
     if function == "reverse":
         return [np.flip(x, axis=tuple(_axes(a.get("axis"), x.ndim) or ()))]
     if function == "split":
@@ -451,10 +449,9 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
     if function == "clip_by_value":
         return [np.minimum(np.maximum(x, _array(a["clip_value_min"])), _array(a["clip_value_max"]))]
     if function == "nn.bias_add":
-        bias = _array(a["bias"])
-        if a.get("data_format") in ("NCHW", "NCW", "NCDHW", "channels_first"):
-            return [x + bias.reshape((-1,) + (1,) * (x.ndim - 2))]
-        return [x + bias]
+        if a.get("data_format") not in (None, "NHWC", "NWC", "NDHWC", "N...C"):
+            raise TfOpProblem(f"data_format {a.get('data_format')!r} is not supported (channels last only)")
+        return [x + _array(a["bias"])]
     if function in ("ones_like", "zeros_like"):
         return [np.full(x.shape, 1.0 if function == "ones_like" else 0.0)]
     if function in ("identity", "stop_gradient", "ensure_shape"):
@@ -488,6 +485,13 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
         size, strides, padding = pool_window(a, x.ndim - 2)
         return [pool_nd(x, size, strides, padding, "max" if "max" in function else "avg")]
     raise TfOpProblem(f"no float64 semantics for tf.{function}")
+
+
+def _repeat_axis(a: dict[str, Any], rank: int) -> int:
+    """``tf.repeat``'s axis; without one TensorFlow flattens the tensor first, which is refused."""
+    if a.get("axis") is None:
+        raise TfOpProblem("tf.repeat without an axis (which flattens the tensor) is not supported")
+    return _axis(a["axis"], rank)
 
 
 def lrn_settings(a: dict[str, Any]) -> tuple[int, float, float, float]:
@@ -671,7 +675,7 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         return [tuple(d * m if _known(d) else None for d, m in zip(shape, mult))]
     if function == "repeat":
         repeats = _dims(a.get("repeats"), "repeats")
-        axis = _axis(a.get("axis"), rank)
+        axis = _repeat_axis(a, rank)
         size = shape[axis]
         new = (size * repeats[0] if _known(size) else None) if len(repeats) == 1 else sum(repeats)
         return [(*shape[:axis], new, *shape[axis + 1:])]
