@@ -103,7 +103,7 @@ def shapes():
     rows = tf.unstack(x, axis=1)
     image = tf.reshape(x, (-1, 2, 2, 6))
     outs = [tf.reshape(x, (-1, 24)), tf.reshape(x, (-1, 2, 12)), tf.transpose(x, perm=[0, 2, 1]),
-            tf.transpose(x, [1, 0, 2]), tf.expand_dims(x, 1), tf.expand_dims(x, -1), tf.squeeze(tf.expand_dims(x, 1), axis=1),
+            tf.transpose(x, [1, 0, 2]), tf.transpose(x), tf.expand_dims(x, 1), tf.expand_dims(x, -1), tf.squeeze(tf.expand_dims(x, 1), axis=1),
             tf.squeeze(x[:, 1:2, :]), tf.concat([x, y], axis=-1), tf.concat([x, y], 1), tf.stack([x, y], axis=1),
             tf.stack([x, y], axis=-1), rows[0], rows[3], tf.tile(x, [1, 2, 1]), tf.repeat(x, 2, axis=1),
             tf.repeat(x, [1, 2, 0, 3, 1, 1], axis=2), tf.reverse(x, [1]), halves[0], halves[1], parts[0], parts[1],
