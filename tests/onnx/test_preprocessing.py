@@ -40,14 +40,8 @@ def _export_errors(cases: dict[str, tuple[Path, list[np.ndarray], list[np.ndarra
     return results
 
 
-#: cases the float64 reference runs but the export refuses (tested below)
-REFUSED_BY_EXPORT = {"audio_angle.keras": "mode 'angle' needs atan2, which ONNX lacks"}
-
-
-def test_export_refuses_stft_angle(tmp_path_factory: pytest.TempPathFactory) -> None:
-    path, _, _ = keras3_cases(tmp_path_factory)["audio_angle.keras"]
-    with pytest.raises(UnsupportedLayerError, match=REFUSED_BY_EXPORT["audio_angle.keras"]):
-        to_onnx(bnconvert.load(path), opset=17)
+#: cases the float64 reference runs but the export refuses (none today)
+REFUSED_BY_EXPORT: dict[str, str] = {}
 
 
 def _bad(results: dict[str, list[float]]) -> dict[str, str]:
@@ -88,3 +82,24 @@ def test_resize_graph_is_matmuls_not_a_resize_op(tmp_path_factory: pytest.TempPa
     path, _, _ = keras3_cases(tmp_path_factory)["resizing.keras"]
     ops: Any = {node.op_type for node in to_onnx(bnconvert.load(path), opset=17).graph.node}
     assert "Resize" not in ops and {"MatMul", "Gather"} <= ops, ops
+
+
+def test_atan2_matches_numpy_with_signed_zeros() -> None:
+    """STFTSpectrogram's ``angle``: ONNX has no atan2; the composed one agrees with numpy on every
+    quadrant, the axes and the four signed zeros."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from bnconvert.onnx.builder import Builder
+    from bnconvert.onnx.layers.audio import atan2
+
+    b = Builder(17)
+    out = atan2(b, b.claim("y"), b.claim("x"), "angle")
+    graph = helper.make_graph(b.nodes, "atan2", [helper.make_tensor_value_info(v, TensorProto.FLOAT, [None]) for v in "yx"],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, [None])],
+                              [numpy_helper.from_array(v, k) for k, v in b.constants.items()])
+    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    y = np.array([0.0, -0.0, 0.0, -0.0, 1, -1, 1, -1, 0, -0.0, 2.5, -3, 0.0, -0.0], np.float32)
+    x = np.array([1, 1, -1, -1, 0, 0, -1, -1, 0, -0.0, -0.1, 4, -0.0, 0.0], np.float32)
+    got = session.run(None, {"y": y, "x": x})[0]
+    assert np.allclose(got, np.arctan2(y, x), rtol=1e-6, atol=1e-6), (got, np.arctan2(y, x))

@@ -16,21 +16,36 @@ from ..builder import Builder, Call, Tensor
 from ..layout import identity
 from ..registry import converts, refuse
 
-__all__ = ["mel_spectrogram", "stft_spectrogram"]
+__all__ = ["atan2", "mel_spectrogram", "stft_spectrogram"]
+
+
+def atan2(b: Builder, y: str, x: str, name: str) -> str:
+    """``atan2(y, x)`` as C and numpy define it: ``atan(y / x)`` (0 where both are 0), plus or minus
+    pi (the sign of ``y``) where ``x`` is negative; signed zeros count by their sign, which
+    ``1 / v`` (+-inf) reveals."""
+    def const(what: str, value: float) -> str:
+        return b.const(f"{name}/{what}", np.float32(value))
+
+    base = b.node("Atan", [b.node("Div", [y, x], name=f"{name}/ratio")], name=f"{name}/atan")
+    base = b.node("Where", [b.node("IsNaN", [base], name=f"{name}/both_zero"), const("zero", 0.0), base], name=f"{name}/principal")
+    upper = b.node("Greater", [b.node("Div", [const("one", 1.0), y], name=f"{name}/inverse_y"), const("zero_y", 0.0)],
+                   name=f"{name}/upper")
+    turn = b.node("Where", [upper, const("pi", np.pi), const("minus_pi", -np.pi)], name=f"{name}/turn")
+    left = b.node("Less", [b.node("Div", [const("one_x", 1.0), x], name=f"{name}/inverse_x"), const("zero_x", 0.0)],
+                  name=f"{name}/left")
+    return b.node("Add", [base, b.node("Where", [left, turn, const("none", 0.0)], name=f"{name}/correction")], name=name)
 
 
 @converts("STFTSpectrogram")
 def stft_spectrogram(b: Builder, call: Call) -> list[Tensor]:
     """Each channel as a ``(N*C, 1, T)`` signal, one strided Conv per stored kernel (real,
     imaginary: ``(F, 1, frame_length)`` in ONNX), then the mode's arithmetic on ``(N, C, F, T')``
-    and Keras' layout. ``angle`` (atan2) has no ONNX operator and is refused."""
+    and Keras' layout (``angle``: :func:`atan2`, which ONNX lacks as one operator)."""
     c, w = call.config, call.layer.weights
     try:
         mode, length, step, _, padding = stft_settings(c)
     except ConfigProblem as exc:
         raise refuse(call, str(exc)) from None
-    if mode == "angle":
-        raise refuse(call, "mode 'angle' needs atan2, which ONNX lacks")
     first = data_format(c) == "channels_first"
     x = call.x
     channels, time = (x.shape[1], x.shape[2]) if first else (x.shape[2], x.shape[1])
@@ -54,7 +69,9 @@ def stft_spectrogram(b: Builder, call: Call) -> list[Tensor]:
         out = part(f"{mode}_kernel")
     else:
         re, im = part("real_kernel"), part("imag_kernel")
-        if mode == "stft":
+        if mode == "angle":
+            out = atan2(b, im, re, f"{n}/angle")
+        elif mode == "stft":
             out = b.node("Concat", [re, im], name=f"{n}/stft", axis=2)
         else:
             power = b.node("Add", [b.node("Mul", [re, re], name=f"{n}/re2"), b.node("Mul", [im, im], name=f"{n}/im2")],
