@@ -296,7 +296,7 @@ def _td_embedding_mask(fmt: str, batch: int | None) -> np.ndarray | None:
     model = chain_model([td], [batch, 2, 6], fmt=fmt)
     b = Builder(17)
     ids = b.tensor((batch, 2, 6), identity(3), b.claim("ids"))
-    run = Run(builder=b, source=model.source, ops={})
+    run = Run(builder=b, source=model.source)
     run_model(run, model, [ids])
     mask = run.out_masks[0]
     if mask is None:
