@@ -30,18 +30,12 @@ from .helpers import check_model, run_onnx
 def _export_errors(cases: dict[str, tuple[Path, list[np.ndarray], list[np.ndarray]]], opset: int = 17) -> dict[str, list[float]]:
     results = {}
     for name, (path, xs, ys) in cases.items():
-        if name in REFUSED_BY_EXPORT:
-            continue
         proto = to_onnx(bnconvert.load(path), opset=opset)
         check_model(proto)
         outs = run_onnx(proto, xs)
         assert len(outs) == len(ys), name
         results[name] = [rel_error(y, o) for y, o in zip(ys, outs)]
     return results
-
-
-#: cases the float64 reference runs but the export refuses (none today)
-REFUSED_BY_EXPORT: dict[str, str] = {}
 
 
 def _bad(results: dict[str, list[float]]) -> dict[str, str]:
