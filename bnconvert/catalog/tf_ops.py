@@ -7,7 +7,8 @@ A tf.keras functional model that calls a TensorFlow function on a Keras tensor (
 the call's arguments as :data:`~bnconvert.model.OP_ARGS`: tf.keras' ``Node.serialize`` keeps the
 first argument positionally (its structure too: a list of tensors for ``tf.concat``) and files
 every other argument by its name, so one table of TensorFlow's argument names per function
-(:data:`PARAMETERS`) binds both to names. tf.keras records TensorFlow's canonical API name
+(:data:`.tf_op_args.PARAMETERS`, with the argument checks the shape rules and the ONNX handler
+share) binds both to names. tf.keras records TensorFlow's canonical API name
 (``tf.add`` -> ``math.add``, ``tf.matmul`` -> ``linalg.matmul``, ``tf.nn.swish`` -> ``nn.silu``,
 ``x / y`` -> ``math.truediv``, ``x + y`` -> ``__operators__.add``); those are the names defined here.
 
@@ -35,13 +36,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import UnsupportedLayerError
-from ..model import OP_ARGS, Layer, resolve_args
+from ..model import Layer, resolve_args
 from .activations import (
     SELU_ALPHA,
     SELU_SCALE,
@@ -51,215 +51,41 @@ from .activations import (
     softmax,
     softplus,
 )
-from .facts import CALL_KWARGS, Shape, broadcast, conv_output_length, no_weights
-from .operations import index_shape, normalise_index, reshape_target
+from .facts import Shape, broadcast, conv_output_length, no_weights
+from .operations import index_shape, reshape_target
 from .pooling import pool_nd
-from .preprocessing import RESIZE_METHODS, ResizePlan
 from .record import CallContext, defines
+from .tf_op_args import (
+    PARAMETERS,
+    Operand,
+    TfOpProblem,
+    bind,
+    block_size,
+    cast_kind,
+    index_items,
+    int_list,
+    known,
+    lrn_settings,
+    norm_order,
+    op_args_of,
+    operand_shape,
+    pool_window,
+    repeat_axis,
+    resize_plan,
+    shape_list,
+    split_sizes,
+    tf_axes,
+    tf_axis,
+    tf_function,
+)
 from .util import f64
 
-__all__ = ["PARAMETERS", "TF_OPS", "Operand", "TfOpProblem", "bind", "block_size", "cast_kind", "lrn_settings", "norm_order",
-           "op_args_of", "pool_window", "resize_plan", "tf_function", "vector_norm"]
-
-
-class TfOpProblem(Exception):
-    """A call this module cannot compute (an argument it lacks, an operand tf.keras did not store):
-    the message is the reason; the caller names the layer."""
-
-
-@dataclass(frozen=True)
-class Operand:
-    """A tensor argument seen by a shape rule: only its shape is known."""
-
-    shape: Shape
-
-
-# -- argument names ------------------------------------------------------------------------------
-_UNARY = ("x", "name")
-_BINARY = ("x", "y", "name")
-_REDUCE = ("input_tensor", "axis", "keepdims", "name")
-
-#: TensorFlow function (as tf.keras records it, ``compat.v1.`` removed) -> its argument names in
-#: order (the first is the call's first argument); ``name`` is accepted and ignored everywhere
-PARAMETERS: dict[str, tuple[str, ...]] = {
-    **{f: _BINARY for f in (
-        "__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.pow", "math.maximum",
-        "math.minimum", "math.squared_difference", "floor_div", "math.floormod", "math.greater", "math.greater_equal", "math.less", "math.less_equal", "math.equal",
-        "math.not_equal", "math.logical_and", "math.logical_or", "math.divide_no_nan", "math.multiply_no_nan",
-        "math.xlogy")},
-    "math.atan2": ("y", "x", "name"),
-    "nn.crelu": ("features", "name", "axis"),
-    "__operators__.eq": ("self", "other"), "__operators__.ne": ("self", "other"),
-    **{f: _UNARY for f in (
-        "math.abs", "math.negative", "math.square", "math.sqrt", "math.rsqrt", "math.exp", "math.log",
-        "math.log1p", "math.expm1", "math.sigmoid", "math.tanh", "math.erf", "math.sin", "math.cos",
-        "math.reciprocal", "math.sign", "math.floor", "math.ceil", "math.round", "math.logical_not",
-        "math.softplus", "nn.softsign", "math.tan", "math.atan", "math.asin", "math.acos", "math.sinh", "math.cosh",
-        "math.asinh", "math.acosh", "math.atanh", "math.log_sigmoid", "math.is_nan")},
-    **{f: ("features", "name") for f in ("nn.relu", "nn.relu6", "nn.elu", "nn.selu")},
-    "nn.leaky_relu": ("features", "alpha", "name"),
-    "nn.gelu": ("features", "approximate", "name"),
-    "nn.silu": ("features", "beta"),
-    "nn.softmax": ("logits", "axis", "name", "dim"), "nn.log_softmax": ("logits", "axis", "name", "dim"),
-    "math.l2_normalize": ("x", "axis", "epsilon", "name", "dim"),
-    **{f: _REDUCE for f in (
-        "math.reduce_mean", "math.reduce_sum", "math.reduce_max", "math.reduce_min", "math.reduce_prod",
-        "math.reduce_std", "math.reduce_variance", "math.reduce_logsumexp", "math.reduce_any",
-        "math.reduce_all")},
-    "math.argmax": ("input", "axis", "output_type", "name"), "math.argmin": ("input", "axis", "output_type", "name"),
-    "math.cumsum": ("x", "axis", "exclusive", "reverse", "name"),
-    "reshape": ("tensor", "shape", "name"),
-    "shape": ("input", "out_type", "name"),
-    "transpose": ("a", "perm", "name", "conjugate"),
-    "expand_dims": ("input", "axis", "name"),
-    "squeeze": ("input", "axis", "name", "squeeze_dims"),
-    "concat": ("values", "axis", "name"),
-    "stack": ("values", "axis", "name"),
-    "unstack": ("value", "num", "axis", "name"),
-    "tile": ("input", "multiples", "name"),
-    "repeat": ("input", "repeats", "axis", "name"),
-    "reverse": ("tensor", "axis", "name"),
-    "split": ("value", "num_or_size_splits", "axis", "num", "name"),
-    "gather": ("params", "indices", "validate_indices", "name", "axis", "batch_dims"),
-    "pad": ("tensor", "paddings", "mode", "name", "constant_values"),
-    "__operators__.getitem": ("tensor", "slice_spec", "var"),
-    "linalg.matmul": ("a", "b", "transpose_a", "transpose_b", "adjoint_a", "adjoint_b", "a_is_sparse", "b_is_sparse",
-                      "output_type", "grad_a", "grad_b", "name"),
-    "cast": ("x", "dtype", "name"),
-    "where": ("condition", "x", "y", "name"),
-    "clip_by_value": ("t", "clip_value_min", "clip_value_max", "name"),
-    "nn.bias_add": ("value", "bias", "data_format", "name"),
-    "ones_like": ("input", "dtype", "name"), "zeros_like": ("input", "dtype", "name"),
-    "identity": ("input", "name"), "ensure_shape": ("x", "shape", "name"),
-    "broadcast_to": ("input", "shape", "name"),
-    "roll": ("input", "shift", "axis", "name"),
-    "math.add_n": ("inputs", "name"),
-    "nn.local_response_normalization": ("input", "depth_radius", "bias", "alpha", "beta", "name"),
-    "stop_gradient": ("input", "name"),
-    "image.resize": ("images", "size", "method", "preserve_aspect_ratio", "antialias", "name"),
-    "nn.depth_to_space": ("input", "block_size", "data_format", "name"),
-    "nn.space_to_depth": ("input", "block_size", "data_format", "name"),
-    "norm": ("tensor", "ord", "axis", "keepdims", "name", "keep_dims"),
-    "math.reduce_euclidean_norm": _REDUCE,
-    "linalg.normalize": ("tensor", "ord", "axis", "name"),
-    **{f"nn.{kind}_pool{n}": ("input", "ksize", "strides", "padding", "data_format", "name")
-       for kind in ("avg", "max") for n in ("1d", "2d", "3d")},
-}
-
-#: arguments whose value never changes the result (sparsity hints, gradients, index validation)
-_IGNORED = frozenset({"name", "a_is_sparse", "b_is_sparse", "grad_a", "grad_b", "validate_indices", "output_type",
-                       "out_type"})
-
-#: calls tf.keras stores without some of their tensors, so nobody can rebuild them
-_OPERANDS_LOST = {
-    "__operators__.eq": "tf.keras stores only its first operand (`x == y`)",
-    "__operators__.ne": "tf.keras stores only its first operand (`x != y`)",
-}
-
-
-def tf_function(layer: Layer) -> str:
-    """The TensorFlow function of ``layer`` as tf.keras records it (``math.reduce_mean``)."""
-    return layer.class_name.removeprefix("tf.")
-
-
-def bind(function: str, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The call's arguments by TensorFlow's names (positional ones named by :data:`PARAMETERS`);
-    :class:`TfOpProblem` for an argument the function does not take or an operand tf.keras lost."""
-    if function in _OPERANDS_LOST:
-        raise TfOpProblem(_OPERANDS_LOST[function])
-    names = PARAMETERS[function]
-    if len(args) > len(names):
-        raise TfOpProblem(f"{len(args)} positional arguments, {function} takes {len(names)}")
-    bound = dict(zip(names, args))
-    for key, value in kwargs.items():
-        if key not in names:
-            raise TfOpProblem(f"argument {key!r} is not one bnconvert implements")
-        if key in bound:
-            raise TfOpProblem(f"argument {key!r} given twice")
-        bound[key] = value
-    return {k: v for k, v in bound.items() if k not in _IGNORED}
-
-
-def op_args_of(source: Any) -> tuple[list[Any], dict[str, Any]]:
-    """The ``(args, kwargs)`` of an operation call: from a :class:`CallContext`, a handler's call
-    (``op_args``) or a shape rule's config (``config[CALL_KWARGS][OP_ARGS]``)."""
-    pair = getattr(source, "op_args", None)
-    if pair is None and isinstance(source, dict):
-        pair = source.get(OP_ARGS) or (source.get(CALL_KWARGS) or {}).get(OP_ARGS)
-    if pair is None and hasattr(source, "kwarg"):
-        pair = source.kwarg(OP_ARGS)
-    if pair is None:
-        raise TfOpProblem("the file records no call arguments for this operation")
-    args, kwargs = pair
-    return list(args), dict(kwargs)
-
-
-# -- helpers -------------------------------------------------------------------------------------
-def _axes(value: Any, rank: int) -> list[int] | None:
-    """A TensorFlow ``axis`` (None, int, list) as sorted non-negative axes (None: every axis)."""
-    if value is None:
-        return None
-    items = [value] if isinstance(value, (int, float)) else list(value)
-    out = sorted(int(a) % rank for a in items)
-    if len(set(out)) != len(out):
-        raise TfOpProblem(f"axis {value!r} repeats an axis")
-    return out
-
-
-def _axis(value: Any, rank: int, default: int = 0) -> int:
-    if value is None:
-        value = default
-    if not isinstance(value, int) or isinstance(value, bool) or not -rank <= value < rank:
-        raise TfOpProblem(f"axis {value!r} is not an axis of a rank-{rank} tensor")
-    return value % rank
+__all__ = ["TF_OPS", "tf_operation", "vector_norm"]
 
 
 def _array(value: Any) -> np.ndarray:
     """A tensor or a constant (number, nested list) as float64."""
     return f64(value)
-
-
-def _const_shape(value: Any) -> Shape:
-    return value.shape if isinstance(value, Operand) else tuple(np.shape(value))
-
-
-def _dims(value: Any, what: str) -> list[int]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise TfOpProblem(f"{what} {value!r} is not a list of integers (a shape computed from tensors is not supported)")
-    return [int(v) for v in value]
-
-
-def _target(value: Any) -> list[int]:
-    """A reshape target whose entries may be numbers the model computed (``tf.shape(x)[0]``)."""
-    if isinstance(value, (list, tuple)):
-        value = [int(np.asarray(d).reshape(-1)[0]) if isinstance(d, np.ndarray) and d.size == 1 else d for d in value]
-    elif isinstance(value, np.ndarray):
-        value = [int(d) for d in value.reshape(-1)]
-    return _dims(value, "shape")
-
-
-#: TensorFlow dtypes ``cast`` may produce, by how their values look in float64
-_FLOAT_DTYPES = frozenset({"float32", "float64", "double", "float", "bfloat16", "float16", "half"})
-_INT_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
-
-
-def cast_kind(dtype: Any) -> str:
-    """``float``, ``float16``, ``bfloat16``, ``int`` or ``bool`` for a ``tf.cast`` dtype;
-    :class:`TfOpProblem` for any other."""
-    name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
-    if name in ("float16", "half"):
-        return "float16"
-    if name == "bfloat16":
-        return "bfloat16"
-    if name in _FLOAT_DTYPES:
-        return "float"
-    if name in _INT_DTYPES:
-        return "int"
-    if name == "bool":
-        return "bool"
-    raise TfOpProblem(f"cast to {name!r} is not supported")
 
 
 def _bfloat16(x: np.ndarray) -> np.ndarray:
@@ -273,23 +99,6 @@ def _gelu(x: np.ndarray, approximate: bool) -> np.ndarray:
     if approximate:
         return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
     return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
-
-
-def _split_sizes(a: dict[str, Any], size: int | None) -> list[int | None]:
-    spec = a.get("num_or_size_splits")
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        if size is None:
-            return [None] * spec
-        if spec <= 0 or size % spec:
-            raise TfOpProblem(f"num_or_size_splits {spec} does not divide the axis of size {size}")
-        return [size // spec] * spec
-    sizes = _dims(spec, "num_or_size_splits")
-    if sizes.count(-1) > 1:
-        raise TfOpProblem(f"num_or_size_splits {sizes} has more than one -1")
-    if -1 in sizes:
-        rest = None if size is None else size - sum(s for s in sizes if s != -1)
-        return [rest if s == -1 else s for s in sizes]
-    return list(sizes)
 
 
 # -- float64 semantics -----------------------------------------------------------------------------
@@ -352,7 +161,7 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
         return [_UNARY_OPS[function](_array(_first(a)))]
     if function in _REDUCE_OPS:
         x = _array(a["input_tensor"])
-        axes = _axes(a.get("axis"), x.ndim)
+        axes = tf_axes(a.get("axis"), x.ndim)
         return [_REDUCE_OPS[function](x, axis=None if axes is None else tuple(axes), keepdims=bool(a.get("keepdims")))]
     if function == "math.add_n":
         return [sum(_array(v) for v in a["inputs"])]
@@ -364,52 +173,52 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
     if function == "nn.silu":
         return [x * sigmoid(float(a.get("beta", 1.0)) * x)]
     if function in ("nn.softmax", "nn.log_softmax"):
-        axis = _axis(a.get("axis", a.get("dim")), x.ndim, -1)
+        axis = tf_axis(a.get("axis", a.get("dim")), x.ndim, -1)
         return [(softmax if function == "nn.softmax" else log_softmax)(x, axis)]
     if function == "math.l2_normalize":
-        axes = _axes(a.get("axis", a.get("dim")), x.ndim)
+        axes = tf_axes(a.get("axis", a.get("dim")), x.ndim)
         square_sum = np.sum(x * x, axis=None if axes is None else tuple(axes), keepdims=True)
         return [x / np.sqrt(np.maximum(square_sum, float(a.get("epsilon", 1e-12))))]
     if function in ("math.argmax", "math.argmin"):
-        axis = _axis(a.get("axis"), x.ndim, 0)
+        axis = tf_axis(a.get("axis"), x.ndim, 0)
         return [(np.argmax if function == "math.argmax" else np.argmin)(x, axis=axis).astype(np.float64)]
     if function == "math.cumsum":
-        axis = _axis(a.get("axis"), x.ndim, 0)
+        axis = tf_axis(a.get("axis"), x.ndim, 0)
         y = np.flip(x, axis) if a.get("reverse") else x
         out = np.cumsum(y, axis=axis)
         if a.get("exclusive"):
             out = out - y
         return [np.flip(out, axis) if a.get("reverse") else out]
     if function == "reshape":
-        return [np.reshape(x, _target(a.get("shape")))]
+        return [np.reshape(x, shape_list(a.get("shape")))]
     if function == "shape":
         return [np.asarray(x.shape, dtype=np.float64)]
     if function == "transpose":
         perm = a.get("perm")
-        return [np.transpose(x, None if perm is None else _dims(perm, "perm"))]
+        return [np.transpose(x, None if perm is None else int_list(perm, "perm"))]
     if function == "expand_dims":
-        return [np.expand_dims(x, _axis(a.get("axis"), x.ndim + 1))]
+        return [np.expand_dims(x, tf_axis(a.get("axis"), x.ndim + 1))]
     if function == "squeeze":
-        axes = _axes(a.get("axis", a.get("squeeze_dims")), x.ndim)
+        axes = tf_axes(a.get("axis", a.get("squeeze_dims")), x.ndim)
         return [np.squeeze(x, axis=None if axes is None else tuple(axes))]
     if function in ("concat", "stack"):
         values = [_array(v) for v in a["values"]]
         rank = values[0].ndim + (function == "stack")
-        axis = _axis(a.get("axis", 0), rank)
+        axis = tf_axis(a.get("axis", 0), rank)
         return [(np.concatenate if function == "concat" else np.stack)(values, axis=axis)]
     if function == "unstack":
-        axis = _axis(a.get("axis", 0), x.ndim)
+        axis = tf_axis(a.get("axis", 0), x.ndim)
         return [np.take(x, i, axis=axis) for i in range(x.shape[axis])]
     if function == "tile":
-        return [np.tile(x, _dims(a.get("multiples"), "multiples"))]
+        return [np.tile(x, int_list(a.get("multiples"), "multiples"))]
     if function == "repeat":
-        repeats = _dims(a.get("repeats"), "repeats")
-        return [np.repeat(x, repeats if len(repeats) > 1 else repeats[0], axis=_repeat_axis(a, x.ndim))]
+        repeats = int_list(a.get("repeats"), "repeats")
+        return [np.repeat(x, repeats if len(repeats) > 1 else repeats[0], axis=repeat_axis(a, x.ndim))]
     if function == "reverse":
-        return [np.flip(x, axis=tuple(_axes(a.get("axis"), x.ndim) or ()))]
+        return [np.flip(x, axis=tuple(tf_axes(a.get("axis"), x.ndim) or ()))]
     if function == "split":
-        axis = _axis(a.get("axis", 0), x.ndim)
-        sizes = _split_sizes(a, x.shape[axis])
+        axis = tf_axis(a.get("axis", 0), x.ndim)
+        sizes = split_sizes(a, x.shape[axis])
         return list(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
     if function == "gather":
         if a.get("batch_dims", 0) not in (0, None):
@@ -417,7 +226,7 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
         indices = np.asarray(a.get("indices"))
         if isinstance(a.get("indices"), np.ndarray) and a["indices"].dtype.kind == "f":
             raise TfOpProblem("indices computed by the model are not supported")
-        return [np.take(x, indices.astype(np.int64), axis=_axis(a.get("axis"), x.ndim, 0))]
+        return [np.take(x, indices.astype(np.int64), axis=tf_axis(a.get("axis"), x.ndim, 0))]
     if function == "pad":
         mode = str(a.get("mode", "CONSTANT")).upper()
         pads = [tuple(p) for p in np.asarray(a.get("paddings"), dtype=np.int64).tolist()]
@@ -427,7 +236,7 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
             return [np.pad(x, pads, mode=mode.lower())]
         raise TfOpProblem(f"pad mode {mode!r} is not one of CONSTANT, REFLECT, SYMMETRIC")
     if function == "__operators__.getitem":
-        return [x[tuple(_index(a.get("slice_spec"), x.ndim))]]
+        return [x[tuple(index_items(a.get("slice_spec"), x.ndim))]]
     if function == "linalg.matmul":
         b = _array(a["b"])
         if a.get("transpose_a") or a.get("adjoint_a"):
@@ -457,12 +266,12 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
     if function in ("identity", "stop_gradient", "ensure_shape"):
         return [x]
     if function == "broadcast_to":
-        return [np.broadcast_to(x, _target(a.get("shape"))).copy()]
+        return [np.broadcast_to(x, shape_list(a.get("shape"))).copy()]
     if function == "roll":
-        shift, axes = _dims(a.get("shift"), "shift"), _dims(a.get("axis"), "axis")
+        shift, axes = int_list(a.get("shift"), "shift"), int_list(a.get("axis"), "axis")
         if len(shift) != len(axes):
             raise TfOpProblem(f"shift {shift} and axis {axes} differ in length")
-        return [np.roll(x, shift, axis=[_axis(v, x.ndim) for v in axes])]
+        return [np.roll(x, shift, axis=[tf_axis(v, x.ndim) for v in axes])]
     if function == "nn.local_response_normalization":
         radius, bias, alpha, beta = lrn_settings(a)
         squares = np.pad(x * x, [(0, 0)] * (x.ndim - 1) + [(radius, radius)])
@@ -471,7 +280,7 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
     if function == "math.atan2":
         return [np.arctan2(_array(a["y"]), _array(a["x"]))]
     if function == "nn.crelu":
-        axis = _axis(a.get("axis", -1), x.ndim)
+        axis = tf_axis(a.get("axis", -1), x.ndim)
         return [np.concatenate([np.maximum(x, 0.0), np.maximum(-x, 0.0)], axis=axis)]
     if function == "image.resize":
         return [resize_plan(a, x.shape).apply(x)]
@@ -487,34 +296,6 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
     raise TfOpProblem(f"no float64 semantics for tf.{function}")
 
 
-def _repeat_axis(a: dict[str, Any], rank: int) -> int:
-    """``tf.repeat``'s axis; without one TensorFlow flattens the tensor first, which is refused."""
-    if a.get("axis") is None:
-        raise TfOpProblem("tf.repeat without an axis (which flattens the tensor) is not supported")
-    return _axis(a["axis"], rank)
-
-
-def lrn_settings(a: dict[str, Any]) -> tuple[int, float, float, float]:
-    """``(depth_radius, bias, alpha, beta)`` of ``tf.nn.local_response_normalization`` (TF's defaults)."""
-    radius = a.get("depth_radius", 5)
-    if not isinstance(radius, int) or isinstance(radius, bool) or radius < 0:
-        raise TfOpProblem(f"depth_radius {radius!r} is not a non-negative integer")
-    return radius, float(a.get("bias", 1.0)), float(a.get("alpha", 1.0)), float(a.get("beta", 0.5))
-
-
-def resize_plan(a: dict[str, Any], shape: Shape) -> ResizePlan:
-    """``tf.image.resize`` of images ``shape`` (N, H, W, C), as the Resizing layer (which calls it)."""
-    if len(shape) != 4 or not all(_known(d) for d in shape[1:3]):
-        raise TfOpProblem(f"tf.image.resize of a tensor of shape {shape}: a batch of images of known size is supported")
-    if a.get("preserve_aspect_ratio"):
-        raise TfOpProblem("preserve_aspect_ratio=True is not supported")
-    method = str(a.get("method", "bilinear"))
-    if method not in RESIZE_METHODS:
-        raise TfOpProblem(f"method {method!r} is not one of {RESIZE_METHODS}")
-    h, w = _dims(a.get("size"), "size")
-    return ResizePlan(size=(shape[1], shape[2]), target=(h, w), method=method, antialias=bool(a.get("antialias")))
-
-
 def _depth_space(function: str, x: np.ndarray, a: dict[str, Any]) -> np.ndarray:
     """``tf.nn.depth_to_space`` / ``space_to_depth`` (NHWC): output channel ``(i * bs + j) * C + c``."""
     bs = block_size(a)
@@ -526,116 +307,59 @@ def _depth_space(function: str, x: np.ndarray, a: dict[str, Any]) -> np.ndarray:
     return y.reshape(n, h // bs, w // bs, bs * bs * c)
 
 
-def block_size(a: dict[str, Any]) -> int:
-    """The ``block_size`` of depth_to_space/space_to_depth; only NHWC is supported."""
-    if a.get("data_format", "NHWC") != "NHWC":
-        raise TfOpProblem(f"data_format {a.get('data_format')!r} is not supported")
-    bs = a.get("block_size")
-    if not isinstance(bs, int) or isinstance(bs, bool) or bs < 2:
-        raise TfOpProblem(f"block_size {bs!r} is not an integer >= 2")
-    return bs
-
-
-def norm_order(order: Any, axis: Any) -> float:
-    """``ord`` of ``tf.norm`` over ``axis``: 2 for 'euclidean'/'fro', a positive number, or
-    infinity. A number over two axes asks for a matrix norm (``ord=2``: the largest singular
-    value), which is refused; 'euclidean'/'fro' there is the square root of the sum of squares."""
-    if order in ("euclidean", "fro", None):
-        return 2.0
-    if isinstance(axis, (list, tuple)) and len(axis) > 1:
-        raise TfOpProblem(f"ord {order!r} over {len(axis)} axes (a matrix norm) is not supported")
-    if isinstance(order, (int, float)) and not isinstance(order, bool) and order > 0:
-        return float(order)
-    raise TfOpProblem(f"ord {order!r} is not 'euclidean', 'fro' or a positive number")
-
-
 def vector_norm(x: np.ndarray, order: Any, axis: Any, *, keepdims: bool) -> np.ndarray:
     """``tf.norm`` over ``axis`` (None: every axis, as one vector); see :func:`norm_order`."""
     p = norm_order(order, axis)
-    axes = _axes(axis, x.ndim)
+    axes = tf_axes(axis, x.ndim)
     over = None if axes is None else tuple(axes)
     if p == math.inf:
         return np.max(np.abs(x), axis=over, keepdims=keepdims)
     return np.sum(np.abs(x) ** p, axis=over, keepdims=keepdims) ** (1.0 / p)
 
 
-def pool_window(a: dict[str, Any], n: int) -> tuple[tuple[int, ...], tuple[int, ...], str]:
-    """``(ksize, strides, padding)`` of ``tf.nn.*_pool*`` over ``n`` spatial axes (channels last)."""
-    if a.get("data_format") not in (None, "NWC", "NHWC", "NDHWC"):
-        raise TfOpProblem(f"data_format {a.get('data_format')!r} is not supported")
-    padding = a.get("padding")
-    if padding not in ("VALID", "SAME"):
-        raise TfOpProblem(f"padding {padding!r} is not 'VALID' or 'SAME'")
-
-    def window(value: Any, what: str) -> tuple[int, ...]:
-        items = _dims(value, what)
-        if len(items) == n + 2:
-            items = items[1:-1]
-        if len(items) == 1:
-            items = items * n
-        if len(items) != n or min(items) < 1:
-            raise TfOpProblem(f"{what} {value!r} does not give {n} window sizes")
-        return tuple(items)
-
-    return window(a.get("ksize"), "ksize"), window(a.get("strides"), "strides"), padding.lower()
-
-
 # -- shapes --------------------------------------------------------------------------------------
-def _known(d: Any) -> bool:
-    return isinstance(d, int) and not isinstance(d, bool)
-
-
-def _index(spec: Any, rank: int) -> list[Any]:
-    """A getitem ``slice_spec`` (the reader's python slices, Ellipsis, None, ints) as one entry
-    per axis, as the Keras 3 ``get_item`` record reads it."""
-    try:
-        return normalise_index(spec, rank)
-    except ValueError as exc:
-        raise TfOpProblem(f"slice_spec: {exc} is not supported") from None
-
-
 def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
     """The output shapes of ``function`` whose tensor arguments are :class:`Operand` s."""
     if function in _BINARY_OPS:
-        return [broadcast([_const_shape(a["x"]), _const_shape(a["y"])])]
+        return [broadcast([operand_shape(a["x"]), operand_shape(a["y"])])]
     if function in _UNARY_OPS or function in ("nn.leaky_relu", "nn.gelu", "nn.silu", "nn.softmax", "nn.log_softmax",
                                               "math.l2_normalize", "math.cumsum", "ones_like", "zeros_like",
                                               "identity", "stop_gradient", "cast", "nn.bias_add", "reverse",
                                               "ensure_shape", "roll", "nn.local_response_normalization"):
-        return [_const_shape(_first(a))]
+        return [operand_shape(_first(a))]
     if function == "clip_by_value":
-        return [broadcast([_const_shape(a[k]) for k in ("t", "clip_value_min", "clip_value_max")])]
+        return [broadcast([operand_shape(a[k]) for k in ("t", "clip_value_min", "clip_value_max")])]
     if function == "math.atan2":
-        return [broadcast([_const_shape(a["y"]), _const_shape(a["x"])])]
+        return [broadcast([operand_shape(a["y"]), operand_shape(a["x"])])]
     if function == "where":
-        return [broadcast([_const_shape(a[k]) for k in ("condition", "x", "y")])]
+        return [broadcast([operand_shape(a[k]) for k in ("condition", "x", "y")])]
     if function == "math.add_n":
-        return [broadcast([_const_shape(v) for v in a["inputs"]])]
+        return [broadcast([operand_shape(v) for v in a["inputs"]])]
     if function in ("concat", "stack"):
-        shapes = [_const_shape(v) for v in a["values"]]
+        shapes = [operand_shape(v) for v in a["values"]]
         if function == "stack":
-            axis = _axis(a.get("axis", 0), len(shapes[0]) + 1)
+            axis = tf_axis(a.get("axis", 0), len(shapes[0]) + 1)
             merged = broadcast(shapes)
             return [(*merged[:axis], len(shapes), *merged[axis:])]
-        axis = _axis(a.get("axis", 0), len(shapes[0]))
+        axis = tf_axis(a.get("axis", 0), len(shapes[0]))
         dims = [s[axis] for s in shapes]
-        total = sum(dims) if all(_known(d) for d in dims) else None
+        total = sum(dims) if all(known(d) for d in dims) else None
         merged = broadcast([s[:axis] + (1,) + s[axis + 1:] for s in shapes])
         return [(*merged[:axis], total, *merged[axis + 1:])]
-    shape = _const_shape(_first(a))
+    shape = operand_shape(_first(a))
     rank = len(shape)
     if function in _REDUCE_OPS or function in ("math.argmax", "math.argmin"):
         if function in ("math.argmax", "math.argmin"):
-            axes, keep = [_axis(a.get("axis"), rank, 0)], False
+            axes, keep = [tf_axis(a.get("axis"), rank, 0)], False
         else:
-            axes, keep = _axes(a.get("axis"), rank), bool(a.get("keepdims"))
+            axes, keep = tf_axes(a.get("axis"), rank), bool(a.get("keepdims"))
         axes = list(range(rank)) if axes is None else axes
         return [tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
                 else tuple(d for i, d in enumerate(shape) if i not in axes)]
     if function == "reshape":
         target = a.get("shape")
         if isinstance(target, Operand):
-            if len(target.shape) != 1 or not _known(target.shape[0]):
+            if len(target.shape) != 1 or not known(target.shape[0]):
                 raise TfOpProblem(f"a target shape of shape {target.shape}")
             return [(None,) * target.shape[0]]
         if isinstance(target, (list, tuple)) and any(isinstance(d, Operand) for d in target):
@@ -643,76 +367,76 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
                 if isinstance(d, Operand) and d.shape not in ((), (1,)):
                     raise TfOpProblem(f"a shape entry of shape {d.shape}, not a number")
             return [tuple(None if isinstance(d, Operand) or d == -1 else int(d) for d in target)]
-        return [reshape_target(_dims(target, "shape"), shape)]
+        return [reshape_target(int_list(target, "shape"), shape)]
     if function == "shape":
         return [(rank,)]
     if function == "broadcast_to":
         target = a.get("shape")
         if isinstance(target, Operand):
-            if len(target.shape) != 1 or not _known(target.shape[0]):
+            if len(target.shape) != 1 or not known(target.shape[0]):
                 raise TfOpProblem(f"a target shape of shape {target.shape}")
             return [(None,) * target.shape[0]]
         return [tuple(None if isinstance(d, Operand) else int(d) for d in target)]
     if function == "transpose":
         perm = a.get("perm")
-        perm = list(reversed(range(rank))) if perm is None else _dims(perm, "perm")
+        perm = list(reversed(range(rank))) if perm is None else int_list(perm, "perm")
         return [tuple(shape[p] for p in perm)]
     if function == "expand_dims":
-        axis = _axis(a.get("axis"), rank + 1)
+        axis = tf_axis(a.get("axis"), rank + 1)
         return [(*shape[:axis], 1, *shape[axis:])]
     if function == "squeeze":
-        axes = _axes(a.get("axis", a.get("squeeze_dims")), rank)
+        axes = tf_axes(a.get("axis", a.get("squeeze_dims")), rank)
         if axes is None:
             axes = [i for i, d in enumerate(shape) if d == 1]
         return [tuple(d for i, d in enumerate(shape) if i not in axes)]
     if function == "unstack":
-        axis = _axis(a.get("axis", 0), rank)
-        if not _known(shape[axis]):
+        axis = tf_axis(a.get("axis", 0), rank)
+        if not known(shape[axis]):
             raise TfOpProblem(f"unstack along axis {axis} of unknown size")
         return [shape[:axis] + shape[axis + 1:]] * shape[axis]
     if function == "tile":
-        mult = _dims(a.get("multiples"), "multiples")
-        return [tuple(d * m if _known(d) else None for d, m in zip(shape, mult))]
+        mult = int_list(a.get("multiples"), "multiples")
+        return [tuple(d * m if known(d) else None for d, m in zip(shape, mult))]
     if function == "repeat":
-        repeats = _dims(a.get("repeats"), "repeats")
-        axis = _repeat_axis(a, rank)
+        repeats = int_list(a.get("repeats"), "repeats")
+        axis = repeat_axis(a, rank)
         size = shape[axis]
-        new = (size * repeats[0] if _known(size) else None) if len(repeats) == 1 else sum(repeats)
+        new = (size * repeats[0] if known(size) else None) if len(repeats) == 1 else sum(repeats)
         return [(*shape[:axis], new, *shape[axis + 1:])]
     if function == "split":
-        axis = _axis(a.get("axis", 0), rank)
-        return [(*shape[:axis], s, *shape[axis + 1:]) for s in _split_sizes(a, shape[axis])]
+        axis = tf_axis(a.get("axis", 0), rank)
+        return [(*shape[:axis], s, *shape[axis + 1:]) for s in split_sizes(a, shape[axis])]
     if function == "gather":
-        axis = _axis(a.get("axis"), rank, 0)
+        axis = tf_axis(a.get("axis"), rank, 0)
         return [(*shape[:axis], *np.shape(a.get("indices")), *shape[axis + 1:])]
     if function == "pad":
         pads = np.asarray(a.get("paddings"), dtype=np.int64).tolist()
-        return [tuple(d + p[0] + p[1] if _known(d) else None for d, p in zip(shape, pads))]
+        return [tuple(d + p[0] + p[1] if known(d) else None for d, p in zip(shape, pads))]
     if function == "__operators__.getitem":
-        _index(a.get("slice_spec"), rank)
+        index_items(a.get("slice_spec"), rank)
         return [index_shape(shape, a.get("slice_spec"))]
     if function == "linalg.matmul":
-        b = _const_shape(a["b"])
+        b = operand_shape(a["b"])
         ta, tb = bool(a.get("transpose_a") or a.get("adjoint_a")), bool(a.get("transpose_b") or a.get("adjoint_b"))
         rows = shape[-1] if ta else shape[-2]
         cols = b[-2] if tb else b[-1]
         return [(*broadcast([shape[:-2], b[:-2]]), rows, cols)]
     if function == "nn.crelu":
-        axis = _axis(a.get("axis", -1), rank)
-        return [(*shape[:axis], shape[axis] * 2 if _known(shape[axis]) else None, *shape[axis + 1:])]
+        axis = tf_axis(a.get("axis", -1), rank)
+        return [(*shape[:axis], shape[axis] * 2 if known(shape[axis]) else None, *shape[axis + 1:])]
     if function == "image.resize":
-        h, w = _dims(a.get("size"), "size")
+        h, w = int_list(a.get("size"), "size")
         resize_plan(a, shape)
         return [(shape[0], h, w, shape[3])]
     if function in ("nn.depth_to_space", "nn.space_to_depth"):
         bs = block_size(a)
         n, h, w, c = shape
         if function == "nn.depth_to_space":
-            return [(n, h * bs if _known(h) else None, w * bs if _known(w) else None, c // (bs * bs) if _known(c) else None)]
-        return [(n, h // bs if _known(h) else None, w // bs if _known(w) else None, c * bs * bs if _known(c) else None)]
+            return [(n, h * bs if known(h) else None, w * bs if known(w) else None, c // (bs * bs) if known(c) else None)]
+        return [(n, h // bs if known(h) else None, w // bs if known(w) else None, c * bs * bs if known(c) else None)]
     if function in ("norm", "linalg.normalize"):
         norm_order(a.get("ord", "euclidean"), a.get("axis"))
-        axes = _axes(a.get("axis"), rank)
+        axes = tf_axes(a.get("axis"), rank)
         axes = list(range(rank)) if axes is None else axes
         if function == "linalg.normalize":
             return [shape, tuple(1 if i in axes else d for i, d in enumerate(shape))]
@@ -763,7 +487,7 @@ def _shape_rule(function: str) -> Callable[[dict[str, Any], list[Shape]], list[S
          shape={f"tf.{f}": _shape_rule(f) for f in TF_OPS},
          notes="tf.keras TFOpLambda/SlicingOpLambda; values per TensorFlow's documentation of the function")
 def tf_operation(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
-    """One call of a TensorFlow function, its arguments bound by :data:`PARAMETERS`."""
+    """One call of a TensorFlow function, its arguments bound by :data:`.tf_op_args.PARAMETERS`."""
     try:
         args, kwargs = op_args_of(ctx)
         args, kwargs = resolve_args(args, [f64(x) for x in xs]), resolve_args(kwargs, [f64(x) for x in xs])

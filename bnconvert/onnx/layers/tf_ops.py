@@ -20,13 +20,12 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto, numpy_helper
 
-from ...catalog.operations import normalise_index
-from ...catalog.tf_ops import (
-    TF_OPS,
+from ...catalog.tf_op_args import (
     TfOpProblem,
     bind,
     block_size,
     cast_kind,
+    index_items,
     lrn_settings,
     norm_order,
     op_args_of,
@@ -34,6 +33,7 @@ from ...catalog.tf_ops import (
     resize_plan,
     tf_function,
 )
+from ...catalog.tf_ops import TF_OPS
 from ...model import resolve_args
 from ..builder import Builder, Call, Tensor
 from ..layout import Perm, channels_first, identity, position
@@ -287,10 +287,7 @@ def _reduction(e: _Emit, function: str, a: dict[str, Any]) -> Tensor:
 def _getitem(e: _Emit, t: Tensor, spec: Any) -> Tensor:
     """numpy basic indexing as Slice (every sliced or indexed axis), Squeeze (integer indices)
     and Unsqueeze (None)."""
-    try:
-        items = normalise_index(spec, t.rank)
-    except ValueError as exc:
-        raise refuse(e.call, f"slice_spec: {exc} is not supported") from None
+    items = index_items(spec, t.rank)
     starts, ends, steps, axes, dropped, added = [], [], [], [], [], []
     axis = out_axis = 0
     for item in items:
