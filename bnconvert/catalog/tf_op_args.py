@@ -20,9 +20,32 @@ from .facts import CALL_KWARGS, Shape
 from .operations import normalise_index
 from .preprocessing import RESIZE_METHODS, ResizePlan
 
-__all__ = ["PARAMETERS", "Operand", "TfOpProblem", "bind", "block_size", "cast_kind", "index_items", "int_list", "known",
-           "lrn_settings", "norm_order", "op_args_of", "operand_shape", "pool_window", "repeat_axis", "resize_plan",
-           "shape_list", "split_sizes", "tf_axes", "tf_axis", "tf_function"]
+__all__ = [
+    "PARAMETERS",
+    "Operand",
+    "TfOpProblem",
+    "bind",
+    "block_size",
+    "cast_kind",
+    "index_items",
+    "int_list",
+    "known",
+    "lrn_settings",
+    "norm_order",
+    "one_hot_settings",
+    "op_args_of",
+    "operand_shape",
+    "pool_window",
+    "repeat_axis",
+    "resize_plan",
+    "shape_list",
+    "sort_settings",
+    "split_sizes",
+    "tf_axes",
+    "tf_axis",
+    "tf_function",
+    "top_k_count",
+]
 
 
 class TfOpProblem(Exception):
@@ -97,6 +120,10 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "broadcast_to": ("input", "shape", "name"),
     "roll": ("input", "shift", "axis", "name"),
     "math.add_n": ("inputs", "name"),
+    "math.top_k": ("input", "k", "sorted", "index_type", "name"),
+    "sort": ("values", "axis", "direction", "name"),
+    "argsort": ("values", "axis", "direction", "stable", "name"),
+    "one_hot": ("indices", "depth", "on_value", "off_value", "axis", "dtype", "name"),
     "nn.local_response_normalization": ("input", "depth_radius", "bias", "alpha", "beta", "name"),
     "stop_gradient": ("input", "name"),
     "image.resize": ("images", "size", "method", "preserve_aspect_ratio", "antialias", "name"),
@@ -110,7 +137,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
 }
 
 #: arguments whose value never changes the result (sparsity hints, gradients, index validation)
-_IGNORED = frozenset({"name", "a_is_sparse", "b_is_sparse", "grad_a", "grad_b", "validate_indices", "output_type",
+_IGNORED = frozenset({"name", "a_is_sparse", "b_is_sparse", "grad_a", "grad_b", "validate_indices", "output_type", "index_type",
                        "out_type"})
 
 #: calls tf.keras stores without some of their tensors, so nobody can rebuild them
@@ -242,6 +269,40 @@ def repeat_axis(a: dict[str, Any], rank: int) -> int:
     if a.get("axis") is None:
         raise TfOpProblem("tf.repeat without an axis (which flattens the tensor) is not supported")
     return tf_axis(a["axis"], rank)
+
+
+def sort_settings(a: dict[str, Any], rank: int) -> tuple[int, bool]:
+    """``(axis, descending)`` of ``tf.sort``/``tf.argsort``."""
+    direction = a.get("direction", "ASCENDING")
+    if direction not in ("ASCENDING", "DESCENDING"):
+        raise TfOpProblem(f"direction {direction!r} is not 'ASCENDING' or 'DESCENDING'")
+    return tf_axis(a.get("axis", -1), rank), direction == "DESCENDING"
+
+
+def top_k_count(a: dict[str, Any], size: int | None) -> int:
+    """``k`` of ``tf.math.top_k``: a constant no larger than the last axis; unsorted output refused."""
+    k = a.get("k", 1)
+    if not known(k) or k < 1 or (size is not None and k > size):
+        raise TfOpProblem(f"k {k!r} is not a constant between 1 and the last axis' size {size}")
+    if a.get("sorted") is False:
+        raise TfOpProblem("sorted=False (an unspecified order) is not supported")
+    return k
+
+
+def one_hot_settings(a: dict[str, Any], rank: int) -> tuple[int, float, float, int]:
+    """``(depth, on_value, off_value, axis)`` of ``tf.one_hot`` on indices of ``rank`` (float
+    values only: ``dtype`` must be a float type)."""
+    depth = a.get("depth")
+    if not known(depth) or depth < 1:
+        raise TfOpProblem(f"depth {depth!r} is not a positive integer")
+    if a.get("dtype") not in (None, "float32", "float64", "float16"):
+        raise TfOpProblem(f"dtype {a.get('dtype')!r} is not supported")
+    on, off = a.get("on_value"), a.get("off_value")
+    if not all(v is None or isinstance(v, (int, float)) for v in (on, off)):
+        raise TfOpProblem("on_value/off_value computed by the model are not supported")
+    axis = a.get("axis")
+    return depth, 1.0 if on is None else float(on), 0.0 if off is None else float(off), \
+        rank if axis in (None, -1) else tf_axis(axis, rank + 1)
 
 
 def lrn_settings(a: dict[str, Any]) -> tuple[int, float, float, float]:

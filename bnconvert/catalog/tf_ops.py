@@ -67,16 +67,19 @@ from .tf_op_args import (
     known,
     lrn_settings,
     norm_order,
+    one_hot_settings,
     op_args_of,
     operand_shape,
     pool_window,
     repeat_axis,
     resize_plan,
     shape_list,
+    sort_settings,
     split_sizes,
     tf_axes,
     tf_axis,
     tf_function,
+    top_k_count,
 )
 from .util import f64
 
@@ -279,6 +282,17 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
         return [x / (bias + alpha * window) ** beta]
     if function == "math.atan2":
         return [np.arctan2(_array(a["y"]), _array(a["x"]))]
+    if function == "math.top_k":
+        order = np.argsort(-x, axis=-1, kind="stable")[..., :top_k_count(a, x.shape[-1])]  # ties: lower index first
+        return [np.take_along_axis(x, order, axis=-1), order.astype(np.float64)]
+    if function in ("sort", "argsort"):
+        axis, descending = sort_settings(a, x.ndim)
+        order = np.argsort(-x if descending else x, axis=axis, kind="stable")
+        return [np.take_along_axis(x, order, axis=axis) if function == "sort" else order.astype(np.float64)]
+    if function == "one_hot":
+        depth, on, off, axis = one_hot_settings(a, x.ndim)
+        hot = np.where(x[..., None] == np.arange(depth), on, off)
+        return [np.moveaxis(hot, -1, axis)]
     if function == "nn.crelu":
         axis = tf_axis(a.get("axis", -1), x.ndim)
         return [np.concatenate([np.maximum(x, 0.0), np.maximum(-x, 0.0)], axis=axis)]
@@ -331,6 +345,16 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         return [broadcast([operand_shape(a[k]) for k in ("t", "clip_value_min", "clip_value_max")])]
     if function == "math.atan2":
         return [broadcast([operand_shape(a["y"]), operand_shape(a["x"])])]
+    if function in ("sort", "argsort"):
+        return [operand_shape(a["values"])]
+    if function == "math.top_k":
+        shape = operand_shape(a["input"])
+        k = top_k_count(a, shape[-1])
+        return [(*shape[:-1], k)] * 2
+    if function == "one_hot":
+        shape = operand_shape(a["indices"])
+        depth, _, _, axis = one_hot_settings(a, len(shape))
+        return [(*shape[:axis], depth, *shape[axis:])]
     if function == "where":
         return [broadcast([operand_shape(a[k]) for k in ("condition", "x", "y")])]
     if function == "math.add_n":

@@ -93,7 +93,10 @@ def reductions():
             tf.reduce_min(x, -1, keepdims=True), tf.reduce_prod(y, 1), tf.math.reduce_std(x, -1),
             tf.math.reduce_variance(x, axis=1), tf.math.reduce_logsumexp(x, axis=-1), tf.reduce_any(x > 1, axis=1),
             tf.reduce_all(x > -1, axis=2), tf.reduce_mean(x, axis=[-2, -1]), tf.math.argmax(x, axis=-1),
-            tf.math.argmin(x, axis=1), tf.math.cumsum(x, axis=1), tf.math.cumsum(x, axis=2, exclusive=True, reverse=True)]
+            tf.math.argmin(x, axis=1), tf.math.cumsum(x, axis=1), tf.math.cumsum(x, axis=2, exclusive=True, reverse=True),
+            *tf.math.top_k(x, k=3), tf.math.top_k(x).indices, tf.sort(x, axis=1), tf.sort(x, direction="DESCENDING"),
+            tf.argsort(x), tf.argsort(x, axis=1, direction="DESCENDING"), tf.one_hot(tf.argmax(x, -1), 6),
+            tf.one_hot(tf.cast(x * 3.0, tf.int32), 3, on_value=2.0, off_value=-1.0, axis=1)]
     return [x, y], outs
 
 def shapes():

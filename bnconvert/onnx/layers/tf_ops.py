@@ -28,10 +28,13 @@ from ...catalog.tf_op_args import (
     index_items,
     lrn_settings,
     norm_order,
+    one_hot_settings,
     op_args_of,
     pool_window,
     resize_plan,
+    sort_settings,
     tf_function,
+    top_k_count,
 )
 from ...catalog.tf_ops import TF_OPS
 from ...model import resolve_args
@@ -507,6 +510,29 @@ def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
         size = 2 * radius + 1  # ONNX divides alpha by the window size, TensorFlow does not
         y = e.node("LRN", [b.spatial_view(t, "channels_last")], size=size, alpha=alpha * size, beta=beta, bias=bias)
         return [e.out(y, channels_first(rank))]
+    if function in ("math.top_k", "sort", "argsort"):
+        if function == "math.top_k":
+            axis, descending, k = rank - 1, True, top_k_count(a, t.shape[-1])
+        else:
+            axis, descending = sort_settings(a, rank)
+            (k,) = _static(e, (t.shape[axis],), "the sorted axis")
+        values, indices = b.nodes_out("TopK", [x, b.ints(f"{e.name}/k", [k])], ["values", "indices"], name=e.name,
+                                      axis=axis, largest=int(descending), sorted=1)  # ties: lower index first, as TF
+        as_float = e.node("Cast", [indices], "indices_float", to=TensorProto.FLOAT)
+        if function == "sort":
+            return [e.out(values)]
+        if function == "argsort":
+            return [e.out(as_float)]
+        return [e.out(values), e.out(as_float, i=1)]
+    if function == "one_hot":
+        depth, on, off, axis = one_hot_settings(a, rank)
+        # TensorFlow gives a negative index all off values; ONNX counts it from the end
+        negative = e.node("Less", [x, e.scalar(0.0, "zero")], "negative")
+        index = e.node("Where", [negative, e.scalar(float(depth), "beyond"), x], "index")
+        values = b.const(f"{e.name}/values", np.asarray([off, on], np.float32))
+        depth_value = b.const(f"{e.name}/depth", np.int64(depth), np.int64)
+        return [e.out(e.node("OneHot", [e.node("Cast", [index], "index_int", to=TensorProto.INT64), depth_value, values],
+                             axis=axis))]
     if function == "nn.crelu":
         axis = int(a.get("axis", -1)) % rank
         perm, held = e.b.native(t)
