@@ -37,7 +37,7 @@ from .record import CallContext, defines
 from .util import f64
 
 __all__ = ["BINARY", "REDUCTIONS", "UNARY", "OperationProblem", "einsum_parts", "expand_axes", "index_shape",
-           "normalise_index", "numpy_dtype", "permutation", "reduction_axes", "reshape_target", "split_sizes", "squeeze_axes"]
+           "norm_order", "normalise_index", "numpy_dtype", "permutation", "reduction_axes", "reshape_target", "split_sizes", "squeeze_axes"]
 
 _K = "keras.ops."
 
@@ -206,6 +206,59 @@ def reduction(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.n
     if name in ("max", "min") and c.get("initial") is not None:
         y = (np.maximum if name == "max" else np.minimum)(y, c["initial"])
     return [np.asarray(y)]
+
+
+#: Keras' ``backend.epsilon()`` unless the user changed it (a file does not record it)
+KERAS_EPSILON = 1e-7
+
+
+def norm_order(layer_config: dict[str, Any], key: str, rank: int) -> tuple[str, tuple[int, ...]]:
+    """``("l2" | "l1", axes)`` for the vector norms bnconvert computes (``ord`` None/``"fro"``/2/1,
+    ``order`` 2/1 of ``normalize``); ``ValueError`` naming what it does not."""
+    c = layer_config
+    order = c.get(key, None if key == "ord" else 2)
+    axes = reduction_axes(c.get("axis"), rank)
+    if order in (None, "fro") or (order == 2 and len(axes) == 1):
+        return "l2", axes
+    if order == 1 and len(axes) == 1:
+        return "l1", axes
+    raise ValueError(f"{key}={order!r} over {len(axes)} axes is not supported")
+
+
+def _vector_norm(x: np.ndarray, kind: str, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    if kind == "l1":
+        return np.sum(np.abs(x), axis=axes, keepdims=keepdims)
+    return np.sqrt(np.sum(x * x, axis=axes, keepdims=keepdims))
+
+
+@defines(_K + "norm", shape=_reduced_shape, weights=no_weights)
+def norm(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """``keras.ops.norm``: numpy's ``linalg.norm`` (the vector norms and Frobenius)."""
+    (x,) = _operands(layer, xs, ctx, 1)
+    x = f64(x)
+    try:
+        kind, axes = norm_order(layer.config, "ord", x.ndim)
+    except ValueError as exc:
+        raise _problem(layer, str(exc)) from None
+    return [_vector_norm(x, kind, axes, bool(layer.config.get("keepdims", False)))]
+
+
+@defines(_K + "normalize", shape=same_shape, weights=no_weights)
+def normalize(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """``keras.ops.normalize``: order 2 is ``x * min(rsqrt(sum x^2), 1 / epsilon)``, another order
+    ``x / max(norm, epsilon)`` (``keras/src/ops/nn.py`` ``_normalize``)."""
+    (x,) = _operands(layer, xs, ctx, 1)
+    x = f64(x)
+    eps = layer.config.get("epsilon")
+    eps = KERAS_EPSILON if eps is None else float(eps)
+    try:
+        kind, axes = norm_order(layer.config, "order", x.ndim)
+    except ValueError as exc:
+        raise _problem(layer, str(exc)) from None
+    if kind == "l2":
+        with np.errstate(divide="ignore"):
+            return [x * np.minimum(1.0 / np.sqrt(np.sum(x * x, axis=axes, keepdims=True)), 1.0 / eps)]
+    return [x / np.maximum(_vector_norm(x, kind, axes, True), eps)]
 
 
 def _arg_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:

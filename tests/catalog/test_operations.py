@@ -56,6 +56,8 @@ def _models() -> dict[str, Any]:
         ops.mean(a, axis=1, keepdims=True), ops.sum(a, axis=[1, 2]), ops.max(a, axis=-1), ops.min(a, axis=1, keepdims=True),
         ops.amax(a, axis=1), ops.amin(b, axis=-1), ops.prod(a, axis=1), ops.std(a, axis=-1), ops.var(a, axis=[1]),
         ops.logsumexp(a, axis=[1, 2]), ops.max(a, axis=1, initial=0.3), ops.sum(a, axis=None), ops.mean(a),
+        ops.norm(a, axis=-1), ops.norm(a, ord=1, axis=1, keepdims=True), ops.norm(a, axis=[1, 2]),
+        ops.normalize(a), ops.normalize(a, axis=1, order=1), ops.normalize(a * 1e-9, epsilon=1e-3),
     ]
     shapes = [
         ops.matmul(a, ops.transpose(b, (0, 2, 1))), ops.matmul(a, ops.ones((6, 3))), ops.einsum("bij,bkj->bik", a, b),

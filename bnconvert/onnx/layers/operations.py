@@ -21,8 +21,10 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from ...catalog.operations import (
+    KERAS_EPSILON,
     einsum_parts,
     expand_axes,
+    norm_order,
     normalise_index,
     permutation,
     reduction_axes,
@@ -289,6 +291,37 @@ def reduction(b: Builder, call: Call) -> list[Tensor]:
     var = b.reduce("ReduceMean", b.node("Mul", [dev, dev], name=f"{n}/square"), axes, keepdims=keep,
                    name=n if name == "var" else f"{n}/var")
     return [_out(b, call, var if name == "var" else b.node("Sqrt", [var], name=n))]
+
+
+def _vector_norm(b: Builder, x: str, kind: str, axes: list[int], keepdims: bool, name: str) -> str:
+    if kind == "l1":
+        return b.reduce("ReduceL1", x, axes, keepdims=keepdims, name=name)
+    return b.node("Sqrt", [b.reduce("ReduceSumSquare", x, axes, keepdims=keepdims, name=f"{name}/sum_square")], name=name)
+
+
+@converts(_K + "norm", _K + "normalize")
+def norm(b: Builder, call: Call) -> list[Tensor]:
+    """``norm``: the vector norms and Frobenius; ``normalize`` as Keras computes it (order 2:
+    ``x * min(1 / sqrt(sum x^2), 1 / epsilon)``, else ``x / max(norm, epsilon)``)."""
+    x, elem = _one(b, call)
+    x = _cast(b, x, elem, FLOAT, f"{call.name}/float")
+    normalize = call.layer.class_name.endswith("normalize")
+    try:
+        kind, axes = norm_order(call.config, "order" if normalize else "ord", call.x.rank)
+    except ValueError as exc:
+        raise refuse(call, str(exc)) from None
+    n = call.name
+    if not normalize:
+        return [_out(b, call, _vector_norm(b, x, kind, list(axes), bool(call.config.get("keepdims", False)), n))]
+    eps = call.config.get("epsilon")
+    eps = KERAS_EPSILON if eps is None else float(eps)
+    if kind == "l2":
+        inv = b.node("Reciprocal", [_vector_norm(b, x, kind, list(axes), True, f"{n}/norm")], name=f"{n}/inverse")
+        inv = b.node("Min", [inv, b.const(f"{n}/limit", np.float32(1.0 / eps))], name=f"{n}/limited")
+        return [_out(b, call, b.node("Mul", [x, inv], name=n))]
+    denom = b.node("Max", [_vector_norm(b, x, kind, list(axes), True, f"{n}/norm"), b.const(f"{n}/eps", np.float32(eps))],
+                   name=f"{n}/denominator")
+    return [_out(b, call, b.node("Div", [x, denom], name=n))]
 
 
 @converts(_K + "argmax", _K + "argmin")
