@@ -82,7 +82,6 @@ _RUN_BEFORE = ("run it before the model, outside the ONNX graph, and feed the mo
 REFUSED = {
     "TextVectorization": f"splits and looks up strings, which ONNX models do not take: {_RUN_BEFORE}",
     "StringLookup": f"looks up strings, which ONNX models do not take: {_RUN_BEFORE}",
-    "IntegerLookup": f"a vocabulary lookup (a hash table the file keeps as an asset, not as tensors): {_RUN_BEFORE}",
     "Hashing": f"FarmHash/SipHash of the input values, which ONNX has no operator for: {_RUN_BEFORE}",
     "HashedCrossing": f"hashed feature crosses, which ONNX has no operator for: {_RUN_BEFORE}",
     "DenseFeatures": "tf.keras feature columns read a dict of named features, not tensors: build the model "

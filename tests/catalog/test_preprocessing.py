@@ -32,7 +32,7 @@ TOLERANCE = 1e-5
 
 #: every catalog class these tests compare with Keras (refused ones: their refusal is tested)
 PREPROCESSING_CLASSES = frozenset({"Resizing", "CenterCrop", "RandomCrop", "AutoContrast", "Normalization", "Rescaling", "Pipeline", "STFTSpectrogram",
-                                   "MelSpectrogram", "Discretization", "CategoryEncoding",
+                                   "MelSpectrogram", "Discretization", "CategoryEncoding", "IntegerLookup",
                                    *INFERENCE_IDENTITIES, *REFUSED,
                                    *(f"Adaptive{k}Pooling{n}D" for k in ("Average", "Max") for n in (1, 2, 3))})
 
@@ -130,6 +130,9 @@ def build(K, generation):
     outs += [L.Discretization(bin_boundaries=edges, output_mode=m)(v) for m in modes]
     outs += [L.CategoryEncoding(num_tokens=6, output_mode=m)(ids) for m in modes]
     outs += [L.CategoryEncoding(num_tokens=5, output_mode="one_hot")(one)]
+    outs += [L.IntegerLookup(vocabulary=[5, 2, 0, 9])(ids), L.IntegerLookup(vocabulary=[4, 2], output_mode="one_hot")(one)]
+    outs += [L.IntegerLookup(vocabulary=[5, 2, 7], output_mode=m)(ids) for m in modes[1:]]
+    outs += [L.IntegerLookup(vocabulary=[5, 2], output_mode="count", pad_to_max_tokens=True, max_tokens=6)(ids)]
     add("categorical", [v, ids, one], outs, [rng.normal(0.0, 1.0, (3, 4)).astype("float32"),
                                              np.array([[0, 5, 5], [2, 3, 2], [1, 1, 1]], "int32"),
                                              np.array([[4], [0], [2]], "int32")])
@@ -260,7 +263,7 @@ def test_float64_reference_equals_tf_keras(tfkeras_reference: dict[str, Any]) ->
 def test_every_preprocessing_class_is_compared(keras3_reference: dict[str, Any], tfkeras_reference: dict[str, Any]) -> None:
     """Each runnable class of this family (and adaptive pooling) ran in some Keras comparison."""
     seen = set().union(*(c for _, c in keras3_reference.values()), *(c for _, c in tfkeras_reference.values()))
-    mine = {name for name, r in catalog().items() if r.family == "preprocessing" or name.startswith("Adaptive")}
+    mine = {name for name, r in catalog().items() if r.family in ("preprocessing", "audio", "categorical") or name.startswith("Adaptive")}
     assert mine - set(REFUSED) - UNBUILDABLE - seen == set(), sorted(mine - set(REFUSED) - UNBUILDABLE - seen)
     assert mine <= PREPROCESSING_CLASSES
 
