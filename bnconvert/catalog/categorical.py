@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import UnsupportedLayerError
 from ..model import Layer
 from . import checks
-from .facts import ConfigProblem, Shape, no_weights
+from .facts import ConfigProblem, Shape, WeightSpec, no_weights
 from .record import CallContext, defines
 from .util import f64
 
@@ -116,7 +116,13 @@ def lookup_ids(vocab: list[int], x: np.ndarray) -> np.ndarray:
     return np.where(hits.any(axis=-1), hits.argmax(axis=-1) + 1, 0).astype(np.float64)
 
 
-@defines("Discretization", "CategoryEncoding", "IntegerLookup", weights=no_weights,
+def _lookup_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[WeightSpec]:
+    """``tf_idf`` keeps its ``idf_weights`` as a (non-trainable) variable; other modes have none."""
+    return [WeightSpec("idf_weights", trainable=False)] if c.get("output_mode") == "tf_idf" else []
+
+
+@defines("Discretization", "CategoryEncoding", "IntegerLookup",
+         weights={"Discretization": no_weights, "CategoryEncoding": no_weights, "IntegerLookup": _lookup_weights},
          shape={name: (lambda c, s, name=name: _shape(c, s, name)) for name in _DEFAULT},
          fields={"Discretization": _FIELDS, "CategoryEncoding": {**_FIELDS, "num_tokens": checks.opt(checks.pos_int)},
                  "IntegerLookup": {**_FIELDS, "invert": checks.boolean}})
