@@ -121,6 +121,8 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "roll": ("input", "shift", "axis", "name"),
     "math.add_n": ("inputs", "name"),
     "math.top_k": ("input", "k", "sorted", "index_type", "name"),
+    **{f"image.{f}": ("images", "name") for f in ("rgb_to_grayscale", "grayscale_to_rgb")},
+    **{f"image.{f}": ("image",) for f in ("flip_left_right", "flip_up_down", "per_image_standardization")},
     "sort": ("values", "axis", "direction", "name"),
     "argsort": ("values", "axis", "direction", "stable", "name"),
     "one_hot": ("indices", "depth", "on_value", "off_value", "axis", "dtype", "name"),

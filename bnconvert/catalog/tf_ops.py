@@ -83,7 +83,7 @@ from .tf_op_args import (
 )
 from .util import f64
 
-__all__ = ["TF_OPS", "tf_operation", "vector_norm"]
+__all__ = ["GRAY_WEIGHTS", "TF_OPS", "tf_operation", "vector_norm"]
 
 
 def _array(value: Any) -> np.ndarray:
@@ -282,6 +282,8 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
         return [x / (bias + alpha * window) ** beta]
     if function == "math.atan2":
         return [np.arctan2(_array(a["y"]), _array(a["x"]))]
+    if function.startswith("image.") and function != "image.resize":
+        return [_image_op(function, x)]
     if function == "math.top_k":
         order = np.argsort(-x, axis=-1, kind="stable")[..., :top_k_count(a, x.shape[-1])]  # ties: lower index first
         return [np.take_along_axis(x, order, axis=-1), order.astype(np.float64)]
@@ -308,6 +310,28 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
         size, strides, padding = pool_window(a, x.ndim - 2)
         return [pool_nd(x, size, strides, padding, "max" if "max" in function else "avg")]
     raise TfOpProblem(f"no float64 semantics for tf.{function}")
+
+
+#: ``tf.image.rgb_to_grayscale``'s weights of red, green and blue
+GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+
+
+def _image_op(function: str, x: np.ndarray) -> np.ndarray:
+    """The ``tf.image`` functions of a float batch of images ``(N, H, W, C)``."""
+    if x.ndim != 4:
+        raise TfOpProblem(f"tf.{function} of a rank-{x.ndim} tensor: a batch of images is supported")
+    if function == "image.rgb_to_grayscale":
+        return np.tensordot(x, np.asarray(GRAY_WEIGHTS), axes=([-1], [0]))[..., None]
+    if function == "image.grayscale_to_rgb":
+        return np.concatenate([x] * 3, axis=-1)
+    if function == "image.flip_left_right":
+        return x[:, :, ::-1]
+    if function == "image.flip_up_down":
+        return x[:, ::-1]
+    # per_image_standardization: (x - mean) / max(std, 1 / sqrt(pixels * channels)) per image
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    floor = 1.0 / math.sqrt(math.prod(x.shape[1:]))
+    return (x - mean) / np.maximum(x.std(axis=(1, 2, 3), keepdims=True), floor)
 
 
 def _depth_space(function: str, x: np.ndarray, a: dict[str, Any]) -> np.ndarray:
@@ -445,6 +469,14 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         rows = shape[-1] if ta else shape[-2]
         cols = b[-2] if tb else b[-1]
         return [(*broadcast([shape[:-2], b[:-2]]), rows, cols)]
+    if function in ("image.rgb_to_grayscale", "image.grayscale_to_rgb"):
+        if rank != 4:
+            raise TfOpProblem(f"tf.{function} of a rank-{rank} tensor: a batch of images is supported")
+        return [(*shape[:3], 1 if function == "image.rgb_to_grayscale" else 3)]
+    if function.startswith("image.") and function != "image.resize":
+        if rank != 4:
+            raise TfOpProblem(f"tf.{function} of a rank-{rank} tensor: a batch of images is supported")
+        return [shape]
     if function == "nn.crelu":
         axis = tf_axis(a.get("axis", -1), rank)
         return [(*shape[:axis], shape[axis] * 2 if known(shape[axis]) else None, *shape[axis + 1:])]

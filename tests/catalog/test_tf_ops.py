@@ -152,6 +152,9 @@ def images():
             tf.nn.avg_pool2d(c, 3, 2, "SAME"), tf.nn.max_pool2d(c, 2, 2, "VALID"), tf.nn.max_pool2d(c, [1, 3, 3, 1], 1, "SAME"),
             tf.nn.avg_pool1d(tf.reshape(c, (-1, 36, 8)), 4, 3, "VALID"), tf.nn.max_pool1d(tf.reshape(c, (-1, 36, 8)), 3, 2, "SAME"),
             tf.nn.avg_pool3d(tf.reshape(c, (-1, 6, 6, 2, 4)), [2, 3, 1], 2, "SAME"),
+            tf.image.rgb_to_grayscale(c[..., :3]), L.Conv2D(2, 1)(tf.image.rgb_to_grayscale(c[..., 2:5])),
+            tf.image.grayscale_to_rgb(c[..., :1]), tf.image.flip_left_right(c), L.Conv2D(2, 1)(tf.image.flip_up_down(c)),
+            tf.image.per_image_standardization(c),
             tf.nn.max_pool3d(tf.reshape(c, (-1, 6, 6, 2, 4)), 2, [1, 2, 1], "VALID"), tf.stop_gradient(c)]
     return [i], outs
 

@@ -36,7 +36,7 @@ from ...catalog.tf_op_args import (
     tf_function,
     top_k_count,
 )
-from ...catalog.tf_ops import TF_OPS
+from ...catalog.tf_ops import GRAY_WEIGHTS, TF_OPS
 from ...model import resolve_args
 from ..builder import Builder, Call, Tensor
 from ..layout import Perm, channels_first, identity, position
@@ -510,6 +510,8 @@ def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
         size = 2 * radius + 1  # ONNX divides alpha by the window size, TensorFlow does not
         y = e.node("LRN", [b.spatial_view(t, "channels_last")], size=size, alpha=alpha * size, beta=beta, bias=bias)
         return [e.out(y, channels_first(rank))]
+    if function.startswith("image.") and function != "image.resize":
+        return [_image_op(e, function, t)]
     if function in ("math.top_k", "sort", "argsort"):
         if function == "math.top_k":
             axis, descending, k = rank - 1, True, top_k_count(a, t.shape[-1])
@@ -563,6 +565,35 @@ def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
                    kernel_shape=list(size), strides=list(strides), **attrs)
         return [e.out(y, channels_first(rank))]
     raise refuse(e.call, f"tf.{function} has no ONNX emission")
+
+
+def _image_op(e: _Emit, function: str, t: Tensor) -> Tensor:
+    """The ``tf.image`` functions of a batch of images, in the layout it is held in."""
+    if t.rank != 4:
+        raise refuse(e.call, f"tf.{function} of a rank-{t.rank} tensor: a batch of images is supported")
+    b = e.b
+    x, positions, perm = _native_axes(e, t, [1, 2, 3], True)
+    row, col, channel = positions
+    if function == "image.rgb_to_grayscale":
+        shape = [1, 1, 1, 1]
+        shape[channel] = 3
+        weights = b.const(f"{e.name}/weights", np.asarray(GRAY_WEIGHTS, np.float32).reshape(shape))
+        return e.out(b.reduce("ReduceSum", e.node("Mul", [x, weights], "weighted"), [channel], keepdims=True,
+                              name=e.name), perm)
+    if function == "image.grayscale_to_rgb":
+        return e.out(e.node("Concat", [x, x, x], axis=channel), perm)
+    if function in ("image.flip_left_right", "image.flip_up_down"):
+        axis = col if function == "image.flip_left_right" else row
+        return e.out(e.node("Slice", [x, b.ints(f"{e.name}/starts", [-1]), b.ints(f"{e.name}/ends", [_INT64_MIN]),
+                                      b.ints(f"{e.name}/axes", [axis]), b.ints(f"{e.name}/steps", [-1])]), perm)
+    sizes = _static(e, tuple(t.shape[1:]), "per_image_standardization")
+    mean = b.reduce("ReduceMean", x, [1, 2, 3], keepdims=True, name=e.sub("mean"))
+    centered = e.node("Sub", [x, mean], "centered")
+    variance = b.reduce("ReduceMean", e.node("Mul", [centered, centered], "squares"), [1, 2, 3], keepdims=True,
+                        name=e.sub("variance"))
+    floor = e.scalar(1.0 / np.sqrt(float(np.prod(sizes))), "floor")
+    scale = e.node("Max", [e.node("Sqrt", [variance], "std"), floor], "adjusted_std")
+    return e.out(e.node("Div", [centered, scale]), perm)
 
 
 def _norm(e: _Emit, function: str, t: Tensor, a: dict[str, Any]) -> list[Tensor]:
