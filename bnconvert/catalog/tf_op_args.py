@@ -199,6 +199,7 @@ def tf_axes(value: Any, rank: int) -> list[int] | None:
 
 
 def tf_axis(value: Any, rank: int, default: int = 0) -> int:
+    """One TensorFlow ``axis`` (``default`` when None) as a non-negative axis of a rank-``rank`` tensor."""
     if value is None:
         value = default
     if not isinstance(value, int) or isinstance(value, bool) or not -rank <= value < rank:
@@ -207,10 +208,12 @@ def tf_axis(value: Any, rank: int, default: int = 0) -> int:
 
 
 def operand_shape(value: Any) -> Shape:
+    """The shape of a tensor argument (:class:`Operand`) or of a constant."""
     return value.shape if isinstance(value, Operand) else tuple(np.shape(value))
 
 
 def int_list(value: Any, what: str) -> list[int]:
+    """A constant integer or list of integers (``shape``, ``multiples``, ``perm`` ...) as a list."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
@@ -250,20 +253,20 @@ def cast_kind(dtype: Any) -> str:
 
 
 def split_sizes(a: dict[str, Any], size: int | None) -> list[int | None]:
+    """The sizes ``tf.split`` cuts an axis of ``size`` into (None where ``size`` is unknown):
+    ``num_or_size_splits`` equal parts, or the sizes given (one ``-1`` takes the rest)."""
     spec = a.get("num_or_size_splits")
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        if size is None:
-            return [None] * spec
-        if spec <= 0 or size % spec:
+    if known(spec):
+        if spec <= 0 or (size is not None and size % spec):
             raise TfOpProblem(f"num_or_size_splits {spec} does not divide the axis of size {size}")
-        return [size // spec] * spec
+        return [None if size is None else size // spec] * spec
     sizes = int_list(spec, "num_or_size_splits")
-    if sizes.count(-1) > 1:
-        raise TfOpProblem(f"num_or_size_splits {sizes} has more than one -1")
-    if -1 in sizes:
-        rest = None if size is None else size - sum(s for s in sizes if s != -1)
-        return [rest if s == -1 else s for s in sizes]
-    return list(sizes)
+    if sizes.count(-1) > 1 or any(s < -1 for s in sizes):
+        raise TfOpProblem(f"num_or_size_splits {sizes} is not a list of sizes with at most one -1")
+    rest = None if size is None else size - sum(s for s in sizes if s != -1)
+    if rest is not None and (rest < 0 or (-1 not in sizes and rest != 0)):
+        raise TfOpProblem(f"num_or_size_splits {sizes} does not add up to the axis of size {size}")
+    return [rest if s == -1 else s for s in sizes]
 
 
 def repeat_axis(a: dict[str, Any], rank: int) -> int:
@@ -373,6 +376,7 @@ def pool_window(a: dict[str, Any], n: int) -> tuple[tuple[int, ...], tuple[int, 
 
 
 def known(d: Any) -> bool:
+    """Whether ``d`` is a known size (an int, not None or a bool)."""
     return isinstance(d, int) and not isinstance(d, bool)
 
 
