@@ -37,7 +37,7 @@ from .record import CallContext, defines
 from .util import f64
 
 __all__ = ["BINARY", "REDUCTIONS", "UNARY", "OperationProblem", "einsum_parts", "expand_axes", "index_shape",
-           "norm_order", "normalise_index", "numpy_dtype", "permutation", "reduction_axes", "reshape_target", "split_sizes", "squeeze_axes"]
+           "norm_order", "normalise_index", "numpy_dtype", "pad_widths", "permutation", "reduction_axes", "reshape_target", "split_sizes", "squeeze_axes"]
 
 _K = "keras.ops."
 
@@ -578,6 +578,78 @@ def repeat(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndar
     if not isinstance(r, int) or axis is None:
         raise _problem(layer, "repeats per element, or over the flattened tensor, are not supported")
     return [np.repeat(_f(x), r, axis=int(axis))]
+
+
+@defines(_K + "cumsum", shape=same_shape, weights=no_weights)
+def cumsum(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    (x,) = _operands(layer, xs, ctx, 1)
+    axis = layer.config.get("axis")
+    if axis is None or layer.config.get("dtype") is not None:
+        raise _problem(layer, "cumsum over the flattened tensor, or with a dtype, is not supported")
+    x = np.asarray(x)
+    return [np.cumsum(x.astype(np.int64) if x.dtype == np.bool_ else x, axis=int(axis))]
+
+
+def _take_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    x, indices = _operand_shapes(c, shapes)[:2]
+    axis = int(c["axis"]) % len(x)
+    return [(*x[:axis], *indices, *x[axis + 1:])]
+
+
+@defines(_K + "take", shape=_take_shape, weights=no_weights)
+def take(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """``take(x, indices, axis)``: a negative index counts from the end (Keras fixes them so on every backend)."""
+    x, indices = _operands(layer, xs, ctx, 2)
+    if layer.config.get("axis") is None:
+        raise _problem(layer, "take from the flattened tensor (axis None) is not supported")
+    x, indices = np.asarray(x), np.asarray(indices).astype(np.int64)
+    return [np.take(x, indices, axis=int(layer.config["axis"]))]
+
+
+def _one_hot_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    x = list(shapes[0])
+    x.insert(int(c.get("axis", -1)) % (len(x) + 1), int(c["num_classes"]))
+    return [tuple(x)]
+
+
+@defines(_K + "one_hot", shape=_one_hot_shape, weights=no_weights)
+def one_hot(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """``tf.one_hot`` of the indices as integers: an index outside ``[0, num_classes)`` is all zeros."""
+    (x,) = _operands(layer, xs, ctx, 1)
+    c = layer.config
+    if c.get("sparse"):
+        raise _problem(layer, "a sparse one-hot is not supported")
+    n = int(c["num_classes"])
+    index = np.asarray(x).astype(np.int64)
+    hot = (index[..., None] == np.arange(n)).astype(numpy_dtype(c.get("dtype") or "float32"))
+    return [np.moveaxis(hot, -1, int(c.get("axis", -1)) % (index.ndim + 1))]
+
+
+def pad_widths(value: Any, rank: int) -> list[tuple[int, int]]:
+    """numpy's ``pad_width`` (one pair, one per axis, or one number) as a pair per axis."""
+    arr = np.asarray(value, dtype=np.int64)
+    return [tuple(int(v) for v in row) for row in np.broadcast_to(arr.reshape(-1, 2) if arr.size == 2 or arr.ndim == 2
+                                                                    else arr.reshape(-1, 1), (rank, 2))]
+
+
+def _pad_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
+    x = shapes[0]
+    return [tuple(None if d is None else d + a + b for d, (a, b) in zip(x, pad_widths(c["pad_width"], len(x))))]
+
+
+@defines(_K + "pad", shape=_pad_shape, weights=no_weights)
+def pad(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
+    """``tf.pad`` (the only modes Keras' TensorFlow backend has: constant, reflect, symmetric)."""
+    args, kwargs = ctx.arguments(xs)
+    x = np.asarray(args[0])
+    value = args[1] if len(args) > 1 else kwargs.get("constant_values")
+    mode = str(layer.config.get("mode", "constant"))
+    widths = pad_widths(layer.config["pad_width"], x.ndim)
+    if mode == "constant":
+        return [np.pad(x, widths, mode="constant", constant_values=0 if value is None else value)]
+    if mode in ("reflect", "symmetric"):
+        return [np.pad(x, widths, mode=mode)]
+    raise _problem(layer, f"mode {mode!r} is not supported")
 
 
 # -- dtypes and selection ---------------------------------------------------------------------

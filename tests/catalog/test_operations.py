@@ -69,6 +69,9 @@ def _models() -> dict[str, Any]:
         ops.repeat(a, 2, axis=2), ops.repeat(a, 3, axis=1),
         ops.flip(a, axis=1), ops.flip(a), ops.swapaxes(a, 1, 2), ops.moveaxis(a, 1, -1),
         ops.moveaxis(ops.expand_dims(a, 1), [1, 2], [3, 1]),
+        ops.cumsum(a, axis=1), ops.take(a, [2, 0, -1], axis=1), ops.take(a, ops.cast(ops.abs(b[:, 0, :2]) * 3, "int32"), axis=2),
+        ops.pad(a, [[0, 0], [1, 2], [2, 0]]), ops.pad(a, [[0, 0], [1, 1], [0, 3]], constant_values=0.5),
+        ops.pad(a, [[0, 0], [2, 1], [1, 1]], mode="reflect"), ops.pad(a, [[0, 0], [2, 1], [1, 1]], mode="symmetric"),
     ]
     typed = [
         a > b, a >= 0.2, ops.less(a, b), ops.less_equal(a, 0.0), ops.equal(ops.round(a), ops.round(b)),
@@ -78,6 +81,8 @@ def _models() -> dict[str, Any]:
         ops.cast(a > 0, "float32") * b, ops.cast(a * 3, "int32") + 2, ops.cast(a * 3, "int32") / 2,
         ops.argmax(a, axis=1), ops.argmin(a, axis=-1, keepdims=True), ops.any(a > 1, axis=-1), ops.all(a > -2, axis=[1, 2]),
         ops.zeros_like(a), ops.ones_like(a), ops.ones_like(a, dtype="int32"),
+        ops.one_hot(ops.cast(a * 2, "int32"), 4), ops.one_hot(ops.cast(b * 2 + 1, "int32"), 3, axis=1),
+        ops.cumsum(a > 0, axis=-1),
     ]
     x = keras.Input((5, 5, 3), name="img")
     h = L.Conv2D(4, 3, padding="same", name="conv")(x)
@@ -211,9 +216,9 @@ def test_keras3_call_arguments_are_kept_with_tensor_placeholders() -> None:
 
 
 def test_an_operation_without_semantics_is_refused_by_its_name() -> None:
-    model = build_model(_functional(_op("Cumsum", "cumsum_3", [_tensor("x")], axis=1), outputs=[["cumsum_3", 0, 0]]))
+    model = build_model(_functional(_op("Cumprod", "cumprod_3", [_tensor("x")], axis=1), outputs=[["cumprod_3", 0, 0]]))
     model.source = None
-    with pytest.raises(UnsupportedLayerError, match=r"'cumsum_3' \(keras\.ops\.cumsum: bnconvert has no semantics"):
+    with pytest.raises(UnsupportedLayerError, match=r"'cumprod_3' \(keras\.ops\.cumprod: bnconvert has no semantics"):
         run_reference(model, [np.zeros((2, 4))])
 
 
@@ -227,7 +232,7 @@ def test_dead_mask_operations_are_dropped_live_ones_run() -> None:
     """Keras 3 records the mask it computed for a call as operations nothing reads (NotEqual after a
     mask_zero Embedding): the reference drops them, whatever their class."""
     model = build_model(_functional(
-        _op("Cumsum", "dead", [_tensor("x")], axis=1),
+        _op("Cumprod", "dead", [_tensor("x")], axis=1),
         _op("Add", "add", [_tensor("x"), 1.5]),
         outputs=[["add", 0, 0]]))
     runner = ReferenceRunner("hand_built.keras", model=model)

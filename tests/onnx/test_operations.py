@@ -87,9 +87,9 @@ def _load(path: Path) -> Any:
 
 
 def test_an_operation_without_conversion_is_named_the_users_way() -> None:
-    model = build_model(_functional(_op("Cumsum", "cumsum_1", [_tensor("x")], axis=1),
-                                    _op("Add", "add", [_tensor("cumsum_1"), 1.0]), outputs=[["add", 0, 0]]))
-    with pytest.raises(UnsupportedLayerError, match=r"'cumsum_1' \(keras\.ops\.cumsum: bnconvert has no ONNX conversion"):
+    model = build_model(_functional(_op("Cumprod", "cumprod_1", [_tensor("x")], axis=1),
+                                    _op("Add", "add", [_tensor("cumprod_1"), 1.0]), outputs=[["add", 0, 0]]))
+    with pytest.raises(UnsupportedLayerError, match=r"'cumprod_1' \(keras\.ops\.cumprod: bnconvert has no ONNX conversion"):
         to_onnx(model)
 
 

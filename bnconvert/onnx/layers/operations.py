@@ -26,6 +26,7 @@ from ...catalog.operations import (
     expand_axes,
     norm_order,
     normalise_index,
+    pad_widths,
     permutation,
     reduction_axes,
     reshape_target,
@@ -545,6 +546,95 @@ def repeat(b: Builder, call: Call) -> list[Tensor]:
     y = b.node("Tile", [y, b.ints(f"{n}/repeats", [r if i == axis + 1 else 1 for i in range(rank + 1)])], name=f"{n}/tile")
     shape = [0] * axis + [-1] + after  # Reshape's 0 keeps the input's size of the leading axes
     return [_out(b, call, b.node("Reshape", [y, b.ints(f"{n}/shape", shape)], name=n), elem)]
+
+
+@converts(_K + "cumsum")
+def cumsum(b: Builder, call: Call) -> list[Tensor]:
+    x, elem = _one(b, call)
+    axis = call.config.get("axis")
+    if axis is None or call.config.get("dtype") is not None:
+        raise refuse(call, "cumsum over the flattened tensor, or with a dtype, is not supported")
+    if elem == BOOL:
+        x, elem = b.node("Cast", [x], name=f"{call.name}/int", to=INT64), INT64
+    axis_value = b.const(f"{call.name}/axis", np.int64(int(axis) % call.x.rank), np.int64)
+    return [_out(b, call, b.node("CumSum", [x, axis_value], name=call.name), elem)]
+
+
+@converts(_K + "take")
+def take(b: Builder, call: Call) -> list[Tensor]:
+    """``take``: a Gather (ONNX counts negative indices from the end, as Keras does)."""
+    args, kwargs = call.op_args or ([], {})
+    values = [*args, *(kwargs[k] for k in ("indices",) if k in kwargs)]
+    if len(values) != 2 or not isinstance(values[0], TensorArg) or call.config.get("axis") is None:
+        raise refuse(call, "take from a constant, or from the flattened tensor (axis None), is not supported")
+    t = call.inputs[values[0].index]
+    idx = values[1]
+    if isinstance(idx, TensorArg):
+        it = call.inputs[idx.index]
+        indices = _cast(b, b.view(it, identity(it.rank)), value_type(it), INT64, f"{call.name}/indices")
+    else:
+        indices = b.const(f"{call.name}/indices", np.asarray(idx), np.int64)
+    y = b.node("Gather", [b.view(t, identity(t.rank)), indices], name=call.name, axis=int(call.config["axis"]) % t.rank)
+    return [_out(b, call, y, value_type(t))]
+
+
+@converts(_K + "one_hot")
+def one_hot(b: Builder, call: Call) -> list[Tensor]:
+    """``tf.one_hot``: ``index == range(num_classes)`` on a new axis (an index out of range is all
+    zeros, where ONNX OneHot would count a negative one from the end)."""
+    x, elem = _one(b, call)
+    c, n = call.config, call.name
+    want = _onnx_type(c.get("dtype") or "float32")
+    if c.get("sparse") or want is None:
+        raise refuse(call, "a sparse one-hot, or its dtype, is not supported")
+    index = _cast(b, x, elem, INT64, f"{n}/int")
+    rank = call.x.rank
+    classes = b.const(f"{n}/classes", np.arange(int(c["num_classes"]), dtype=np.int64), np.int64)
+    hot = b.node("Equal", [b.node("Unsqueeze", [index, b.ints(f"{n}/last", [rank])], name=f"{n}/expand"), classes],
+                 name=f"{n}/equal")
+    axis = int(c.get("axis", -1)) % (rank + 1)
+    if axis != rank:
+        perm = [*range(axis), rank, *range(axis, rank)]
+        hot = b.node("Transpose", [hot], name=f"{n}/move", perm=perm)
+    return [_out(b, call, b.node("Cast", [hot], name=n, to=want), want)]
+
+
+@converts(_K + "pad")
+def pad(b: Builder, call: Call) -> list[Tensor]:
+    args, kwargs = call.op_args or ([], {})
+    value = args[1] if len(args) > 1 else kwargs.get("constant_values")
+    if isinstance(value, TensorArg):
+        raise refuse(call, "a tensor as the padding value is not supported")
+    x, elem = _one(b, call)
+    mode = str(call.config.get("mode", "constant"))
+    if mode not in ("constant", "reflect", "symmetric"):
+        raise refuse(call, f"mode {mode!r} is not supported")
+    widths = pad_widths(call.config["pad_width"], call.x.rank)
+    if mode == "symmetric":  # ONNX Pad has no such mode: the mirrored edges, edge entry included, concatenated
+        return [_out(b, call, _symmetric_pad(b, x, widths, call.name), elem)]
+    pads = b.ints(f"{call.name}/pads", [a for a, _ in widths] + [z for _, z in widths])
+    inputs = [x, pads]
+    if mode == "constant" and value is not None:
+        inputs.append(b.const(f"{call.name}/value", np.asarray(value), _NUMPY[elem]))
+    return [_out(b, call, b.node("Pad", inputs, name=call.name, mode=mode), elem)]
+
+
+def _mirrored(b: Builder, x: str, axis: int, start: int, end: int, n: str) -> str:
+    """``x[start:end:-1]`` along ``axis``."""
+    return b.node("Slice", [x, b.ints(f"{n}/start", [start]), b.ints(f"{n}/end", [end]), b.ints(f"{n}/axes", [axis]),
+                            b.ints(f"{n}/step", [-1])], name=n)
+
+
+def _symmetric_pad(b: Builder, x: str, widths: list[tuple[int, int]], name: str) -> str:
+    """``tf.pad(mode="SYMMETRIC")``: per axis, ``x[a-1::-1]`` before and ``x[:-z-1:-1]`` after."""
+    for axis, (before, after) in enumerate(widths):
+        if not before and not after:
+            continue
+        n = f"{name}/axis{axis}"
+        parts = ([_mirrored(b, x, axis, before - 1, -_BIG, f"{n}/before")] if before else []) + [x] + (
+            [_mirrored(b, x, axis, -1, -after - 1, f"{n}/after")] if after else [])
+        x = b.node("Concat", parts, name=n, axis=axis)
+    return x
 
 
 # -- dtypes and selection ---------------------------------------------------------------------
