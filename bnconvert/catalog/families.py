@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from . import (
     activations,
+    array_ops,
     attention,
     audio,
     categorical,
@@ -26,5 +27,5 @@ from . import (
     wrappers,
 )
 
-__all__ = ["activations", "attention", "audio", "categorical", "conv", "conv_lstm", "dense", "legacy_layers", "merge", "misc", "normalization", "operations", "pooling", "preprocessing",
+__all__ = ["activations", "array_ops", "attention", "audio", "categorical", "conv", "conv_lstm", "dense", "legacy_layers", "merge", "misc", "normalization", "operations", "pooling", "preprocessing",
            "recurrent", "reshape", "scoring", "spatial", "tf_ops", "wrappers"]

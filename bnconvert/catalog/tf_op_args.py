@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..model import OP_ARGS, Layer
+from .array_ops import normalise_index
 from .facts import CALL_KWARGS, Shape
-from .operations import normalise_index
 from .preprocessing import RESIZE_METHODS, ResizePlan
 
 __all__ = [

@@ -51,8 +51,8 @@ from .activations import (
     softmax,
     softplus,
 )
+from .array_ops import index_shape, reshape_target
 from .facts import Shape, broadcast, conv_output_length, no_weights
-from .operations import index_shape, reshape_target
 from .pooling import pool_nd
 from .record import CallContext, defines
 from .tf_op_args import (
