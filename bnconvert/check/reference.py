@@ -186,6 +186,21 @@ class _Executor:
         return outs, output_masks(record, layer, xs, context, len(outs))
 
 
+def _per_sample(layer: Layer) -> bool:
+    """An element-wise Keras 3 operation (``x + 3.0``, ``relu``, ``cast``, ``where``): each
+    sample's output depends on that sample alone. Other operations are not assumed to be."""
+    from ..catalog.operations import BINARY, UNARY
+
+    name = layer.class_name.removeprefix("keras.ops.")
+    return layer.class_name.startswith("keras.ops.") and (
+        name in BINARY or name in UNARY or name in _ELEMENTWISE_WITH_CONFIG)
+
+
+#: element-wise Keras 3 operations whose config holds parameters (not axes)
+_ELEMENTWISE_WITH_CONFIG = frozenset({"clip", "round", "elu", "celu", "leaky_relu", "gelu", "squareplus", "cast", "where",
+                                      "zeros_like", "ones_like"})
+
+
 def _unrunnable(layer: Layer) -> str:
     """Why the reference cannot run ``layer``, after its name: an operation named the user's way."""
     if is_operation(layer):
@@ -300,8 +315,11 @@ class ReferenceRunner(Runner):
 
     def _mixes_samples(self) -> bool:
         """Whether some layer's output for one sample depends on the others (Keras 1 BN mode 2
-        uses the batch's statistics; an ``axis`` of 0 acts across the batch)."""
+        uses the batch's statistics; an ``axis`` of 0 acts across the batch; an operation layer
+        other than an element-wise one may reshape, reduce or index across the batch)."""
         for _, layer, _ in self.model.walk():
+            if is_operation(layer) and not _per_sample(layer):
+                return True
             c = layer.config
             axis = c.get("axis")
             axes = [axis] if isinstance(axis, int) else list(axis) if isinstance(axis, (list, tuple)) else []

@@ -272,3 +272,13 @@ def test_every_keras3_operation_class_is_named_like_its_keras_ops_function() -> 
                 unlisted.append(cls.__name__)
     assert not wrong, wrong
     assert not unlisted, unlisted
+
+
+def test_reference_split_over_threads_keeps_batch_wide_operations_whole(operation_models: dict[str, Any]) -> None:
+    """``ops.sum(x)`` and ``ops.mean(x)`` reduce over the batch too: the reference must not run
+    slices of the batch apart (its threads); element-wise operations may be."""
+    path, xs, expected = operation_models["reductions"]
+    runner = ReferenceRunner(path, model=loaded(path))
+    runner.threads = 2
+    outs = list(runner.infer(dict(zip([s.name for s in runner.input_specs()], xs))).values())
+    assert max(_error(k, o) for k, o in zip(expected, outs)) <= TOLERANCE
