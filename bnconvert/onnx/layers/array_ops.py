@@ -357,5 +357,5 @@ def where(b: Builder, call: Call) -> list[Tensor]:
         raise refuse(call, "a constant condition is not supported")
     c = call.inputs[cond.index]
     cv = _cast(b, b.view(c, identity(c.rank)), value_type(c), BOOL, f"{call.name}/condition")
-    (x, y), elem = _promote(b, call, values[1:])
+    (x, y), elem, _ = _promote(b, call, values[1:])
     return [_out(b, call, b.node("Where", [cv, x, y], name=call.name), elem)]

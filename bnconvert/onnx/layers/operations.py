@@ -30,9 +30,10 @@ from ...catalog.operations import (
 )
 from ...model import TensorArg
 from ..builder import Builder, Call, Tensor
-from ..layout import identity
+from ..layout import Perm, identity
 from ..registry import converts, refuse
 from .activations import emit_activation
+from .merge import common_layout
 
 __all__ = ["value_type"]
 
@@ -50,9 +51,11 @@ def value_type(t: Tensor) -> int:
     return _TYPES.get(t, FLOAT)
 
 
-def _out(b: Builder, call: Call, value: str, elem: int = FLOAT, shape: tuple | None = None) -> Tensor:
+def _out(b: Builder, call: Call, value: str, elem: int = FLOAT, shape: tuple | None = None,
+         perm: Perm | None = None) -> Tensor:
+    """The call's output ``value``, held in ``perm`` (Keras' layout by default)."""
     shape = call.out_shape if shape is None else shape
-    t = b.tensor(shape, identity(len(shape)), value)
+    t = b.tensor(shape, identity(len(shape)) if perm is None else perm, value)
     if elem != FLOAT:
         _TYPES[t] = elem
     return t
@@ -83,29 +86,53 @@ def _cast(b: Builder, value: str, have: int, want: int, name: str) -> str:
     return value if have == want else b.node("Cast", [value], name=name, to=want)
 
 
-def _operands(b: Builder, call: Call, n: int, *, logical: bool = False) -> tuple[list[str], int]:
-    """The first ``n`` operands (tensors and constants, in order), in one promoted type."""
+def _operand_values(call: Call, n: int) -> list[Any]:
+    """The first ``n`` operands of the call (TensorArgs and constants, in order)."""
     args, kwargs = call.op_args or ([TensorArg(i) for i in range(len(call.inputs))], {})
     names = ("x1", "x2") if n == 2 else ("x",)
     values = list(args[:n]) + [kwargs[k] for k in names[len(args):n] if k in kwargs]
     if len(values) != n or any(v is None for v in values):
         raise refuse(call, f"expects {n} operands, the file gives {len(values)}")
-    return _promote(b, call, values, logical=logical)
+    return values
 
 
-def _promote(b: Builder, call: Call, values: list[Any], *, logical: bool = False) -> tuple[list[str], int]:
-    """``values`` (TensorArgs and constants) as ONNX values of one type: Keras' promoted one, or bool."""
+def _operands(b: Builder, call: Call, n: int, *, logical: bool = False) -> tuple[list[str], int]:
+    """The first ``n`` operands (tensors and constants, in order), in one promoted type, in Keras' layout."""
+    out, want, _ = _promote(b, call, _operand_values(call, n), logical=logical)
+    return out, want
+
+
+def _elementwise_operands(b: Builder, call: Call, n: int, *, logical: bool = False) -> tuple[list[str], int, Perm]:
+    """:func:`_operands` of an element-wise operation, in the layout its tensors are held in when
+    they all have the output's rank (``x + 3.0`` between channels-first convolutions needs no
+    Transpose), and that layout."""
+    return _promote(b, call, _operand_values(call, n), logical=logical, held=True)
+
+
+def _promote(b: Builder, call: Call, values: list[Any], *, logical: bool = False,
+             held: bool = False) -> tuple[list[str], int, Perm]:
+    """``values`` (TensorArgs and constants) as ONNX values of one type (Keras' promoted one, or
+    bool), in Keras' layout, or with ``held`` in the tensors' common layout when they all have
+    the output's rank; and that layout (constants broadcast numpy-style are laid out to match)."""
     tensors = [call.inputs[v.index] for v in values if isinstance(v, TensorArg)]
     weak = [_constant_type(v) for v in values if not isinstance(v, TensorArg)]
     want = BOOL if logical else _promoted([value_type(t) for t in tensors], weak)
+    rank = len(call.out_shape)
+    perm, views = identity(rank), [b.view(t, identity(t.rank)) for t in tensors]
+    if held and tensors and all(t.rank == rank for t in tensors):
+        perm, views = common_layout(b, tensors, call.name)
+    held_views = iter(views)
     out = []
     for i, v in enumerate(values):
         if isinstance(v, TensorArg):
             t = call.inputs[v.index]
-            out.append(_cast(b, b.view(t, identity(t.rank)), value_type(t), want, f"{call.name}/cast{i}"))
-        else:
-            out.append(b.const(f"{call.name}/constant{i}", np.asarray(v), _NUMPY[want]))
-    return out, want
+            out.append(_cast(b, next(held_views), value_type(t), want, f"{call.name}/cast{i}"))
+            continue
+        c = np.asarray(v)
+        if c.ndim and perm != identity(rank):
+            c = np.transpose(c.reshape((1,) * (rank - c.ndim) + c.shape), perm)
+        out.append(b.const(f"{call.name}/constant{i}", c, _NUMPY[want]))
+    return out, want, perm
 
 
 def _one(b: Builder, call: Call) -> tuple[str, int]:
@@ -125,28 +152,28 @@ _LOGICAL = {"logical_and": "And", "logical_or": "Or", "logical_xor": "Xor"}
                              "mod"]))
 def binary(b: Builder, call: Call) -> list[Tensor]:
     name = call.layer.class_name.removeprefix(_K)
-    (x, y), elem = _operands(b, call, 2, logical=name in _LOGICAL)
+    (x, y), elem, perm = _elementwise_operands(b, call, 2, logical=name in _LOGICAL)
     if name in _LOGICAL:
-        return [_out(b, call, b.node(_LOGICAL[name], [x, y], name=call.name), BOOL)]
+        return [_out(b, call, b.node(_LOGICAL[name], [x, y], name=call.name), BOOL, perm=perm)]
     if name in _COMPARE or name == "not_equal":
         if elem == BOOL:  # ONNX compares numbers: booleans as 0/1
             x, y = (b.node("Cast", [v], name=f"{call.name}/number{i}", to=INT32) for i, v in enumerate((x, y)))
         if name == "not_equal":
             same = b.node("Equal", [x, y], name=f"{call.name}/equal")
-            return [_out(b, call, b.node("Not", [same], name=call.name), BOOL)]
-        return [_out(b, call, b.node(_COMPARE[name], [x, y], name=call.name), BOOL)]
+            return [_out(b, call, b.node("Not", [same], name=call.name), BOOL, perm=perm)]
+        return [_out(b, call, b.node(_COMPARE[name], [x, y], name=call.name), BOOL, perm=perm)]
     if elem == BOOL:
         raise refuse(call, "arithmetic on booleans is not supported")
     if name in ("divide", "true_divide", "floor_divide", "mod"):
         if elem != FLOAT:  # Keras divides integers as floats; floor division and mod are exact on them
             x, y = (b.node("Cast", [v], name=f"{call.name}/float{i}", to=FLOAT) for i, v in enumerate((x, y)))
         if name in ("divide", "true_divide"):
-            return [_out(b, call, b.node("Div", [x, y], name=call.name))]
+            return [_out(b, call, b.node("Div", [x, y], name=call.name), perm=perm)]
         floor = b.node("Floor", [b.node("Div", [x, y], name=f"{call.name}/div")], name=f"{call.name}/floor")
         if name == "mod":  # numpy's mod takes the divisor's sign: x - floor(x / y) * y
             floor = b.node("Sub", [x, b.node("Mul", [floor, y], name=f"{call.name}/times")], name=f"{call.name}/mod")
-        return [_out(b, call, _cast(b, floor, FLOAT, elem, call.name), elem)]
-    return [_out(b, call, b.node(_ARITHMETIC[name], [x, y], name=call.name), elem)]
+        return [_out(b, call, _cast(b, floor, FLOAT, elem, call.name), elem, perm=perm)]
+    return [_out(b, call, b.node(_ARITHMETIC[name], [x, y], name=call.name), elem, perm=perm)]
 
 
 _UNARY = {"negative": "Neg", "absolute": "Abs", "sqrt": "Sqrt", "exp": "Exp", "log": "Log", "sin": "Sin",
@@ -165,42 +192,49 @@ _PARAMETERISED = ("clip", "round", "elu", "celu", "leaky_relu", "gelu", "squarep
                              "exp2", "log2", "log10", "cbrt", "trunc"]))
 def unary(b: Builder, call: Call) -> list[Tensor]:
     name = call.layer.class_name.removeprefix(_K)
+    if name in ("softmax", "log_softmax"):  # along axes of Keras' layout
+        (x,), elem = _operands(b, call, 1)
+        return [_out(b, call, _parameterised(b, call, name, _float(b, call, x, elem), call.x.rank))]
     if name == "logical_not":
-        (x,), _ = _operands(b, call, 1, logical=True)
-        return [_out(b, call, b.node("Not", [x], name=call.name), BOOL)]
-    (x,), elem = _operands(b, call, 1)
+        (x,), _, perm = _elementwise_operands(b, call, 1, logical=True)
+        return [_out(b, call, b.node("Not", [x], name=call.name), BOOL, perm=perm)]
+    (x,), elem, perm = _elementwise_operands(b, call, 1)
     if elem == BOOL or (elem != FLOAT and (name in _FLOAT_ONLY or name in _ACTIVATIONS or name in _PARAMETERISED)):
         x, elem = b.node("Cast", [x], name=f"{call.name}/float", to=FLOAT), FLOAT
     if name in _UNARY:
-        return [_out(b, call, b.node(_UNARY[name], [x], name=call.name), elem)]
+        return [_out(b, call, b.node(_UNARY[name], [x], name=call.name), elem, perm=perm)]
     one = b.const(f"{call.name}/one", np.ones((), _NUMPY[elem]), _NUMPY[elem]) if elem != BOOL else ""
     if name == "square":
-        return [_out(b, call, b.node("Mul", [x, x], name=call.name), elem)]
+        return [_out(b, call, b.node("Mul", [x, x], name=call.name), elem, perm=perm)]
     if name == "log1p":
-        return [_out(b, call, b.node("Log", [b.node("Add", [x, one], name=f"{call.name}/plus1")], name=call.name))]
+        return [_out(b, call, b.node("Log", [b.node("Add", [x, one], name=f"{call.name}/plus1")], name=call.name), perm=perm)]
     if name == "expm1":
-        return [_out(b, call, b.node("Sub", [b.node("Exp", [x], name=f"{call.name}/exp"), one], name=call.name))]
+        return [_out(b, call, b.node("Sub", [b.node("Exp", [x], name=f"{call.name}/exp"), one], name=call.name), perm=perm)]
     if name in ("log2", "log10"):
         scale = b.const(f"{call.name}/scale", np.float32(1.0 / np.log(2.0 if name == "log2" else 10.0)))
-        return [_out(b, call, b.node("Mul", [b.node("Log", [x], name=f"{call.name}/ln"), scale], name=call.name))]
+        return [_out(b, call, b.node("Mul", [b.node("Log", [x], name=f"{call.name}/ln"), scale], name=call.name), perm=perm)]
     if name == "exp2":
-        return [_out(b, call, b.node("Pow", [b.const(f"{call.name}/two", np.float32(2.0)), x], name=call.name))]
+        return [_out(b, call, b.node("Pow", [b.const(f"{call.name}/two", np.float32(2.0)), x], name=call.name), perm=perm)]
     if name == "cbrt":  # sign(x) |x|^(1/3): Pow of a negative base is NaN
         root = b.node("Pow", [b.node("Abs", [x], name=f"{call.name}/abs"), b.const(f"{call.name}/third", np.float32(1 / 3))],
                       name=f"{call.name}/root")
-        return [_out(b, call, b.node("Mul", [b.node("Sign", [x], name=f"{call.name}/sign"), root], name=call.name))]
+        return [_out(b, call, b.node("Mul", [b.node("Sign", [x], name=f"{call.name}/sign"), root], name=call.name), perm=perm)]
     if name == "trunc":
         if elem != FLOAT:
-            return [_out(b, call, b.node("Identity", [x], name=call.name), elem)]
+            return [_out(b, call, b.node("Identity", [x], name=call.name), elem, perm=perm)]
         down = b.node("Floor", [b.node("Abs", [x], name=f"{call.name}/abs")], name=f"{call.name}/floor")
-        return [_out(b, call, b.node("Mul", [b.node("Sign", [x], name=f"{call.name}/sign"), down], name=call.name))]
+        return [_out(b, call, b.node("Mul", [b.node("Sign", [x], name=f"{call.name}/sign"), down], name=call.name), perm=perm)]
     if name == "rsqrt":
-        return [_out(b, call, b.node("Reciprocal", [b.node("Sqrt", [x], name=f"{call.name}/sqrt")], name=call.name))]
+        return [_out(b, call, b.node("Reciprocal", [b.node("Sqrt", [x], name=f"{call.name}/sqrt")], name=call.name), perm=perm)]
     rank = call.x.rank
     if name in _ACTIVATIONS:
         return [_out(b, call, emit_activation(b, name, x, node=call.name, out=call.name, axis=rank - 1,
-                                              generation=3))]
-    return [_out(b, call, _parameterised(b, call, name, x, rank))]
+                                              generation=3), perm=perm)]
+    return [_out(b, call, _parameterised(b, call, name, x, rank), perm=perm)]
+
+
+def _float(b: Builder, call: Call, x: str, elem: int) -> str:
+    return x if elem == FLOAT else b.node("Cast", [x], name=f"{call.name}/float", to=FLOAT)
 
 
 def _parameterised(b: Builder, call: Call, name: str, x: str, rank: int) -> str:
