@@ -217,6 +217,12 @@ def _configs_of_real_files() -> list[tuple[str, dict]]:
     return out
 
 
+#: fixtures made as a third-party package writes them (bnconvert runs their published semantics;
+#: Keras, which would need the package, is never handed them): what they name outside Keras
+_THIRD_PARTY = {"norm_tfa_instance.h5": ([], ["Addons>InstanceNormalization"]),
+                "norm_tfa_instance.keras": (["tensorflow_addons.layers.normalizations"], ["Addons>InstanceNormalization"])}
+
+
 def test_real_files_name_nothing_outside_keras() -> None:
     """The fixtures and the corpora (when present): every module and registered name is allowed,
     and the only code found is in the files that do have Lambda layers."""
@@ -227,8 +233,9 @@ def test_real_files_name_nothing_outside_keras() -> None:
         modules, names = foreign_references(config)
         # a tf.keras Lambda names the module its function was defined in (``__main__`` in a script):
         # part of the code already found, never imported (the file is refused for its code)
-        assert (modules if not code else [m for m in modules if m != "__main__"], names) == ([], []), name
-        assert not code or all("Lambda" in c or "function_type" in c for c in code), (name, code)
+        expected = _THIRD_PARTY.get(name, ([], []))
+        assert (modules if not code else [m for m in modules if m != "__main__"], names) == expected, name
+        assert not code or all(any(w in c for w in ("Lambda", "function_type", "__lambda__")) for c in code), (name, code)
 
 
 def test_code_that_hides_in_other_places() -> None:
