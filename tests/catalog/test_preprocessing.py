@@ -284,8 +284,8 @@ def refused_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("refused")
     i = keras.Input((3,), dtype="string")
     j = keras.Input((6, 6, 3))
-    models = {"StringLookup": keras.Model(i, L.StringLookup(vocabulary=["a", "b", "c"])(i)),
-              "RandomCrop": keras.Model(j, L.Dense(2)(L.RandomCrop(4, 4)(j)))}
+    models = {"StringLookup": keras.Model(i, L.StringLookup(vocabulary=["a", "b", "c"], name="string_lookup")(i)),
+              "RandomCrop": keras.Model(j, L.Dense(2)(L.RandomCrop(4, 4, name="random_crop")(j)))}
     for name, model in models.items():
         model.save(folder / f"{name}.keras")
     return {name: folder / f"{name}.keras" for name in models}
