@@ -41,6 +41,7 @@ from ...model import resolve_args
 from ..builder import Builder, Call, Tensor
 from ..layout import Perm, channels_first, identity, position
 from ..registry import converts, refuse
+from .audio import atan2
 from .conv import window_pads
 from .merge import common_layout
 from .preprocessing import _apply_plan as apply_resize_plan
@@ -206,16 +207,8 @@ def _elementwise(e: _Emit, function: str, a: dict[str, Any]) -> Tensor | None:
 
 
 def _atan2(e: _Emit, *, y: str, x: str) -> str:
-    """``atan2(y, x)`` (ONNX has none): ``atan(y / x)``, plus pi where x < 0 and y >= 0, minus pi
-    where x < 0 and y < 0; ``sign(y) * pi / 2`` where x == 0."""
-    zero = e.scalar(0.0, "zero")
-    base = e.node("Atan", [e.node("Div", [y, x], "ratio")], "atan")
-    pi = e.node("Mul", [e.node("Where", [e.node("Less", [y, zero], "y_negative"), e.scalar(-1.0, "minus_one"),
-                                         e.scalar(1.0, "plus_one")], "y_sign"), e.scalar(np.pi, "pi")], "signed_pi")
-    shifted = e.node("Where", [e.node("Less", [x, zero], "x_negative"), e.node("Add", [base, pi], "shifted"), base],
-                     "quadrant")
-    half = e.node("Mul", [e.node("Sign", [y], "sign"), e.scalar(np.pi / 2, "half_pi")], "vertical")
-    return e.node("Where", [e.node("Equal", [x, zero], "x_zero"), half, shifted])
+    """``tf.math.atan2``, numpy's (ONNX has no such operator): :func:`.audio.atan2`."""
+    return atan2(e.b, y, x, e.name)
 
 
 def _gelu(e: _Emit, x: str, approximate: bool) -> str:
