@@ -105,8 +105,9 @@ def params(test: str) -> list[Any]:
     """The cases of one test (``NOT_YET`` pairs left out), slow ones marked."""
     return [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.slow else [])
             for c in CASES if (c.name, test) not in NOT_YET]
-# not here: the MultiHeadAttention / TFOpLambda files (#7, #8: issue 16) and the weights-only
-# textgenrnn file (#12: no architecture; test_weights_only_cudnn_file_is_refused_in_one_line)
+# not here: the MultiHeadAttention / TFOpLambda files (#7 in test_tf_ops_e2e.py, #8 in
+# test_attention_e2e.py) and the weights-only textgenrnn file (#12: no architecture;
+# test_weights_only_cudnn_file_is_refused_in_one_line)
 
 
 # -- the work on one file (also run in the tf-keras child) ---------------------------------------
