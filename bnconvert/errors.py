@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BnconvertError",
-    "FormatError",
-    "UnsupportedLayerError",
-    "FoldError",
     "EquivalenceError",
-    "OutputError",
+    "FoldError",
+    "FormatError",
     "InternalError",
+    "OutputError",
+    "UnsupportedLayerError",
 ]
 
 
@@ -36,9 +38,15 @@ class FoldError(BnconvertError):
 
 
 class EquivalenceError(BnconvertError):
-    """Two models that should agree numerically do not."""
+    """Two models that should agree numerically do not (or, with ``require_check``, no check could
+    say whether they do). ``report`` is what the run that raised it had done: a fold or export
+    report, or the check's own result; the CLI prints it once, the message stays short."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class OutputError(BnconvertError):
