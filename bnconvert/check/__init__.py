@@ -1,11 +1,13 @@
 """Numerical equivalence: run two models on the same inputs and compare every output.
 
 - :func:`verify`: any two of a Keras file, a folded Keras file and an ONNX file
-  (``bnconvert verify A B``), Polygraphy's element rule and defaults (atol = rtol = 1e-5, an
-  element fails only when it exceeds both), with ``locate`` to name the first diverging layer.
+  (``bnconvert verify A B``), with ``locate`` to name the first diverging layer.
 - :func:`check_written` / :func:`check_export`: the checks ``fold`` and ``export`` run on what
   they wrote, against Keras when TensorFlow is installed, else bnconvert's float64 reference
   (:class:`ReferenceRunner`: the model in numpy from the layer catalog, no ONNX involved).
+
+All three pass by one rule, ``|A-B| <= atol + rtol * max|A|`` for every output, with the same
+defaults (:data:`DEFAULT_ATOL`, :data:`DEFAULT_RTOL`; :mod:`.compare` says why this rule).
 
 Runners (``runners``, ``keras_runner``) share one call, ``infer(feeds) -> outputs``; the
 comparison (``compare``) knows nothing about them. TensorFlow is imported only by the Keras runner.
@@ -14,6 +16,8 @@ comparison (``compare``) knows nothing about them. TensorFlow is imported only b
 from __future__ import annotations
 
 from .compare import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
     CompareResult,
     DiffStats,
     OutputComparison,
@@ -31,13 +35,13 @@ from .inputs import (
 from .keras_runner import KerasRunner
 from .locate import LayerDiff, LocateResult, locate_divergence
 from .reference import ReferenceRunner
-from .results import EXPORT_TOLERANCE, FOLD_TOLERANCE, CheckResult, VerifyResult
+from .results import CheckResult, VerifyResult
 from .runners import OnnxRunner, Runner, RunnerUnavailable
 from .verify import check_export, check_written, file_kind, open_runner, verify
 
 __all__ = [
-    "EXPORT_TOLERANCE",
-    "FOLD_TOLERANCE",
+    "DEFAULT_ATOL",
+    "DEFAULT_RTOL",
     "CheckResult",
     "CompareResult",
     "DiffStats",

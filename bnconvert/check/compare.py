@@ -1,14 +1,21 @@
-"""Compare two sets of named outputs element by element, the way Polygraphy does.
+"""Compare two sets of named outputs: the one pass rule of ``fold``, ``export`` and ``verify``.
 
-An element *fails* only when it exceeds **both** tolerances (Polygraphy's convention)::
+An output passes when every element satisfies::
 
-    |a - b| > atol   and   |a - b| / |a| > rtol
+    |a - b| <= atol + rtol * max|a|
 
-``a`` is the reference (the first model). The relative difference of an element whose reference
-is 0 is 0 when the difference is 0 too, else infinite. NaN anywhere fails; an infinity fails
-unless the other side holds the same infinity at the same place. The statistics (max, mean,
-median, p90, p95, p99 of the absolute and relative differences) are computed in float64 over the
-elements that are finite on both sides. Nothing here knows about runners or model formats.
+``a`` is the reference (the first model) and ``max|a|`` the largest magnitude of that output: the
+scale float32 rounding errors follow. Not ``|a|`` element by element (Polygraphy's and numpy's
+``allclose``): a float32 computation is accurate relative to the magnitudes it added up, not to
+a result that happens to come out near 0 (the logit 0.003 of a model whose logits reach 20 is
+off by 1e-6 in any float32 runtime, 3e-4 "relative"). ``atol`` covers outputs that are small
+altogether (a sigmoid of -10 is 4.5e-5: onnxruntime's Sigmoid is 1.7e-2 off relative, 1.5e-7
+absolute). :data:`DEFAULT_ATOL` and :data:`DEFAULT_RTOL` are the defaults everywhere.
+
+NaN anywhere fails; an infinity fails unless the other side holds the same infinity at the same
+place; different shapes fail. The statistics (max, mean, median, p90, p95, p99 of the absolute
+differences and of the element-wise relative ones ``|a-b|/|a|``) are information, computed in
+float64 over the elements finite on both sides. Nothing here knows about runners or formats.
 """
 
 from __future__ import annotations
@@ -22,9 +29,24 @@ import numpy as np
 
 from ..text import one_line
 
-__all__ = ["DiffStats", "OutputComparison", "CompareResult", "compare_arrays", "compare_outputs", "diff_stats"]
+__all__ = [
+    "DEFAULT_ATOL", "DEFAULT_RTOL", "DiffStats", "OutputComparison", "CompareResult", "compare_arrays",
+    "compare_outputs", "diff_stats", "rule_text",
+]
+
+#: the absolute term of the pass rule: what an output near 0 altogether may be off by
+DEFAULT_ATOL = 1e-5
+#: the relative term, times the output's largest magnitude: float32 rounding through a deep model
+#: (onnxruntime against float64 or Keras: 1e-7 to 2e-5 on the corpus) with a margin, while a real
+#: folding mistake (a wrong epsilon, a std read as a variance, a missed shift) is 1e-3 or more
+DEFAULT_RTOL = 1e-4
 
 PERCENTILES = (50, 90, 95, 99)
+
+
+def rule_text(atol: float, rtol: float) -> str:
+    """The pass rule with its numbers, as reports print it."""
+    return f"|A-B| <= atol + rtol * max|A| (atol={atol:g}, rtol={rtol:g})"
 
 
 @dataclass(frozen=True)
@@ -75,7 +97,9 @@ class OutputComparison:
     message: str = ""
     abs: DiffStats | None = None
     rel: DiffStats | None = None
-    #: elements exceeding both tolerances (NaN/unmatched Inf included) and the total
+    #: atol + rtol * max|a|: the largest |a - b| the output may have
+    bound: float = 0.0
+    #: elements beyond :attr:`bound` (NaN/unmatched Inf included) and the total
     mismatches: int = 0
     #: elements NaN or Inf on one side without the same value on the other
     nonfinite_mismatches: int = 0
@@ -86,7 +110,7 @@ class OutputComparison:
     worst_b: float | None = None
     #: index of the largest relative difference
     worst_rel_index: tuple[int, ...] | None = None
-    #: largest |a|: the scale the built-in checks divide the largest difference by
+    #: largest |a| (finite elements): the scale of the rule's relative term
     max_abs_ref: float = 0.0
     nonfinite_a: dict[str, int] = field(default_factory=dict)
     nonfinite_b: dict[str, int] = field(default_factory=dict)
@@ -95,8 +119,8 @@ class OutputComparison:
 
     @property
     def normalized_error(self) -> float:
-        """max |a - b| / max |a|: scale-free, what the fold and export checks bound (inf when the
-        shapes differ or a NaN/Inf is not matched on the other side)."""
+        """max |a - b| / max |a|: scale-free information (inf when the shapes differ or a NaN/Inf
+        is not matched on the other side)."""
         if self.abs is None or self.nonfinite_mismatches:
             return math.inf
         if self.abs.max == 0:
@@ -115,7 +139,10 @@ class OutputComparison:
             lines.append(f"  {self.message}")
         if self.abs is None or self.rel is None:
             return "\n".join(map(one_line, lines))
-        lines.append(f"  mismatches {self.mismatches}/{self.total} (|diff| > {self.atol:g} and rel > {self.rtol:g})")
+        lines.append(
+            f"  mismatches {self.mismatches}/{self.total} (|diff| > {self.atol:g} + {self.rtol:g} * max|A| {self.max_abs_ref:.4g}"
+            f" = {self.bound:.4g})"
+        )
         for title, s in (("abs diff", self.abs), ("rel diff", self.rel)):
             lines.append(
                 f"  {title}  max {s.max:.4g}  mean {s.mean:.4g}  median {s.median:.4g}  "
@@ -143,6 +170,7 @@ class OutputComparison:
             "message": self.message,
             "atol": self.atol,
             "rtol": self.rtol,
+            "bound": _json_float(self.bound),
             "mismatches": self.mismatches,
             "nonfinite_mismatches": self.nonfinite_mismatches,
             "total": self.total,
@@ -200,9 +228,11 @@ def _nonfinite(x: np.ndarray) -> dict[str, int]:
 
 
 def compare_arrays(
-    a: np.ndarray, b: np.ndarray, *, atol: float = 1e-5, rtol: float = 1e-5, name: str = "output", name_b: str | None = None
+    a: np.ndarray, b: np.ndarray, *, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, name: str = "output",
+    name_b: str | None = None,
 ) -> OutputComparison:
-    """Compare reference ``a`` with ``b`` element-wise; see the module docstring for the rule."""
+    """Compare reference ``a`` with ``b``: passes when ``|a - b| <= atol + rtol * max|a|`` everywhere
+    (see the module docstring)."""
     a, b = np.asarray(a), np.asarray(b)
     result = OutputComparison(
         name=name, name_b=name_b or name, shape_a=tuple(a.shape), shape_b=tuple(b.shape),
@@ -221,12 +251,13 @@ def compare_arrays(
         absdiff = np.where(finite, np.abs(a64 - b64), 0.0)
         ref = np.abs(a64)
         reldiff = np.where(absdiff == 0, 0.0, absdiff / ref)  # x / 0 -> inf
-    fails = ((absdiff > atol) & (reldiff > rtol)) | bad_nonfinite
+    result.max_abs_ref = float(ref[finite].max()) if finite.any() else 0.0
+    result.bound = atol + rtol * result.max_abs_ref
+    fails = (absdiff > result.bound) | bad_nonfinite
     result.mismatches = int(np.count_nonzero(fails))
     result.nonfinite_mismatches = int(np.count_nonzero(bad_nonfinite))
     result.abs = diff_stats(absdiff[finite])
     result.rel = diff_stats(reldiff[finite])
-    result.max_abs_ref = float(ref[finite].max()) if finite.any() else 0.0
     if finite.any():
         flat = np.where(finite, absdiff, -1.0)
         worst = np.unravel_index(int(np.argmax(flat)), a.shape)
@@ -261,6 +292,16 @@ class CompareResult:
         return self.passed
 
     @property
+    def worst(self) -> OutputComparison | None:
+        """The output closest to (or furthest past) its bound: the one a one-line verdict quotes."""
+        def margin(o: OutputComparison) -> float:
+            if o.abs is None or o.nonfinite_mismatches:
+                return math.inf
+            return o.abs.max / o.bound if o.bound > 0 else (math.inf if o.abs.max > 0 else 0.0)
+
+        return max(self.outputs, key=margin, default=None)
+
+    @property
     def normalized_error(self) -> float:
         """The largest ``max |a-b| / max |a|`` over the outputs (inf when one could not be compared)."""
         if not self.outputs:
@@ -270,7 +311,7 @@ class CompareResult:
     def summary(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
         ok = sum(map(bool, self.outputs))
-        lines = [f"{verdict}: {ok}/{len(self.outputs)} outputs within atol={self.atol:g}, rtol={self.rtol:g}"]
+        lines = [f"{verdict}: {ok}/{len(self.outputs)} outputs within {rule_text(self.atol, self.rtol)}"]
         lines.extend(map(one_line, self.messages))  # names are data
         lines.extend(o.summary() for o in self.outputs)
         return "\n".join(lines)
@@ -301,8 +342,8 @@ def compare_outputs(
     a: Mapping[str, np.ndarray],
     b: Mapping[str, np.ndarray],
     *,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
     pairs: Sequence[tuple[str, str]] | None = None,
 ) -> CompareResult:
     """Compare every output of ``a`` (reference) with the matching output of ``b``.

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import BnconvertError
 from ..model import Model
 from ..text import one_line
-from .compare import OutputComparison, compare_arrays
+from .compare import DEFAULT_ATOL, DEFAULT_RTOL, OutputComparison, compare_arrays
 from .layout import inverse, layout_options, transpose
 
 __all__ = ["LayerDiff", "LocateResult", "locate_divergence", "fold_correspondence"]
@@ -199,8 +199,8 @@ def locate_divergence(
     feeds_a: Mapping[str, np.ndarray],
     feeds_b: Mapping[str, np.ndarray],
     *,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
 ) -> LocateResult:
     """Compare the intermediate tensors of runners ``ra`` and ``rb`` and name the first that differs."""
     pairs, skipped = _pairs(ra, rb)

@@ -1,6 +1,11 @@
 """What a check returns: :class:`VerifyResult` (``bnconvert verify``) and :class:`CheckResult`
 (the checks fold and export run after writing). Both are truthy when the models agreed, print a
 report with ``summary()`` and serialise with ``to_dict()``; both always say what ran each side.
+
+Both pass by the one rule of :mod:`.compare` (``|A-B| <= atol + rtol * max|A|`` for every
+output): ``passed`` is the comparison's verdict, never a second one computed beside it. A check
+that could not run is a :class:`CheckResult` too (``checked`` False, ``passed`` None, the
+reason in ``message``), so that "not checked" is never mistaken for "checked".
 """
 
 from __future__ import annotations
@@ -11,15 +16,10 @@ from typing import Any
 
 from ..errors import EquivalenceError
 from ..text import one_line
-from .compare import CompareResult
+from .compare import DEFAULT_ATOL, DEFAULT_RTOL, CompareResult, rule_text
 from .locate import LocateResult
 
-__all__ = ["VerifyResult", "CheckResult", "FOLD_TOLERANCE", "EXPORT_TOLERANCE"]
-
-#: the fold check passes when max |reference - folded| / max |reference| is at most this
-FOLD_TOLERANCE = 1e-5
-#: the export check passes when max |reference - onnx| / max |reference| is at most this
-EXPORT_TOLERANCE = 1e-4
+__all__ = ["VerifyResult", "CheckResult"]
 
 
 def _fmt(x: float) -> str:
@@ -88,10 +88,11 @@ _KIND_WORDS = {"reference": "float64 reference (bnconvert, numpy)"}
 
 @dataclass
 class CheckResult:
-    """The check fold or export runs on what it wrote, before keeping it.
+    """The check fold or export runs on what it wrote, before keeping it (or why it did not run).
 
-    Passes when every output satisfies ``max |ref - out| / max |ref| <= tolerance``
-    (:data:`FOLD_TOLERANCE`, :data:`EXPORT_TOLERANCE`) with no NaN/Inf on one side only.
+    ``passed`` is the comparison's verdict (:func:`~bnconvert.check.compare.compare_outputs` with
+    ``atol`` and ``rtol``); False without a comparison when the numbers cannot say (the written
+    file does not load), None when the check did not run (``checked`` False).
     """
 
     what: str
@@ -101,38 +102,69 @@ class CheckResult:
     reference_kind: str
     candidate: str
     candidate_kind: str
-    tolerance: float
     comparison: CompareResult | None
-    passed: bool
-    #: why the check failed when the numbers cannot say (the written file does not load ...)
+    passed: bool | None
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
+    #: why it failed when the numbers cannot say (the written file does not load ...), or why
+    #: it did not run
     message: str = ""
     notes: list[str] = field(default_factory=list)
     seed: int = 1
     batch: int = 2
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    checked: bool = True
+
+    @classmethod
+    def not_run(cls, what: str, original: str, reason: str, *, atol: float = DEFAULT_ATOL,
+                rtol: float = DEFAULT_RTOL) -> CheckResult:
+        """The check that could not run, and why (``--no-check``, a Lambda no runtime may run ...)."""
+        return cls(what=what, original=original, written="", reference="", reference_kind="", candidate="",
+                   candidate_kind="", comparison=None, passed=None, atol=atol, rtol=rtol, message=reason,
+                   checked=False)
 
     def __bool__(self) -> bool:
-        return self.passed
+        return self.passed is True
+
+    @property
+    def status(self) -> str:
+        """``"passed"``, ``"FAILED"`` or ``"NOT CHECKED"``."""
+        if not self.checked:
+            return "NOT CHECKED"
+        return "passed" if self.passed else "FAILED"
 
     @property
     def error(self) -> float:
-        """The largest max |ref - out| / max |ref| over the outputs (inf when not comparable)."""
+        """The largest max |ref - out| / max |ref| over the outputs (inf when not comparable): information."""
         return self.comparison.normalized_error if self.comparison is not None else math.inf
 
     def headline(self) -> str:
-        verdict = "passed" if self.passed else "FAILED"
+        """One line: the verdict, the numbers it rests on, and what ran each side."""
+        if not self.checked:
+            return one_line(f"{self.what} check NOT CHECKED: {self.message}")
+        verdict = self.status
+        worst = self.comparison.worst if self.comparison is not None else None
+        if worst is None or worst.abs is None:
+            numbers = self.message or "no output could be compared"
+        else:
+            numbers = (f"max |diff| {_fmt(worst.abs.max)} against a bound of {_fmt(worst.bound)} "
+                       f"= {self.atol:g} + {self.rtol:g} * max |reference| {_fmt(worst.max_abs_ref)}")
+            if len(self.comparison.outputs) > 1:  # type: ignore[union-attr]
+                numbers += f" (output '{worst.name}', the closest to its bound)"
         return (
-            f"{self.what} check {verdict}: max |diff| / max |reference| = {_fmt(self.error)} "
-            f"(tolerance {self.tolerance:g}); reference: {_KIND_WORDS.get(self.reference_kind, self.reference_kind)}, "
+            f"{self.what} check {verdict}: {numbers}; reference: {_KIND_WORDS.get(self.reference_kind, self.reference_kind)}, "
             f"checked: {_KIND_WORDS.get(self.candidate_kind, self.candidate_kind)}"
         )
 
     def summary(self) -> str:
-        lines = [self.headline(), f"  reference  {self.reference}", f"  checked    {self.candidate}"]
+        if not self.checked:
+            return self.headline()
+        lines = [self.headline(), f"  reference  {self.reference}", f"  checked    {self.candidate}",
+                 f"  rule       {rule_text(self.atol, self.rtol)} for every output"]
         if self.inputs:
             shapes = ", ".join(f"{i['name']} [{'x'.join(map(str, i['shape']))}]" for i in self.inputs)
             lines.append(f"  inputs     {shapes}: uniform [0, 1) from seed {self.seed}")
-        if self.message:
+        if self.message and self.comparison is not None:
             lines.append(f"  {self.message}")
         lines.extend(f"  note       {n}" for n in self.notes)
         lines = [one_line(line) for line in lines]  # one line each: names are data
@@ -141,23 +173,28 @@ class CheckResult:
         return "\n".join(lines)
 
     def require(self) -> CheckResult:
-        """Return self when passed; raise :class:`EquivalenceError` (exit code 1) with the numbers otherwise."""
+        """Return self when passed; raise :class:`EquivalenceError` (exit code 1) with the numbers
+        otherwise (the result as its ``report``)."""
         if not self.passed:
-            raise EquivalenceError(self.summary())
+            raise EquivalenceError(self.summary(), report=self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
         error = self.error
         return {
             "what": self.what,
+            "checked": self.checked,
             "passed": self.passed,
+            "status": self.status,
             "original": self.original,
             "written": self.written,
             "reference": {"kind": self.reference_kind, "runner": self.reference},
-            "checked": {"kind": self.candidate_kind, "runner": self.candidate},
-            "tolerance": self.tolerance,
+            "candidate": {"kind": self.candidate_kind, "runner": self.candidate},
+            "atol": self.atol,
+            "rtol": self.rtol,
             "error": error if math.isfinite(error) else str(error),
             "message": self.message,
+            "reason": None if self.checked else self.message,
             "notes": list(self.notes),
             "seed": self.seed,
             "batch": self.batch,

@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import BnconvertError, FormatError
 from ..model import Model
 from ..replace import ReplacementsLike
+from .compare import DEFAULT_ATOL, DEFAULT_RTOL
 from .inputs import (
     MAX_ELEMENTS,
     InputSpec,
@@ -42,7 +43,7 @@ from .keras_runner import (
 )
 from .pairing import CHECK_DYNAMIC_SIZE, bind_inputs, fill_dynamic, run_pair
 from .reference import ReferenceRunner, blas_threads, declared_input_specs
-from .results import EXPORT_TOLERANCE, FOLD_TOLERANCE, CheckResult, VerifyResult
+from .results import CheckResult, VerifyResult
 from .runners import OnnxRunner, Runner, RunnerUnavailable
 
 __all__ = [
@@ -223,8 +224,8 @@ def verify(
     a_path: str | os.PathLike[str],
     b_path: str | os.PathLike[str],
     *,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
     seed: int = 1,
     batch: int = 1,
     value_range: tuple[float, float] = (0.0, 1.0),
@@ -238,8 +239,8 @@ def verify(
 ) -> VerifyResult:
     """Run A (the reference) and B on the same inputs and compare every output.
 
-    An element fails when ``|a-b| > atol`` **and** ``|a-b|/|a| > rtol`` (Polygraphy's rule and
-    defaults); NaN or an unmatched Inf fails. Inputs are uniform in ``value_range`` from ``seed``
+    Passes when every output satisfies ``|a-b| <= atol + rtol * max|a|`` (the one rule of fold,
+    export and verify, :mod:`bnconvert.check.compare`); NaN or an unmatched Inf fails. Inputs are uniform in ``value_range`` from ``seed``
     with batch ``batch`` (dynamic dimensions from ``input_shapes``), or read from ``inputs``
     (``.npz``/``.npy``). With ``locate``, a failure is traced to the first layer whose output
     diverges. ``ort_optimize`` turns onnxruntime's graph optimisations on for ONNX files.
@@ -298,9 +299,9 @@ def verify(
 # ------------------------------------------------------------------------------ built-in checks
 def _check(
     what: str, original: str, written: str, ref: Runner, cand: Runner, notes: list[str],
-    *, tolerance: float, seed: int, batch: int, ahead: ReferenceAhead | None = None,
+    *, atol: float, rtol: float, seed: int, batch: int, ahead: ReferenceAhead | None = None,
 ) -> CheckResult:
-    """Run reference and candidate on seeded inputs; pass when max |diff| / max |ref| <= tolerance.
+    """Run reference and candidate on seeded inputs; pass by the rule of :mod:`.compare`.
     ``ahead``: the reference already running in another thread, used when its inputs are the ones
     drawn here: the candidate then runs while it finishes."""
     binding = bind_inputs(ref.input_specs(), cand.input_specs())
@@ -314,11 +315,11 @@ def _check(
     ):
         out_b = cand.infer(binding.feeds_b(feeds))  # while the reference runs on exactly these inputs
         outputs = ahead.result().outputs
-    comparison, _ = run_pair(ref, cand, binding, feeds, atol=1e-5, rtol=1e-5, out_a=outputs, out_b=out_b)
+    comparison, _ = run_pair(ref, cand, binding, feeds, atol=atol, rtol=rtol, out_a=outputs, out_b=out_b)
     return CheckResult(
         what=what, original=original, written=written, reference=ref.describe(), reference_kind=ref.kind,
-        candidate=cand.describe(), candidate_kind=cand.kind, tolerance=tolerance, comparison=comparison,
-        passed=bool(comparison.outputs) and comparison.normalized_error <= tolerance,
+        candidate=cand.describe(), candidate_kind=cand.kind, atol=atol, rtol=rtol, comparison=comparison,
+        passed=comparison.passed,
         notes=notes + binding.notes + fill_notes + value_notes(specs), seed=seed, batch=batch, inputs=binding.rows(feeds),
     )
 
@@ -340,6 +341,8 @@ def check_written(
     written_path: str | os.PathLike[str],
     *,
     load_options: Mapping[str, Any] | None = None,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
     seed: int = 1,
     batch: int = 2,
     original_model: Model | None = None,
@@ -349,7 +352,8 @@ def check_written(
     Reference: the original in Keras when TensorFlow is installed and a current Keras loads it,
     else bnconvert's float64 reference of it. Checked: the written file in Keras when
     TensorFlow is installed (a written file Keras cannot load fails the check), else the
-    written file as read back, run by the float64 reference. Passes when max |ref - folded| / max |ref| <= :data:`FOLD_TOLERANCE` (1e-5).
+    written file as read back, run by the float64 reference. Passes when every output satisfies
+    ``|ref - folded| <= atol + rtol * max|ref|`` (:mod:`bnconvert.check.compare`).
     ``load_options`` apply to reading the original (``running_std`` ...); ``original_model`` is
     the original already read with them (used instead of reading the file again).
     """
@@ -366,7 +370,7 @@ def check_written(
         except KerasLoadError as exc:
             return CheckResult(
                 what="fold", original=original, written=written, reference=ref.describe(), reference_kind=ref.kind,
-                candidate=f"{module}: {written}", candidate_kind="keras", tolerance=FOLD_TOLERANCE, comparison=None,
+                candidate=f"{module}: {written}", candidate_kind="keras", atol=atol, rtol=rtol, comparison=None,
                 passed=False, message=f"the folded file does not load in Keras: {exc}", notes=notes, seed=seed, batch=batch,
             )
         except RunnerUnavailable as exc:
@@ -375,7 +379,7 @@ def check_written(
     else:
         cand = ReferenceRunner(written, model=model)
     del model
-    return _check("fold", original, written, ref, cand, notes, tolerance=FOLD_TOLERANCE, seed=seed, batch=batch)
+    return _check("fold", original, written, ref, cand, notes, atol=atol, rtol=rtol, seed=seed, batch=batch)
 
 
 def check_export(
@@ -383,6 +387,8 @@ def check_export(
     onnx_path: str | os.PathLike[str],
     *,
     load_options: Mapping[str, Any] | None = None,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
     seed: int = 1,
     batch: int = 2,
     original_model: Model | None = None,
@@ -391,8 +397,9 @@ def check_export(
     """Compare an exported ONNX file with the Keras file it came from (the check ``export`` runs).
 
     Reference: the source in Keras when TensorFlow is installed and a current Keras loads it
-    (not Keras 1 files), else bnconvert's float64 reference of it. Passes when
-    max |ref - onnx| / max |ref| <= :data:`EXPORT_TOLERANCE` (1e-4). ``original_model`` is the
+    (not Keras 1 files), else bnconvert's float64 reference of it. Passes when every output
+    satisfies ``|ref - onnx| <= atol + rtol * max|ref|``, the rule and defaults of ``fold``'s
+    check and ``verify`` (:mod:`bnconvert.check.compare`). ``original_model`` is the
     source already read with ``load_options`` (not read again); ``reference`` is that reference
     prepared by :func:`start_reference` (same ``seed`` and ``batch``): it runs in a second thread
     while onnxruntime loads and runs the written file.
@@ -407,7 +414,7 @@ def check_export(
         ref, notes = open_runner(source, load_options=load_options, model=original_model)
         del original_model  # onnxruntime or Keras now holds the weights: never keep them twice
     cand = OnnxRunner(written)
-    return _check("export", source, written, ref, cand, notes, tolerance=EXPORT_TOLERANCE, seed=seed, batch=batch,
+    return _check("export", source, written, ref, cand, notes, atol=atol, rtol=rtol, seed=seed, batch=batch,
                   ahead=ahead)
 
 

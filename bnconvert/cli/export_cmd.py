@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 from ..text import one_line, safe_lines
-from .options import load_kwargs, load_options, replace_options, replacements_from
+from .options import (
+    load_kwargs,
+    load_options,
+    replace_options,
+    replacements_from,
+    require_check_option,
+    tolerance_options,
+)
 
 __all__ = ["export"]
 
@@ -21,25 +29,39 @@ __all__ = ["export"]
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--no-check", is_flag=True, help="Skip the numerical check against the original model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
+@tolerance_options
+@require_check_option
 @load_options
 @replace_options
 def export(path: str, output: str, no_fold: bool, opset: int, nchw: bool, force: bool, no_check: bool, as_json: bool,
-           config: str | None, running_std: str, flip_kernels: bool | None, replace: tuple[str, ...],
+           atol: float, rtol: float, require_check: bool, config: str | None, running_std: str, flip_kernels: bool | None, replace: tuple[str, ...],
            replacements_file: str | None, plugins: tuple[str, ...]) -> None:
     """Export the Keras model PATH to ONNX.
 
     The ONNX model takes and returns tensors like the Keras model (same names and layout, dynamic
     batch size) unless --nchw. It is written only when it passes onnx.checker, shape inference and
-    the numerical check (exit 1 when that check fails); an unsupported layer stops the export
-    (exit 2) with every such layer named.
+    the numerical check, |A-B| <= atol + rtol * max|A| for every output (exit 1 when that check
+    fails; with --no-check the report says NOT CHECKED, and --require-check makes that exit 1); an
+    unsupported layer stops the export (exit 2) with every such layer named.
     """
+    from ..errors import EquivalenceError
     from ..onnx.export import export_file
 
     replacements = replacements_from(replace, replacements_file, plugins)
-    report = export_file(
-        path, output, opset=opset, nchw=nchw, fold=not no_fold, force=force, check=not no_check,
-        load_options=load_kwargs(config, running_std, flip_kernels), replacements=replacements,
-    )
+    try:
+        report = export_file(
+            path, output, opset=opset, nchw=nchw, fold=not no_fold, force=force, check=not no_check,
+            load_options=load_kwargs(config, running_std, flip_kernels), replacements=replacements,
+            atol=atol, rtol=rtol, require_check=require_check,
+        )
+    except EquivalenceError as exc:  # the report (with the check's numbers) once on stdout, the error on stderr
+        if exc.report is not None:
+            _emit(exc.report, as_json, replacements)
+        raise
+    _emit(report, as_json, replacements)
+
+
+def _emit(report: Any, as_json: bool, replacements: list[Any]) -> None:
     replaced = [f"'{r.target}' by {r.describe()}" for r in replacements]
     if as_json:
         click.echo(json.dumps({**report.to_dict(), "replaced": replaced}, indent=2, default=str))

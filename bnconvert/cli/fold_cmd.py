@@ -13,7 +13,14 @@ from ..errors import EquivalenceError
 from ..fold import FoldReport
 from ..fold.run import default_output, fold_file
 from ..text import one_line, safe_lines
-from .options import load_kwargs, load_options, replace_options, replacements_from
+from .options import (
+    load_kwargs,
+    load_options,
+    replace_options,
+    replacements_from,
+    require_check_option,
+    tolerance_options,
+)
 
 __all__ = ["default_output", "fold", "render_report"]
 
@@ -47,7 +54,7 @@ def render_report(report: FoldReport, *, dry_run: bool = False) -> str:
         lines.append(f"  note     {note}")
     check_at = len(lines)
     if report.check:  # the check's own report: several lines, its names escaped where it was made
-        lines.append(f"  check    {report.check.get('summary') or report.check.get('reason')}")
+        lines.append(f"  check    {report.check['summary']}")
     if dry_run:
         lines.append("  dry run: nothing written")
     else:
@@ -71,14 +78,21 @@ def _emit(report: FoldReport, as_json: bool, dry_run: bool) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--dry-run", is_flag=True, help="Plan only: report what would fold, write nothing.")
-@click.option("--no-check", is_flag=True, help="Do not compare the folded file with the original in Keras.")
+@click.option("--no-check", is_flag=True, help="Do not compare the folded file with the original (it is marked NOT CHECKED).")
+@tolerance_options
+@require_check_option
 @load_options
 @replace_options
 def fold(path: str, output: str | None, force: bool, as_json: bool, dry_run: bool, no_check: bool,
-         config: str | None, running_std: str, flip_kernels: bool | None, replace: tuple[str, ...],
+         atol: float, rtol: float, require_check: bool, config: str | None, running_std: str, flip_kernels: bool | None, replace: tuple[str, ...],
          replacements_file: str | None, plugins: tuple[str, ...]) -> None:
     """Fold every BatchNormalization of PATH that can go into its neighbours and write the
     folded model as a Keras file in PATH's own format (a Keras 1 file becomes a Keras 2 .h5).
+
+    The file is kept only when it computes what PATH computes: |A-B| <= atol + rtol * max|A| for
+    every output on random inputs (exit 1 otherwise, nothing written). When no check can run
+    (--no-check, a Lambda no runtime may execute) the file is written and marked NOT CHECKED;
+    --require-check makes that exit 1 instead.
 
     With --replace, the file written is the replaced model (it loads in Keras without the Lambda
     or custom class), and the check compares it with the replaced model."""
@@ -86,10 +100,9 @@ def fold(path: str, output: str | None, force: bool, as_json: bool, dry_run: boo
     replacements = replacements_from(replace, replacements_file, plugins)
     try:
         report = fold_file(path, output, force=force, dry_run=dry_run, check=not no_check, load_options=options,
-                           replacements=replacements)
-    except EquivalenceError as exc:
-        report = getattr(exc, "report", None)
-        if report is not None:
-            _emit(report, as_json, False)
+                           replacements=replacements, atol=atol, rtol=rtol, require_check=require_check)
+    except EquivalenceError as exc:  # the report (with the check's numbers) once on stdout, the error on stderr
+        if isinstance(exc.report, FoldReport):
+            _emit(exc.report, as_json, False)
         raise
     _emit(report, as_json, dry_run)

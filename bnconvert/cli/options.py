@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-__all__ = ["load_kwargs", "load_options", "replace_options", "replacements_from"]
+__all__ = ["load_kwargs", "load_options", "replace_options", "replacements_from", "require_check_option", "tolerance_options"]
 
 
 def load_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,3 +69,28 @@ def replacements_from(replace: tuple[str, ...], replacements_file: str | None, p
     if replacements_file is not None:
         found += read_replacements(replacements_file)
     return found
+
+
+def tolerance_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--atol`` and ``--rtol``: the one pass rule of fold, export and verify
+    (:mod:`bnconvert.check.compare`), with its defaults."""
+    from ..check.compare import DEFAULT_ATOL, DEFAULT_RTOL
+
+    func = click.option(
+        "--rtol", type=click.FloatRange(min=0), default=DEFAULT_RTOL, show_default=True,
+        help="Relative tolerance, times the largest |A| of each output (A: the reference).",
+    )(func)
+    func = click.option(
+        "--atol", type=click.FloatRange(min=0), default=DEFAULT_ATOL, show_default=True,
+        help="Absolute tolerance. Equivalent when every output has |A-B| <= atol + rtol * max|A|.",
+    )(func)
+    return func
+
+
+def require_check_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--require-check``: exit 1 when no check could run (the default is exit 0, NOT CHECKED)."""
+    return click.option(
+        "--require-check", is_flag=True,
+        help="Exit 1 (and write nothing) when the numerical check cannot run, instead of writing the file "
+             "marked NOT CHECKED.",
+    )(func)

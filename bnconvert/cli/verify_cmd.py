@@ -10,7 +10,13 @@ import json
 import click
 
 from ..text import safe_lines
-from .options import load_kwargs, load_options, replace_options, replacements_from
+from .options import (
+    load_kwargs,
+    load_options,
+    replace_options,
+    replacements_from,
+    tolerance_options,
+)
 
 __all__ = ["verify"]
 
@@ -18,10 +24,7 @@ __all__ = ["verify"]
 @click.command("verify")
 @click.argument("a", type=click.Path(readable=False))  # bnconvert checks them: one line
 @click.argument("b", type=click.Path(readable=False))
-@click.option("--atol", type=float, default=1e-5, show_default=True,
-              help="Absolute tolerance. An element fails only when it exceeds both --atol and --rtol.")
-@click.option("--rtol", type=float, default=1e-5, show_default=True,
-              help="Relative tolerance, |A-B|/|A| (A is the reference).")
+@tolerance_options
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the random inputs.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the random inputs.")
 @click.option("--range", "value_range", default="0,1", show_default=True, metavar="LOW,HIGH",

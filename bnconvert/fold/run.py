@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from ..bn import unsafe_values
+from ..check.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from ..check.results import CheckResult
 from ..errors import EquivalenceError, FoldError, OutputError, UnsupportedLayerError
+from ..io import atomic_output, check_output
 from ..model import Model
 from ..readers import load
 from ..replace import ReplacementsLike, apply_replacements, src_replaced
-from ..io import atomic_output, check_output
 from ..text import refuse_unencodable
 from ..writers import describe_format, output_format, write_model
 from .apply import FoldReport, fold_model
@@ -37,22 +39,24 @@ def _check_suffix(out: Path, fmt: str, source: Path) -> None:
     raise OutputError(f"{out}: a {fmt} file needs the extension {' or '.join(allowed)} (Keras picks the reader by it)")
 
 
-def _check(original: str, written: Path, load_options: dict[str, Any], handed: list[Model]) -> dict[str, Any]:
-    """The numerical check of a written file against its original, as report data. ``handed``
-    holds the original model as already read, the only reference left to it: the TensorFlow-free
-    reference is built from it (not from a second read) and the check lets it go once
-    onnxruntime has the weights."""
+def _check(original: str, written: Path, load_options: dict[str, Any], handed: list[Model], *,
+           atol: float, rtol: float, seed: int, batch: int) -> CheckResult:
+    """The numerical check of a written file against its original. ``handed`` holds the original
+    model as already read, the only reference left to it: the TensorFlow-free reference is built
+    from it (not from a second read) and the check lets it go once onnxruntime has the weights."""
     from ..check import check_written
 
     try:
-        result = check_written(original, written, load_options=load_options, original_model=handed.pop())
+        return check_written(original, written, load_options=load_options, original_model=handed.pop(),
+                             atol=atol, rtol=rtol, seed=seed, batch=batch)
     except UnsupportedLayerError as exc:
         reason = f"no runtime can run the model without executing code from the file ({exc})"
-        return {"status": "skipped", "passed": None, "reason": reason, "summary": f"not run: {reason}"}
-    data = result.to_dict()
-    data.update(status="passed" if result else "failed", summary=result.summary(),
-                max_rel=result.error, reference_label=result.reference_kind)
-    return data
+        return CheckResult.not_run("fold", original, reason, atol=atol, rtol=rtol)
+
+
+def _check_data(result: CheckResult) -> dict[str, Any]:
+    """The check as the report holds it: its fields, and its text for the human report."""
+    return {**result.to_dict(), "summary": result.summary()}
 
 
 def fold_file(
@@ -64,15 +68,24 @@ def fold_file(
     check: bool = True,
     load_options: dict[str, Any] | None = None,
     replacements: ReplacementsLike = None,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    seed: int = 1,
+    batch: int = 2,
+    require_check: bool = False,
 ) -> FoldReport:
     """Fold every BN of ``path`` that can go and write the result in the input's own Keras format.
 
     ``output`` defaults to ``<stem>.folded<ext>`` beside the input. The file is written to a
     temporary path, checked against the original (``check``: Keras when TensorFlow is installed,
-    else bnconvert's ONNX exports), and only then renamed into place. Raises
-    :class:`~bnconvert.errors.EquivalenceError` (with the report as ``.report``) when the check
-    fails, and :class:`~bnconvert.errors.BnconvertError` subclasses on bad input; either way nothing
-    is written. ``dry_run`` plans and reports without writing. ``replacements`` replace Lambda and
+    else bnconvert's float64 reference; inputs uniform [0, 1) from ``seed``, batch ``batch``;
+    passes when every output satisfies ``|original - folded| <= atol + rtol * max|original|``),
+    and only then renamed into place. A check that cannot run (``check=False``, a Lambda no
+    runtime may execute) leaves ``report.check["checked"]`` False with the reason, and the file is
+    written, unless ``require_check``. Raises :class:`~bnconvert.errors.EquivalenceError` (the
+    report as ``.report``) when the check fails or, with ``require_check``, did not run, and
+    :class:`~bnconvert.errors.BnconvertError` subclasses on bad input; either way nothing is
+    written. ``dry_run`` plans and reports without writing. ``replacements`` replace Lambda and
     custom layers of the model as read (:func:`bnconvert.replace.apply_replacements`): the file
     written is the replaced model, and the check's reference is the replaced model too.
     """
@@ -104,12 +117,14 @@ def fold_file(
         if check:
             handed = [original]
             del folded, original  # so that the check never holds the weights more than twice
-            report.check = _check(str(path), tmp, options, handed)
-            if report.check["status"] == "failed":
-                error = EquivalenceError(f"{path}: the folded model differs from the original; nothing written\n{report.check['summary']}")
-                error.report = report  # type: ignore[attr-defined]
-                raise error
+            result = _check(str(path), tmp, options, handed, atol=atol, rtol=rtol, seed=seed, batch=batch)
         else:
-            report.check = {"status": "skipped", "passed": None, "reason": "--no-check", "summary": "not run (--no-check)"}
+            result = CheckResult.not_run("fold", str(path), "--no-check", atol=atol, rtol=rtol)
+        report.check = _check_data(result)
+        if result.checked and not result.passed:
+            raise EquivalenceError(f"{path}: the folded model differs from the original; nothing written", report=report)
+        if not result.checked and require_check:
+            raise EquivalenceError(f"{path}: the fold could not be checked ({result.message}) and --require-check "
+                                   "was given; nothing written", report=report)
     report.output = str(out)
     return report

@@ -26,7 +26,7 @@ from onnx import TensorProto, helper
 
 from .. import __version__
 from ..bn import unsafe_values
-from ..io import atomic_output, check_output
+from ..check.compare import DEFAULT_ATOL, DEFAULT_RTOL
 from ..errors import (
     BnconvertError,
     EquivalenceError,
@@ -35,6 +35,7 @@ from ..errors import (
     InternalError,
     UnsupportedLayerError,
 )
+from ..io import atomic_output, check_output
 from ..model import Layer, Model, is_operation
 from ..readers import load
 from ..replace import ReplacementsLike, apply_replacements
@@ -43,7 +44,13 @@ from .builder import Builder, Tensor, reads
 from .convert import Run, format_problems, run_model, unsupported_layers
 from .layers.operations import value_type
 from .layout import channels_first, held_shape, identity
-from .save import EXTERNAL_DATA_ABOVE, add_initializers, constants_bytes, validate_parts, write_onnx
+from .save import (
+    EXTERNAL_DATA_ABOVE,
+    add_initializers,
+    constants_bytes,
+    validate_parts,
+    write_onnx,
+)
 
 __all__ = ["to_onnx", "to_onnx_parts", "export_file", "require_exportable", "fold_metadata", "ExportReport", "OPSETS", "DEFAULT_OPSET"]
 
@@ -307,7 +314,11 @@ class ExportReport:
             lines.append(f"  fold: {_fold_line(self.fold)}")
         else:
             lines.append("  fold: skipped (--no-fold)")
-        lines.append(f"  check: {self.check_summary or 'skipped'}")
+        check = (self.check_summary or "NOT CHECKED").splitlines()  # a failed check: its whole report
+        lines.append(f"  check: {check[0]}")
+        lines += [f"  {line}" for line in check[1:]]
+        if self.check is not None and self.check.get("checked") and not self.check.get("passed"):
+            lines.append("  nothing written")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(map(one_line, lines))  # one line each: names are data
 
@@ -340,21 +351,21 @@ def fold_metadata(fold: dict[str, Any]) -> dict[str, Any]:
 
 
 def _numerical_check(src: Path, onnx_path: Path, load_options: dict[str, Any] | None, handed: list[Model],
-                     reference: Any) -> Any:
+                     reference: Any, *, atol: float, rtol: float, seed: int, batch: int) -> Any:
     """``bnconvert.check.check_export`` on the written file: with ``reference`` when it was prepared
     ahead (the TensorFlow-free float64 reference of the model as read), else from ``handed``, the
     model as read (not folded) and the only reference left to it: the check's reference is built
     from it instead of reading the file again."""
     from ..check import check_export
 
-    return check_export(str(src), str(onnx_path), load_options=load_options, seed=1, batch=2,
-                        original_model=handed.pop() if handed else None, reference=reference)
+    return check_export(str(src), str(onnx_path), load_options=load_options, atol=atol, rtol=rtol, seed=seed,
+                        batch=batch, original_model=handed.pop() if handed else None, reference=reference)
 
 
-def _start_reference(src: Path, model: Model) -> Any:
+def _start_reference(src: Path, model: Model, *, seed: int, batch: int) -> Any:
     from ..check.verify import start_reference
 
-    return start_reference(src, model, seed=1, batch=2)
+    return start_reference(src, model, seed=seed, batch=batch)
 
 
 def export_file(
@@ -369,14 +380,23 @@ def export_file(
     check: bool = True,
     external_data_above: int = EXTERNAL_DATA_ABOVE,
     replacements: ReplacementsLike = None,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    seed: int = 1,
+    batch: int = 2,
+    require_check: bool = False,
 ) -> ExportReport:
     """Read ``in_path``, fold its BN (unless ``fold=False``), export ONNX to ``out_path``.
 
     ``external_data_above`` is the initializer size in bytes above which weights go to
     ``OUT.onnx.data`` (default: just under the 2 GiB protobuf limit). Raises OutputError when
-    ``out_path`` exists (without ``force``) or is the input, EquivalenceError when the numerical
-    check fails; nothing is written in either case. ``replacements`` replace Lambda and custom
-    layers of the model as read (:func:`bnconvert.replace.apply_replacements`); the check's
+    ``out_path`` exists (without ``force``) or is the input, EquivalenceError (the report as
+    ``.report``) when the numerical check fails, or when ``require_check`` and no check ran
+    (``check=False``); nothing is written in either case. The check runs the written file in
+    onnxruntime against the source (Keras, else bnconvert's float64 reference) on inputs uniform
+    in [0, 1) from ``seed`` with batch ``batch``, and passes when every output satisfies
+    ``|reference - onnx| <= atol + rtol * max|reference|`` (:mod:`bnconvert.check.compare`).
+    ``replacements`` replace Lambda and custom layers of the model as read (:func:`bnconvert.replace.apply_replacements`); the check's
     reference is then the replaced model in bnconvert's float64 reference.
     """
     start = time.perf_counter()
@@ -389,9 +409,11 @@ def export_file(
         raise FoldError(f"{src}: refusing to export: " + "; ".join(unsafe[:5]) + (f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""))
     refuse_unencodable(model, src, "export")  # before anything is written
     require_exportable(model, opset=opset)
+    if require_check and not check:
+        raise EquivalenceError(f"{src}: --require-check and --no-check: the export would not be checked; nothing written")
     # the check's TensorFlow-free reference (float64, numpy) is prepared now from the model as read;
     # it runs in a second thread once the file is written, beside onnxruntime
-    reference = _start_reference(src, original) if check else None
+    reference = _start_reference(src, original, seed=seed, batch=batch) if check else None
     handed = [original] if check and reference is None else []
     del original  # so that at most two copies of the weights are ever held (see _numerical_check)
     with contextlib.ExitStack() as stack:
@@ -416,13 +438,21 @@ def export_file(
                 from ..check.runners import OnnxLoadError
 
                 try:
-                    result = _numerical_check(src, tmp, load_options, handed, reference)
+                    result = _numerical_check(src, tmp, load_options, handed, reference, atol=atol, rtol=rtol,
+                                              seed=seed, batch=batch)
                 except OnnxLoadError as exc:  # the file bnconvert just wrote: its own bug, not the input's
                     raise InternalError(f"{src}: onnxruntime cannot load the ONNX bnconvert wrote, nothing written "
                                         f"({str(exc).split('(', 1)[-1].rstrip(')')})") from None
-                report.check, report.check_summary = result.to_dict(), result.headline()
+                report.check = result.to_dict()
+                report.check_summary = result.headline() if result else result.summary()
                 if not result:
-                    raise EquivalenceError(f"{src}: the ONNX model does not match, nothing written\n{result.summary()}")
+                    raise EquivalenceError(f"{src}: the ONNX model does not match the original; nothing written",
+                                           report=report)
+            else:
+                from ..check.results import CheckResult
+
+                skipped = CheckResult.not_run("export", str(src), "--no-check", atol=atol, rtol=rtol)
+                report.check, report.check_summary = skipped.to_dict(), skipped.headline()
     if data_name:
         report.external_data = str(dst.parent / data_name)
     report.size_bytes = dst.stat().st_size + (Path(report.external_data).stat().st_size if report.external_data else 0)
