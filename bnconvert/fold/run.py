@@ -26,10 +26,15 @@ __all__ = ["fold_file", "default_output"]
 _SUFFIXES = {"keras3-zip": (".keras",), "tfkeras-zip": (".keras",), "keras2-h5": (".h5", ".hdf5"), "keras3-h5": (".h5", ".hdf5")}
 
 
-def default_output(path: str | os.PathLike[str]) -> Path:
-    """``<stem>.folded<ext>`` beside the input."""
+def default_output(path: str | os.PathLike[str], fmt: str | None = None) -> Path:
+    """``<stem>.folded<ext>`` beside the input. With the output format ``fmt``, an extension that
+    would make Keras pick the wrong reader becomes the format's own: an HDF5 file named ``.keras``
+    (tf.keras 2.10's ``model.save("model.keras")``) folds to ``<stem>.folded.h5``, which Keras 3
+    loads (it takes every ``.keras`` name for a zip archive)."""
     p = Path(path)
-    return p.with_name(f"{p.stem}.folded{p.suffix}")
+    allowed = _SUFFIXES.get(fmt or "", ())
+    suffix = p.suffix if not allowed or p.suffix.lower() in allowed else allowed[0]
+    return p.with_name(f"{p.stem}.folded{suffix}")
 
 
 def _check_suffix(out: Path, fmt: str, source: Path) -> None:
@@ -96,8 +101,8 @@ def fold_file(
         raise FoldError(f"{path}: refusing to fold: " + "; ".join(unsafe[:5]) + (f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""))
     if not dry_run:
         refuse_unencodable(original, path, "fold", hdf5=True)  # before anything is written
-    out = Path(output) if output is not None else default_output(path)
     fmt = output_format(original)
+    out = Path(output) if output is not None else default_output(path, fmt)
     if not dry_run:
         check_output(out, force=force, inputs=[path, options.get("config")])  # no input is ever the output
         _check_suffix(out, fmt, Path(path))
