@@ -47,6 +47,7 @@ __all__ = [
     "audit_record",
     "audit_records",
     "collect",
+    "companion_json",
     "error_record",
     "is_error",
 ]
@@ -143,13 +144,25 @@ def _folder_files(folder: Path, recursive: bool, found: Collection) -> Iterator[
     yield [e for e in entries if e.exists() and not e.is_dir()]  # pipes and devices too: counted as skipped
 
 
+def companion_json(path: str | os.PathLike[str]) -> Path | None:
+    """The architecture JSON beside an HDF5 file, with the same stem (``model.h5`` + ``model.json``,
+    as Keras' ``to_json``/``save_weights`` examples write them), or None. Whether the file needs it
+    (holds weights only) is for the reader to find out: a full model keeps its own architecture."""
+    p = Path(path)
+    twin = p.with_suffix(".json")
+    if twin == p or not twin.is_file() or _classify(p) != "hdf5" or _classify(twin) != "json":
+        return None
+    return twin
+
+
 def collect(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = False, config: str | None = None) -> Collection:
     """The model files among ``paths`` (files and folders), in order, without duplicates.
 
     Files named explicitly are always audited (a non-model file becomes an error record: it was
     asked for). In folders, model files are recognised by content (HDF5 signature, or a zip with
     a ``config.json``), and the rest is skipped and counted. A JSON file with the same stem as an
-    HDF5 file in the same folder is its companion architecture, unless ``config`` is given.
+    HDF5 file in the same folder is its companion architecture, unless ``config`` is given (also
+    for a file named explicitly: :func:`companion_json`).
     """
     found = Collection()
     seen: set[str] = set()
@@ -163,7 +176,9 @@ def collect(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = False,
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
-            add(Task(str(path), config=config))
+            twin = companion_json(path) if config is None else None
+            found.paired += twin is not None  # counted like a folder's pair: skipped when not used
+            add(Task(str(path), config=config, companion=str(twin) if twin is not None else None))
             continue
         found.folders = True
         for files in _folder_files(path, recursive, found):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import sys
 import traceback
 from collections.abc import Iterator, Mapping
@@ -17,10 +18,10 @@ from typing import Any
 
 import click
 
-from .. import __version__
 from ..errors import BnconvertError, InternalError
 from ..io import Terminated, terminate_on_signals
 from ..text import one_line, safe_lines
+from .common import common_options, version_option
 
 __all__ = ["main"]
 
@@ -66,6 +67,10 @@ class _Group(click.Group):
             sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
+        except BrokenPipeError:
+            if not _stdout_gone():
+                raise  # a pipe of ours (a worker's), not the reader of stdout: a bug, said as one
+            _end_quietly()
         except KeyboardInterrupt as exc:  # Ctrl-C 130, SIGTERM 143, SIGHUP 129 (128 + signal)
             if isinstance(exc, Terminated):
                 click.echo(f"bnconvert: terminated ({exc})", err=True)
@@ -85,18 +90,55 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="bnconvert")
-@click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@version_option
+@common_options
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context) -> None:
     """Read Keras model files of every generation, audit and fold BatchNormalization,
     and export ONNX that is checked against the original.
 
     Exit codes: 0 success, 1 check failed (or findings with --strict), 2 bad input or usage,
     3 internal error (a bug in bnconvert: please report it); 130, 143, 129 interrupted by Ctrl-C,
-    SIGTERM, SIGHUP (no output is left behind).
+    SIGTERM, SIGHUP (no output is left behind); 141 the reader of stdout went away
+    (`bnconvert inspect DIR | head -1`: nothing more is printed, as Unix tools end on SIGPIPE).
+
+    --debug, -q/--quiet and -v/--verbose are accepted before or after the command.
     """
-    ctx.obj = {"debug": debug}
+    ctx.ensure_object(dict)  # the run-wide flags (:mod:`bnconvert.cli.common`)
+
+
+#: the exit code of a run whose reader of stdout went away: 128 + SIGPIPE, what the shell reports
+#: for a Unix tool that SIGPIPE ended (``yes | head -1``)
+EXIT_PIPE = 141
+
+
+def _stdout_gone() -> bool:
+    """True when stdout is a pipe (or socket) whose reader went away. Asked of the system
+    (``poll`` reports an error on the writing end of a pipe without reader), so a broken pipe of
+    bnconvert's own (to a worker process) is not mistaken for it; where stdout has no descriptor
+    or ``poll`` does not exist (Windows), the broken pipe is taken to be stdout's."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return True
+    if not hasattr(select, "poll"):
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _end_quietly() -> None:
+    """End the run without a word: the reader of stdout is gone (``| head``), which is not an
+    error to report. What is still buffered for stdout goes nowhere (Python would otherwise
+    complain while flushing at exit); the exit code is :data:`EXIT_PIPE`."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass  # no descriptor (a test's captured stdout): nothing is flushed to a pipe at exit
+    sys.exit(EXIT_PIPE)
 
 
 #: what the system says about a path that no code of bnconvert can change: no permission to

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
 
+from ..errors import OutputError
 from ..text import one_line, safe_lines
+from .common import FileArg, OutputArg, architecture_for, common_options, say
 from .options import (
     load_kwargs,
     load_options,
@@ -20,9 +23,12 @@ from .options import (
 __all__ = ["export"]
 
 
-@click.command()
-@click.argument("path", type=click.Path(readable=False))  # bnconvert checks it: one line
-@click.option("-o", "--output", "output", required=True, type=click.Path(readable=False), help="The ONNX file to write.")
+@click.command(short_help="Export a Keras model to checked ONNX (BN folded first).")
+@common_options
+@click.argument("path", type=FileArg("a model file"))  # bnconvert checks it: one line
+@click.option("-o", "--output", "output", required=True, type=OutputArg(), help="The ONNX file to write (.onnx).")
+@click.option("--force-extension", is_flag=True,
+              help="Write OUTPUT even when its name does not end in .onnx.")
 @click.option("--no-fold", is_flag=True, help="Export BatchNormalization as it is instead of folding it first.")
 @click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset (13 to 21).")
 @click.option("--nchw", is_flag=True, help="Make image inputs and outputs NCHW (default: the Keras layout).")
@@ -33,7 +39,7 @@ __all__ = ["export"]
 @require_check_option
 @load_options
 @replace_options
-def export(path: str, output: str, no_fold: bool, opset: int, nchw: bool, force: bool, no_check: bool, as_json: bool,
+def export(path: str, output: str, force_extension: bool, no_fold: bool, opset: int, nchw: bool, force: bool, no_check: bool, as_json: bool,
            atol: float, rtol: float, require_check: bool, config: str | None, running_std: str, flip_kernels: bool | None, replace: tuple[str, ...],
            replacements_file: str | None, plugins: tuple[str, ...]) -> None:
     """Export the Keras model PATH to ONNX.
@@ -43,10 +49,15 @@ def export(path: str, output: str, no_fold: bool, opset: int, nchw: bool, force:
     the numerical check, |A-B| <= atol + rtol * max|A| for every output (exit 1 when that check
     fails; with --no-check the report says NOT CHECKED, and --require-check makes that exit 1); an
     unsupported layer stops the export (exit 2) with every such layer named.
+
+    OUTPUT must end in .onnx (--force-extension to write another name). A weights-only PATH uses
+    the .json of the same name beside it as its architecture, unless --config names one.
     """
     from ..errors import EquivalenceError
     from ..onnx.export import export_file
 
+    _onnx_name(output, force_extension)
+    config, companion = architecture_for(path, config)
     replacements = replacements_from(replace, replacements_file, plugins)
     try:
         report = export_file(
@@ -56,16 +67,30 @@ def export(path: str, output: str, no_fold: bool, opset: int, nchw: bool, force:
         )
     except EquivalenceError as exc:  # the report (with the check's numbers) once on stdout, the error on stderr
         if exc.report is not None:
-            _emit(exc.report, as_json, replacements)
+            exc.report.notes[:0] = [companion] if companion else []
+            _emit(exc.report, as_json, replacements, failed=True)
         raise
+    report.notes[:0] = [companion] if companion else []  # which JSON was read, first
     _emit(report, as_json, replacements)
 
 
-def _emit(report: Any, as_json: bool, replacements: list[Any]) -> None:
+def _onnx_name(output: str, force_extension: bool) -> None:
+    """An ONNX file is named ``.onnx``: under a Keras extension (``-o out.h5``) it would pass for a
+    Keras file, as ``fold`` refuses the reverse; with no extension nothing tells what it holds."""
+    suffix = os.path.splitext(output)[1]
+    if suffix.lower() == ".onnx" or force_extension:
+        return
+    what = f"not {suffix}" if suffix else "this name has no extension"
+    raise OutputError(f"{output}: an ONNX file is named .onnx ({what}); rename it or pass --force-extension")
+
+
+def _emit(report: Any, as_json: bool, replacements: list[Any], *, failed: bool = False) -> None:
+    """The report on stdout: not with ``--quiet`` on success, always when the check failed."""
+    echo = click.echo if failed else say
     replaced = [f"'{r.target}' by {r.describe()}" for r in replacements]
     if as_json:
-        click.echo(json.dumps({**report.to_dict(), "replaced": replaced}, indent=2, default=str))
+        echo(json.dumps({**report.to_dict(), "replaced": replaced}, indent=2, default=str))
     else:
-        click.echo(safe_lines(report.summary()))  # names escaped where the summary is made
+        echo(safe_lines(report.summary()))  # names escaped where the summary is made
         for line in replaced:  # the ONNX computes the replaced model, and was checked against it
-            click.echo(one_line(f"  replaced: {line} (the check's reference is the replaced model, not the file as written)"))
+            echo(one_line(f"  replaced: {line} (the check's reference is the replaced model, not the file as written)"))

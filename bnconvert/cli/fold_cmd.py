@@ -13,6 +13,7 @@ from ..errors import EquivalenceError
 from ..fold import FoldReport
 from ..fold.run import default_output, fold_file
 from ..text import one_line, safe_lines
+from .common import FileArg, OutputArg, architecture_for, common_options, plural, say
 from .options import (
     load_kwargs,
     load_options,
@@ -32,13 +33,14 @@ def render_report(report: FoldReport, *, dry_run: bool = False) -> str:
     fmt = report.output_format or "-"
     lines.append(f"  format   {report.input_format} -> {fmt}")
     lines.append(
-        f"  BN       {t['batch_norms']} layers: {t['folded']} folded ({t['backward']} backward, {t['forward']} forward, "
+        f"  BN       {plural(t['batch_norms'], 'layer')}: {t['folded']} folded ({t['backward']} backward, {t['forward']} forward, "
         f"{t['merged']} merged), {t['stays']} stay"
     )
     if report.dropped:
-        lines.append(f"  dropped  {len(report.dropped)} inference identities: {', '.join(report.dropped)}")
+        lines.append(f"  dropped  {plural(len(report.dropped), 'inference identity', 'inference identities')}: "
+                     f"{', '.join(report.dropped)}")
     if report.created_bias:
-        lines.append(f"  bias     created in {len(report.created_bias)} layers: {', '.join(report.created_bias)}")
+        lines.append(f"  bias     created in {plural(len(report.created_bias), 'layer')}: {', '.join(report.created_bias)}")
     largest = report.largest_scale
     if largest is not None:
         lines.append(f"  scale    largest |gamma/sqrt(var+eps)| folded: {largest[0]:.4g} ({largest[1]})")
@@ -62,19 +64,22 @@ def render_report(report: FoldReport, *, dry_run: bool = False) -> str:
     return "\n".join(safe_lines(line) if i == check_at else one_line(line) for i, line in enumerate(lines))
 
 
-def _emit(report: FoldReport, as_json: bool, dry_run: bool) -> None:
+def _emit(report: FoldReport, as_json: bool, dry_run: bool, *, failed: bool = False) -> None:
+    """The report on stdout: not with ``--quiet`` on success, always when the check failed."""
+    echo = click.echo if failed else say
     if as_json:
         data = report.to_dict()
         data["dry_run"] = dry_run
-        click.echo(json.dumps(data, indent=2))
+        echo(json.dumps(data, indent=2))
     else:
-        click.echo(render_report(report, dry_run=dry_run))
+        echo(render_report(report, dry_run=dry_run))
 
 
-@click.command()
-@click.argument("path", type=click.Path(readable=False))  # bnconvert checks it: one line
-@click.option("-o", "--output", type=click.Path(readable=False), default=None,
-              help="Where to write (default: <stem>.folded<ext> beside the input).")
+@click.command(short_help="Fold BatchNormalization away; write a checked Keras file.")
+@common_options
+@click.argument("path", type=FileArg("a model file"))  # bnconvert checks it: one line
+@click.option("-o", "--output", type=OutputArg(), default=None,
+              help="Where to write (default: <stem>.folded<ext> beside the input; .h5 for an HDF5 file named .keras).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--dry-run", is_flag=True, help="Plan only: report what would fold, write nothing.")
@@ -95,7 +100,11 @@ def fold(path: str, output: str | None, force: bool, as_json: bool, dry_run: boo
     --require-check makes that exit 1 instead.
 
     With --replace, the file written is the replaced model (it loads in Keras without the Lambda
-    or custom class), and the check compares it with the replaced model."""
+    or custom class), and the check compares it with the replaced model.
+
+    A weights-only PATH uses the .json of the same name beside it as its architecture, unless
+    --config names one."""
+    config, companion = architecture_for(path, config)
     options = load_kwargs(config, running_std, flip_kernels)
     replacements = replacements_from(replace, replacements_file, plugins)
     try:
@@ -103,6 +112,8 @@ def fold(path: str, output: str | None, force: bool, as_json: bool, dry_run: boo
                            replacements=replacements, atol=atol, rtol=rtol, require_check=require_check)
     except EquivalenceError as exc:  # the report (with the check's numbers) once on stdout, the error on stderr
         if isinstance(exc.report, FoldReport):
-            _emit(exc.report, as_json, False)
+            exc.report.notes[:0] = [companion] if companion else []
+            _emit(exc.report, as_json, False, failed=True)
         raise
+    report.notes[:0] = [companion] if companion else []  # which JSON was read, first
     _emit(report, as_json, dry_run)

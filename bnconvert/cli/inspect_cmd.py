@@ -22,6 +22,7 @@ from ..batch import Summary, audit_records, collect, is_error
 from ..errors import BnconvertError
 from ..io import InputSet
 from ..text import one_line
+from .common import OutputArg, common_options, is_quiet, plural
 from .options import load_kwargs, load_options, replace_options, replacements_from
 
 __all__ = ["CSV_COLUMNS", "csv_rows", "has_findings", "inspect", "render_table"]
@@ -55,20 +56,18 @@ def render_table(report: dict[str, Any]) -> str:
     origin = report["backend_origin"]
     backend = f"backend {report['backend']} [{origin}]" if report["backend"] else f"backend {origin}"
     lines.append(f"  format   {report['format']} (Keras {version}); {backend}")
-    extra = []
-    if report.get("running_std"):
-        extra.append(f"running_std read as {report['running_std']}")
-    if report.get("kernels_flipped"):
-        extra.append("Theano kernels flipped to cross-correlation")
-    if extra:
-        lines.append("  keras 1  " + "; ".join(extra))
-    lines.append(f"  model    {report['model_kind']}, {report['layers']} layers, {report['parameters']:,} parameters")
+    if report.get("running_std"):  # Keras 1 only
+        lines.append(f"  keras 1  running_std read as {report['running_std']}")
+    if report.get("kernels_flipped"):  # Theano wrote the kernels: Keras 1 or Keras 2 (2.0-2.1.x Theano backend)
+        lines.append("  theano   conv kernels flipped to cross-correlation")
+    lines.append(f"  model    {report['model_kind']}, {plural(report['layers'], 'layer')}, "
+                 f"{plural(report['parameters'], 'parameter')}")
     for note in report.get("notes", []):
         lines.append(f"  note     {note}")
     lines += _opaque_lines(report)
     bns = report["batch_norms"]
     summary = report["summary"]
-    lines.append(f"  BN       {summary['batch_norms']} layers, {summary['foldable']} can fold")
+    lines.append(f"  BN       {plural(summary['batch_norms'], 'layer')}, {summary['foldable']} can fold")
     if not bns:
         return "\n".join(lines)
     header = ["name", "ch", "axis", "eps", "input from", "gamma min/med/max", "beta", "mean", "variance", "fold"]
@@ -236,12 +235,14 @@ class _Progress:
 class _Writer:
     """Streams records to stdout in one format, one record at a time."""
 
-    def __init__(self, fmt: str, single: bool) -> None:
-        self.fmt, self.single, self.count, self.tables = fmt, single, 0, 0
+    def __init__(self, fmt: str, single: bool, quiet: bool = False) -> None:
+        self.fmt, self.single, self.count, self.tables, self.quiet = fmt, single, 0, 0, quiet
 
     def write(self, record: dict[str, Any]) -> None:
         first = self.count == 0
         self.count += 1
+        if self.quiet:
+            return
         if self.fmt == "table":
             if not is_error(record):  # errors go to stderr, one line each
                 click.echo(("\n" if self.tables else "") + render_table(record))
@@ -260,7 +261,7 @@ class _Writer:
             click.echo(buffer.getvalue(), nl=False)
 
     def close(self) -> None:
-        if self.fmt == "json" and not self.single:
+        if self.fmt == "json" and not self.single and not self.quiet:
             click.echo("[]" if self.count == 0 else "\n]")
 
 
@@ -269,7 +270,8 @@ def _one_line(record: dict[str, Any]) -> str:
     return one_line(message if message.startswith(record["file"]) else f"{record['file']}: {message}")
 
 
-@click.command()
+@click.command(short_help="Report the BatchNormalization layers of model files and folders.")
+@common_options
 @click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--recursive", "-r", is_flag=True, help="Search folders and their subfolders.")
 @click.option("--jobs", "-j", type=click.IntRange(min=0), default=1, show_default=True,
@@ -278,7 +280,7 @@ def _one_line(record: dict[str, Any]) -> str:
               help="table (default), json (an object, a list for several files), jsonl (one record "
                    "per model file) or csv (one row per BN layer).")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option("--plot", "plot_path", type=click.Path(readable=False), default=None,
+@click.option("--plot", "plot_path", type=OutputArg(), default=None,
               help="Draw the BN scales, variances and findings into this image (needs bnconvert[plot]).")
 @click.option("--force", is_flag=True, help="Replace an existing --plot image.")
 @click.option("--strict", is_flag=True, help="Exit 1 when any warning or error finding exists.")
@@ -295,7 +297,9 @@ def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None,
     the summary); a weights-only model.h5 uses a model.json beside it as its architecture. A file
     that cannot be read becomes an error record and the exit code is 2 at the end; --strict exits
     1 on findings. --replace applies to every file read (one that names no layer of a file is an
-    error for that file); with --plugin, files are read in this process (-j 1).
+    error for that file); with --plugin, files are read in this process (-j 1). A weights-only
+    model.h5 named on the command line uses the model.json beside it too, unless --config is given.
+    --quiet prints no records and no summary (errors only): for the exit code (--strict) or --plot.
     """
     if as_json and fmt not in (None, "json"):
         raise click.UsageError("--json is --format json; it cannot be combined with --format " + str(fmt))
@@ -322,9 +326,10 @@ def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None,
         raise BnconvertError(f"no model file found in {', '.join(paths)} ({others}{hint})")
     jobs = min(jobs or os.cpu_count() or 1, len(found.tasks))
     stderr = click.get_text_stream("stderr")
-    progress = _Progress(len(found.tasks), stderr, enabled=many and stderr.isatty())
+    progress = _Progress(len(found.tasks), stderr, enabled=many and stderr.isatty() and not is_quiet())
     shared_terminal = progress.enabled and click.get_text_stream("stdout").isatty()
-    writer = _Writer(fmt, single=not many)
+    quiet = is_quiet()
+    writer = _Writer(fmt, single=not many, quiet=quiet)
     summary = Summary()
     flagged = False
     replacements = replacements_from(replace, replacements_file, plugins)
@@ -348,14 +353,15 @@ def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None,
         progress.update(summary.files, summary.failed, record["file"])
     writer.close()
     progress.clear()
-    if many:
+    if many and not quiet:
         for line in summary.lines(found):
             click.echo(one_line(line), err=True)
     if plot_data is not None and plot_path is not None:
         from ..plot import plot_records
 
         plot_records(plot_data, plot_path, force=force, inputs=inputs)
-        click.echo(f"plot written to {one_line(plot_path)}", err=True)
+        if not quiet:
+            click.echo(f"plot written to {one_line(plot_path)}", err=True)
     if summary.failed or found.unreadable:
         raise SystemExit(2)
     if strict and flagged:

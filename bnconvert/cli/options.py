@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from .common import FileArg
+
 __all__ = ["load_kwargs", "load_options", "replace_options", "replacements_from", "require_check_option", "tolerance_options"]
 
 
@@ -21,8 +23,9 @@ def load_options(func: Callable[..., Any]) -> Callable[..., Any]:
         help="What a Keras 1 BN running_std holds: auto follows the version table; 'std' for Keras 1.0.0-1.0.6 files.",
     )(func)
     func = click.option(
-        "--config", "config", type=click.Path(readable=False), default=None,
-        help="Architecture JSON (model.to_json()) for a weights-only .h5.",
+        "--config", "config", type=FileArg("an architecture JSON"), default=None,
+        help="Architecture JSON (model.to_json()) for a weights-only .h5 (default: the .json of the same "
+             "name beside it, when there is one).",
     )(func)
     return func
 
@@ -37,12 +40,12 @@ def replace_options(func: Callable[..., Any]) -> Callable[..., Any]:
     layers the user names, and the user's own classes registered (:mod:`bnconvert.replace`,
     :mod:`bnconvert.custom`)."""
     func = click.option(
-        "--plugin", "plugins", multiple=True, type=click.Path(readable=False), metavar="FILE.py",
+        "--plugin", "plugins", multiple=True, type=FileArg("a Python file"), metavar="FILE.py",
         help="Run FILE.py, YOUR OWN Python code (never the model file's), before reading: it may register "
              "custom classes with bnconvert.register_layer (repeatable).",
     )(func)
     func = click.option(
-        "--replacements", "replacements_file", type=click.Path(readable=False), default=None, metavar="FILE",
+        "--replacements", "replacements_file", type=FileArg("a replacements file"), default=None, metavar="FILE",
         help="A JSON or YAML file mapping NAME_OR_CLASS to a Keras layer config or a list of them "
              "(YAML needs PyYAML).",
     )(func)

@@ -6,10 +6,13 @@ Exit 0 when equivalent, 1 when not, 2 for bad input or usage.
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
+from ..errors import BnconvertError
 from ..text import safe_lines
+from .common import FileArg, architecture_for, common_options, is_quiet
 from .options import (
     load_kwargs,
     load_options,
@@ -21,9 +24,10 @@ from .options import (
 __all__ = ["verify"]
 
 
-@click.command("verify")
-@click.argument("a", type=click.Path(readable=False))  # bnconvert checks them: one line
-@click.argument("b", type=click.Path(readable=False))
+@click.command("verify", short_help="Check that two models (Keras or ONNX) compute the same thing.")
+@common_options
+@click.argument("a", type=FileArg("a model file"))  # bnconvert checks them: one line
+@click.argument("b", type=FileArg("a model file"))
 @tolerance_options
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the random inputs.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the random inputs.")
@@ -31,7 +35,7 @@ __all__ = ["verify"]
               help="Random inputs are uniform in [LOW, HIGH).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:DIMS",
               help="Whole shape of an input with dynamic dimensions, e.g. input_1:1x224x224x3 (repeatable).")
-@click.option("--inputs", "inputs_file", type=click.Path(readable=False), default=None,
+@click.option("--inputs", "inputs_file", type=FileArg("an inputs file"), default=None,
               help="Real inputs instead of random ones: .npz (arrays named like the inputs) or .npy (one input).")
 @click.option("--locate", is_flag=True, help="When the outputs differ, name the first layer whose output diverges.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -75,11 +79,15 @@ def verify(
     --replace applies to A (the reference), which then runs in the float64 reference: B is
     normally what bnconvert made of A with the same replacements.
 
+    A weights-only A (or B) uses the .json of the same name beside it as its architecture, unless
+    --config names one. With --quiet nothing is printed when A and B are equivalent.
+
     Exit codes: 0 equivalent, 1 not equivalent, 2 bad input or usage.
     """
     from ..check import parse_input_shapes, parse_range
     from ..check import verify as run_verify
 
+    config, companion = _architecture(a, b, config)
     result = run_verify(
         a, b,
         atol=atol, rtol=rtol, seed=seed, batch=batch, value_range=parse_range(value_range),
@@ -87,6 +95,23 @@ def verify(
         load_options=load_kwargs(config, running_std, flip_kernels), ort_optimize=ort_optimize,
         reference=reference, replacements=replacements_from(replace, replacements_file, plugins),
     )
+    result.notes[:0] = [companion] if companion else []  # which JSON was read, first
+    if result and is_quiet():
+        ctx.exit(0)
     # the report's names are escaped where it is made; safe_lines catches anything else
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else safe_lines(result.summary()))
     ctx.exit(0 if result else 1)
+
+
+def _architecture(a: str, b: str, config: str | None) -> tuple[str | None, str | None]:
+    """The one architecture JSON A and B are read with (``--config`` applies to both, and only to
+    a weights-only file), and the note naming it: ``--config``, else the JSON beside a
+    weights-only A, else beside B. Two weights-only files with different JSONs beside them are
+    refused: one ``--config`` cannot serve both."""
+    if config is not None:
+        return config, None
+    (config_a, note_a), (config_b, note_b) = architecture_for(a, None), architecture_for(b, None)
+    if config_a is not None and config_b is not None and os.path.realpath(config_a) != os.path.realpath(config_b):
+        raise BnconvertError(f"{a} and {b} are both weights-only, with different architecture JSONs beside them "
+                             f"({config_a}, {config_b}); give the one that fits both with --config")
+    return (config_a, note_a) if config_a is not None else (config_b, note_b)
