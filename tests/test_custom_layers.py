@@ -69,7 +69,7 @@ def test_fold_keeps_a_registered_class_and_says_keras_cannot_run_it(registered, 
     """The folded file still holds ScaleShift: Keras cannot load it without the user's class, so
     the check runs the written file in the float64 reference and says why."""
     report = bnconvert.fold_file(CUSTOM["tfk"], tmp_path / "f.h5", replacements=DENSE)
-    assert report.check["passed"] and report.check["checked"]["kind"] == "reference"
+    assert report.check["passed"] and report.check["candidate"]["kind"] == "reference"
     assert any("registered with bnconvert.register_layer" in note for note in report.check["notes"])
 
 

@@ -79,7 +79,7 @@ def test_carnd_fold_writes_a_file_keras_loads(which: str, tmp_path) -> None:
 
     folded = tmp_path / f"folded{CARND[which].suffix}"
     report = bnconvert.fold_file(CARND[which], folded, replacements=[LAMBDA])
-    assert report.check["passed"] and report.check["checked"]["kind"] == "keras", report.check
+    assert report.check["passed"] and report.check["candidate"]["kind"] == "keras", report.check
     assert report.check["error"] <= TOLERANCE
     bnconvert.export_file(folded, tmp_path / "folded.onnx", check=False)  # no Lambda, no --replace needed
     session = ort.InferenceSession(str(tmp_path / "folded.onnx"), providers=["CPUExecutionProvider"])
@@ -195,7 +195,7 @@ def test_fold_with_a_chain_holding_weights_writes_a_file_keras_loads(which: str,
                                 {"class_name": "Activation", "config": {"activation": "linear"}}],
                     "ScaleShift": {"class_name": "LayerNormalization", "config": {"axis": -1}}}
     report = bnconvert.fold_file(CUSTOM[which], tmp_path / f"f{CUSTOM[which].suffix}", replacements=replacements)
-    assert report.check["passed"] and report.check["checked"]["kind"] == "keras", report.check
+    assert report.check["passed"] and report.check["candidate"]["kind"] == "keras", report.check
 
 
 @pytest.mark.parametrize("name", ["k3_functional.keras", "tfk_functional.h5"])
@@ -206,7 +206,7 @@ def test_nested_paths(name: str, tmp_path) -> None:
     chain = [{"class_name": "Activation", "config": {"activation": "relu"}},
              {"class_name": "Rescaling", "config": {"scale": 2.0}}]
     report = bnconvert.fold_file(path, tmp_path / f"f{path.suffix}", replacements={"inner_fn/inner_relu": chain})
-    assert report.check["passed"] and report.check["checked"]["kind"] == "keras", report.check
+    assert report.check["passed"] and report.check["candidate"]["kind"] == "keras", report.check
     inner = bnconvert.load(tmp_path / f"f{path.suffix}")["inner_fn"].model
     assert [layer.class_name for layer in inner.layers][-2:] == ["Activation", "Rescaling"]
     conv = {"class_name": "Conv2D", "config": {"filters": 4, "kernel_size": 3}}

@@ -64,7 +64,7 @@ def test_no_fold_export_is_checked_against_the_float64_reference(tmp_path: Path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     check = json.loads(proc.stdout)["check"]
     assert check["reference"]["kind"] == "reference" and "float64 reference" in check["reference"]["runner"]
-    assert check["checked"]["kind"] == "onnxruntime"
+    assert check["candidate"]["kind"] == "onnxruntime"
     assert 0.0 < check["error"] < 1e-5, check["error"]  # float32 rounding, not a graph compared with itself
 
 

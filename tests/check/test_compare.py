@@ -1,4 +1,5 @@
-"""The comparison: Polygraphy's element rule, statistics that agree with numpy, NaN/Inf, reports."""
+"""The comparison: the one pass rule (|a-b| <= atol + rtol * max|a|), statistics that agree with
+numpy, NaN/Inf, reports."""
 
 from __future__ import annotations
 
@@ -35,20 +36,47 @@ def test_statistics_agree_with_numpy() -> None:
     assert r.worst_rel_index == tuple(int(i) for i in np.unravel_index(np.argmax(reldiff), a.shape))
     assert r.max_abs_ref == pytest.approx(float(np.abs(a).max()))
     assert r.normalized_error == pytest.approx(absdiff.max() / np.abs(a).max())
-    expected_fail = int(np.count_nonzero((absdiff > 1e-5) & (reldiff > 1e-5)))
+    expected_fail = int(np.count_nonzero(absdiff > 1e-5 + 1e-5 * np.abs(a.astype(np.float64)).max()))
     assert r.mismatches == expected_fail > 0 and not r.passed and r.total == a.size
 
 
-def test_element_fails_only_when_both_tolerances_are_exceeded() -> None:
-    # large values: |diff| 1e-3 > atol but relative 1e-6 < rtol -> passes
+def test_the_rule_is_atol_plus_rtol_times_the_outputs_scale() -> None:
+    # large values: |diff| 1e-3 > atol but within rtol * max|a| = 1e-2 -> passes
     assert compare_arrays(np.array([1000.0]), np.array([1000.001]), atol=1e-5, rtol=1e-5)
-    # tiny values: relative 1.0 > rtol but |diff| 1e-7 < atol -> passes
+    # tiny values: relative 1.0 but |diff| 1e-7 < atol -> passes
     assert compare_arrays(np.array([1e-7]), np.array([2e-7]), atol=1e-5, rtol=1e-5)
-    # both exceeded -> fails
+    # beyond atol + rtol * max|a| = 1e-5 + 2e-5 -> fails
     r = compare_arrays(np.array([1.0, 2.0]), np.array([1.001, 2.0]), atol=1e-5, rtol=1e-5)
-    assert not r and r.mismatches == 1
-    # the same pair passes with a looser atol
+    assert not r and r.mismatches == 1 and r.bound == pytest.approx(3e-5)
+    # the same pair passes with a looser atol, or a looser rtol
     assert compare_arrays(np.array([1.0]), np.array([1.001]), atol=1e-2, rtol=1e-5)
+    assert compare_arrays(np.array([1.0]), np.array([1.001]), atol=0, rtol=1e-3)
+    # exactly at the bound passes, just past it fails (the rule is <=)
+    assert compare_arrays(np.array([4.0]), np.array([4.5]), atol=0.25, rtol=1 / 16)
+    assert not compare_arrays(np.array([4.0]), np.array([4.5]), atol=0.24, rtol=1 / 16)
+
+
+def test_an_element_near_zero_is_judged_by_the_outputs_scale() -> None:
+    """A logit of 0.003 among logits up to 20, off by 2e-6 (float32 rounding of the sums that made
+    it): 7e-4 relative to itself, 1e-7 relative to the output. The element rule with |a| per
+    element (Polygraphy, numpy's allclose) fails it at rtol 1e-4 once atol is small; this rule
+    does not, while a real difference of 1e-2 fails at any element."""
+    a = np.array([20.0, -13.0, 0.003])
+    assert compare_arrays(a, a + np.array([0.0, 0.0, 2e-6]), atol=1e-7, rtol=1e-4)
+    assert not np.allclose(a + np.array([0.0, 0.0, 2e-6]), a, atol=1e-7, rtol=1e-4)
+    r = compare_arrays(a, a + np.array([0.0, 0.0, 1e-2]), atol=1e-7, rtol=1e-4)
+    assert not r and r.mismatches == 1
+
+
+def test_sigmoid_outputs_near_zero_pass_by_atol() -> None:
+    """onnxruntime's Sigmoid of -10 (4.54e-5) is ~1e-2 off relative, ~1e-7 absolute: within the
+    default atol, whatever rtol says about an output that small."""
+    from bnconvert.check.compare import DEFAULT_ATOL, DEFAULT_RTOL
+
+    a = 1 / (1 + np.exp(np.array([10.0, 11.0])))
+    b = a * (1 + 1.7e-2)
+    r = compare_arrays(a, b)
+    assert r and (r.atol, r.rtol) == (DEFAULT_ATOL, DEFAULT_RTOL) and r.rel.max > DEFAULT_RTOL
 
 
 def test_zero_reference_gives_infinite_relative_difference() -> None:

@@ -169,26 +169,26 @@ def test_locate_names_the_perturbed_layer(stem: str, initializer: str, first: st
 
 def test_check_export_says_keras_is_the_reference(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
-    from bnconvert.check import EXPORT_TOLERANCE, check_export
+    from bnconvert.check import DEFAULT_ATOL, DEFAULT_RTOL, check_export
 
     src = fixture_file("k3_conv1d.keras")
     good = _export(src, tmp_path / "good.onnx")
     result = check_export(src, good)
     assert result and result.reference_kind == "keras" and result.candidate_kind == "onnxruntime"
-    assert result.tolerance == EXPORT_TOLERANCE == 1e-4 and result.error < 1e-6
+    assert (result.atol, result.rtol) == (DEFAULT_ATOL, DEFAULT_RTOL) and result.error < 1e-6
     assert "reference: keras" in result.headline() and result.inputs[0]["shape"] == [2, 32, 4]
     bad = _perturb_onnx(good, tmp_path / "bad.onnx", "dense/bias", 1.5)
     failed = check_export(src, bad)
-    assert not failed and failed.error > EXPORT_TOLERANCE
+    assert not failed and failed.error > DEFAULT_RTOL and failed.passed is False and failed.checked
     with pytest.raises(BnconvertError, match="export check FAILED") as info:
         failed.require()
-    assert info.value.exit_code == 1
+    assert info.value.exit_code == 1 and info.value.report is failed
 
 
 def test_check_written_on_a_folded_keras3_file(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
     from bnconvert import load
-    from bnconvert.check import FOLD_TOLERANCE, check_written
+    from bnconvert.check import DEFAULT_ATOL, DEFAULT_RTOL, check_written
     from bnconvert.fold.apply import fold_model
     from bnconvert.writers import write_model
 
@@ -199,7 +199,8 @@ def test_check_written_on_a_folded_keras3_file(tmp_path: Path) -> None:
     write_model(folded, out, original=original)
     result = check_written(src, out)
     assert result, result.summary()
-    assert result.reference_kind == result.candidate_kind == "keras" and result.tolerance == FOLD_TOLERANCE
+    assert result.reference_kind == result.candidate_kind == "keras"
+    assert (result.atol, result.rtol) == (DEFAULT_ATOL, DEFAULT_RTOL)
     # a written file that Keras cannot load fails the check, with the reason
     broken = tmp_path / "broken.keras"
     _rename_class(out, broken, "Conv2DTranspose", "Conv2DTransposeX")
