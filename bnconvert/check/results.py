@@ -128,10 +128,10 @@ class CheckResult:
 
     @property
     def status(self) -> str:
-        """``"passed"``, ``"FAILED"`` or ``"NOT CHECKED"``."""
+        """``"passed"``, ``"failed"`` or ``"not checked"``."""
         if not self.checked:
-            return "NOT CHECKED"
-        return "passed" if self.passed else "FAILED"
+            return "not checked"
+        return "passed" if self.passed else "failed"
 
     @property
     def error(self) -> float:
@@ -142,7 +142,7 @@ class CheckResult:
         """One line: the verdict, the numbers it rests on, and what ran each side."""
         if not self.checked:
             return one_line(f"{self.what} check NOT CHECKED: {self.message}")
-        verdict = self.status
+        verdict = "passed" if self.passed else "FAILED"
         worst = self.comparison.worst if self.comparison is not None else None
         if worst is None or worst.abs is None:
             numbers = self.message or "no output could be compared"
