@@ -43,7 +43,9 @@ def test_json_report(tmp_path: Path) -> None:
     code, stdout, _ = run(fixture_file("k3_conv1d.keras"), "-o", out, "--json", "--no-check", "--opset", "13")
     assert code == 0
     report = json.loads(stdout)
-    assert report["output"] == str(out) and report["opset"] == 13 and report["check"] is None
+    assert report["output"] == str(out) and report["opset"] == 13
+    assert report["check"]["checked"] is False and report["check"]["passed"] is None
+    assert report["check"]["status"] == "not checked" and report["check"]["reason"] == "--no-check"
     assert report["nodes"] == len(ops(out)) == sum(report["op_types"].values())
     assert onnx.load(out).opset_import[0].version == 13
 

@@ -376,9 +376,9 @@ def test_failed_check_writes_nothing(tmp_path, monkeypatch):
             return {"passed": False}
 
     monkeypatch.setattr("bnconvert.onnx.export._numerical_check", lambda *a, **k: Failed())
-    with pytest.raises(EquivalenceError, match="FAILED") as info:
+    with pytest.raises(EquivalenceError, match="does not match the original; nothing written") as info:
         export_file(fixture_file("k3_conv1d.keras"), tmp_path / "m.onnx")
-    assert info.value.exit_code == 1
+    assert info.value.exit_code == 1 and "export check FAILED" in info.value.report.check_summary
     assert list(tmp_path.iterdir()) == []
 
 
