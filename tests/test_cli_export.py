@@ -79,9 +79,11 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
 
 def test_keras1_weights_only_file_with_config(tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
-    code, _, stderr = run(fixture_file("k1_weights.h5"), "-o", out)
+    alone = tmp_path / "k1_weights.h5"  # no k1_weights.json beside it (tests/test_cli_conventions.py: with one)
+    alone.write_bytes(fixture_file("k1_weights.h5").read_bytes())
+    code, _, stderr = run(alone, "-o", out)
     assert code == 2 and "--config" in stderr and not out.exists()
-    code, _, stderr = run(fixture_file("k1_weights.h5"), "-o", out, "--config", fixture_file("k1_weights.json"))
+    code, _, stderr = run(alone, "-o", out, "--config", fixture_file("k1_weights.json"))
     assert code == 0, stderr
     expected = np.load(fixture_file("k1_weights.expected.npz"))
     import onnxruntime as ort
