@@ -129,7 +129,7 @@ def fold_file(
         if result.checked and not result.passed:
             raise EquivalenceError(f"{path}: the folded model differs from the original; nothing written", report=report)
         if not result.checked and require_check:
-            raise EquivalenceError(f"{path}: the fold could not be checked ({result.message}) and --require-check "
-                                   "was given; nothing written", report=report)
+            raise EquivalenceError(f"{path}: NOT CHECKED and --require-check was given: nothing written "
+                                   "(the report says why no check could run)", report=report)
     report.output = str(out)
     return report
