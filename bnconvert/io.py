@@ -41,7 +41,7 @@ from types import FrameType
 
 from .errors import OutputError
 
-__all__ = ["InputSet", "Terminated", "atomic_output", "check_output", "same_file", "terminate_on_signals"]
+__all__ = ["InputSet", "Terminated", "atomic_output", "check_output", "same_file", "shown_path", "terminate_on_signals"]
 
 _TMP_PREFIX = ".bnconvert-tmp-"
 
@@ -110,6 +110,18 @@ class InputSet:
     def of(cls, inputs: InputSet | Iterable[PathLike | None]) -> InputSet:
         """``inputs`` as an InputSet (itself when it already is one)."""
         return inputs if isinstance(inputs, InputSet) else cls(inputs)
+
+
+def shown_path(path: PathLike) -> str:
+    """The path to name in a report: for a file :func:`atomic_output` is writing, its final path
+    (the temporary folder is an implementation detail that is gone when the report is read: the
+    check of ``fold`` and ``export`` runs on the file before it is renamed into place), else
+    ``path`` as given."""
+    text = os.fspath(path)
+    p = Path(text)
+    if p.parent.name.startswith(_TMP_PREFIX):
+        return str(p.parent.parent / p.name)
+    return text
 
 
 def same_file(a: PathLike, b: PathLike) -> bool:
