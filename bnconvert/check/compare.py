@@ -60,7 +60,7 @@ class DiffStats:
     p95: float
     p99: float
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str]:
         return {k: _json_float(getattr(self, k)) for k in ("max", "mean", "median", "p90", "p95", "p99")}
 
 

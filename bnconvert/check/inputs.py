@@ -135,7 +135,7 @@ def resolve_shape(
             f"input {spec.describe()} has dynamic dimensions (axes {open_axes}): "
             f"set them with --input-shape {spec.name}:" + "x".join(str(d) if d is not None else "N" for d in shape)
         )
-    return tuple(int(d) for d in shape)
+    return tuple(int(d) for d in shape if d is not None)  # none left: refused above
 
 
 def _check_names(specs: Sequence[InputSpec], input_shapes: Mapping[str, Sequence[int]] | None) -> None:

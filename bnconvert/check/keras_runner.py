@@ -38,6 +38,7 @@ import numpy as np
 
 from ..catalog import kernel_layout
 from ..errors import BnconvertError, FormatError
+from ..io import shown_path
 from ..model import Model, Source, TensorRef
 from ..readers import sniff
 from ..readers.code import code_in_model, scan_config
@@ -288,7 +289,7 @@ class KerasRunner(Runner):
         except BnconvertError:
             raise
         except Exception as exc:  # noqa: BLE001 - Keras raises anything; it all means "cannot load"
-            raise KerasLoadError(f"{self.path}: {self.module} cannot load it ({_first_line(exc)})") from None
+            raise KerasLoadError(f"{shown_path(self.path)}: {self.module} cannot load it ({_first_line(exc)})") from None
 
     # -- running ----------------------------------------------------------------------------------
     def input_specs(self) -> list[InputSpec]:
@@ -338,7 +339,7 @@ class KerasRunner(Runner):
         return dict(zip(self.output_names(), values))
 
     def describe(self) -> str:
-        return f"Keras {self.keras.__version__} ({self.module}, TensorFlow {self.tf.__version__}): {self.path}"
+        return f"Keras {self.keras.__version__} ({self.module}, TensorFlow {self.tf.__version__}): {shown_path(self.path)}"
 
     # -- intermediate tensors ---------------------------------------------------------------------
     def layer_names(self) -> list[str]:

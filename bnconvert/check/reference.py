@@ -26,6 +26,7 @@ import numpy as np
 
 from ..catalog.record import output_masks
 from ..errors import BnconvertError, UnsupportedLayerError
+from ..io import shown_path
 from ..model import Layer, Model, TensorRef, given_mask_problem, is_operation
 from .inputs import InputSpec, with_values
 from .runners import Runner, RunnerUnavailable
@@ -359,7 +360,7 @@ class ReferenceRunner(Runner):
         return dict(zip(self.output_names(), self._timed(self._infer, feeds)))
 
     def describe(self) -> str:
-        return f"bnconvert float64 reference (numpy {np.__version__}, TensorFlow-free): {self.path}"
+        return f"bnconvert's own float64 computation (NumPy {np.__version__}, no TensorFlow): {shown_path(self.path)}"
 
     def layer_names(self) -> list[str]:
         names: list[str] = []

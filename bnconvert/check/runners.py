@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BnconvertError, FormatError
+from ..io import shown_path
 from .inputs import InputSpec
 
 __all__ = ["ONNX_DTYPES", "OnnxLoadError", "OnnxRunner", "Runner", "RunnerUnavailable"]
@@ -128,7 +129,7 @@ class OnnxRunner(Runner):
             self.path, self._proto = str(source), None
         else:
             self.path, self._proto = label or "<in-memory ONNX>", source
-        self.label = label or self.path
+        self.label = shown_path(label or self.path)  # a file being written is named by its final path
         self._initializers = dict(initializers or {})
         self._released = False
         start = time.perf_counter()

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BnconvertError, FormatError
+from ..io import shown_path
 from ..model import Model
 from ..replace import ReplacementsLike
 from .compare import DEFAULT_ATOL, DEFAULT_RTOL
@@ -317,7 +318,7 @@ def _check(
         outputs = ahead.result().outputs
     comparison, _ = run_pair(ref, cand, binding, feeds, atol=atol, rtol=rtol, out_a=outputs, out_b=out_b)
     return CheckResult(
-        what=what, original=original, written=written, reference=ref.describe(), reference_kind=ref.kind,
+        what=what, original=original, written=shown_path(written), reference=ref.describe(), reference_kind=ref.kind,
         candidate=cand.describe(), candidate_kind=cand.kind, atol=atol, rtol=rtol, comparison=comparison,
         passed=comparison.passed,
         notes=notes + binding.notes + fill_notes + value_notes(specs), seed=seed, batch=batch, inputs=binding.rows(feeds),
@@ -369,8 +370,8 @@ def check_written(
             cand = KerasRunner(written, model=model, load_options=reading_options(written, load_options))
         except KerasLoadError as exc:
             return CheckResult(
-                what="fold", original=original, written=written, reference=ref.describe(), reference_kind=ref.kind,
-                candidate=f"{module}: {written}", candidate_kind="keras", atol=atol, rtol=rtol, comparison=None,
+                what="fold", original=original, written=shown_path(written), reference=ref.describe(), reference_kind=ref.kind,
+                candidate=f"{module}: {shown_path(written)}", candidate_kind="keras", atol=atol, rtol=rtol, comparison=None,
                 passed=False, message=f"the folded file does not load in Keras: {exc}", notes=notes, seed=seed, batch=batch,
             )
         except RunnerUnavailable as exc:
@@ -406,6 +407,7 @@ def check_export(
     """
     source, written = str(source_path), str(onnx_path)
     ahead = reference
+    ref: Runner
     if reference is not None:
         reference.start()
         ref, notes = reference.runner, list(reference.notes)
