@@ -83,7 +83,7 @@ class VerifyResult:
 
 
 #: how a runner kind reads in a one-line headline (reports and JSON keep the kind itself)
-_KIND_WORDS = {"reference": "float64 reference (bnconvert, numpy)"}
+_KIND_WORDS = {"reference": "bnconvert's own float64 computation (NumPy, no TensorFlow)"}
 
 
 @dataclass
