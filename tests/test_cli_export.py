@@ -35,7 +35,7 @@ def test_export_folds_checks_and_reports(tmp_path: Path) -> None:
     assert "BatchNormalization" not in ops(out)
     assert "5 of 5 BatchNormalization folded" in stdout
     assert "check passed" in stdout
-    assert stdout.startswith(f"{out}: opset 17, keras inputs/outputs")
+    assert stdout.startswith(f"{out}: opset 17, inputs and outputs shaped as in Keras, ")
 
 
 def test_json_report(tmp_path: Path) -> None:

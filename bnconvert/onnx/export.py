@@ -308,7 +308,8 @@ class ExportReport:
         """A few human-readable lines."""
         ops = ", ".join(f"{n} {op}" for op, n in sorted(self.op_types.items(), key=lambda kv: (-kv[1], kv[0]))[:6])
         size = f"{self.size_bytes / 1e6:.1f} MB" + (f" (weights in {os.path.basename(self.external_data)})" if self.external_data else "")
-        lines = [f"{self.output}: opset {self.opset}, {self.layout} inputs/outputs, {self.nodes} nodes ({ops}), "
+        layout = _LAYOUT_WORDS.get(self.layout, self.layout)
+        lines = [f"{self.output}: opset {self.opset}, {layout}, {self.nodes} nodes ({ops}), "
                  f"{self.parameters:,} parameters, {size}, {self.seconds:.1f} s"]
         if self.fold is not None:
             lines.append(f"  fold: {_fold_line(self.fold)}")
@@ -321,6 +322,10 @@ class ExportReport:
             lines.append("  nothing written")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(map(one_line, lines))  # one line each: names are data
+
+
+#: the summary's words for ``ExportReport.layout`` (the JSON keeps the short name)
+_LAYOUT_WORDS = {"keras": "inputs and outputs shaped as in Keras", "nchw": "image inputs and outputs NCHW"}
 
 
 def _fold_line(fold: dict[str, Any]) -> str:
