@@ -9,9 +9,11 @@ through :func:`bnconvert.text.one_line`: no control character reaches the termin
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import select
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -21,10 +23,11 @@ import click
 from ..errors import BnconvertError, InternalError
 from ..io import Terminated, terminate_on_signals
 from ..text import one_line, safe_lines
-from .common import common_options, version_option
+from .common import common_options, stop_logging, version_option
 
 __all__ = ["main"]
 
+log = logging.getLogger(__name__)
 
 
 class _Commands(Mapping[str, click.Command]):
@@ -56,10 +59,24 @@ class _Commands(Mapping[str, click.Command]):
 class _Group(click.Group):
     """Turns library errors into one clear line and an exit code, never a traceback."""
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        """``bnconvert --help | head -1``, ``--version``: the reader may go away there too."""
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except BrokenPipeError:
+            if not _stdout_gone():
+                raise
+            _end_quietly()
+            raise  # not reached: _end_quietly exits
+
     def invoke(self, ctx: click.Context) -> Any:
+        start = time.perf_counter()
         try:
             with terminate_on_signals():  # SIGTERM/SIGHUP unwind like Ctrl-C: no output left behind
-                return super().invoke(ctx)
+                result = super().invoke(ctx)
+            log.info("%s finished in %.2f s", ctx.invoked_subcommand or "bnconvert", time.perf_counter() - start)
+            return result
         except BnconvertError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
@@ -87,6 +104,8 @@ class _Group(click.Group):
             click.echo(one_line(f"bnconvert: internal error, please report: {type(exc).__name__}: {exc} "
                                 "(rerun with --debug for the traceback)"), err=True)
             sys.exit(InternalError.exit_code)
+        finally:
+            stop_logging()
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

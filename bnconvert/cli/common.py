@@ -30,6 +30,7 @@ __all__ = [
     "is_quiet",
     "plural",
     "say",
+    "stop_logging",
     "version_lines",
     "version_option",
 ]
@@ -72,22 +73,42 @@ def _refuse_both(state: dict[str, Any]) -> None:
         raise click.UsageError("-q/--quiet and -v/--verbose contradict each other; give one")
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Log records as ``bnconvert: <logger>: <message>`` on one line each (names are data)."""
+class _StderrHandler(logging.Handler):
+    """Log records as ``bnconvert: <logger>: <message>`` on one line each (names are data), on
+    the stderr of the moment (a caller that swaps ``sys.stderr``, as click's test runner does,
+    gets them)."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        return one_line(super().format(record))
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(one_line(self.format(record)), err=True)
+        except Exception:  # noqa: BLE001 - logging must never end the run
+            self.handleError(record)
+
+
+#: the level the ``bnconvert`` logger had before ``-v`` changed it, restored by :func:`stop_logging`
+_saved_level: list[int] = []
 
 
 def _log_to_stderr(verbosity: int) -> None:
-    """``-v``: bnconvert's INFO messages on stderr (what runs, what was decided and why);
-    ``-vv``: DEBUG too (each fold, TensorFlow's own log lines). Installed once per process."""
+    """``-v``: bnconvert's INFO messages on stderr (what ran, how long it took); ``-vv``: DEBUG
+    too (each fold, TensorFlow's own log lines). Undone by :func:`stop_logging` when the command
+    ends, so that a caller running several commands in one process keeps its own settings."""
     logger = logging.getLogger("bnconvert")
-    logger.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler(click.get_text_stream("stderr"))
+        _saved_level[:] = [logger.level]
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("bnconvert: %(name)s: %(message)s"))
         logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
+
+
+def stop_logging() -> None:
+    """Remove what ``-v`` installed (the handler, the level)."""
+    logger = logging.getLogger("bnconvert")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    if _saved_level:
+        logger.setLevel(_saved_level.pop())
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
