@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -65,10 +65,9 @@ class _Group(click.Group):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except BrokenPipeError:
-            if not _stdout_gone():
-                raise
-            _end_quietly()
-            raise  # not reached: _end_quietly exits
+            if _stdout_gone():
+                _end_quietly()
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         start = time.perf_counter()
@@ -84,10 +83,6 @@ class _Group(click.Group):
             sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
-        except BrokenPipeError:
-            if not _stdout_gone():
-                raise  # a pipe of ours (a worker's), not the reader of stdout: a bug, said as one
-            _end_quietly()
         except KeyboardInterrupt as exc:  # Ctrl-C 130, SIGTERM 143, SIGHUP 129 (128 + signal)
             if isinstance(exc, Terminated):
                 click.echo(f"bnconvert: terminated ({exc})", err=True)
@@ -95,6 +90,8 @@ class _Group(click.Group):
             click.echo("bnconvert: interrupted", err=True)
             sys.exit(130)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug of ours, exit 3
+            if isinstance(exc, BrokenPipeError) and _stdout_gone():  # `| head`: not an error; any other
+                _end_quietly()  # broken pipe (to a worker of ours) is a bug, said as one below
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
             refused = path_refusal(exc)
@@ -147,7 +144,7 @@ def _stdout_gone() -> bool:
     return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
-def _end_quietly() -> None:
+def _end_quietly() -> NoReturn:
     """End the run without a word: the reader of stdout is gone (``| head``), which is not an
     error to report. What is still buffered for stdout goes nowhere (Python would otherwise
     complain while flushing at exit); the exit code is :data:`EXIT_PIPE`."""
