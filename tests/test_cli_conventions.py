@@ -123,10 +123,13 @@ def test_debug_before_or_after_the_command(where: str, tmp_path: Path) -> None:
 
 def test_quiet_prints_nothing_on_success_and_errors_still(tmp_path: Path) -> None:
     model = _copy(FULL, tmp_path)
-    for args in (["fold", "-q", "--no-check", model],
-                 ["-q", "export", "--no-check", model, "-o", tmp_path / "m.onnx"],
-                 ["inspect", "--quiet", model, fixture_file("k3_chain.keras")],
-                 ["verify", "-q", "--reference", "float64", model, tmp_path / "m.onnx"]):
+    runs: list[list[str | Path]] = [
+        ["fold", "-q", "--no-check", model],
+        ["-q", "export", "--no-check", model, "-o", tmp_path / "m.onnx"],
+        ["inspect", "--quiet", model, fixture_file("k3_chain.keras")],
+        ["verify", "-q", "--reference", "float64", model, tmp_path / "m.onnx"],
+    ]
+    for args in runs:
         result = _run(*args)
         assert (result.exit_code, result.stdout, result.stderr) == (0, "", ""), args
     assert (tmp_path / "k3_chain.folded.h5").is_file() and (tmp_path / "m.onnx").is_file()
