@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from bnconvert.check import DEFAULT_ATOL, DEFAULT_RTOL, check_written, verify
 from bnconvert.cli import main
@@ -22,7 +22,7 @@ from .subproc import run_json
 DENSE = "k3_dense_tanh.h5"  # small, folds 3 BN: a second or so per check
 
 
-def _cli(*args: str):  # noqa: ANN202
+def _cli(*args: str | Path) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
@@ -68,8 +68,10 @@ def test_fold_api_error_carries_its_report(tmp_path: Path) -> None:
     with pytest.raises(EquivalenceError) as info:
         fold_file(fixture_file(DENSE), tmp_path / "f.h5", atol=0.0, rtol=1e-12, seed=5, batch=3)
     report = info.value.report
-    assert isinstance(report, FoldReport) and report.check["passed"] is False and report.check["checked"] is True
-    assert (report.check["seed"], report.check["batch"], report.check["rtol"]) == (5, 3, 1e-12)
+    assert isinstance(report, FoldReport) and report.check is not None
+    check = report.check
+    assert check["passed"] is False and check["checked"] is True
+    assert (check["seed"], check["batch"], check["rtol"]) == (5, 3, 1e-12)
     assert "\n" not in str(info.value) and not (tmp_path / "f.h5").exists()
 
 
