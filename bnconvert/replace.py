@@ -148,7 +148,7 @@ def parse_replace_option(text: str) -> list[Replacement]:
 
 def read_replacements(path: str | os.PathLike[str]) -> list[Replacement]:
     """The replacements of a JSON or YAML file: a mapping ``NAME_OR_CLASS: SPEC`` (SPEC a layer
-    config or a list of them). YAML needs PyYAML (``pip install pyyaml``); JSON needs nothing."""
+    config or a list of them)."""
     p = Path(path)
     origin = f"replacements file {p}"
     try:
@@ -175,10 +175,8 @@ def _parse_mapping(text: str, path: Path, origin: str) -> Any:
         except json.JSONDecodeError as exc:
             if path.suffix.lower() == ".json":
                 raise ReplacementError(f"{origin}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    try:
-        import yaml
-    except ImportError:
-        raise ReplacementError(f"{origin}: not JSON, and reading YAML needs PyYAML (pip install pyyaml)") from None
+    import yaml  # a dependency; imported here, as only replacement files need it
+
     try:
         return yaml.safe_load(text)  # safe_load: plain data only, never Python objects
     except yaml.YAMLError as exc:
