@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..errors import OutputError
+from ..io import check_output
 from ..text import one_line, safe_lines
 from .common import FileArg, OutputArg, architecture_for, common_options, say
 from .options import (
@@ -56,8 +57,9 @@ def export(path: str, output: str, force_extension: bool, no_fold: bool, opset: 
     from ..errors import EquivalenceError
     from ..onnx.export import export_file
 
-    _onnx_name(output, force_extension)
     config, companion = architecture_for(path, config)
+    check_output(output, force=force, inputs=[path, config])  # an input named as the output is said first
+    _onnx_name(output, force_extension)
     replacements = replacements_from(replace, replacements_file, plugins)
     try:
         report = export_file(
