@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BnconvertError, OutputError
-from .io import atomic_output, check_output
+from .io import InputSet, atomic_output, check_output
 
 __all__ = ["LayerPoint", "PlotData", "check_target", "plot_records", "render", "require_matplotlib"]
 
@@ -208,7 +208,7 @@ def render(data: PlotData, *, title: str | None = None) -> Any:
     ax_scale.tick_params(labelbottom=False)
     if n and n <= _MAX_NAMED_LAYERS:
         ax_var.set_xticks(range(n))
-        prefix = several and len(set(p.file_index for p in data.layers)) > 1
+        prefix = several and len({p.file_index for p in data.layers}) > 1
         ax_var.set_xticklabels([f"#{p.file_index + 1} {p.name}" if prefix else p.name for p in data.layers],
                                rotation=60, ha="right", fontsize=7)
         ax_var.set_xlabel("BN layer, in model order")
@@ -219,9 +219,9 @@ def render(data: PlotData, *, title: str | None = None) -> Any:
     else:
         ax_var.set_xlabel("BN layer index, in model order")
 
-    handles = [Line2D([0], [0], color=_COLOURS[k], linewidth=3, label=_LABELS[k]) for k in _COLOURS
-               if any(p.level == k for p in data.layers)]
-    handles += [h for h in ax_scale.get_legend_handles_labels()[0]]
+    handles: list[Any] = [Line2D([0], [0], color=_COLOURS[k], linewidth=3, label=_LABELS[k]) for k in _COLOURS
+                          if any(p.level == k for p in data.layers)]
+    handles += ax_scale.get_legend_handles_labels()[0]
     if handles:
         ax_scale.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     if several:
@@ -243,7 +243,7 @@ _FORMATS = ("png", "svg", "pdf")
 
 
 def check_target(path: str | os.PathLike[str], *, force: bool = False,
-                 inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
+                 inputs: InputSet | Iterable[str | os.PathLike[str] | None] = ()) -> Path:
     """The image path if it can be written (known suffix, existing folder, not an existing file
     unless ``force``, never one of ``inputs``); OutputError otherwise.
 
@@ -258,7 +258,7 @@ def check_target(path: str | os.PathLike[str], *, force: bool = False,
 
 def plot_records(records: Iterable[dict[str, Any]] | PlotData, path: str | os.PathLike[str], *,
                  title: str | None = None, dpi: int = 110, force: bool = False,
-                 inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
+                 inputs: InputSet | Iterable[str | os.PathLike[str] | None] = ()) -> Path:
     """Draw audit records (or accumulated :class:`PlotData`) into an image file, written atomically.
 
     The format follows the suffix (``.png``, ``.svg``, ``.pdf``...); the file appears complete or
