@@ -150,9 +150,9 @@ def companion_json(path: str | os.PathLike[str]) -> Path | None:
     (holds weights only) is for the reader to find out: a full model keeps its own architecture."""
     p = Path(path)
     twin = p.with_suffix(".json")
-    if twin == p or not twin.is_file() or _classify(p) != "hdf5" or _classify(twin) != "json":
+    if twin == p or _classify(p) != "hdf5":  # a file that cannot be reached is "unreadable": its reader says why
         return None
-    return twin
+    return twin if _classify(twin) == "json" else None
 
 
 def collect(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = False, config: str | None = None) -> Collection:

@@ -19,7 +19,8 @@ from ..errors import OutputError
 from ..model import MODEL_CLASSES, Model
 from ..readers.rnn_layouts import upgrade_cudnn_config
 
-__all__ = ["OVERRIDE_KEYS", "cudnn_as_native", "edit_config", "entry_name", "keras3_compatible", "layer_entries"]
+__all__ = ["OVERRIDE_KEYS", "cudnn_as_native", "edit_config", "entry_name", "keras3_compatible", "layer_entries", "node_refs",
+           "ref_triple", "set_ref"]
 
 #: config keys a fold may change on a kept layer
 OVERRIDE_KEYS = ("use_bias", "center", "scale")
@@ -115,7 +116,7 @@ def _drop_sequential(entries: list[dict[str, Any]], names: set[str]) -> None:
 
 
 # -- Functional: rewire every reference to a removed layer to that layer's own input ----------------------
-def _node_refs(node: Any) -> list[Any]:
+def node_refs(node: Any) -> list[Any]:
     """The tensor references of one inbound node: Keras 2 lists ``[name, node, index, ...]`` or
     Keras 3 ``__keras_tensor__`` dicts (returned as the dicts themselves)."""
     found: list[Any] = []
@@ -158,14 +159,14 @@ def _k3(value: Any, out: list[Any]) -> None:
             _k3(v, out)
 
 
-def _triple(ref: Any) -> tuple[str, int, int]:
+def ref_triple(ref: Any) -> tuple[str, int, int]:
     if isinstance(ref, dict):
         hist = ref["config"]["keras_history"]
         return str(hist[0]), int(hist[1]), int(hist[2])
     return str(ref[0]), int(ref[1]), int(ref[2])
 
 
-def _set(ref: Any, triple: tuple[str, int, int]) -> None:
+def set_ref(ref: Any, triple: tuple[str, int, int]) -> None:
     if isinstance(ref, dict):
         ref["config"]["keras_history"] = list(triple)
     else:
@@ -180,10 +181,10 @@ def _drop_functional(model_entry: dict[str, Any], entries: list[dict[str, Any]],
                 # Keras 3 passes a Keras mask as a ``mask`` kwarg tensor; the layers after this one
                 # receive it in their own kwargs, so only the data input is rewired
                 node = {**node, "kwargs": {key: v for key, v in node["kwargs"].items() if key != "mask"}}
-            refs = _node_refs(node)
+            refs = node_refs(node)
             if len(refs) != 1:
                 raise OutputError(f"removed layer '{entry_name(entry)}' has {len(refs)} inputs in call {k}")
-            alias[(entry_name(entry), k, 0)] = _triple(refs[0])
+            alias[(entry_name(entry), k, 0)] = ref_triple(refs[0])
 
     def resolve(triple: tuple[str, int, int]) -> tuple[str, int, int]:
         path = []
@@ -200,8 +201,8 @@ def _drop_functional(model_entry: dict[str, Any], entries: list[dict[str, Any]],
     entries[:] = [e for e in entries if entry_name(e) not in gone]
     for entry in entries:
         for node in entry.get("inbound_nodes") or []:
-            for ref in _node_refs(node):
-                _set(ref, resolve(_triple(ref)))
+            for ref in node_refs(node):
+                set_ref(ref, resolve(ref_triple(ref)))
     body = model_entry["config"]
     for key in ("output_layers", "input_layers"):
         value = body.get(key)
@@ -212,7 +213,7 @@ def _drop_functional(model_entry: dict[str, Any], entries: list[dict[str, Any]],
         refs = [value] if isinstance(value[0], str) else value
         for ref in refs:
             if isinstance(ref, list) and len(ref) >= 3:
-                _set(ref, resolve(_triple(ref)))
+                set_ref(ref, resolve(ref_triple(ref)))
 
 
 def keras3_compatible(config: dict[str, Any]) -> dict[str, Any]:
