@@ -1,5 +1,7 @@
 """What every command shares: ``--debug``, ``-q/--quiet``, ``-v/--verbose``, ``--version``, the
-file arguments that refuse a folder in one line, and stdout that respects ``--quiet``.
+file arguments that refuse a folder in one line, stdout that respects ``--quiet``, the
+architecture JSON beside a weights-only file (:func:`architecture_for`) and counts that agree
+with their nouns (:func:`plural`).
 
 The three flags are accepted before the command (``bnconvert --debug fold x.h5``) and after it
 (``bnconvert fold --debug x.h5``): both set the same run-wide state (``ctx.obj``), which the
