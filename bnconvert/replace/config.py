@@ -9,13 +9,6 @@ from typing import Any
 from ..catalog.facts import Shape
 from ..errors import BnconvertError
 from ..model import MODEL_CLASSES, Model, TensorRef
-from ..writers.config_edit import (
-    entry_name,
-    layer_entries,
-    node_refs,
-    ref_triple,
-    set_ref,
-)
 from .names import chain_names
 from .spec import Replacement
 
@@ -25,11 +18,18 @@ _KERAS3_REQUIRED = {"Rescaling": {"scale": 1.0, "offset": 0.0}}
 
 
 def rewrite_entry(model_entry: dict[str, Any], prefix: str, plan: dict[str, tuple[str, Replacement]],
-                   declared: dict[str, list[Shape]]) -> None:
+                  declared: dict[str, list[Shape]]) -> None:
     """Rewrite one model entry of the raw config in place: each replaced layer's entry becomes its
     chain's entries (names as :func:`_chain` gives them), and every reference to it a reference to
     the chain's last layer; the shapes a Keras 3 config records for those references are
     collected in ``declared`` (path -> shapes) for :func:`_chain` to hold the replacement to."""
+    from ..writers.config_edit import (  # not at import: inspect loads no writer
+        entry_name,
+        layer_entries,
+        node_refs,
+        ref_triple,
+        set_ref,
+    )
 
     try:
         entries = layer_entries(model_entry)
@@ -143,6 +143,12 @@ def fill_shapes(raw: Any, model: Model) -> None:
     """The shapes of the Keras 3 tensor references a chain's wiring made (Keras 3 refuses an
     undefined one), from static shape inference of the replaced ``model``."""
     from ..shapes import infer_shapes
+    from ..writers.config_edit import (  # not at import: inspect loads no writer
+        entry_name,
+        layer_entries,
+        node_refs,
+        ref_triple,
+    )
 
     def walk(model_entry: dict[str, Any], m: Model, inputs: list[Shape] | None) -> None:
         try:

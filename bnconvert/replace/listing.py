@@ -12,7 +12,6 @@ from ..catalog import catalog
 from ..catalog.facts import Shape
 from ..errors import BnconvertError
 from ..model import MODEL_CLASSES, Layer, Model
-from ..writers.config_edit import entry_name, layer_entries, node_refs, ref_triple
 
 
 def replace_line(path: str, layer: Layer) -> str:
@@ -40,6 +39,11 @@ def refuse_in_keras(model: Model) -> str | None:
 def _entries_by_path(raw: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """``(prefix, path, entry)`` for every layer entry of the file's config, nested models' included
     (``prefix``: the path of the model holding it, ``outer/``)."""
+    from ..writers.config_edit import (  # not at import: inspect loads no writer
+        entry_name,
+        layer_entries,
+    )
+
     stack: list[tuple[Any, str]] = [(raw, "")] if isinstance(raw, dict) else []
     while stack:
         model_entry, prefix = stack.pop()
@@ -58,6 +62,11 @@ def declared_shapes(raw: Any) -> dict[str, list[Shape]]:
     """layer path -> the shapes a Keras 3 config records for the tensors its consumers read
     (``__keras_tensor__`` references in ``inbound_nodes``); empty for Keras 1/2 configs, which
     record none."""
+    from ..writers.config_edit import (  # not at import: inspect loads no writer
+        node_refs,
+        ref_triple,
+    )
+
     found: dict[str, list[Shape]] = {}
     for prefix, _, entry in _entries_by_path(raw):
         for node in entry.get("inbound_nodes") or []:
