@@ -37,7 +37,10 @@ check reads its output with TensorFlow loaded. Forking is cheap (a few milliseco
 h5py are already loaded). With another Python thread running (``export``'s TensorFlow-free
 reference is built in one), a fresh interpreter is started instead (``python -I``, about 0.3 s
 for its imports), with the same limits and the same answer. Either way the wall-clock timeout is
-the backstop: a child that never answers cannot block bnconvert.
+the backstop: a child that never answers cannot block bnconvert. A forked child that used almost
+no CPU by then was stuck, not busy with the file (a native thread can still hold a lock of some
+library at the fork: seen once in CI, a child with 0.0 s of CPU in 40 s): the file is read again,
+once, in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -187,29 +190,37 @@ def run(source: ModelFile, name: str, params: dict[str, Any] | None = None, *, w
     params = {**(params or {}), "_path": source.path}
     cpu = cpu_seconds(source.size)
     wall = WALL_FACTOR * cpu + WALL_GRACE
-    try:
-        proc: _Child = (_Forked if can_fork() else _Spawned)(source, name, params, cpu)
-    except OSError as exc:  # no process or pipe to be had (EAGAIN, ENOMEM): the machine's state, not the file's
-        raise BnconvertError(f"cannot start the process that reads it ({exc.strerror or exc}); try again") from None
-    try:
-        frames = _receive(proc.out, deadline=time.monotonic() + wall,
-                          blob_limit=source.size + min(2**33, 1000 * max(source.size, 1)))
-    except _TimedOut:
-        used = proc.cpu_used()
-        proc.kill()
-        proc.wait()
-        if used is not None and used < cpu / 2:
-            # not a loop in the file: the child hardly ran (a machine too busy to give it a core)
-            raise BnconvertError(f"reading {what} stalled: its reading process got {used:.1f} s of CPU in "
-                                 f"{wall:.0f} s (a busy machine?); try again") from None
-        raise FormatError(f"damaged {what} (reading it took more than {wall:.0f} s: a loop "
-                          "in its structures?); refused") from None
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        os.close(proc.out)
+    forked = can_fork()
+    while True:
+        try:
+            proc: _Child = (_Forked if forked else _Spawned)(source, name, params, cpu)
+        except OSError as exc:  # no process or pipe to be had (EAGAIN, ENOMEM): the machine's state, not the file's
+            raise BnconvertError(f"cannot start the process that reads it ({exc.strerror or exc}); try again") from None
+        try:
+            frames = _receive(proc.out, deadline=time.monotonic() + wall,
+                              blob_limit=source.size + min(2**33, 1000 * max(source.size, 1)))
+            break
+        except _TimedOut:
+            used = proc.cpu_used()
+            proc.kill()
+            proc.wait()
+            if used is not None and used < cpu / 2:
+                # not a loop in the file: the child hardly ran. A forked child can be stuck on a
+                # lock a native thread of the parent held at the fork: read again in a fresh
+                # interpreter, once
+                if forked:
+                    forked = False
+                    continue
+                raise BnconvertError(f"reading {what} stalled: its reading process got {used:.1f} s of CPU in "
+                                     f"{wall:.0f} s (a busy machine?); try again") from None
+            raise FormatError(f"damaged {what} (reading it took more than {wall:.0f} s: a loop "
+                              "in its structures?); refused") from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            os.close(proc.out)
     status = proc.wait()
     blobs, header = frames
     if header is None:
