@@ -135,10 +135,6 @@ class BNParams:
         out = ([self.gamma] if self.scale else []) + ([self.beta] if self.center else []) + [self.mean, self.variance]
         return [a.reshape(self.param_shape or (-1,)).astype(self.dtype) for a in out]
 
-    def to_keras1(self) -> list[np.ndarray]:
-        """Keras 1 legacy order ``[gamma, beta, running_mean, running_std]`` (running_std = variance)."""
-        return [a.astype(self.dtype) for a in (self.gamma, self.beta, self.mean, self.variance)]
-
 
 def _flat(a: Any) -> np.ndarray:
     return np.asarray(a, dtype=np.float64).reshape(-1)

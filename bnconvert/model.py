@@ -223,11 +223,6 @@ class Model:
                     found.append((layer, k))
         return found
 
-    def uses(self, ref: TensorRef) -> int:
-        """How many places read ``ref``: consuming calls plus model outputs."""
-        count = sum(inputs.count(ref) for layer in self.layers for inputs in layer.calls)
-        return count + self.outputs.count(ref)
-
     def walk(self, prefix: str = "") -> Iterator[tuple[str, Layer, Model]]:
         """Every layer, nested models included, as (path, layer, owning model)."""
         for layer in self.layers:

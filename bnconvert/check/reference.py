@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -272,7 +271,6 @@ class ReferenceRunner(Runner):
         from ..readers import load
 
         self.path = str(path)
-        start = time.perf_counter()
         self.model = model if model is not None else load(path, **dict(load_options or {}))
         if not self.model.has_graph:
             raise RunnerUnavailable(f"{path}: weights-only file without an architecture; pass the model JSON with --config")
@@ -282,7 +280,6 @@ class ReferenceRunner(Runner):
                           if layer.model is None and getattr(table.get(layer.class_name), "call", None) is None})
         if missing:  # a layer no runtime can run without executing code from the file (Lambda ...)
             raise UnsupportedLayerError(f"{path}: bnconvert's float64 reference cannot run {', '.join(missing)}")
-        self.load_seconds = time.perf_counter() - start
 
     def input_specs(self) -> list[InputSpec]:
         return with_values(declared_input_specs(self.model, self.path), self.model)

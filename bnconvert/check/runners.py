@@ -132,9 +132,7 @@ class OnnxRunner(Runner):
         self.label = shown_path(label or self.path)  # a file being written is named by its final path
         self._initializers = dict(initializers or {})
         self._released = False
-        start = time.perf_counter()
         self.session = self._session(self._proto if self._proto is not None else self.path)
-        self.load_seconds = time.perf_counter() - start
 
     def _options(self) -> Any:
         ort = _ort()

@@ -158,7 +158,7 @@ class _Planner:
         return len(shape) if shape is not None else None
 
     def single_use(self, ref: TensorRef) -> bool:
-        return self._uses[ref] == 1  # Model.uses(ref) == 1
+        return self._uses[ref] == 1
 
     def producer(self, layer: Layer) -> TensorRef | None:
         if len(layer.calls) != 1 or len(layer.calls[0]) != 1:
