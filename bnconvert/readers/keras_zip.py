@@ -242,21 +242,16 @@ def open_weights(blob: bytes) -> Iterator[h5py.File]:
         for name in windows:
             target = "/".join(part for part in name.split("\\") if part)
             found = child(f, name, where)  # a hard link, or refused
-            if found is None or not target or child_or_none(f, target, where) is not None:
-                continue  # the '/' path exists already: the file has both layouts, keep its own
+            if found is None or not target or f.get(target, getlink=True) is not None:
+                continue  # a link at the '/' path already: the file has both layouts, keep its own
             parent = target.rpartition("/")[0]
-            if parent and not isinstance(f.require_group(parent), h5py.Group):
-                raise FormatError(f"{where}: '{parent}' is not a group")
-            f[target] = found
+            try:
+                if parent:
+                    f.require_group(parent)
+                f[target] = found
+            except (TypeError, ValueError, KeyError, OSError):  # a dataset (or a link) where a group must go
+                raise FormatError(f"{where}: '{name}' cannot be placed at '{target}'") from None
         yield f
-
-
-def child_or_none(group: h5py.Group, path: str, where: str) -> h5py.Group | h5py.Dataset | None:
-    """:func:`~.h5guard.child`, None also when a component on the way is missing."""
-    try:
-        return child(group, path, where)
-    except FormatError:
-        return None
 
 
 def _has_data(group: h5py.Group | None, where: str) -> bool:

@@ -88,3 +88,24 @@ def test_windows_archive_reads_folds_and_writes_the_usual_layout(models: tuple[P
     want = original.predict(x, verbose=0)  # type: ignore[attr-defined]
     got = keras.models.load_model(tmp_path / "folded.keras").predict(x, verbose=0)
     assert np.max(np.abs(got - want)) / np.max(np.abs(want)) < 1e-5
+
+
+def test_a_windows_name_that_cannot_be_placed_is_one_format_error() -> None:
+    """A dataset where the '/' path needs a group: refused in one line; a file that has both
+    layouts keeps its own '/' groups."""
+    from bnconvert.errors import FormatError
+    from bnconvert.readers.keras_zip import open_weights
+
+    blob = io.BytesIO()
+    with h5py.File(blob, "w") as f:
+        f.create_dataset("layers", data=[1])
+        f.create_group("layers\\conv1d").create_group("vars")
+    with pytest.raises(FormatError, match=r"'layers\\conv1d' cannot be placed at 'layers/conv1d'"), \
+            open_weights(blob.getvalue()):
+        pass
+    blob = io.BytesIO()
+    with h5py.File(blob, "w") as f:
+        f["layers/conv1d/vars/0"] = [1.0]
+        f.create_group("layers\\conv1d").create_group("vars")
+    with open_weights(blob.getvalue()) as f:
+        assert list(f["layers/conv1d/vars"]) == ["0"]
