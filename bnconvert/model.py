@@ -241,13 +241,13 @@ class Model:
 
     def with_layers(self, layers: list[Layer], **changes: Any) -> Model:
         """A new model with ``layers`` in place of the current ones (and other fields changed)."""
-        fields = dict(
-            name=self.name,
-            layers=layers,
-            inputs=list(self.inputs),
-            outputs=list(self.outputs),
-            kind=self.kind,
-            source=self.source,
-        )
+        fields = {
+            "name": self.name,
+            "layers": layers,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "kind": self.kind,
+            "source": self.source,
+        }
         fields.update(changes)
         return Model(**fields)

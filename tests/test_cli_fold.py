@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 import bnconvert
-from bnconvert.cli import main
 import bnconvert.check
+from bnconvert.cli import main
 
 from .conftest import corpus_file, fixture_file
 

@@ -154,13 +154,13 @@ EXPECTED = {
     "k3_conv1d.keras": ({"batch_normalization": "backward", "batch_normalization_1": "backward"}, []),
     "k3_functional.keras": ({"inner_seq/inner_seq_bn": "backward", "inner_fn/inner_fn_bn": "backward", "bn_head": "backward"},
                             ["bn_after_shared", "bn_after_add", "bn_fork"]),
-    "k3_bn_variants.keras": ({n: "backward" for n in ("bn_no_center", "bn_no_scale", "bn_no_affine", "bn_eps_0p01", "bn_renorm")}
+    "k3_bn_variants.keras": (dict.fromkeys(("bn_no_center", "bn_no_scale", "bn_no_affine", "bn_eps_0p01", "bn_renorm"), "backward")
                              | {"bn_axis1_rank3": "forward"}, []),
     "k3_after_act.keras": ({"bn_fwd_valid_conv": "forward", "bn_fwd_dense": "forward"}, ["bn_before_same_conv"]),
     "k3_channels_first.keras": ({"batch_normalization": "backward", "batch_normalization_1": "backward"}, []),
     "tfk_functional.h5": ({"inner_seq/inner_seq_bn": "backward", "inner_fn/inner_fn_bn": "backward", "bn_head": "backward"},
                           ["bn_after_shared", "bn_after_add", "bn_fork"]),
-    "tfk_bn_variants.h5": ({n: "backward" for n in ("bn_eps_1em6", "bn_no_center", "bn_no_scale", "bn_renorm")}, ["bn_axes_1_2"]),
+    "tfk_bn_variants.h5": (dict.fromkeys(("bn_eps_1em6", "bn_no_center", "bn_no_scale", "bn_renorm"), "backward"), ["bn_axes_1_2"]),
     "tfk_bn_virtual_batch.h5": ({"bn_virtual_batch": "backward"}, []),
     "k1_tf_seq.h5": ({f"batchnormalization_{i}": "backward" for i in (1, 2, 3)}, []),
     "k1_th_model.h5": ({f"batchnormalization_{i}": "backward" for i in (1, 2, 3)}, []),

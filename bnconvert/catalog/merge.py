@@ -82,7 +82,7 @@ _MERGE_LAYERS = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
 
 
 @defines(*_OPS, shape=_elementwise_shape, weights=no_weights,
-         masking={name: "own" for name in _MERGE_LAYERS}, mask={name: _merge_masks for name in _MERGE_LAYERS})
+         masking=dict.fromkeys(_MERGE_LAYERS, "own"), mask=dict.fromkeys(_MERGE_LAYERS, _merge_masks))
 def merge_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:
     if ctx.masks is not None and ctx.generation >= 3:
         if layer.class_name == "Multiply":

@@ -321,7 +321,7 @@ def _einsum_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
     sizes: dict[str, Dim] = {}
     for letters, shape in zip(ins, shapes):
         for ch, d in zip(letters, shape):
-            if d is not None and d != 1 or ch not in sizes:
+            if (d is not None and d != 1) or ch not in sizes:
                 sizes[ch] = d if d is not None or ch not in sizes else sizes[ch]
     return [tuple(sizes.get(ch) for ch in out)]
 

@@ -237,7 +237,7 @@ def describe_array(did: h5py.h5d.DatasetID, where: str, budget: Budget, send_blo
             offset = did.get_offset()  # absolute (a user block included); None if never allocated
         except (OSError, ValueError, RuntimeError):
             offset = None
-        if offset is not None and 0 <= offset and offset + nbytes <= budget.file_bytes:
+        if offset is not None and offset >= 0 and offset + nbytes <= budget.file_bytes:
             out["o"] = int(offset)
             return out
     allow_memory(2 * nbytes)  # the array, and room for libhdf5's chunk cache and filter buffers

@@ -100,9 +100,9 @@ def _adapted_normalization() -> Any:
 def keras3_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[float, set[str]]]:
     """Every Keras 3 case run by Keras and by the float64 reference: name -> (error, classes)."""
     pytest.importorskip("keras")
-    from ..onnx.helpers import inputs_for, keras_predict, randomize
-
     import keras
+
+    from ..onnx.helpers import inputs_for, keras_predict, randomize
 
     keras.utils.set_random_seed(0)  # the kernels Keras draws too: the same errors every run
     folder = tmp_path_factory.mktemp("keras3")

@@ -61,9 +61,9 @@ def test_mobilenet_v3_small_at_its_default_size_exports(keras, fmt: str, tmp_pat
 
 
 CONV_LSTM = {
-    "same": dict(filters=8, kernel_size=3, padding="same"),
-    "valid_strided_sequences": dict(filters=5, kernel_size=(3, 2), strides=2, return_sequences=True),
-    "dilated_state": dict(filters=4, kernel_size=3, dilation_rate=2, padding="same", return_state=True),
+    "same": {"filters": 8, "kernel_size": 3, "padding": "same"},
+    "valid_strided_sequences": {"filters": 5, "kernel_size": (3, 2), "strides": 2, "return_sequences": True},
+    "dilated_state": {"filters": 4, "kernel_size": 3, "dilation_rate": 2, "padding": "same", "return_state": True},
 }
 
 

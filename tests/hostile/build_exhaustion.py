@@ -85,7 +85,7 @@ def cycle_in_sequential_in_functional_keras(folder: Path) -> Path:
     that itself depends on 'inner_seq'."""
     def change(c: dict) -> None:
         names = _layer_names(c)
-        after = [n for n in names[names.index("inner_seq") + 1:]]
+        after = list(names[names.index("inner_seq") + 1:])
         entry = next(e for e in c["config"]["layers"] if e["name"] == "inner_seq")
         args = entry["inbound_nodes"][0]["args"]
         args[0]["config"]["keras_history"] = [after[0], 0, 0]

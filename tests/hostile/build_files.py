@@ -21,7 +21,6 @@ import numpy as np
 
 from ..conftest import fixture_file
 
-
 # -- helpers -----------------------------------------------------------------------------------
 
 

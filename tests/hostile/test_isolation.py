@@ -79,7 +79,7 @@ def btree_own_child_in_an_unread_group(folder: Path) -> Path:
     read the file, and its fold crashed while writing."""
     path = folder / "btree_own_child_unread.h5"
     shutil.copy(fixture_file(SOURCE), path)
-    before = {at: data for at, data in _tree_entries(path.read_bytes()).items()}
+    before = dict(_tree_entries(path.read_bytes()).items())
     with h5py.File(path, "r+") as f:
         f["model_weights/top_level_model_weights"].create_group("extra")
     data = bytearray(path.read_bytes())

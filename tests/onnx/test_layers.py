@@ -14,7 +14,7 @@ import pytest
 from bnconvert.model import Layer
 from bnconvert.onnx import to_onnx
 
-from .helpers import check_model, chain_model, inputs_for, randomize, rel_err, roundtrip, run_onnx
+from .helpers import chain_model, check_model, inputs_for, randomize, rel_err, roundtrip, run_onnx
 
 keras = pytest.importorskip("keras")
 L = keras.layers

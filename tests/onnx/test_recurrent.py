@@ -384,7 +384,7 @@ def _tf_keras(script: str, *args: str) -> str:
 @pytest.fixture(scope="module")
 def tf_keras_cases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[int]]]:
     folder = tmp_path_factory.mktemp("recurrent_tfk")
-    s2s = [p for p in sequence_corpus_dir().glob("Kashdog__NaturalQuery__s2s*")] if sequence_corpus_dir().is_dir() else []
+    s2s = list(sequence_corpus_dir().glob("Kashdog__NaturalQuery__s2s*")) if sequence_corpus_dir().is_dir() else []
     return folder, json.loads(_tf_keras(_TFK_CASES, str(folder), json.dumps(TOKENS.tolist()), *map(str, s2s[:1])))
 
 

@@ -18,8 +18,8 @@ import pytest
 import bnconvert
 from bnconvert.errors import OutputError, UnsupportedLayerError
 from bnconvert.fold import fold_model
-from bnconvert.readers.h5 import attr_list
 from bnconvert.io import atomic_output
+from bnconvert.readers.h5 import attr_list
 from bnconvert.writers import write_model
 from bnconvert.writers.config_edit import edit_config
 from bnconvert.writers.h5 import save_list_attr
@@ -275,26 +275,22 @@ def test_config_edit_rewires_keras2_chains_and_moves_the_input_shape() -> None:
 def test_atomic_output(tmp_path: Path) -> None:
     src = tmp_path / "in.h5"
     src.write_bytes(b"input")
-    with pytest.raises(OutputError, match="input"):
-        with atomic_output(src, inputs=[src], force=True):
-            pass
+    with pytest.raises(OutputError, match="input"), atomic_output(src, inputs=[src], force=True):
+        pass
     target = tmp_path / "out.h5"
     target.write_bytes(b"old")
-    with pytest.raises(OutputError, match="--force"):
-        with atomic_output(target, inputs=[src]):
-            pass
-    with pytest.raises(RuntimeError):
-        with atomic_output(target, inputs=[src], force=True) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("boom")
+    with pytest.raises(OutputError, match="--force"), atomic_output(target, inputs=[src]):
+        pass
+    with pytest.raises(RuntimeError), atomic_output(target, inputs=[src], force=True) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("boom")
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["in.h5", "out.h5"]
     with atomic_output(target, inputs=[src], force=True) as tmp:
         assert tmp.parent.parent == tmp_path and tmp.name == "out.h5"  # private folder beside the target
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["in.h5", "out.h5"]
-    with pytest.raises(OutputError, match="does not exist"):
-        with atomic_output(tmp_path / "missing" / "x.h5"):
-            pass
+    with pytest.raises(OutputError, match="does not exist"), atomic_output(tmp_path / "missing" / "x.h5"):
+        pass
 
 
 # -- real Keras loads every written file ---------------------------------------------------------------------

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ..builder import Builder, Call, Tensor
 from ...catalog import identity_classes
+from ..builder import Builder, Call, Tensor
 from ..registry import converts, refuse
 from .merge import common_layout
 

@@ -91,9 +91,9 @@ def upsampling(b: Builder, call: Call) -> list[Tensor]:
     factors = [int(s) for s in size] if isinstance(size, (list, tuple)) else [int(size)] * (rank - 2)
     interpolation = str(c.get("interpolation", "nearest")).lower()
     if interpolation == "nearest":
-        attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
     elif interpolation == "bilinear" and rank == 4:
-        attrs = dict(mode="linear", coordinate_transformation_mode="half_pixel" if half_pixel(call.source) else "asymmetric")
+        attrs = {"mode": "linear", "coordinate_transformation_mode": "half_pixel" if half_pixel(call.source) else "asymmetric"}
     else:
         raise refuse(call, f"interpolation {interpolation!r} is not supported")
     xn = b.spatial_view(x, fmt)
