@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .apply import BNOutcome, FoldReport, fold_model
+from .apply import BNOutcome, FoldReport, fold_log, fold_model
 from .plan import FoldDecision, plan_folds
 
-__all__ = ["FoldDecision", "plan_folds", "fold_model", "FoldReport", "BNOutcome"]
+__all__ = ["FoldDecision", "plan_folds", "fold_model", "fold_log", "FoldReport", "BNOutcome"]

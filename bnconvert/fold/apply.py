@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,10 @@ from .kernels import FoldOverflow, stays_bn_weights
 from .plan import FoldDecision, plan_folds
 from .sites import fold_site, set_use_bias, sites
 
-__all__ = ["fold_model", "FoldReport", "BNOutcome"]
+__all__ = ["fold_model", "fold_log", "FoldReport", "BNOutcome", "FOLD_LOG_VERSION"]
+
+#: the version of the :func:`fold_log` layout (bumped when a key changes meaning)
+FOLD_LOG_VERSION = 1
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +55,13 @@ class BNOutcome:
     absorbed: list[str] = field(default_factory=list)
     #: largest |s| of the affine folded (None when the BN stays)
     max_scale: float | None = None
+    #: the ``--keep`` pattern that kept this BN (its action is ``stays``), else None
+    kept: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.path, "action": self.action, "target": self.target, "via": list(self.via),
-            "absorbed": list(self.absorbed), "reason": self.reason, "max_scale": self.max_scale,
+            "absorbed": list(self.absorbed), "reason": self.reason, "max_scale": self.max_scale, "kept": self.kept,
         }
 
 
@@ -72,6 +78,8 @@ class FoldReport:
     changed: list[str] = field(default_factory=list)
     created_bias: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the ``--keep`` patterns given (each kept at least one BN, whose action is ``stays``)
+    keep: list[str] = field(default_factory=list)
     #: filled in by whoever writes the model
     output: str | None = None
     output_format: str | None = None
@@ -79,7 +87,7 @@ class FoldReport:
 
     @property
     def totals(self) -> dict[str, int]:
-        count = defaultdict(int)
+        count: defaultdict[str, int] = defaultdict(int)
         for bn in self.batch_norms:
             count[bn.action] += 1
         folded = count["backward"] + count["forward"] + count["merge"]
@@ -105,6 +113,8 @@ class FoldReport:
             "totals": self.totals,
             "largest_fold_scale": None if largest is None else {"value": largest[0], "batch_norm": largest[1]},
             "batch_norms": [bn.to_dict() for bn in self.batch_norms],
+            "keep": list(self.keep),
+            "kept": [bn.path for bn in self.batch_norms if bn.kept is not None],
             "dropped": list(self.dropped),
             "changed": list(self.changed),
             "created_bias": list(self.created_bias),
@@ -119,15 +129,40 @@ def _max_abs(a: np.ndarray | None) -> float | None:
     return float(np.max(np.abs(a)))
 
 
-def fold_model(model: Model) -> tuple[Model, FoldReport]:
+def fold_log(report: FoldReport) -> dict[str, Any]:
+    """What a fold did, compact and JSON-ready, with stable keys: the log written into the files
+    bnconvert makes (provenance). One entry per BN in model order: ``name`` (its path),
+    ``action`` (backward, forward, merge or stays), ``target`` (the layer its affine went into, the
+    BN it merged into; None when it stays), ``via`` (the layers walked through), ``absorbed`` (BN
+    merged into it), ``reason`` (why it stays, or where it went) and ``kept`` (the ``--keep``
+    pattern that kept it, else None)."""
+    return {
+        "version": FOLD_LOG_VERSION,
+        "totals": report.totals,
+        "keep": list(report.keep),
+        "batch_norms": [
+            {"name": bn.path, "action": bn.action, "target": bn.target, "via": list(bn.via),
+             "absorbed": list(bn.absorbed), "reason": bn.reason, "kept": bn.kept}
+            for bn in report.batch_norms
+        ],
+        "dropped": list(report.dropped),
+        "created_bias": list(report.created_bias),
+    }
+
+
+def fold_model(model: Model, *, keep: Sequence[str] = ()) -> tuple[Model, FoldReport]:
     """A new model with every foldable BN folded, and the report of what happened.
+
+    ``keep``: globs on BN layer names (and nested paths ``outer/inner``, see
+    :mod:`bnconvert.fold.plan`): those BN stay untouched, their outcome says ``stays`` with the
+    reason "kept by --keep 'PATTERN'"; a pattern matching no BN raises FoldError.
 
     Raises :class:`~bnconvert.errors.FoldError`, naming the file and the layers, when a BN that
     would fold has NaN/Inf parameters or a non-positive ``var + eps``, or when folding gives
     weights beyond their dtype (a huge gamma over a tiny variance); nothing is folded then.
     """
     where = _where(model)
-    decisions = plan_folds(model)
+    decisions = plan_folds(model, keep=keep)
     blocked = [d for d in decisions if d.blocked]
     if blocked:
         names = ", ".join(f"'{d.path}'" for d in blocked[:5]) + (" ..." if len(blocked) > 5 else "")
@@ -136,12 +171,13 @@ def fold_model(model: Model) -> tuple[Model, FoldReport]:
             f"variance + epsilon <= 0: {names}; refusing to fold"
         )
     source = model.source
-    report = FoldReport(source=source.path if source else model.name, input_format=source.format if source else "model")
+    report = FoldReport(source=source.path if source else model.name, input_format=source.format if source else "model",
+                        keep=list(dict.fromkeys(keep)))
     for d in decisions:
         folded = d.folds
         report.batch_norms.append(BNOutcome(
             path=d.path, action=d.action, reason=d.reason, target=d.target, via=list(d.via),
-            absorbed=list(d.absorbed), max_scale=_max_abs(d.scale) if folded else None,
+            absorbed=list(d.absorbed), max_scale=_max_abs(d.scale) if folded else None, kept=d.kept,
         ))
     by_scope: dict[str, list[FoldDecision]] = defaultdict(list)
     for d in decisions:

@@ -33,26 +33,35 @@ Sequence layers (the roles of :mod:`bnconvert.catalog.roles`, the sites of :mod:
 Each edge on the way must have a single consumer, else folding would change the other reader.
 A BN whose parameters hold NaN/Inf or ``var + eps <= 0`` never folds; when it otherwise would,
 its decision is ``blocked`` and ``fold_model`` refuses the whole model.
+
+**keep** (``--keep PATTERN``): a BN whose name or path matches a glob of ``keep`` (``fnmatchcase``,
+case-sensitive) stays exactly as it is: it neither folds nor receives another BN merged into it (a
+kept BN's parameters are never rewritten). Inside a nested model the pattern is tried on the layer's
+own name (``bn_3``) and on its path (``inner/bn_3``), so ``inner/*`` keeps every BN of the nested
+model ``inner``; ``*`` also matches ``/``. A pattern that matches no BN layer is a FoldError (a typo
+must not silently fold everything).
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
 
 from ..bn import BNParams, bn_params, is_bn
 from ..catalog import fold_role
-from ..errors import BnconvertError
+from ..errors import BnconvertError, FoldError
 from ..layerspec import data_format
 from ..model import Layer, Model, TensorRef
 from ..shapes import infer_shapes
 from .kernels import compose, dense_input_affine, features_of, flatten_features
 from .sites import Site, sites
 
-__all__ = ["FoldDecision", "plan_folds"]
+__all__ = ["FoldDecision", "plan_folds", "kept_by"]
 
 # What each class is to a fold (producer with its kernel axes, identity, pooling, reshape, input,
 # barrier) is its catalog record's fold role (bnconvert.catalog.roles); nothing here names a class
@@ -81,6 +90,8 @@ class FoldDecision:
     target_shift: np.ndarray | None = None
     #: True when the BN would fold but its parameters are NaN/Inf or var + eps <= 0
     blocked: bool = False
+    #: the ``keep`` pattern that kept this BN (its action is then ``stays``), else None
+    kept: str | None = None
 
     @property
     def folds(self) -> bool:
@@ -96,6 +107,8 @@ class FoldDecision:
             out["absorbed"] = list(self.absorbed)
         if self.blocked:
             out["blocked"] = True
+        if self.kept is not None:
+            out["kept"] = self.kept
         return out
 
 
@@ -130,10 +143,21 @@ class _Features:
     full: tuple[np.ndarray, np.ndarray] | None = None
 
 
+def kept_by(name: str, path: str, keep: Sequence[str]) -> str | None:
+    """The first pattern of ``keep`` matching a BN's ``name`` or its nested ``path``, else None."""
+    for pattern in keep:
+        if fnmatchcase(name, pattern) or fnmatchcase(path, pattern):
+            return pattern
+    return None
+
+
 class _Planner:
-    def __init__(self, model: Model, scope: str) -> None:
+    def __init__(self, model: Model, scope: str, keep: Sequence[str] = ()) -> None:
         self.model = model
         self.scope = scope
+        self.keep = tuple(keep)
+        #: BN name -> the pattern that keeps it
+        self.kept: dict[str, str] = {}
         # a shape the config does not determine is None there (never held against the file); the
         # readers checked every value shapes are computed from, so whatever this raises is a bug
         self.shapes = infer_shapes(model)
@@ -335,6 +359,8 @@ class _Planner:
             return f"the next BN {other.label} normalises another axis or cannot fold"
         if not _finite(q):
             return f"the next BN {other.label} has NaN/Inf or non-positive variance + epsilon"
+        if other.name in self.kept:
+            return f"the next BN {other.label} is kept by --keep '{self.kept[other.name]}'"
         return FoldDecision(bn.name, "merge", f"merges into the next BN {other.label}", target=other.name, via=via)
 
     def _forward_into(
@@ -380,6 +406,9 @@ class _Planner:
     def plan(self) -> list[FoldDecision]:
         bns = [layer for layer in self.model.layers if is_bn(layer)]
         for layer in bns:
+            pattern = kept_by(layer.name, f"{self.scope}{layer.name}", self.keep)
+            if pattern is not None:
+                self.kept[layer.name] = pattern
             try:
                 self.params[layer.name] = bn_params(layer)
             except BnconvertError:
@@ -390,6 +419,10 @@ class _Planner:
         return FoldDecision(bn.name, "stays", reason, scope=self.scope)
 
     def decide(self, bn: Layer) -> FoldDecision:
+        if bn.name in self.kept:
+            decision = self.stays(bn, f"kept by --keep '{self.kept[bn.name]}'")
+            decision.kept = self.kept[bn.name]
+            return decision
         p = self.params.get(bn.name)
         if p is None:
             return self.stays(bn, "its weights could not be read as BN parameters")
@@ -466,10 +499,26 @@ def _finite(p: BNParams) -> bool:
     return all(np.all(np.isfinite(a)) for a in arrays) and not np.any(p.variance + p.epsilon <= 0)
 
 
-def plan_folds(model: Model, scope: str = "") -> list[FoldDecision]:
-    """A decision for every BN layer of ``model``, nested models included, in model order."""
-    decisions = _Planner(model, scope).plan()
+def plan_folds(model: Model, scope: str = "", *, keep: Sequence[str] = ()) -> list[FoldDecision]:
+    """A decision for every BN layer of ``model``, nested models included, in model order.
+
+    ``keep``: globs on BN names or nested paths (see the module docstring); those BN stay. Raises
+    FoldError when a pattern matches no BN layer of the model.
+    """
+    decisions = _plan(model, scope, tuple(keep))
+    unmatched = [p for p in dict.fromkeys(keep) if not any(d.kept == p for d in decisions)]
+    if unmatched:
+        names = [d.path for d in decisions]
+        listed = ", ".join(f"'{n}'" for n in names[:6]) + (f" ... ({len(names)} in all)" if len(names) > 6 else "")
+        where = model.source.path if model.source is not None and model.source.path else f"model '{model.name}'"
+        raise FoldError(f"{where}: --keep {', '.join(repr(p) for p in unmatched)} matches no BatchNormalization "
+                        f"layer (its BN layers: {listed or 'none'})")
+    return decisions
+
+
+def _plan(model: Model, scope: str, keep: tuple[str, ...]) -> list[FoldDecision]:
+    decisions = _Planner(model, scope, keep).plan()
     for layer in model.layers:
         if layer.model is not None:
-            decisions += plan_folds(layer.model, f"{scope}{layer.name}/")
+            decisions += _plan(layer.model, f"{scope}{layer.name}/", keep)
     return decisions
