@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bn import BNParams, bn_params, is_bn
+from ..bn import BNParams, bn_params, bn_problem, is_bn
 from ..catalog import fold_role
 from ..errors import BnconvertError, FoldError
 from ..layerspec import data_format
@@ -495,8 +495,8 @@ def _virtual(bn: Layer) -> bool:
 
 
 def _finite(p: BNParams) -> bool:
-    arrays = (p.gamma, p.beta, p.mean, p.variance)
-    return all(np.all(np.isfinite(a)) for a in arrays) and not np.any(p.variance + p.epsilon <= 0)
+    """Whether ``p`` keeps the BN invariant (:func:`bnconvert.bn.bn_problem`): a BN that breaks it never folds."""
+    return bn_problem(p) is None
 
 
 def plan_folds(model: Model, scope: str = "", *, keep: Sequence[str] = ()) -> list[FoldDecision]:
