@@ -119,6 +119,8 @@ class AuditReport:
             # ready-to-edit --replace line each (bnconvert.replace)
             "opaque_layers": opaque_layers(self.model),
             "replaced": list(src.replaced),
+            # the stamp of a file bnconvert made (bnconvert.provenance): None for any other file
+            "provenance": src.provenance,
             "summary": {
                 "batch_norms": len(self.batch_norms),
                 "foldable": folding,

@@ -171,6 +171,9 @@ class Source:
     #: the layers the user replaced on reading (``--replace``, :mod:`bnconvert.replace`), described:
     #: the model is then no longer the file's alone, and no check may run the file as its reference
     replaced: list[str] = field(default_factory=list)
+    #: the provenance stamp of a file bnconvert made (:mod:`bnconvert.provenance`), its fields
+    #: type-checked; None when the file has none or its stamp was ignored (a note says why)
+    provenance: dict[str, Any] | None = None
 
     @property
     def generation(self) -> int:

@@ -18,9 +18,10 @@ from typing import Any, TextIO
 
 import click
 
-from ..batch import Summary, audit_records, collect, is_error
+from ..batch import AuditOptions, Summary, audit_records, collect, is_error
 from ..errors import BnconvertError
 from ..io import InputSet
+from ..provenance import provenance_line
 from ..text import one_line
 from .common import OutputArg, common_options, is_quiet, plural
 from .options import load_kwargs, load_options, replace_options, replacements_from
@@ -56,6 +57,8 @@ def render_table(report: dict[str, Any]) -> str:
     origin = report["backend_origin"]
     backend = f"backend {report['backend']} [{origin}]" if report["backend"] else f"backend {origin}"
     lines.append(f"  format   {report['format']} (Keras {version}); {backend}")
+    if report.get("provenance"):  # a file bnconvert made: how, from what, with which check
+        lines.append(f"  made     {provenance_line(report['provenance']).removeprefix('made ')}")
     if report.get("running_std"):  # Keras 1 only
         lines.append(f"  keras 1  running_std read as {report['running_std']}")
     if report.get("kernels_flipped"):  # Theano wrote the kernels: Keras 1 or Keras 2 (2.0-2.1.x Theano backend)
@@ -333,12 +336,10 @@ def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None,
     summary = Summary()
     flagged = False
     replacements = replacements_from(replace, replacements_file, plugins)
-    options = load_kwargs(None, running_std, flip_kernels)
-    if replacements:
-        options["replacements"] = replacements
+    options = AuditOptions(load_kwargs(None, running_std, flip_kernels), tuple(replacements))
     if plugins:  # the registrations live in this process only
         jobs = 1
-    records = audit_records(found.tasks, jobs=jobs, load_options=options)
+    records = audit_records(found.tasks, jobs=jobs, options=options)
     for record in records:
         summary.add(record)
         if shared_terminal or is_error(record):

@@ -10,6 +10,12 @@ repeated fields inside (``GraphProto.initializer``, field 5), so the file is the
 ``onnx.save`` would write, without the three copies of every weight that building, copying and
 serialising a full ``ModelProto`` costs.
 
+The same merge rule makes :func:`stamp_onnx` cheap: ``ModelProto.metadata_props`` (field 14) is a
+repeated field, so appending one serialised ``ModelProto`` holding only metadata entries to a
+written file adds them without reading or re-serialising the weights; :func:`read_metadata_props`
+reads them back by walking the file's top-level fields and skipping the rest (``graph`` entries)
+with a seek.
+
 A protobuf message cannot exceed 2 GiB, so a model whose initializers come near that is written
 with ONNX external data: ``OUT.onnx`` (graph, small tensors) plus ``OUT.onnx.data`` beside it, each
 floating-point tensor of 1 KiB or more at a 4 KiB-aligned offset (``location``/``offset``/``length``, the ONNX external-data
@@ -29,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ..errors import BnconvertError
+from ..errors import BnconvertError, InternalError
 
 __all__ = [
     "PROTOBUF_LIMIT",
@@ -45,6 +51,8 @@ __all__ = [
     "validate_parts",
     "validate_file",
     "write_onnx",
+    "stamp_onnx",
+    "read_metadata_props",
 ]
 
 PROTOBUF_LIMIT = 2**31
@@ -60,6 +68,7 @@ IN_MEMORY = "bnconvert-in-memory"
 _MODEL_GRAPH = b"\x3a"  # ModelProto.graph = 7
 _GRAPH_INITIALIZER = b"\x2a"  # GraphProto.initializer = 5
 _TENSOR_RAW_DATA = b"\x4a"  # TensorProto.raw_data = 9
+_MODEL_METADATA_PROPS = 14  # ModelProto.metadata_props (repeated StringStringEntryProto)
 
 
 def _varint(n: int) -> bytes:
@@ -238,3 +247,80 @@ def validate_file(path: str | os.PathLike[str]) -> None:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise _invalid(exc) from None
+
+
+# -- metadata appended in place ---------------------------------------------------------------------
+
+def _read_varint(fh: BinaryIO) -> int | None:
+    """A varint from the file (None at a clean end of file)."""
+    shift = result = 0
+    while True:
+        byte = fh.read(1)
+        if not byte:
+            if shift:
+                raise ValueError("the file ends inside a varint")
+            return None
+        result |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            raise ValueError("a varint longer than 10 bytes")
+
+
+def read_metadata_props(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """The ``metadata_props`` entries of an ONNX file, in file order (duplicates kept), read
+    without parsing the graph: each top-level field is skipped by its length except field 14.
+    Raises ValueError when the file is not a well-formed protobuf at its top level."""
+    out: list[tuple[str, str]] = []
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        while True:
+            tag = _read_varint(fh)
+            if tag is None:
+                return out
+            field_number, wire = tag >> 3, tag & 7
+            if wire == 0:
+                if _read_varint(fh) is None:
+                    raise ValueError("the file ends inside a field")
+                continue
+            if wire in (1, 5):
+                fh.seek(8 if wire == 1 else 4, 1)
+                continue
+            if wire != 2:
+                raise ValueError(f"unexpected wire type {wire} at the top level")
+            length = _read_varint(fh)
+            if length is None or fh.tell() + length > size:
+                raise ValueError("a field runs past the end of the file")
+            if field_number != _MODEL_METADATA_PROPS:
+                fh.seek(length, 1)
+                continue
+            entry = onnx.StringStringEntryProto()
+            entry.ParseFromString(fh.read(length))
+            out.append((entry.key, entry.value))
+
+
+def stamp_onnx(path: str | os.PathLike[str], props: Mapping[str, str]) -> None:
+    """Append ``props`` to the ``metadata_props`` of the ONNX file at ``path``, in place, without
+    rewriting it (a few bytes appended, whatever the size of the model; external data untouched).
+
+    A key the file already holds is a bnconvert bug (InternalError): protobuf would keep both
+    entries and ``onnx.checker`` refuses duplicate metadata keys. Values must be text.
+    """
+    try:
+        present = {key for key, _ in read_metadata_props(path)}
+    except ValueError as exc:
+        raise InternalError(f"{path}: the ONNX file bnconvert wrote cannot be stamped ({exc})") from None
+    twice = sorted(set(props) & present)
+    if twice:
+        raise InternalError(f"{path}: metadata key(s) {', '.join(map(repr, twice))} already in the file; "
+                            "each key is written once")
+    for key, value in props.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InternalError(f"metadata entry {key!r}: keys and values must be text")
+    stamp = onnx.ModelProto()
+    for key, value in props.items():
+        entry = stamp.metadata_props.add()
+        entry.key, entry.value = key, value
+    with open(path, "ab") as fh:
+        fh.write(stamp.SerializeToString())

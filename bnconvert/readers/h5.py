@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import FormatError, InternalError
 from ..layerspec import weight_parts, weight_spec
 from ..model import Layer, Model, Source
+from ..provenance import H5_ATTRIBUTE, MAX_PROVENANCE_CHARS, ignored_note, parse_provenance
 from . import h5guard, isolated, keras1
 from .fields import check_fields
 from .graph import MAX_LAYERS, build_model, paused_gc
@@ -230,6 +231,8 @@ def read_h5(
     backend, origin = _backend(answer, layer_names, gen)
     source_info = Source(path=path, format=_format(gen, full), keras_version=version, backend=backend,
                          backend_origin=origin)
+    source_info.provenance, stamp_notes = _stamp(answer)
+    source_info.notes += stamp_notes
     flip = backend == "theano" if flip_kernels is None else flip_kernels
     source_info.kernels_flipped = flip
     if flip_kernels is not None:
@@ -296,6 +299,7 @@ def scan_h5(fd: int, size: int, params: dict[str, Any], facts: dict[str, Any],
             return  # refused by the reader
         facts["keras_version"] = attr_text(f, "keras_version")
         facts["backend"] = attr_text(f, "backend") or attr_text(root, "backend")
+        _scan_stamp(f, facts)
         groups: dict[str, h5py.Group] = {}
         for name in names:
             where = f"layer '{name}'"
@@ -318,6 +322,30 @@ def scan_h5(fd: int, size: int, params: dict[str, Any], facts: dict[str, Any],
             facts[f"weights:{name}"] = described
         visit_links(f)
         facts["visited"] = True
+
+
+def _scan_stamp(f: h5py.File, facts: dict[str, Any]) -> None:
+    """In the isolated child: the provenance stamp (root attribute ``bnconvert``) as text in
+    ``facts["bnconvert"]``, or why it cannot be read in ``facts["bnconvert_problem"]``: a bad
+    stamp is ignored with a note, it never makes the file unreadable."""
+    try:
+        text = attr_text(f, H5_ATTRIBUTE)
+    except FormatError as exc:
+        facts["bnconvert_problem"] = str(exc).split(": ", 1)[-1]
+        return
+    if text is not None and len(text) > MAX_PROVENANCE_CHARS:
+        facts["bnconvert_problem"] = f"it is {len(text):,} characters long (limit {MAX_PROVENANCE_CHARS:,})"
+    else:
+        facts["bnconvert"] = text
+
+
+def _stamp(answer: Answer) -> tuple[dict[str, Any] | None, list[str]]:
+    """The provenance stamp the child found (see :func:`_scan_stamp`), checked, and its notes."""
+    where = f"root attribute '{H5_ATTRIBUTE}'"
+    problem = answer.facts.get("bnconvert_problem")
+    if problem is not None:
+        return None, [ignored_note(where, str(problem))]
+    return parse_provenance(answer.facts.get("bnconvert"), where)
 
 
 @isolated.job("attrs")

@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import FormatError
 from ..layerspec import weight_parts, zip_group
 from ..model import Model, Source
+from ..provenance import MAX_PROVENANCE_CHARS, ZIP_ENTRY, ignored_note, parse_provenance
 from .fields import check_fields
 from .graph import build_model
 from .h5 import MAX_CONFIG_CHARS, parse_config
@@ -200,6 +201,9 @@ def read_zip(path: str, zf: zipfile.ZipFile) -> Model:
         backend_origin="not recorded (.keras archives are backend-independent)",
         config=config,
     )
+    if ZIP_ENTRY in members:
+        source.provenance, notes = _stamp(zf, members[ZIP_ENTRY])
+        source.notes += notes
     model = build_model(config, where="config.json")
     check_fields(model)
     model.source = source
@@ -220,6 +224,23 @@ def read_zip(path: str, zf: zipfile.ZipFile) -> Model:
     except (OSError, RuntimeError) as exc:
         raise FormatError(f"model.weights.h5 inside the archive is damaged ({exc})") from None
     return model
+
+
+def _stamp(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[dict[str, Any] | None, list[str]]:
+    """The provenance stamp (``bnconvert.json``), checked, and its notes: a stamp that is too
+    large, encrypted, compressed oddly or damaged is ignored with a note, never an error."""
+    where = f"archive entry '{ZIP_ENTRY}'"
+    if info.flag_bits & 0x1:
+        return None, [ignored_note(where, "it is encrypted")]
+    if info.compress_type not in _METHODS:
+        return None, [ignored_note(where, f"it uses compression method {info.compress_type}")]
+    if info.file_size > MAX_PROVENANCE_CHARS:
+        return None, [ignored_note(where, f"it is {info.file_size:,} bytes long (limit {MAX_PROVENANCE_CHARS:,})")]
+    try:
+        data = _read(zf, info)
+    except FormatError as exc:
+        return None, [ignored_note(where, str(exc).removeprefix(f"zip entry '{ZIP_ENTRY}' "))]
+    return parse_provenance(data, where)
 
 
 @contextmanager

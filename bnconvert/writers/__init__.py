@@ -3,7 +3,7 @@
 The written config is the input's config, edited (``config_edit``); the weights are written the
 way that format stores them (``h5`` for legacy HDF5 files, ``keras_zip`` for ``.keras``
 archives). A Keras 1 input becomes a Keras 2 ``.h5`` (``keras1_config``), which tf-keras and
-Keras 3 load.
+Keras 3 load. :func:`stamp_keras` (``stamp``) writes the provenance into a written file in place.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from .h5 import write_h5
 from .keras1_config import keras2_config_from_keras1
 from .keras_zip import write_zip
 from .order import in_keras_order
+from .stamp import stamp_keras
 
-__all__ = ["write_model", "output_format", "describe_format"]
+__all__ = ["write_model", "output_format", "describe_format", "stamp_keras"]
 
 _DESCRIPTIONS = {
     "keras2-h5": "Keras 2 / tf.keras HDF5 (.h5): loads with tf-keras and Keras 3",

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import OutputError
 from ..layerspec import weight_parts
 from ..model import Layer, Model
+from ..provenance import H5_ATTRIBUTE
 from ..readers.h5 import attr_list
 from ..readers.rnn_layouts import CUDNN_PARTS, to_cudnn
 from .weights import derive_name, is_known, layer_arrays, nested_arrays
@@ -99,8 +100,8 @@ def _root_attrs(orig: h5py.File, f: h5py.File, config: dict[str, Any], *, keras1
         f.attrs["model_config"] = text
         return
     for key, value in orig.attrs.items():
-        if key in ("model_config", "layer_names") or key.startswith("layer_names"):
-            continue
+        if key in ("model_config", "layer_names", H5_ATTRIBUTE) or key.startswith("layer_names"):
+            continue  # the input's provenance stamp describes the input, not this file
         f.attrs[key] = value
     if flipped:
         f.attrs["backend"] = "tensorflow"  # kernels are now cross-correlation kernels

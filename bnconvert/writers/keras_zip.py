@@ -12,7 +12,8 @@ input, then each part's weights replace their ``vars`` (:func:`~bnconvert.layers
 tf.keras 2.13-2.15 used ``_layer_checkpoint_dependencies/...`` instead of ``layers/``
 and advanced the per-class counter by two for layers with weights; for such an input both
 layouts are written (the old one for those versions, ``layers/`` for tf-keras 2.16+).
-Other archive members (``assets/``) are copied as they are; optimizer state is not.
+Other archive members (``assets/``) are copied as they are; optimizer state is not, nor the
+input's provenance stamp (``bnconvert.json``: it describes the input).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 from ..errors import OutputError
 from ..layerspec import weight_parts, weight_spec, zip_group
 from ..model import Layer, Model
+from ..provenance import ZIP_ENTRY
 from ..readers.keras_zip import open_weights
 from .weights import layer_arrays
 
@@ -86,7 +88,7 @@ def write_zip(model: Model, out: Path, *, config: dict[str, Any], original: Mode
             _put(zout, "config.json", json.dumps(config).encode("utf-8"))
             zout.writestr("model.weights.h5", blob.getvalue())
             for name, info in members.items():
-                if name not in ("metadata.json", "config.json", "model.weights.h5") and not name.endswith("/"):
+                if name not in ("metadata.json", "config.json", "model.weights.h5", ZIP_ENTRY) and not name.endswith("/"):
                     zout.writestr(info, zin.read(info))
 
 
