@@ -8,8 +8,9 @@ What is done (onnxruntime's recommended CPU setting, "S8S8 with QDQ format ... s
 choice", https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html):
 
 * pre-processing with ``quant_pre_process`` (ONNX shape inference and onnxruntime's basic graph
-  optimisation); its symbolic shape inference is skipped: it needs ``sympy``, which onnxruntime no
-  longer depends on, and it helps transformer graphs, not the CNNs this is for;
+  optimisation; when the optimisation fails onnxruntime logs it and goes on without); its symbolic
+  shape inference is skipped: it needs ``sympy``, which onnxruntime no longer depends on, and it
+  helps transformer graphs, not the CNNs this is for;
 * ``quantize_static`` in QDQ format: weights int8, symmetric, per output channel by default
   (``per_channel``); activations int8; MinMax calibration on the user's samples, fed ``batch`` at
   a time through the dynamic batch dimension bnconvert writes (a fixed batch is fed as declared);
@@ -254,7 +255,7 @@ class Int8Report:
     batch: int
     per_channel: bool
     weights: str = "int8 (symmetric)"
-    activations: str = "int8"
+    activations: str = "int8 (asymmetric)"
     calibration_method: str = "MinMax"
     quantize_nodes: int = 0
     dequantize_nodes: int = 0
@@ -359,9 +360,11 @@ def quantize_int8(
         raise refuse_without_calibration()
     if batch < 1:
         raise BnconvertError(f"int8: the calibration batch must be at least 1, not {batch}")
-    names, shapes, _ = model_inputs(src)
+    names, shapes, dtypes = model_inputs(src)
     if sorted(calibration) != sorted(names):
-        raise BnconvertError(f"{src}: calibration data for inputs {sorted(calibration)}, the model's are {names}")
+        given = ", ".join(f"'{one_line(k)}'" for k in sorted(calibration))
+        raise BnconvertError(f"{src}: calibration data for inputs {given}; the model's are " + ", ".join(f"'{one_line(n)}'" for n in names))
+    calibration = {n: np.ascontiguousarray(calibration[n], dtype=d) for n, d in zip(names, dtypes)}
     samples = len(next(iter(calibration.values())))
     notes: list[str] = []
     fixed = {s[0] for s in shapes if s and isinstance(s[0], int) and s[0] > 0}
@@ -402,11 +405,16 @@ def quantize_int8(
             quantize_static(os.fspath(pre), os.fspath(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=op_types)
+            float_session = _session(src)
+            output_names = [o.name for o in float_session.get_outputs()]
+            reference = _run(float_session, calibration, batch)
+            del float_session
+            quantized = _run(_session(tmp), calibration, batch)
         except (BnconvertError, MemoryError):
             raise
         except Exception as exc:  # onnxruntime raises anything; the user gets its words in one line
-            raise BnconvertError(f"{src}: onnxruntime could not quantise the model to int8 ({one_line(exc)}); "
-                                 "nothing written") from exc
+            raise BnconvertError(f"{src}: onnxruntime could not quantise the model to int8 or run the result "
+                                 f"({one_line(exc)}); nothing written") from exc
         import onnx
 
         q = onnx.load(os.fspath(tmp))
@@ -416,11 +424,6 @@ def quantize_int8(
         if report.dequantize_nodes == 0:
             notes.append("onnxruntime quantised nothing: the model has no Conv, Gemm or MatMul it can quantise")
         del q
-        float_session = _session(src)
-        output_names = [o.name for o in float_session.get_outputs()]
-        reference = _run(float_session, calibration, batch)
-        del float_session
-        quantized = _run(_session(tmp), calibration, batch)
         report.outputs = [agreement(n, r, o) for n, r, o in zip(output_names, reference, quantized)]
         report.float_bytes, report.int8_bytes = _file_bytes(src), tmp.stat().st_size
         pre.unlink(missing_ok=True)

@@ -183,7 +183,8 @@ def test_agreement_on_known_values() -> None:
 def test_per_tensor_and_few_samples(models, tmp_path) -> None:
     m = models["cnn10"]
     names, _, _ = model_inputs(m["onnx"])
-    report = quantize_int8(m["onnx"], tmp_path / "q.onnx", {names[0]: m["x"][:5]}, per_channel=False, batch=2)
+    report = quantize_int8(m["onnx"], tmp_path / "q.onnx", {names[0]: m["x"][:5].astype(np.float64)}, per_channel=False,
+                           batch=2)  # float64 from the API: fed as the input's float32
     assert not report.per_channel and report.samples == 5
     assert any("recommended" in n for n in report.notes) and "per tensor" in report.summary()
     inits = onnx.load(str(tmp_path / "q.onnx")).graph.initializer
@@ -247,6 +248,12 @@ def test_without_calibration_refused() -> None:
     assert "random data calibrates badly" in str(error)
     with pytest.raises(BnconvertError, match="int8 needs calibration data"):
         quantize_int8("model.onnx", "out.onnx", {})
+
+
+def test_calibration_for_other_inputs_refused(models, tmp_path) -> None:
+    with pytest.raises(BnconvertError, match="calibration data for inputs 'images'; the model's are"):
+        quantize_int8(models["cnn10"]["onnx"], tmp_path / "q.onnx", {"images": models["cnn10"]["x"]})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_failure_leaves_nothing(models, tmp_path, monkeypatch) -> None:
