@@ -244,7 +244,7 @@ class Model:
 
     def with_layers(self, layers: list[Layer], **changes: Any) -> Model:
         """A new model with ``layers`` in place of the current ones (and other fields changed)."""
-        fields = {
+        fields: dict[str, Any] = {
             "name": self.name,
             "layers": layers,
             "inputs": list(self.inputs),

@@ -65,7 +65,7 @@ def check_verdict(check: Any) -> dict[str, Any]:
                 "max_error": None, "atol": None, "rtol": None, "reason": "no check ran"}
     data = check.to_dict() if hasattr(check, "to_dict") else dict(check)
     checked = bool(data.get("checked", True))
-    reference = data.get("reference") if isinstance(data.get("reference"), Mapping) else {}
+    reference = _mapping(data.get("reference"))
     error = data.get("error")
     error = float(error) if isinstance(error, (int, float)) and not isinstance(error, bool) else None
     passed = data.get("passed")
@@ -247,10 +247,16 @@ def ignored_note(where: str, why: str) -> str:
 
 # -- words --------------------------------------------------------------------------------------------
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a mapping, else an empty one (words are made from checked stamps, but
+    also from stamps built in memory)."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def _fold_words(fold: Any) -> str:
     if not isinstance(fold, Mapping):
         return "not folded"
-    t = fold.get("totals") if isinstance(fold.get("totals"), Mapping) else {}
+    t = _mapping(fold.get("totals"))
     line = f"{t.get('folded', 0)} of {t.get('batch_norms', 0)} BN folded"
     parts = [f"{t[k]} {k}" for k in ("backward", "forward", "merged") if t.get(k)]
     if parts:
@@ -277,7 +283,7 @@ def _check_words(check: Any) -> str:
 
 def provenance_line(provenance: Mapping[str, Any]) -> str:
     """One line for ``inspect``: who made the file from what, what the fold did, the check."""
-    source = provenance.get("source") if isinstance(provenance.get("source"), Mapping) else {}
+    source = _mapping(provenance.get("source"))
     what = f"{source.get('format') or 'unknown format'}"
     if source.get("keras_version"):
         what += f", Keras {source['keras_version']}"

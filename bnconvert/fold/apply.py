@@ -23,16 +23,19 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..bn import bn_config, bn_params
 from ..catalog import fold_role
-from ..errors import FoldError
+from ..errors import FoldError, InvalidWeightsError
 from ..model import Layer, Model, TensorRef
 from .kernels import FoldOverflow, stays_bn_weights
 from .plan import FoldDecision, plan_folds
+
+if TYPE_CHECKING:
+    from ..check.results import CheckResult
 from .sites import fold_site, set_use_bias, sites
 
 __all__ = ["fold_model", "fold_log", "FoldReport", "BNOutcome", "FOLD_LOG_VERSION"]
@@ -83,7 +86,8 @@ class FoldReport:
     #: filled in by whoever writes the model
     output: str | None = None
     output_format: str | None = None
-    check: dict[str, Any] | None = None
+    #: the check of the written file (:class:`~bnconvert.check.CheckResult`), filled in by the pipeline
+    check: CheckResult | None = None
 
     @property
     def totals(self) -> dict[str, int]:
@@ -119,7 +123,7 @@ class FoldReport:
             "changed": list(self.changed),
             "created_bias": list(self.created_bias),
             "notes": list(self.notes),
-            "check": self.check,
+            "check": self.check.to_dict() if self.check is not None else None,
         }
 
 
@@ -157,8 +161,9 @@ def fold_model(model: Model, *, keep: Sequence[str] = ()) -> tuple[Model, FoldRe
     :mod:`bnconvert.fold.plan`): those BN stay untouched, their outcome says ``stays`` with the
     reason "kept by --keep 'PATTERN'"; a pattern matching no BN raises FoldError.
 
-    Raises :class:`~bnconvert.errors.FoldError`, naming the file and the layers, when a BN that
-    would fold has NaN/Inf parameters or a non-positive ``var + eps``, or when folding gives
+    Raises :class:`~bnconvert.errors.InvalidWeightsError`, naming the file and the layers, when a
+    BN that would fold has NaN/Inf parameters or a non-positive ``var + eps``, and
+    :class:`~bnconvert.errors.FoldError` when folding gives
     weights beyond their dtype (a huge gamma over a tiny variance); nothing is folded then.
     """
     where = _where(model)
@@ -166,7 +171,7 @@ def fold_model(model: Model, *, keep: Sequence[str] = ()) -> tuple[Model, FoldRe
     blocked = [d for d in decisions if d.blocked]
     if blocked:
         names = ", ".join(f"'{d.path}'" for d in blocked[:5]) + (" ..." if len(blocked) > 5 else "")
-        raise FoldError(
+        raise InvalidWeightsError(  # the plan asked bnconvert.bn.bn_problem, the one test of the BN invariant
             f"{where}: {len(blocked)} BatchNormalization layer(s) that would fold have NaN/Inf parameters or "
             f"variance + epsilon <= 0: {names}; refusing to fold"
         )
@@ -200,7 +205,7 @@ def _fold_scope(model: Model, scope: str, by_scope: dict[str, list[FoldDecision]
     for d in by_scope.get(scope, []):
         try:
             if d.action in ("backward", "forward"):
-                _rewrite(layers[d.target], d, scope, report)
+                _rewrite(layers[d.target_name()], d, scope, report)
             elif d.action == "stays" and d.absorbed:
                 _carry(layers[d.bn], d, scope, report)
         except FoldError as exc:
@@ -253,7 +258,7 @@ def _rewrite(target: Layer, d: FoldDecision, scope: str, report: FoldReport) -> 
         raise FoldError(f"layer {target.label}: its inner layer config cannot be read")
     for site in found:
         had_bias = site.has_bias(target.weights)
-        target.weights = fold_site(site, target.weights, d.target_scale, d.target_shift, backward=d.action == "backward")
+        target.weights = fold_site(site, target.weights, *d.affine(as_target=True), backward=d.action == "backward")
         if not had_bias:
             target.config = set_use_bias(target.config, site.path)
             if path not in report.created_bias:
@@ -265,7 +270,7 @@ def _rewrite(target: Layer, d: FoldDecision, scope: str, report: FoldReport) -> 
 
 def _carry(bn: Layer, d: FoldDecision, scope: str, report: FoldReport) -> None:
     p = bn_params(bn)
-    bn.weights = stays_bn_weights(bn.weights, d.scale, d.shift, epsilon=p.epsilon)
+    bn.weights = stays_bn_weights(bn.weights, *d.affine(), epsilon=p.epsilon)
     order = ["gamma", "beta", "moving_mean", "moving_variance"]
     bn.weights = {k: bn.weights[k] for k in order} | {k: v for k, v in bn.weights.items() if k not in order}
     bn.config = copy.deepcopy(bn.config)

@@ -225,7 +225,7 @@ def scale_separable_input(
     kernel, the shift travels through both kernels into the bias."""
     dw = np.asarray(depthwise)
     pw = np.asarray(pointwise)
-    c, dm = dw.shape[-2], dw.shape[-1]
+    c = dw.shape[-2]
     s, t = _check(s, t, c, "forward fold into a separable convolution")
     new_dw = _scaled(dw, s[:, None])
     spatial = tuple(range(dw.ndim - 2))
@@ -256,13 +256,15 @@ def _checked(move: Callable[..., dict[str, np.ndarray]]) -> Callable[..., dict[s
 def fold_backward_role(role: FoldRole, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *,
                        config: dict[str, Any], what: str = "") -> dict[str, np.ndarray]:
     """:func:`fold_backward` given the fold role itself (a wrapper's inner layer, a cell)."""
-    if not role.producer:
+    if not role.producer or role.out is None:
         raise FoldError(f"cannot fold a BN backward into a {what or role.kind}")
     w = dict(weights)
     bias = w.get("bias") if config.get("use_bias", True) else None
     key, axis = role.out
     if role.spread:  # depthwise: output channel c*dm + m over the last two axes
         w[key], w["bias"] = scale_depthwise_output(w[key], bias, s, t)
+    elif isinstance(axis, tuple):
+        raise FoldError(f"cannot fold a BN backward into a {what or role.kind} (output over two kernel axes)")
     else:  # grouped convolutions too: output channels are the last kernel axis whatever the groups
         w[key], w["bias"] = scale_output(w[key], bias, s, t, axis=axis)
     return w
@@ -272,7 +274,7 @@ def fold_backward_role(role: FoldRole, weights: dict[str, np.ndarray], s: np.nda
 def fold_forward_role(role: FoldRole, weights: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, *,
                       config: dict[str, Any], what: str = "") -> dict[str, np.ndarray]:
     """:func:`fold_forward` given the fold role itself (a wrapper's inner layer, a cell)."""
-    if not role.consumer or role.into[1] != -2:
+    if not role.consumer or role.into is None or role.into[1] != -2:
         raise FoldError(f"cannot fold a BN forward into a {what or role.kind}")
     w = dict(weights)
     bias = w.get("bias") if config.get("use_bias", True) else None

@@ -54,7 +54,7 @@ import numpy as np
 
 from ..bn import BNParams, bn_params, bn_problem, is_bn
 from ..catalog import fold_role
-from ..errors import BnconvertError, FoldError
+from ..errors import BnconvertError, FoldError, InternalError
 from ..layerspec import data_format
 from ..model import Layer, Model, TensorRef
 from ..shapes import infer_shapes
@@ -100,6 +100,20 @@ class FoldDecision:
     @property
     def path(self) -> str:
         return f"{self.scope}{self.bn}"
+
+    def target_name(self) -> str:
+        """The layer this BN folds or merges into (an InternalError when it has none: a bug)."""
+        if self.target is None:
+            raise InternalError(f"BN '{self.path}' ({self.action}) has no target layer")
+        return self.target
+
+    def affine(self, *, as_target: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The BN's (scale, shift), or as its target sees them (``as_target``); an InternalError
+        when the plan did not set them (a bug)."""
+        s, t = (self.target_scale, self.target_shift) if as_target else (self.scale, self.shift)
+        if s is None or t is None:
+            raise InternalError(f"BN '{self.path}' ({self.action}) has no affine")
+        return s, t
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"action": self.action, "target": self.target, "via": list(self.via), "reason": self.reason}
@@ -265,7 +279,7 @@ class _Planner:
                 return f"its input comes from {layer.label} ({n} {'inputs' if len(layer.calls) == 1 else 'calls'})"
             if role.global_ and not layer.config.get("keepdims"):
                 in_rank = self.rank(layer.calls[0][0])
-                if axis is not None and in_rank is not None and axis == rank - 1:
+                if axis is not None and in_rank is not None and rank is not None and axis == rank - 1:
                     axis, rank = _channel_axis(layer, in_rank), in_rank
                 else:
                     return f"its input comes from {layer.label}, and the axes cannot be matched"
@@ -283,7 +297,7 @@ class _Planner:
             return f"{layer.label} has activation {act if isinstance(act, str) else 'custom'}"
         if axis is None and p.axis == (-1,) and (not found.role.windowed or data_format(found.config) == "channels_last"):
             rank, axis = 2, 1  # the last axis, whatever the rank: the channel axis of a channels_last layer
-        if axis is None:
+        if axis is None or rank is None:
             return "its axis cannot be matched to a channel axis (unknown shape or several axes)"
         if axis != _site_axis(found, rank):
             return f"its axis {p.axis[0]} is not the channel axis of {layer.label}"
@@ -378,7 +392,8 @@ class _Planner:
                 if per_unit is None:
                     return f"after Flatten/Reshape the scale varies along an axis {layer.label} does not read"
                 ts, tt = per_unit
-                rows = layer.weights.get(f"{site.prefix}{site.role.into[0]}")
+                into = site.role.into
+                rows = layer.weights.get(f"{site.prefix}{into[0]}") if into is not None else None
                 if rows is not None and rows.shape[0] != ts.size:
                     return f"the shape before Flatten/Reshape does not match {layer.label}'s kernel ({ts.size} vs {rows.shape[0]} inputs)"
             elif feat.axis is None or feat.rank is None:
@@ -450,7 +465,7 @@ class _Planner:
                 if result.target_scale is None:
                     result.target_scale, result.target_shift = s, t
                 if result.action == "merge":
-                    self._merge(bn.name, result.target, s, t)
+                    self._merge(bn.name, result.target_name(), s, t)
                 self.gone.add(bn.name)
                 return result
             reasons.append(result)

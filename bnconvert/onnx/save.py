@@ -165,7 +165,7 @@ def _write_tensor(fh: BinaryIO, header: TensorProto, data: np.ndarray | None) ->
     fh.write(head)
     if data is not None:
         fh.write(raw)
-        fh.write(memoryview(data.reshape(-1)).cast("B"))
+        fh.write(data.reshape(-1).data.cast("B"))
 
 
 def write_onnx(
@@ -199,7 +199,7 @@ def write_onnx(
                     continue
                 offset = -(-offset // _ALIGN) * _ALIGN
                 side.seek(offset)
-                side.write(memoryview(data.reshape(-1)).cast("B"))
+                side.write(data.reshape(-1).data.cast("B"))
                 header.data_location = TensorProto.EXTERNAL
                 for key, value in (("location", external_data), ("offset", str(offset)), ("length", str(data.nbytes))):
                     entry = header.external_data.add()

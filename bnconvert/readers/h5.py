@@ -101,7 +101,7 @@ def attr_list(obj: h5py.HLObject, name: str) -> list[str] | None:
         while f"{name}{i}" in obj.attrs:
             if i >= _MAX_CHUNKS:
                 raise FormatError(f"{where}: attribute '{name}' is split into more than {_MAX_CHUNKS} chunks; refused")
-            chunks.append(read_attr(obj, f"{name}{i}", where))
+            chunks.append(read_attr(obj, f"{name}{i}", where))  # type: ignore[arg-type]
             i += 1
     else:
         return None
@@ -370,8 +370,8 @@ def visit_links(f: h5py.File) -> None:
 
 # -- back in the main process: the child's descriptors checked and read --------------------------
 
-_DTYPES = {np.dtype(code).newbyteorder(order).str for code in ("f2", "f4", "f8", "i1", "i2", "i4", "i8",
-                                                              "u1", "u2", "u4", "u8", "b1") for order in "<>"}
+_CODES = ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1")
+_DTYPES = {np.dtype(code).newbyteorder("<").str for code in _CODES} | {np.dtype(code).newbyteorder(">").str for code in _CODES}
 _MAX_DIMS = 32
 
 
@@ -457,7 +457,7 @@ def _backend(answer: Answer, layer_names: list[str], gen: int) -> tuple[str | No
         return attr, "file attribute"
     if gen == 3:
         return None, "not recorded (Keras 3)"
-    names = []
+    names: list[str] = []
     for layer in layer_names:
         if answer.get(f"group:{layer}") == "group":
             names += answer.get(f"weight_names:{layer}") or []

@@ -29,7 +29,8 @@ _SHAPE_KEYS = ("batch_input_shape", "batch_shape", "input_shape", "input_dim", "
 
 def entry_name(entry: dict[str, Any]) -> str:
     """A layer entry's name (Keras 2/3 put it beside ``config``; Sequential entries only inside)."""
-    cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    raw = entry.get("config")
+    cfg: dict[str, Any] = raw if isinstance(raw, dict) else {}
     return entry.get("name") or cfg.get("name") or ""
 
 
@@ -56,7 +57,7 @@ def _edit(model_entry: dict[str, Any], model: Model) -> None:
     kept_names = {layer.name for layer in model.layers}
     removed = [e for e in entries if entry_name(e) not in kept_names]
     for entry in removed:
-        cls = entry.get("class_name")
+        cls = str(entry.get("class_name"))
         wraps = fold_role(cls).wraps  # a TimeDistributed(BatchNormalization) folds like a BN
         inner = (entry.get("config") or {}).get(wraps) if wraps else None
         wrapped_bn = isinstance(inner, dict) and inner.get("class_name") == "BatchNormalization"
@@ -102,7 +103,8 @@ def _drop_sequential(entries: list[dict[str, Any]], names: set[str]) -> None:
     while i < len(entries):
         entry = entries[i]
         if entry_name(entry) in names:
-            cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+            raw = entry.get("config")
+            cfg: dict[str, Any] = raw if isinstance(raw, dict) else {}
             # the first layer of a Sequential without InputLayer declares the input shape
             carried.update({k: cfg[k] for k in (*_SHAPE_KEYS, "dtype") if cfg.get(k) is not None and k not in carried})
             del entries[i]
@@ -187,7 +189,7 @@ def _drop_functional(model_entry: dict[str, Any], entries: list[dict[str, Any]],
             alias[(entry_name(entry), k, 0)] = ref_triple(refs[0])
 
     def resolve(triple: tuple[str, int, int]) -> tuple[str, int, int]:
-        path = []
+        path: list[tuple[str, int, int]] = []
         while triple in alias:
             if len(path) > len(alias):
                 raise OutputError(f"cycle among removed layers at '{triple[0]}'")
@@ -226,7 +228,7 @@ def keras3_compatible(config: dict[str, Any]) -> dict[str, Any]:
         if cls in MODEL_CLASSES and isinstance(cfg, (dict, list)):
             keras3_compatible(entry)
         elif isinstance(cfg, dict):
-            kernel = kernel_layout(cls)
+            kernel = kernel_layout(str(cls))
             if kernel is not None and kernel.kind != "conv" and cfg.get("groups") == 1:
                 del cfg["groups"]
             if kernel is not None and kernel.separable:  # tf.keras inherits these from Conv; they only matter in training

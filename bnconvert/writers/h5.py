@@ -64,7 +64,7 @@ def write_h5(model: Model, out: Path, *, config: dict[str, Any], keras1: bool, o
         group.attrs["backend"] = backend
         group.attrs["keras_version"] = version
         for name in sorted(names):
-            layer = model[name] if name in model else None
+            layer = model[name] if name in model else None  # noqa: SIM401 (Model has no .get)
             stored = attr_list(root[name], "weight_names") if name in root else None
             if layer is None or not is_known(layer):
                 if name not in root:

@@ -53,8 +53,9 @@ def _explicit_inputs(model_entry: dict[str, Any], model: Model) -> None:
             "batch_input_shape": list(shape), "dtype": dtype, "sparse": False, "ragged": False, "name": name}})
     for entry in entries:
         name = entry_name(entry)
-        if entry.get("class_name") in MODEL_CLASSES and name in model and model[name].model is not None:
-            _explicit_inputs(entry, model[name].model)
+        inner = model[name].model if name in model else None
+        if entry.get("class_name") in MODEL_CLASSES and inner is not None:
+            _explicit_inputs(entry, inner)
 
 
 def _clean(model_entry: dict[str, Any], model: Model) -> None:
@@ -66,7 +67,7 @@ def _clean(model_entry: dict[str, Any], model: Model) -> None:
         label = f"layer '{name}' ({cls})"
         if cls not in KERAS1_WRITABLE:
             raise UnsupportedLayerError(f"{label} of a Keras 1 file has no Keras 2 equivalent bnconvert can write")
-        layer = model[name] if name in model else None
+        layer = model[name] if name in model else None  # noqa: SIM401 (Model has no .get)
         if cls in MODEL_CLASSES:
             if layer is None or layer.model is None:
                 raise UnsupportedLayerError(f"{label}: nested model not found")

@@ -127,19 +127,21 @@ def _write_container(
         old_group = old_c.get(old_paths[layer.name]) if old_c is not None and layer.name in old_paths else None
         vars_group = group.require_group("vars")
         if layer.model is not None:
-            if layer.name not in original or original[layer.name].model is None:
+            inner = original[layer.name].model if layer.name in original else None
+            if inner is None:
                 raise OutputError(f"nested model '{layer.name}' is not in the input")
-            _write_container(group, old_group, container, layer.model, original[layer.name].model,
-                             double=double, named=named, source=src_name)
+            _write_container(group, old_group, container, layer.model, inner, double=double, named=named, source=src_name)
         elif weight_spec(layer.class_name, layer.config) is None:
             old_vars = old_group.get("vars") if old_group is not None else None
             if layer.weights and old_vars is None:
                 raise OutputError(f"layer {layer.label}: its weights cannot be found in the input to copy")
-            for key in old_vars or []:
-                old_vars.copy(old_vars[key], vars_group, name=key)
-            for key in old_group or []:  # its sublayers' weights too (a Keras 3 LSTM's cell ...)
-                if key != "vars" and key not in group and isinstance(old_group.get(key, getlink=True), h5py.HardLink):
-                    old_group.copy(old_group[key], group, name=key)
+            if old_vars is not None:
+                for key in old_vars:
+                    old_vars.copy(old_vars[key], vars_group, name=key)
+            if old_group is not None:
+                for key in old_group:  # its sublayers' weights too (a Keras 3 LSTM's cell ...)
+                    if key != "vars" and key not in group and isinstance(old_group.get(key, getlink=True), h5py.HardLink):
+                        old_group.copy(old_group[key], group, name=key)
         else:
             _write_parts(group, vars_group, old_group, layer)
         if named:
