@@ -1,7 +1,8 @@
 """The layer catalog: one record per Keras class, with its inference semantics in float64 numpy.
 
 Layout, one module per family (mirroring :mod:`bnconvert.onnx.layers`): ``activations``,
-``attention`` (MultiHeadAttention, GroupQueryAttention, EinsumDense), ``conv``, ``dense`` (and Embedding), ``legacy_layers`` (LocallyConnected, Keras 1 only classes), ``merge``, ``misc`` (identities and scaling, Lambda,
+``attention`` (MultiHeadAttention, GroupQueryAttention, EinsumDense), ``conv``, ``dense`` (and Embedding),
+``legacy_layers`` (LocallyConnected, Keras 1 only classes), ``merge``, ``misc`` (identities and scaling, Lambda,
 Masking), ``normalization``, ``operations`` and ``array_ops`` (Keras 3 operation layers:
 ``keras.ops.mean``, ``x + 3.0``, ``x[..., 0]``), ``pooling``, ``preprocessing`` (resizing, crops, augmentations,
 refused string layers), ``audio`` (STFT and mel spectrograms), ``categorical`` (Discretization,

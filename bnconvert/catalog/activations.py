@@ -170,7 +170,7 @@ def activation_name(spec: Any) -> str | None:
     if isinstance(spec, dict):
         cfg = spec.get("config")
         if isinstance(cfg, str):
-            name = cfg
+            name: str | None = cfg
         elif isinstance(cfg, dict) and isinstance(cfg.get("name"), str):
             name = cfg["name"]
             if name == "gelu" and cfg.get("approximate"):

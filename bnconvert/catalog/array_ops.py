@@ -327,7 +327,7 @@ def one_hot(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.nda
 def pad_widths(value: Any, rank: int) -> list[tuple[int, int]]:
     """numpy's ``pad_width`` (one pair, one per axis, or one number) as a pair per axis."""
     arr = np.asarray(value, dtype=np.int64)
-    return [tuple(int(v) for v in row) for row in np.broadcast_to(arr.reshape(-1, 2) if arr.size == 2 or arr.ndim == 2
+    return [(int(row[0]), int(row[1])) for row in np.broadcast_to(arr.reshape(-1, 2) if arr.size == 2 or arr.ndim == 2
                                                                     else arr.reshape(-1, 1), (rank, 2))]
 
 
@@ -347,7 +347,7 @@ def pad(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray
     if mode == "constant":
         return [np.pad(x, widths, mode="constant", constant_values=0 if value is None else value)]
     if mode in ("reflect", "symmetric"):
-        return [np.pad(x, widths, mode=mode)]
+        return [np.pad(x, widths, mode=mode)]  # type: ignore[call-overload]  # mode is reflect or symmetric; the stubs want a Literal
     raise _problem(layer, f"mode {mode!r} is not supported")
 
 

@@ -98,7 +98,7 @@ _LEFT = re.compile(r"0([a-zA-Z]+),([a-zA-Z]+)->0([a-zA-Z]+)")
 _RIGHT = re.compile(r"([a-zA-Z]{2,})0,([a-zA-Z]+)->([a-zA-Z]+)0")
 
 
-def einsum_shapes(equation: str, bias_axes: str | None, input_shape: Sequence[Any],
+def einsum_shapes(equation: object, bias_axes: str | None, input_shape: Sequence[Any],
                   output_shape: Any) -> tuple[list[Any], list[Any] | None, list[Any]]:
     """``(kernel shape, bias shape or None, full output shape)`` of an EinsumDense, as Keras'
     ``_analyze_einsum_string`` computes them (``None`` where the input shape does not tell);

@@ -21,6 +21,7 @@ Discretization that holds no boundaries (never adapted), and IntegerLookup with 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -123,7 +124,7 @@ def _lookup_weights(c: dict[str, Any], shapes: list[Shape] | None) -> list[Weigh
 
 @defines("Discretization", "CategoryEncoding", "IntegerLookup",
          weights={"Discretization": no_weights, "CategoryEncoding": no_weights, "IntegerLookup": _lookup_weights},
-         shape={name: (lambda c, s, name=name: _shape(c, s, name)) for name in _DEFAULT},
+         shape={name: partial(_shape, class_name=name) for name in _DEFAULT},
          fields={"Discretization": _FIELDS, "CategoryEncoding": {**_FIELDS, "num_tokens": checks.opt(checks.pos_int)},
                  "IntegerLookup": {**_FIELDS, "invert": checks.boolean}})
 def categorical_layer(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.ndarray]:

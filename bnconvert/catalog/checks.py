@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = ["Check", "Fields", "MAX_INT", "MAX_RANK", "as_int", "pos_int", "pos_ints", "opt", "boolean", "finite_nonneg",
            "number", "one_of", "one_axis", "axis", "activation", "shape", "target_shape", "dims", "amounts",
@@ -42,11 +42,11 @@ def as_int(v: Any) -> Any:
     return v
 
 
-def pos_int(v: Any) -> bool:
+def pos_int(v: Any) -> TypeGuard[int]:
     return _int(v) and 0 < v < MAX_INT
 
 
-def nonneg_int(v: Any) -> bool:
+def nonneg_int(v: Any) -> TypeGuard[int]:
     return _int(v) and 0 <= v < MAX_INT
 
 

@@ -79,8 +79,8 @@ def conv_nd(x: np.ndarray, kernel: np.ndarray, *, strides: tuple[int, ...], dila
     ks = tuple(kernel.shape[:n])
     x = pad_input(x, ks, strides, dilations, padding)
     if all(k == 1 for k in ks):  # pointwise: no windows to gather
-        x = x[(slice(None), *(slice(None, None, s) for s in strides))]
-        cols = x[(Ellipsis, *(None,) * n)]  # (N, *out, C, 1, ...): the windows of a 1x1 kernel
+        x = x[(slice(None),) + tuple(slice(None, None, s) for s in strides)]
+        cols = x[(Ellipsis,) + (None,) * n]  # (N, *out, C, 1, ...): the windows of a 1x1 kernel
     else:
         cols = _windows(x, ks, strides, dilations)  # (N, *out, C, *k)
     c_in, filters = kernel.shape[-2], kernel.shape[-1]
@@ -93,7 +93,7 @@ def conv_nd(x: np.ndarray, kernel: np.ndarray, *, strides: tuple[int, ...], dila
     per = filters // groups
     channel = (slice(None),) * (n + 1)
     outs = [
-        np.tensordot(cols[(*channel, slice(g * c_in, (g + 1) * c_in))], kernel[..., g * per:(g + 1) * per],
+        np.tensordot(cols[channel + (slice(g * c_in, (g + 1) * c_in),)], kernel[..., g * per:(g + 1) * per],
                      axes=(contract_cols, contract_kernel))
         for g in range(groups)
     ]
@@ -218,7 +218,7 @@ def _conv_weights(n: int, kind: str) -> WeightRule:
     return rule
 
 
-def _rules(kind: str, names: dict[str, int]) -> dict[str, dict[str, Any]]:
+def _rules(kind: str, names: dict[str, int]) -> dict[str, Any]:
     """``shape=``, ``weights=``, ``fields=`` and ``kernel=`` arguments of :func:`defines` for classes of one kind, by rank."""
     return {"shape": {name: _conv_shape(n, kind) for name, n in names.items()},
             "weights": {name: _conv_weights(n, kind) for name, n in names.items()}, "fields": checks.CONV,

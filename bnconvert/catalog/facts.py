@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..model import OP_ARGS
 
@@ -175,7 +175,7 @@ def positives(config: dict[str, Any], key: str, n: int) -> tuple[int, ...]:
     items = list(value) if isinstance(value, (list, tuple)) else [value] * n
     if len(items) != n or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
         raise ConfigProblem(f"config '{key}' is {value!r}, not {n} positive integers")
-    return tuple(items)
+    return cast("tuple[int, ...]", tuple(items))  # every item checked above
 
 
 def _dim(value: Any) -> Dim:

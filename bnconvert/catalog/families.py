@@ -27,5 +27,6 @@ from . import (
     wrappers,
 )
 
-__all__ = ["activations", "array_ops", "attention", "audio", "categorical", "conv", "conv_lstm", "dense", "legacy_layers", "merge", "misc", "normalization", "operations", "pooling", "preprocessing",
-           "recurrent", "reshape", "scoring", "spatial", "tf_ops", "wrappers"]
+__all__ = ["activations", "array_ops", "attention", "audio", "categorical", "conv", "conv_lstm", "dense", "legacy_layers",
+           "merge", "misc", "normalization", "operations", "pooling", "preprocessing", "recurrent", "reshape", "scoring", "spatial",
+           "tf_ops", "wrappers"]

@@ -40,7 +40,7 @@ ParametricSoftplus set ``supports_masking`` and keep their input's mask.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def local_geometry(config: dict[str, Any], shape: Shape, rank: int) -> tuple[lis
     out = [conv_output_length(n, k, padding, s) for n, k, s in zip(spatial, kernel, strides)]
     if any(o is None or o <= 0 for o in out):
         raise ConfigProblem(f"the output of a LocallyConnected{rank}D on {shape} would be empty")
-    return spatial, int(channels), out, kernel, strides
+    return spatial, int(channels), cast("list[int]", out), kernel, strides  # no None in out: refused above
 
 
 def _ints(config: dict[str, Any], key: str, n: int) -> tuple[int, ...]:
@@ -92,7 +92,7 @@ def _ints(config: dict[str, Any], key: str, n: int) -> tuple[int, ...]:
     items = items * n if len(items) == 1 else items
     if len(items) != n or not all(checks.pos_int(v) for v in items):
         raise ConfigProblem(f"config '{key}' is {value!r}, not {n} positive integers")
-    return tuple(items)
+    return cast("tuple[int, ...]", tuple(items))  # every item passed pos_int
 
 
 def connected_inputs(n: int, k: int, s: int, padding: str, p: int) -> range:
@@ -154,7 +154,7 @@ def _implementation_1(x: np.ndarray, w: np.ndarray, first: bool, out: list[int],
     patches = []
     for pos in itertools.product(*(range(o) for o in out)):
         window = tuple(slice(p * s, p * s + k) for p, s, k in zip(pos, strides, kernel))
-        patches.append(x[(slice(None), slice(None), *window)] if first else x[(slice(None), *window)])
+        patches.append(x[(slice(None), slice(None)) + window] if first else x[(slice(None),) + window])
     stacked = np.stack([p.reshape(n, -1) for p in patches])  # (P, N, feature)
     y = np.matmul(stacked, w)  # (P, N, F)
     y = y.reshape(*out, n, w.shape[-1])

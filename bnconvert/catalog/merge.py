@@ -100,7 +100,8 @@ def _entry_mask(mask: np.ndarray | None, x: np.ndarray) -> np.ndarray | None:
 def _masked_multiply(xs: list[np.ndarray], ctx: CallContext) -> np.ndarray:
     """Keras 3 ``Multiply._merge_function`` with masks."""
     masks = [_entry_mask(ctx.mask(i), x) for i, x in enumerate(xs)]
-    out_mask = reduce(np.logical_or, masks) if all(m is not None for m in masks) else None
+    present = [m for m in masks if m is not None]
+    out_mask = reduce(np.logical_or, present) if len(present) == len(masks) else None
     factors = [f64(x) if m is None else np.where(m, f64(x), 1.0) for x, m in zip(xs, masks)]
     out = reduce(np.multiply, factors)
     return np.where(out_mask, out, 0.0) if out_mask is not None else out

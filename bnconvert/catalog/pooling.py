@@ -41,7 +41,7 @@ def pool_nd(x: np.ndarray, size: tuple[int, ...], strides: tuple[int, ...], padd
     else:
         pads = [(0, 0)] * n
     view = sliding_window_view(x, size, axis=tuple(range(1, n + 1)))
-    view = view[(slice(None), *(slice(None, None, s) for s in strides))]  # (N, *out, C, *size)
+    view = view[(slice(None),) + tuple(slice(None, None, s) for s in strides)]  # (N, *out, C, *size)
     window = tuple(range(-n, 0))
     if kind == "max":
         return view.max(axis=window)

@@ -378,7 +378,7 @@ def pipeline_layers(layer: Layer) -> list[Layer]:
         cls = item.get("class_name") if isinstance(item, dict) else None
         config = item.get("config") if isinstance(item, dict) else None
         record = table.get(cls) if isinstance(cls, str) else None
-        if record is None or record.call is None or not isinstance(config, dict):
+        if record is None or record.call is None or not isinstance(config, dict) or not isinstance(cls, str):
             raise UnsupportedLayerError(f"layer {layer.label}: its layer {k} ({cls!r}) has no float64 semantics in bnconvert")
         if record.weights is None or record.weights(config, None):
             raise UnsupportedLayerError(f"layer {layer.label}: its layer {k} ({cls}) needs weights, which bnconvert does "

@@ -16,12 +16,13 @@ import numpy as np
 
 from ..errors import UnsupportedLayerError
 from ..model import OP_ARGS, Layer, Source, resolve_args
-from .checks import Fields
+from .checks import Check, Fields
 from .facts import KernelLayout, ShapeRule, WeightRule
 from .legacy import Keras1Arg
 from .roles import BARRIER, IDENTITY, FoldRole
 
-__all__ = ["LayerRecord", "CallContext", "Semantics", "MaskRule", "MASKING", "output_masks", "CATALOG", "defines", "declares", "catalog", "record_for"]
+__all__ = ["LayerRecord", "CallContext", "Semantics", "MaskRule", "MASKING", "output_masks", "CATALOG", "defines", "declares",
+           "catalog", "record_for"]
 
 
 @dataclass(frozen=True)
@@ -149,10 +150,10 @@ CATALOG: dict[str, LayerRecord] = {}
 def defines(*class_names: str, identity: bool = False, notes: str = "",
             aliases: dict[str, tuple[str, ...]] | None = None,
             fold: FoldRole | dict[str, FoldRole] | None = None,
-            keras1: bool | dict[str, tuple[Keras1Arg, ...]] = False,
+            keras1: bool | Mapping[str, tuple[Keras1Arg, ...]] = False,
             shape: ShapeRule | dict[str, ShapeRule] | None = None,
             weights: WeightRule | dict[str, WeightRule] | None = None,
-            fields: Fields | dict[str, Fields] | None = None,
+            fields: Mapping[str, Check | Mapping[str, Check]] | None = None,
             kernel: KernelLayout | dict[str, KernelLayout] | None = None,
             masking: str | dict[str, str] = "drop",
             mask: MaskRule | dict[str, MaskRule] | None = None) -> Callable[[Semantics], Semantics]:
@@ -176,7 +177,7 @@ def defines(*class_names: str, identity: bool = False, notes: str = "",
             CATALOG[name] = LayerRecord(name, func, family, aliases=(aliases or {}).get(name, ()), identity=identity,
                                         notes=notes)
             role = fold.get(name) if isinstance(fold, dict) else fold
-            old = keras1.get(name) if isinstance(keras1, dict) else None
+            old = keras1.get(name) if isinstance(keras1, Mapping) else None
             CATALOG[name] = replace(CATALOG[name], keras1=keras1 is True or (old is not None and name not in (aliases or {})),
                                     keras1_args=tuple(old or ()))
             CATALOG[name] = replace(CATALOG[name], fold=role or (IDENTITY if identity else BARRIER),

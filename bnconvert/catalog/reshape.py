@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -27,7 +27,7 @@ def _reshape_shape(c: dict[str, Any], shapes: list[Shape]) -> list[Shape]:
     x = shapes[0]
     target = [None if t is None else int(t) for t in c["target_shape"]]
     if -1 in target:
-        known = math.prod(t for t in target if t != -1)
+        known = math.prod(cast("list[int]", [t for t in target if t != -1]))  # checks.target_shape: no None
         total = None if any(s is None for s in x[1:]) else math.prod(x[1:])
         target = [(total // known if total is not None and known else None) if t == -1 else t for t in target]
     return [(x[0], *target)]

@@ -98,8 +98,8 @@ def _attention_masks(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> li
 def _scores(layer: Layer, query: np.ndarray, key: np.ndarray) -> np.ndarray:
     c, w = layer.config, layer.weights
     if layer.class_name == "AdditiveAttention":
-        scale = f64(w["scale"]) if c.get("use_scale", True) else 1.0
-        return np.sum(scale * np.tanh(query[..., :, None, :] + key[..., None, :, :]), axis=-1)
+        additive_scale = f64(w["scale"]) if c.get("use_scale", True) else 1.0
+        return np.sum(additive_scale * np.tanh(query[..., :, None, :] + key[..., None, :, :]), axis=-1)
     scale = float(np.asarray(w["scale"])) if c.get("use_scale", False) else None
     if c.get("score_mode", "dot") == "dot":
         scores = query @ np.swapaxes(key, -1, -2)

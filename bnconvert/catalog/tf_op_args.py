@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -68,18 +68,30 @@ _REDUCE = ("input_tensor", "axis", "keepdims", "name")
 #: TensorFlow function (as tf.keras records it, ``compat.v1.`` removed) -> its argument names in
 #: order (the first is the call's first argument); ``name`` is accepted and ignored everywhere
 PARAMETERS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(("__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.pow", "math.maximum", "math.minimum", "math.squared_difference", "floor_div", "math.floormod", "math.greater", "math.greater_equal", "math.less", "math.less_equal", "math.equal", "math.not_equal", "math.logical_and", "math.logical_or", "math.divide_no_nan", "math.multiply_no_nan", "math.xlogy"), _BINARY),
+    **dict.fromkeys((
+        "__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.pow", "math.maximum", "math.minimum",
+        "math.squared_difference", "floor_div", "math.floormod", "math.greater", "math.greater_equal", "math.less", "math.less_equal", "math.equal",
+        "math.not_equal", "math.logical_and", "math.logical_or", "math.divide_no_nan", "math.multiply_no_nan", "math.xlogy"
+    ), _BINARY),
     "math.atan2": ("y", "x", "name"),
     "nn.crelu": ("features", "name", "axis"),
     "__operators__.eq": ("self", "other"), "__operators__.ne": ("self", "other"),
-    **dict.fromkeys(("math.abs", "math.negative", "math.square", "math.sqrt", "math.rsqrt", "math.exp", "math.log", "math.log1p", "math.expm1", "math.sigmoid", "math.tanh", "math.erf", "math.sin", "math.cos", "math.reciprocal", "math.sign", "math.floor", "math.ceil", "math.round", "math.logical_not", "math.softplus", "nn.softsign", "math.tan", "math.atan", "math.asin", "math.acos", "math.sinh", "math.cosh", "math.asinh", "math.acosh", "math.atanh", "math.log_sigmoid", "math.is_nan"), _UNARY),
+    **dict.fromkeys((
+        "math.abs", "math.negative", "math.square", "math.sqrt", "math.rsqrt", "math.exp", "math.log", "math.log1p", "math.expm1", "math.sigmoid",
+        "math.tanh", "math.erf", "math.sin", "math.cos", "math.reciprocal", "math.sign", "math.floor", "math.ceil", "math.round", "math.logical_not",
+        "math.softplus", "nn.softsign", "math.tan", "math.atan", "math.asin", "math.acos", "math.sinh", "math.cosh", "math.asinh", "math.acosh",
+        "math.atanh", "math.log_sigmoid", "math.is_nan"
+    ), _UNARY),
     **dict.fromkeys(("nn.relu", "nn.relu6", "nn.elu", "nn.selu"), ("features", "name")),
     "nn.leaky_relu": ("features", "alpha", "name"),
     "nn.gelu": ("features", "approximate", "name"),
     "nn.silu": ("features", "beta"),
     "nn.softmax": ("logits", "axis", "name", "dim"), "nn.log_softmax": ("logits", "axis", "name", "dim"),
     "math.l2_normalize": ("x", "axis", "epsilon", "name", "dim"),
-    **dict.fromkeys(("math.reduce_mean", "math.reduce_sum", "math.reduce_max", "math.reduce_min", "math.reduce_prod", "math.reduce_std", "math.reduce_variance", "math.reduce_logsumexp", "math.reduce_any", "math.reduce_all"), _REDUCE),
+    **dict.fromkeys((
+        "math.reduce_mean", "math.reduce_sum", "math.reduce_max", "math.reduce_min", "math.reduce_prod", "math.reduce_std", "math.reduce_variance",
+        "math.reduce_logsumexp", "math.reduce_any", "math.reduce_all"
+    ), _REDUCE),
     "math.argmax": ("input", "axis", "output_type", "name"), "math.argmin": ("input", "axis", "output_type", "name"),
     "math.cumsum": ("x", "axis", "exclusive", "reverse", "name"),
     "reshape": ("tensor", "shape", "name"),
@@ -363,7 +375,7 @@ def pool_window(a: dict[str, Any], n: int) -> tuple[tuple[int, ...], tuple[int, 
     return window(a.get("ksize"), "ksize"), window(a.get("strides"), "strides"), padding.lower()
 
 
-def known(d: Any) -> bool:
+def known(d: Any) -> TypeGuard[int]:
     """Whether ``d`` is a known size (an int, not None or a bool)."""
     return isinstance(d, int) and not isinstance(d, bool)
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -136,12 +136,12 @@ _UNARY_OPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "nn.selu": lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
 }
 
-_REDUCE_OPS: dict[str, Callable[..., np.ndarray]] = {
+_REDUCE_OPS: dict[str, Callable[..., Any]] = {  # arrays, or numpy scalars over every axis
     "math.reduce_mean": np.mean, "math.reduce_sum": np.sum, "math.reduce_max": np.max, "math.reduce_min": np.min,
     "math.reduce_prod": np.prod, "math.reduce_std": np.std, "math.reduce_variance": np.var,
     "math.reduce_any": lambda x, axis, keepdims: np.any(x != 0, axis=axis, keepdims=keepdims),
     "math.reduce_all": lambda x, axis, keepdims: np.all(x != 0, axis=axis, keepdims=keepdims),
-    "math.reduce_logsumexp": lambda x, axis, keepdims: _logsumexp(x, axis, keepdims),
+    "math.reduce_logsumexp": lambda x, axis, keepdims: _logsumexp(x, axis, keepdims),  # noqa: PLW0108 - defined below
     "math.reduce_euclidean_norm": lambda x, axis, keepdims: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims)),
 }
 
@@ -167,8 +167,8 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
         axes = tf_axes(a.get("axis"), x.ndim)
         return [_REDUCE_OPS[function](x, axis=None if axes is None else tuple(axes), keepdims=bool(a.get("keepdims")))]
     if function == "math.add_n":
-        return [sum(_array(v) for v in a["inputs"])]
-    x = _array(_first(a)) if function not in ("concat", "stack", "where") else None
+        return [np.asarray(sum(_array(v) for v in a["inputs"]))]
+    x = _array(_first(a)) if function not in ("concat", "stack", "where") else None  # type: ignore[assignment]  # those 3 never read x
     if function == "nn.leaky_relu":
         return [np.where(x > 0, x, x * float(a.get("alpha", 0.2)))]
     if function == "nn.gelu":
@@ -222,7 +222,7 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
     if function == "split":
         axis = tf_axis(a.get("axis", 0), x.ndim)
         sizes = split_sizes(a, x.shape[axis])
-        return list(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
+        return list(np.split(x, np.cumsum(cast("list[int]", sizes))[:-1], axis=axis))  # x's size is known: no None
     if function == "gather":
         if a.get("batch_dims", 0) not in (0, None):
             raise TfOpProblem(f"batch_dims {a.get('batch_dims')!r} is not supported")
@@ -236,7 +236,7 @@ def _compute(function: str, a: dict[str, Any]) -> list[np.ndarray]:
         if mode == "CONSTANT":
             return [np.pad(x, pads, mode="constant", constant_values=float(a.get("constant_values", 0)))]
         if mode in ("REFLECT", "SYMMETRIC"):
-            return [np.pad(x, pads, mode=mode.lower())]
+            return [np.pad(x, pads, mode=mode.lower())]  # type: ignore[call-overload]  # reflect or symmetric; the stubs want a Literal
         raise TfOpProblem(f"pad mode {mode!r} is not one of CONSTANT, REFLECT, SYMMETRIC")
     if function == "__operators__.getitem":
         return [x[tuple(index_items(a.get("slice_spec"), x.ndim))]]
@@ -397,6 +397,7 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
     shape = operand_shape(_first(a))
     rank = len(shape)
     if function in _REDUCE_OPS or function in ("math.argmax", "math.argmin"):
+        axes: list[int] | None
         if function in ("math.argmax", "math.argmin"):
             axes, keep = [tf_axis(a.get("axis"), rank, 0)], False
         else:
@@ -424,7 +425,8 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
             if len(target.shape) != 1 or not known(target.shape[0]):
                 raise TfOpProblem(f"a target shape of shape {target.shape}")
             return [(None,) * target.shape[0]]
-        return [tuple(None if isinstance(d, Operand) else int(d) for d in target)]
+        items = target if isinstance(target, (list, tuple)) else int_list(target, "shape")
+        return [tuple(None if isinstance(d, Operand) else int(d) for d in items)]
     if function == "transpose":
         perm = a.get("perm")
         perm = list(reversed(range(rank))) if perm is None else int_list(perm, "perm")
@@ -456,7 +458,7 @@ def _shapes(function: str, a: dict[str, Any]) -> list[Shape]:
         return [(*shape[:axis], s, *shape[axis + 1:]) for s in split_sizes(a, shape[axis])]
     if function == "gather":
         axis = tf_axis(a.get("axis"), rank, 0)
-        return [(*shape[:axis], *np.shape(a.get("indices")), *shape[axis + 1:])]
+        return [(*shape[:axis], *np.shape(a.get("indices")), *shape[axis + 1:])]  # type: ignore[arg-type]  # an Operand has .shape
     if function == "pad":
         pads = np.asarray(a.get("paddings"), dtype=np.int64).tolist()
         return [tuple(d + p[0] + p[1] if known(d) else None for d, p in zip(shape, pads))]
@@ -518,7 +520,7 @@ class _Lookup(Sequence[Any]):
     def __init__(self, shapes: list[Shape]) -> None:
         self._shapes = shapes
 
-    def __getitem__(self, index: Any) -> Operand:
+    def __getitem__(self, index: Any) -> Operand:  # type: ignore[override]  # resolve_args takes ints only, never slices
         return Operand(tuple(self._shapes[index]))
 
     def __len__(self) -> int:

@@ -307,3 +307,14 @@ def test_an_argument_bnconvert_does_not_implement_is_refused_by_name() -> None:
         runner.infer({s.name: x for s, x in zip(runner.input_specs(), xs)})
     with pytest.raises(UnsupportedLayerError, match=f"'{layer.name}'.*argument 'ddof'"):
         to_onnx(model)
+
+
+@pytest.mark.parametrize(("target", "expected"), [([3, 4], (3, 4)), (5, (5,)), (None, (2, None))])
+def test_broadcast_to_shape_rule_takes_a_list_a_number_or_refuses(target: Any, expected: tuple[Any, ...]) -> None:
+    """The shape rule reads ``shape`` as the reference does (a list, or one number); anything else
+    is a call bnconvert refuses (batch kept, other sizes unknown), never a TypeError."""
+    from bnconvert.model import OP_ARGS, TensorArg
+
+    rule = catalog()["tf.broadcast_to"].shape
+    assert rule is not None
+    assert rule({OP_ARGS: ([TensorArg(0)], {"shape": target})}, [(2, 1)]) == [expected]

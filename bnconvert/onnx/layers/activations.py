@@ -214,9 +214,9 @@ def activation_problem(layer: Layer) -> str | None:
     return catalog_problem(layer.config["activation"], shape_changing=layer.class_name == "Activation")
 
 
-def emit_activation(b: Builder, name: str, x: str, *, node: str, out: str, axis: int, generation: int) -> str:
+def emit_activation(b: Builder, name: str | None, x: str, *, node: str, out: str, axis: int, generation: int) -> str:
     """Apply Keras activation ``name`` to ONNX value ``x``; the result is named ``out``."""
-    if name in _LINEAR:
+    if name is None or name in _LINEAR:
         return b.node("Identity", [x], name=node, out=out)
     emit = ACTIVATIONS.get(name) or SHAPE_CHANGING[name]
     return emit(_Act(b, node, out, axis, generation), x)

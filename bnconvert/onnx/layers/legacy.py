@@ -82,7 +82,8 @@ def _window_kernel(c: dict, w: np.ndarray, spatial: list[int], channels: int, ou
         entries = np.array(window, dtype=np.int64)
         px, ch = tuple(entries[:, :-1].T), entries[:, -1]
         if implementation == 2:  # (C, *S_in, F, *S_out) or (*S_in, C, *S_out, F)
-            weights[p, :len(window)] = (w[(ch, *px, slice(None), *pos)] if first else w[(*px, ch, *pos)])
+            at = (ch, *px, slice(None), *pos) if first else (*px, ch, *pos)
+            weights[p, :len(window)] = w[at]
         else:
             f = np.arange(filters)
             fixed = [np.full(filters, q) for q in pos]
