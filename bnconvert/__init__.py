@@ -31,20 +31,29 @@ __version__ = "0.1.0"
 
 from .audit import AuditReport, BNReport, audit, audit_file
 from .bn import BNParams, Finding, bn_params
-from .errors import BnconvertError, EquivalenceError, FoldError, FormatError, OutputError, UnsupportedLayerError
+from .errors import (
+    BnconvertError,
+    EquivalenceError,
+    FoldError,
+    FormatError,
+    InvalidWeightsError,
+    OutputError,
+    UnsupportedLayerError,
+)
 from .fold import BNOutcome, FoldDecision, FoldReport, fold_model, plan_folds
 from .fold.kernels import fold_backward, fold_bn, fold_forward
 from .model import Layer, Model, Source, TensorRef
-from .readers import load
+from .readers import LoadOptions, load
 
 #: name -> module that defines it, imported on first access (PEP 562)
 _LAZY = {
-    "fold_file": "bnconvert.fold.run",
+    "fold_file": "bnconvert.pipeline",
     "write_model": "bnconvert.writers",
     "to_onnx": "bnconvert.onnx",
-    "export_file": "bnconvert.onnx",
-    "ExportReport": "bnconvert.onnx",
-    "verify": "bnconvert.check",
+    "export_file": "bnconvert.pipeline",
+    "ExportReport": "bnconvert.pipeline",
+    "verify": "bnconvert.pipeline",
+    "CheckOptions": "bnconvert.pipeline",
     "check_written": "bnconvert.check",
     "check_export": "bnconvert.check",
     "VerifyResult": "bnconvert.check",
@@ -59,10 +68,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .check import CheckResult, CompareResult, VerifyResult, check_export, check_written, verify
+    from .check import CheckResult, CompareResult, VerifyResult, check_export, check_written
     from .custom import load_plugin, register_layer, registered_layers, unregister_layer
-    from .fold.run import fold_file
-    from .onnx import ExportReport, export_file, to_onnx
+    from .onnx import to_onnx
+    from .pipeline import CheckOptions, ExportReport, export_file, fold_file, verify
     from .replace import Replacement, apply_replacements
     from .writers import write_model
 
@@ -84,6 +93,7 @@ __all__ = [
     "__version__",
     # read
     "load",
+    "LoadOptions",
     "Model",
     "Layer",
     "Source",
@@ -117,6 +127,7 @@ __all__ = [
     "check_export",
     "VerifyResult",
     "CheckResult",
+    "CheckOptions",
     "CompareResult",
     # Lambda and custom layers: replace, never run; the user's own classes
     "Replacement",
@@ -130,6 +141,7 @@ __all__ = [
     "FormatError",
     "UnsupportedLayerError",
     "FoldError",
+    "InvalidWeightsError",
     "EquivalenceError",
     "OutputError",
 ]

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import stat
+import sys
 import zipfile
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .audit import audit_file
 from .errors import BnconvertError, InternalError
-from .readers import sniff
+from .readers import LoadOptions, sniff
 from .readers.isolated import can_fork
 
 if TYPE_CHECKING:
@@ -208,7 +209,22 @@ def is_error(record: dict[str, Any]) -> bool:
     return "error" in record
 
 
-def _audit_with_companion(task: Task, options: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AuditOptions:
+    """How every file of a run is read and audited: the reading options (the architecture JSON
+    comes per file, from its task) and the user's replacements. Plain data: worker processes get
+    a pickled copy."""
+
+    load: LoadOptions = field(default_factory=LoadOptions)
+    replacements: tuple[Any, ...] = ()
+
+    def audit(self, path: str, config: str | None) -> dict[str, Any]:
+        """:func:`bnconvert.audit.audit_file` of ``path``, read with ``config``."""
+        return audit_file(path, replacements=list(self.replacements) or None, config=config,
+                          running_std=self.load.running_std, flip_kernels=self.load.flip_kernels)
+
+
+def _audit_with_companion(task: Task, options: AuditOptions) -> dict[str, Any]:
     """Read the file alone first: the companion JSON is used only if the file holds weights only.
 
     (Passing an architecture would override a full model's own config, so the file decides.)
@@ -216,7 +232,7 @@ def _audit_with_companion(task: Task, options: dict[str, Any]) -> dict[str, Any]
     assert task.companion is not None
     first: dict[str, Any] | None = None
     try:
-        first = audit_file(task.path, **options)
+        first = options.audit(task.path, None)
     except InternalError:
         raise
     except BnconvertError:
@@ -225,7 +241,7 @@ def _audit_with_companion(task: Task, options: dict[str, Any]) -> dict[str, Any]
         first["config_file"] = None
         return first
     try:
-        record = audit_file(task.path, **{**options, "config": task.companion})
+        record = options.audit(task.path, task.companion)
     except BnconvertError as exc:
         if first is None:
             raise
@@ -237,7 +253,7 @@ def _audit_with_companion(task: Task, options: dict[str, Any]) -> dict[str, Any]
     return record
 
 
-def audit_record(task: Task, load_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def audit_record(task: Task, options: AuditOptions | None = None) -> dict[str, Any]:
     """Audit one task and return its record; never raises for a bad file (error record instead).
 
     A bug of bnconvert's (any exception that is not a :class:`BnconvertError`, or an
@@ -245,11 +261,11 @@ def audit_record(task: Task, load_options: dict[str, Any] | None = None) -> dict
     reports "internal error, please report", exit 3). Runs in worker processes, so it takes and
     returns plain, picklable data.
     """
-    options = {k: v for k, v in (load_options or {}).items() if k != "config"}
+    options = options or AuditOptions()
     try:
         if task.companion is not None:
             return _audit_with_companion(task, options)
-        record = audit_file(task.path, **options, config=task.config)
+        record = options.audit(task.path, task.config)
         record["config_file"] = task.config
         return record
     except InternalError:
@@ -267,7 +283,7 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context(method)
 
 
-def _isolated(task: Task, options: dict[str, Any]) -> dict[str, Any] | None:
+def _isolated(task: Task, options: AuditOptions) -> dict[str, Any] | None:
     """Rerun one task alone in a fresh process after a worker died, so only the culprit fails.
 
     None when that process died too.
@@ -300,7 +316,7 @@ def _crashed(task: Task) -> dict[str, Any]:
                                    "(a crash in a native library such as HDF5?)")
 
 
-def _parallel(tasks: Iterator[Task], jobs: int, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _parallel(tasks: Iterator[Task], jobs: int, options: AuditOptions) -> Iterator[dict[str, Any]]:
     from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 
     window = 2 * jobs
@@ -340,7 +356,7 @@ def _parallel(tasks: Iterator[Task], jobs: int, options: dict[str, Any]) -> Iter
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _forked_record(task: Task, options: dict[str, Any]) -> dict[str, Any]:
+def _forked_record(task: Task, options: AuditOptions) -> dict[str, Any]:
     """:func:`audit_record` in a forked child, so that a crash (a native library's SIGSEGV, the
     kernel's OOM killer) is this file's error record, not the end of the run. The record comes
     back as JSON over a pipe. In-process when forking is not safe (threads are running)."""
@@ -390,7 +406,11 @@ def _forked_record(task: Task, options: dict[str, Any]) -> dict[str, Any]:
             record = None
         if isinstance(record, dict) and _BUG in record:
             error = InternalError(str(record[_BUG]))
-            error.add_note(f"in the child process that audited {task.path}:\n{record.get('traceback', '')}")
+            note = f"in the child process that audited {task.path}:\n{record.get('traceback', '')}"
+            if sys.version_info >= (3, 11):
+                error.add_note(note)
+            else:  # what add_note does (PEP 678), on Python 3.10
+                error.__notes__ = [note]  # type: ignore[attr-defined]  # the attribute PEP 678 defines
             raise error
         if isinstance(record, dict) and "file" in record:
             return record
@@ -401,10 +421,10 @@ def _forked_record(task: Task, options: dict[str, Any]) -> dict[str, Any]:
 _BUG = "internal error"
 
 
-def audit_records(tasks: Iterable[Task], *, jobs: int = 1, load_options: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+def audit_records(tasks: Iterable[Task], *, jobs: int = 1, options: AuditOptions | None = None) -> Iterator[dict[str, Any]]:
     """One record per task, in input order, streamed; ``jobs`` > 1 reads in that many processes,
     ``jobs`` 1 each file in a forked child of this one (see :func:`_forked_record`)."""
-    options = dict(load_options or {})
+    options = options or AuditOptions()
     if jobs <= 1:
         for task in tasks:
             yield _forked_record(task, options)

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FormatError
+from .errors import FormatError, InvalidWeightsError
 from .model import Layer, Model
 
-__all__ = ["BNParams", "Finding", "bn_config", "bn_params", "findings", "is_bn", "unsafe_values", "THRESHOLDS"]
+__all__ = ["BNParams", "Finding", "bn_config", "bn_params", "findings", "is_bn", "bn_problem", "check_bn", "require_usable", "THRESHOLDS"]
 
 #: Audit thresholds (documented in the README); a finding names the value that crossed one.
 THRESHOLDS = {
@@ -210,15 +210,14 @@ def _chan(mask: np.ndarray, limit: int = 8) -> tuple[list[int], str]:
 def findings(p: BNParams, *, layer: Layer | None = None, tf_keras: bool = False) -> list[Finding]:
     """Everything worth a user's attention in one BN's parameters."""
     out: list[Finding] = []
-    arrays = {"gamma": p.gamma, "beta": p.beta, "moving_mean": p.mean, "moving_variance": p.variance}
-    bad = [name for name, a in arrays.items() if not np.all(np.isfinite(a))]
-    if bad:
-        out.append(Finding("nan-inf", "error", f"NaN or Inf in {', '.join(bad)}: the layer outputs NaN; fold and export refuse it"))
+    problem = bn_problem(p)
+    if problem is not None and problem[0] == "nan-inf":
+        out.append(Finding("nan-inf", "error", f"{problem[1]}: the layer outputs NaN; fold and export refuse it"))
         return out
     denom = p.variance + p.epsilon
-    if np.any(denom <= 0):
-        ch, text = _chan(denom <= 0)
-        out.append(Finding("non-positive-variance", "error", f"variance + epsilon <= 0 on {text}: sqrt is undefined; fold and export refuse it", ch))
+    if problem is not None:
+        ch, _ = _chan(denom <= 0)
+        out.append(Finding("non-positive-variance", "error", f"{problem[1]}: sqrt is undefined; fold and export refuse it", ch))
     elif np.any(p.variance < 0):
         ch, text = _chan(p.variance < 0)
         out.append(Finding("negative-variance", "warning", f"negative moving variance on {text} (a variance cannot be negative: corrupted statistics?)", ch))
@@ -257,23 +256,47 @@ def findings(p: BNParams, *, layer: Layer | None = None, tf_keras: bool = False)
     return out
 
 
-def unsafe_values(model: Model) -> list[str]:
-    """What makes a model's numbers unusable for fold and export, per layer: NaN/Inf in any
-    weight, a negative BN moving variance. ``inspect`` reports the same things as findings."""
+def bn_problem(p: BNParams) -> tuple[str, str] | None:
+    """Why ``p`` breaks the invariant every use of a BN relies on (finite parameters and
+    ``variance + epsilon > 0``, without which ``gamma / sqrt(var + eps)`` is undefined), as
+    ``(kind, text)``; None when it holds. The one test of it: inspect's findings, fold planning,
+    the ONNX handler and the refusal of fold and export all ask here."""
+    arrays = {"gamma": p.gamma, "beta": p.beta, "moving_mean": p.mean, "moving_variance": p.variance}
+    bad = [name for name, a in arrays.items() if not np.all(np.isfinite(a))]
+    if bad:
+        return "nan-inf", f"NaN or Inf in {', '.join(bad)}"
+    denom = p.variance + p.epsilon
+    if np.any(denom <= 0):  # also var = 0 with epsilon 0: sqrt(0), a division by zero
+        _, text = _chan(denom <= 0)
+        return "non-positive-variance", f"moving variance + epsilon <= 0 on {text}"
+    return None
+
+
+def check_bn(p: BNParams, where: str) -> None:
+    """:class:`~bnconvert.errors.InvalidWeightsError` naming ``where`` when ``p`` breaks the BN
+    invariant (:func:`bn_problem`)."""
+    problem = bn_problem(p)
+    if problem is not None:
+        raise InvalidWeightsError(f"{where}: {problem[1]}")
+
+
+def require_usable(model: Model, prefix: str) -> None:
+    """Refuse a model whose numbers cannot be computed with: NaN/Inf in any weight, or a BN that
+    breaks the invariant (:func:`bn_problem`). One :class:`~bnconvert.errors.InvalidWeightsError`
+    starting with ``prefix`` names up to five layers; ``inspect`` reports the same as findings."""
     out = []
     for path, layer, _ in model.walk():
+        label = f"layer '{path}' ({layer.source_class})"
         bad = [k for k, w in layer.weights.items() if w.dtype.kind in "fc" and not np.all(np.isfinite(w))]
         if bad:
-            out.append(f"layer '{path}' ({layer.source_class}): NaN or Inf in {', '.join(bad)}")
-        var = layer.weights.get("moving_variance") if is_bn(layer) and not bad else None
-        if var is not None:
-            var = np.asarray(var, dtype=np.float64).reshape(-1)
-            eps = bn_config(layer).get("epsilon")
-            eps = float(eps) if isinstance(eps, (int, float)) else 1e-3
-            if np.any(var + eps <= 0):  # also var = 0 with epsilon 0: sqrt(0), a division by zero
-                _, text = _chan(var + eps <= 0)
-                out.append(f"layer '{path}' ({layer.source_class}): moving variance + epsilon <= 0 on {text}")
-            elif np.any(var < 0):
-                _, text = _chan(var < 0)
-                out.append(f"layer '{path}' ({layer.source_class}): negative moving variance on {text}")
-    return out
+            out.append(f"{label}: NaN or Inf in {', '.join(bad)}")
+        elif is_bn(layer):
+            try:
+                problem = bn_problem(bn_params(layer))
+            except FormatError:
+                continue  # a BN bnconvert cannot read is refused where it is used, in its own words
+            if problem is not None:
+                out.append(f"{label}: {problem[1]}")
+    if out:
+        more = f" (and {len(out) - 5} more)" if len(out) > 5 else ""
+        raise InvalidWeightsError(f"{prefix}: " + "; ".join(out[:5]) + more)

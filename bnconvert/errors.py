@@ -10,6 +10,7 @@ __all__ = [
     "FoldError",
     "FormatError",
     "InternalError",
+    "InvalidWeightsError",
     "OutputError",
     "UnsupportedLayerError",
 ]
@@ -35,6 +36,12 @@ class UnsupportedLayerError(BnconvertError):
 
 class FoldError(BnconvertError):
     """Folding was refused: NaN/Inf weights, non-positive variance plus epsilon, ..."""
+
+
+class InvalidWeightsError(FoldError):
+    """The model's numbers cannot be computed with: NaN/Inf in a weight, or a BatchNormalization
+    that breaks the BN invariant (finite parameters, variance + epsilon > 0). Raised only by
+    :func:`bnconvert.bn.check_bn` and :func:`bnconvert.bn.require_usable`, which every stage asks."""
 
 
 class EquivalenceError(BnconvertError):

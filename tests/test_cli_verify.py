@@ -182,7 +182,7 @@ def test_help_documents_tolerances_and_exit_codes() -> None:
 def test_verify_model_h5_against_its_export(stem: str, tmp_path: Path) -> None:
     """``bnconvert verify model.h5 model.onnx`` passes on bnconvert's own (folded) exports, each
     Keras generation in a fresh interpreter (tf-keras and Keras 3 never share one)."""
-    from bnconvert.onnx.export import export_file
+    from bnconvert.pipeline import export_file
 
     from .conftest import fixture_file
 

@@ -60,7 +60,7 @@ def test_registered_class_exports_and_matches_keras(registered, which: str, tmp_
     runner = ReferenceRunner(path, model=model)
     assert rel_error(y, next(iter(runner.infer({runner.input_specs()[0].name: x}).values()))) <= 1e-6
     report = bnconvert.export_file(path, tmp_path / "m.onnx", replacements=DENSE)
-    assert report.check["passed"], report.check
+    assert report.check.passed, report.check
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     assert rel_error(y, session.run(None, {session.get_inputs()[0].name: x})[0]) <= 1e-5
 
@@ -69,8 +69,8 @@ def test_fold_keeps_a_registered_class_and_says_keras_cannot_run_it(registered, 
     """The folded file still holds ScaleShift: Keras cannot load it without the user's class, so
     the check runs the written file in the float64 reference and says why."""
     report = bnconvert.fold_file(CUSTOM["tfk"], tmp_path / "f.h5", replacements=DENSE)
-    assert report.check["passed"] and report.check["candidate"]["kind"] == "reference"
-    assert any("registered with bnconvert.register_layer" in note for note in report.check["notes"])
+    assert report.check.passed and report.check.candidate_kind == "reference"
+    assert any("registered with bnconvert.register_layer" in note for note in report.check.notes)
 
 
 def test_unregistered_class_is_refused_by_name(tmp_path: Path) -> None:

@@ -54,10 +54,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[object
 def test_carnd_export_matches_keras_on_the_original(exported, which: str) -> None:
     report, onnx_out = exported[which]
     assert rel_error(expected(CARND[which])[1], onnx_out) <= TOLERANCE
-    assert report.check["passed"]
+    assert report.check.passed
     # the check's reference is said to be the replaced model, never the file as written
-    assert any("the reference is the model with the replacements" in note for note in report.check["notes"])
-    assert report.check["reference"]["kind"] == "reference"
+    assert any("the reference is the model with the replacements" in note for note in report.check.notes)
+    assert report.check.reference_kind == "reference"
 
 
 @pytest.mark.parametrize("which", ["k3", "tfk"])
@@ -79,8 +79,8 @@ def test_carnd_fold_writes_a_file_keras_loads(which: str, tmp_path) -> None:
 
     folded = tmp_path / f"folded{CARND[which].suffix}"
     report = bnconvert.fold_file(CARND[which], folded, replacements=[LAMBDA])
-    assert report.check["passed"] and report.check["candidate"]["kind"] == "keras", report.check
-    assert report.check["error"] <= TOLERANCE
+    assert report.check.passed and report.check.candidate_kind == "keras", report.check
+    assert report.check.error <= TOLERANCE
     bnconvert.export_file(folded, tmp_path / "folded.onnx", check=False)  # no Lambda, no --replace needed
     session = ort.InferenceSession(str(tmp_path / "folded.onnx"), providers=["CPUExecutionProvider"])
     x, y = expected(CARND[which])
@@ -195,7 +195,7 @@ def test_fold_with_a_chain_holding_weights_writes_a_file_keras_loads(which: str,
                                 {"class_name": "Activation", "config": {"activation": "linear"}}],
                     "ScaleShift": {"class_name": "LayerNormalization", "config": {"axis": -1}}}
     report = bnconvert.fold_file(CUSTOM[which], tmp_path / f"f{CUSTOM[which].suffix}", replacements=replacements)
-    assert report.check["passed"] and report.check["candidate"]["kind"] == "keras", report.check
+    assert report.check.passed and report.check.candidate_kind == "keras", report.check
 
 
 @pytest.mark.parametrize("name", ["k3_functional.keras", "tfk_functional.h5"])
@@ -206,7 +206,7 @@ def test_nested_paths(name: str, tmp_path) -> None:
     chain = [{"class_name": "Activation", "config": {"activation": "relu"}},
              {"class_name": "Rescaling", "config": {"scale": 2.0}}]
     report = bnconvert.fold_file(path, tmp_path / f"f{path.suffix}", replacements={"inner_fn/inner_relu": chain})
-    assert report.check["passed"] and report.check["candidate"]["kind"] == "keras", report.check
+    assert report.check.passed and report.check.candidate_kind == "keras", report.check
     inner = bnconvert.load(tmp_path / f"f{path.suffix}")["inner_fn"].model
     assert [layer.class_name for layer in inner.layers][-2:] == ["Activation", "Rescaling"]
     conv = {"class_name": "Conv2D", "config": {"filters": 4, "kernel_size": 3}}

@@ -1,7 +1,8 @@
 """Numerical equivalence: run two models on the same inputs and compare every output.
 
-- :func:`verify`: any two of a Keras file, a folded Keras file and an ONNX file
-  (``bnconvert verify A B``), with ``locate`` to name the first diverging layer.
+- :func:`compare_files`: any two of a Keras file, a folded Keras file and an ONNX file
+  (``bnconvert verify A B``, through :func:`bnconvert.pipeline.verify`), with ``locate`` to name
+  the first diverging layer.
 - :func:`check_written` / :func:`check_export`: the checks ``fold`` and ``export`` run on what
   they wrote, against Keras when TensorFlow is installed, else bnconvert's float64 reference
   (:class:`ReferenceRunner`: the model in numpy from the layer catalog, no ONNX involved).
@@ -36,8 +37,8 @@ from .keras_runner import KerasRunner
 from .locate import LayerDiff, LocateResult, locate_divergence
 from .reference import ReferenceRunner
 from .results import CheckResult, VerifyResult
-from .runners import OnnxRunner, Runner, RunnerUnavailable
-from .verify import check_export, check_written, file_kind, open_runner, verify
+from .runners import OnnxLoadError, OnnxRunner, Runner, RunnerUnavailable
+from .verify import check_export, check_written, compare_files, file_kind, open_runner, start_reference
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -49,6 +50,7 @@ __all__ = [
     "KerasRunner",
     "LayerDiff",
     "LocateResult",
+    "OnnxLoadError",
     "OnnxRunner",
     "OutputComparison",
     "ReferenceRunner",
@@ -57,6 +59,7 @@ __all__ = [
     "VerifyResult",
     "check_export",
     "check_written",
+    "compare_files",
     "compare_arrays",
     "compare_outputs",
     "diff_stats",
@@ -67,6 +70,6 @@ __all__ = [
     "parse_input_shapes",
     "parse_range",
     "random_inputs",
-    "verify",
+    "start_reference",
 ]
 

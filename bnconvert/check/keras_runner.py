@@ -43,6 +43,7 @@ from ..model import Model, Source, TensorRef
 from ..readers import sniff
 from ..readers.code import code_in_model, scan_config
 from ..readers.graph import flat_keyed
+from ..readers.options import LoadOptions, LoadOptionsLike
 from ..readers.rnn_layouts import CUDNN_CLASSES
 from .inputs import InputSpec, with_values
 from .runners import Runner, RunnerUnavailable
@@ -173,14 +174,12 @@ class KerasRunner(Runner):
         path: str | os.PathLike[str],
         *,
         model: Model | None = None,
-        load_options: Mapping[str, Any] | None = None,
+        load_options: LoadOptionsLike = None,
     ) -> None:
         super().__init__()
-        from ..readers import load
-
         self.path = str(path)
-        options = dict(load_options or {})
-        self.model = model if model is not None else load(path, **options)
+        options = LoadOptions.of(load_options)
+        self.model = model if model is not None else options.read(path)
         self.module = keras_module_for(self.model.source)
         if self.module is None:
             fmt = self.model.source.format if self.model.source else "unknown"
@@ -206,7 +205,7 @@ class KerasRunner(Runner):
         # Keras gets a private copy, taken before its configs are checked: the checks below and the
         # load read the same bytes, whatever happens to the user's file in between.
         self._private = _PrivateCopy(self.path)
-        for what, config in self._configs_for_keras(options.get("config")):
+        for what, config in self._configs_for_keras(options.config):
             _refuse_unbuildable(self.path, what, config)
             code, modules, names = scan_config(config)
             if code:
@@ -238,7 +237,7 @@ class KerasRunner(Runner):
             raise RunnerUnavailable(f"{path}: {', '.join(users)} registered with bnconvert.register_layer: Keras "
                                     "cannot load it without the class's own code")
         self.tf, self.keras = _import(self.module)
-        self.keras_model = self._load(options.get("config"))
+        self.keras_model = self._load(options.config)
         self._xla = False
 
     # -- loading ----------------------------------------------------------------------------------

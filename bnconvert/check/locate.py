@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,23 +97,29 @@ class LocateResult:
         }
 
 
-def _plan(model: Model) -> list[Any]:
-    from ..fold.plan import plan_folds
+#: what :func:`locate_divergence` asks how a model's BN fold (:func:`bnconvert.fold.plan_folds`,
+#: handed in by the caller: the check package does not fold)
+FoldPlan = Callable[[Model], Sequence[Any]]
 
+
+def _plan(model: Model, fold_plan: FoldPlan | None) -> Sequence[Any]:
+    if fold_plan is None:
+        return []
     try:
-        return plan_folds(model)
+        return fold_plan(model)
     except BnconvertError as exc:
         log.info("no fold plan for locate: %s", exc)
         return []
 
 
-def fold_correspondence(model: Model, present: set[str]) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+def fold_correspondence(model: Model, present: set[str], fold_plan: FoldPlan | None = None
+                        ) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
     """For a model whose BN layers are absent from the other side's ``present`` names:
     ``{bn: (name on the other side holding its output, note)}`` and ``{layer: why not comparable}``
-    (top-level layers; nested paths read ``outer/inner``)."""
+    (top-level layers; nested paths read ``outer/inner``), from the decisions of ``fold_plan``."""
     mapped: dict[str, tuple[str, str]] = {}
     altered: dict[str, str] = {}
-    for d in _plan(model):
+    for d in _plan(model, fold_plan):
         if not d.folds or d.path in present:
             continue
         for name in d.via:
@@ -126,7 +132,7 @@ def fold_correspondence(model: Model, present: set[str]) -> tuple[dict[str, tupl
     return mapped, altered
 
 
-def _pairs(ra: Any, rb: Any) -> tuple[list[tuple[str, str, str, str]], list[tuple[str, str]]]:
+def _pairs(ra: Any, rb: Any, fold_plan: FoldPlan | None) -> tuple[list[tuple[str, str, str, str]], list[tuple[str, str]]]:
     """(layer, tensor in A, tensor in B, note) to compare in A's order, and what is skipped."""
     names_a, names_b = ra.layer_names(), rb.layer_names()
     set_a, set_b = set(names_a), set(names_b)
@@ -134,10 +140,10 @@ def _pairs(ra: Any, rb: Any) -> tuple[list[tuple[str, str, str, str]], list[tupl
     model_b: Model | None = getattr(rb, "model", None)
     if model_a is not None:
         order = [layer.name for layer in model_a.layers if layer.class_name != "InputLayer"]
-        mapped_a, altered_a = fold_correspondence(model_a, set_b)
+        mapped_a, altered_a = fold_correspondence(model_a, set_b, fold_plan)
     else:
         order, mapped_a, altered_a = list(names_a), {}, {}
-    mapped_b, altered_b = fold_correspondence(model_b, set_a) if model_b is not None else ({}, {})
+    mapped_b, altered_b = fold_correspondence(model_b, set_a, fold_plan) if model_b is not None else ({}, {})
     holds_b = {name_a: (bn_b, note) for bn_b, (name_a, note) in mapped_b.items()}  # A folded, B not
     pairs, skipped = [], []
     for name in order:
@@ -201,9 +207,12 @@ def locate_divergence(
     *,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
+    fold_plan: FoldPlan | None = None,
 ) -> LocateResult:
-    """Compare the intermediate tensors of runners ``ra`` and ``rb`` and name the first that differs."""
-    pairs, skipped = _pairs(ra, rb)
+    """Compare the intermediate tensors of runners ``ra`` and ``rb`` and name the first that differs.
+    ``fold_plan`` (:func:`bnconvert.fold.plan_folds`) tells which layer a BN folded on one side
+    went into, so that it is compared with the right tensor of the other."""
+    pairs, skipped = _pairs(ra, rb, fold_plan)
     if not pairs:
         return LocateResult(first=None, message="no intermediate tensor is named alike on both sides", skipped=skipped)
     outs_a = ra.layer_outputs(feeds_a, [p[1] for p in pairs])

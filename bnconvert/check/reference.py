@@ -27,6 +27,7 @@ from ..catalog.record import output_masks
 from ..errors import BnconvertError, UnsupportedLayerError
 from ..io import shown_path
 from ..model import Layer, Model, TensorRef, given_mask_problem, is_operation
+from ..readers.options import LoadOptions, LoadOptionsLike
 from .inputs import InputSpec, with_values
 from .runners import Runner, RunnerUnavailable
 
@@ -264,14 +265,13 @@ class ReferenceRunner(Runner):
         path: str | os.PathLike[str],
         *,
         model: Model | None = None,
-        load_options: Mapping[str, Any] | None = None,
+        load_options: LoadOptionsLike = None,
     ) -> None:
         super().__init__()
         from ..catalog import catalog
-        from ..readers import load
 
         self.path = str(path)
-        self.model = model if model is not None else load(path, **dict(load_options or {}))
+        self.model = model if model is not None else LoadOptions.of(load_options).read(path)
         if not self.model.has_graph:
             raise RunnerUnavailable(f"{path}: weights-only file without an architecture; pass the model JSON with --config")
         table = catalog()

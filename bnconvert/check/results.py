@@ -15,15 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import EquivalenceError
-from ..text import one_line
-from .compare import DEFAULT_ATOL, DEFAULT_RTOL, CompareResult, rule_text
+from .compare import DEFAULT_ATOL, DEFAULT_RTOL, CompareResult
 from .locate import LocateResult
 
 __all__ = ["VerifyResult", "CheckResult"]
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.3g}" if math.isfinite(x) else str(x)
 
 
 @dataclass
@@ -53,20 +48,10 @@ class VerifyResult:
         return self.passed
 
     def summary(self) -> str:
-        lines = [f"A  {self.runner_a}", f"B  {self.runner_b}"]
-        feeds = ", ".join(
-            f"{i['name']} [{'x'.join(map(str, i['shape']))}] {i['dtype']}"
-            + (f" (B: {i['layout_b']})" if i.get("layout_b") else "")
-            for i in self.inputs
-        )
-        lines.append(f"inputs  {feeds}: {self.input_source}")
-        lines.extend(f"note  {n}" for n in self.notes)
-        lines = [one_line(line) for line in lines]  # one line each: names are data
-        lines.append(self.comparison.summary())
-        if self.located is not None:
-            lines.append(self.located.summary())
-        lines.append("EQUIVALENT" if self.passed else "NOT EQUIVALENT")
-        return "\n".join(lines)
+        """The report as text (:func:`bnconvert.render.verify_text`)."""
+        from ..render import verify_text
+
+        return verify_text(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,10 +65,6 @@ class VerifyResult:
             "locate": self.located.to_dict() if self.located is not None else None,
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
         }
-
-
-#: how a runner kind reads in a one-line headline (reports and JSON keep the kind itself)
-_KIND_WORDS = {"reference": "bnconvert's own float64 computation (NumPy, no TensorFlow)"}
 
 
 @dataclass
@@ -139,38 +120,17 @@ class CheckResult:
         return self.comparison.normalized_error if self.comparison is not None else math.inf
 
     def headline(self) -> str:
-        """One line: the verdict, the numbers it rests on, and what ran each side."""
-        if not self.checked:
-            return one_line(f"{self.what} check NOT CHECKED: {self.message}")
-        verdict = "passed" if self.passed else "FAILED"
-        worst = self.comparison.worst if self.comparison is not None else None
-        if worst is None or worst.abs is None:
-            numbers = self.message or "no output could be compared"
-        else:
-            numbers = (f"max |diff| {_fmt(worst.abs.max)} against a bound of {_fmt(worst.bound)} "
-                       f"= {self.atol:g} + {self.rtol:g} * max |reference| {_fmt(worst.max_abs_ref)}")
-            if len(self.comparison.outputs) > 1:  # type: ignore[union-attr]
-                numbers += f" (output '{worst.name}', the closest to its bound)"
-        return (
-            f"{self.what} check {verdict}: {numbers}; reference: {_KIND_WORDS.get(self.reference_kind, self.reference_kind)}, "
-            f"checked: {_KIND_WORDS.get(self.candidate_kind, self.candidate_kind)}"
-        )
+        """One line: the verdict, the numbers it rests on, and what ran each side
+        (:func:`bnconvert.render.check_headline`)."""
+        from ..render import check_headline
+
+        return check_headline(self)
 
     def summary(self) -> str:
-        if not self.checked:
-            return self.headline()
-        lines = [self.headline(), f"  reference  {self.reference}", f"  checked    {self.candidate}",
-                 f"  rule       {rule_text(self.atol, self.rtol)} for every output"]
-        if self.inputs:
-            shapes = ", ".join(f"{i['name']} [{'x'.join(map(str, i['shape']))}]" for i in self.inputs)
-            lines.append(f"  inputs     {shapes}: uniform [0, 1) from seed {self.seed}")
-        if self.message and self.comparison is not None:
-            lines.append(f"  {self.message}")
-        lines.extend(f"  note       {n}" for n in self.notes)
-        lines = [one_line(line) for line in lines]  # one line each: names are data
-        if self.comparison is not None and not self.passed:
-            lines.extend("  " + line for line in self.comparison.summary().splitlines())
-        return "\n".join(lines)
+        """The whole report as text (:func:`bnconvert.render.check_text`)."""
+        from ..render import check_text
+
+        return check_text(self)
 
     def require(self) -> CheckResult:
         """Return self when passed; raise :class:`EquivalenceError` (exit code 1) with the numbers

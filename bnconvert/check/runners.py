@@ -108,9 +108,6 @@ class OnnxRunner(Runner):
 
     ``optimize=False`` (the default) sets ``ORT_DISABLE_ALL``: ORT otherwise folds BN into the
     preceding Conv/MatMul at load time, so an unfolded reference would stop being one.
-    ``initializers`` (with a ``ModelProto`` that has none) are handed to onnxruntime as arrays
-    (``add_external_initializers``, which copies them once) instead of being serialised into the
-    protobuf and parsed back.
     """
 
     kind = "onnxruntime"
@@ -121,7 +118,6 @@ class OnnxRunner(Runner):
         *,
         optimize: bool = False,
         label: str | None = None,
-        initializers: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         self.optimize = optimize
@@ -130,8 +126,6 @@ class OnnxRunner(Runner):
         else:
             self.path, self._proto = label or "<in-memory ONNX>", source
         self.label = shown_path(label or self.path)  # a file being written is named by its final path
-        self._initializers = dict(initializers or {})
-        self._released = False
         self.session = self._session(self._proto if self._proto is not None else self.path)
 
     def _options(self) -> Any:
@@ -151,17 +145,10 @@ class OnnxRunner(Runner):
         return opts
 
     def _session(self, target: Any) -> Any:
-        """A session for a file path or a ModelProto (plus :attr:`_initializers`, if any)."""
+        """A session for a file path or a ModelProto."""
         ort = _ort()
         opts = self._options()
         if not isinstance(target, str):
-            if self._initializers:
-                from ..onnx.save import external_stubs, in_memory_names
-
-                names = in_memory_names(self._initializers)
-                values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(self._initializers[n])) for n in names]
-                opts.add_external_initializers(names, values)
-                target = external_stubs(target, self._initializers)
             target = target.SerializeToString()
         try:
             return ort.InferenceSession(target, sess_options=opts, providers=["CPUExecutionProvider"])
@@ -176,13 +163,6 @@ class OnnxRunner(Runner):
 
             self._proto = onnx.load(self.path)
         return self._proto
-
-    def release_weights(self) -> None:
-        """Drop the arrays given as ``initializers`` (the session holds its own copy): what a
-        one-shot check does so that the model's weights are not held twice. Intermediate tensors
-        (:meth:`layer_outputs`) need them and are no longer available afterwards."""
-        if self._initializers:
-            self._initializers, self._released = {}, True
 
     def input_specs(self) -> list[InputSpec]:
         return [
@@ -225,7 +205,7 @@ class OnnxRunner(Runner):
 
         available = set(self.layer_names())
         wanted = [n for n in dict.fromkeys(names) if n in available]
-        if not wanted or self._released:
+        if not wanted:
             return {}
         model = onnx.ModelProto()
         model.CopyFrom(self.proto)

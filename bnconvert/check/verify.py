@@ -16,13 +16,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import BnconvertError, FormatError
 from ..io import shown_path
 from ..model import Model
+from ..readers.options import LoadOptions, LoadOptionsLike
 from ..replace import ReplacementsLike
 from .compare import DEFAULT_ATOL, DEFAULT_RTOL
 from .inputs import (
@@ -42,6 +42,7 @@ from .keras_runner import (
     keras_available,
     keras_module_for,
 )
+from .locate import FoldPlan
 from .pairing import CHECK_DYNAMIC_SIZE, bind_inputs, fill_dynamic, run_pair
 from .reference import ReferenceRunner, blas_threads, declared_input_specs
 from .results import CheckResult, VerifyResult
@@ -54,9 +55,8 @@ __all__ = [
     "check_written",
     "file_kind",
     "open_runner",
-    "reading_options",
     "start_reference",
-    "verify",
+    "compare_files",
 ]
 
 #: what ``verify --reference`` accepts: Keras only, the float64 reference only, or Keras when it
@@ -107,37 +107,6 @@ def _is_onnx(path: str | os.PathLike[str]) -> bool:
     return proto.ir_version > 0 and len(proto.graph.output) > 0
 
 
-def reading_options(path: str | os.PathLike[str], options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The reading options that concern this file, so one set can be given for two files.
-
-    ``config`` only for a weights-only HDF5; ``flip_kernels`` not for a file that records the
-    TensorFlow backend (a modern or bnconvert-written file); nothing for a ``.keras`` zip.
-    ``running_std`` is read by the Keras 1 reader only.
-    """
-    from ..readers import root_attributes, sniff
-
-    opts = {k: v for k, v in dict(options or {}).items() if v is not None}
-    if not opts:
-        return opts
-    if sniff(path) != "hdf5":
-        return {}
-    if not opts.keys() & {"config", "flip_kernels"}:
-        return opts  # running_std alone needs no peek into the file (only Keras 1 files read it)
-    attrs = root_attributes(path, ("model_config", "backend"))  # with the readers' guards
-    full, backend = attrs["model_config"] is not None, attrs["backend"]
-    if full:
-        opts.pop("config", None)
-    if backend == "tensorflow":
-        opts.pop("flip_kernels", None)
-    return opts
-
-
-def _load(path: str | os.PathLike[str], options: Mapping[str, Any] | None) -> Model:
-    from ..readers import load
-
-    return load(path, **reading_options(path, options))
-
-
 def _keras_choice(path: str | os.PathLike[str], model: Model, use_keras: bool) -> tuple[bool, list[str]]:
     """Whether a Keras file should run in Keras, and notes saying why not."""
     from ..replace import refuse_in_keras
@@ -158,7 +127,7 @@ def _keras_choice(path: str | os.PathLike[str], model: Model, use_keras: bool) -
 def open_runner(
     path: str | os.PathLike[str],
     *,
-    load_options: Mapping[str, Any] | None = None,
+    load_options: LoadOptionsLike = None,
     ort_optimize: bool = False,
     use_keras: bool = True,
     model: Model | None = None,
@@ -181,22 +150,22 @@ def open_runner(
         if replacements:
             raise BnconvertError(f"{path}: an ONNX file; replacements apply to a Keras file (give it as A)")
         return OnnxRunner(path, optimize=ort_optimize), []
-    given_config = (load_options or {}).get("config")
-    load_options = reading_options(path, load_options)
+    given = LoadOptions.of(load_options)
+    options = given.for_file(path)
     if model is None:
-        model = _load(path, load_options)
+        model = options.read(path)
         if replacements:
             from ..replace import apply_replacements
 
             model = apply_replacements(model, replacements)
-    elif given_config is not None:  # ``model`` was read with this architecture: Keras gets the same one
-        load_options = {**load_options, "config": given_config}
+    elif given.config is not None:  # ``model`` was read with this architecture: Keras gets the same one
+        options = replace(options, config=given.config)
     in_keras, notes = _keras_choice(path, model, use_keras and reference != "float64")
     if reference == "keras" and not in_keras:
         raise RunnerUnavailable(f"{path}: --reference keras, but " + (notes[0].split("; it runs")[0] if notes else "Keras is not used"))
     if in_keras:
         try:
-            return KerasRunner(path, model=model, load_options=load_options), notes
+            return KerasRunner(path, model=model, load_options=options), notes
         except RunnerUnavailable as exc:
             if reference == "keras":
                 raise
@@ -221,7 +190,7 @@ def _fill_open_axes(specs: Sequence[InputSpec], given: Mapping[str, Sequence[int
     return filled, notes
 
 
-def verify(
+def compare_files(
     a_path: str | os.PathLike[str],
     b_path: str | os.PathLike[str],
     *,
@@ -233,10 +202,11 @@ def verify(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     inputs: str | os.PathLike[str] | None = None,
     locate: bool = False,
-    load_options: Mapping[str, Any] | None = None,
+    load_options: LoadOptionsLike = None,
     ort_optimize: bool = False,
     reference: str = "auto",
     replacements: ReplacementsLike = None,
+    fold_plan: FoldPlan | None = None,
 ) -> VerifyResult:
     """Run A (the reference) and B on the same inputs and compare every output.
 
@@ -285,7 +255,7 @@ def verify(
         if comparison:
             located = LocateResult(first=None, message="the outputs agree: nothing to locate")
         else:
-            located = locate_divergence(ra, rb, feeds_a, feeds_b, atol=atol, rtol=rtol)
+            located = locate_divergence(ra, rb, feeds_a, feeds_b, atol=atol, rtol=rtol, fold_plan=fold_plan)
     return VerifyResult(
         a=str(a_path), b=str(b_path), runner_a=ra.describe(), runner_b=rb.describe(), kind_a=ra.kind, kind_b=rb.kind,
         comparison=comparison, inputs=binding.rows(feeds_a), input_source=source,
@@ -341,7 +311,7 @@ def check_written(
     original_path: str | os.PathLike[str],
     written_path: str | os.PathLike[str],
     *,
-    load_options: Mapping[str, Any] | None = None,
+    load_options: LoadOptionsLike = None,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     seed: int = 1,
@@ -362,12 +332,13 @@ def check_written(
     ref, notes = open_runner(str(original_path), load_options=load_options, model=original_model)
     del original_model  # onnxruntime or Keras now holds the weights: never keep them twice
     original, written = str(original_path), str(written_path)
-    model = _load(written, load_options)
+    options = LoadOptions.of(load_options).for_file(written)
+    model = options.read(written)
     module = keras_module_for(model.source)
     cand: Runner
     if module is not None and keras_available(module):
         try:
-            cand = KerasRunner(written, model=model, load_options=reading_options(written, load_options))
+            cand = KerasRunner(written, model=model, load_options=options)
         except KerasLoadError as exc:
             return CheckResult(
                 what="fold", original=original, written=shown_path(written), reference=ref.describe(), reference_kind=ref.kind,
@@ -387,7 +358,7 @@ def check_export(
     source_path: str | os.PathLike[str],
     onnx_path: str | os.PathLike[str],
     *,
-    load_options: Mapping[str, Any] | None = None,
+    load_options: LoadOptionsLike = None,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     seed: int = 1,

@@ -55,7 +55,7 @@ def export(path: str, output: str, force_extension: bool, no_fold: bool, opset: 
     the .json of the same name beside it as its architecture, unless --config names one.
     """
     from ..errors import EquivalenceError
-    from ..onnx.export import export_file
+    from ..pipeline import export_file
 
     config, companion = architecture_for(path, config)
     check_output(output, force=force, inputs=[path, config])  # an input named as the output is said first

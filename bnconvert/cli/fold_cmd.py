@@ -1,6 +1,7 @@
 """``bnconvert fold``: fold every BatchNormalization that can go, write a Keras file in the input's format.
 
-All the work is :func:`bnconvert.fold.run.fold_file`; this module parses options and prints.
+All the work is :func:`bnconvert.pipeline.fold_file`; this module parses options and prints
+(:func:`bnconvert.render.fold_text`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import click
 
 from ..errors import EquivalenceError
 from ..fold import FoldReport
-from ..fold.run import default_output, fold_file
-from ..text import one_line, safe_lines
-from .common import FileArg, OutputArg, architecture_for, common_options, plural, say
+from ..pipeline import fold_file
+from ..render import fold_text
+from .common import FileArg, OutputArg, architecture_for, common_options, say
 from .options import (
     load_kwargs,
     load_options,
@@ -23,45 +24,7 @@ from .options import (
     tolerance_options,
 )
 
-__all__ = ["default_output", "fold", "render_report"]
-
-
-def render_report(report: FoldReport, *, dry_run: bool = False) -> str:
-    """The human-readable fold report, every name escaped (:func:`bnconvert.text.one_line`)."""
-    t = report.totals
-    lines = [report.source]
-    fmt = report.output_format or "-"
-    lines.append(f"  format   {report.input_format} -> {fmt}")
-    lines.append(
-        f"  BN       {plural(t['batch_norms'], 'layer')}: {t['folded']} folded ({t['backward']} backward, {t['forward']} forward, "
-        f"{t['merged']} merged), {t['stays']} stay"
-    )
-    if report.dropped:
-        lines.append(f"  dropped  {plural(len(report.dropped), 'inference identity', 'inference identities')}: "
-                     f"{', '.join(report.dropped)}")
-    if report.created_bias:
-        lines.append(f"  bias     created in {plural(len(report.created_bias), 'layer')}: {', '.join(report.created_bias)}")
-    largest = report.largest_scale
-    if largest is not None:
-        lines.append(f"  scale    largest |gamma/sqrt(var+eps)| folded: {largest[0]:.4g} ({largest[1]})")
-    if report.batch_norms:
-        lines.append("")
-        width = max(len(one_line(bn.path)) for bn in report.batch_norms)
-        for bn in report.batch_norms:
-            arrow = {"backward": "<- ", "forward": "-> ", "merge": "=> "}.get(bn.action, "")
-            what = bn.reason if bn.action == "stays" else f"{arrow}{bn.target}"
-            extra = f" (carries {', '.join(bn.absorbed)})" if bn.absorbed else ""
-            lines.append(f"  {one_line(bn.path).ljust(width)}  {bn.action:<8}  {what}{extra}")
-    for note in report.notes:
-        lines.append(f"  note     {note}")
-    check_at = len(lines)
-    if report.check:  # the check's own report: several lines, its names escaped where it was made
-        lines.append(f"  check    {report.check['summary']}")
-    if dry_run:
-        lines.append("  dry run: nothing written")
-    else:
-        lines.append(f"  wrote    {report.output}" if report.output else "  nothing written")
-    return "\n".join(safe_lines(line) if i == check_at else one_line(line) for i, line in enumerate(lines))
+__all__ = ["fold"]
 
 
 def _emit(report: FoldReport, as_json: bool, dry_run: bool, *, failed: bool = False) -> None:
@@ -72,7 +35,7 @@ def _emit(report: FoldReport, as_json: bool, dry_run: bool, *, failed: bool = Fa
         data["dry_run"] = dry_run
         echo(json.dumps(data, indent=2))
     else:
-        echo(render_report(report, dry_run=dry_run))
+        echo(fold_text(report, dry_run=dry_run))
 
 
 @click.command(short_help="Fold BatchNormalization away; write a checked Keras file.")

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..readers.options import RUNNING_STD, LoadOptions
 from .common import FileArg
 
 __all__ = ["load_kwargs", "load_options", "replace_options", "replacements_from", "require_check_option", "tolerance_options"]
@@ -19,7 +20,7 @@ def load_options(func: Callable[..., Any]) -> Callable[..., Any]:
         help="Flip conv kernels written by Theano (default: decided from the file).",
     )(func)
     func = click.option(
-        "--running-std", type=click.Choice(["auto", "variance", "std", "theano-1.0.7"]), default="auto", show_default=True,
+        "--running-std", type=click.Choice(RUNNING_STD), default="auto", show_default=True,
         help="What a Keras 1 BN running_std holds: auto follows the version table; 'std' for Keras 1.0.0-1.0.6 files.",
     )(func)
     func = click.option(
@@ -30,9 +31,9 @@ def load_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def load_kwargs(config: str | None, running_std: str, flip_kernels: bool | None) -> dict[str, Any]:
-    """The keyword arguments :func:`bnconvert.load` takes, from the shared options."""
-    return {"config": config, "running_std": running_std, "flip_kernels": flip_kernels}
+def load_kwargs(config: str | None, running_std: str, flip_kernels: bool | None) -> LoadOptions:
+    """The reading options of the shared ``--config``, ``--running-std`` and ``--flip-kernels``."""
+    return LoadOptions(config=config, running_std=running_std, flip_kernels=flip_kernels)
 
 
 def replace_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -85,7 +85,7 @@ def verify(
     Exit codes: 0 equivalent, 1 not equivalent, 2 bad input or usage.
     """
     from ..check import parse_input_shapes, parse_range
-    from ..check import verify as run_verify
+    from ..pipeline import verify as run_verify
 
     config, companion = _architecture(a, b, config)
     result = run_verify(

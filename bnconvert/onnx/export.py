@@ -1,58 +1,36 @@
-"""Export a Model to ONNX (:func:`to_onnx`) and a Keras file to an ONNX file (:func:`export_file`).
+"""Export a Model to ONNX (:func:`to_onnx`, :func:`to_onnx_parts`).
 
 By default the ONNX model takes and returns tensors exactly like the Keras model (same names,
 same layout, a dynamic batch dimension) so it can replace it; inside, image tensors are held
 channels-first. ``nchw=True`` makes the image inputs and outputs of a channels_last model NCHW.
 
-:func:`export_file` reads, folds (unless ``fold=False``), exports, validates, writes to a
-temporary file in the target folder, runs the numerical check on that file, and only then moves
-it into place: a failed export never leaves a file behind, and never touches the input.
+Exporting a file (read, fold, export, write atomically, check) is :func:`bnconvert.pipeline.export_file`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import time
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
 from .. import __version__
-from ..bn import unsafe_values
-from ..check.compare import DEFAULT_ATOL, DEFAULT_RTOL
-from ..errors import (
-    BnconvertError,
-    EquivalenceError,
-    FoldError,
-    FormatError,
-    InternalError,
-    UnsupportedLayerError,
-)
-from ..io import atomic_output, check_output
+from ..errors import BnconvertError, FormatError, UnsupportedLayerError
 from ..model import Layer, Model, is_operation
-from ..readers import load
-from ..replace import ReplacementsLike, apply_replacements
-from ..text import one_line, refuse_unencodable
 from .builder import Builder, Tensor, reads
 from .convert import Run, format_problems, run_model, unsupported_layers
 from .layers.operations import value_type
 from .layout import channels_first, held_shape, identity
-from .save import (
-    EXTERNAL_DATA_ABOVE,
-    add_initializers,
-    constants_bytes,
-    validate_parts,
-    write_onnx,
-)
+from .save import add_initializers
 
-__all__ = ["to_onnx", "to_onnx_parts", "export_file", "require_exportable", "fold_metadata", "ExportReport", "OPSETS", "DEFAULT_OPSET"]
+if TYPE_CHECKING:
+    from ..fold import FoldReport
+
+__all__ = ["to_onnx", "to_onnx_parts", "require_exportable", "fold_metadata", "OPSETS", "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17
 #: the opsets bnconvert writes (and tests)
@@ -281,185 +259,7 @@ def to_onnx_parts(
     return proto, b.constants
 
 
-# -- files -----------------------------------------------------------------------------------
-@dataclass
-class ExportReport:
-    """What :func:`export_file` did."""
-
-    source: str
-    output: str
-    opset: int
-    layout: str
-    nodes: int
-    op_types: dict[str, int]
-    parameters: int
-    size_bytes: int
-    external_data: str | None = None
-    fold: dict[str, Any] | None = None
-    check: dict[str, Any] | None = None
-    check_summary: str | None = None
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-    def summary(self) -> str:
-        """A few human-readable lines."""
-        ops = ", ".join(f"{n} {op}" for op, n in sorted(self.op_types.items(), key=lambda kv: (-kv[1], kv[0]))[:6])
-        size = f"{self.size_bytes / 1e6:.1f} MB" + (f" (weights in {os.path.basename(self.external_data)})" if self.external_data else "")
-        layout = _LAYOUT_WORDS.get(self.layout, self.layout)
-        lines = [f"{self.output}: opset {self.opset}, {layout}, {self.nodes} nodes ({ops}), "
-                 f"{self.parameters:,} parameters, {size}, {self.seconds:.1f} s"]
-        if self.fold is not None:
-            lines.append(f"  fold: {_fold_line(self.fold)}")
-        else:
-            lines.append("  fold: skipped (--no-fold)")
-        check = (self.check_summary or "NOT CHECKED").splitlines()  # a failed check: its whole report
-        lines.append(f"  check: {check[0]}")
-        lines += [f"  {line}" for line in check[1:]]
-        if self.check is not None and self.check.get("checked") and not self.check.get("passed"):
-            lines.append("  nothing written")
-        lines += [f"  note: {n}" for n in self.notes]
-        return "\n".join(map(one_line, lines))  # one line each: names are data
-
-
-#: the summary's words for ``ExportReport.layout`` (the JSON keeps the short name)
-_LAYOUT_WORDS = {"keras": "inputs and outputs shaped as in Keras", "nchw": "image inputs and outputs NCHW"}
-
-
-def _fold_line(fold: dict[str, Any]) -> str:
-    t = fold.get("totals") or {}
-    if not t:
-        return "done"
-    line = f"{t.get('folded', 0)} of {t.get('batch_norms', 0)} BatchNormalization folded"
-    parts = [f"{t[k]} {k}" for k in ("backward", "forward", "merged") if t.get(k)]
-    if parts:
-        line += f" ({', '.join(parts)})"
-    if t.get("stays"):
-        line += f", {t['stays']} stay (exported as BatchNormalization or Mul+Add)"
-    return line
-
-
-def _fold(model: Model) -> tuple[Model, dict[str, Any]]:
-    from ..fold.apply import fold_model
-
-    folded, report = fold_model(model)
-    return folded, report.to_dict()
-
-
-def fold_metadata(fold: dict[str, Any]) -> dict[str, Any]:
+def fold_metadata(fold: FoldReport) -> dict[str, Any]:
     """The part of a fold report worth keeping in the ONNX metadata: totals and why BN stayed."""
-    stays = [{"name": bn.get("name"), "reason": bn.get("reason")} for bn in fold.get("batch_norms", [])
-             if bn.get("action") == "stays"]
-    return {"totals": fold.get("totals", {}), "stays": stays}
-
-
-def _numerical_check(src: Path, onnx_path: Path, load_options: dict[str, Any] | None, handed: list[Model],
-                     reference: Any, *, atol: float, rtol: float, seed: int, batch: int) -> Any:
-    """``bnconvert.check.check_export`` on the written file: with ``reference`` when it was prepared
-    ahead (the TensorFlow-free float64 reference of the model as read), else from ``handed``, the
-    model as read (not folded) and the only reference left to it: the check's reference is built
-    from it instead of reading the file again."""
-    from ..check import check_export
-
-    return check_export(str(src), str(onnx_path), load_options=load_options, atol=atol, rtol=rtol, seed=seed,
-                        batch=batch, original_model=handed.pop() if handed else None, reference=reference)
-
-
-def _start_reference(src: Path, model: Model, *, seed: int, batch: int) -> Any:
-    from ..check.verify import start_reference
-
-    return start_reference(src, model, seed=seed, batch=batch)
-
-
-def export_file(
-    in_path: str | os.PathLike[str],
-    out_path: str | os.PathLike[str],
-    *,
-    opset: int = DEFAULT_OPSET,
-    nchw: bool = False,
-    fold: bool = True,
-    load_options: dict[str, Any] | None = None,
-    force: bool = False,
-    check: bool = True,
-    external_data_above: int = EXTERNAL_DATA_ABOVE,
-    replacements: ReplacementsLike = None,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
-    seed: int = 1,
-    batch: int = 2,
-    require_check: bool = False,
-) -> ExportReport:
-    """Read ``in_path``, fold its BN (unless ``fold=False``), export ONNX to ``out_path``.
-
-    ``external_data_above`` is the initializer size in bytes above which weights go to
-    ``OUT.onnx.data`` (default: just under the 2 GiB protobuf limit). Raises OutputError when
-    ``out_path`` exists (without ``force``) or is the input, EquivalenceError (the report as
-    ``.report``) when the numerical check fails, or when ``require_check`` and no check ran
-    (``check=False``); nothing is written in either case. The check runs the written file in
-    onnxruntime against the source (Keras, else bnconvert's float64 reference) on inputs uniform
-    in [0, 1) from ``seed`` with batch ``batch``, and passes when every output satisfies
-    ``|reference - onnx| <= atol + rtol * max|reference|`` (:mod:`bnconvert.check.compare`).
-    ``replacements`` replace Lambda and custom layers of the model as read (:func:`bnconvert.replace.apply_replacements`); the check's
-    reference is then the replaced model in bnconvert's float64 reference.
-    """
-    start = time.perf_counter()
-    src, dst = Path(in_path), Path(out_path)
-    inputs = [src, (load_options or {}).get("config")]  # the model and its --config: never the output
-    check_output(dst, force=force, inputs=inputs)
-    original = model = apply_replacements(load(src, lazy=True, **(load_options or {})), replacements)
-    unsafe = unsafe_values(model)
-    if unsafe:
-        raise FoldError(f"{src}: refusing to export: " + "; ".join(unsafe[:5]) + (f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""))
-    refuse_unencodable(model, src, "export")  # before anything is written
-    require_exportable(model, opset=opset)
-    if require_check and not check:
-        raise EquivalenceError(f"{src}: --require-check and --no-check: the export would not be checked; nothing written")
-    # the check's TensorFlow-free reference (float64, numpy) is prepared now from the model as read;
-    # it runs in a second thread once the file is written, beside onnxruntime
-    reference = _start_reference(src, original, seed=seed, batch=batch) if check else None
-    handed = [original] if check and reference is None else []
-    del original  # so that at most two copies of the weights are ever held (see _numerical_check)
-    with contextlib.ExitStack() as stack:
-        if reference is not None:
-            stack.enter_context(reference)  # an error below still waits for the thread
-        fold_dict = None
-        if fold:
-            model, fold_dict = _fold(model)
-        proto, constants = to_onnx_parts(model, opset=opset, nchw=nchw, fold_summary=fold_metadata(fold_dict) if fold_dict else None)
-        del model  # the folded weights now live on in ``constants`` only
-        op_types = dict(Counter(n.op_type for n in proto.graph.node))
-        parameters = int(sum(a.size for a in constants.values()))
-        external = constants_bytes(constants) > external_data_above
-        validate_parts(proto, constants)
-        report = ExportReport(source=str(src), output=str(dst), opset=opset, layout="nchw" if nchw else "keras",
-                              nodes=len(proto.graph.node), op_types=op_types, parameters=parameters, size_bytes=0, fold=fold_dict)
-        data_name = dst.name + ".data" if external else None
-        with atomic_output(dst, force=force, inputs=inputs, companions=[data_name] if data_name else []) as tmp:
-            write_onnx(proto, constants, tmp, external_data=data_name)
-            del proto, constants
-            if check:
-                from ..check.runners import OnnxLoadError
-
-                try:
-                    result = _numerical_check(src, tmp, load_options, handed, reference, atol=atol, rtol=rtol,
-                                              seed=seed, batch=batch)
-                except OnnxLoadError as exc:  # the file bnconvert just wrote: its own bug, not the input's
-                    raise InternalError(f"{src}: onnxruntime cannot load the ONNX bnconvert wrote, nothing written "
-                                        f"({str(exc).split('(', 1)[-1].rstrip(')')})") from None
-                report.check = result.to_dict()
-                report.check_summary = result.headline() if result else result.summary()
-                if not result:
-                    raise EquivalenceError(f"{src}: the ONNX model does not match the original; nothing written",
-                                           report=report)
-            else:
-                from ..check.results import CheckResult
-
-                skipped = CheckResult.not_run("export", str(src), "--no-check", atol=atol, rtol=rtol)
-                report.check, report.check_summary = skipped.to_dict(), skipped.headline()
-    if data_name:
-        report.external_data = str(dst.parent / data_name)
-    report.size_bytes = dst.stat().st_size + (Path(report.external_data).stat().st_size if report.external_data else 0)
-    report.seconds = time.perf_counter() - start
-    return report
+    stays = [{"name": bn.path, "reason": bn.reason} for bn in fold.batch_norms if bn.action == "stays"]
+    return {"totals": fold.totals, "stays": stays}

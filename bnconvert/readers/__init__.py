@@ -30,8 +30,9 @@ from .consistency import check_weights
 from .h5 import MAX_CONFIG_CHARS, read_h5, visit_links
 from .isolated import ModelFile, is_damage, short
 from .keras_zip import read_zip
+from .options import LoadOptions, LoadOptionsLike
 
-__all__ = ["HDF5_MAGIC", "ZIP_MAGIC", "load", "root_attributes", "sniff"]
+__all__ = ["HDF5_MAGIC", "ZIP_MAGIC", "LoadOptions", "LoadOptionsLike", "load", "root_attributes", "sniff"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"

@@ -50,14 +50,14 @@ def keras():
 def test_mobilenet_v3_small_at_its_default_size_exports(keras, fmt: str, tmp_path: Path) -> None:
     """Its default input is (None, None, 3): squeeze-and-excite's Multiply once took the (1, 1) of
     the excitation as the image size, and the next strided depthwise convolution went to 0x0."""
-    from bnconvert.onnx import export_file
+    from bnconvert.pipeline import export_file
 
     model = keras.applications.MobileNetV3Small(weights=None)
     path = tmp_path / f"m.{fmt}"
     model.save(path)
     assert _outputs(path) == [(None, 1000)]
     report = export_file(path, tmp_path / "m.onnx", check=False)
-    assert report.fold["totals"]["folded"] == report.fold["totals"]["batch_norms"] > 0
+    assert report.fold.totals["folded"] == report.fold.totals["batch_norms"] > 0
 
 
 CONV_LSTM = {
@@ -85,7 +85,7 @@ def test_a_conv_lstm2d_model_folds_into_a_file_keras_loads(keras, tmp_path: Path
     """The writer puts a Keras 3 recurrent layer's weights back into its cell's group."""
     import numpy as np
 
-    from bnconvert.fold.run import fold_file
+    from bnconvert.pipeline import fold_file
 
     inp = keras.Input((3, 8, 8, 2))
     x = keras.layers.ConvLSTM2D(4, 3, padding="same", return_sequences=True)(inp)
@@ -102,7 +102,7 @@ def test_a_layer_of_an_unknown_class_keeps_its_sublayer_weights(keras, tmp_path:
     """A class the catalog lacks (LSTM) is copied from the input, its cell's group included."""
     import numpy as np
 
-    from bnconvert.fold.run import fold_file
+    from bnconvert.pipeline import fold_file
 
     inp = keras.Input((5, 3))
     x = keras.layers.BatchNormalization()(keras.layers.Dense(4)(inp))
@@ -164,7 +164,7 @@ def test_tf_keras_output_shapes(tfkeras_files: tuple[Path, dict[str, list]], cas
 @pytest.mark.parametrize("case", ["cropping3d", "cropping3d_cf"])
 def test_tf_keras_cropping3d_exports(tfkeras_files: tuple[Path, dict[str, list]], case: str, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from bnconvert.onnx import export_file
+    from bnconvert.pipeline import export_file
 
     folder, shapes = tfkeras_files
     export_file(folder / f"{case}.h5", tmp_path / "m.onnx", check=False)

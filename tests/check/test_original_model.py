@@ -15,7 +15,7 @@ import numpy as np
 from bnconvert.check import check_export, check_written
 from bnconvert.check.reference import ReferenceRunner
 from bnconvert.fold import fold_model
-from bnconvert.onnx import export_file
+from bnconvert.pipeline import export_file
 from bnconvert.readers import load
 from bnconvert.writers import write_model
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from bnconvert.check import DEFAULT_ATOL, DEFAULT_RTOL, check_written, verify
+from bnconvert.check import DEFAULT_ATOL, DEFAULT_RTOL, check_written
+from bnconvert.pipeline import verify
 from bnconvert.cli import main
 from bnconvert.errors import EquivalenceError
 from bnconvert.fold import FoldReport
-from bnconvert.fold.run import fold_file
+from bnconvert.pipeline import fold_file
 
 from ..conftest import corpus_file, fixture_file
 from .subproc import run_json
@@ -31,7 +32,7 @@ def test_defaults_are_one_pair_in_every_signature() -> None:
 
     from bnconvert.check import check_export
     from bnconvert.check.compare import compare_arrays, compare_outputs
-    from bnconvert.onnx.export import export_file
+    from bnconvert.pipeline import export_file
 
     for fn in (fold_file, export_file, verify, check_written, check_export, compare_arrays, compare_outputs):
         params = inspect.signature(fn).parameters
@@ -70,8 +71,8 @@ def test_fold_api_error_carries_its_report(tmp_path: Path) -> None:
     report = info.value.report
     assert isinstance(report, FoldReport) and report.check is not None
     check = report.check
-    assert check["passed"] is False and check["checked"] is True
-    assert (check["seed"], check["batch"], check["rtol"]) == (5, 3, 1e-12)
+    assert check.passed is False and check.checked is True
+    assert (check.seed, check.batch, check.rtol) == (5, 3, 1e-12)
     assert "\n" not in str(info.value) and not (tmp_path / "f.h5").exists()
 
 
@@ -116,12 +117,12 @@ def test_export_tolerances_reach_the_check(tmp_path: Path) -> None:
 # --------------------------------------------------- the same verdict with and without TensorFlow
 EYE_STATE = """
 import json
-from bnconvert.fold.run import fold_file
-from bnconvert.onnx.export import export_file
+from bnconvert.pipeline import fold_file
+from bnconvert.pipeline import export_file
 src, tmp = sys.argv[1], sys.argv[2]
 out = {}
 for what, report in (("fold", fold_file(src, tmp + "/f.h5")), ("export", export_file(src, tmp + "/f.onnx"))):
-    c = report.check
+    c = report.check.to_dict()
     (o,) = c["comparison"]["outputs"]
     out[what] = {"passed": c["passed"], "reference": c["reference"]["kind"], "candidate": c["candidate"]["kind"],
                  "error": c["error"], "abs": o["abs"]["max"], "scale": o["max_abs_ref"], "bound": o["bound"]}

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from bnconvert.check import verify
+from bnconvert.pipeline import verify
 from bnconvert.check.verify import file_kind
 from bnconvert.errors import BnconvertError, FormatError
 
@@ -110,10 +110,10 @@ def test_keras3_keras_vs_h5_and_locate_after_perturbation(tmp_path: Path) -> Non
 
 # --------------------------------------------------------------------- exports and perturbations
 def _export(src: Path, dst: Path, **kwargs: object) -> Path:
-    from bnconvert.onnx.export import export_file
+    from bnconvert.pipeline import export_file
 
     report = export_file(src, dst, **kwargs)
-    assert report.check is not None and report.check["passed"], report.check_summary
+    assert report.check is not None and report.check.passed, report.check.summary()
     return dst
 
 

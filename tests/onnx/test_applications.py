@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from bnconvert.onnx import export_file
+from bnconvert.pipeline import export_file
 
 from .helpers import TOLERANCE, check_model, inputs_for, keras_predict, randomize, rel_err, run_onnx
 
@@ -63,7 +63,7 @@ def _export_and_compare(name, fmt, tmp_path):
 @pytest.mark.parametrize("name", FAST)
 def test_application(name, fmt, tmp_path):
     proto, report = _export_and_compare(name, fmt, tmp_path)
-    totals = report.fold["totals"]
+    totals = report.fold.totals
     assert totals["folded"] == totals["batch_norms"] > 0
     assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node)
     if name == "ResNet50":

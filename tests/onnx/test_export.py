@@ -18,7 +18,8 @@ import pytest
 import bnconvert
 from bnconvert.errors import BnconvertError, EquivalenceError, FormatError, OutputError, UnsupportedLayerError
 from bnconvert.model import Layer
-from bnconvert.onnx import export_file, to_onnx
+from bnconvert.onnx import to_onnx
+from bnconvert.pipeline import export_file
 
 from ..conftest import FIXTURES, corpus_file, fixture_file
 from .helpers import TOLERANCE, chain_model, check_model, keras_predict, randomize, rel_err, run_onnx
@@ -134,7 +135,7 @@ def test_metadata_records_producer_source_and_fold(tmp_path):
     assert props["producer"] == f"bnconvert {bnconvert.__version__}"
     assert props["source_file"] == "k3_educba.keras"
     fold = json.loads(props["fold_summary"])
-    assert fold["totals"]["batch_norms"] == report.fold["totals"]["batch_norms"] > 0
+    assert fold["totals"]["batch_norms"] == report.fold.totals["batch_norms"] > 0
     assert proto.producer_name == "bnconvert"
 
 
@@ -142,8 +143,8 @@ def test_fold_first_then_export(tmp_path):
     path = fixture_file("k3_educba_neg_gamma.keras")
     folded, report = export(path, tmp_path, name="folded.onnx")
     plain, _ = export(path, tmp_path, name="plain.onnx", fold=False)
-    stays = report.fold["totals"]["stays"]
-    assert report.fold["totals"]["folded"] > 0
+    stays = report.fold.totals["stays"]
+    assert report.fold.totals["folded"] > 0
     assert count(plain, "BatchNormalization") + count(plain, "Mul") > count(folded, "BatchNormalization") + count(folded, "Mul")
     assert count(folded, "BatchNormalization") <= stays
     model = keras.saving.load_model(path, compile=False)
@@ -191,7 +192,7 @@ def test_nested_concatenations_become_one_concat_unless_read_elsewhere(tmp_path)
 
 def test_builtin_numerical_check_runs(tmp_path):
     _, report = export(fixture_file("k3_conv1d.keras"), tmp_path, check=True)
-    assert report.check is not None and "passed" in report.check_summary
+    assert report.check is not None and "passed" in report.check.headline()
 
 
 # -- Keras 1 and tf-keras files -----------------------------------------------------------------
@@ -362,23 +363,15 @@ def test_output_rules(tmp_path):
 
 
 def test_failed_check_writes_nothing(tmp_path, monkeypatch):
-    class Failed:
-        def __bool__(self):
-            return False
+    from bnconvert.check import CheckResult
 
-        def headline(self):
-            return "export check FAILED: max |diff| / max |reference| = 0.5"
-
-        def summary(self):
-            return self.headline() + "\n  reference  keras"
-
-        def to_dict(self):
-            return {"passed": False}
-
-    monkeypatch.setattr("bnconvert.onnx.export._numerical_check", lambda *a, **k: Failed())
+    failed = CheckResult(what="export", original="m", written="m.onnx", reference="keras", reference_kind="keras",
+                         candidate="onnxruntime", candidate_kind="onnxruntime", comparison=None, passed=False,
+                         message="the outputs differ")
+    monkeypatch.setattr("bnconvert.pipeline._check_export", lambda *a, **k: failed)
     with pytest.raises(EquivalenceError, match="does not match the original; nothing written") as info:
         export_file(fixture_file("k3_conv1d.keras"), tmp_path / "m.onnx")
-    assert info.value.exit_code == 1 and "export check FAILED" in info.value.report.check_summary
+    assert info.value.exit_code == 1 and "export check FAILED: the outputs differ" in info.value.report.check.summary()
     assert list(tmp_path.iterdir()) == []
 
 

@@ -15,13 +15,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bnconvert.check.runners import OnnxRunner
 from bnconvert.errors import BnconvertError
 from bnconvert.onnx.export import to_onnx, to_onnx_parts
 from bnconvert.onnx.save import (
-    IN_MEMORY,
     add_initializers,
-    external_stubs,
     validate_file,
     validate_parts,
     write_onnx,
@@ -137,22 +134,3 @@ def test_scalar_initializers_keep_rank_zero(tmp_path: Path) -> None:
     got = {t.name: list(t.dims) for t in onnx.load(tmp_path / "m.onnx").graph.initializer}
     assert got["index"] == [] and got["big_endian"] == []
     assert _values(onnx.load(tmp_path / "m.onnx"))["big_endian"] == np.float32(2.5)
-
-
-def test_onnx_runner_takes_arrays_without_serialising_them(tmp_path: Path) -> None:
-    rng = np.random.default_rng(3)
-    weight = rng.normal(size=(C, 3, 1, 1)).astype(np.float32)
-    model, constants = _tiny(weight, C)
-    stubs = external_stubs(model, constants)
-    w = next(t for t in stubs.graph.initializer if t.name == "w")
-    assert w.data_location == TensorProto.EXTERNAL and not w.raw_data
-    assert {e.key: e.value for e in w.external_data}["location"] == IN_MEMORY
-    shape = next(t for t in stubs.graph.initializer if t.name == "shape")
-    assert shape.raw_data  # shapes stay inline: onnxruntime's shape inference reads them
-    x = rng.uniform(0, 1, (1, 3, 4, 4)).astype(np.float32)
-    runner = OnnxRunner(model, initializers=constants)
-    out = runner.infer({"x": x})["z"]
-    expected = np.einsum("oi,nihw->nohw", weight[:, :, 0, 0], x).reshape(1, -1)
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
-    inner = runner.layer_outputs({"x": x}, ["y"])  # a second session, from the same arrays
-    np.testing.assert_allclose(inner["y"].reshape(1, -1), expected, rtol=1e-5, atol=1e-6)

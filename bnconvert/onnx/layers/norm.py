@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...bn import bn_params
+from ...bn import bn_params, check_bn
 from ...catalog.facts import ConfigProblem
 from ...catalog.normalization import ADDONS, instance_norm_origin, rms_epsilon
 from ...catalog.util import array_value
@@ -68,13 +68,10 @@ def batch_norm(b: Builder, call: Call) -> list[Tensor]:
         p = bn_params(call.layer)
     except FormatError as exc:
         raise refuse(call, str(exc)) from None
-    arrays = (p.gamma, p.beta, p.mean, p.variance)
-    if not all(np.all(np.isfinite(a)) for a in arrays):
-        raise FormatError(f"layer {call.layer.label}: NaN or Inf in its parameters; export refuses it")
     x, rank = call.x, call.x.rank
     if any(not -rank <= a < rank for a in p.axis):
         raise FormatError(f"layer {call.layer.label}: config 'axis' is {list(p.axis)}, outside its rank-{rank} input")
-    axes = sorted(a % rank for a in _real_axes(p.axis, call))
+    axes = sorted(a % rank for a in p.axis)  # bn_params already undid tf.keras' virtual_batch_size axis shift
     perm, xn = b.native(x)
     if p.mode == 1:
         return _per_sample(b, call, p.gamma, p.beta, p.epsilon)
@@ -85,8 +82,7 @@ def batch_norm(b: Builder, call: Call) -> list[Tensor]:
         return [b.tensor(call.out_shape, perm, _affine_tail(b, call, y, p.gamma, p.beta, rank, axes, perm, x.shape))]
     if p.mode != 0:
         raise refuse(call, f"Keras 1 mode {p.mode} is unknown")
-    if np.any(p.variance + p.epsilon <= 0):
-        raise FormatError(f"layer {call.layer.label}: variance + epsilon <= 0 on some channels; export refuses it")
+    check_bn(p, f"layer {call.layer.label}")  # the BN invariant (finite, variance + epsilon > 0) the moving statistics need
     if len(axes) == 1 and rank >= 2 and position(perm, axes[0]) == 1:
         f32 = [b.const(f"{call.name}/{w}", v.astype(np.float32)) for w, v in
                (("gamma", p.gamma), ("beta", p.beta), ("moving_mean", p.mean), ("moving_variance", p.variance))]
@@ -98,13 +94,6 @@ def batch_norm(b: Builder, call: Call) -> list[Tensor]:
                           f"{float(np.max(np.abs(p.fold_scale))):.3g}) are beyond float32; export refuses it")
     y = _affine_tail(b, call, xn, p.fold_scale, p.fold_shift, rank, axes, perm, x.shape, labels=("scale", "shift"))
     return [b.tensor(call.out_shape, perm, y)]
-
-
-def _real_axes(axes: tuple[int, ...], call: Call) -> list[int]:
-    """The BN's real axes. tf.keras writes the axes of its internal rank+1 view when
-    ``virtual_batch_size`` is set (``axis: [4]`` on a 4-D input), but
-    :func:`~bnconvert.bn.bn_params` already undoes that shift, so ``axes`` are the real ones."""
-    return list(axes)
 
 
 def _per_sample(b: Builder, call: Call, gamma: np.ndarray, beta: np.ndarray, eps: float) -> list[Tensor]:

@@ -1,0 +1,364 @@
+"""The flows of bnconvert: read, fold, write or export, check (``fold_file``, ``export_file``,
+``verify``).
+
+The stage packages know nothing of each other: :mod:`~bnconvert.readers` read a file into a
+:class:`~bnconvert.model.Model`, :mod:`~bnconvert.fold` folds a Model, :mod:`~bnconvert.writers`
+write a Model as a Keras file, :mod:`~bnconvert.onnx` builds ONNX from a Model, and
+:mod:`~bnconvert.check` runs two models and compares them. This module is the one place that
+strings them together; the CLI only parses options and prints (:mod:`bnconvert.render`).
+
+Every flow writes atomically: the output is written to a temporary file beside its final path,
+checked there, and renamed into place only when the check passed (or could not run, in which case
+the report says NOT CHECKED, or ``require_check`` refuses). The input is never modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .bn import require_usable
+from .check.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from .check.results import CheckResult, VerifyResult
+from .errors import EquivalenceError, InternalError, OutputError, UnsupportedLayerError
+from .fold import FoldReport, fold_model
+from .io import atomic_output, check_output
+from .model import Model
+from .readers import LoadOptions, LoadOptionsLike
+from .replace import ReplacementsLike, apply_replacements, src_replaced
+from .text import refuse_unencodable
+
+__all__ = ["CheckOptions", "ExportReport", "default_output", "export_file", "fold_file", "verify"]
+
+
+# -------------------------------------------------------------------------------------- checks
+@dataclass(frozen=True)
+class CheckOptions:
+    """How ``fold`` and ``export`` check what they wrote: the check's keyword arguments of
+    :func:`fold_file` and :func:`export_file`, held once. A check passes when every output
+    satisfies ``|reference - written| <= atol + rtol * max|reference|`` on inputs uniform in
+    [0, 1) from ``seed`` with batch ``batch`` (:mod:`bnconvert.check.compare`)."""
+
+    run: bool = True
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
+    seed: int = 1
+    batch: int = 2
+    #: a check that did not run (``run`` False, a model no runtime may execute) refuses the output
+    require: bool = False
+
+    def skipped(self, what: str, original: str, reason: str) -> CheckResult:
+        return CheckResult.not_run(what, original, reason, atol=self.atol, rtol=self.rtol)
+
+    def settle(self, result: CheckResult, report: Any, where: str, differs: str) -> None:
+        """Keep ``result`` in ``report``; raise :class:`EquivalenceError` (the report as its
+        ``.report``, nothing written) when it failed, or did not run and ``require`` is set."""
+        report.check = result
+        if result.checked and not result.passed:
+            raise EquivalenceError(f"{where}: {differs}; nothing written", report=report)
+        if not result.checked and self.require:
+            raise EquivalenceError(f"{where}: NOT CHECKED and --require-check was given: nothing written "
+                                   "(the report says why no check could run)", report=report)
+
+
+def _read(path: str | os.PathLike[str], options: LoadOptions, replacements: ReplacementsLike, action: str,
+          *, lazy: bool = False) -> Model:
+    """The model to work on: the file as read, with the user's replacements, refused when its
+    numbers cannot be computed with (NaN/Inf weights, a BN whose variance + epsilon <= 0)."""
+    model = apply_replacements(options.read(path, lazy=lazy), replacements)
+    require_usable(model, f"{path}: refusing to {action}")
+    return model
+
+
+# ---------------------------------------------------------------------------------------- fold
+_SUFFIXES = {"keras3-zip": (".keras",), "tfkeras-zip": (".keras",), "keras2-h5": (".h5", ".hdf5"), "keras3-h5": (".h5", ".hdf5")}
+
+
+def default_output(path: str | os.PathLike[str], fmt: str | None = None) -> Path:
+    """``<stem>.folded<ext>`` beside the input. With the output format ``fmt``, an extension that
+    would make Keras pick the wrong reader becomes the format's own: an HDF5 file named ``.keras``
+    (tf.keras 2.10's ``model.save("model.keras")``) folds to ``<stem>.folded.h5``, which Keras 3
+    loads (it takes every ``.keras`` name for a zip archive)."""
+    p = Path(path)
+    allowed = _SUFFIXES.get(fmt or "", ())
+    suffix = p.suffix if not allowed or p.suffix.lower() in allowed else allowed[0]
+    return p.with_name(f"{p.stem}.folded{suffix}")
+
+
+def _check_suffix(out: Path, fmt: str, source: Path) -> None:
+    allowed = _SUFFIXES.get(fmt, ())
+    if out.suffix.lower() in allowed or out.suffix.lower() == source.suffix.lower():
+        return
+    raise OutputError(f"{out}: a {fmt} file needs the extension {' or '.join(allowed)} (Keras picks the reader by it)")
+
+
+def fold_file(
+    path: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    check: bool = True,
+    load_options: LoadOptionsLike = None,
+    replacements: ReplacementsLike = None,
+    keep: Sequence[str] = (),
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    seed: int = 1,
+    batch: int = 2,
+    require_check: bool = False,
+) -> FoldReport:
+    """Fold every BN of ``path`` that can go and write the result in the input's own Keras format.
+
+    ``output`` defaults to ``<stem>.folded<ext>`` beside the input (:func:`default_output`). The
+    file is written to a temporary path, checked against the original (``check``: Keras when
+    TensorFlow is installed, else bnconvert's float64 reference; inputs uniform [0, 1) from
+    ``seed``, batch ``batch``; passes when every output satisfies
+    ``|original - folded| <= atol + rtol * max|original|``), and only then renamed into place. A
+    check that cannot run (``check=False``, a Lambda no runtime may execute) leaves
+    ``report.check.checked`` False with the reason, and the file is written, unless
+    ``require_check``. BN layers whose names match a glob of ``keep`` stay. Raises
+    :class:`~bnconvert.errors.EquivalenceError` (the report as ``.report``) when the check fails
+    or, with ``require_check``, did not run, and :class:`~bnconvert.errors.BnconvertError`
+    subclasses on bad input; either way nothing is written. ``dry_run`` plans and reports
+    without writing. ``replacements`` replace Lambda and custom layers of the model as read
+    (:func:`bnconvert.replace.apply_replacements`): the file written is the replaced model, and
+    the check's reference is the replaced model too.
+    """
+    from .writers import describe_format, output_format, write_model
+
+    checks = CheckOptions(check, atol, rtol, seed, batch, require_check)
+    options = LoadOptions.of(load_options)
+    original = _read(path, options, replacements, "fold")
+    if not dry_run:
+        refuse_unencodable(original, path, "fold", hdf5=True)  # before anything is written
+    fmt = output_format(original)
+    out = Path(output) if output is not None else default_output(path, fmt)
+    inputs = [path, options.config]  # the model and its --config: never the output
+    if not dry_run:
+        check_output(out, force=force, inputs=inputs)
+        _check_suffix(out, fmt, Path(path))
+        if not original.has_graph:
+            raise OutputError(f"{path}: weights only, no architecture: pass the model JSON with --config to fold it")
+    folded, report = fold_model(original, keep=keep)
+    report.output_format = fmt
+    report.notes.append(f"output: {describe_format(fmt, original)}")
+    report.notes += [f"replaced {what}: the file written is the replaced model" for what in src_replaced(original)]
+    src = original.source
+    if src is not None and src.generation != 1 and not src.format.endswith("weights"):
+        report.notes.append("optimizer state is not copied (the folded model is for inference)")
+    if dry_run:
+        return report
+    with atomic_output(out, force=force, inputs=inputs) as tmp:
+        write_model(folded, tmp, original=original)
+        if checks.run:
+            handed = [original]
+            del folded, original  # so that the check never holds the weights more than twice
+            result = _check_written(str(path), tmp, options, handed, checks)
+        else:
+            result = checks.skipped("fold", str(path), "--no-check")
+        checks.settle(result, report, str(path), "the folded model differs from the original")
+    report.output = str(out)
+    return report
+
+
+def _check_written(original: str, written: Path, options: LoadOptions, handed: list[Model],
+                   checks: CheckOptions) -> CheckResult:
+    """The check of a written Keras file against its original. ``handed`` holds the original
+    model as already read, the only reference left to it: the TensorFlow-free reference is built
+    from it (not from a second read) and the check lets it go once a runtime has the weights."""
+    from .check import check_written
+
+    try:
+        return check_written(original, written, load_options=options, original_model=handed.pop(),
+                             atol=checks.atol, rtol=checks.rtol, seed=checks.seed, batch=checks.batch)
+    except UnsupportedLayerError as exc:
+        return checks.skipped("fold", original, f"no runtime can run the model without executing code from the file ({exc})")
+
+
+# -------------------------------------------------------------------------------------- export
+@dataclass
+class ExportReport:
+    """What :func:`export_file` did: the ONNX written, the fold before it, the check after it."""
+
+    source: str
+    output: str
+    opset: int
+    layout: str
+    nodes: int
+    op_types: dict[str, int]
+    parameters: int
+    size_bytes: int
+    external_data: str | None = None
+    #: None with ``fold=False``
+    fold: FoldReport | None = None
+    check: CheckResult | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        from .render import check_headline
+
+        return {
+            "source": self.source, "output": self.output, "opset": self.opset, "layout": self.layout,
+            "nodes": self.nodes, "op_types": dict(self.op_types), "parameters": self.parameters,
+            "size_bytes": self.size_bytes, "external_data": self.external_data,
+            "fold": self.fold.to_dict() if self.fold is not None else None,
+            "check": self.check.to_dict() if self.check is not None else None,
+            "check_summary": check_headline(self.check) if self.check is not None else None,
+            "seconds": self.seconds, "notes": list(self.notes),
+        }
+
+    def summary(self) -> str:
+        """A few human-readable lines (:func:`bnconvert.render.export_text`)."""
+        from .render import export_text
+
+        return export_text(self)
+
+
+def export_file(
+    in_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    opset: int | None = None,
+    nchw: bool = False,
+    fold: bool = True,
+    keep: Sequence[str] = (),
+    load_options: LoadOptionsLike = None,
+    force: bool = False,
+    check: bool = True,
+    external_data_above: int | None = None,
+    replacements: ReplacementsLike = None,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    seed: int = 1,
+    batch: int = 2,
+    require_check: bool = False,
+) -> ExportReport:
+    """Read ``in_path``, fold its BN (unless ``fold=False``; BN matching a glob of ``keep``
+    stay), export ONNX to ``out_path`` (opset ``opset``, default
+    :data:`bnconvert.onnx.DEFAULT_OPSET`).
+
+    ``external_data_above`` is the initializer size in bytes above which weights go to
+    ``OUT.onnx.data`` (default: just under the 2 GiB protobuf limit). Raises OutputError when
+    ``out_path`` exists (without ``force``) or is the input, EquivalenceError (the report as
+    ``.report``) when the numerical check fails, or when ``require_check`` and no check ran
+    (``check=False``); nothing is written in either case. The check runs the written file in
+    onnxruntime against the source (Keras, else bnconvert's float64 reference) on inputs uniform
+    in [0, 1) from ``seed`` with batch ``batch``, and passes when every output satisfies
+    ``|reference - onnx| <= atol + rtol * max|reference|`` (:mod:`bnconvert.check.compare`).
+    ``replacements`` replace Lambda and custom layers of the model as read
+    (:func:`bnconvert.replace.apply_replacements`); the check's reference is then the replaced
+    model in bnconvert's float64 reference.
+    """
+    from .check import start_reference
+    from .onnx import DEFAULT_OPSET
+    from .onnx.export import fold_metadata, require_exportable, to_onnx_parts
+    from .onnx.save import EXTERNAL_DATA_ABOVE, constants_bytes, validate_parts, write_onnx
+
+    start = time.perf_counter()
+    opset = DEFAULT_OPSET if opset is None else opset
+    limit = EXTERNAL_DATA_ABOVE if external_data_above is None else external_data_above
+    checks = CheckOptions(check, atol, rtol, seed, batch, require_check)
+    options = LoadOptions.of(load_options)
+    src, dst = Path(in_path), Path(out_path)
+    inputs = [src, options.config]  # the model and its --config: never the output
+    check_output(dst, force=force, inputs=inputs)
+    model = _read(src, options, replacements, "export", lazy=True)
+    refuse_unencodable(model, src, "export")  # before anything is written
+    require_exportable(model, opset=opset)
+    if checks.require and not checks.run:
+        raise EquivalenceError(f"{src}: --require-check and --no-check: the export would not be checked; nothing written")
+    # the check's TensorFlow-free reference (float64, numpy) is prepared now from the model as read;
+    # it runs in a second thread once the file is written, beside onnxruntime
+    reference = start_reference(src, model, seed=seed, batch=batch) if checks.run else None
+    handed = [model] if checks.run and reference is None else []
+    with contextlib.ExitStack() as stack:
+        if reference is not None:
+            stack.enter_context(reference)  # an error below still waits for the thread
+        fold_report = None
+        if fold:
+            model, fold_report = fold_model(model, keep=keep)
+        proto, constants = to_onnx_parts(model, opset=opset, nchw=nchw,
+                                         fold_summary=fold_metadata(fold_report) if fold_report is not None else None)
+        del model  # the folded weights now live on in ``constants`` only (and the original in ``handed``)
+        external = constants_bytes(constants) > limit
+        validate_parts(proto, constants)
+        report = ExportReport(source=str(src), output=str(dst), opset=opset, layout="nchw" if nchw else "keras",
+                              nodes=len(proto.graph.node), op_types=dict(Counter(n.op_type for n in proto.graph.node)),
+                              parameters=int(sum(a.size for a in constants.values())), size_bytes=0, fold=fold_report)
+        data_name = dst.name + ".data" if external else None
+        with atomic_output(dst, force=force, inputs=inputs, companions=[data_name] if data_name else []) as tmp:
+            write_onnx(proto, constants, tmp, external_data=data_name)
+            del proto, constants
+            result = _check_export(src, tmp, options, handed, reference, checks) if checks.run else \
+                checks.skipped("export", str(src), "--no-check")
+            checks.settle(result, report, str(src), "the ONNX model does not match the original")
+    if data_name:
+        report.external_data = str(dst.parent / data_name)
+    report.size_bytes = dst.stat().st_size + (Path(report.external_data).stat().st_size if report.external_data else 0)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _check_export(src: Path, onnx_path: Path, options: LoadOptions, handed: list[Model], reference: Any,
+                  checks: CheckOptions) -> CheckResult:
+    """``check_export`` on the written file: with ``reference`` when it was prepared ahead (the
+    TensorFlow-free float64 reference of the model as read), else from ``handed``, the model as
+    read (not folded) and the only reference left to it."""
+    from .check import OnnxLoadError, check_export
+
+    try:
+        return check_export(str(src), str(onnx_path), load_options=options, atol=checks.atol, rtol=checks.rtol,
+                            seed=checks.seed, batch=checks.batch, original_model=handed.pop() if handed else None,
+                            reference=reference)
+    except OnnxLoadError as exc:  # the file bnconvert just wrote: its own bug, not the input's
+        raise InternalError(f"{src}: onnxruntime cannot load the ONNX bnconvert wrote, nothing written "
+                            f"({str(exc).split('(', 1)[-1].rstrip(')')})") from None
+
+
+# -------------------------------------------------------------------------------------- verify
+def verify(
+    a_path: str | os.PathLike[str],
+    b_path: str | os.PathLike[str],
+    *,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    seed: int = 1,
+    batch: int = 1,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    inputs: str | os.PathLike[str] | None = None,
+    locate: bool = False,
+    load_options: LoadOptionsLike = None,
+    ort_optimize: bool = False,
+    reference: str = "auto",
+    replacements: ReplacementsLike = None,
+) -> VerifyResult:
+    """Run A (the reference) and B on the same inputs and compare every output.
+
+    Passes when every output satisfies ``|a-b| <= atol + rtol * max|a|`` (the one rule of fold,
+    export and verify, :mod:`bnconvert.check.compare`); NaN or an unmatched Inf fails. Inputs are
+    uniform in ``value_range`` from ``seed`` with batch ``batch`` (dynamic dimensions from
+    ``input_shapes``), or read from ``inputs`` (``.npz``/``.npy``). With ``locate``, a failure is
+    traced to the first layer whose output diverges (BN folded on one side is matched with the
+    layer it went into). ``ort_optimize`` turns onnxruntime's graph optimisations on for ONNX
+    files. ``reference`` says what runs a Keras file: ``"auto"`` (Keras when it can, else
+    bnconvert's float64 reference), ``"keras"`` or ``"float64"``. ``replacements``
+    (:mod:`bnconvert.replace`) apply to A, the reference (B is normally what bnconvert made of A,
+    with the replacements built in); A then runs in the float64 reference.
+    """
+    from .check.verify import compare_files
+    from .fold.plan import plan_folds
+
+    return compare_files(
+        a_path, b_path, atol=atol, rtol=rtol, seed=seed, batch=batch, value_range=value_range,
+        input_shapes=input_shapes, inputs=inputs, locate=locate, load_options=LoadOptions.of(load_options),
+        ort_optimize=ort_optimize, reference=reference, replacements=replacements, fold_plan=plan_folds,
+    )

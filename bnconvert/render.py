@@ -1,0 +1,184 @@
+"""The human-readable text of every report, in one place: one function per report.
+
+- :func:`fold_text`: a :class:`~bnconvert.fold.FoldReport` (``bnconvert fold``);
+- :func:`export_text`: an :class:`~bnconvert.pipeline.ExportReport` (``bnconvert export``);
+- :func:`check_headline` and :func:`check_text`: the check fold and export run
+  (:class:`~bnconvert.check.CheckResult`), one line or the whole report;
+- :func:`verify_text`: a :class:`~bnconvert.check.VerifyResult` (``bnconvert verify``).
+
+The reports are data (their ``to_dict()`` is the JSON the CLI prints); their ``summary()``
+methods call these functions. Every line is made safe here: names are data (a layer name may hold
+a newline or a terminal escape), so each line passes through :func:`~bnconvert.text.one_line`
+where it is made, and a report embedded in another keeps its own line breaks only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import TYPE_CHECKING
+
+from .text import one_line, safe_lines
+
+if TYPE_CHECKING:
+    from .check.results import CheckResult, VerifyResult
+    from .fold import FoldReport
+    from .pipeline import ExportReport
+
+__all__ = ["check_headline", "check_text", "export_text", "fold_text", "plural", "verify_text"]
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``1 layer``, ``2 layers``, ``1,036 parameters``: the count and its noun, in agreement
+    (``words``: the plural when it is not ``word`` + s)."""
+    return f"{count:,} {word if count == 1 else words or word + 's'}"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}" if math.isfinite(x) else str(x)
+
+
+# ---------------------------------------------------------------------------------------- fold
+def fold_text(report: FoldReport, *, dry_run: bool = False) -> str:
+    """The fold report: formats, BN counts, one line per BN (where it went, or why it stays),
+    notes, the check, and what was written."""
+    t = report.totals
+    lines = [report.source]
+    fmt = report.output_format or "-"
+    lines.append(f"  format   {report.input_format} -> {fmt}")
+    lines.append(
+        f"  BN       {plural(t['batch_norms'], 'layer')}: {t['folded']} folded ({t['backward']} backward, {t['forward']} forward, "
+        f"{t['merged']} merged), {t['stays']} stay"
+    )
+    if report.dropped:
+        lines.append(f"  dropped  {plural(len(report.dropped), 'inference identity', 'inference identities')}: "
+                     f"{', '.join(report.dropped)}")
+    if report.created_bias:
+        lines.append(f"  bias     created in {plural(len(report.created_bias), 'layer')}: {', '.join(report.created_bias)}")
+    largest = report.largest_scale
+    if largest is not None:
+        lines.append(f"  scale    largest |gamma/sqrt(var+eps)| folded: {largest[0]:.4g} ({largest[1]})")
+    if report.batch_norms:
+        lines.append("")
+        width = max(len(one_line(bn.path)) for bn in report.batch_norms)
+        for bn in report.batch_norms:
+            arrow = {"backward": "<- ", "forward": "-> ", "merge": "=> "}.get(bn.action, "")
+            what = bn.reason if bn.action == "stays" else f"{arrow}{bn.target}"
+            extra = f" (carries {', '.join(bn.absorbed)})" if bn.absorbed else ""
+            lines.append(f"  {one_line(bn.path).ljust(width)}  {bn.action:<8}  {what}{extra}")
+    lines += [f"  note     {note}" for note in report.notes]
+    lines = [one_line(line) for line in lines]
+    if report.check is not None:  # the check's own report: several lines, its names escaped where it was made
+        lines.append(safe_lines(f"  check    {check_text(report.check)}"))
+    if dry_run:
+        lines.append("  dry run: nothing written")
+    else:
+        lines.append(one_line(f"  wrote    {report.output}") if report.output else "  nothing written")
+    return "\n".join(lines)
+
+
+def fold_line(report: FoldReport) -> str:
+    """One line of fold totals: ``3 of 4 BatchNormalization folded (2 backward, 1 merged), 1 stays``."""
+    t = report.totals
+    line = f"{t['folded']} of {t['batch_norms']} BatchNormalization folded"
+    parts = [f"{t[k]} {k}" for k in ("backward", "forward", "merged") if t[k]]
+    if parts:
+        line += f" ({', '.join(parts)})"
+    if t["stays"]:
+        line += f", {t['stays']} {'stays' if t['stays'] == 1 else 'stay'} (exported as BatchNormalization or Mul+Add)"
+    return line
+
+
+# -------------------------------------------------------------------------------------- export
+#: the summary's words for ``ExportReport.layout`` (the JSON keeps the short name)
+_LAYOUT_WORDS = {"keras": "inputs and outputs shaped as in Keras", "nchw": "image inputs and outputs NCHW"}
+
+
+def export_text(report: ExportReport) -> str:
+    """The export report: the file written, its size and operators, the fold, the check."""
+    ops = ", ".join(f"{n} {op}" for op, n in sorted(report.op_types.items(), key=lambda kv: (-kv[1], kv[0]))[:6])
+    size = f"{report.size_bytes / 1e6:.1f} MB" + (f" (weights in {os.path.basename(report.external_data)})"
+                                                   if report.external_data else "")
+    layout = _LAYOUT_WORDS.get(report.layout, report.layout)
+    lines = [f"{report.output}: opset {report.opset}, {layout}, {plural(report.nodes, 'node')} ({ops}), "
+             f"{plural(report.parameters, 'parameter')}, {size}, {report.seconds:.1f} s"]
+    lines.append(f"  fold: {fold_line(report.fold)}" if report.fold is not None else "  fold: skipped (--no-fold)")
+    lines = [one_line(line) for line in lines]
+    check = report.check
+    if check is None:
+        lines.append("  check: NOT CHECKED")
+    else:  # a failed check: its whole report, its names escaped where it was made
+        text = check_headline(check) if check else check_text(check)
+        first, *rest = text.split("\n")
+        lines.append(one_line(f"  check: {first}"))
+        lines += [safe_lines(f"  {line}") for line in rest]
+        if check.checked and not check.passed:
+            lines.append("  nothing written")
+    lines += [one_line(f"  note: {n}") for n in report.notes]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------- check
+#: how a runner kind reads in a one-line headline (reports and JSON keep the kind itself)
+_KIND_WORDS = {"reference": "bnconvert's own float64 computation (NumPy, no TensorFlow)"}
+
+
+def check_headline(result: CheckResult) -> str:
+    """One line: the verdict, the numbers it rests on, and what ran each side."""
+    if not result.checked:
+        return one_line(f"{result.what} check NOT CHECKED: {result.message}")
+    verdict = "passed" if result.passed else "FAILED"
+    comparison = result.comparison
+    worst = comparison.worst if comparison is not None else None
+    if comparison is None or worst is None or worst.abs is None:
+        numbers = result.message or "no output could be compared"
+    else:
+        numbers = (f"max |diff| {_fmt(worst.abs.max)} against a bound of {_fmt(worst.bound)} "
+                   f"= {result.atol:g} + {result.rtol:g} * max |reference| {_fmt(worst.max_abs_ref)}")
+        if len(comparison.outputs) > 1:
+            numbers += f" (output '{worst.name}', the closest to its bound)"
+    return one_line(
+        f"{result.what} check {verdict}: {numbers}; reference: {_KIND_WORDS.get(result.reference_kind, result.reference_kind)}, "
+        f"checked: {_KIND_WORDS.get(result.candidate_kind, result.candidate_kind)}"
+    )
+
+
+def check_text(result: CheckResult) -> str:
+    """The check's whole report: the headline, what ran each side, the rule, the inputs, notes,
+    and for a failure the comparison of every output."""
+    from .check.compare import rule_text
+
+    if not result.checked:
+        return check_headline(result)
+    lines = [f"  reference  {result.reference}", f"  checked    {result.candidate}",
+             f"  rule       {rule_text(result.atol, result.rtol)} for every output"]
+    if result.inputs:
+        shapes = ", ".join(f"{i['name']} [{'x'.join(map(str, i['shape']))}]" for i in result.inputs)
+        lines.append(f"  inputs     {shapes}: uniform [0, 1) from seed {result.seed}")
+    if result.message and result.comparison is not None:
+        lines.append(f"  {result.message}")
+    lines.extend(f"  note       {n}" for n in result.notes)
+    lines = [check_headline(result)] + [one_line(line) for line in lines]  # one line each: names are data
+    if result.comparison is not None and not result.passed:
+        lines.extend("  " + line for line in result.comparison.summary().splitlines())
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------- verify
+def verify_text(result: VerifyResult) -> str:
+    """``bnconvert verify``'s report: what ran each side, the inputs, notes, the comparison of
+    every output, the located divergence, and the verdict."""
+    lines = [f"A  {result.runner_a}", f"B  {result.runner_b}"]
+    feeds = ", ".join(
+        f"{i['name']} [{'x'.join(map(str, i['shape']))}] {i['dtype']}"
+        + (f" (B: {i['layout_b']})" if i.get("layout_b") else "")
+        for i in result.inputs
+    )
+    lines.append(f"inputs  {feeds}: {result.input_source}")
+    lines.extend(f"note  {n}" for n in result.notes)
+    lines = [one_line(line) for line in lines]  # one line each: names are data
+    lines.append(result.comparison.summary())
+    if result.located is not None:
+        lines.append(result.located.summary())
+    lines.append("EQUIVALENT" if result.passed else "NOT EQUIVALENT")
+    return "\n".join(lines)
