@@ -33,10 +33,10 @@ from ..errors import FoldError, InvalidWeightsError
 from ..model import Layer, Model, TensorRef
 from .kernels import FoldOverflow, stays_bn_weights
 from .plan import FoldDecision, plan_folds
+from .sites import fold_site, set_use_bias, sites
 
 if TYPE_CHECKING:
     from ..check.results import CheckResult
-from .sites import fold_site, set_use_bias, sites
 
 __all__ = ["fold_model", "fold_log", "FoldReport", "BNOutcome", "FOLD_LOG_VERSION"]
 
