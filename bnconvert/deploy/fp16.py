@@ -55,19 +55,22 @@ __all__ = [
 FP16_MAX = 65504.0
 #: the check's tolerances for a float16 export against the float reference (the rule of
 #: :mod:`bnconvert.check.compare`: ``|A-B| <= atol + rtol * max|A|``). float16 rounds every weight
-#: and every intermediate value by up to 2^-11 = 4.9e-4 of itself. Measured with onnxruntime 1.32
-#: (CPU) against Keras 3, folded, batch 4, inputs uniform in [0, 1), random BN statistics:
-#: ResNet50 5.8e-4 (softmax output) and 3.6e-4 (logits), MobileNetV2 5.9e-4 and 3.2e-4, the small
-#: CNN of the tests 4.5e-4, top class always the same. 1e-2 leaves a margin of 17 over the worst
-#: for deeper models, larger images and runtimes that accumulate in float16, and stays well below
-#: what a mistake costs (a weight cast wrong or a layer dropped: 1e-1 or more).
-FP16_RTOL = 1e-2
+#: and every intermediate value by up to 2^-11 = 4.9e-4 of itself. Measured against Keras 3
+#: (folded, batch 4, inputs uniform in [0, 1), random BN statistics), in onnxruntime 1.32 CPU
+#: (float16 weights; many kernels compute in float32 between Casts) / in onnx.reference (every
+#: node computed in float16): ResNet50 3.6e-4 / 1.1e-3 (logits), 5.8e-4 / 2.1e-3 (softmax);
+#: MobileNetV2 3.2e-4 / 5.3e-4 and 5.9e-4 / 1.5e-3; the top class always the same. The worst seen
+#: on the 76 exportable seed and corpus models, against their float32 export: 7.5e-3 / 1.1e-2
+#: (mvirgo's lane CNN, whose input BatchNormalization folds forward into the first Conv: a large
+#: folded bias cancels a large product). 2e-2 covers that with a margin and stays far below what
+#: a mistake costs (a weight cast wrong, a layer dropped: 1e-1 or more).
+FP16_RTOL = 2e-2
 #: the absolute term: an output computed from activations near 1 that comes out near 0 carries
 #: the rounding of those activations, about two float16 steps of 1 (2 x 4.9e-4)
 FP16_ATOL = 1e-3
 #: default threshold of the "precision" finding: a channel float16 rounds by more than 1% (20 times
 #: its worst rounding of a normal number) is held mostly in subnormals (values below ~3e-6), and
-#: its error alone would use the whole of :data:`FP16_RTOL`
+#: its error alone would use half of :data:`FP16_RTOL`
 DEFAULT_MAX_REL_ERROR = 1e-2
 #: operators kept in float32 whatever their schema allows: integer-valued results (positions,
 #: counts, running sums) that float16 holds exactly only up to 2048
@@ -192,9 +195,21 @@ def _is_float32(arr: np.ndarray) -> bool:
     return np.asarray(arr).dtype == np.float32
 
 
+#: (op, input index) of the values a node adds (biases, shifts) or picks (Where's fill): their
+#: rounding, at most 3e-8 in absolute value once below float16's normal range, is never more than
+#: the rounding of the float16 sum they go into, so only their overflow is a finding
+_ADDED = {("Conv", 2), ("ConvTranspose", 2), ("Gemm", 2), ("Add", 0), ("Add", 1), ("Sub", 0), ("Sub", 1),
+          ("Sum", -1), ("LayerNormalization", 2), ("InstanceNormalization", 2), ("Where", 1), ("Where", 2),
+          ("Pad", 2), ("ConstantOfShape", -1)}
+
+
+def _added(node: NodeProto, index: int) -> bool:
+    return (node.op_type, index) in _ADDED or (node.op_type, -1) in _ADDED
+
+
 def _channel_axis(node: NodeProto, index: int, arr: np.ndarray) -> int | None:
     """The output-channel axis of a weight read by ``node`` as input ``index``; None for a
-    vector or scalar (a bias, a scale), whose every value is a channel of its own."""
+    vector or scalar (a scale, a floor), whose every value is a channel of its own."""
     if sum(d > 1 for d in arr.shape) <= 1:
         return None
     if node.op_type == "Conv" and index == 1:
@@ -207,8 +222,10 @@ def _channel_axis(node: NodeProto, index: int, arr: np.ndarray) -> int | None:
     return arr.ndim - 1  # MatMul, Einsum, Mul...: Keras keeps features last
 
 
-def _weight_findings(arr: np.ndarray, axis: int | None, max_rel_error: float) -> list[tuple[str, str]]:
-    """(kind, detail) of what float16 does to ``arr`` (float32), channel by channel."""
+def _weight_findings(arr: np.ndarray, axis: int | None, max_rel_error: float, *,
+                     added: bool = False) -> list[tuple[str, str]]:
+    """(kind, detail) of what float16 does to ``arr`` (float32), channel by channel (only its
+    overflow when the values are ``added`` to others)."""
     a = np.asarray(arr, np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         h = a.astype(np.float16).astype(np.float32)
@@ -218,6 +235,8 @@ def _weight_findings(arr: np.ndarray, axis: int | None, max_rel_error: float) ->
     if over.any():
         out.append(("overflow", f"{int(over.sum())} of {a.size} values beyond +-65504 (largest "
                                 f"{float(np.abs(a[over]).max()):.3g}) would be inf in float16"))
+    if added:
+        return out
     usable = finite & ~over
     a, h = np.where(usable, a, 0).astype(np.float32), np.where(usable, h, 0).astype(np.float32)
     rows = a.reshape(-1, 1) if axis is None else np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
@@ -276,6 +295,7 @@ def analyse(proto: onnx.ModelProto, constants: Mapping[str, np.ndarray], *,
     """Every float32 weight and constant float16 cannot hold faithfully, by the layer reading it
     (see the module docstring); ``layers``: the model's layer paths, to name nested layers."""
     layer_of = _layer_namer(layers)
+    constants = {**constants, **_body_initializers(proto.graph)}  # a ConvLSTM's step holds its own
     readers: dict[str, list[tuple[NodeProto, int, str]]] = defaultdict(list)
     found: list[Fp16Finding] = []
     bn_inputs: set[str] = set()
@@ -291,16 +311,26 @@ def analyse(proto: onnx.ModelProto, constants: Mapping[str, np.ndarray], *,
                 found += [Fp16Finding(layer, node.name, k, d) for k, d in _bn_findings(node, constants, max_rel_error)]
             for attr in node.attribute:
                 if attr.HasField("t") and attr.t.data_type == FLOAT:
-                    found += [Fp16Finding(layer, f"{node.name}.{attr.name}", k, d)
-                              for k, d in _weight_findings(numpy_helper.to_array(attr.t), None, max_rel_error)]
+                    found += [Fp16Finding(layer, f"{node.name}.{attr.name}", k, d) for k, d in
+                              _weight_findings(numpy_helper.to_array(attr.t), None, max_rel_error, added=_added(node, -1))]
     for name, arr in constants.items():
         if not _is_float32(arr) or name not in readers or name in bn_inputs:
             continue
         node, index, _ = readers[name][0]
-        for kind, detail in _weight_findings(arr, _channel_axis(node, index, np.asarray(arr)), max_rel_error):
+        added = all(_added(n, i) for n, i, _ in readers[name])
+        for kind, detail in _weight_findings(arr, _channel_axis(node, index, np.asarray(arr)), max_rel_error, added=added):
             for layer in dict.fromkeys(r[2] for r in readers[name]):
                 found.append(Fp16Finding(layer, name, kind, detail))
     return found
+
+
+def _body_initializers(graph: GraphProto) -> dict[str, np.ndarray]:
+    """The initializers the bodies of ``graph``'s nodes hold themselves, by name."""
+    out: dict[str, np.ndarray] = {}
+    for node in _walk_nodes(list(graph.node)):
+        for g in _subgraphs(node):
+            out.update((t.name, numpy_helper.to_array(t)) for t in g.initializer)
+    return out
 
 
 def _walk_nodes(nodes: Iterable[NodeProto]) -> Iterator[NodeProto]:
@@ -325,6 +355,8 @@ def _value_types(proto: onnx.ModelProto, constants: Mapping[str, np.ndarray]) ->
         for vi in (*g.input, *g.output, *g.value_info):
             if vi.type.HasField("tensor_type"):
                 types.setdefault(vi.name, vi.type.tensor_type.elem_type)
+        for t in g.initializer:
+            types.setdefault(t.name, t.data_type)
         for node in g.node:
             for sub in _subgraphs(node):
                 collect(sub)
@@ -420,9 +452,9 @@ class _Converter:
                     else:
                         self.prec[out] = 16 if fp16 and _slot_ok(outs, v_out, i) else 32
             for body in _subgraphs(node):
-                for vi in body.input:
-                    if self.is_float(vi.name):
-                        self.prec[vi.name] = 16 if fp16 else 32
+                for name in [vi.name for vi in body.input] + [t.name for t in body.initializer]:
+                    if self.is_float(name):
+                        self.prec[name] = 16 if fp16 else 32
                 self.plan(body, fp16)  # registers the body's reads of initializers too
 
     # pass 2: rewrite inputs, register casts
@@ -465,6 +497,9 @@ class _Converter:
                 for vi in body.input:
                     if self.is_float(vi.name):
                         vi.type.tensor_type.elem_type = FLOAT16 if fp16 else FLOAT
+                for t in body.initializer:
+                    if fp16 and t.data_type == FLOAT:
+                        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
                 self.rewrite(body, 16 if fp16 else 32)
         for vi in graph.value_info:
             if vi.name in self.prec:
