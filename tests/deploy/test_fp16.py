@@ -20,10 +20,12 @@ from onnx import TensorProto
 from onnx.reference import ReferenceEvaluator
 
 import bnconvert
+from bnconvert.deploy import fp16
 from bnconvert.deploy.fp16 import (
     FP16_ATOL,
     FP16_RTOL,
     Fp16RiskError,
+    _layer_namer,
     _weight_findings,
     analyse,
     to_float16,
@@ -197,7 +199,7 @@ def test_float16_io(cases):
     assert _passes(ref[0], out)
 
 
-def test_overflow_layer_kept_float32(cases):
+def test_overflow_layer_kept_float32(cases, monkeypatch):
     path, xs, ref = cases["overflow"]
     proto, constants, layers = _parts(path)
     with np.errstate(over="ignore"):
@@ -216,6 +218,12 @@ def test_overflow_layer_kept_float32(cases):
     assert _passes(ref[0], emulated), rel_err(ref[0], emulated)
     assert "'big_conv'" in report.summary() and "65504" in report.summary()
     json.dumps(report.to_dict())
+
+    monkeypatch.setattr(fp16, "analyse", lambda *args, **kwargs: [])  # what casting everything would give
+    blind, blind_constants, _ = to_float16(proto, constants, layers=layers)
+    monkeypatch.undo()
+    with np.errstate(all="ignore"):
+        assert not np.all(np.isfinite(_run(blind, blind_constants, xs)[0]))
 
     with pytest.raises(Fp16RiskError) as exc:
         to_float16(proto, constants, on_risk="refuse", layers=layers)
@@ -272,3 +280,11 @@ def test_weight_findings_per_channel():
     gains = np.array([1e-9, 0.0, 0.5], np.float32)  # a vector: every value its own channel; 0 stays 0
     assert [k for k, _ in _weight_findings(gains, None, 1e-2)] == ["underflow"]
     assert _weight_findings(gains, None, 1e-2, added=True) == []  # a bias: its rounding is below the sum's
+
+
+def test_nodes_named_after_their_layers():
+    layer_of = _layer_namer(["conv", "outer", "outer/inner", "dense"])
+    assert layer_of("conv") == layer_of("conv/bias_add") == layer_of("conv_1") == "conv"
+    assert layer_of("outer/inner/matmul") == "outer/inner" and layer_of("outer/other") == "outer"
+    assert layer_of("dense/call1/matmul") == "dense"  # a second call of a shared layer
+    assert _layer_namer(None)("outer/inner/matmul") == "outer"
