@@ -95,6 +95,9 @@ def _build(folder: Path) -> dict[str, tuple[Path, list[np.ndarray], list[np.ndar
     b = L.LSTM(4, name="lstm_b")(L.BatchNormalization(name="bn_seq")(b))
     models["sequence"] = keras.Model(i, L.Dense(3, name="head")(L.Concatenate()([a, b])))
 
+    # a Keras Application (as tests/onnx/test_applications.py builds them)
+    models["MobileNetV2"] = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3))
+
     out = {}
     for seed, (name, model) in enumerate(models.items()):
         randomize(model, seed)
@@ -185,6 +188,16 @@ def test_float16_matches_keras(cases, name, opset):
         assert any(n.op_type == "Scan" for n in half.graph.node)
         assert TensorProto.FLOAT not in _float_types(half)  # the cell's body and its Casts in float16 too
     assert "kept in float32" not in report.summary()
+
+
+def test_keras_application(cases):
+    path, xs, ref = cases["MobileNetV2"]
+    proto, constants, layers = _parts(path)
+    half, half_constants, report = to_float16(proto, constants, layers=layers)
+    assert not report.kept_float32 and report.float16_initializers > 100 and report.casts == 2
+    for out in (_run(half, half_constants, xs)[0], _run_reference(half, half_constants, xs)):
+        assert _passes(ref[0], out), rel_err(ref[0], out)
+        assert np.array_equal(out.argmax(-1), ref[0].argmax(-1))  # the same top class for every sample
 
 
 def test_float16_io(cases):
