@@ -80,14 +80,15 @@ def infer_shapes(model: Model, input_shapes: list[Shape] | None = None) -> dict[
         i, k = heapq.heappop(ready)
         layer = model.layers[i]
         ins = [shapes[r] for r in layer.calls[k]]
+        known = [s for s in ins if s is not None]
         made: list[tuple[TensorRef, Shape | None]] = []
-        if any(s is None for s in ins):
+        if len(known) < len(ins):
             made.append((TensorRef(layer.name, k, 0), None))
         elif layer.model is not None:
-            inner = infer_shapes(layer.model, ins)
+            inner = infer_shapes(layer.model, known)
             made += [(TensorRef(layer.name, k, j), inner.get(out)) for j, out in enumerate(layer.model.outputs)]
         else:
-            outs = layer_output_shapes(layer, ins, k) or [None]
+            outs = layer_output_shapes(layer, known, k) or [None]
             made += [(TensorRef(layer.name, k, j), s) for j, s in enumerate(outs)]
         for ref, shape in made:
             shapes[ref] = shape

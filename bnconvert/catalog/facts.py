@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, cast, overload
 
 from ..model import OP_ARGS
 
@@ -114,6 +114,10 @@ def no_weights(config: dict[str, Any], shapes: list[Shape] | None) -> list[Weigh
     return []
 
 
+@overload
+def conv_output_length(length: int, kernel: int, padding: str, stride: int, dilation: int = 1) -> int: ...
+@overload
+def conv_output_length(length: Dim, kernel: int, padding: str, stride: int, dilation: int = 1) -> Dim: ...
 def conv_output_length(length: Dim, kernel: int, padding: str, stride: int, dilation: int = 1) -> Dim:
     """Keras' ``conv_output_length`` for valid/same/causal padding."""
     if length is None:

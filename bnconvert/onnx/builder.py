@@ -160,7 +160,7 @@ class Builder:
         self.constants[name] = np.asarray(value, dtype=dtype)
         return name
 
-    def ints(self, base: str, values: Sequence[int]) -> str:
+    def ints(self, base: str, values: Sequence[int] | np.ndarray) -> str:
         """A 1-D int64 initializer (shapes, pads, axes, starts...)."""
         return self.const(base, np.asarray(list(values), dtype=np.int64).reshape(-1), np.int64)
 

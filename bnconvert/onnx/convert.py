@@ -87,7 +87,7 @@ def run_model(run: Run, model: Model, inputs: list[Tensor], *, prefix: str = "",
                 continue
             call = Call(
                 layer=layer, name=_call_name(prefix, layer, k), inputs=xs,  # type: ignore[arg-type]
-                out_shapes=[shapes.get(r) for r in refs],
+                out_shapes=[shapes.get(r) for r in refs],  # type: ignore[misc]  # an unknown (None) shape is refused below
                 source=run.source,
                 # an operation layer (x + y, keras.ops.mean, a TFOpLambda) neither reads nor passes masks
                 masks=[] if is_operation(layer) else [menv.get(r) for r in layer.calls[k]],
@@ -149,16 +149,17 @@ def _waves(model: Model, known: set[TensorRef]) -> list[list[tuple[int, int]]]:
     frontier = []
     for i, layer in enumerate(model.layers):
         for k, call in enumerate(layer.calls):
-            deps = set()
+            deps: set[tuple[int, int]] = set()
+            never = False
             for ref in call:
                 if ref in known:
                     continue
                 dep = producer.get((ref.layer, ref.node))
                 if dep is None:
-                    deps = None  # never produced: the call can never run
+                    never = True  # never produced: the call can never run
                     break
                 deps.add(dep)
-            if deps is None:
+            if never:
                 continue
             waiting[(i, k)] = len(deps)
             for dep in deps:

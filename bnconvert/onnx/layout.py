@@ -66,5 +66,5 @@ def keras_param(values: np.ndarray, rank: int, axes: Sequence[int], perm: Perm, 
     """A per-feature parameter over Keras ``axes`` (flattened in increasing axis order), shaped to
     broadcast against the tensor held in ``perm``."""
     axes = sorted(a % rank for a in axes)
-    full = [int(shape[a]) if a in axes else 1 for a in range(rank)]
+    full = [int(shape[a]) if a in axes else 1 for a in range(rank)]  # type: ignore[arg-type]  # known: Keras sized the parameter by them
     return np.transpose(np.asarray(values).reshape(full), perm)

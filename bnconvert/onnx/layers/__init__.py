@@ -27,5 +27,5 @@ from . import (
     tf_ops,
 )
 
-__all__ = ["activations", "array_ops", "attention", "audio", "categorical", "conv", "conv_lstm", "dense", "legacy", "merge", "misc", "norm", "operations", "pooling", "preprocessing", "recurrent",
-           "reshape", "scoring", "sequence", "spatial", "tf_ops"]
+__all__ = ["activations", "array_ops", "attention", "audio", "categorical", "conv", "conv_lstm", "dense", "legacy", "merge", "misc",
+           "norm", "operations", "pooling", "preprocessing", "recurrent", "reshape", "scoring", "sequence", "spatial", "tf_ops"]

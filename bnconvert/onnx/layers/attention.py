@@ -123,9 +123,9 @@ def _mask(b: Builder, call: Call, spec: AttentionSpec, roles: AttentionInputs, q
                                "supported (Keras builds them on axis 1)")
         return given
     out = given
-    for i, (m, axis) in enumerate(zip(masks, (-1, -2, -2))):
-        if m is not None:
-            held = b.view(m, identity(m.rank))
+    for i, (keras_mask, axis) in enumerate(zip(masks, (-1, -2, -2))):
+        if keras_mask is not None:
+            held = b.view(keras_mask, identity(keras_mask.rank))
             part = b.node("Unsqueeze", [held, b.ints(f"{call.name}/keras_mask{i}/axis", [axis])],
                           name=f"{call.name}/keras_mask{i}")
             out = _and(b, call, out, part, f"keras{i}")

@@ -39,7 +39,7 @@ __all__ = ["value_type"]
 
 _K = "keras.ops."
 FLOAT, BOOL, INT32, INT64 = TensorProto.FLOAT, TensorProto.BOOL, TensorProto.INT32, TensorProto.INT64
-_NUMPY = {FLOAT: np.float32, BOOL: np.bool_, INT32: np.int32, INT64: np.int64}
+_NUMPY: dict[int, type] = {FLOAT: np.float32, BOOL: np.bool_, INT32: np.int32, INT64: np.int64}
 _BIG = 2**62
 
 #: element types of the tensors operations made that are not float32

@@ -289,15 +289,19 @@ def _step(bb: Builder, name: str, cell: Cell, xw: str, h: str, c: str | None, ge
     def mm(v: str, matrix: np.ndarray, step: str) -> str:
         return bb.node("MatMul", [v, bb.const(f"{name}/{step}_kernel", matrix)], name=f"{name}/{step}")
 
-    add = lambda p, q, step: bb.node("Add", [p, q], name=f"{name}/{step}")
-    mul = lambda p, q, step: bb.node("Mul", [p, q], name=f"{name}/{step}")
+    def add(p: str, q: str, step: str) -> str:
+        return bb.node("Add", [p, q], name=f"{name}/{step}")
+
+    def mul(p: str, q: str, step: str) -> str:
+        return bb.node("Mul", [p, q], name=f"{name}/{step}")
+
     rk = cell.recurrent_kernel
     if cell.kind == "SimpleRNNCell":
         return act("activation", add(xw, mm(h, rk, "recurrent"), "preact"), "h"), None
     if cell.kind == "LSTMCell":
         i, f, g, o = split(add(xw, mm(h, rk, "recurrent"), "z"), 4, "gates")
         i, f, o = (act("recurrent", v, s) for v, s in ((i, "i"), (f, "f"), (o, "o")))
-        c_new = add(mul(f, c, "keep"), mul(i, act("activation", g, "candidate"), "write"), "c")  # type: ignore[arg-type]
+        c_new = add(mul(f, c, "keep"), mul(i, act("activation", g, "candidate"), "write"), "c")  # type: ignore[arg-type]  # an LSTM has c
         return mul(o, act("activation", c_new, "c_act"), "h"), c_new
     xz, xr, xh = split(xw, 3, "x_gates")
     if cell.reset_after:

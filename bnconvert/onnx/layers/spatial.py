@@ -79,7 +79,7 @@ def half_pixel(source: Source | None) -> bool:
     if "tf" in version:
         return True
     match = re.match(r"(\d+)\.(\d+)", version)
-    return bool(match) and (int(match.group(1)), int(match.group(2))) >= (2, 4)
+    return match is not None and (int(match.group(1)), int(match.group(2))) >= (2, 4)
 
 
 @converts("UpSampling1D", "UpSampling2D", "UpSampling3D")

@@ -168,7 +168,7 @@ def _elementwise(e: _Emit, function: str, a: dict[str, Any]) -> Tensor | None:
     t: Tensor = next(iter(a.values()))
     perm, x = e.b.native(t)
     if function in _UNARY:
-        attrs = {"alpha": 1.0} if function == "nn.elu" else {}
+        attrs: dict[str, Any] = {"alpha": 1.0} if function == "nn.elu" else {}
         return e.out(e.node(_UNARY[function], [x], **attrs), perm)
     if function in ("identity", "stop_gradient", "ensure_shape"):
         return t
@@ -197,12 +197,13 @@ def _elementwise(e: _Emit, function: str, a: dict[str, Any]) -> Tensor | None:
         z = x if beta == 1.0 else e.node("Mul", [x, e.scalar(beta, "beta")], "scaled")
         y = e.node("Mul", [x, e.node("Sigmoid", [z], "sigmoid")])
     elif function in ("ones_like", "zeros_like"):
-        value = np.array([1.0 if function == "ones_like" else 0.0], np.float32)
-        y = e.node("ConstantOfShape", [e.node("Shape", [x], "shape")], value=numpy_helper.from_array(value))
+        fill = np.array([1.0 if function == "ones_like" else 0.0], np.float32)
+        y = e.node("ConstantOfShape", [e.node("Shape", [x], "shape")], value=numpy_helper.from_array(fill))
     else:  # cast
-        y = _cast(e, x, cast_kind(a.get("dtype")))
-        if y is None:
+        cast_y = _cast(e, x, cast_kind(a.get("dtype")))
+        if cast_y is None:
             return t
+        y = cast_y
     return e.out(y, perm)
 
 
@@ -363,15 +364,15 @@ def _static(e: _Emit, dims: tuple, what: str) -> list[int]:
 def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
     b = e.b
     if function in ("concat", "stack"):
-        values = [v if isinstance(v, Tensor) else None for v in a["values"]]
-        if any(v is None for v in values):
+        operands = [v for v in a["values"] if isinstance(v, Tensor)]
+        if len(operands) != len(a["values"]):
             raise refuse(e.call, "constant operands are not supported")
-        if function == "concat" and all(v.rank == values[0].rank for v in values):
-            perm, names = common_layout(b, values, e.name)
+        if function == "concat" and all(v.rank == operands[0].rank for v in operands):
+            perm, names = common_layout(b, operands, e.name)
             return [e.out(e.node("Concat", names, axis=position(perm, int(a.get("axis", 0)))), perm)]
         rank = len(e.call.out_shapes[0])
         axis = int(a.get("axis", 0)) % rank
-        names = [e.keras(v) for v in values]
+        names = [e.keras(v) for v in operands]
         if function == "stack":
             names = [e.node("Unsqueeze", [n, b.ints(f"{e.name}/axis", [axis])], f"expand{i}") for i, n in enumerate(names)]
         return [e.out(e.node("Concat", names, axis=axis))]
@@ -499,9 +500,9 @@ def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
             y = e.node("Concat", [tail, head], f"rolled{i}", axis=axis)
         return [e.out(e.node("Identity", [y]))]
     if function == "nn.local_response_normalization":
-        radius, bias, alpha, beta = lrn_settings(a)
+        radius, lrn_bias, alpha, beta = lrn_settings(a)
         size = 2 * radius + 1  # ONNX divides alpha by the window size, TensorFlow does not
-        y = e.node("LRN", [b.spatial_view(t, "channels_last")], size=size, alpha=alpha * size, beta=beta, bias=bias)
+        y = e.node("LRN", [b.spatial_view(t, "channels_last")], size=size, alpha=alpha * size, beta=beta, bias=lrn_bias)
         return [e.out(y, channels_first(rank))]
     if function.startswith("image.") and function != "image.resize":
         return [_image_op(e, function, t)]
@@ -549,13 +550,13 @@ def _layout_ops(e: _Emit, function: str, a: dict[str, Any]) -> list[Tensor]:
     if function in ("norm", "linalg.normalize"):
         return _norm(e, function, t, a)
     if function.startswith(("nn.avg_pool", "nn.max_pool")):
-        size, strides, padding = pool_window(a, rank - 2)
-        attrs = window_pads(e.call, list(t.shape[1:-1]), list(size), list(strides), [1] * len(size), padding)
+        ksize, strides, padding = pool_window(a, rank - 2)
+        pool_attrs = window_pads(e.call, list(t.shape[1:-1]), list(ksize), list(strides), [1] * len(ksize), padding)
         is_max = "max" in function
         if not is_max:
-            attrs["count_include_pad"] = 0
+            pool_attrs["count_include_pad"] = 0
         y = e.node("MaxPool" if is_max else "AveragePool", [b.spatial_view(t, "channels_last")],
-                   kernel_shape=list(size), strides=list(strides), **attrs)
+                   kernel_shape=list(ksize), strides=list(strides), **pool_attrs)
         return [e.out(y, channels_first(rank))]
     raise refuse(e.call, f"tf.{function} has no ONNX emission")
 
