@@ -332,6 +332,8 @@ def verify(
     rtol: float = DEFAULT_RTOL,
     seed: int = 1,
     batch: int = 1,
+    batches: Sequence[int] | None = None,
+    regimes: bool = False,
     value_range: tuple[float, float] = (0.0, 1.0),
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     inputs: str | os.PathLike[str] | None = None,
@@ -344,9 +346,13 @@ def verify(
     """Run A (the reference) and B on the same inputs and compare every output.
 
     Passes when every output satisfies ``|a-b| <= atol + rtol * max|a|`` (the one rule of fold,
-    export and verify, :mod:`bnconvert.check.compare`); NaN or an unmatched Inf fails. Inputs are
-    uniform in ``value_range`` from ``seed`` with batch ``batch`` (dynamic dimensions from
-    ``input_shapes``), or read from ``inputs`` (``.npz``/``.npy``). With ``locate``, a failure is
+    export and verify, :mod:`bnconvert.check.compare`) in every run; NaN or an unmatched Inf
+    fails. Inputs are uniform in ``value_range`` from ``seed`` with batch ``batch`` (dynamic
+    dimensions from ``input_shapes``), or read from ``inputs`` (``.npz``, ``.npy`` or a folder of
+    ``.npy`` files). When both models declare a dynamic batch, random inputs run at a second
+    batch too (3, or 1 after a batch above 1); ``batches`` gives the sizes instead. ``regimes``
+    adds runs on normal and constant inputs (:mod:`bnconvert.check.runs`). Each run reports the
+    top-class agreement of classifier-shaped outputs (information). With ``locate``, a failure is
     traced to the first layer whose output diverges (BN folded on one side is matched with the
     layer it went into). ``ort_optimize`` turns onnxruntime's graph optimisations on for ONNX
     files. ``reference`` says what runs a Keras file: ``"auto"`` (Keras when it can, else
@@ -358,7 +364,8 @@ def verify(
     from .fold.plan import plan_folds
 
     return compare_files(
-        a_path, b_path, atol=atol, rtol=rtol, seed=seed, batch=batch, value_range=value_range,
+        a_path, b_path, atol=atol, rtol=rtol, seed=seed, batch=batch, batches=batches, regimes=regimes,
+        value_range=value_range,
         input_shapes=input_shapes, inputs=inputs, locate=locate, load_options=LoadOptions.of(load_options),
         ort_optimize=ort_optimize, reference=reference, replacements=replacements, fold_plan=plan_folds,
     )

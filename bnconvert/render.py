@@ -166,19 +166,40 @@ def check_text(result: CheckResult) -> str:
 
 # -------------------------------------------------------------------------------------- verify
 def verify_text(result: VerifyResult) -> str:
-    """``bnconvert verify``'s report: what ran each side, the inputs, notes, the comparison of
-    every output, the located divergence, and the verdict."""
-    lines = [f"A  {result.runner_a}", f"B  {result.runner_b}"]
-    feeds = ", ".join(
-        f"{i['name']} [{'x'.join(map(str, i['shape']))}] {i['dtype']}"
-        + (f" (B: {i['layout_b']})" if i.get("layout_b") else "")
-        for i in result.inputs
-    )
-    lines.append(f"inputs  {feeds}: {result.input_source}")
-    lines.extend(f"note  {n}" for n in result.notes)
-    lines = [one_line(line) for line in lines]  # one line each: names are data
-    lines.append(result.comparison.summary())
-    if result.located is not None:
+    """``bnconvert verify``'s report: what ran each side, notes, then per run (one set of inputs:
+    a batch size, a regime, the user's file) the inputs, the comparison of every output and the
+    top-class agreement of the classifier-shaped ones; the located divergence, and the verdict."""
+    lines = [one_line(f"A  {result.runner_a}"), one_line(f"B  {result.runner_b}")]
+    notes = [one_line(f"note  {n}") for n in result.notes]
+    several = len(result.runs) > 1
+    if several:
+        lines.extend(notes)
+    for k, run in enumerate(result.runs, 1):
+        feeds = ", ".join(
+            f"{i['name']} [{'x'.join(map(str, i['shape']))}] {i['dtype']}"
+            + (f" (B: {i['layout_b']})" if i.get("layout_b") else "")
+            for i in run.inputs
+        )
+        if several:  # one line each: names are data
+            lines.append(one_line(f"run {k}/{len(result.runs)} ({run.label}): {run.input_source}"))
+            lines.append(one_line(f"inputs  {feeds}"))
+        else:
+            lines.append(one_line(f"inputs  {feeds}: {run.input_source}"))
+            lines.extend(notes)
+        if run.message:
+            lines.append(one_line(f"{'FAILED: ' if run.comparison is None else '=> '}{run.message}"))
+        if run.comparison is not None:
+            lines.append(run.comparison.summary())
+        lines.extend(one_line(f"agreement  {g.summary()}") for g in run.agreement)
+        if result.located is not None and run.label == result.located_run:
+            lines.append(result.located.summary())
+    if result.located is not None and not result.located_run:
         lines.append(result.located.summary())
-    lines.append("EQUIVALENT" if result.passed else "NOT EQUIVALENT")
+    verdict = "EQUIVALENT" if result.passed else "NOT EQUIVALENT"
+    if several:
+        failed = [r.label for r in result.runs if not r.passed]
+        labels = ", ".join(r.label for r in result.runs)
+        verdict += (f" in all {len(result.runs)} runs ({labels})" if not failed else
+                    f": {', '.join(failed)} failed ({len(failed)} of {len(result.runs)} runs)")
+    lines.append(verdict)
     return "\n".join(lines)

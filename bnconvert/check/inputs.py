@@ -19,6 +19,7 @@ inside an ``.npz``) must hold the bytes its header declares; object arrays are r
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -38,9 +39,9 @@ if TYPE_CHECKING:
     from ..model import Model
 
 __all__ = [
-    "MAX_ELEMENTS", "PADDED_ROWS", "InputSpec", "InputValues", "check_inputs_file", "check_random_size", "input_values",
-    "load_inputs", "padded_batch", "parse_input_shape", "parse_input_shapes", "parse_range", "random_inputs",
-    "resolve_shape", "value_notes", "with_values",
+    "MAX_ELEMENTS", "MAX_FOLDER_FILES", "PADDED_ROWS", "REGIMES", "InputSpec", "InputValues", "check_inputs_file",
+    "check_random_size", "input_values", "load_inputs", "padded_batch", "parse_input_shape", "parse_input_shapes",
+    "parse_range", "random_inputs", "regime_text", "resolve_shape", "value_notes", "with_values",
 ]
 
 Dim = int | None
@@ -48,6 +49,10 @@ Dim = int | None
 MAX_ELEMENTS = 2**28
 #: rows the built-in checks draw at least for a padded input: one pre-padded, one post-padded, one not
 PADDED_ROWS = 3
+#: the kinds of random floats (:func:`random_inputs`); ``verify --regimes`` runs each
+REGIMES = ("uniform", "normal", "constant")
+#: most ``.npy`` files an inputs folder may hold (one per input is expected)
+MAX_FOLDER_FILES = 256
 
 
 @dataclass(frozen=True)
@@ -189,13 +194,19 @@ def random_inputs(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     source: str | os.PathLike[str] | None = None,
     advice: str = "give --inputs or --no-check",
+    regime: str = "uniform",
 ) -> dict[str, np.ndarray]:
     """Seeded data for every input: uniform in ``[low, high)`` for floats, integers in
     ``[ceil(low), ceil(high))`` (at least one value) for integer inputs, fair coins for booleans.
 
+    ``regime`` (one of :data:`REGIMES`) changes the floats only: ``"normal"`` draws them from
+    N(0, 1), ``"constant"`` sets every element to the middle of ``value_range`` (0.5 by default);
+    token ids, padding, integers and booleans are drawn as in ``"uniform"``, the default.
     ``source`` (the model file) starts every error message; inputs of more than
     :data:`MAX_ELEMENTS` elements in all are refused before anything is drawn, with ``advice``.
     """
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {', '.join(REGIMES)}, not {regime!r}")
     where = f"{source}: " if source is not None else ""
     shapes = check_random_size(specs, batch=batch, input_shapes=input_shapes, source=source, advice=advice)
     low, high = value_range
@@ -204,9 +215,9 @@ def random_inputs(
     for spec, shape in zip(specs, shapes):
         dtype = np.dtype(spec.dtype)
         if spec.values is not None and (dtype.kind in "iuf"):
-            feeds[spec.name] = _sequence_values(spec.values, shape, dtype, rng, value_range)
+            feeds[spec.name] = _sequence_values(spec.values, shape, dtype, rng, value_range, regime)
         elif dtype.kind == "f":
-            feeds[spec.name] = rng.uniform(low, high, shape).astype(dtype)
+            feeds[spec.name] = _floats(rng, shape, dtype, value_range, regime)
         elif dtype.kind in "iu":
             lo = math.ceil(low)
             feeds[spec.name] = rng.integers(lo, max(lo + 1, math.ceil(high)), shape).astype(dtype)
@@ -217,8 +228,29 @@ def random_inputs(
     return feeds
 
 
+def _floats(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype, value_range: tuple[float, float],
+            regime: str) -> np.ndarray:
+    """Floats of one input in ``regime`` (see :func:`random_inputs`)."""
+    low, high = value_range
+    if regime == "normal":
+        return rng.standard_normal(shape).astype(dtype)
+    if regime == "constant":
+        return np.full(shape, (low + high) / 2, dtype=dtype)
+    return rng.uniform(low, high, shape).astype(dtype)
+
+
+def regime_text(regime: str, *, value_range: tuple[float, float] = (0.0, 1.0), seed: int = 1) -> str:
+    """Where a regime's random floats come from, as reports print it."""
+    low, high = value_range
+    if regime == "normal":
+        return f"normal (mean 0, std 1) from seed {seed}"
+    if regime == "constant":
+        return f"constant {(low + high) / 2:g}"
+    return f"uniform [{low:g}, {high:g}) from seed {seed}"
+
+
 def _sequence_values(values: InputValues, shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator,
-                     value_range: tuple[float, float]) -> np.ndarray:
+                     value_range: tuple[float, float], regime: str = "uniform") -> np.ndarray:
     """Token ids or floats, padded along axis 1 by rows: pre-padded, post-padded, unpadded, again.
 
     A row keeps at least one unpadded step (a fully masked row is a corner Keras itself treats
@@ -229,7 +261,7 @@ def _sequence_values(values: InputValues, shape: tuple[int, ...], dtype: np.dtyp
         first = 1 if values.pad is not None and values.tokens > 1 else 0
         data = rng.integers(first, max(values.tokens, first + 1), shape).astype(dtype)
     else:
-        data = rng.uniform(value_range[0], value_range[1], shape).astype(dtype)
+        data = _floats(rng, shape, dtype, value_range, regime)
     if values.pad is None or len(shape) < 2 or shape[1] < 2:
         return data
     steps = shape[1]
@@ -328,9 +360,10 @@ def padded_batch(specs: Sequence[InputSpec], batch: int) -> int:
     return batch
 
 
-def _npy(fh: IO[bytes], available: int, label: str) -> Callable[[], np.ndarray]:
+def _npy(fh: IO[bytes], available: int, label: str) -> tuple[int, Callable[[], np.ndarray]]:
     """Check one ``.npy`` stream's header against the ``available`` bytes (file or zip member size)
-    and return the function that reads its data: nothing is allocated for a header that lies."""
+    and return its element count and the function that reads its data: nothing is allocated for
+    a header that lies."""
     version = np.lib.format.read_magic(fh)
     if version == (1, 0):
         shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
@@ -360,7 +393,7 @@ def _npy(fh: IO[bytes], available: int, label: str) -> Callable[[], np.ndarray]:
             got += n
         return np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
-    return read
+    return count, read
 
 
 def _read(path: Path, wanted: Callable[[list[str]], list[str]], *, data: bool = True) -> dict[str, np.ndarray]:
@@ -373,7 +406,7 @@ def _read(path: Path, wanted: Callable[[list[str]], list[str]], *, data: bool = 
             head = fh.read(6)
             fh.seek(0)
             if head == b"\x93NUMPY":
-                read = _npy(fh, size, str(path))
+                _, read = _npy(fh, size, str(path))
                 return {"": read()} if data else {}
             if not head.startswith(b"PK"):
                 raise FormatError(f"{path}: cannot read inputs (neither .npy nor .npz)")
@@ -383,7 +416,7 @@ def _read(path: Path, wanted: Callable[[list[str]], list[str]], *, data: bool = 
                 for name in wanted(list(members)):
                     info = members[name]
                     with zf.open(info) as member:
-                        read = _npy(member, info.file_size, f"{path}: array '{name}'")
+                        _, read = _npy(member, info.file_size, f"{path}: array '{name}'")
                         if data:
                             out[name] = read()
                 return out
@@ -393,9 +426,68 @@ def _read(path: Path, wanted: Callable[[list[str]], list[str]], *, data: bool = 
         raise FormatError(f"{path}: cannot read inputs ({text})") from None
 
 
-def _inputs_file(path: str | os.PathLike[str]) -> Path:
-    """``path`` when it is a regular file; else a FormatError naming it (one ``stat``: a folder
-    without search permission is a message, not an exception from ``Path.exists``)."""
+def _damaged(path: Path, exc: BaseException) -> FormatError:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return FormatError(f"{path}: cannot read inputs ({text})")
+
+
+def _npy_files(folder: Path) -> dict[str, Path]:
+    """The ``.npy`` files of an inputs folder (not its subfolders), by name without ``.npy``."""
+    found: dict[str, Path] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not entry.name.endswith(".npy") or not entry.is_file():  # a link to a file counts
+                    continue
+                found[entry.name[:-4]] = Path(entry.path)
+                if len(found) > MAX_FOLDER_FILES:
+                    raise FormatError(f"{folder}: holds more than {MAX_FOLDER_FILES} .npy files; an inputs folder "
+                                      "holds one per model input (<input name>.npy)")
+    except OSError as exc:
+        raise FormatError(f"{folder}: cannot be read ({exc.strerror or exc})") from None
+    if not found:
+        raise FormatError(f"{folder}: an inputs folder without .npy files (one per model input: <input name>.npy)")
+    return found
+
+
+def _read_folder(folder: Path, wanted: Callable[[list[str]], list[str]], *, data: bool = True
+                 ) -> dict[str, np.ndarray]:
+    """The arrays of a folder of ``.npy`` files (named by the file without ``.npy``) that ``wanted``
+    picks; every chosen header is checked, and the element total bounded, before any data is read."""
+    held = _npy_files(folder)
+    readers: list[tuple[str, Callable[[], np.ndarray]]] = []
+    total = 0
+    with contextlib.ExitStack() as files:
+        for name in wanted(sorted(held)):
+            path = held[name]
+            try:
+                fh = files.enter_context(open(path, "rb"))
+                size = os.fstat(fh.fileno()).st_size
+                count, read = _npy(fh, size, str(path))
+            except FormatError:
+                raise
+            except (OSError, ValueError, EOFError) as exc:  # numpy's ValueError: not an .npy header
+                raise _damaged(path, exc) from None
+            total += count
+            if total > MAX_ELEMENTS:
+                raise FormatError(f"{folder}: the arrays hold {total:,} elements together (up to {path.name}), above "
+                                  f"the limit of {MAX_ELEMENTS:,} for inputs")
+            readers.append((name, read))
+        if not data:
+            return {}
+        out = {}
+        for name, read in readers:
+            try:
+                out[name] = read()
+            except OSError as exc:
+                raise _damaged(held[name], exc) from None
+        return out
+
+
+def _inputs_file(path: str | os.PathLike[str], *, folder: bool = False) -> Path:
+    """``path`` when it is a regular file (or, with ``folder``, a folder); else a FormatError
+    naming it (one ``stat``: a folder without search permission is a message, not an exception
+    from ``Path.exists``)."""
     p = Path(path)
     try:
         mode = os.stat(p).st_mode
@@ -406,27 +498,39 @@ def _inputs_file(path: str | os.PathLike[str]) -> Path:
     except ValueError:  # a NUL in the path
         raise FormatError(f"{p}: no such inputs file") from None
     if stat.S_ISDIR(mode):
+        if folder:
+            return p
         raise FormatError(f"{p}: is a folder, not an inputs file")
     if not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
         raise FormatError(f"{p}: not a regular file")
     return p
 
 
+def _arrays(path: Path, wanted: Callable[[list[str]], list[str]], *, data: bool = True) -> dict[str, np.ndarray]:
+    """:func:`_read_folder` for a folder, :func:`_read` for a file."""
+    if path.is_dir():
+        return _read_folder(path, wanted, data=data)
+    return _read(path, wanted, data=data)
+
+
 def check_inputs_file(path: str | os.PathLike[str]) -> None:
-    """Check an inputs file (``.npy``/``.npz``) without reading its data: a regular file whose
-    every array header declares numbers, at most :data:`MAX_ELEMENTS` elements and no more bytes
-    than the file holds. Cheap: ``verify`` runs it before loading any runtime."""
-    _read(_inputs_file(path), lambda held: held, data=False)
+    """Check an inputs file (``.npy``/``.npz``) or folder (of ``.npy`` files) without reading its
+    data: regular files whose every array header declares numbers, at most :data:`MAX_ELEMENTS`
+    elements (in all, for a folder) and no more bytes than the file holds. Cheap: ``verify`` runs
+    it before loading any runtime."""
+    _arrays(_inputs_file(path, folder=True), lambda held: held, data=False)
 
 
 def load_inputs(path: str | os.PathLike[str], specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
     """Real data from ``.npz`` (arrays named like the inputs; or ``arr_0..`` in input order;
-    or, for one input, an array ``x`` or the only array) or ``.npy`` (one input).
+    or, for one input, an array ``x`` or the only array), ``.npy`` (one input), or a folder of
+    ``.npy`` files chosen the way ``.npz`` members are (``<input name>.npy``; for one input,
+    ``x.npy`` or the only file).
 
     Arrays are cast to the input's dtype and checked against its fixed dimensions; only the
     arrays used are read, each after its header was checked against the bytes that hold it.
     """
-    p = _inputs_file(path)
+    p = _inputs_file(path, folder=True)
     names = [s.name for s in specs]
     chosen: dict[str, str] = {}  # input name -> array name in the file
 
@@ -442,7 +546,7 @@ def load_inputs(path: str | os.PathLike[str], specs: Sequence[InputSpec]) -> dic
             raise BnconvertError(f"{p}: no array for inputs {missing} (file holds {sorted(held)})")
         return list(dict.fromkeys(chosen.values()))
 
-    arrays = _read(p, wanted)
+    arrays = _arrays(p, wanted)
     if "" in arrays:  # an .npy: one array
         wanted([""])
     total = sum(a.size for a in arrays.values())

@@ -1,4 +1,5 @@
-"""What a check returns: :class:`VerifyResult` (``bnconvert verify``) and :class:`CheckResult`
+"""What a check returns: :class:`VerifyResult` (``bnconvert verify``, one :class:`VerifyRun` per
+set of inputs) and :class:`CheckResult`
 (the checks fold and export run after writing). Both are truthy when the models agreed, print a
 report with ``summary()`` and serialise with ``to_dict()``; both always say what ran each side.
 
@@ -14,16 +15,65 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import EquivalenceError
+from ..errors import EquivalenceError, InternalError
+from .agreement import TopAgreement
 from .compare import DEFAULT_ATOL, DEFAULT_RTOL, CompareResult
 from .locate import LocateResult
 
-__all__ = ["VerifyResult", "CheckResult"]
+__all__ = ["VerifyResult", "VerifyRun", "CheckResult"]
+
+
+@dataclass
+class VerifyRun:
+    """One comparison of ``verify``: A and B on one set of inputs (one batch size, one regime of
+    random values, or the user's file). Passes when the comparison passed and nothing failed to run."""
+
+    #: short name: ``"batch 1"``, ``"batch 3"``, ``"normal"``, ``"constant"``, ``"file"``
+    label: str
+    #: one entry per input: name (A's), name in B, shape, dtype, layout transform applied for B
+    inputs: list[dict[str, Any]]
+    #: where the data came from: "uniform [0, 1) from seed 1" or "file x.npz"
+    input_source: str
+    #: None when a side failed to run on these inputs (:attr:`message` says why)
+    comparison: CompareResult | None
+    #: the batch of the inputs (None when the inputs have no batch axis)
+    batch: int | None = None
+    #: ``"uniform"``, ``"normal"``, ``"constant"`` (random inputs), None for a file
+    regime: str | None = None
+    #: what the numbers cannot say, one line: why there is no comparison (a side does not run at
+    #: this batch), or what a failure means (B's output shapes change with the batch); "" otherwise
+    message: str = ""
+    #: top-class agreement of the classifier-shaped outputs (:mod:`.agreement`): information
+    agreement: list[TopAgreement] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison is not None and self.comparison.passed
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        comparison = self.comparison.to_dict() if self.comparison is not None else None
+        if comparison is not None:  # the agreement beside each output's error statistics
+            by_name = {g.output: g for g in self.agreement}
+            for entry in comparison["outputs"]:
+                g = by_name.get(entry["name"])
+                entry["top1_agreement"] = g.top1_share if g is not None else None
+                entry["top5_agreement"] = g.top5_share if g is not None else None
+        return {
+            "label": self.label, "passed": self.passed, "batch": self.batch, "regime": self.regime,
+            "inputs": [dict(i) for i in self.inputs], "input_source": self.input_source, "message": self.message,
+            "agreement": [g.to_dict() for g in self.agreement], "comparison": comparison,
+        }
 
 
 @dataclass
 class VerifyResult:
-    """Model A (the reference) against model B on the same inputs."""
+    """Model A (the reference) against model B on the same inputs, in one or more runs
+    (:class:`VerifyRun`: two batch sizes when the batch is dynamic, each regime of ``--regimes``).
+    Passes when every run passed. :attr:`comparison`, :attr:`inputs` and :attr:`input_source`
+    are the first run's."""
 
     a: str
     b: str
@@ -31,18 +81,38 @@ class VerifyResult:
     runner_b: str
     kind_a: str
     kind_b: str
-    comparison: CompareResult
-    #: one entry per input: name (A's), name in B, shape, dtype, layout transform applied for B
-    inputs: list[dict[str, Any]]
-    #: where the data came from: "uniform [0, 1) from seed 1" or "file x.npz"
-    input_source: str
+    runs: list[VerifyRun]
     notes: list[str] = field(default_factory=list)
     located: LocateResult | None = None
+    #: the label of the run :attr:`located` traced (the first that failed with a comparison)
+    located_run: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
+    def first(self) -> VerifyRun:
+        if not self.runs:
+            raise InternalError("a VerifyResult without runs")
+        return self.runs[0]
+
+    @property
+    def comparison(self) -> CompareResult:
+        """The first run's comparison (it always has one: a side that cannot run its first
+        inputs is an error, not a result)."""
+        if self.first.comparison is None:
+            raise InternalError("the first run of verify has no comparison")
+        return self.first.comparison
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        return self.first.inputs
+
+    @property
+    def input_source(self) -> str:
+        return self.first.input_source
+
+    @property
     def passed(self) -> bool:
-        return bool(self.comparison)
+        return bool(self.runs) and all(r.passed for r in self.runs)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -54,15 +124,20 @@ class VerifyResult:
         return verify_text(self)
 
     def to_dict(self) -> dict[str, Any]:
+        runs = [r.to_dict() for r in self.runs]
         return {
             "passed": self.passed,
             "a": {"path": self.a, "runner": self.runner_a, "kind": self.kind_a},
             "b": {"path": self.b, "runner": self.runner_b, "kind": self.kind_b},
-            "inputs": [dict(i) for i in self.inputs],
-            "input_source": self.input_source,
+            # the first run's, where they always were
+            "inputs": runs[0]["inputs"] if runs else [],
+            "input_source": runs[0]["input_source"] if runs else "",
+            "comparison": runs[0]["comparison"] if runs else None,
+            "agreement": runs[0]["agreement"] if runs else [],
             "notes": list(self.notes),
-            "comparison": self.comparison.to_dict(),
+            "runs": runs,
             "locate": self.located.to_dict() if self.located is not None else None,
+            "located_run": self.located_run or None,
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
         }
 

@@ -2,8 +2,10 @@
 
 A side is a Keras file (run by Keras when TensorFlow is installed and a current Keras loads the
 file, else by bnconvert's float64 reference: the model executed in numpy from the layer catalog,
-independent of the ONNX export) or an ONNX file (onnxruntime, optimisations off). Both sides get the same inputs; B's inputs and outputs are transposed when
-it holds NCHW where A holds channels_last (``--nchw`` exports).
+independent of the ONNX export) or an ONNX file (onnxruntime, optimisations off). Both sides get
+the same inputs; B's inputs and outputs are transposed when it holds NCHW where A holds
+channels_last (``--nchw`` exports). ``verify`` compares them in one or more runs (two batch
+sizes when the batch is dynamic, the regimes of ``--regimes``: :mod:`.runs`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from ..replace import ReplacementsLike
 from .compare import DEFAULT_ATOL, DEFAULT_RTOL
 from .inputs import (
     MAX_ELEMENTS,
+    REGIMES,
     InputSpec,
     check_inputs_file,
     check_random_size,
     load_inputs,
     padded_batch,
     random_inputs,
+    regime_text,
     value_notes,
 )
 from .keras_runner import (
@@ -42,11 +46,12 @@ from .keras_runner import (
     keras_available,
     keras_module_for,
 )
-from .locate import FoldPlan
+from .locate import FoldPlan, LocateResult
 from .pairing import CHECK_DYNAMIC_SIZE, bind_inputs, fill_dynamic, run_pair
 from .reference import ReferenceRunner, blas_threads, declared_input_specs
-from .results import CheckResult, VerifyResult
+from .results import CheckResult, VerifyResult, VerifyRun
 from .runners import OnnxRunner, Runner, RunnerUnavailable
+from .runs import batch_of, companion_batch, compare_run, dynamic_batch, with_batch
 
 __all__ = [
     "REFERENCES",
@@ -198,6 +203,8 @@ def compare_files(
     rtol: float = DEFAULT_RTOL,
     seed: int = 1,
     batch: int = 1,
+    batches: Sequence[int] | None = None,
+    regimes: bool = False,
     value_range: tuple[float, float] = (0.0, 1.0),
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     inputs: str | os.PathLike[str] | None = None,
@@ -211,10 +218,20 @@ def compare_files(
     """Run A (the reference) and B on the same inputs and compare every output.
 
     Passes when every output satisfies ``|a-b| <= atol + rtol * max|a|`` (the one rule of fold,
-    export and verify, :mod:`bnconvert.check.compare`); NaN or an unmatched Inf fails. Inputs are uniform in ``value_range`` from ``seed``
-    with batch ``batch`` (dynamic dimensions from ``input_shapes``), or read from ``inputs``
-    (``.npz``/``.npy``). With ``locate``, a failure is traced to the first layer whose output
-    diverges. ``ort_optimize`` turns onnxruntime's graph optimisations on for ONNX files.
+    export and verify, :mod:`bnconvert.check.compare`) in every run; NaN or an unmatched Inf
+    fails. Inputs are uniform in ``value_range`` from ``seed`` with batch ``batch`` (dynamic
+    dimensions from ``input_shapes``, which set the whole shape of the first run), or read from
+    ``inputs`` (``.npz``, ``.npy``, or a folder of ``.npy`` files, :func:`~.inputs.load_inputs`).
+
+    Runs (:mod:`.runs`): random inputs run at ``batch`` and, when both models declare a dynamic
+    batch, again at :func:`~.runs.companion_batch` (``batch``) to prove it; ``batches`` replaces
+    both (the sizes to run, in order; one size: one run). ``regimes`` adds runs on normal and
+    constant inputs at the first batch. ``inputs`` runs once, at the file's batch. Each run
+    reports the top-class agreement of the classifier-shaped outputs (:mod:`.agreement`), which
+    is information, not part of the verdict.
+
+    With ``locate``, the first failed run is traced to the first layer whose output diverges.
+    ``ort_optimize`` turns onnxruntime's graph optimisations on for ONNX files.
     ``reference`` says what runs a Keras file: ``"auto"`` (Keras when it can, else bnconvert's
     float64 reference), ``"keras"`` or ``"float64"`` (see :func:`open_runner`).
     ``replacements`` (:mod:`bnconvert.replace`) apply to A, the reference (B is normally what
@@ -224,47 +241,101 @@ def compare_files(
     # what can be refused without the models is refused before any runtime is loaded
     for path in (a_path, b_path):
         file_kind(path)  # missing, unreadable, neither Keras nor ONNX: B too, before A's runtime starts
+    sizes = list(batches) if batches is not None else [batch]
     if inputs is not None:
+        if regimes:
+            raise BnconvertError("--regimes draws random inputs of each kind; it cannot be combined with --inputs")
+        if batches is not None:
+            raise BnconvertError("--batches sets the batch of random inputs; with --inputs the file sets it")
         check_inputs_file(inputs)  # the headers: a lying or huge one allocates nothing
-    elif batch > MAX_ELEMENTS:
-        raise BnconvertError(f"{a_path}: --batch {batch} is too large for the check's random inputs (the limit is "
-                             f"{MAX_ELEMENTS:,} elements); give --inputs or a smaller --batch")
+    else:
+        if not sizes:
+            raise BnconvertError("--batches: give at least one batch size")
+        for size in sizes:
+            if size < 1:
+                raise BnconvertError(f"--batch {size}: must be at least 1")
+            if size > MAX_ELEMENTS:
+                raise BnconvertError(f"{a_path}: --batch {size} is too large for the check's random inputs (the limit "
+                                     f"is {MAX_ELEMENTS:,} elements); give --inputs or a smaller --batch")
     ra, notes_a = open_runner(a_path, load_options=load_options, ort_optimize=ort_optimize, reference=reference,
                               replacements=replacements)
     rb, notes_b = open_runner(b_path, load_options=load_options, ort_optimize=ort_optimize, reference=reference)
     loaded = time.perf_counter()
+    declared_a, declared_b = ra.input_specs(), rb.input_specs()
     try:
-        binding = bind_inputs(ra.input_specs(), rb.input_specs())
+        binding = bind_inputs(declared_a, declared_b)
     except BnconvertError as exc:  # B does not take A's inputs: named by its file, A's given too
         raise type(exc)(f"{b_path}: {exc} (A is {a_path})") from None
+    notes = notes_a + notes_b + binding.notes
+    runs: list[tuple[VerifyRun, dict[str, np.ndarray], dict[str, np.ndarray]]] = []  # run, A's feeds, B's
     if inputs is not None:
         feeds_a = load_inputs(inputs, binding.specs)
-        source = f"file {Path(inputs).name}"
+        source = f"{'folder' if Path(inputs).is_dir() else 'file'} {Path(inputs).name}"
+        run, feeds_b = compare_run(ra, rb, binding, feeds_a, label="file", source=source, atol=atol, rtol=rtol)
+        runs.append((run, feeds_a, feeds_b))
     else:
         specs, open_notes = _fill_open_axes(binding.specs, input_shapes)
-        feeds_a = random_inputs(specs, seed=seed, batch=batch, value_range=value_range, input_shapes=input_shapes,
-                                source=a_path, advice="give --inputs, or a smaller --batch or --input-shape")
-        source = f"uniform [{value_range[0]:g}, {value_range[1]:g}) from seed {seed}"
-    comparison, feeds_b = run_pair(ra, rb, binding, feeds_a, atol=atol, rtol=rtol)
-    if inputs is None and open_notes:
-        comparison.messages = open_notes + comparison.messages
-    located = None
-    if locate:
-        from .locate import LocateResult, locate_divergence
+        dynamic, batch_note = dynamic_batch(declared_a, declared_b)
 
-        if comparison:
-            located = LocateResult(first=None, message="the outputs agree: nothing to locate")
-        else:
-            located = locate_divergence(ra, rb, feeds_a, feeds_b, atol=atol, rtol=rtol, fold_plan=fold_plan)
+        def draw(size: int, shapes: Mapping[str, Sequence[int]] | None, regime: str = "uniform") -> dict[str, np.ndarray]:
+            return random_inputs(specs, seed=seed, batch=size, value_range=value_range, input_shapes=shapes,
+                                 source=a_path, advice="give --inputs, or a smaller --batch or --input-shape",
+                                 regime=regime)
+
+        def add(label: str, feeds: dict[str, np.ndarray], regime: str, *, extra_batch: bool = False) -> None:
+            text = regime_text(regime, value_range=value_range, seed=seed)
+            run, feeds_b = compare_run(ra, rb, binding, feeds, label=label, source=text, atol=atol, rtol=rtol,
+                                       regime=regime, extra_batch=extra_batch)
+            runs.append((run, feeds, feeds_b))
+
+        first = draw(sizes[0], input_shapes)
+        first_batch = batch_of(first, specs)
+        add(f"batch {first_batch}", first, "uniform")
+        if batches is None and dynamic and first_batch is not None:
+            sizes.append(companion_batch(first_batch))
+        for size in sizes[1:] if dynamic else []:
+            add(f"batch {size}", draw(size, with_batch(input_shapes, specs, size)), "uniform", extra_batch=True)
+        if len(sizes) > 1 and not dynamic:
+            notes.append(f"the batch is not dynamic in both models: compared at batch {first_batch} only")
+        if regimes:
+            for regime in REGIMES[1:]:
+                add(regime, draw(sizes[0], input_shapes, regime), regime)
+        notes.extend(open_notes)
+        if batch_note:
+            notes.append(batch_note)
+        elif dynamic and len(runs) > 1:
+            shown = " and ".join(str(r.batch) for r, _, _ in runs if r.regime == "uniform")
+            notes.append(f"the batch is dynamic in both models: compared at batch {shown}")
+        notes.extend(value_notes(binding.specs))
+    located, located_run = _locate(ra, rb, runs, locate=locate, atol=atol, rtol=rtol, fold_plan=fold_plan)
     return VerifyResult(
         a=str(a_path), b=str(b_path), runner_a=ra.describe(), runner_b=rb.describe(), kind_a=ra.kind, kind_b=rb.kind,
-        comparison=comparison, inputs=binding.rows(feeds_a), input_source=source,
-        notes=notes_a + notes_b + binding.notes + ([] if inputs is not None else value_notes(binding.specs)), located=located,
+        runs=[r for r, _, _ in runs], notes=notes, located=located, located_run=located_run,
         seconds={
             "load": loaded - start, "run_a": ra.infer_seconds, "run_b": rb.infer_seconds,
             "total": time.perf_counter() - start,
         },
     )
+
+
+def _locate(
+    ra: Runner, rb: Runner, runs: Sequence[tuple[VerifyRun, dict[str, np.ndarray], dict[str, np.ndarray]]], *,
+    locate: bool, atol: float, rtol: float, fold_plan: FoldPlan | None,
+) -> tuple[LocateResult | None, str]:
+    """With ``locate``: the first diverging layer on the inputs of the first failed run that has a
+    comparison, and that run's label."""
+    if not locate:
+        return None, ""
+    from .locate import locate_divergence
+
+    failed = [(r, fa, fb) for r, fa, fb in runs if not r.passed]
+    if not failed:
+        return LocateResult(first=None, message="the outputs agree: nothing to locate"), ""
+    compared = [(r, fa, fb) for r, fa, fb in failed if r.comparison is not None]
+    if not compared:
+        return LocateResult(first=None, message=f"{failed[0][0].message.split(':')[0]}: no layer to locate"), ""
+    run, feeds_a, feeds_b = compared[0]
+    return locate_divergence(ra, rb, feeds_a, feeds_b, atol=atol, rtol=rtol, fold_plan=fold_plan), run.label
 
 
 # ------------------------------------------------------------------------------ built-in checks

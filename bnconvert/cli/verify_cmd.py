@@ -30,13 +30,21 @@ __all__ = ["verify"]
 @click.argument("b", type=FileArg("a model file"))
 @tolerance_options
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the random inputs.")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the random inputs.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch size of the random inputs. When both models declare a dynamic batch, verify also runs "
+                   "batch 3 (1 when --batch is above 1) to prove it.")
+@click.option("--batches", "batches", default=None, metavar="N[,M...]",
+              help="Exactly these batch sizes, one run each (e.g. 4 for one run at 4, or 1,8); replaces --batch.")
+@click.option("--regimes", is_flag=True,
+              help="Also run normal (mean 0, std 1) and constant (the middle of --range) inputs, each compared "
+                   "and reported: negative inputs and inputs without variance.")
 @click.option("--range", "value_range", default="0,1", show_default=True, metavar="LOW,HIGH",
               help="Random inputs are uniform in [LOW, HIGH).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:DIMS",
               help="Whole shape of an input with dynamic dimensions, e.g. input_1:1x224x224x3 (repeatable).")
-@click.option("--inputs", "inputs_file", type=FileArg("an inputs file"), default=None,
-              help="Real inputs instead of random ones: .npz (arrays named like the inputs) or .npy (one input).")
+@click.option("--inputs", "inputs_file", type=click.Path(readable=False), default=None,
+              help="Real inputs instead of random ones: .npz (arrays named like the inputs), .npy (one input), "
+                   "or a folder of .npy files named like the inputs (<input name>.npy).")
 @click.option("--locate", is_flag=True, help="When the outputs differ, name the first layer whose output diverges.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--reference", type=click.Choice(["auto", "keras", "float64"]), default="auto", show_default=True,
@@ -55,6 +63,8 @@ def verify(
     rtol: float,
     seed: int,
     batch: int,
+    batches: str | None,
+    regimes: bool,
     value_range: str,
     input_shapes: tuple[str, ...],
     inputs_file: str | None,
@@ -82,6 +92,12 @@ def verify(
     A weights-only A (or B) uses the .json of the same name beside it as its architecture, unless
     --config names one. With --quiet nothing is printed when A and B are equivalent.
 
+    When both models declare a dynamic batch, random inputs run at two batch sizes (--batch and
+    3, or 1 when --batch is above 1; --batches chooses), each compared: a batch fixed inside B
+    fails at the second size. --regimes adds normal and constant inputs. For classifier-shaped
+    outputs (samples x classes) the report gives the share of samples whose top class agrees
+    (and top 5 for 1000 classes or more): information beside the pass rule.
+
     Exit codes: 0 equivalent, 1 not equivalent, 2 bad input or usage.
     """
     from ..check import parse_input_shapes, parse_range
@@ -90,7 +106,8 @@ def verify(
     config, companion = _architecture(a, b, config)
     result = run_verify(
         a, b,
-        atol=atol, rtol=rtol, seed=seed, batch=batch, value_range=parse_range(value_range),
+        atol=atol, rtol=rtol, seed=seed, batch=batch, batches=_batches(batches), regimes=regimes,
+        value_range=parse_range(value_range),
         input_shapes=parse_input_shapes(input_shapes), inputs=inputs_file, locate=locate,
         load_options=load_kwargs(config, running_std, flip_kernels), ort_optimize=ort_optimize,
         reference=reference, replacements=replacements_from(replace, replacements_file, plugins),
@@ -115,3 +132,16 @@ def _architecture(a: str, b: str, config: str | None) -> tuple[str | None, str |
         raise BnconvertError(f"{a} and {b} are both weights-only, with different architecture JSONs beside them "
                              f"({config_a}, {config_b}); give the one that fits both with --config")
     return (config_a, note_a) if config_a is not None else (config_b, note_b)
+
+
+def _batches(text: str | None) -> tuple[int, ...] | None:
+    """``--batches 1,8`` -> ``(1, 8)``: positive integers, comma-separated."""
+    if text is None:
+        return None
+    try:
+        sizes = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise BnconvertError(f"--batches {text!r}: expected batch sizes separated by commas, e.g. 1,8") from None
+    if any(n < 1 for n in sizes):
+        raise BnconvertError(f"--batches {text!r}: batch sizes must be at least 1")
+    return tuple(dict.fromkeys(sizes))
