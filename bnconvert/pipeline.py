@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .bn import require_usable
 from .check.compare import DEFAULT_ATOL, DEFAULT_RTOL
@@ -30,11 +30,16 @@ from .errors import EquivalenceError, InternalError, OutputError, UnsupportedLay
 from .fold import FoldReport, fold_model
 from .io import atomic_output, check_output
 from .model import Model
+from .provenance import make_provenance, onnx_props
 from .readers import LoadOptions, LoadOptionsLike
 from .replace import ReplacementsLike, apply_replacements, src_replaced
 from .text import refuse_unencodable
 
-__all__ = ["CheckOptions", "ExportReport", "default_output", "export_file", "fold_file", "verify"]
+__all__ = ["PRECISIONS", "CheckOptions", "ExportReport", "Precision", "default_output", "export_file", "fold_file", "verify"]
+
+#: what :func:`export_file` computes in: float32 (the default), float16 or int8
+Precision = Literal["float32", "float16", "int8"]
+PRECISIONS: tuple[str, ...] = ("float32", "float16", "int8")
 
 
 # -------------------------------------------------------------------------------------- checks
@@ -131,7 +136,7 @@ def fold_file(
     (:func:`bnconvert.replace.apply_replacements`): the file written is the replaced model, and
     the check's reference is the replaced model too.
     """
-    from .writers import describe_format, output_format, write_model
+    from .writers import describe_format, output_format, stamp_keras, write_model
 
     checks = CheckOptions(check, atol, rtol, seed, batch, require_check)
     options = LoadOptions.of(load_options)
@@ -155,6 +160,7 @@ def fold_file(
         report.notes.append("optimizer state is not copied (the folded model is for inference)")
     if dry_run:
         return report
+    source = original.source
     with atomic_output(out, force=force, inputs=inputs) as tmp:
         write_model(folded, tmp, original=original)
         if checks.run:
@@ -164,6 +170,7 @@ def fold_file(
         else:
             result = checks.skipped("fold", str(path), "--no-check")
         checks.settle(result, report, str(path), "the folded model differs from the original")
+        stamp_keras(tmp, fmt, make_provenance(source, made="fold", fold=report, check=result))
     report.output = str(out)
     return report
 
@@ -199,6 +206,12 @@ class ExportReport:
     #: None with ``fold=False``
     fold: FoldReport | None = None
     check: CheckResult | None = None
+    #: ``float32``, ``float16`` or ``int8`` (see :func:`export_file`)
+    precision: str = "float32"
+    #: what the float16 conversion did (``precision="float16"``)
+    fp16: Any = None
+    #: the int8 model against the float one on the calibration samples (``precision="int8"``)
+    int8: Any = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -212,6 +225,9 @@ class ExportReport:
             "fold": self.fold.to_dict() if self.fold is not None else None,
             "check": self.check.to_dict() if self.check is not None else None,
             "check_summary": check_headline(self.check) if self.check is not None else None,
+            "precision": self.precision,
+            "fp16": self.fp16.to_dict() if self.fp16 is not None else None,
+            "int8": self.int8.to_dict() if self.int8 is not None else None,
             "seconds": self.seconds, "notes": list(self.notes),
         }
 
@@ -230,6 +246,10 @@ def export_file(
     nchw: bool = False,
     fold: bool = True,
     keep: Sequence[str] = (),
+    precision: Precision = "float32",
+    fp16_io: bool = False,
+    fp16_risky: Literal["keep", "refuse"] = "keep",
+    calibration: str | os.PathLike[str] | None = None,
     load_options: LoadOptionsLike = None,
     force: bool = False,
     check: bool = True,
@@ -256,20 +276,41 @@ def export_file(
     ``replacements`` replace Lambda and custom layers of the model as read
     (:func:`bnconvert.replace.apply_replacements`); the check's reference is then the replaced
     model in bnconvert's float64 reference.
+
+    ``precision`` ``"float16"``: the folded float64 weights are rounded once to float16 and the
+    model computes in float16 (:func:`bnconvert.deploy.fp16.to_float16`; inputs and outputs stay
+    float32 unless ``fp16_io``); a layer whose weights float16 cannot hold stays float32
+    (``fp16_risky="keep"``, listed in the report) or the export is refused (``"refuse"``). It is
+    checked against the reference with at least float16's tolerance
+    (:data:`~bnconvert.deploy.fp16.FP16_ATOL`, :data:`~bnconvert.deploy.fp16.FP16_RTOL`).
+    ``"int8"``: the float32 export is checked as usual, then quantised (static QDQ, per-channel
+    weights, :func:`bnconvert.deploy.int8.quantize_int8`) on the samples of ``calibration`` (a
+    ``.npz`` or a folder of ``.npy``, named after the inputs); the report gives the int8 model's
+    error and top-class agreement against the float model on those samples.
     """
     from .check import start_reference
     from .onnx import DEFAULT_OPSET
-    from .onnx.export import fold_metadata, require_exportable, to_onnx_parts
-    from .onnx.save import EXTERNAL_DATA_ABOVE, constants_bytes, validate_parts, write_onnx
+    from .onnx.export import require_exportable, to_onnx_parts
+    from .onnx.save import EXTERNAL_DATA_ABOVE, constants_bytes, stamp_onnx, validate_parts, write_onnx
 
     start = time.perf_counter()
     opset = DEFAULT_OPSET if opset is None else opset
     limit = EXTERNAL_DATA_ABOVE if external_data_above is None else external_data_above
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "float16":
+        from .deploy.fp16 import FP16_ATOL, FP16_RTOL
+
+        atol, rtol = max(atol, FP16_ATOL), max(rtol, FP16_RTOL)  # float16 rounds by 4.9e-4 per step
     checks = CheckOptions(check, atol, rtol, seed, batch, require_check)
     options = LoadOptions.of(load_options)
     src, dst = Path(in_path), Path(out_path)
-    inputs = [src, options.config]  # the model and its --config: never the output
+    inputs = [src, options.config, calibration]  # the model, its --config, the samples: never the output
     check_output(dst, force=force, inputs=inputs)
+    if precision == "int8" and calibration is None:
+        from .deploy.int8 import refuse_without_calibration
+
+        raise refuse_without_calibration()
     model = _read(src, options, replacements, "export", lazy=True)
     refuse_unencodable(model, src, "export")  # before anything is written
     require_exportable(model, opset=opset)
@@ -285,26 +326,65 @@ def export_file(
         fold_report = None
         if fold:
             model, fold_report = fold_model(model, keep=keep)
-        proto, constants = to_onnx_parts(model, opset=opset, nchw=nchw,
-                                         fold_summary=fold_metadata(fold_report) if fold_report is not None else None)
+        source = model.source
+        proto, constants = to_onnx_parts(model, opset=opset, nchw=nchw)
+        fp16 = None
+        if precision == "float16":
+            from .deploy.fp16 import to_float16
+
+            proto, constants, fp16 = to_float16(proto, constants, io_float16=fp16_io, on_risk=fp16_risky,
+                                                layers=[path for path, _, _ in model.walk()])
         del model  # the folded weights now live on in ``constants`` only (and the original in ``handed``)
+        samples = _calibration(calibration, proto) if precision == "int8" else None
         external = constants_bytes(constants) > limit
         validate_parts(proto, constants)
         report = ExportReport(source=str(src), output=str(dst), opset=opset, layout="nchw" if nchw else "keras",
                               nodes=len(proto.graph.node), op_types=dict(Counter(n.op_type for n in proto.graph.node)),
-                              parameters=int(sum(a.size for a in constants.values())), size_bytes=0, fold=fold_report)
+                              parameters=int(sum(a.size for a in constants.values())), size_bytes=0, fold=fold_report,
+                              precision=precision, fp16=fp16)
         data_name = dst.name + ".data" if external else None
-        with atomic_output(dst, force=force, inputs=inputs, companions=[data_name] if data_name else []) as tmp:
-            write_onnx(proto, constants, tmp, external_data=data_name)
+        companions = [data_name] if data_name and samples is None else []
+        with atomic_output(dst, force=force, inputs=inputs, companions=companions) as tmp:
+            # an int8 export is quantised from the checked float32 file, written beside it and not kept
+            written = tmp if samples is None else tmp.with_name(f"float32-{tmp.name}")
+            write_onnx(proto, constants, written, external_data=None if data_name is None else f"{written.name}.data")
             del proto, constants
-            result = _check_export(src, tmp, options, handed, reference, checks) if checks.run else \
+            result = _check_export(src, written, options, handed, reference, checks) if checks.run else \
                 checks.skipped("export", str(src), "--no-check")
             checks.settle(result, report, str(src), "the ONNX model does not match the original")
+            if samples is not None:
+                from .deploy.int8 import quantize_int8
+
+                report.int8 = quantize_int8(written, tmp, samples, force=True)
+                report.notes.append("the check is of the float32 export the int8 model was quantised from (not kept); "
+                                    "the int8 model's agreement with it is above")
+                data_name = None
+            facts = {"opset": opset, "layout": report.layout, "precision": precision}
+            stamp_onnx(tmp, onnx_props(make_provenance(source, made="export", fold=fold_report, check=result, extra=facts)))
     if data_name:
         report.external_data = str(dst.parent / data_name)
     report.size_bytes = dst.stat().st_size + (Path(report.external_data).stat().st_size if report.external_data else 0)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _calibration(path: str | os.PathLike[str] | None, proto: Any) -> dict[str, Any]:
+    """The calibration samples of ``path`` for the graph inputs of ``proto``, validated before the
+    export is written (:func:`bnconvert.deploy.int8.load_calibration`)."""
+    import numpy as np
+    from onnx import helper
+
+    from .deploy.int8 import load_calibration, refuse_without_calibration
+
+    if path is None:
+        raise refuse_without_calibration()
+    names, shapes, dtypes = [], [], []
+    for vi in proto.graph.input:
+        t = vi.type.tensor_type
+        names.append(vi.name)
+        shapes.append(tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim))
+        dtypes.append(np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)))
+    return load_calibration(path, names, shapes, input_dtypes=dtypes)
 
 
 def _check_export(src: Path, onnx_path: Path, options: LoadOptions, handed: list[Model], reference: Any,

@@ -114,6 +114,9 @@ def export_text(report: ExportReport) -> str:
         lines += [safe_lines(f"  {line}") for line in rest]
         if check.checked and not check.passed:
             lines.append("  nothing written")
+    for part in (report.fp16, report.int8):  # the float16 conversion, the int8 model's agreement
+        if part is not None:
+            lines += [safe_lines(f"  {line}") for line in part.summary().split("\n")]
     lines += [one_line(f"  note: {n}") for n in report.notes]
     return "\n".join(lines)
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Literal
 
 import click
 
-from ..errors import OutputError
+from ..errors import BnconvertError, OutputError
 from ..io import check_output
 from ..text import one_line, safe_lines
 from .common import FileArg, OutputArg, architecture_for, common_options, say
 from .options import (
+    keep_option,
     load_kwargs,
     load_options,
     replace_options,
@@ -22,6 +23,10 @@ from .options import (
 )
 
 __all__ = ["export"]
+
+
+class UsageError(BnconvertError):
+    """Options that contradict each other (exit 2, one line)."""
 
 
 @click.command(short_help="Export a Keras model to checked ONNX (BN folded first).")
@@ -36,11 +41,26 @@ __all__ = ["export"]
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--no-check", is_flag=True, help="Skip the numerical check against the original model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
+@click.option("--fp16", is_flag=True,
+              help="Weights and compute in float16 (folded in float64 first); inputs and outputs stay float32. "
+                   "Checked with float16's tolerance (at least atol 1e-3, rtol 1e-2).")
+@click.option("--fp16-io", is_flag=True, help="With --fp16: float16 inputs and outputs too.")
+@click.option("--fp16-risky", type=click.Choice(["keep", "refuse"]), default="keep", show_default=True,
+              help="With --fp16, a layer whose weights float16 cannot hold (overflow past 65504, a channel "
+                   "flushed to zero, rounding beyond 1%): keep it in float32 (listed), or refuse the export.")
+@click.option("--int8", is_flag=True,
+              help="Static int8 quantisation (QDQ, per-channel weights) of the checked float32 export, calibrated "
+                   "on --calibration; the report gives its error and top-class agreement on those samples.")
+@click.option("--calibration", type=click.Path(), default=None, metavar="DATA",
+              help="With --int8: representative inputs, a .npz with arrays named like the inputs (samples first) "
+                   "or a folder of NAME.npy files; 32 or more samples.")
+@keep_option
 @tolerance_options
 @require_check_option
 @load_options
 @replace_options
 def export(path: str, output: str, force_extension: bool, no_fold: bool, opset: int, nchw: bool, force: bool, no_check: bool, as_json: bool,
+           fp16: bool, fp16_io: bool, fp16_risky: Literal["keep", "refuse"], int8: bool, calibration: str | None, keep: tuple[str, ...],
            atol: float, rtol: float, require_check: bool, config: str | None, running_std: str, flip_kernels: bool | None, replace: tuple[str, ...],
            replacements_file: str | None, plugins: tuple[str, ...]) -> None:
     """Export the Keras model PATH to ONNX.
@@ -58,12 +78,14 @@ def export(path: str, output: str, force_extension: bool, no_fold: bool, opset: 
     from ..pipeline import export_file
 
     config, companion = architecture_for(path, config)
-    check_output(output, force=force, inputs=[path, config])  # an input named as the output is said first
+    check_output(output, force=force, inputs=[path, config, calibration])  # an input named as the output is said first
     _onnx_name(output, force_extension)
+    precision = _precision(fp16, fp16_io, int8, calibration, no_fold, keep)
     replacements = replacements_from(replace, replacements_file, plugins)
     try:
         report = export_file(
-            path, output, opset=opset, nchw=nchw, fold=not no_fold, force=force, check=not no_check,
+            path, output, opset=opset, nchw=nchw, fold=not no_fold, keep=keep, precision=precision, fp16_io=fp16_io,
+            fp16_risky=fp16_risky, calibration=calibration, force=force, check=not no_check,
             load_options=load_kwargs(config, running_std, flip_kernels), replacements=replacements,
             atol=atol, rtol=rtol, require_check=require_check,
         )
@@ -74,6 +96,24 @@ def export(path: str, output: str, force_extension: bool, no_fold: bool, opset: 
         raise
     report.notes[:0] = [companion] if companion else []  # which JSON was read, first
     _emit(report, as_json, replacements)
+
+
+def _precision(fp16: bool, fp16_io: bool, int8: bool, calibration: str | None, no_fold: bool,
+               keep: tuple[str, ...]) -> Literal["float32", "float16", "int8"]:
+    """The precision the options ask for, their contradictions refused in one line."""
+    from ..deploy.int8 import refuse_without_calibration
+
+    if fp16 and int8:
+        raise UsageError("--fp16 and --int8 exclude each other")
+    if fp16_io and not fp16:
+        raise UsageError("--fp16-io needs --fp16")
+    if calibration is not None and not int8:
+        raise UsageError("--calibration is for --int8")
+    if int8 and calibration is None:
+        raise refuse_without_calibration()
+    if no_fold and keep:
+        raise UsageError("--keep and --no-fold: with --no-fold every BatchNormalization stays already")
+    return "float16" if fp16 else "int8" if int8 else "float32"
 
 
 def _onnx_name(output: str, force_extension: bool) -> None:

@@ -16,6 +16,7 @@ from ..pipeline import fold_file
 from ..render import fold_text
 from .common import FileArg, OutputArg, architecture_for, common_options, say
 from .options import (
+    keep_option,
     load_kwargs,
     load_options,
     replace_options,
@@ -47,11 +48,12 @@ def _emit(report: FoldReport, as_json: bool, dry_run: bool, *, failed: bool = Fa
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--dry-run", is_flag=True, help="Plan only: report what would fold, write nothing.")
 @click.option("--no-check", is_flag=True, help="Do not compare the folded file with the original (it is marked NOT CHECKED).")
+@keep_option
 @tolerance_options
 @require_check_option
 @load_options
 @replace_options
-def fold(path: str, output: str | None, force: bool, as_json: bool, dry_run: bool, no_check: bool,
+def fold(path: str, output: str | None, force: bool, as_json: bool, dry_run: bool, no_check: bool, keep: tuple[str, ...],
          atol: float, rtol: float, require_check: bool, config: str | None, running_std: str, flip_kernels: bool | None, replace: tuple[str, ...],
          replacements_file: str | None, plugins: tuple[str, ...]) -> None:
     """Fold every BatchNormalization of PATH that can go into its neighbours and write the
@@ -72,7 +74,7 @@ def fold(path: str, output: str | None, force: bool, as_json: bool, dry_run: boo
     replacements = replacements_from(replace, replacements_file, plugins)
     try:
         report = fold_file(path, output, force=force, dry_run=dry_run, check=not no_check, load_options=options,
-                           replacements=replacements, atol=atol, rtol=rtol, require_check=require_check)
+                           replacements=replacements, keep=keep, atol=atol, rtol=rtol, require_check=require_check)
     except EquivalenceError as exc:  # the report (with the check's numbers) once on stdout, the error on stderr
         if isinstance(exc.report, FoldReport):
             exc.report.notes[:0] = [companion] if companion else []

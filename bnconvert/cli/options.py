@@ -10,7 +10,7 @@ import click
 from ..readers.options import RUNNING_STD, LoadOptions
 from .common import FileArg
 
-__all__ = ["load_kwargs", "load_options", "replace_options", "replacements_from", "require_check_option", "tolerance_options"]
+__all__ = ["load_kwargs", "load_options", "replace_options", "replacements_from", "require_check_option", "tolerance_options", "keep_option"]
 
 
 def load_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,6 +89,15 @@ def tolerance_options(func: Callable[..., Any]) -> Callable[..., Any]:
         help="Absolute tolerance. Equivalent when every output has |A-B| <= atol + rtol * max|A|.",
     )(func)
     return func
+
+
+def keep_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--keep PATTERN``: BatchNormalization layers that stay (:func:`bnconvert.fold.fold_model`)."""
+    return click.option(
+        "--keep", "keep", multiple=True, metavar="PATTERN",
+        help="Leave the BatchNormalization layers whose name matches the glob PATTERN unfolded (e.g. 'bn_head*'; "
+             "nested layers also match as outer/inner). Repeatable; a pattern that matches no BN is an error.",
+    )(func)
 
 
 def require_check_option(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -9,7 +9,6 @@ Exporting a file (read, fold, export, write atomically, check) is :func:`bnconve
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -28,9 +27,9 @@ from .layout import channels_first, held_shape, identity
 from .save import add_initializers
 
 if TYPE_CHECKING:
-    from ..fold import FoldReport
+    pass
 
-__all__ = ["to_onnx", "to_onnx_parts", "require_exportable", "fold_metadata", "OPSETS", "DEFAULT_OPSET"]
+__all__ = ["to_onnx", "to_onnx_parts", "require_exportable", "OPSETS", "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17
 #: the opsets bnconvert writes (and tests)
@@ -209,18 +208,18 @@ def require_exportable(model: Model, *, opset: int = DEFAULT_OPSET) -> None:
         raise UnsupportedLayerError(format_problems(where, problems))
 
 
-def to_onnx(model: Model, *, opset: int = DEFAULT_OPSET, nchw: bool = False, fold_summary: dict | None = None) -> onnx.ModelProto:
+def to_onnx(model: Model, *, opset: int = DEFAULT_OPSET, nchw: bool = False) -> onnx.ModelProto:
     """The ONNX model computing what ``model`` computes at inference.
 
     Raises UnsupportedLayerError naming every layer that cannot be exported (all of them, in one
     message), FormatError for a model without an architecture or without declared input shapes.
     """
-    graph, constants = to_onnx_parts(model, opset=opset, nchw=nchw, fold_summary=fold_summary)
+    graph, constants = to_onnx_parts(model, opset=opset, nchw=nchw)
     return add_initializers(graph, constants)
 
 
 def to_onnx_parts(
-    model: Model, *, opset: int = DEFAULT_OPSET, nchw: bool = False, fold_summary: dict | None = None
+    model: Model, *, opset: int = DEFAULT_OPSET, nchw: bool = False
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """:func:`to_onnx` in two parts: the ModelProto without initializers, and the initializer
     values by name, as numpy arrays (views of the model's weights where the layout allows).
@@ -249,17 +248,9 @@ def to_onnx_parts(
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="bnconvert", producer_version=__version__)
     proto.ir_version = helper.find_min_ir_version_for(list(proto.opset_import))
+    # what the model is; where it came from, its fold and its check are stamped by the pipeline
+    # once the check has run (bnconvert.provenance.onnx_props, bnconvert.onnx.save.stamp_onnx)
     props = {"producer": f"bnconvert {__version__}", "layout": "nchw" if nchw else "keras"}
-    if model.source is not None:
-        props.update(source_file=os.path.basename(model.source.path), source_format=model.source.format,
-                     keras_version=model.source.keras_version or "unknown")
-    props["fold_summary"] = json.dumps(fold_summary, default=str) if fold_summary is not None else "not folded"
     helper.set_model_props(proto, props)
     proto.doc_string = f"Exported by bnconvert {__version__} from {where}"
     return proto, b.constants
-
-
-def fold_metadata(fold: FoldReport) -> dict[str, Any]:
-    """The part of a fold report worth keeping in the ONNX metadata: totals and why BN stayed."""
-    stays = [{"name": bn.path, "reason": bn.reason} for bn in fold.batch_norms if bn.action == "stays"]
-    return {"totals": fold.totals, "stays": stays}

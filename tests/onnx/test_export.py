@@ -134,8 +134,10 @@ def test_metadata_records_producer_source_and_fold(tmp_path):
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["producer"] == f"bnconvert {bnconvert.__version__}"
     assert props["source_file"] == "k3_educba.keras"
-    fold = json.loads(props["fold_summary"])
-    assert fold["totals"]["batch_norms"] == report.fold.totals["batch_norms"] > 0
+    stamp = json.loads(props["bnconvert_provenance"])  # written once the check passed
+    assert stamp["fold"]["totals"]["batch_norms"] == report.fold.totals["batch_norms"] > 0
+    assert stamp["check"]["status"] == "not checked" and stamp["check"]["reason"] == "--no-check"  # check=False here
+    assert stamp["options"]["precision"] == "float32"
     assert proto.producer_name == "bnconvert"
 
 
