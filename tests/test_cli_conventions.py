@@ -161,7 +161,7 @@ def test_verbose_logs_to_stderr_and_stops_with_the_command(tmp_path: Path) -> No
     (["export", "MODEL", "-o", "DIR"], "is a folder; give an output file name"),
     (["verify", "DIR", "MODEL"], "is a folder, not a model file"),
     (["verify", "MODEL", "DIR"], "is a folder, not a model file"),
-    (["verify", "MODEL", "MODEL", "--inputs", "DIR"], "is a folder, not an inputs file"),
+    (["verify", "MODEL", "MODEL", "--inputs", "DIR"], "an inputs folder without .npy files (one per model input: <input name>.npy)"),
     (["inspect", "MODEL", "--plot", "DIR"], "is a folder; give an output file name"),
     (["inspect", "MODEL", "--config", "DIR"], "is a folder, not an architecture JSON"),
 ])
