@@ -40,13 +40,10 @@ from ..errors import BnconvertError, InternalError
 __all__ = [
     "PROTOBUF_LIMIT",
     "EXTERNAL_DATA_ABOVE",
-    "IN_MEMORY",
     "constants_bytes",
     "initializer_bytes",
     "tensor_header",
     "add_initializers",
-    "external_stubs",
-    "in_memory_names",
     "validate",
     "validate_parts",
     "validate_file",
@@ -61,8 +58,6 @@ EXTERNAL_DATA_ABOVE = PROTOBUF_LIMIT - 2**28
 #: tensors smaller than this stay in the ``.onnx`` file when the rest goes to external data
 _INLINE_BELOW = 1024
 _ALIGN = 4096
-#: external-data location of tensors handed to onnxruntime from memory (never read from disk)
-IN_MEMORY = "bnconvert-in-memory"
 
 # protobuf wire tags (field number << 3 | wire type 2, length-delimited)
 _MODEL_GRAPH = b"\x3a"  # ModelProto.graph = 7
@@ -125,33 +120,10 @@ def add_initializers(model: onnx.ModelProto, constants: Mapping[str, np.ndarray]
     return model
 
 
-def external_stubs(model: onnx.ModelProto, constants: Mapping[str, np.ndarray]) -> onnx.ModelProto:
-    """A copy of ``model`` whose initializers are external-data stubs located :data:`IN_MEMORY`:
-    what onnxruntime's ``SessionOptions.add_external_initializers`` replaces with the arrays."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for name, arr in constants.items():
-        t = out.graph.initializer.add()
-        t.CopyFrom(tensor_header(name, arr))
-        if not _external(arr):  # shapes, pads, axes: onnxruntime's shape inference reads them
-            t.raw_data = _little_endian(arr).tobytes()
-            continue
-        t.data_location = TensorProto.EXTERNAL
-        for key, value in (("location", IN_MEMORY), ("offset", "0"), ("length", str(int(np.asarray(arr).nbytes)))):
-            entry = t.external_data.add()
-            entry.key, entry.value = key, value
-    return out
-
-
 def _external(arr: np.ndarray) -> bool:
     """Whether a tensor goes to external data: floating point weights of 1 KiB or more."""
     arr = np.asarray(arr)
     return arr.dtype.kind == "f" and arr.nbytes >= _INLINE_BELOW
-
-
-def in_memory_names(constants: Mapping[str, np.ndarray]) -> list[str]:
-    """The initializers :func:`external_stubs` leaves as stubs (to pass to onnxruntime)."""
-    return [name for name, arr in constants.items() if _external(arr)]
 
 
 def _write_tensor(fh: BinaryIO, header: TensorProto, data: np.ndarray | None) -> None:
