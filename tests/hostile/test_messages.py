@@ -330,6 +330,8 @@ def test_paths_that_cannot_be_read(kind: str, where: str, tmp_path: Path) -> Non
         assert result.exit_code == 2 and result.stderr.splitlines() == [
             f"bnconvert: error: no model file found in {bad} (0 other files skipped)"], result.stderr
         return
+    if kind == "folder" and where == "verify_inputs":
+        pattern = r"an inputs folder without \.npy files"  # --inputs takes a folder of .npy files
     before = folder_state(tmp_path)
     _refused(_run(_path_commands(bad, good, tmp_path)[where]), bad, pattern)
     assert folder_state(tmp_path) == before
