@@ -10,7 +10,8 @@ returns them) into a float16 model:
   output) unless ``io_float16``;
 * an operator input whose schema at the model's opset has no float16 (Resize's ``roi`` and
   ``scales``, IsInf before opset 20) stays float32, and so do Range and CumSum, whose
-  integer-valued results float16 holds exactly only up to 2048 (:data:`FLOAT32_OPS`).
+  integer-valued results float16 holds exactly only up to 2048 (:data:`FLOAT32_OPS`), and a
+  MatMul that reads a Transpose, with that Transpose (onnxruntime crashes on the pair in float16).
 
 Before anything is cast, :func:`analyse` looks at every float weight and constant, by the layer
 that reads it (each node is named after its layer, see :mod:`bnconvert.onnx.builder`):
@@ -59,11 +60,11 @@ FP16_MAX = 65504.0
 #: (folded, batch 4, inputs uniform in [0, 1), random BN statistics), in onnxruntime 1.32 CPU
 #: (float16 weights; many kernels compute in float32 between Casts) / in onnx.reference (every
 #: node computed in float16): ResNet50 3.6e-4 / 1.1e-3 (logits), 5.8e-4 / 2.1e-3 (softmax);
-#: MobileNetV2 3.2e-4 / 5.3e-4 and 5.9e-4 / 1.5e-3; the top class always the same. The worst seen
-#: on the 76 exportable seed and corpus models, against their float32 export: 7.5e-3 / 1.1e-2
-#: (mvirgo's lane CNN, whose input BatchNormalization folds forward into the first Conv: a large
-#: folded bias cancels a large product). 2e-2 covers that with a margin and stays far below what
-#: a mistake costs (a weight cast wrong, a layer dropped: 1e-1 or more).
+#: MobileNetV2 3.2e-4 / 5.3e-4 and 5.9e-4 / 1.5e-3; the top class always the same. The worst of
+#: the 108 exportable fixture and corpus models against their float32 export in onnxruntime:
+#: 7.5e-3, and 1.1e-2 in onnx.reference (mvirgo's lane CNN, whose input BatchNormalization folds
+#: forward into the first Conv: a large folded bias cancels a large product). 2e-2 covers that
+#: and stays far below what a mistake costs (a weight cast wrong, a layer dropped: 1e-1 or more).
 FP16_RTOL = 2e-2
 #: the absolute term: an output computed from activations near 1 that comes out near 0 carries
 #: the rounding of those activations, about two float16 steps of 1 (2 x 4.9e-4)
@@ -75,6 +76,10 @@ DEFAULT_MAX_REL_ERROR = 1e-2
 #: operators kept in float32 whatever their schema allows: integer-valued results (positions,
 #: counts, running sums) that float16 holds exactly only up to 2048
 FLOAT32_OPS = frozenset({"Range", "CumSum"})
+#: a MatMul reading a Transpose stays float32 with that Transpose: onnxruntime (1.32, CPU, default
+#: optimisation level) fuses the pair into a FusedMatMul, which has no float16 kernel, and crashes
+#: (a segmentation fault) while loading the model, with or without a Cast between the two
+_FUSED_PAIRS = {("Transpose", "MatMul")}
 
 RiskPolicy = Literal["keep", "refuse"]
 
@@ -144,7 +149,8 @@ class Fp16Report:
                          f"none rounded by more than {self.max_rel_error:g})")
         if self.float32_ops:
             ops = ", ".join(f"{n} {op}" for op, n in sorted(self.float32_ops.items()))
-            lines.append(f"computed in float32 by their operator (no float16 at this opset, or integer-valued): {ops}")
+            lines.append("computed in float32 by their operator (no float16 at this opset, integer-valued, or a "
+                         f"Transpose-MatMul pair onnxruntime cannot load in float16): {ops}")
         lines.append(f"check tolerance for float16: {rule_text(self.atol, self.rtol)}")
         return "\n".join(map(one_line, lines))
 
@@ -384,6 +390,20 @@ def _admits(op: str, domain: str, opset: int) -> tuple[tuple[bool, ...], tuple[b
             bool(ins) and ins[-1].option == variadic, bool(outs) and outs[-1].option == variadic)
 
 
+def _fusion_guarded(graph: GraphProto) -> set[str]:
+    """Names of the nodes of ``graph`` and its bodies in a pair of :data:`_FUSED_PAIRS`."""
+    producer = {out: node for node in graph.node for out in node.output if out}
+    guarded: set[str] = set()
+    for node in graph.node:
+        for value in node.input:
+            before = producer.get(value)
+            if before is not None and (before.op_type, node.op_type) in _FUSED_PAIRS:
+                guarded.update((before.name, node.name))
+        for body in _subgraphs(node):
+            guarded |= _fusion_guarded(body)
+    return guarded
+
+
 def _slot_ok(flags: tuple[bool, ...], variadic: bool, i: int) -> bool:
     if i < len(flags):
         return flags[i]
@@ -409,6 +429,7 @@ class _Converter:
         self.original: dict[str, str] = {}  # and back
         self.float32_ops: Counter[str] = Counter()
         self.taken: set[str] = set()
+        self.guarded: set[str] = set()
         self.n_casts = 0
 
     def is_float(self, value: str) -> bool:
@@ -435,7 +456,7 @@ class _Converter:
         for node in graph.node:
             ins, outs, v_in, v_out = _admits(node.op_type, node.domain, self.opset)
             own16 = (self.layer_of(node.name) not in self.kept) if region16 is None else region16
-            fp16 = own16 and node.op_type not in FLOAT32_OPS
+            fp16 = own16 and node.op_type not in FLOAT32_OPS and node.name not in self.guarded
             self.region[node.name] = fp16
             floats = [i for i, v in enumerate(node.input) if v and self.is_float(v)]
             if own16 and (not fp16 or any(not _slot_ok(ins, v_in, i) for i in floats)):
@@ -594,6 +615,7 @@ def to_float16(
         if conv.is_float(vi.name):
             conv.prec[vi.name] = io
             vi.type.tensor_type.elem_type = FLOAT16 if io == 16 else FLOAT
+    conv.guarded = _fusion_guarded(out.graph)
     conv.plan(out.graph, None)
     new_constants: dict[str, np.ndarray] = {}
     n16 = n32 = 0
