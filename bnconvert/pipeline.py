@@ -353,13 +353,20 @@ def export_file(
                 checks.skipped("export", str(src), "--no-check")
             checks.settle(result, report, str(src), "the ONNX model does not match the original")
             if samples is not None:
+                import onnx
+
                 from .deploy.int8 import quantize_int8
 
                 report.int8 = quantize_int8(written, tmp, samples, force=True)
+                graph = onnx.load(str(tmp), load_external_data=False).graph  # what was written: the int8 graph
+                report.nodes, report.op_types = len(graph.node), dict(Counter(n.op_type for n in graph.node))
                 report.notes.append("the check is of the float32 export the int8 model was quantised from (not kept); "
                                     "the int8 model's agreement with it is above")
                 data_name = None
-            facts = {"opset": opset, "layout": report.layout, "precision": precision}
+            facts: dict[str, Any] = {"opset": opset, "layout": report.layout, "precision": precision}
+            if report.int8 is not None:  # the check was of the float32 export; the int8 model's agreement with it
+                facts["check_of"] = "the float32 export the int8 model was quantised from"
+                facts["int8"] = report.int8.to_dict()
             stamp_onnx(tmp, onnx_props(make_provenance(source, made="export", fold=fold_report, check=result, extra=facts)))
     if data_name:
         report.external_data = str(dst.parent / data_name)

@@ -277,7 +277,7 @@ def _check_words(check: Any) -> str:
         line += f" against {check['against']}"
     error = check.get("max_error")
     if isinstance(error, (int, float)) and not isinstance(error, bool):
-        line += f" (max error {error:.2g})"
+        line += f" (max |diff| / max |reference| {error:.2g})"
     return line
 
 

@@ -243,7 +243,7 @@ def test_inspect_shows_the_provenance(folded, tmp_path):
     (line,) = [line for line in text.splitlines() if line.startswith("  made ")]
     assert f"by bnconvert {bnconvert.__version__} (fold) from k3_chain.h5 (keras3-h5, Keras 3.15.1)" in line
     assert "4 of 5 BN folded (4 backward), 1 stay (1 kept by --keep)" in line
-    assert line.endswith("check: passed against Keras 3.15.1 (keras, TensorFlow 2.21.0) (max error 2.5e-07)")
+    assert line.endswith("check: passed against Keras 3.15.1 (keras, TensorFlow 2.21.0) (max |diff| / max |reference| 2.5e-07)")
     data = json.loads(_inspect("--json", str(folded["k3_chain.keras"])))
     assert data["provenance"]["source"]["file"] == "k3_chain.keras" and data["provenance"]["fold"]["keep"] == [KEPT]
     assert json.loads(_inspect("--json", str(fixture_file("k3_chain.h5"))))["provenance"] is None
