@@ -300,6 +300,10 @@ def compare_files(
         if regimes:
             for regime in REGIMES[1:]:
                 add(regime, draw(sizes[0], input_shapes, regime), regime)
+            same = [s.name for s in specs if np.dtype(s.dtype).kind != "f" or (s.values and s.values.tokens)]
+            if same:
+                notes.append(f"inputs {same}: token ids, integers and booleans are drawn as in the uniform regime "
+                             "in every regime")
         notes.extend(open_notes)
         if batch_note:
             notes.append(batch_note)

@@ -238,6 +238,18 @@ def test_regimes_each_reported_and_normal_inputs_catch_relu_against_abs(models: 
     assert constant.input_source == "constant 1"
 
 
+def test_regimes_keep_integer_inputs_uniform(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["ids"], ["y"], name="cast", to=TensorProto.FLOAT)], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
+    model = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "ids.onnx")
+    result = verify(model, model, regimes=True, value_range=(0.0, 9.0))
+    assert result and [r.label for r in result.runs] == ["batch 1", "batch 3", "normal", "constant"]
+    assert "inputs ['ids']: token ids, integers and booleans are drawn as in the uniform regime in every regime" in result.notes
+
+
 def test_regimes_and_batches_refused_with_an_inputs_file(models: dict[str, str], tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.zeros((1, 3, 5, 5), np.float32))
     with pytest.raises(BnconvertError, match="--regimes draws random inputs"):
