@@ -15,9 +15,10 @@ onnxruntime latency of both files (batch 1, 2 threads, default optimisation, run
 files interleaved so that both see the same machine); max relative error of both against the
 same Keras outputs (and against the model run in float64). Also ``inspect`` and ``fold`` alone;
 with ``--scaling`` a series of growing models (export time and peak memory against parameter
-count, with a tiny model as the memory baseline); with ``--large`` a 2.2 GB model (external data). With ``--sequences`` two token-id models at sequence
-length 200 (an LSTM text classifier and a bidirectional GRU tagger, both with ``mask_zero`` and
-padded rows), the same measurements with latency at batch 1 and 32, in their own part of RESULTS.md.
+count, with a tiny model as the memory baseline); with ``--large`` a 2.2 GB model (external data).
+With ``--sequences`` two token-id models at sequence length 200 (an LSTM text classifier and a
+bidirectional GRU tagger, both with ``mask_zero`` and padded rows), the same measurements with
+latency at batch 1 and 32, in their own part of RESULTS.md.
 """
 
 from __future__ import annotations

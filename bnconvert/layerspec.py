@@ -175,8 +175,8 @@ def _parts(class_name: str, config: dict[str, Any], prefix: str, zip_path: str) 
         return stack
     sublayers = catalog()[class_name].extra.get("sublayers")
     if sublayers:  # MultiHeadAttention: query/kernel ... in query_dense/vars (the record says where)
-        return [WeightPart(mine, class_name, config, _join(zip_path, group)) for part, group in sublayers(config).items()
-                if (mine := tuple(m for m in meanings if m.startswith(f"{prefix}{part}/")))]
+        return [WeightPart(own, class_name, config, _join(zip_path, group)) for part, group in sublayers(config).items()
+                if (own := tuple(m for m in meanings if m.startswith(f"{prefix}{part}/")))]
     group = _join(zip_path, "cell") if class_name in _CELL_LAYERS else zip_path
     return [WeightPart(tuple(meanings), class_name, config, group)]
 

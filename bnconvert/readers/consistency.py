@@ -78,9 +78,10 @@ def _bn_problems(layer: Layer, input_shape: tuple[Dim, ...] | None) -> list[str]
     if any(not -rank <= a < rank for a in axes):
         return [f"config 'axis' is {axis!r}, outside its rank-{rank} input {_show(input_shape)}"]
     dims = [_dim(input_shape[a]) for a in axes]
-    if any(d is None for d in dims):
+    known = [d for d in dims if d is not None]
+    if len(known) < len(dims):
         return []
-    want = math.prod(dims)
+    want = math.prod(known)
     got = next(iter(sizes.values()))
     if got != want:
         return [f"BatchNormalization has {got} parameters per array but its input {_show(input_shape)} has {want} "

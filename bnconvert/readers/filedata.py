@@ -43,7 +43,7 @@ class ModelFile:
         """The array of ``dtype`` and ``shape`` stored at ``offset``; FormatError if the file no
         longer holds it (it was truncated after the child located it)."""
         out = np.empty(shape, dtype)
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = memoryview(out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # ndarray is a buffer; its stubs say so from 3.12
         done = 0
         while done < len(view):
             try:

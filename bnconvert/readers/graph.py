@@ -9,6 +9,7 @@ Weights are attached afterwards by the format's reader.
 from __future__ import annotations
 
 import gc
+import itertools
 import re
 from collections import deque
 from collections.abc import Iterator
@@ -175,13 +176,15 @@ def operation_name(entry: dict[str, Any]) -> str | None:
     (``keras.ops.image.resize`` for the image operations), ``tf.math.reduce_mean`` for a tf.keras
     ``TFOpLambda`` whose ``function`` is ``math.reduce_mean`` (a leading ``compat.v1.`` dropped)."""
     cls = entry.get("class_name")
+    if not isinstance(cls, str):
+        return None
     module = entry.get("module")
     keras3 = isinstance(module, str) and module.startswith(("keras.src.ops", "keras.ops"))
     if keras3 or (module is None and _keras3_h5_operation(entry)):
-        name = _KERAS_OP_NAMES.get(cls)  # type: ignore[arg-type]
+        name = _KERAS_OP_NAMES.get(cls)
         if name is None:
             image = module.endswith(".image") if isinstance(module, str) else cls in _KERAS3_IMAGE_OPERATIONS
-            name = ("image." if image else "") + _snake_case(cls)  # type: ignore[arg-type]
+            name = ("image." if image else "") + _snake_case(cls)
         return f"keras.ops.{name}"
     if cls in _TF_OP_LAYERS:
         cfg = entry.get("config")
@@ -197,7 +200,8 @@ def _keras3_h5_operation(entry: dict[str, Any]) -> bool:
     without a layer's ``trainable``; for the names merge layers share (``Add``, ``Concatenate``),
     not called on one list of tensors as a merge layer is (``Add()([x, y])``)."""
     cls, cfg, nodes = entry.get("class_name"), entry.get("config"), entry.get("inbound_nodes")
-    if (cls not in _KERAS3_OPERATIONS and cls not in _KERAS3_IMAGE_OPERATIONS) or not isinstance(cfg, dict) or "trainable" in cfg or not isinstance(nodes, list):
+    if ((cls not in _KERAS3_OPERATIONS and cls not in _KERAS3_IMAGE_OPERATIONS) or not isinstance(cfg, dict)
+            or "trainable" in cfg or not isinstance(nodes, list)):
         return False
     calls = [n for n in nodes if isinstance(n, dict)]
     if not calls or len(calls) != len(nodes):
@@ -236,6 +240,7 @@ def batch_shape_of(cfg: dict[str, Any]) -> list[Any] | None:
 
 
 def _sequential(body: Any, where: str) -> Model:
+    entries: Any
     if isinstance(body, list):
         entries, name, build_shape = body, "sequential", None
     elif isinstance(body, dict):
@@ -253,7 +258,7 @@ def _sequential(body: Any, where: str) -> Model:
             raise FormatError(f"{where}: Sequential model declares no input shape")
         dtype = layers[0].config.get("dtype") if isinstance(layers[0].config.get("dtype"), str) else "float32"
         layers.insert(0, _input_layer(f"{layers[0].name}_input", shape, dtype))
-    for prev, layer in zip(layers, layers[1:]):
+    for prev, layer in itertools.pairwise(layers):
         layer.calls = [[TensorRef(prev.name)]]
         layer.call_kwargs = [{}]
     _check_unique(layers, where)
@@ -372,7 +377,7 @@ def _check_acyclic(model: Model, kwarg_refs: dict[str, list[list[TensorRef]]], w
         for ref in [*layer.calls[k], *(extra[k] if extra else ())]:
             j = position.get(ref.layer)
             calls = len(layers[j].calls) if j is not None else 0
-            if calls:
+            if j is not None and calls:
                 out.append(first[j] + min(max(ref.node, 0), calls - 1))
         return out
 
@@ -480,7 +485,9 @@ def _inbound(nodes: Any, layer: Layer, where: str) -> tuple[list[list[TensorRef]
     to its input indices, so a layer's semantics can tell them apart."""
     if not isinstance(nodes, list):
         raise FormatError(f"{where}: layer {layer.label} has malformed inbound_nodes")
-    calls, kwargs, extra = [], [], []
+    calls: list[list[TensorRef]] = []
+    kwargs: list[dict[str, Any]] = []
+    extra: list[list[TensorRef]] = []
     if is_operation(layer):
         for node in nodes:
             refs, op_args = _operation_call(node, layer, where)
@@ -489,7 +496,7 @@ def _inbound(nodes: Any, layer: Layer, where: str) -> tuple[list[list[TensorRef]
             extra.append([])
         return calls, kwargs, extra
     for node in nodes:
-        refs: list[TensorRef] = []
+        refs = []
         more: list[TensorRef] = []
         kw: dict[str, Any] = {}
         tensor_kw: list[tuple[str, list[TensorRef]]] = []

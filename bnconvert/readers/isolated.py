@@ -96,7 +96,7 @@ WALL_GRACE = 10.0
 #: The JSON header may not exceed this (a 64 MB config with every byte escaped, plus the names).
 MAX_HEADER_BYTES = 1024**3
 
-_SIGNAL_NAMES = {signal.SIGSEGV: "SIGSEGV", signal.SIGBUS: "SIGBUS", signal.SIGABRT: "SIGABRT",
+_SIGNAL_NAMES: dict[int, str] = {signal.SIGSEGV: "SIGSEGV", signal.SIGBUS: "SIGBUS", signal.SIGABRT: "SIGABRT",
                  signal.SIGFPE: "SIGFPE", signal.SIGILL: "SIGILL"}
 
 
@@ -297,7 +297,7 @@ def _receive(fd: int, *, deadline: float, blob_limit: int) -> tuple[list[np.ndar
                 return blobs, None
             total += size
             blob = np.empty(size, np.uint8)
-            if size and not _read_exact(fd, memoryview(blob), deadline):
+            if size and not _read_exact(fd, memoryview(blob), deadline):  # type: ignore[arg-type]  # ndarray is a buffer; its stubs say so from 3.12
                 return blobs, None
             blobs.append(blob)
     except EOFError:
@@ -357,7 +357,8 @@ class _Forked(_Child):
             os.close(read_end)
             _child_main(source.fd, write_end, name, params, cpu, forked=True)
         os.close(write_end)
-        self.pid, self.out, self.status = pid, read_end, None
+        self.pid, self.out = pid, read_end
+        self.status: int | None = None
 
     def kill(self) -> None:
         if self.status is None:
@@ -391,12 +392,9 @@ class _Spawned(_Child):
         finally:
             os.set_inheritable(source.fd, False)
         assert self.proc.stdout is not None
+        self.pid = self.proc.pid
         self.out = os.dup(self.proc.stdout.fileno())
         self.proc.stdout.close()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
     def kill(self) -> None:
         if self.proc.returncode is None:

@@ -254,7 +254,7 @@ def _upgrade_other(class_name: str, c: dict[str, Any], out: dict[str, Any]) -> t
         inner = c.get("layer")
         if not isinstance(inner, dict) or not isinstance(inner.get("class_name"), str):
             raise _BadField("config 'layer' is not a layer config")
-        inner_class, inner_cfg = upgrade_layer(inner["class_name"], inner.get("config") if isinstance(inner.get("config"), dict) else {})
+        inner_class, inner_cfg = upgrade_layer(inner["class_name"], _config(inner))
         out["layer"] = {"class_name": inner_class, "config": inner_cfg}
         if class_name == "Bidirectional":
             out["merge_mode"] = c.get("merge_mode", "concat")
@@ -333,7 +333,7 @@ def merged_sequential(entries: list[Any]) -> dict[str, Any]:
         if items[0].get("class_name") == "Merge" and isinstance((items[0].get("config") or {}).get("layers"), list):
             out = merge(items[0])
         else:
-            first = items[0].get("config") if isinstance(items[0].get("config"), dict) else {}
+            first = _config(items[0])
             shape = first.get("batch_input_shape")
             if shape is None and isinstance(first.get("input_shape"), list):
                 shape = [None, *first["input_shape"]]
@@ -374,7 +374,7 @@ def _upgrade_entry(entry: Any) -> dict[str, Any]:
         name = (entry.get("config") or {}).get("name") if isinstance(entry.get("config"), dict) else None
         upgraded["config"]["name"] = entry.get("name") or name or upgraded["config"]["name"]
         return {**entry, **upgraded, "name": upgraded["config"]["name"]}
-    cfg = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    cfg = _config(entry)
     try:
         new_class, new_cfg = upgrade_layer(entry["class_name"], cfg)
     except _BadField as exc:
@@ -389,6 +389,12 @@ def _upgrade_entry(entry: Any) -> dict[str, Any]:
     if "inbound_nodes" in entry:
         out["inbound_nodes"] = entry["inbound_nodes"]
     return out
+
+
+def _config(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry's ``config`` when it is a dict, else an empty one."""
+    cfg = entry.get("config")
+    return cfg if isinstance(cfg, dict) else {}
 
 
 def _label(entry: dict[str, Any], cfg: dict[str, Any]) -> str:
@@ -422,7 +428,7 @@ def upgrade_weights(
     th = config.get("data_format") == "channels_first"
     kernel = kernel_layout(class_name)
     kind = kernel.kind if kernel is not None else None
-    if kind == "conv" and kernel.rank == 1 and "kernel" in w and w["kernel"].ndim == 4:
+    if kind == "conv" and kernel is not None and kernel.rank == 1 and "kernel" in w and w["kernel"].ndim == 4:
         w["kernel"] = w["kernel"][:, 0]  # (length, 1, in, out) -> (length, in, out)
     elif kind == "conv" and th and "kernel" in w:
         rank = w["kernel"].ndim - 2

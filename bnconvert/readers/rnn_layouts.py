@@ -36,7 +36,8 @@ import numpy as np
 from ..errors import FormatError
 from ..layerspec import WeightPart
 
-__all__ = ["CUDNN_CLASSES", "CUDNN_PARTS", "KERAS1_RECURRENT", "convert_stored", "explicit_reset_after", "from_cudnn", "is_cudnn", "keras1_gates", "keras1_recurrent_config", "to_cudnn", "upgrade_cudnn_config"]
+__all__ = ["CUDNN_CLASSES", "CUDNN_PARTS", "KERAS1_RECURRENT", "convert_stored", "explicit_reset_after", "from_cudnn", "is_cudnn",
+           "keras1_gates", "keras1_recurrent_config", "to_cudnn", "upgrade_cudnn_config"]
 
 #: the cuDNN classes and the class each becomes
 CUDNN_CLASSES = {"CuDNNLSTM": "LSTM", "CuDNNGRU": "GRU"}

@@ -47,8 +47,9 @@ def assign(layer: Layer, named: Named, *, keras1: bool = False) -> None:
             f"layer {layer.label}: expected {len(expected)} weights ({', '.join(expected) or 'none'}), "
             f"found {len(named)} ({found})"
         )
-    if all(meanings) and sorted(meanings) == sorted(expected):
-        layer.weights = {m: arr for m, (_, arr) in zip(meanings, named)}
+    known = [m for m in meanings if m]
+    if len(known) == len(meanings) and sorted(known) == sorted(expected):
+        layer.weights = {m: arr for m, (_, arr) in zip(known, named)}
         layer.weights = {m: layer.weights[m] for m in expected}
     else:
         layer.weights = {m: arr for m, (_, arr) in zip(expected, named)}
@@ -80,9 +81,10 @@ def distribute(model: Model, named: Named, *, keras1: bool = False) -> None:
     with_weights = [layer for layer in leaves if weight_spec(layer.class_name, layer.config) != []]
     names = {layer.name for layer in with_weights}
     owners = [_owner(n, names) for n, _ in named]
-    if named and all(owners):
+    known = [owner for owner in owners if owner]
+    if named and len(known) == len(owners):
         by_layer: dict[str, Named] = defaultdict(list)
-        for owner, item in zip(owners, named):
+        for owner, item in zip(known, named):
             by_layer[owner].append(item)
         for layer in with_weights:
             assign(layer, by_layer.get(layer.name, []), keras1=keras1)

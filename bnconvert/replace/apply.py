@@ -7,7 +7,7 @@ import copy
 import itertools
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from ..catalog import catalog
 from ..catalog.facts import ConfigProblem, Shape
@@ -118,7 +118,8 @@ def _chain(layer: Layer, path: str, r: Replacement, in_shapes: list[Shape | None
     for item in new:
         record = catalog()[item.class_name]
         try:
-            weights = record.weights(item.config, shapes if known else None) if record.weights else None
+            given = cast("list[Shape]", shapes) if known else None  # known: no None among them
+            weights = record.weights(item.config, given) if record.weights else None
         except ConfigProblem as exc:
             raise ReplacementError(f"{where}: {item.class_name}: {exc}") from None
         if weights is None:
@@ -126,7 +127,7 @@ def _chain(layer: Layer, path: str, r: Replacement, in_shapes: list[Shape | None
         specs.append(weights)
         if known:
             try:
-                shapes = list(record.shape(item.config, shapes)) if record.shape else [None]
+                shapes = list(record.shape(item.config, cast("list[Shape]", shapes))) if record.shape else [None]
             except (ConfigProblem, KeyError, TypeError, ValueError, IndexError) as exc:
                 raise ReplacementError(f"{where}: {item.class_name} cannot take input {_show(shapes[0])} "
                                        f"({exc})") from None
@@ -179,7 +180,8 @@ def _apply(model: Model, prefix: str, plan: dict[str, tuple[str, Replacement]],
         path = prefix + layer.name
         if layer.model is not None and any(p.startswith(path + "/") for p in plan):
             ins = [shapes.get(ref) for ref in (layer.calls[0] if layer.calls else [])]
-            inner = _apply(layer.model, path + "/", plan, ins if ins and all(ins) else None, declared, done)
+            given = [s for s in ins if s]
+            inner = _apply(layer.model, path + "/", plan, given if ins and len(given) == len(ins) else None, declared, done)
             layers.append(layer.copy(model=inner))
             continue
         if path not in plan:

@@ -90,7 +90,8 @@ def _layer_refs(value: Any) -> list[list[Any]]:
 
 def _entries(entry: dict[str, Any], r: Replacement, names: list[str], sequential: bool) -> list[dict[str, Any]]:
     """The config entries of a replacement chain, shaped like ``entry`` (the replaced one)."""
-    old = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    given = entry.get("config")
+    old = given if isinstance(given, dict) else {}
     keras3 = "module" in entry
     nodes = entry.get("inbound_nodes") or []
     out = []
@@ -163,7 +164,8 @@ def fill_shapes(raw: Any, model: Model) -> None:
             layer = m[name]
             if entry.get("class_name") in MODEL_CLASSES and layer.model is not None:
                 ins = [shapes.get(ref) for ref in (layer.calls[0] if layer.calls else [])]
-                walk(entry, layer.model, ins if ins and all(ins) else None)
+                known = [s for s in ins if s]
+                walk(entry, layer.model, known if ins and len(known) == len(ins) else None)
             for node in entry.get("inbound_nodes") or []:
                 for ref in node_refs(node):
                     if isinstance(ref, dict) and (ref.get("config") or {}).get("shape", 0) is None:

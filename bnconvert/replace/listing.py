@@ -122,7 +122,8 @@ def opaque_layers(model: Model) -> list[dict[str, Any]]:
             path = prefix + layer.name
             ins = [shapes.get(ref) for ref in (layer.calls[0] if layer.calls else [])]
             if layer.model is not None:
-                walk(layer.model, path + "/", ins if ins and all(ins) else None)
+                known = [s for s in ins if s]
+                walk(layer.model, path + "/", known if ins and len(known) == len(ins) else None)
                 continue
             custom = layer.class_name not in records or layer.class_name in registered \
                 or layer.config.get("keras1_merge_mode") == "<python function>"  # a Keras 1 merge(mode=lambda)
