@@ -76,9 +76,12 @@ DEFAULT_MAX_REL_ERROR = 1e-2
 #: operators kept in float32 whatever their schema allows: integer-valued results (positions,
 #: counts, running sums) that float16 holds exactly only up to 2048
 FLOAT32_OPS = frozenset({"Range", "CumSum"})
-#: a MatMul reading a Transpose stays float32 with that Transpose: onnxruntime (1.32, CPU, default
-#: optimisation level) fuses the pair into a FusedMatMul, which has no float16 kernel, and crashes
-#: (a segmentation fault) while loading the model, with or without a Cast between the two
+#: a MatMul reading a Transpose that moves the first axis of a tensor of rank 3 or more (a
+#: batch-major sequence to time-major: perm 1,0,2; also seen 1,2,0 and 1,2,0,3) stays float32
+#: with that Transpose: onnxruntime (1.32, CPU, default optimisation level) fuses the pair into
+#: a FusedMatMul with a batch transpose, which has no float16 kernel, and crashes (a segmentation
+#: fault) while loading the model, with or without a Cast between the two. The transposes of the
+#: last axes (attention's 0,2,1,3 and 0,1,3,2) load and stay float16.
 _FUSED_PAIRS = {("Transpose", "MatMul")}
 
 RiskPolicy = Literal["keep", "refuse"]
@@ -397,11 +400,16 @@ def _fusion_guarded(graph: GraphProto) -> set[str]:
     for node in graph.node:
         for value in node.input:
             before = producer.get(value)
-            if before is not None and (before.op_type, node.op_type) in _FUSED_PAIRS:
+            if before is not None and (before.op_type, node.op_type) in _FUSED_PAIRS and _moves_first_axis(before):
                 guarded.update((before.name, node.name))
         for body in _subgraphs(node):
             guarded |= _fusion_guarded(body)
     return guarded
+
+
+def _moves_first_axis(transpose: NodeProto) -> bool:
+    perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
+    return perm is None or (len(perm) >= 3 and perm[0] != 0)  # no perm: all axes reversed
 
 
 def _slot_ok(flags: tuple[bool, ...], variadic: bool, i: int) -> bool:
