@@ -11,7 +11,8 @@ returns them) into a float16 model:
 * an operator input whose schema at the model's opset has no float16 (Resize's ``roi`` and
   ``scales``, IsInf before opset 20) stays float32, and so do Range and CumSum, whose
   integer-valued results float16 holds exactly only up to 2048 (:data:`FLOAT32_OPS`), and a
-  MatMul that reads a Transpose, with that Transpose (onnxruntime crashes on the pair in float16).
+  MatMul reading a Transpose of the first axis, with that Transpose (onnxruntime crashes loading
+  the pair in float16, see ``_FUSED_PAIRS``).
 
 Before anything is cast, :func:`analyse` looks at every float weight and constant, by the layer
 that reads it (each node is named after its layer, see :mod:`bnconvert.onnx.builder`):
@@ -23,8 +24,10 @@ that reads it (each node is named after its layer, see :mod:`bnconvert.onnx.buil
   (the norm of the rounding over the norm of the channel; float16's own rounding is at most
   2^-11 = 4.9e-4, so only channels held mostly in subnormals, below 6.1e-5, get there).
 
-A BatchNormalization left in the graph (``--keep``) is judged by what it computes, its scale
-``gamma / sqrt(var + eps)`` and shift, not by its four parameters one by one. A layer with a
+Values a node adds (biases, shifts) are judged by their overflow only: their rounding is never
+more than that of the float16 sum they go into. A BatchNormalization left in the graph
+(``--keep``) is judged by what it computes, its scale ``gamma / sqrt(var + eps)`` and shift, not
+by its four parameters one by one. A layer with a
 finding keeps float32 (its nodes, its weights, its Scan bodies; Casts at its borders) when
 ``on_risk="keep"``, or the conversion is refused (:class:`Fp16RiskError`) when ``"refuse"``.
 Only weights are judged: an activation that outgrows float16 is not seen here.
