@@ -593,11 +593,18 @@ def to_float16(
     Layers whose weights float16 cannot hold (:func:`analyse`) stay float32 with
     ``on_risk="keep"``; ``"refuse"`` raises :class:`Fp16RiskError` naming them. ``layers``: the
     model's layer paths (``[p for p, _, _ in model.walk()]``) so that nested layers are named
-    right; without it a node belongs to the first ``/`` segment of its name. The inputs are not
-    modified.
+    right; without it a node belongs to the first ``/`` segment of its name. A ``proto`` that
+    holds its initializers (:func:`~bnconvert.onnx.export.to_onnx`) works too, with
+    ``constants={}``: they come back in the new constants. The inputs are not modified.
     """
     if on_risk not in ("keep", "refuse"):
         raise ValueError(f"on_risk must be 'keep' or 'refuse', got {on_risk!r}")
+    if proto.graph.initializer:  # a whole model (to_onnx, onnx.load): its initializers as arrays
+        constants = {**{t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}, **constants}
+        bare = onnx.ModelProto()
+        bare.CopyFrom(proto)
+        bare.graph.ClearField("initializer")
+        proto = bare
     layer_of = _layer_namer(layers)
     findings = analyse(proto, constants, max_rel_error=max_rel_error, layers=layers)
     if findings and on_risk == "refuse":

@@ -31,7 +31,7 @@ from bnconvert.deploy.fp16 import (
     analyse,
     to_float16,
 )
-from bnconvert.onnx.export import to_onnx_parts
+from bnconvert.onnx.export import to_onnx, to_onnx_parts
 from bnconvert.onnx.save import add_initializers
 
 from ..onnx.helpers import check_model, randomize, rel_err, run_onnx
@@ -200,6 +200,17 @@ def test_keras_application(cases):
     for out in (_run(half, half_constants, xs)[0], _run_reference(half, half_constants, xs)):
         assert _passes(ref[0], out), rel_err(ref[0], out)
         assert np.array_equal(out.argmax(-1), ref[0].argmax(-1))  # the same top class for every sample
+
+
+def test_whole_model_proto(cases):
+    """A ModelProto holding its initializers (to_onnx) converts like the two parts."""
+    path, xs, ref = cases["cnn"]
+    model, _ = bnconvert.fold_model(bnconvert.load(path))
+    whole = to_onnx(model)
+    half, half_constants, _ = to_float16(whole, {})
+    assert not half.graph.initializer and {a.dtype for a in half_constants.values() if a.dtype.kind == "f"} == {np.dtype(np.float16)}
+    assert len(whole.graph.initializer) == len(half_constants)  # the input is untouched
+    assert _passes(ref[0], _run(half, half_constants, xs)[0])
 
 
 def test_float16_io(cases):
