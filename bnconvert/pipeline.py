@@ -15,6 +15,7 @@ the report says NOT CHECKED, or ``require_check`` refuses). The input is never m
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections import Counter
@@ -357,7 +358,12 @@ def export_file(
 
                 from .deploy.int8 import quantize_int8
 
-                report.int8 = quantize_int8(written, tmp, samples, force=True)
+                report.int8 = quantize_int8(written, tmp, samples, force=True, label=str(src))
+                report.int8.output = str(dst)
+                broken = [o.name for o in report.int8.outputs if not math.isfinite(o.max_abs)]
+                if broken:  # an int8 step too coarse for some arithmetic (a variance quantised to 0 ...)
+                    raise EquivalenceError(f"{src}: the int8 model computes NaN or Inf where the float model does not "
+                                           f"(output {', '.join(repr(b) for b in broken)}); nothing written", report=report)
                 graph = onnx.load(str(tmp), load_external_data=False).graph  # what was written: the int8 graph
                 report.nodes, report.op_types = len(graph.node), dict(Counter(n.op_type for n in graph.node))
                 report.notes.append("the check is of the float32 export the int8 model was quantised from (not kept); "

@@ -34,6 +34,7 @@ that onnxruntime removes when it is done or fails.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -69,7 +70,10 @@ RECOMMENDED_SAMPLES = 32
 #: op types left in float. Softmax: onnxruntime quantises its output on the fixed range [0, 1]
 #: (steps of 1/255), which rounds every probability below 0.002 to 0, all of them for 1000 classes
 #: (measured: top-1 agreement 0% on a 1000-class head); its input, the logits, is still quantised.
-FLOAT_OPS = ("Softmax",)
+#: LayerNormalization: onnxruntime 1.32's per-channel weight-scale adjustment for int32 biases
+#: fails on its multi-dimensional scale and bias (fixtures/norm_tfk_layernorm.h5: "truth value of
+#: an array ... is ambiguous"), and a normalisation's statistics lose most from 8-bit steps.
+FLOAT_OPS = ("Softmax", "LayerNormalization")
 
 Dim = int | str | None
 
@@ -337,6 +341,25 @@ def _file_bytes(path: Path) -> int:
     return total
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantisation tools log through the root logger (``logging.warning``), which
+    on first use also installs a handler printing to stderr for the rest of the process: their
+    remarks ("Axis 1 is out-of-range for weight ..." where a per-channel weight falls back to one
+    scale) are not the user's business, and bnconvert's output stays its own. A handler that
+    prints nothing keeps the root logger from being configured, and warnings are off meanwhile."""
+    root = logging.getLogger()
+    null = logging.NullHandler()
+    root.addHandler(null)
+    previous = root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+        root.removeHandler(null)
+
+
 def quantize_int8(
     float_onnx: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -345,6 +368,7 @@ def quantize_int8(
     per_channel: bool = True,
     batch: int = 8,
     force: bool = False,
+    label: str | None = None,
 ) -> Int8Report:
     """Quantise the float32 ONNX model ``float_onnx`` to int8 (static QDQ) into ``out``.
 
@@ -356,6 +380,7 @@ def quantize_int8(
     """
     start = time.perf_counter()
     src, dst = Path(float_onnx), Path(out)
+    named = label or str(src)  # how messages name the model (the pipeline's float file is a temporary one)
     if not calibration:
         raise refuse_without_calibration()
     if batch < 1:
@@ -363,7 +388,7 @@ def quantize_int8(
     names, shapes, dtypes = model_inputs(src)
     if sorted(calibration) != sorted(names):
         given = ", ".join(f"'{one_line(k)}'" for k in sorted(calibration))
-        raise BnconvertError(f"{src}: calibration data for inputs {given}; the model's are " + ", ".join(f"'{one_line(n)}'" for n in names))
+        raise BnconvertError(f"{named}: calibration data for inputs {given}; the model's are " + ", ".join(f"'{one_line(n)}'" for n in names))
     calibration = {n: np.ascontiguousarray(calibration[n], dtype=d) for n, d in zip(names, dtypes)}
     samples = len(next(iter(calibration.values())))
     notes: list[str] = []
@@ -375,10 +400,10 @@ def quantize_int8(
             samples -= samples % batch
             calibration = {k: v[:samples] for k, v in calibration.items()}
         if samples == 0:
-            raise BnconvertError(f"{src}: the model's batch is fixed at {batch}: calibration needs at least {batch} samples")
+            raise BnconvertError(f"{named}: the model's batch is fixed at {batch}: calibration needs at least {batch} samples")
     if samples < RECOMMENDED_SAMPLES:
         notes.append(f"calibrated on {samples} samples; {RECOMMENDED_SAMPLES} or more representative inputs are recommended")
-    report = Int8Report(source=str(src), output=str(dst), samples=samples, batch=min(batch, samples),
+    report = Int8Report(source=named, output=str(dst), samples=samples, batch=min(batch, samples),
                         per_channel=per_channel, notes=notes)
 
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -401,10 +426,11 @@ def quantize_int8(
     with atomic_output(dst, force=force, inputs=[src]) as tmp:
         pre = tmp.parent / ("pre-" + tmp.name)
         try:
-            quant_pre_process(os.fspath(src), os.fspath(pre), skip_symbolic_shape=True)
-            quantize_static(os.fspath(pre), os.fspath(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=op_types)
+            with _quiet_root_logger():
+                quant_pre_process(os.fspath(src), os.fspath(pre), skip_symbolic_shape=True)
+                quantize_static(os.fspath(pre), os.fspath(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=op_types)
             float_session = _session(src)
             output_names = [o.name for o in float_session.get_outputs()]
             reference = _run(float_session, calibration, batch)
@@ -413,7 +439,7 @@ def quantize_int8(
         except (BnconvertError, MemoryError):
             raise
         except Exception as exc:  # onnxruntime raises anything; the user gets its words in one line
-            raise BnconvertError(f"{src}: onnxruntime could not quantise the model to int8 or run the result "
+            raise BnconvertError(f"{named}: onnxruntime could not quantise the model to int8 or run the result "
                                  f"({one_line(exc)}); nothing written") from exc
         import onnx
 
