@@ -178,8 +178,10 @@ class OnnxRunner(Runner):
         if missing:
             raise BnconvertError(f"{self.label}: no data for inputs {missing} (given {sorted(feeds)})")
         ready = {n: np.asarray(feeds[n]).astype(specs[n].dtype, copy=False) for n in specs}
+        quiet = _ort().RunOptions()
+        quiet.log_severity_level = 4  # a failed run is raised below as one line: ORT does not print it too
         try:
-            values = session.run(names, ready)
+            values = session.run(names, ready, quiet)
         except Exception as exc:  # noqa: BLE001 - ORT's run errors (shape, type) as one line
             raise BnconvertError(f"{self.label}: onnxruntime failed to run it ({_first_line(exc)})") from None
         return dict(zip(names, (np.asarray(v) for v in values)))
