@@ -1,107 +1,16 @@
-"""Top-class agreement: does B pick the class A picks, sample by sample?
-
-Information beside the pass rule of :mod:`.compare`, never part of it: a person judging a model
-asks "does the top class change?", and the error statistics do not say. The rule stays the
-verdict because it is the stricter one where it matters: B can agree on every top class while a
-folding mistake shifts every logit (the rule fails it), and a near-tie can flip a top class by
-one float32 rounding (the rule passes it: the classes were tied).
-
-An output qualifies when it is classifier-shaped: rank 2 (samples x classes) with at least 2
-classes, the same shape on both sides. Per sample, the top classes of a side are the ones equal
-to its row's maximum (a tie keeps every tied class: a tie split differently by one rounding is
-not a disagreement); the sample agrees when A's and B's top classes meet. A NaN row has no top
-class and never agrees. With at least :data:`TOP5_CLASSES` classes (an ImageNet head) the top-5
-agreement is given too: the share of samples where one of A's top classes is among B's five
-largest (ties at the fifth value included).
-"""
+"""Top-class agreement of the outputs a comparison paired (:mod:`bnconvert.topclass` says what
+agreement is)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
+from ..topclass import TOP5_CLASSES, TopAgreement, classifier_shaped, top_agreement
 from .compare import CompareResult
 
 __all__ = ["TOP5_CLASSES", "TopAgreement", "classifier_shaped", "top_agreement", "top_agreements"]
-
-#: classes from which the top-5 agreement is reported too (ImageNet heads have 1000)
-TOP5_CLASSES = 1000
-
-
-@dataclass(frozen=True)
-class TopAgreement:
-    """How often B's top class is A's on one classifier-shaped output."""
-
-    #: the output's name in A and in B
-    output: str
-    name_b: str
-    samples: int
-    classes: int
-    #: samples whose top classes agree
-    top1: int
-    #: samples where A's top class is in B's top 5 (None below :data:`TOP5_CLASSES` classes)
-    top5: int | None = None
-
-    @property
-    def top1_share(self) -> float:
-        return self.top1 / self.samples if self.samples else 1.0
-
-    @property
-    def top5_share(self) -> float | None:
-        if self.top5 is None:
-            return None
-        return self.top5 / self.samples if self.samples else 1.0
-
-    def summary(self) -> str:
-        """One line: ``output 'probs' (4 x 10 classes): top class agrees on 4/4 samples (100%)``."""
-        label = self.output if self.output == self.name_b else f"{self.output} / {self.name_b}"
-        text = (f"output '{label}' ({self.samples} x {self.classes} classes): top class agrees on "
-                f"{self.top1}/{self.samples} {'sample' if self.samples == 1 else 'samples'} ({_pct(self.top1_share)})")
-        if self.top5 is not None and self.top5_share is not None:
-            text += f"; A's top class in B's top 5 on {self.top5}/{self.samples} ({_pct(self.top5_share)})"
-        return text
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output": self.output, "name_b": self.name_b, "samples": self.samples, "classes": self.classes,
-            "top1": self.top1, "top1_agreement": self.top1_share, "top5": self.top5, "top5_agreement": self.top5_share,
-        }
-
-
-def _pct(share: float) -> str:
-    return f"{100 * share:.1f}%".replace(".0%", "%")
-
-
-def classifier_shaped(shape: Sequence[int]) -> bool:
-    """Rank 2 (samples x classes) with at least 2 classes."""
-    return len(shape) == 2 and shape[1] >= 2
-
-
-def _tops(x: np.ndarray) -> np.ndarray:
-    """Per row, the classes equal to the row's maximum (none for a row holding NaN)."""
-    with np.errstate(invalid="ignore"):
-        return x == x.max(axis=1, keepdims=True)
-
-
-def top_agreement(a: np.ndarray, b: np.ndarray, *, output: str = "output", name_b: str | None = None
-                  ) -> TopAgreement | None:
-    """The top-class agreement of reference ``a`` and ``b`` (None when not classifier-shaped or
-    the shapes differ); see the module docstring for ties, NaN and the top 5."""
-    if a.shape != b.shape or not classifier_shaped(a.shape):
-        return None
-    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    top_a = _tops(a64)
-    top1 = int(np.count_nonzero((top_a & _tops(b64)).any(axis=1)))
-    top5 = None
-    samples, classes = a64.shape
-    if classes >= TOP5_CLASSES:
-        fifth = np.partition(b64, classes - 5, axis=1)[:, classes - 5: classes - 4]  # the 5th largest per row
-        with np.errstate(invalid="ignore"):
-            top5 = int(np.count_nonzero((top_a & (b64 >= fifth)).any(axis=1)))
-    return TopAgreement(output=output, name_b=name_b or output, samples=samples, classes=classes, top1=top1, top5=top5)
 
 
 def top_agreements(out_a: Mapping[str, np.ndarray], out_b: Mapping[str, np.ndarray], comparison: CompareResult

@@ -50,6 +50,7 @@ import numpy as np
 from ..errors import BnconvertError, FormatError
 from ..io import atomic_output
 from ..text import one_line
+from ..topclass import top_agreement
 
 __all__ = [
     "FLOAT_OPS",
@@ -304,13 +305,9 @@ def agreement(name: str, ref: np.ndarray, out: np.ndarray) -> OutputAgreement:
     max_abs = float(diff.max()) if diff.size else 0.0
     result = OutputAgreement(name=name, max_abs=max_abs, mean_abs=float(diff.mean()) if diff.size else 0.0,
                              rel=max_abs / scale if scale > 0 else max_abs)
-    if ref64.ndim == 2 and ref64.shape[1] >= 2 and ref64.shape[0] >= 1:
-        result.classes = int(ref64.shape[1])
-        top = ref64.argmax(axis=1)
-        result.top1 = float(np.mean(top == out64.argmax(axis=1)))
-        if result.classes >= 1000:
-            top5 = np.argsort(-out64, axis=1, kind="stable")[:, :5]
-            result.top5 = float(np.mean((top5 == top[:, None]).any(axis=1)))
+    top = top_agreement(ref64, out64, output=name)  # the same agreement as ``verify`` reports
+    if top is not None:
+        result.classes, result.top1, result.top5 = top.classes, top.top1_share, top.top5_share
     return result
 
 
