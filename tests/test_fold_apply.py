@@ -305,7 +305,7 @@ def test_nan_in_a_bn_that_would_fold_is_refused() -> None:
 def test_nan_in_a_bn_that_stays_anyway_is_reported_not_refused() -> None:
     model = bnconvert.load(fixture_file("k3_functional.keras"))
     model["bn_after_add"].weights["moving_mean"] = np.full(4, np.nan, np.float32)
-    folded, report = fold_model(model)
+    _, report = fold_model(model)
     outcome = {bn.path: bn for bn in report.batch_norms}["bn_after_add"]
     assert outcome.action == "stays" and "NaN" in outcome.reason
 

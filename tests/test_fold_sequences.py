@@ -127,8 +127,11 @@ def _set_bn(model: Any, rng: np.random.Generator) -> None:
 
 def _builders() -> dict[str, tuple[Callable[[Any], Any], Callable[[np.random.Generator], np.ndarray]]]:
     """name -> (build(keras) -> model, input maker)."""
-    seq = lambda rng: rng.normal(size=(N, T, 3))
-    video = lambda rng: rng.normal(size=(N, 4, 6, 6, 2))
+    def seq(rng: np.random.Generator) -> np.ndarray:
+        return rng.normal(size=(N, T, 3))
+
+    def video(rng: np.random.Generator) -> np.ndarray:
+        return rng.normal(size=(N, 4, 6, 6, 2))
 
     def ids(rng: np.random.Generator) -> np.ndarray:
         x = rng.integers(1, 10, size=(N, T))
@@ -145,7 +148,8 @@ def _builders() -> dict[str, tuple[Callable[[Any], Any], Callable[[np.random.Gen
             return keras.Model(x, y)
         return build
 
-    bn = lambda name="bn", **kw: (lambda k: k.layers.BatchNormalization(name=name, **kw))
+    def bn(name: str = "bn", **kw: Any) -> Callable[[Any], Any]:
+        return lambda k: k.layers.BatchNormalization(name=name, **kw)
     return {
         "lstm": (chain(bn(), lambda k: k.layers.LSTM(4, return_sequences=True, name="rnn")), seq),
         "lstm_no_bias_backwards": (chain(bn(), lambda k: k.layers.LSTM(4, use_bias=False, go_backwards=True, name="rnn")), seq),

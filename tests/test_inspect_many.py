@@ -92,7 +92,7 @@ def test_config_option_replaces_companions(folder: Path) -> None:
 # --- formats -----------------------------------------------------------------------------------
 
 def test_jsonl_has_one_record_per_model_file_with_the_json_fields(folder: Path) -> None:
-    code, out, err = run(str(folder), "--format", "jsonl")
+    code, out, _ = run(str(folder), "--format", "jsonl")
     assert code == 2  # broken.h5
     records = jsonl(out)
     assert [r["file"] for r in records] == expected_order(folder)
@@ -151,7 +151,7 @@ def test_table_lists_every_good_file_and_errors_go_to_stderr(folder: Path) -> No
     for name in GOOD:
         assert str(folder / name) in out
     assert "broken.h5" not in out
-    error_lines = [l for l in err.splitlines() if l.startswith("bnconvert: error:")]
+    error_lines = [line for line in err.splitlines() if line.startswith("bnconvert: error:")]
     assert len(error_lines) == 1 and str(folder / "broken.h5") in error_lines[0]
     assert "Traceback" not in err
 
@@ -159,7 +159,7 @@ def test_table_lists_every_good_file_and_errors_go_to_stderr(folder: Path) -> No
 # --- errors, skips, summary, exit codes --------------------------------------------------------
 
 def test_summary_counts_files_bn_findings_failures_and_skips(folder: Path) -> None:
-    code, out, err = run(str(folder), "--format", "jsonl")
+    _, out, err = run(str(folder), "--format", "jsonl")
     records = [r for r in jsonl(out) if "error" not in r]
     bns = sum(r["summary"]["batch_norms"] for r in records)
     foldable = sum(r["summary"]["foldable"] for r in records)

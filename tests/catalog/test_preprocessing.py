@@ -31,8 +31,8 @@ from bnconvert.errors import UnsupportedLayerError
 TOLERANCE = 1e-5
 
 #: every catalog class these tests compare with Keras (refused ones: their refusal is tested)
-PREPROCESSING_CLASSES = frozenset({"Resizing", "CenterCrop", "RandomCrop", "AutoContrast", "Normalization", "Rescaling", "Pipeline", "STFTSpectrogram",
-                                   "MelSpectrogram", "Discretization", "CategoryEncoding", "IntegerLookup",
+PREPROCESSING_CLASSES = frozenset({"Resizing", "CenterCrop", "RandomCrop", "AutoContrast", "Normalization", "Rescaling", "Pipeline",
+                                   "STFTSpectrogram", "MelSpectrogram", "Discretization", "CategoryEncoding", "IntegerLookup",
                                    *INFERENCE_IDENTITIES, *REFUSED,
                                    *(f"Adaptive{k}Pooling{n}D" for k in ("Average", "Max") for n in (1, 2, 3))})
 

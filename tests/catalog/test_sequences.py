@@ -249,7 +249,7 @@ def _compare(folder: Path, ext: str, counts: dict[str, Any]) -> dict[str, Any]:
     """Per case: the error of each output, and the classes the reference ran; and what Keras
     says of each class's ``supports_masking``."""
     results: dict[str, Any] = {"supports_masking": counts.pop("supports_masking")}
-    for name, (n_in, n_out) in counts.items():
+    for name, (_n_in, n_out) in counts.items():
         data = np.load(folder / f"{name}.npz")
         path = folder / f"{name}.{ext}"
         runner = ReferenceRunner(path, model=bnconvert.load(path))

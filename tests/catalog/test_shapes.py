@@ -166,7 +166,7 @@ def test_tf_keras_cropping3d_exports(tfkeras_files: tuple[Path, dict[str, list]]
     pytest.importorskip("onnxruntime")
     from bnconvert.pipeline import export_file
 
-    folder, shapes = tfkeras_files
+    folder, _ = tfkeras_files
     export_file(folder / f"{case}.h5", tmp_path / "m.onnx", check=False)
     assert (tmp_path / "m.onnx").stat().st_size > 0
 

@@ -99,7 +99,7 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
     target = tmp_path / "out.h5"
     target.write_bytes(b"keep me")
     ran = []
-    with pytest.raises(OutputError, match="already exists.*--force"), atomic_output(target) as tmp:
+    with pytest.raises(OutputError, match=r"already exists.*--force"), atomic_output(target) as tmp:
         ran.append(tmp)
     assert not ran and target.read_bytes() == b"keep me"
     with atomic_output(target, force=True) as tmp:
@@ -109,7 +109,7 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
 
 def test_output_that_appears_meanwhile_is_not_replaced(tmp_path: Path) -> None:
     target = tmp_path / "out.h5"
-    with pytest.raises(OutputError, match="already exists|appeared"), atomic_output(target) as tmp:
+    with pytest.raises(OutputError, match=r"already exists|appeared"), atomic_output(target) as tmp:
         tmp.write_bytes(b"ours")
         target.write_bytes(b"someone else's")
     assert target.read_bytes() == b"someone else's"
@@ -162,7 +162,7 @@ def test_companion_files_move_with_the_output(tmp_path: Path) -> None:
         (tmp.parent / "m.onnx.data").write_bytes(b"weights")
     assert (tmp_path / "m.onnx.data").read_bytes() == b"weights"
     (tmp_path / "m.onnx").unlink()
-    with pytest.raises(OutputError, match="m.onnx.data: already exists"), atomic_output(target, companions=["m.onnx.data"]):
+    with pytest.raises(OutputError, match=r"m.onnx.data: already exists"), atomic_output(target, companions=["m.onnx.data"]):
         pass
 
 

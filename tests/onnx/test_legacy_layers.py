@@ -60,7 +60,7 @@ def test_a_python_function_merge_is_refused_by_the_export() -> None:
                                                        "output_shape": [3]},
                               calls=[[TensorRef("a", 0, 0), TensorRef("b", 0, 0)]])],
                   inputs=[TensorRef("a", 0, 0), TensorRef("b", 0, 0)], outputs=[TensorRef("merge_1", 0, 0)])
-    with pytest.raises(UnsupportedLayerError, match="'merge_1'.*Python code, which bnconvert never runs"):
+    with pytest.raises(UnsupportedLayerError, match=r"'merge_1'.*Python code, which bnconvert never runs"):
         to_onnx(model)
 
 

@@ -92,7 +92,9 @@ def _keras3_cases() -> dict[str, tuple[Any, str, set[str]]]:
         back = L.GRU(4, return_sequences=True, go_backwards=True, recurrent_activation="hard_sigmoid")
         return seq(L.Bidirectional(L.LSTM(4, return_sequences=True), backward_layer=back))
 
-    stack = lambda: L.StackedRNNCells([L.LSTMCell(4), L.GRUCell(3, reset_after=False), L.SimpleRNNCell(2)])
+    def stack() -> Any:
+        return L.StackedRNNCells([L.LSTMCell(4), L.GRUCell(3, reset_after=False), L.SimpleRNNCell(2)])
+
     return {
         # no mask: native operators
         "lstm_sequences": (seq(L.LSTM(4, return_sequences=True)), "float", {"LSTM"}),
@@ -458,7 +460,7 @@ def test_refusals_name_layer_class_and_reason(config: dict[str, Any], reason: st
 
 def test_unknown_cell_class_is_refused() -> None:
     layer = Layer(name="custom_rnn", class_name="RNN", config={"cell": {"class_name": "PeepholeLSTMCell", "config": {"units": 4}}})
-    with pytest.raises(UnsupportedLayerError, match="custom_rnn.*RNN"):
+    with pytest.raises(UnsupportedLayerError, match=r"custom_rnn.*RNN"):
         to_onnx(chain_model([layer], [None, None, 3]))
 
 

@@ -191,7 +191,7 @@ def test_an_id_out_of_range_fails_in_onnxruntime_as_in_keras(keras3_results: dic
     proto = keras3_results["embedding_int32"][1]
     bad = IDS.copy()
     bad[0, 3] = 9
-    with pytest.raises(Exception, match="(?i)indices|out of bounds|gather"):
+    with pytest.raises(Exception, match=r"(?i)indices|out of bounds|gather"):
         run_onnx(proto, [bad])
 
 

@@ -114,7 +114,7 @@ def test_a_merge_whose_mode_is_a_lambda_is_read_and_refused_never_run(tmp_path: 
     model = bnconvert.load(path)
     merge = model["merge_1"]
     assert merge.class_name == "Merge" and merge.config["keras1_merge_mode"] == "<python function>"
-    with pytest.raises(UnsupportedLayerError, match="merge_1.*Python code, which bnconvert never runs"):
+    with pytest.raises(UnsupportedLayerError, match=r"merge_1.*Python code, which bnconvert never runs"):
         bnconvert.to_onnx(model)
     from bnconvert.replace import opaque_layers
 

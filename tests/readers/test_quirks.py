@@ -59,9 +59,9 @@ def test_keras3_zip_weight_paths_differ_from_config_names() -> None:
     import io
     import zipfile
 
-    with zipfile.ZipFile(corpus_file("Alessio1599__single-ECG-classification")) as zf:
-        with h5py.File(io.BytesIO(zf.read("model.weights.h5")), "r") as f:
-            second_var = f["layers/batch_normalization_1/vars/3"][()]
+    with zipfile.ZipFile(corpus_file("Alessio1599__single-ECG-classification")) as zf, \
+            h5py.File(io.BytesIO(zf.read("model.weights.h5")), "r") as f:
+        second_var = f["layers/batch_normalization_1/vars/3"][()]
     np.testing.assert_array_equal(model["batch_normalization_7"].weights["moving_variance"], second_var)
 
 

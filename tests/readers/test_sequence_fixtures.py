@@ -49,7 +49,7 @@ KERAS1 = [  # file, layer, class, per-gate file order or None for fused / Simple
 ]
 
 
-@pytest.mark.parametrize("stem, name, cls, file_gates", KERAS1, ids=lambda v: str(v))
+@pytest.mark.parametrize("stem, name, cls, file_gates", KERAS1, ids=str)
 def test_keras1_recurrent_weights_by_meaning(stem: str, name: str, cls: str, file_gates: str | None) -> None:
     path = fixture_file(stem)
     raw = _raw(path, name)

@@ -47,7 +47,7 @@ def _same_weights(a: bnconvert.Model, b: bnconvert.Model) -> None:
 # -- legacy HDF5 --------------------------------------------------------------------------------------------
 def test_keras2_h5_layout(tmp_path: Path) -> None:
     out = tmp_path / "educba.h5"
-    model, folded = _fold_write(fixture_file("tfk_educba.h5"), out)
+    _, folded = _fold_write(fixture_file("tfk_educba.h5"), out)
     with h5py.File(fixture_file("tfk_educba.h5")) as orig, h5py.File(out) as f:
         assert set(f.attrs) == set(orig.attrs)
         assert f.attrs["keras_version"] == orig.attrs["keras_version"] and f.attrs["backend"] == "tensorflow"
@@ -190,7 +190,7 @@ def test_tfkeras_zip_layout(tmp_path: Path) -> None:
 def test_tfkeras_213_zip_keeps_its_layout_and_adds_the_current_one(tmp_path: Path) -> None:
     src = corpus_file("AliElgamel9__FastNeuralStyleTransfer")
     out = tmp_path / "style.keras"
-    model, folded = _fold_write(src, out)
+    _, folded = _fold_write(src, out)
     with _weights_h5(out) as f, _weights_h5(src) as orig:
         old = _groups(orig)
         new = _groups(f)
@@ -266,7 +266,8 @@ def test_config_edit_rewires_keras2_chains_and_moves_the_input_shape() -> None:
     ]}
     keep = folded.with_layers([layer for layer in folded.layers if layer.name == "dense"])
     edited = edit_config(seq, keep)
-    assert edited["config"] == [{"class_name": "Dense", "config": {"name": "dense", "units": 12, "batch_input_shape": [None, 10], "dtype": "float32"}}]
+    assert edited["config"] == [{"class_name": "Dense",
+                                 "config": {"name": "dense", "units": 12, "batch_input_shape": [None, 10], "dtype": "float32"}}]
     with pytest.raises(OutputError, match="only BN and identities"):
         edit_config(seq, keep.with_layers([]))
 
@@ -433,7 +434,8 @@ L = K.layers
 def build(with_bn):
     layers = [K.Input((8, 8, 3)), L.Conv2D(4, 3, use_bias=not with_bn, name="conv")]
     layers += [L.BatchNormalization(name="bn")] if with_bn else []
-    layers += [L.Flatten(name="flat"), L.Dropout(0.5, name="drop"), L.Dense(2, name="head")] if with_bn else [L.Flatten(name="flat"), L.Dense(2, name="head")]
+    layers += ([L.Flatten(name="flat"), L.Dropout(0.5, name="drop"), L.Dense(2, name="head")] if with_bn
+               else [L.Flatten(name="flat"), L.Dense(2, name="head")])
     return K.Sequential(layers, name="tiny")
 rng = np.random.default_rng(0)
 unfolded, expected = build(True), build(False)
