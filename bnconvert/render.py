@@ -4,7 +4,8 @@
 - :func:`export_text`: an :class:`~bnconvert.pipeline.ExportReport` (``bnconvert export``);
 - :func:`check_headline` and :func:`check_text`: the check fold and export run
   (:class:`~bnconvert.check.CheckResult`), one line or the whole report;
-- :func:`verify_text`: a :class:`~bnconvert.check.VerifyResult` (``bnconvert verify``).
+- :func:`verify_text`: a :class:`~bnconvert.check.VerifyResult` (``bnconvert verify``);
+- :func:`fp16_text` and :func:`int8_text`: what ``export --fp16`` and ``export --int8`` did.
 
 The reports are data (their ``to_dict()`` is the JSON the CLI prints); their ``summary()``
 methods call these functions. Every line is made safe here: names are data (a layer name may hold
@@ -22,10 +23,12 @@ from .text import one_line, safe_lines
 
 if TYPE_CHECKING:
     from .check.results import CheckResult, VerifyResult
+    from .deploy.fp16 import Fp16Report
+    from .deploy.int8 import Int8Report
     from .fold import FoldReport
     from .pipeline import ExportReport
 
-__all__ = ["check_headline", "check_text", "export_text", "fold_text", "plural", "verify_text"]
+__all__ = ["check_headline", "check_text", "export_text", "fold_text", "fp16_text", "int8_text", "plural", "verify_text"]
 
 
 def plural(count: int, word: str, words: str | None = None) -> str:
@@ -205,4 +208,50 @@ def verify_text(result: VerifyResult) -> str:
         verdict += (f" in all {len(result.runs)} runs ({labels})" if not failed else
                     f": {', '.join(failed)} failed ({len(failed)} of {len(result.runs)} runs)")
     lines.append(verdict)
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- deploy
+def fp16_text(report: Fp16Report) -> str:
+    """The float16 conversion: what is float16, what stayed float32 and why, the check's tolerance."""
+    from .check.compare import rule_text
+
+    io = "float16" if report.io_dtype == "float16" else "float32 (--fp16-io for float16)"
+    lines = [f"float16: weights and compute in float16; inputs and outputs {io}; "
+             f"{report.float16_initializers} weights float16, {report.float32_initializers} float32, {report.casts} Casts"]
+    if report.kept_float32:
+        lines.append(f"kept in float32 ({len(report.kept_float32)} layer{'s' if len(report.kept_float32) != 1 else ''}, "
+                     "float16 cannot hold their weights):")
+        lines += [f"  '{layer}': {reason}" for layer, reason in report.kept_float32]
+    else:
+        lines.append("every weight fits float16 (no overflow, no channel flushed to zero, "
+                     f"none rounded by more than {report.max_rel_error:g})")
+    if report.float32_ops:
+        ops = ", ".join(f"{n} {op}" for op, n in sorted(report.float32_ops.items()))
+        lines.append("computed in float32 by their operator (no float16 at this opset, integer-valued, or a "
+                     f"Transpose-MatMul pair onnxruntime cannot load in float16): {ops}")
+    lines.append(f"check tolerance for float16: {rule_text(report.atol, report.rtol)}")
+    return "\n".join(map(one_line, lines))
+
+
+def int8_text(report: Int8Report) -> str:
+    """The int8 quantisation, a line per fact: how, the graph and size, each output's agreement."""
+    ratio = f" ({100 * report.int8_bytes / report.float_bytes:.0f}% of the float model)" if report.float_bytes else ""
+    lines = [
+        f"int8: static QDQ quantisation by onnxruntime, {report.weights} weights "
+        f"{'per output channel' if report.per_channel else 'per tensor'}, {report.activations} activations, "
+        f"{report.calibration_method} calibration on {report.samples} sample{'s' if report.samples != 1 else ''}",
+        f"  {report.quantize_nodes} QuantizeLinear and {report.dequantize_nodes} DequantizeLinear nodes; "
+        f"{report.float_bytes:,} bytes -> {report.int8_bytes:,} bytes{ratio}",
+        "  against the float model on the calibration data:",
+    ]
+    for o in report.outputs:
+        text = (f"  output '{one_line(o.name)}': max abs error {o.max_abs:.3g} ({100 * o.rel:.2f}% of the float output's "
+                f"largest magnitude), mean abs error {o.mean_abs:.3g}")
+        if o.top1 is not None:
+            text += f"; top class agrees on {100 * o.top1:.1f}% of samples"
+        if o.top5 is not None:
+            text += f", float top class within int8 top 5 on {100 * o.top5:.1f}%"
+        lines.append(text)
+    lines += [f"  note: {n}" for n in report.notes]
     return "\n".join(lines)

@@ -46,7 +46,6 @@ import numpy as np
 import onnx
 from onnx import GraphProto, NodeProto, TensorProto, helper, numpy_helper
 
-from ..check.compare import rule_text
 from ..errors import BnconvertError
 from ..text import one_line
 
@@ -143,23 +142,11 @@ class Fp16Report:
         }
 
     def summary(self) -> str:
-        """A few plain-English lines."""
-        io = "float16" if self.io_dtype == "float16" else "float32 (--fp16-io for float16)"
-        lines = [f"float16: weights and compute in float16; inputs and outputs {io}; "
-                 f"{self.float16_initializers} weights float16, {self.float32_initializers} float32, {self.casts} Casts"]
-        if self.kept_float32:
-            lines.append(f"kept in float32 ({len(self.kept_float32)} layer{'s' if len(self.kept_float32) != 1 else ''}, "
-                         "float16 cannot hold their weights):")
-            lines += [f"  '{layer}': {reason}" for layer, reason in self.kept_float32]
-        else:
-            lines.append("every weight fits float16 (no overflow, no channel flushed to zero, "
-                         f"none rounded by more than {self.max_rel_error:g})")
-        if self.float32_ops:
-            ops = ", ".join(f"{n} {op}" for op, n in sorted(self.float32_ops.items()))
-            lines.append("computed in float32 by their operator (no float16 at this opset, integer-valued, or a "
-                         f"Transpose-MatMul pair onnxruntime cannot load in float16): {ops}")
-        lines.append(f"check tolerance for float16: {rule_text(self.atol, self.rtol)}")
-        return "\n".join(map(one_line, lines))
+        """A few plain-English lines (:func:`bnconvert.render.fp16_text`)."""
+        from ..render import fp16_text
+
+        return fp16_text(self)
+
 
 
 # -- which layer a node belongs to ------------------------------------------------------------------

@@ -275,26 +275,11 @@ class Int8Report:
         return asdict(self)
 
     def summary(self) -> str:
-        """The report in plain English, a line per fact."""
-        ratio = f" ({100 * self.int8_bytes / self.float_bytes:.0f}% of the float model)" if self.float_bytes else ""
-        lines = [
-            f"int8: static QDQ quantisation by onnxruntime, {self.weights} weights "
-            f"{'per output channel' if self.per_channel else 'per tensor'}, {self.activations} activations, "
-            f"{self.calibration_method} calibration on {self.samples} sample{'s' if self.samples != 1 else ''}",
-            f"  {self.quantize_nodes} QuantizeLinear and {self.dequantize_nodes} DequantizeLinear nodes; "
-            f"{self.float_bytes:,} bytes -> {self.int8_bytes:,} bytes{ratio}",
-            "  against the float model on the calibration data:",
-        ]
-        for o in self.outputs:
-            text = (f"  output '{one_line(o.name)}': max abs error {o.max_abs:.3g} ({100 * o.rel:.2f}% of the float output's "
-                    f"largest magnitude), mean abs error {o.mean_abs:.3g}")
-            if o.top1 is not None:
-                text += f"; top class agrees on {100 * o.top1:.1f}% of samples"
-            if o.top5 is not None:
-                text += f", float top class within int8 top 5 on {100 * o.top5:.1f}%"
-            lines.append(text)
-        lines += [f"  note: {n}" for n in self.notes]
-        return "\n".join(lines)
+        """The report in plain English (:func:`bnconvert.render.int8_text`)."""
+        from ..render import int8_text
+
+        return int8_text(self)
+
 
 
 def agreement(name: str, ref: np.ndarray, out: np.ndarray) -> OutputAgreement:
