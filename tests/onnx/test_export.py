@@ -163,7 +163,7 @@ def test_bn_on_the_held_axis_1_is_batchnormalization_else_mul_add(tmp_path):
                               L.BatchNormalization(axis=1), L.Conv2D(2, 3, padding="same")])
     randomize(model)
     model.save(tmp_path / "m.keras")
-    proto, report = export(tmp_path / "m.keras", tmp_path, fold=False)
+    proto, _ = export(tmp_path / "m.keras", tmp_path, fold=False)
     assert count(proto, "BatchNormalization") == 1 and count(proto, "Mul") == 1 and count(proto, "Add") == 1
     xs = uniform_inputs([(6, 5, 3)])
     assert rel_err(keras_predict(model, xs)[0], run_onnx(proto, xs)[0]) <= TOLERANCE
@@ -319,7 +319,7 @@ def test_corpus_keras1_files_match_their_keras3_equivalent(prefix, config, tmp_p
     options = {"config": corpus_file(config)} if config else None
     model, xs = _inputs_of(path, options)
     reference = keras1_equivalent(model)
-    proto, report = export(path, tmp_path, load_options=options)
+    proto, _ = export(path, tmp_path, load_options=options)
     if any(layer.config.get("keras1_mode") == 2 for layer in model.layers):
         assert count(proto, "ReduceMean") == 2  # batch statistics, computed in the graph
     assert rel_err(np.asarray(reference(xs[0])), run_onnx(proto, xs)[0]) <= TOLERANCE
