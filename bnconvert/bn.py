@@ -220,13 +220,16 @@ def findings(p: BNParams, *, layer: Layer | None = None, tf_keras: bool = False)
         out.append(Finding("non-positive-variance", "error", f"{problem[1]}: sqrt is undefined; fold and export refuse it", ch))
     elif np.any(p.variance < 0):
         ch, text = _chan(p.variance < 0)
-        out.append(Finding("negative-variance", "warning", f"negative moving variance on {text} (a variance cannot be negative: corrupted statistics?)", ch))
+        out.append(Finding("negative-variance", "warning",
+                           f"negative moving variance on {text} (a variance cannot be negative: corrupted statistics?)", ch))
     if p.mean.size and np.all(p.mean == 0) and np.all(p.variance == 1):
-        out.append(Finding("never-updated", "warning", "moving mean is all 0 and variance all 1: the statistics were never updated (model not trained, or Keras 1 mode 2)"))
+        out.append(Finding("never-updated", "warning", "moving mean is all 0 and variance all 1: the statistics were never updated "
+                                                       "(model not trained, or Keras 1 mode 2)"))
     near = (p.variance >= 0) & (p.variance < THRESHOLDS["near_zero_variance"])
     if np.any(near):
         ch, text = _chan(near)
-        out.append(Finding("near-zero-variance", "warning", f"moving variance below {THRESHOLDS['near_zero_variance']:g} on {text}: the scale is set by epsilon alone", ch))
+        out.append(Finding("near-zero-variance", "warning",
+                           f"moving variance below {THRESHOLDS['near_zero_variance']:g} on {text}: the scale is set by epsilon alone", ch))
     dead = np.abs(p.gamma) < THRESHOLDS["dead_gamma"]
     if p.scale and np.any(dead):
         ch, text = _chan(dead)
@@ -238,19 +241,23 @@ def findings(p: BNParams, *, layer: Layer | None = None, tf_keras: bool = False)
         beyond = s > np.finfo(stored if stored.kind == "f" else np.float32).max
         if np.any(beyond):  # folding gives Inf weights: refused (fold.kernels.FoldOverflow)
             ch, text = _chan(beyond)
-            out.append(Finding("huge-fold-scale", "error", f"fold scale |gamma|/sqrt(var+eps) up to {s.max():.3g} on {text}: beyond "
-                                                           f"{stored if stored.kind == 'f' else 'float32'}, folding it would give Inf; fold and export refuse it", ch))
+            out.append(Finding("huge-fold-scale", "error",
+                               f"fold scale |gamma|/sqrt(var+eps) up to {s.max():.3g} on {text}: beyond "
+                               f"{stored if stored.kind == 'f' else 'float32'}, folding it would give Inf; fold and export refuse it", ch))
         elif np.any(huge):
             ch, text = _chan(huge)
-            out.append(Finding("huge-fold-scale", "warning", f"fold scale |gamma|/sqrt(var+eps) up to {s.max():.3g} on {text}: a folded float16 or int8 model loses precision there", ch))
+            out.append(Finding("huge-fold-scale", "warning", f"fold scale |gamma|/sqrt(var+eps) up to {s.max():.3g} on {text}: "
+                                                             "a folded float16 or int8 model loses precision there", ch))
     if p.mode in (1, 2):
         what = "per-sample normalisation over the last axis" if p.mode == 1 else "batch statistics at inference too"
-        out.append(Finding(f"keras1-mode-{p.mode}", "warning", f"Keras 1 mode {p.mode}: {what}; the saved running statistics do not describe inference, so it cannot fold"))
+        out.append(Finding(f"keras1-mode-{p.mode}", "warning",
+                           f"Keras 1 mode {p.mode}: {what}; the saved running statistics do not describe inference, so it cannot fold"))
     if len(p.axis) > 1:
         out.append(Finding("multi-axis", "info", f"normalises over axes {list(p.axis)}: parameters of shape {p.param_shape}"))
     if tf_keras and p.epsilon < THRESHOLDS["tf_fused_min_eps"]:
-        out.append(Finding("fused-epsilon", "info", f"epsilon {p.epsilon:g} < 1.001e-5: TensorFlow's fused kernel in older tf.keras raised it to 1.001e-5 at run time; "
-                                    f"tf-keras 2.21, Keras 3, bnconvert and ONNX use {p.epsilon:g}"))
+        out.append(Finding("fused-epsilon", "info",
+                           f"epsilon {p.epsilon:g} < 1.001e-5: TensorFlow's fused kernel in older tf.keras raised it to 1.001e-5 at "
+                           f"run time; tf-keras 2.21, Keras 3, bnconvert and ONNX use {p.epsilon:g}"))
     if layer is not None and layer.config.get("epsilon_assumed"):
         out.append(Finding("epsilon-assumed", "info", "no architecture: epsilon is unknown, 1e-3 (the Keras 1.1+ default) is assumed"))
     return out

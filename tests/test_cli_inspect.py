@@ -32,7 +32,7 @@ def test_table_lists_every_bn_layer_with_its_fold() -> None:
     assert out.splitlines()[0] == str(path)
     assert f"BN       {len(expected['batch_norms'])} layers, {expected['summary']['foldable']} can fold" in out
     for bn in expected["batch_norms"]:
-        line = next(l for l in out.splitlines() if l.strip().startswith(bn["name"] + " "))
+        line = next(row for row in out.splitlines() if row.strip().startswith(bn["name"] + " "))
         assert f"<- {bn['fold']['target']}" in line
         assert str(bn["channels"]) in line.split()
 
@@ -54,7 +54,7 @@ def test_format_json_equals_json_alias() -> None:
 
 
 def test_json_with_another_format_is_a_usage_error() -> None:
-    code, out, err = run(str(fixture_file(CLEAN)), "--json", "--format", "csv")
+    code, _, err = run(str(fixture_file(CLEAN)), "--json", "--format", "csv")
     assert code == 2
     assert "--json" in err and "Traceback" not in err
 
@@ -92,7 +92,7 @@ def test_bad_file_in_json_mode_is_an_error_record(tmp_path: Path) -> None:
 
 
 def test_architecture_json_named_alone_says_what_to_do() -> None:
-    code, out, err = run(str(fixture_file("k1_weights.json")))
+    code, _, err = run(str(fixture_file("k1_weights.json")))
     assert code == 2
     assert "--config" in err and "Traceback" not in err
 

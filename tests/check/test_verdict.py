@@ -11,11 +11,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bnconvert.check import DEFAULT_ATOL, DEFAULT_RTOL, check_written
-from bnconvert.pipeline import verify
 from bnconvert.cli import main
 from bnconvert.errors import EquivalenceError
 from bnconvert.fold import FoldReport
-from bnconvert.pipeline import fold_file
+from bnconvert.pipeline import fold_file, verify
 
 from ..conftest import corpus_file, fixture_file
 from .subproc import run_json

@@ -13,9 +13,9 @@ import h5py
 import numpy as np
 import pytest
 
-from bnconvert.pipeline import verify
 from bnconvert.check.verify import file_kind
 from bnconvert.errors import BnconvertError, FormatError
+from bnconvert.pipeline import verify
 
 from ..conftest import fixture_file
 from .onnx_models import channels_last_variant, conv_bn_onnx, perturbed, save
