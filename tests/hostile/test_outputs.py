@@ -444,15 +444,15 @@ def test_verify_writes_nothing(tmp_path: Path) -> None:
 _SLOW_CHECK = """
 import os, sys, time
 import bnconvert.check
-import bnconvert.onnx.export as export
+import bnconvert.pipeline as pipeline
 
 def slow_check(*args, **kwargs):  # the check starts: say so, then take "forever"
     open(os.environ["BNCONVERT_TEST_MARKER"], "w").close()
     time.sleep(300)
 
-bnconvert.check.check_written = slow_check      # fold's check
-export._numerical_check = slow_check            # export's check
-export._start_reference = lambda *a, **k: None
+pipeline._check_written = slow_check            # fold's check
+pipeline._check_export = slow_check             # export's check
+bnconvert.check.start_reference = lambda *a, **k: None
 from bnconvert.cli import main
 sys.argv = ["bnconvert", *sys.argv[1:]]
 main()
