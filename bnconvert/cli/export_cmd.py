@@ -14,8 +14,8 @@ from ..text import one_line, safe_lines
 from .common import FileArg, OutputArg, architecture_for, common_options, say
 from .options import (
     keep_option,
-    load_kwargs,
     load_options,
+    reading_options,
     replace_options,
     replacements_from,
     require_check_option,
@@ -86,7 +86,7 @@ def export(path: str, output: str, force_extension: bool, no_fold: bool, opset: 
         report = export_file(
             path, output, opset=opset, nchw=nchw, fold=not no_fold, keep=keep, precision=precision, fp16_io=fp16_io,
             fp16_risky=fp16_risky, calibration=calibration, force=force, check=not no_check,
-            load_options=load_kwargs(config, running_std, flip_kernels), replacements=replacements,
+            load_options=reading_options(config, running_std, flip_kernels), replacements=replacements,
             atol=atol, rtol=rtol, require_check=require_check,
         )
     except EquivalenceError as exc:  # the report (with the check's numbers) once on stdout, the error on stderr

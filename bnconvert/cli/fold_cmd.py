@@ -17,8 +17,8 @@ from ..render import fold_text
 from .common import FileArg, OutputArg, architecture_for, common_options, say
 from .options import (
     keep_option,
-    load_kwargs,
     load_options,
+    reading_options,
     replace_options,
     replacements_from,
     require_check_option,
@@ -70,7 +70,7 @@ def fold(path: str, output: str | None, force: bool, as_json: bool, dry_run: boo
     A weights-only PATH uses the .json of the same name beside it as its architecture, unless
     --config names one."""
     config, companion = architecture_for(path, config)
-    options = load_kwargs(config, running_std, flip_kernels)
+    options = reading_options(config, running_std, flip_kernels)
     replacements = replacements_from(replace, replacements_file, plugins)
     try:
         report = fold_file(path, output, force=force, dry_run=dry_run, check=not no_check, load_options=options,

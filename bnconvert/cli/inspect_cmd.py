@@ -24,7 +24,7 @@ from ..io import InputSet
 from ..provenance import provenance_line
 from ..text import one_line
 from .common import OutputArg, common_options, is_quiet, plural
-from .options import load_kwargs, load_options, replace_options, replacements_from
+from .options import load_options, reading_options, replace_options, replacements_from
 
 __all__ = ["CSV_COLUMNS", "csv_rows", "has_findings", "inspect", "render_table"]
 
@@ -336,7 +336,7 @@ def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None,
     summary = Summary()
     flagged = False
     replacements = replacements_from(replace, replacements_file, plugins)
-    options = AuditOptions(load_kwargs(None, running_std, flip_kernels), tuple(replacements))
+    options = AuditOptions(reading_options(None, running_std, flip_kernels), tuple(replacements))
     if plugins:  # the registrations live in this process only
         jobs = 1
     records = audit_records(found.tasks, jobs=jobs, options=options)

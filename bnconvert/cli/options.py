@@ -10,7 +10,7 @@ import click
 from ..readers.options import RUNNING_STD, LoadOptions
 from .common import FileArg
 
-__all__ = ["load_kwargs", "load_options", "replace_options", "replacements_from", "require_check_option", "tolerance_options", "keep_option"]
+__all__ = ["reading_options", "load_options", "replace_options", "replacements_from", "require_check_option", "tolerance_options", "keep_option"]
 
 
 def load_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -31,7 +31,7 @@ def load_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def load_kwargs(config: str | None, running_std: str, flip_kernels: bool | None) -> LoadOptions:
+def reading_options(config: str | None, running_std: str, flip_kernels: bool | None) -> LoadOptions:
     """The reading options of the shared ``--config``, ``--running-std`` and ``--flip-kernels``."""
     return LoadOptions(config=config, running_std=running_std, flip_kernels=flip_kernels)
 

@@ -14,8 +14,8 @@ from ..errors import BnconvertError
 from ..text import safe_lines
 from .common import FileArg, architecture_for, common_options, is_quiet
 from .options import (
-    load_kwargs,
     load_options,
+    reading_options,
     replace_options,
     replacements_from,
     tolerance_options,
@@ -109,7 +109,7 @@ def verify(
         atol=atol, rtol=rtol, seed=seed, batch=batch, batches=_batches(batches), regimes=regimes,
         value_range=parse_range(value_range),
         input_shapes=parse_input_shapes(input_shapes), inputs=inputs_file, locate=locate,
-        load_options=load_kwargs(config, running_std, flip_kernels), ort_optimize=ort_optimize,
+        load_options=reading_options(config, running_std, flip_kernels), ort_optimize=ort_optimize,
         reference=reference, replacements=replacements_from(replace, replacements_file, plugins),
     )
     result.notes[:0] = [companion] if companion else []  # which JSON was read, first
