@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from typing import Any, TextIO
 
@@ -328,9 +329,9 @@ def inspect(paths: tuple[str, ...], recursive: bool, jobs: int, fmt: str | None,
         hint = "; add --recursive to search subfolders" if found.unsearched else ""
         raise BnconvertError(f"no model file found in {', '.join(paths)} ({others}{hint})")
     jobs = min(jobs or os.cpu_count() or 1, len(found.tasks))
-    stderr = click.get_text_stream("stderr")
+    stderr = sys.stderr  # click.get_text_stream is deprecated from click 8.5
     progress = _Progress(len(found.tasks), stderr, enabled=many and stderr.isatty() and not is_quiet())
-    shared_terminal = progress.enabled and click.get_text_stream("stdout").isatty()
+    shared_terminal = progress.enabled and sys.stdout.isatty()
     quiet = is_quiet()
     writer = _Writer(fmt, single=not many, quiet=quiet)
     summary = Summary()
