@@ -251,6 +251,7 @@ def export_file(
     fp16_io: bool = False,
     fp16_risky: Literal["keep", "refuse"] = "keep",
     calibration: str | os.PathLike[str] | None = None,
+    int8_activations: Literal["int8", "uint8"] = "int8",
     load_options: LoadOptionsLike = None,
     force: bool = False,
     check: bool = True,
@@ -287,7 +288,9 @@ def export_file(
     ``"int8"``: the float32 export is checked as usual, then quantised (static QDQ, per-channel
     weights, :func:`bnconvert.deploy.int8.quantize_int8`) on the samples of ``calibration`` (a
     ``.npz`` or a folder of ``.npy``, named after the inputs); the report gives the int8 model's
-    error and top-class agreement against the float model on those samples.
+    error and top-class agreement against the float model on those samples. ``int8_activations``
+    ``"uint8"`` quantises activations to uint8 (faster on x86 CPUs, see
+    :func:`~bnconvert.deploy.int8.quantize_int8`).
     """
     from .check import start_reference
     from .onnx import DEFAULT_OPSET
@@ -358,7 +361,7 @@ def export_file(
 
                 from .deploy.int8 import quantize_int8
 
-                report.int8 = quantize_int8(written, tmp, samples, force=True, label=str(src))
+                report.int8 = quantize_int8(written, tmp, samples, activations=int8_activations, force=True, label=str(src))
                 report.int8.output = str(dst)
                 broken = [o.name for o in report.int8.outputs if not math.isfinite(o.max_abs)]
                 if broken:  # an int8 step too coarse for some arithmetic (a variance quantised to 0 ...)

@@ -151,7 +151,8 @@ def test_int8_options_are_refused_in_one_line(tmp_path: Path) -> None:
     for args, words in ((["--int8"], "int8 needs calibration data"),
                         (["--calibration", src], "--calibration is for --int8"),
                         (["--int8", "--fp16", "--calibration", src], "exclude each other"),
-                        (["--fp16-io"], "--fp16-io needs --fp16")):
+                        (["--fp16-io"], "--fp16-io needs --fp16"),
+                        (["--int8-activations", "uint8"], "--int8-activations is for --int8")):
         result = _run("export", src, "-o", tmp_path / "x.onnx", *args)
         assert result.exit_code == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1, (args, result.output)
     bad = tmp_path / "bad.npz"

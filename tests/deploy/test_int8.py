@@ -191,6 +191,21 @@ def test_per_tensor_and_few_samples(models, tmp_path) -> None:
     assert all(t.dims == [] for t in inits if t.name.endswith("kernel_scale"))
 
 
+def test_uint8_activations(models, tmp_path) -> None:
+    m = models["cnn10"]
+    names, _, _ = model_inputs(m["onnx"])
+    report = quantize_int8(m["onnx"], tmp_path / "u.onnx", {names[0]: m["x"]}, activations="uint8")
+    graph = onnx.load(str(tmp_path / "u.onnx")).graph
+    zero_points = {t.name: t.data_type for t in graph.initializer if t.name.endswith("zero_point")}
+    activation_points = [dtype for name, dtype in zero_points.items() if "kernel" not in name and "bias" not in name]
+    assert activation_points and set(activation_points) == {onnx.TensorProto.UINT8}
+    assert report.activations.startswith("uint8") and "uint8 (asymmetric) activations" in report.summary()
+    (o,) = report.outputs
+    assert o.rel < 0.05 and o.top1 is not None and o.top1 >= 0.9
+    with pytest.raises(ValueError, match="activations"):
+        quantize_int8(m["onnx"], tmp_path / "v.onnx", {names[0]: m["x"]}, activations="int4")  # type: ignore[arg-type]
+
+
 def test_folder_of_npy(models, tmp_path) -> None:
     m = models["cnn10"]
     names, shapes, dtypes = model_inputs(m["onnx"])
