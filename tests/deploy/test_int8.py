@@ -23,25 +23,12 @@ from bnconvert.deploy.int8 import load_calibration, model_inputs, quantize_int8,
 from bnconvert.errors import BnconvertError, FormatError, OutputError
 from bnconvert.onnx import to_onnx
 
+from ..onnx.helpers import randomize
+
 SAMPLES = 64
 SHAPE = (9, 9, 3)
 #: measured: max |int8 - float| / max |float| 0.5 % (10 classes) and 0.7 % (1000), the same against Keras
 REL_TOLERANCE = 0.05
-
-
-def _randomize(model: object, rng: np.random.Generator) -> None:
-    """Non-trivial BN statistics (never 1/0) and biases; a confident classifier head."""
-    for v in model.weights:  # type: ignore[attr-defined]
-        kind, shape = v.path.split("/")[-1], tuple(v.shape)
-        if kind == "moving_variance":
-            value = rng.uniform(0.3, 2.0, shape)
-        elif kind in ("moving_mean", "beta", "bias"):
-            value = rng.normal(0.0, 0.5, shape)
-        elif kind == "gamma":
-            value = rng.uniform(0.5, 1.5, shape) * np.where(rng.random(shape) < 0.2, -1, 1)
-        else:
-            continue
-        v.assign(value.astype(np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +40,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     folder = tmp_path_factory.mktemp("int8")
     rng = np.random.default_rng(0)
     built = {}
-    for name, classes in (("cnn10", 10), ("cnn1000", 1000)):
+    for seed, (name, classes) in enumerate((("cnn10", 10), ("cnn1000", 1000))):
         model = keras.Sequential([
             keras.Input(SHAPE), L.Conv2D(8, 3, padding="same"), L.BatchNormalization(), L.ReLU(),
             L.Conv2D(8, 3, strides=2), L.BatchNormalization(epsilon=1e-3), L.Activation("relu"),
             L.GlobalAveragePooling2D(), L.Dense(classes, activation="softmax"),
         ], name=name)
-        _randomize(model, rng)
+        randomize(model, seed=seed)  # non-trivial BN statistics and biases
         keras_file, onnx_file = folder / f"{name}.keras", folder / f"{name}.onnx"
         model.save(keras_file)
         folded, fold_report = bnconvert.fold_model(bnconvert.load(keras_file))
