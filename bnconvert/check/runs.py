@@ -93,18 +93,15 @@ def compare_run(
         return VerifyRun(label=label, inputs=rows, input_source=source, comparison=None, batch=batch, regime=regime,
                          message=f"{side} fails to run at batch {batch}, although {declared}: {exc}")
 
-    try:
-        out_a = ra.infer(feeds_a)
-    except BnconvertError as exc:
-        if not extra_batch:
-            raise
-        return failed("A", exc), feeds_b
-    try:
-        out_b = rb.infer(feeds_b)
-    except BnconvertError as exc:
-        if not extra_batch:
-            raise
-        return failed("B", exc), feeds_b
+    outputs = []
+    for side, runner, feeds in (("A", ra, feeds_a), ("B", rb, feeds_b)):
+        try:
+            outputs.append(runner.infer(feeds))
+        except BnconvertError as exc:
+            if not extra_batch:
+                raise
+            return failed(side, exc), feeds_b
+    out_a, out_b = outputs
     comparison, _ = run_pair(ra, rb, binding, feeds_a, atol=atol, rtol=rtol, out_a=out_a, out_b=out_b)
     message = ""
     if extra_batch and any(o.message.startswith("shapes differ") for o in comparison.outputs):
