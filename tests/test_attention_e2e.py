@@ -52,8 +52,8 @@ def transformer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_transformer_exports_with_the_check_against_keras3_passing(transformer: dict[str, Any]) -> None:
     check = transformer["report"].check
-    assert check["passed"] and check["reference"]["kind"] == "keras", check
-    assert check["error"] <= TOLERANCE, f"built-in check: {check['error']:.2e}"  # measured 3.4e-07
+    assert check.passed and check.reference_kind == "keras", check.summary()
+    assert check.error <= TOLERANCE, f"built-in check: {check.error:.2e}"  # measured 3.4e-07
 
 
 def test_transformer_onnx_and_reference_equal_keras3(transformer: dict[str, Any]) -> None:

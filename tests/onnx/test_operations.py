@@ -74,7 +74,7 @@ def test_keras3_file_with_operations_folds_inspects_exports_and_verifies(operati
 
     onnx_file = tmp_path / "ops.onnx"
     exported = bnconvert.export_file(path, onnx_file)
-    assert exported.check is not None and json.dumps(exported.check)
+    assert exported.check is not None and exported.check.passed and json.dumps(exported.to_dict())
     assert max(rel_err(k, o) for k, o in zip(expected, run_onnx(_load(onnx_file), xs))) <= TOLERANCE
     result = bnconvert.verify(path, onnx_file)
     assert result
