@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__
 from .bn import BNParams, Finding, bn_config, bn_params, findings, is_bn
 from .catalog import catalog, fold_role
-from .errors import BnconvertError
+from .errors import BnconvertError, FormatError
 from .fold.plan import FoldDecision, plan_folds
 from .layerspec import data_format
 from .model import Layer, Model, TensorRef
@@ -266,14 +266,58 @@ def audit(model: Model) -> AuditReport:
 def audit_file(path: str | os.PathLike[str], *, replacements: ReplacementsLike = None, **load_options: Any) -> dict[str, Any]:
     """Audit one file and return plain data (the ``inspect --json`` object).
 
+    An ONNX file bnconvert wrote is no Keras model: its record says what the file's stamp tells
+    (``"format": "onnx"``, ``provenance``: how it was made, the fold log, the check), and holds no
+    BN statistics; an ONNX file without a stamp is refused in one line.
+
     A pure function of the file: no printing, no global state. Errors are raised as
     :class:`~bnconvert.errors.BnconvertError`. ``replacements`` replace Lambda and custom layers
     of the model as read (:func:`bnconvert.replace.apply_replacements`) before the audit.
     """
-    model = load(path, lazy=True, **load_options)  # an audit reads BN vectors, not kernels
+    try:
+        model = load(path, lazy=True, **load_options)  # an audit reads BN vectors, not kernels
+    except FormatError:
+        onnx_record = _onnx_record(path)  # an ONNX file bnconvert wrote: its provenance
+        if onnx_record is None:
+            raise
+        return onnx_record
     try:
         model = apply_replacements(model, replacements)
     except BnconvertError as exc:
         raise type(exc)(f"{path}: {exc}") from None
     return audit(model).to_dict()
 
+
+def _onnx_record(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The record of an ONNX file (None when ``path`` is not one): its bnconvert stamp, read from
+    the metadata without parsing the graph and with a bound on what is read (the file is data
+    from anywhere, like every model file)."""
+    from .onnx.save import scan_onnx
+    from .provenance import MAX_PROVENANCE_CHARS, ONNX_KEY, parse_provenance
+
+    try:
+        scan = scan_onnx(path, entry_limit=MAX_PROVENANCE_CHARS + 4096)
+    except (OSError, ValueError):
+        return None
+    if not scan.is_onnx:
+        return None
+    raw = [value for key, value in scan.props if key == ONNX_KEY]
+    stamp, notes = parse_provenance(raw[-1] if raw else None, f"metadata entry '{ONNX_KEY}'")
+    if scan.skipped:
+        notes.append(f"{scan.skipped} metadata entr{'y' if scan.skipped == 1 else 'ies'} longer than "
+                     f"{MAX_PROVENANCE_CHARS:,} bytes skipped unread")
+    if stamp is None and not notes:
+        raise FormatError(f"{path}: an ONNX model bnconvert did not write (no '{ONNX_KEY}' in its metadata): inspect "
+                          "audits Keras model files, and reads how bnconvert made the ONNX files it wrote")
+    log = (stamp or {}).get("fold") or {}
+    return {
+        "file": str(path),
+        "format": "onnx",
+        "keras_version": None,
+        "notes": notes,
+        "provenance": stamp,
+        "fold_log": log.get("batch_norms", []) if isinstance(log, dict) else [],
+        "batch_norms": [],  # the BN statistics are not in an export: inspect its Keras source for them
+        "summary": {"batch_norms": 0, "foldable": 0, "findings": {}},
+        "bnconvert_version": __version__,
+    }

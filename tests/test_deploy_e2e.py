@@ -192,6 +192,29 @@ def test_written_files_carry_their_provenance_and_inspect_shows_it(tmp_path: Pat
     stamp = json.loads(props["bnconvert_provenance"])
     assert stamp["made"] == "export" and stamp["check"]["status"] == "not checked"
     assert [bn["name"] for bn in stamp["fold"]["batch_norms"]] == [bn.path for bn in report.batch_norms]
+    shown = _run("inspect", tmp_path / "chain.onnx")  # inspect of an ONNX file bnconvert wrote: its stamp
+    assert shown.exit_code == 0 and "format   ONNX" in shown.stdout and "made     by bnconvert" in shown.stdout
+    assert all(bn.path in shown.stdout for bn in report.batch_norms)
+    data = json.loads(_run("inspect", "--json", tmp_path / "chain.onnx").stdout)
+    assert data["format"] == "onnx" and [e["name"] for e in data["fold_log"]] == [bn.path for bn in report.batch_norms]
+    rows = _run("inspect", "--format", "csv", tmp_path / "chain.onnx").stdout.strip().splitlines()
+    assert len(rows) == 1 + len(report.batch_norms)
+
+
+def test_inspect_of_an_onnx_file_bnconvert_did_not_write(tmp_path: Path) -> None:
+    """No stamp: one line, exit 2. A metadata entry too large to be a stamp is skipped unread."""
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    foreign = onnx.helper.make_model(graph)
+    onnx.save(foreign, tmp_path / "foreign.onnx")
+    result = _run("inspect", tmp_path / "foreign.onnx")
+    assert result.exit_code == 2 and "an ONNX model bnconvert did not write" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    onnx.helper.set_model_props(foreign, {"bnconvert_provenance": "x" * (5 * 1024**2)})
+    onnx.save(foreign, tmp_path / "huge.onnx")
+    record = bnconvert.audit_file(tmp_path / "huge.onnx")
+    assert record["provenance"] is None and "skipped unread" in record["notes"][0]
 
 
 # ---------------------------------------------------------------------------- the seed models

@@ -53,6 +53,8 @@ def render_table(report: dict[str, Any]) -> str:
     """The human-readable form of one file's audit. Names are data: every control character in
     them is escaped (:func:`bnconvert.text.one_line`), so no name can start a line of its own or
     send the terminal an escape sequence."""
+    if report.get("format") == "onnx":
+        return _onnx_table(report)
     lines = [f"{report['file']}"]
     version = report["keras_version"] or "unknown version"
     origin = report["backend_origin"]
@@ -104,6 +106,37 @@ def render_table(report: dict[str, Any]) -> str:
         lines.append("  Findings:")
         for name, f in found:
             lines.append(f"    [{f['severity']}] {name}: {f['kind']}: {f['message']}")
+    return "\n".join(map(one_line, lines))
+
+
+def _onnx_table(report: dict[str, Any]) -> str:
+    """An ONNX file bnconvert wrote: how it was made, and its fold log (where each BN went, why
+    each remaining one stays), from the stamp in its metadata."""
+    lines = [f"{report['file']}", "  format   ONNX"]
+    stamp = report.get("provenance")
+    if stamp:
+        lines.append(f"  made     {provenance_line(stamp).removeprefix('made ')}")
+        options = stamp.get("options") or {}
+        facts = ", ".join(f"{k} {options[k]}" for k in ("opset", "layout", "precision") if k in options)
+        if facts:
+            lines.append(f"  options  {facts}")
+        if options.get("check_of"):  # an int8 export: the check was of the float32 model it came from
+            lines.append(f"  checked  {options['check_of']}")
+        int8: dict[str, Any] = options["int8"] if isinstance(options.get("int8"), dict) else {}
+        for out in int8.get("outputs") or []:
+            if isinstance(out, dict) and isinstance(out.get("rel"), (int, float)):
+                top = f", top class agrees on {100 * out['top1']:.1f}% of samples" if isinstance(out.get("top1"), (int, float)) else ""
+                lines.append(f"  int8     output '{out.get('name')}' against the float model on {int8.get('samples')} calibration "
+                             f"samples: max |diff| / max |float| {out['rel']:.2g}{top}")
+    lines += [f"  note     {note}" for note in report.get("notes", [])]
+    log = [entry for entry in report.get("fold_log", []) if isinstance(entry, dict)]
+    if log:
+        lines.append("")
+        width = max(len(one_line(entry.get("name"))) for entry in log)
+        for entry in log:
+            arrow = {"backward": "<- ", "forward": "-> ", "merge": "=> "}.get(str(entry.get("action")), "")
+            what = entry.get("reason") if entry.get("action") == "stays" else f"{arrow}{entry.get('target')}"
+            lines.append(f"  {one_line(entry.get('name')).ljust(width)}  {entry.get('action')!s:<8}  {what}")
     return "\n".join(map(one_line, lines))
 
 
@@ -164,6 +197,10 @@ def csv_rows(record: dict[str, Any]) -> list[list[Any]]:
     if is_error(record):
         return [[_csv_safe(v) for v in {**blank, "file": record["file"], "error": record["error"]}.values()]]
     base = {**blank, "file": record["file"], "format": record["format"], "keras_version": _cell(record["keras_version"])}
+    if record["format"] == "onnx" and record.get("fold_log"):  # what its stamp says of each BN
+        return [[_csv_safe(v) for v in {**base, "bn": _cell(e.get("name")), "fold_action": _cell(e.get("action")),
+                                        "fold_target": _cell(e.get("target")), "fold_reason": _cell(e.get("reason"))}.values()]
+                for e in record["fold_log"] if isinstance(e, dict)]
     if not record["batch_norms"]:
         return [[_csv_safe(v) for v in base.values()]]
     rows = []

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -50,6 +51,8 @@ __all__ = [
     "write_onnx",
     "stamp_onnx",
     "read_metadata_props",
+    "scan_onnx",
+    "OnnxScan",
 ]
 
 PROTOBUF_LIMIT = 2**31
@@ -64,6 +67,8 @@ _MODEL_GRAPH = b"\x3a"  # ModelProto.graph = 7
 _GRAPH_INITIALIZER = b"\x2a"  # GraphProto.initializer = 5
 _TENSOR_RAW_DATA = b"\x4a"  # TensorProto.raw_data = 9
 _MODEL_METADATA_PROPS = 14  # ModelProto.metadata_props (repeated StringStringEntryProto)
+_MODEL_IR_VERSION = 1  # ModelProto.ir_version (varint)
+_MODEL_GRAPH_FIELD = 7  # ModelProto.graph
 
 
 def _varint(n: int) -> bytes:
@@ -240,11 +245,31 @@ def _read_varint(fh: BinaryIO) -> int | None:
             raise ValueError("a varint longer than 10 bytes")
 
 
-def read_metadata_props(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """The ``metadata_props`` entries of an ONNX file, in file order (duplicates kept), read
-    without parsing the graph: each top-level field is skipped by its length except field 14.
-    Raises ValueError when the file is not a well-formed protobuf at its top level."""
-    out: list[tuple[str, str]] = []
+@dataclass
+class OnnxScan:
+    """What the top level of a file holds, read without parsing the graph (:func:`scan_onnx`)."""
+
+    #: ``ModelProto.ir_version`` (field 1), None when absent
+    ir_version: int | None = None
+    #: whether a ``graph`` (field 7) is present
+    graph: bool = False
+    #: the ``metadata_props`` entries in file order (duplicates kept)
+    props: list[tuple[str, str]] = field(default_factory=list)
+    #: metadata entries longer than the limit, skipped unread
+    skipped: int = 0
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.ir_version is not None and self.ir_version > 0 and self.graph
+
+
+def scan_onnx(path: str | os.PathLike[str], *, entry_limit: int | None = None) -> OnnxScan:
+    """The top-level fields of an ONNX file, each skipped by its length except ``ir_version``
+    (field 1) and ``metadata_props`` (field 14): the metadata of a model of any size, read in a
+    few reads. ``entry_limit``: metadata entries longer than this many bytes are skipped unread
+    (counted in ``skipped``): a file from elsewhere cannot make this allocate its size. Raises
+    ValueError when the file is not a well-formed protobuf at its top level."""
+    out = OnnxScan()
     size = os.path.getsize(path)
     with open(path, "rb") as fh:
         while True:
@@ -253,8 +278,11 @@ def read_metadata_props(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
                 return out
             field_number, wire = tag >> 3, tag & 7
             if wire == 0:
-                if _read_varint(fh) is None:
+                value = _read_varint(fh)
+                if value is None:
                     raise ValueError("the file ends inside a field")
+                if field_number == _MODEL_IR_VERSION:
+                    out.ir_version = value
                 continue
             if wire in (1, 5):
                 fh.seek(8 if wire == 1 else 4, 1)
@@ -264,12 +292,21 @@ def read_metadata_props(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
             length = _read_varint(fh)
             if length is None or fh.tell() + length > size:
                 raise ValueError("a field runs past the end of the file")
-            if field_number != _MODEL_METADATA_PROPS:
+            out.graph = out.graph or field_number == _MODEL_GRAPH_FIELD
+            if field_number != _MODEL_METADATA_PROPS or (entry_limit is not None and length > entry_limit):
+                out.skipped += field_number == _MODEL_METADATA_PROPS
                 fh.seek(length, 1)
                 continue
             entry = onnx.StringStringEntryProto()
             entry.ParseFromString(fh.read(length))
-            out.append((entry.key, entry.value))
+            out.props.append((entry.key, entry.value))
+
+
+def read_metadata_props(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """The ``metadata_props`` entries of an ONNX file, in file order (duplicates kept), read
+    without parsing the graph (:func:`scan_onnx`). Raises ValueError when the file is not a
+    well-formed protobuf at its top level."""
+    return scan_onnx(path).props
 
 
 def stamp_onnx(path: str | os.PathLike[str], props: Mapping[str, str]) -> None:
