@@ -22,15 +22,8 @@ from onnx.reference import ReferenceEvaluator
 
 import bnconvert
 from bnconvert.deploy import fp16
-from bnconvert.deploy.fp16 import (
-    FP16_ATOL,
-    FP16_RTOL,
-    Fp16RiskError,
-    _layer_namer,
-    _weight_findings,
-    analyse,
-    to_float16,
-)
+from bnconvert.deploy.fp16 import FP16_ATOL, FP16_RTOL, Fp16RiskError, analyse, to_float16
+from bnconvert.deploy.fp16_analysis import _weight_findings, layer_namer
 from bnconvert.onnx.export import to_onnx, to_onnx_parts
 from bnconvert.onnx.save import add_initializers
 
@@ -309,8 +302,8 @@ def test_weight_findings_per_channel():
 
 
 def test_nodes_named_after_their_layers():
-    layer_of = _layer_namer(["conv", "outer", "outer/inner", "dense"])
+    layer_of = layer_namer(["conv", "outer", "outer/inner", "dense"])
     assert layer_of("conv") == layer_of("conv/bias_add") == layer_of("conv_1") == "conv"
     assert layer_of("outer/inner/matmul") == "outer/inner" and layer_of("outer/other") == "outer"
     assert layer_of("dense/call1/matmul") == "dense"  # a second call of a shared layer
-    assert _layer_namer(None)("outer/inner/matmul") == "outer"
+    assert layer_namer(None)("outer/inner/matmul") == "outer"
