@@ -51,6 +51,8 @@ _METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile
 _READ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError,
                 zlib.error, lzma.LZMAError, OverflowError)
 _VAR = re.compile(r"[0-9]{1,6}")
+#: a variable a layer saved by name (``save_own_variables``), never a number
+_NAMED_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _MAX_WALK = 100_000
 #: a sublayer group name Keras writes (snake case class names, numbered)
 _VAR_NAME = re.compile(r"[A-Za-z0-9_]{1,200}")
@@ -303,6 +305,16 @@ def _vars(group: h5py.Group | None, where: str, budget: Budget) -> list[tuple[st
     if not isinstance(vars_group, h5py.Group):
         raise FormatError(f"{where}: 'vars' is not a group")
     keys = list(vars_group.keys())
+    if keys and all(_NAMED_VAR.fullmatch(k) for k in keys):
+        # a layer's own save_own_variables stores some by name (IntegerLookup in tf_idf mode:
+        # vars/idf_weights): read in name order; the catalog's weight list says what they are
+        named = []
+        for k in sorted(keys):
+            dset = child(vars_group, k, where)
+            if not isinstance(dset, h5py.Dataset):
+                raise FormatError(f"{where}: vars/{k} is not a dataset")
+            named.append((f"vars/{k}", read_array(dset, f"{where}: vars/{k}", budget)))
+        return named
     if not all(_VAR.fullmatch(k) for k in keys):
         raise FormatError(f"{where}: unexpected entries in vars: {', '.join(repr(k) for k in keys[:5])}")
     if sorted(int(k) for k in keys) != list(range(len(keys))):

@@ -47,6 +47,12 @@ def assign(layer: Layer, named: Named, *, keras1: bool = False) -> None:
             f"layer {layer.label}: expected {len(expected)} weights ({', '.join(expected) or 'none'}), "
             f"found {len(named)} ({found})"
         )
+    # a .keras layer's own save_own_variables may store its variables by name (vars/idf_weights):
+    # those names must be the class's, or the file is not what Keras wrote
+    by_name = [n.rsplit("vars/", 1)[1] for n, _ in named if "vars/" in n and not n.rsplit("vars/", 1)[1].isdigit()]
+    if by_name and sorted(by_name) != sorted(expected):
+        raise FormatError(f"layer {layer.label}: weights stored under the names {', '.join(by_name)}; "
+                          f"the class's are {', '.join(expected) or 'none'}")
     known = [m for m in meanings if m]
     if len(known) == len(meanings) and sorted(known) == sorted(expected):
         layer.weights = {m: arr for m, (_, arr) in zip(known, named)}

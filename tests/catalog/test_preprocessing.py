@@ -277,22 +277,28 @@ def test_adaptive_bins_are_pytorchs() -> None:
 
 @pytest.fixture(scope="module")
 def refused_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Keras 3 models whose first layer bnconvert refuses: a StringLookup, a RandomCrop."""
+    """Keras 3 models whose first layer bnconvert refuses: a StringLookup, a RandomCrop, a tf_idf
+    IntegerLookup."""
     import keras
 
     L = keras.layers
     folder = tmp_path_factory.mktemp("refused")
     i = keras.Input((3,), dtype="string")
     j = keras.Input((6, 6, 3))
+    k = keras.Input((3,), dtype="int64")
     models = {"StringLookup": keras.Model(i, L.StringLookup(vocabulary=["a", "b", "c"], name="string_lookup")(i)),
-              "RandomCrop": keras.Model(j, L.Dense(2)(L.RandomCrop(4, 4, name="random_crop")(j)))}
+              "RandomCrop": keras.Model(j, L.Dense(2)(L.RandomCrop(4, 4, name="random_crop")(j))),
+              # tf_idf saves its weights by name (vars/idf_weights), which the reader must take
+              "IntegerLookup": keras.Model(k, L.IntegerLookup(vocabulary=[1, 2, 3], output_mode="tf_idf",
+                                                              idf_weights=[0.5, 1.0, 1.5], name="integer_lookup")(k))}
     for name, model in models.items():
         model.save(folder / f"{name}.keras")
     return {name: folder / f"{name}.keras" for name in models}
 
 
 @pytest.mark.parametrize(("cls", "words"), [("StringLookup", r"'string_lookup' \(StringLookup\): .*run it before the model"),
-                                            ("RandomCrop", r"'random_crop' \(RandomCrop\): .*unchanged at inference.*CenterCrop")])
+                                            ("RandomCrop", r"'random_crop' \(RandomCrop\): .*unchanged at inference.*CenterCrop"),
+                                            ("IntegerLookup", r"'integer_lookup' \(IntegerLookup\): config 'output_mode' 'tf_idf'")])
 def test_float64_reference_refuses_with_what_to_do(refused_files: dict[str, Path], cls: str, words: str) -> None:
     from bnconvert.catalog.record import CallContext
 

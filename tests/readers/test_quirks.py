@@ -162,3 +162,32 @@ def test_reading_never_imports_tensorflow(corpus) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     files, bns = map(int, out.stdout.split())
     assert files >= 22 and bns >= 131
+
+
+def _renamed_vars(tmp_path: Path, names: dict[str, str]) -> Path:
+    """k3_dense_tanh.keras with the Dense layer's ``vars/0``, ``vars/1`` stored under other names."""
+    import io
+    import zipfile
+
+    src = zipfile.ZipFile(ROOT / "fixtures" / "k3_dense_tanh.keras")
+    buf = io.BytesIO(src.read("model.weights.h5"))
+    with h5py.File(buf, "r+") as f:
+        for old, new in names.items():
+            f["layers/dense/vars"].move(old, new)
+    out = tmp_path / "named.keras"
+    with zipfile.ZipFile(out, "w") as z:
+        for item in src.infolist():
+            z.writestr(item, buf.getvalue() if item.filename == "model.weights.h5" else src.read(item.filename))
+    return out
+
+
+def test_keras3_variables_stored_by_name_must_be_the_classs(tmp_path: Path) -> None:
+    """A layer's save_own_variables may store its variables by name (IntegerLookup in tf_idf mode
+    writes vars/idf_weights: tests/catalog/test_preprocessing.py reads one); names that are not
+    the class's are refused, and so are numbered and named entries mixed."""
+    with pytest.raises(FormatError, match=r"'dense' \(Dense\): weights stored under the names bias_x, kernel_x; the class's are kernel, bias"):
+        load(_renamed_vars(tmp_path, {"0": "kernel_x", "1": "bias_x"}))
+    with pytest.raises(FormatError, match="unexpected entries in vars"):
+        load(_renamed_vars(tmp_path, {"1": "bias"}))
+    model = load(_renamed_vars(tmp_path, {"0": "kernel", "1": "bias"}))  # the class's own names: read by name
+    assert model["dense"].weights["kernel"].ndim == 2 and model["dense"].weights["bias"].ndim == 1
