@@ -1,4 +1,4 @@
-"""Deployment variants of bnconvert's export (issue 18): float32, float16 and int8 in onnxruntime.
+"""Deployment variants of bnconvert's export (issue 18): float32, float16 and two int8 in onnxruntime.
 
     python benchmarks/deploy.py                       # ResNet50 and MobileNetV2; writes its part of RESULTS.md
     python benchmarks/deploy.py --models MobileNetV2 --size 96 --budget 5 --output /tmp/d.md   # a quick try
@@ -12,19 +12,19 @@ input, every image gets the same class, and top-1 agreement would say nothing):
   soft-edged ellipses of random colours, a low-frequency texture and a little pixel noise, 0..255,
   then the model's own ``preprocess_input``): 64 to calibrate int8 (seed 10) and 128 *other* ones
   (seed 20), held out, on which every variant is compared with Keras and timed;
-* **the variants**: float32 (``bnconvert export``, its TensorFlow-free check included), float16
-  and int8 (static QDQ, calibrated on the 64 calibration images). ``bnconvert export --fp16`` and
-  ``--int8 --calibration`` are timed as a user runs them when the CLI has them; otherwise the
-  library functions do the same in a child process (``bnconvert.deploy.fp16.to_float16`` on
-  ``to_onnx_parts`` of the folded model, ``bnconvert.deploy.int8.quantize_int8`` on the float32
-  file), and the report says which;
+* **the variants**, each made by ``bnconvert export`` in its own process and timed as a user runs
+  it: ``fp32`` (plain ``export``, its TensorFlow-free check included), ``fp16`` (``--fp16``:
+  float16 weights and compute, float32 inputs and outputs), ``int8`` (``--int8 --calibration``:
+  static QDQ, int8 weights per channel and int8 activations, S8S8, calibrated on the 64
+  calibration images) and ``int8-u8`` (the same with ``--int8-activations uint8``: uint8
+  activations, U8S8);
 * **agreement with Keras 3** (``model.predict``, float32, on the held-out images): max and mean
   relative error ``|x - keras| / max|keras|``, top-1 agreement, and top-5 agreement (the share of
   samples whose Keras top-1 class is in the variant's top 5); with the number of distinct Keras
   top-1 classes and the median top-1/top-2 margin, which say how hard that agreement is;
 * **latency** in onnxruntime (CPU provider, 2 intra-op threads, default optimisation level) at
-  batch 1 and batch 32: the three files' runs interleaved in rounds (the order rotating), so that
-  all three see the same shared machine; medians, and the median over the rounds of each variant's
+  batch 1 and batch 32: the four files' runs interleaved in rounds (the order rotating), so that
+  all four see the same shared machine; medians, and the median over the rounds of each variant's
   time over float32's (the paired ratio). Rounds run until a time budget is spent (``--budget``
   seconds per model and batch size; at least 5 rounds, at most 200);
 * **file size** of each variant.
@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -52,7 +51,21 @@ from run import ENV, OUT, ROOT, bnconvert, write_results  # noqa: E402  (benchma
 
 DEPLOY = OUT / "deploy"
 MODELS = ["ResNet50", "MobileNetV2"]
-VARIANTS = ["fp32", "fp16", "int8"]
+#: each variant and the options of ``bnconvert export`` that make it (besides ``-o FILE --json``)
+VARIANTS: dict[str, list[str]] = {
+    "fp32": [],
+    "fp16": ["--fp16"],
+    "int8": ["--int8", "--calibration", "{calibration}"],
+    "int8-u8": ["--int8", "--calibration", "{calibration}", "--int8-activations", "uint8"],
+}
+#: the variants as the table's rows name them, and in plain words
+ROWS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8 (int8 activations)", "int8-u8": "int8 (uint8 activations)"}
+LABELS = {
+    "fp32": "float32",
+    "fp16": "float16 weights and compute, float32 inputs and outputs",
+    "int8": "int8 weights per channel and int8 activations (S8S8, the default)",
+    "int8-u8": "int8 weights per channel and uint8 activations (U8S8)",
+}
 CALIBRATION, HELD_OUT = 64, 128
 START, END = "<!-- deploy:start -->", "<!-- deploy:end -->"
 
@@ -120,30 +133,6 @@ print(json.dumps(dict(params=int(model.count_params()), keras=keras.__version__,
                       input_range=[float(x_held.min()), float(x_held.max())])))
 """
 
-#: float16 through the library (when ``bnconvert export`` has no --fp16 yet)
-FP16 = r"""
-import json, sys
-import bnconvert
-from bnconvert.deploy.fp16 import to_float16
-from bnconvert.onnx.export import to_onnx_parts
-from bnconvert.onnx.save import write_onnx
-model, _ = bnconvert.fold_model(bnconvert.load(sys.argv[1]))
-proto, constants = to_onnx_parts(model)
-half, half_constants, report = to_float16(proto, constants, layers=[p for p, _, _ in model.walk()])
-write_onnx(half, half_constants, sys.argv[2])
-print(json.dumps(report.to_dict()))
-"""
-
-#: int8 through the library (when ``bnconvert export`` has no --int8 yet), from the float32 file
-INT8 = r"""
-import json, sys
-from bnconvert.deploy.int8 import load_calibration, model_inputs, quantize_int8
-names, shapes, dtypes = model_inputs(sys.argv[1])
-calibration = load_calibration(sys.argv[3], names, shapes, input_dtypes=dtypes)
-report = quantize_int8(sys.argv[1], sys.argv[2], calibration)
-print(json.dumps(report.to_dict()))
-"""
-
 COMPARE = r"""
 import json, os, sys, time, numpy as np, onnxruntime as ort
 paths, data, budget = json.loads(sys.argv[1]), np.load(sys.argv[2]), float(sys.argv[3])
@@ -204,14 +193,8 @@ def _json_tail(argv: list[str], what: str) -> dict[str, Any]:
     return result
 
 
-def cli_options() -> set[str]:
-    """The deployment options ``bnconvert export`` has today (--fp16, --int8, --calibration)."""
-    text = subprocess.run(bnconvert("export", "--help"), env=ENV, capture_output=True, text=True).stdout
-    return {opt for opt in ("--fp16", "--int8", "--calibration") if re.search(rf"(^|\s){opt}\b", text)}
-
-
 def _timed_json(argv: list[str], output: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """``timed`` of one run, and the JSON report the library child printed (None for the CLI)."""
+    """The time and exit of one ``bnconvert export ... --json``, and its JSON report (None if none)."""
     output.unlink(missing_ok=True)
     os.sync()
     start = time.perf_counter()
@@ -220,13 +203,10 @@ def _timed_json(argv: list[str], output: Path) -> tuple[dict[str, Any], dict[str
     if proc.returncode:
         print(f"  ! {' '.join(argv[:3])}... exited {proc.returncode}: {proc.stderr[-800:]}", file=sys.stderr)
         return {"seconds": seconds, "exit": proc.returncode, "error": proc.stderr.strip().splitlines()[-1:]}, None
-    try:  # the library child's report is its last line; the CLI's --json is the whole output
-        report = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (json.JSONDecodeError, IndexError):
-        try:
-            report = json.loads(proc.stdout)
-        except json.JSONDecodeError:
-            report = None
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        report = None
     return {"seconds": seconds, "exit": 0, "error": ""}, report
 
 
@@ -238,7 +218,7 @@ def _check(check: dict[str, Any] | None) -> dict[str, Any] | None:
         "reference": (check.get("reference") or {}).get("kind")}
 
 
-def run_model(name: str, size: int, budget: float, options: set[str]) -> dict[str, Any]:
+def run_model(name: str, size: int, budget: float) -> dict[str, Any]:
     DEPLOY.mkdir(parents=True, exist_ok=True)
     h5, data, calib = DEPLOY / f"{name}.h5", DEPLOY / f"{name}.heldout.npz", DEPLOY / f"{name}.calibration.npz"
     files = {v: DEPLOY / f"{name}.{v}.onnx" for v in VARIANTS}
@@ -247,29 +227,15 @@ def run_model(name: str, size: int, budget: float, options: set[str]) -> dict[st
     row: dict[str, Any] = {"model": name, "size": size, **_json_tail(
         _child(BUILD, name, str(size), str(h5), str(data), str(calib), str(CALIBRATION), str(HELD_OUT)), f"building {name}")}
     row["build_s"] = time.perf_counter() - t
-    print(f"{name}: float32 export (bnconvert export)", file=sys.stderr)
-    row["convert"] = {}
-    row["convert"]["fp32"], cli = _timed_json(bnconvert("export", str(h5), "-o", str(files["fp32"]), "--json"), files["fp32"])
-    row["fp32_check"] = _check((cli or {}).get("check"))
-    print(f"{name}: float16", file=sys.stderr)
-    if "--fp16" in options:
-        argv = bnconvert("export", str(h5), "-o", str(files["fp16"]), "--fp16", "--json")
-        row["convert"]["fp16"], cli = _timed_json(argv, files["fp16"])
-        row["fp16_report"], row["fp16_check"] = (cli or {}).get("fp16"), _check((cli or {}).get("check"))
-        row["fp16_how"] = "`bnconvert export --fp16`"
-    else:
-        row["convert"]["fp16"], row["fp16_report"] = _timed_json(_child(FP16, str(h5), str(files["fp16"])), files["fp16"])
-        row["fp16_how"] = "library (`to_float16`)"
-    print(f"{name}: int8", file=sys.stderr)
-    if {"--int8", "--calibration"} <= options:
-        argv = bnconvert("export", str(h5), "-o", str(files["int8"]), "--int8", "--calibration", str(calib), "--json")
-        row["convert"]["int8"], cli = _timed_json(argv, files["int8"])
-        row["int8_report"], row["int8_check"] = (cli or {}).get("int8"), _check((cli or {}).get("check"))
-        row["int8_how"] = "`bnconvert export --int8 --calibration`"
-    else:
-        argv = _child(INT8, str(files["fp32"]), str(files["int8"]), str(calib))
-        row["convert"]["int8"], row["int8_report"] = _timed_json(argv, files["int8"])
-        row["int8_how"] = "library (`quantize_int8` on the float32 file)"
+    row["convert"], row["how"] = {}, {}
+    for v, options in VARIANTS.items():
+        extra = [o.format(calibration=calib) for o in options]
+        print(f"{name}: {v} (bnconvert export {' '.join(extra)})", file=sys.stderr)
+        row["convert"][v], cli = _timed_json(bnconvert("export", str(h5), "-o", str(files[v]), *extra, "--json"), files[v])
+        row["how"][v] = " ".join(["`bnconvert export", *options]).replace("{calibration}", "CAL.npz") + "`"
+        row[f"{v}_check"] = _check((cli or {}).get("check"))
+        if v != "fp32":
+            row[f"{v}_report"] = (cli or {}).get(v.split("-")[0])
     paths = {v: str(p) for v, p in files.items() if p.exists() and row["convert"][v]["exit"] == 0}
     print(f"{name}: onnxruntime ({', '.join(paths)})", file=sys.stderr)
     row["load_before"] = os.getloadavg()
@@ -322,7 +288,7 @@ def markdown(rows: list[dict[str, Any]], header: list[str]) -> str:
              f"Agreement with Keras 3 (`model.predict`, float32) on the {held} held-out synthetic images; relative errors "
              "are `|x - keras| / max|keras|` on the softmax output; top-5: the share of images whose Keras top-1 "
              "class is in the variant's top 5. Latency: onnxruntime CPU, 2 intra-op threads, default optimisation, "
-             "the three files interleaved; median (ms) and in brackets the median paired ratio to float32.",
+             "the four files interleaved; median (ms) and in brackets the median paired ratio to float32.",
              "",
              "| model | variant | file MB | convert s | max rel err | mean rel err | top-1 | top-5 "
              "| batch 1 ms (ratio) | batch 32 ms (ratio) |",
@@ -332,11 +298,11 @@ def markdown(rows: list[dict[str, Any]], header: list[str]) -> str:
         for v in VARIANTS:
             o, c = ort.get(v), r["convert"].get(v, {})
             if o is None:
-                lines.append(f"| {r['model']} | {v} | - | {c.get('seconds', 0):.1f} | failed: {' '.join(c.get('error') or [])} "
+                lines.append(f"| {r['model']} | {ROWS[v]} | - | {c.get('seconds', 0):.1f} | failed: {' '.join(c.get('error') or [])} "
                              "| | | | | |")
                 continue
             b1, b32 = o["b1"], o["b32"]
-            lines.append(f"| {r['model']} | {v} | {_mb(o['bytes'])} | {c['seconds']:.1f} | {o['max_rel_err']:.2e} "
+            lines.append(f"| {r['model']} | {ROWS[v]} | {_mb(o['bytes'])} | {c['seconds']:.1f} | {o['max_rel_err']:.2e} "
                          f"| {o['mean_rel_err']:.2e} | {_pct(o['top1'])} | {_pct(o['top5'])} "
                          f"| {b1['ms']:.1f} ({b1['ratio']:.2f}) | {b32['ms']:.0f} ({b32['ratio']:.2f}) |")
     lines += ["", "How each variant was made, and the rounds of the latency runs:", ""]
@@ -344,14 +310,15 @@ def markdown(rows: list[dict[str, Any]], header: list[str]) -> str:
         ort = r.get("ort", {})
         k = ort.get("keras", {})
         rounds = ort.get("fp32", {})
+        made = "; ".join(f"{ROWS[v]} = {LABELS[v]} ({how})" for v, how in r["how"].items())
         lines.append(f"- **{r['model']}** ({r['params']:,} parameters, {r['size']}x{r['size']}x3, inputs after "
-                     f"`preprocess_input` in [{r['input_range'][0]:.3g}, {r['input_range'][1]:.3g}]): float32 by "
-                     f"`bnconvert export` (its check included), float16 by {r['fp16_how']}, int8 by {r['int8_how']}; "
+                     f"`preprocess_input` in [{r['input_range'][0]:.3g}, {r['input_range'][1]:.3g}]): {made}; "
                      f"{rounds.get('b1', {}).get('rounds', '-')} rounds at batch 1, {rounds.get('b32', {}).get('rounds', '-')} "
                      f"at batch 32. Keras' top-1 class on the held-out images: {k.get('distinct_top1', '-')} distinct "
                      f"classes of 1000, median top-1 probability {k.get('median_top1', 0):.3g}, median margin to the "
                      f"second {k.get('median_margin', 0):.2g}.")
-        what = {"fp32": "float32", "fp16": "float16", "int8": "int8 (`export --int8` checks the float32 file it quantises)"}
+        what = {"fp32": "float32", "fp16": "float16", "int8": "int8 (`export --int8` checks the float32 file it quantises)",
+                "int8-u8": "int8 with uint8 activations (the same)"}
         checks = [f"{what[v]} {c['status']}, error {c['error']:.2g} against {REFERENCE.get(c['reference'], c['reference'])} "
                   f"(rule {c['atol']:g} + {c['rtol']:g} x max)"
                   for v in VARIANTS if (c := r.get(f"{v}_check")) and c.get("error") is not None]
@@ -363,13 +330,16 @@ def markdown(rows: list[dict[str, Any]], header: list[str]) -> str:
             lines.append(f"  float16: {fp16['float16_initializers']} weights float16, {fp16['float32_initializers']} "
                          f"float32, {fp16['casts']} Casts; {len(kept)} layer(s) kept in float32"
                          + (": " + ", ".join(k['layer'] for k in kept) if kept else "") + ".")
-        int8 = r.get("int8_report")
-        if int8:
+        for v in ("int8", "int8-u8"):
+            int8 = r.get(f"{v}_report")
+            if not int8:
+                continue
             outs = int8.get("outputs", [])
             agree = "; ".join(f"top-1 {_pct(o.get('top1'))}, top-5 {_pct(o.get('top5'))}, rel err {o['rel']:.2g}"
                               for o in outs)
-            lines.append(f"  int8: {int8['quantize_nodes']} QuantizeLinear, {int8['dequantize_nodes']} DequantizeLinear; "
-                         f"against the float32 model on its own calibration images: {agree}.")
+            lines.append(f"  {ROWS[v]}: activations {int8.get('activations', '?')}, {int8['quantize_nodes']} "
+                         f"QuantizeLinear, {int8['dequantize_nodes']} DequantizeLinear; against the float32 model on "
+                         f"its own calibration images: {agree}.")
     return "\n".join(lines) + "\n"
 
 
@@ -389,8 +359,9 @@ def main() -> None:
     else:
         start = time.perf_counter()
         DEPLOY.mkdir(parents=True, exist_ok=True)
-        options = cli_options()  # also writes the bytecode caches before anything is timed
-        rows = [run_model(name, args.size, args.budget, options) for name in args.models]
+        # the bytecode caches are written before anything is timed
+        subprocess.run(bnconvert("export", "--help"), env=ENV, capture_output=True, check=True)
+        rows = [run_model(name, args.size, args.budget) for name in args.models]
         command = "python benchmarks/deploy.py " + " ".join(sys.argv[1:])
         header = _header(rows, command.strip(), time.perf_counter() - start)
         saved.write_text(json.dumps({"rows": rows, "header": header}, indent=2))
