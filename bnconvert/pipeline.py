@@ -357,20 +357,7 @@ def export_file(
                 checks.skipped("export", str(src), "--no-check")
             checks.settle(result, report, str(src), "the ONNX model does not match the original")
             if samples is not None:
-                import onnx
-
-                from .deploy.int8 import quantize_int8
-
-                report.int8 = quantize_int8(written, tmp, samples, activations=int8_activations, force=True, label=str(src))
-                report.int8.output = str(dst)
-                broken = [o.name for o in report.int8.outputs if not math.isfinite(o.max_abs)]
-                if broken:  # an int8 step too coarse for some arithmetic (a variance quantised to 0 ...)
-                    raise EquivalenceError(f"{src}: the int8 model computes NaN or Inf where the float model does not "
-                                           f"(output {', '.join(repr(b) for b in broken)}); nothing written", report=report)
-                graph = onnx.load(str(tmp), load_external_data=False).graph  # what was written: the int8 graph
-                report.nodes, report.op_types = len(graph.node), dict(Counter(n.op_type for n in graph.node))
-                report.notes.append("the check is of the float32 export the int8 model was quantised from (not kept); "
-                                    "the int8 model's agreement with it is above")
+                _quantize(report, written, tmp, samples, int8_activations, src)
                 data_name = None
             facts: dict[str, Any] = {"opset": opset, "layout": report.layout, "precision": precision}
             if report.int8 is not None:  # the check was of the float32 export; the int8 model's agreement with it
@@ -382,6 +369,27 @@ def export_file(
     report.size_bytes = dst.stat().st_size + (Path(report.external_data).stat().st_size if report.external_data else 0)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _quantize(report: ExportReport, written: Path, tmp: Path, samples: dict[str, Any], activations: Literal["int8", "uint8"],
+              src: Path) -> None:
+    """The int8 model of the checked float32 file ``written``, into ``tmp``; its agreement with the
+    float model goes into ``report``, and an int8 model that computes NaN/Inf where the float one
+    does not is refused (:class:`EquivalenceError`, nothing written)."""
+    import onnx
+
+    from .deploy.int8 import quantize_int8
+
+    report.int8 = quantize_int8(written, tmp, samples, activations=activations, force=True, label=str(src))
+    report.int8.output = report.output
+    broken = [o.name for o in report.int8.outputs if not math.isfinite(o.max_abs)]
+    if broken:  # an int8 step too coarse for some arithmetic (a variance quantised to 0 ...)
+        raise EquivalenceError(f"{src}: the int8 model computes NaN or Inf where the float model does not "
+                               f"(output {', '.join(repr(b) for b in broken)}); nothing written", report=report)
+    graph = onnx.load(str(tmp), load_external_data=False).graph  # what is written: the int8 graph
+    report.nodes, report.op_types = len(graph.node), dict(Counter(n.op_type for n in graph.node))
+    report.notes.append("the check is of the float32 export the int8 model was quantised from (not kept); "
+                        "the int8 model's agreement with it is above")
 
 
 def _calibration(path: str | os.PathLike[str] | None, proto: Any) -> dict[str, Any]:
