@@ -56,7 +56,7 @@ class UsageError(BnconvertError):
                    "or a folder of NAME.npy files; 32 or more samples.")
 @click.option("--int8-activations", type=click.Choice(["int8", "uint8"]), default="int8", show_default=True,
               help="With --int8: the activations' type. uint8 runs more of the graph in integer kernels on x86 CPUs "
-                   "(about twice as fast on ResNet50 here) at a risk of saturation on CPUs without VNNI.")
+                   "(ResNet50 here: 0.39 of float32's time, against 0.72) at a risk of saturation on CPUs without VNNI.")
 @keep_option
 @tolerance_options
 @require_check_option

@@ -14,7 +14,7 @@ choice", https://onnxruntime.ai/docs/performance/model-optimizations/quantizatio
 * ``quantize_static`` in QDQ format: weights int8, symmetric, per output channel by default
   (``per_channel``); activations int8 (onnxruntime's first choice for QDQ on CPUs) or uint8
   (``activations="uint8"``: on x86 CPUs onnxruntime runs more of the graph in integer kernels,
-  measured twice as fast on ResNet50, see benchmarks/RESULTS.md, at the risk its documentation
+  ResNet50 in 0.39 of float32's time against 0.72 with int8 activations, see benchmarks/RESULTS.md, at the risk its documentation
   names: a saturating intermediate on CPUs without VNNI); MinMax calibration on the user's samples, fed ``batch`` at
   a time through the dynamic batch dimension bnconvert writes (a fixed batch is fed as declared);
   onnxruntime's default op set except Softmax, which stays float (:data:`FLOAT_OPS` says why).
