@@ -5,7 +5,10 @@
 - :func:`check_headline` and :func:`check_text`: the check fold and export run
   (:class:`~bnconvert.check.CheckResult`), one line or the whole report;
 - :func:`verify_text`: a :class:`~bnconvert.check.VerifyResult` (``bnconvert verify``);
-- :func:`fp16_text` and :func:`int8_text`: what ``export --fp16`` and ``export --int8`` did.
+- :func:`fp16_text` and :func:`int8_text`: what ``export --fp16`` and ``export --int8`` did;
+- the parts those embed: :func:`compare_text` and :func:`output_text` (a comparison and each of
+  its outputs, with :func:`histogram_lines`), :func:`locate_text` (``verify --locate``) and
+  :func:`agreement_text` (top-class agreement).
 
 The reports are data (their ``to_dict()`` is the JSON the CLI prints); their ``summary()``
 methods call these functions. Every line is made safe here: names are data (a layer name may hold
@@ -22,13 +25,19 @@ from typing import TYPE_CHECKING
 from .text import one_line, safe_lines
 
 if TYPE_CHECKING:
+    from .check.compare import CompareResult, OutputComparison
+    from .check.locate import LocateResult
     from .check.results import CheckResult, VerifyResult
     from .deploy.fp16 import Fp16Report
     from .deploy.int8 import Int8Report
     from .fold import FoldReport
     from .pipeline import ExportReport
+    from .topclass import TopAgreement
 
-__all__ = ["check_headline", "check_text", "export_text", "fold_text", "fp16_text", "int8_text", "plural", "verify_text"]
+__all__ = [
+    "agreement_text", "check_headline", "check_text", "compare_text", "export_text", "fold_text", "fp16_text",
+    "histogram_lines", "int8_text", "locate_text", "output_text", "plural", "verify_text",
+]
 
 
 def plural(count: int, word: str, words: str | None = None) -> str:
@@ -255,3 +264,89 @@ def int8_text(report: Int8Report) -> str:
         lines.append(text)
     lines += [f"  note: {n}" for n in report.notes]
     return "\n".join(lines)
+
+# ----------------------------------------------------------------------------------- comparisons
+def histogram_lines(bins: list[tuple[float, float, int]], *, width: int = 30) -> list[str]:
+    """Text bars, one per bin."""
+    if not bins:
+        return []
+    top = max(n for _, _, n in bins) or 1
+    lines = ["abs diff histogram:"]
+    for lo, hi, n in bins:
+        label = "        == 0       " if hi == 0 else f"[{lo:8.0e}, {hi:8.0e})"
+        lines.append(f"  {label} {n:>9} {'#' * max(1 if n else 0, round(width * n / top))}")
+    return lines
+
+
+def output_text(o: OutputComparison) -> str:
+    """One output's comparison: verdict, statistics, worst element, histogram."""
+    label = o.name if o.name == o.name_b else f"{o.name} / {o.name_b}"
+    head = f"output '{label}' {o.shape_a}: {'PASSED' if o.passed else 'FAILED'}"
+    lines = [head]
+    if o.message:
+        lines.append(f"  {o.message}")
+    if o.abs is None or o.rel is None:
+        return "\n".join(map(one_line, lines))
+    lines.append(
+        f"  mismatches {o.mismatches}/{o.total} (|diff| > {o.atol:g} + {o.rtol:g} * max|A| {o.max_abs_ref:.4g}"
+        f" = {o.bound:.4g})"
+    )
+    for title, s in (("abs diff", o.abs), ("rel diff", o.rel)):
+        lines.append(
+            f"  {title}  max {s.max:.4g}  mean {s.mean:.4g}  median {s.median:.4g}  "
+            f"p90 {s.p90:.4g}  p95 {s.p95:.4g}  p99 {s.p99:.4g}"
+        )
+    if o.worst_index is not None:
+        lines.append(
+            f"  worst abs at {list(o.worst_index)}: A={o.worst_a:.8g} B={o.worst_b:.8g}; "
+            f"max |A| {o.max_abs_ref:.4g}, normalized error {o.normalized_error:.3g}"
+        )
+    for side, counts in (("A", o.nonfinite_a), ("B", o.nonfinite_b)):
+        if any(counts.values()):
+            lines.append(f"  {side} holds {counts.get('nan', 0)} NaN and {counts.get('inf', 0)} Inf")
+    lines.extend("  " + line for line in histogram_lines(o.histogram))
+    lines = [one_line(line) for line in lines]  # one line each: output names are data
+    return "\n".join(lines)
+
+
+def compare_text(result: CompareResult) -> str:
+    """The verdict of a comparison, then each output's comparison."""
+    from .check.compare import rule_text
+
+    verdict = "PASSED" if result.passed else "FAILED"
+    ok = sum(map(bool, result.outputs))
+    lines = [f"{verdict}: {ok}/{len(result.outputs)} outputs within {rule_text(result.atol, result.rtol)}"]
+    lines.extend(map(one_line, result.messages))  # names are data
+    lines.extend(output_text(o) for o in result.outputs)
+    return "\n".join(lines)
+
+
+def locate_text(result: LocateResult) -> str:
+    """``verify --locate``: the layers compared, up to the first that differs, and those skipped."""
+    lines = [f"locate: {result.message}"]
+    for d in result.layers:
+        mark = "ok  " if d.passed else "FAIL"
+        pair = d.name if d.name == d.name_b else f"{d.name} ~ {d.name_b}"
+        extra = f"  ({d.note})" if d.note else ""
+        lines.append(f"  {mark} {pair}: max |diff| {d.max_abs:.3g}, {d.mismatches}/{d.total} elements off{extra}")
+        if not d.passed:
+            break
+    if result.skipped:
+        shown = ", ".join(f"{n} ({why})" for n, why in result.skipped[:8])
+        more = f" and {len(result.skipped) - 8} more" if len(result.skipped) > 8 else ""
+        lines.append(f"  not compared: {shown}{more}")
+    return "\n".join(map(one_line, lines))  # one line each: layer names are data
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.1f}%".replace(".0%", "%")
+
+
+def agreement_text(agreement: TopAgreement) -> str:
+    """One line: ``output 'probs' (4 x 10 classes): top class agrees on 4/4 samples (100%)``."""
+    label = agreement.output if agreement.output == agreement.name_b else f"{agreement.output} / {agreement.name_b}"
+    text = (f"output '{label}' ({agreement.samples} x {agreement.classes} classes): top class agrees on "
+            f"{agreement.top1}/{agreement.samples} {'sample' if agreement.samples == 1 else 'samples'} ({_pct(agreement.top1_share)})")
+    if agreement.top5 is not None and agreement.top5_share is not None:
+        text += f"; A's top class in B's top 5 on {agreement.top5}/{agreement.samples} ({_pct(agreement.top5_share)})"
+    return text

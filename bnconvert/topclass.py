@@ -56,23 +56,16 @@ class TopAgreement:
         return self.top5 / self.samples if self.samples else 1.0
 
     def summary(self) -> str:
-        """One line: ``output 'probs' (4 x 10 classes): top class agrees on 4/4 samples (100%)``."""
-        label = self.output if self.output == self.name_b else f"{self.output} / {self.name_b}"
-        text = (f"output '{label}' ({self.samples} x {self.classes} classes): top class agrees on "
-                f"{self.top1}/{self.samples} {'sample' if self.samples == 1 else 'samples'} ({_pct(self.top1_share)})")
-        if self.top5 is not None and self.top5_share is not None:
-            text += f"; A's top class in B's top 5 on {self.top5}/{self.samples} ({_pct(self.top5_share)})"
-        return text
+        """One line (:func:`bnconvert.render.agreement_text`)."""
+        from .render import agreement_text
+
+        return agreement_text(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "output": self.output, "name_b": self.name_b, "samples": self.samples, "classes": self.classes,
             "top1": self.top1, "top1_agreement": self.top1_share, "top5": self.top5, "top5_agreement": self.top5_share,
         }
-
-
-def _pct(share: float) -> str:
-    return f"{100 * share:.1f}%".replace(".0%", "%")
 
 
 def classifier_shaped(shape: Sequence[int]) -> bool:

@@ -27,8 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from ..text import one_line
-
 __all__ = [
     "DEFAULT_ATOL", "DEFAULT_RTOL", "DiffStats", "OutputComparison", "CompareResult", "compare_arrays",
     "compare_outputs", "diff_stats", "rule_text",
@@ -131,34 +129,10 @@ class OutputComparison:
         return self.passed
 
     def summary(self) -> str:
-        """A few lines of text: verdict, statistics, worst element, histogram."""
-        label = self.name if self.name == self.name_b else f"{self.name} / {self.name_b}"
-        head = f"output '{label}' {self.shape_a}: {'PASSED' if self.passed else 'FAILED'}"
-        lines = [head]
-        if self.message:
-            lines.append(f"  {self.message}")
-        if self.abs is None or self.rel is None:
-            return "\n".join(map(one_line, lines))
-        lines.append(
-            f"  mismatches {self.mismatches}/{self.total} (|diff| > {self.atol:g} + {self.rtol:g} * max|A| {self.max_abs_ref:.4g}"
-            f" = {self.bound:.4g})"
-        )
-        for title, s in (("abs diff", self.abs), ("rel diff", self.rel)):
-            lines.append(
-                f"  {title}  max {s.max:.4g}  mean {s.mean:.4g}  median {s.median:.4g}  "
-                f"p90 {s.p90:.4g}  p95 {s.p95:.4g}  p99 {s.p99:.4g}"
-            )
-        if self.worst_index is not None:
-            lines.append(
-                f"  worst abs at {list(self.worst_index)}: A={self.worst_a:.8g} B={self.worst_b:.8g}; "
-                f"max |A| {self.max_abs_ref:.4g}, normalized error {self.normalized_error:.3g}"
-            )
-        for side, counts in (("A", self.nonfinite_a), ("B", self.nonfinite_b)):
-            if any(counts.values()):
-                lines.append(f"  {side} holds {counts.get('nan', 0)} NaN and {counts.get('inf', 0)} Inf")
-        lines.extend("  " + line for line in render_histogram(self.histogram))
-        lines = [one_line(line) for line in lines]  # one line each: output names are data
-        return "\n".join(lines)
+        """A few lines of text: verdict, statistics, worst element, histogram (:func:`bnconvert.render.output_text`)."""
+        from ..render import output_text
+
+        return output_text(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -207,18 +181,6 @@ def histogram(absdiff: np.ndarray, *, low_decade: int = -12) -> list[tuple[float
     for k in range(int(dec.min()), int(dec.max()) + 1):
         bins.append((10.0**k, 10.0 ** (k + 1), int(np.count_nonzero(dec == k))))
     return bins
-
-
-def render_histogram(bins: list[tuple[float, float, int]], *, width: int = 30) -> list[str]:
-    """Text bars, one per bin."""
-    if not bins:
-        return []
-    top = max(n for _, _, n in bins) or 1
-    lines = ["abs diff histogram:"]
-    for lo, hi, n in bins:
-        label = "        == 0       " if hi == 0 else f"[{lo:8.0e}, {hi:8.0e})"
-        lines.append(f"  {label} {n:>9} {'#' * max(1 if n else 0, round(width * n / top))}")
-    return lines
 
 
 def _nonfinite(x: np.ndarray) -> dict[str, int]:
@@ -309,12 +271,10 @@ class CompareResult:
         return max(o.normalized_error for o in self.outputs)
 
     def summary(self) -> str:
-        verdict = "PASSED" if self.passed else "FAILED"
-        ok = sum(map(bool, self.outputs))
-        lines = [f"{verdict}: {ok}/{len(self.outputs)} outputs within {rule_text(self.atol, self.rtol)}"]
-        lines.extend(map(one_line, self.messages))  # names are data
-        lines.extend(o.summary() for o in self.outputs)
-        return "\n".join(lines)
+        """The verdict and every output's comparison (:func:`bnconvert.render.compare_text`)."""
+        from ..render import compare_text
+
+        return compare_text(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {

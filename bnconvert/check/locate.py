@@ -25,7 +25,6 @@ import numpy as np
 
 from ..errors import BnconvertError
 from ..model import Model
-from ..text import one_line
 from .compare import DEFAULT_ATOL, DEFAULT_RTOL, OutputComparison, compare_arrays
 from .layout import inverse, layout_options, transpose
 
@@ -73,19 +72,10 @@ class LocateResult:
         return next((d for d in self.layers if not d.passed), None)
 
     def summary(self) -> str:
-        lines = [f"locate: {self.message}"]
-        for d in self.layers:
-            mark = "ok  " if d.passed else "FAIL"
-            pair = d.name if d.name == d.name_b else f"{d.name} ~ {d.name_b}"
-            extra = f"  ({d.note})" if d.note else ""
-            lines.append(f"  {mark} {pair}: max |diff| {d.max_abs:.3g}, {d.mismatches}/{d.total} elements off{extra}")
-            if not d.passed:
-                break
-        if self.skipped:
-            shown = ", ".join(f"{n} ({why})" for n, why in self.skipped[:8])
-            more = f" and {len(self.skipped) - 8} more" if len(self.skipped) > 8 else ""
-            lines.append(f"  not compared: {shown}{more}")
-        return "\n".join(map(one_line, lines))  # one line each: layer names are data
+        """The located divergence, layer by layer up to the first that differs (:func:`bnconvert.render.locate_text`)."""
+        from ..render import locate_text
+
+        return locate_text(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
