@@ -146,7 +146,8 @@ def squeeze(layer: Layer, xs: list[np.ndarray], ctx: CallContext) -> list[np.nda
 def normalise_index(key: Any, rank: int) -> list[Any]:
     """An index (Keras ``x[key]``: an int, slice, None, Ellipsis or a list/tuple of them) as a
     list of one entry per input axis plus Nones, the Ellipsis spelt out as full slices.
-    ``ValueError`` for what bnconvert does not index by (a tensor, a list of ints)."""
+    ``ValueError`` for what bnconvert does not index by (a tensor, a list of ints) and for what
+    numpy refuses (a slice step of 0)."""
     items = list(key) if isinstance(key, (list, tuple)) else [key]
     for item in items:
         if isinstance(item, TensorArg) or (isinstance(item, slice) and any(
@@ -155,6 +156,8 @@ def normalise_index(key: Any, rank: int) -> list[Any]:
         if not (item is None or item is Ellipsis or isinstance(item, slice)
                 or (isinstance(item, int) and not isinstance(item, bool))):
             raise ValueError(f"index {item!r}")
+        if isinstance(item, slice) and item.step == 0:
+            raise ValueError("a slice step of 0")
     used = sum(1 for item in items if item is not None and item is not Ellipsis)
     if used > rank or items.count(Ellipsis) > 1:
         raise ValueError(f"too many indices for a tensor of rank {rank}")

@@ -22,6 +22,7 @@ from bnconvert.catalog import catalog
 from bnconvert.check.reference import ReferenceRunner, run_reference
 from bnconvert.errors import UnsupportedLayerError
 from bnconvert.model import TensorArg
+from bnconvert.onnx import to_onnx
 from bnconvert.readers.graph import build_model
 from bnconvert.shapes import infer_shapes
 
@@ -226,6 +227,17 @@ def test_indexing_by_a_tensor_is_refused_naming_the_layer() -> None:
     model = build_model(_functional(_op("GetItem", "get_item", [_tensor("x"), [_tensor("x")]]), outputs=[["get_item", 0, 0]]))
     with pytest.raises(UnsupportedLayerError, match=r"'get_item' \(keras\.ops\.get_item: indexing by a tensor\)"):
         run_reference(model, [np.zeros((2, 4))])
+
+
+def test_a_slice_step_of_0_is_refused_naming_the_layer() -> None:
+    """numpy and Keras raise on it; bnconvert refuses it in one line (the index is normalised in one
+    place, catalog.array_ops.normalise_index, for the reference, the shape rule and both ONNX getitems)."""
+    step0 = {"class_name": "__slice__", "config": {"start": None, "stop": None, "step": 0}}
+    model = build_model(_functional(_op("GetItem", "get_item", [_tensor("x"), [step0]]), outputs=[["get_item", 0, 0]]))
+    with pytest.raises(UnsupportedLayerError, match=r"'get_item' \(keras\.ops\.get_item: a slice step of 0\)"):
+        run_reference(model, [np.zeros((2, 4))])
+    with pytest.raises(UnsupportedLayerError, match=r"1 unsupported layer: 'get_item' \(GetItem"):
+        to_onnx(model)  # its shape rule refuses it first
 
 
 def test_dead_mask_operations_are_dropped_live_ones_run() -> None:

@@ -107,7 +107,16 @@ def get_item(b: Builder, call: Call) -> list[Tensor]:
         key = normalise_index(args[1], t.rank)
     except ValueError as exc:
         raise refuse(call, str(exc)) from None
-    value, elem = b.view(t, identity(t.rank)), value_type(t)
+    value = index_nodes(b, b.view(t, identity(t.rank)), key, call.name)
+    return [_out(b, call, b.node("Identity", [value], name=call.name), value_type(t))]
+
+
+def index_nodes(b: Builder, value: str, key: list[Any], name: str) -> str:
+    """numpy basic indexing of ``value`` (held as Keras lays it out) by ``key``, a
+    :func:`~bnconvert.catalog.array_ops.normalise_index` list: one Slice over the sliced and
+    indexed axes, a Squeeze of the indexed ones, an Unsqueeze of the new ones (``None``); the
+    last node's output (``value`` itself when the key selects everything). Keras 3's ``get_item``
+    and tf.keras' ``__operators__.getitem`` both emit through here."""
     starts, ends, axes, steps, dropped, new = [], [], [], [], [], []
     axis = kept = 0
     for item in key:
@@ -123,8 +132,6 @@ def get_item(b: Builder, call: Call) -> list[Tensor]:
             dropped.append(axis)
         elif item != slice(None):
             step = 1 if item.step is None else int(item.step)
-            if step == 0:
-                raise refuse(call, "a slice step of 0")
             starts.append((0 if step > 0 else _BIG) if item.start is None else int(item.start))
             ends.append((_BIG if step > 0 else -_BIG) if item.stop is None else int(item.stop))
             axes.append(axis)
@@ -133,15 +140,14 @@ def get_item(b: Builder, call: Call) -> list[Tensor]:
         else:
             kept += 1
         axis += 1
-    n = call.name
     if axes:
-        value = b.node("Slice", [value, b.ints(f"{n}/starts", starts), b.ints(f"{n}/ends", ends),
-                                 b.ints(f"{n}/axes", axes), b.ints(f"{n}/steps", steps)], name=f"{n}/slice")
+        value = b.node("Slice", [value, b.ints(f"{name}/starts", starts), b.ints(f"{name}/ends", ends),
+                                 b.ints(f"{name}/axes", axes), b.ints(f"{name}/steps", steps)], name=f"{name}/slice")
     if dropped:
-        value = b.node("Squeeze", [value, b.ints(f"{n}/dropped", dropped)], name=f"{n}/squeeze")
+        value = b.node("Squeeze", [value, b.ints(f"{name}/dropped", dropped)], name=f"{name}/squeeze")
     if new:
-        value = b.node("Unsqueeze", [value, b.ints(f"{n}/new", new)], name=f"{n}/newaxis")
-    return [_out(b, call, b.node("Identity", [value], name=n), elem)]
+        value = b.node("Unsqueeze", [value, b.ints(f"{name}/new", new)], name=f"{name}/newaxis")
+    return value
 
 
 def _tensor_list(call: Call) -> list[Tensor]:

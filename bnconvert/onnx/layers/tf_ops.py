@@ -41,6 +41,7 @@ from ...model import resolve_args
 from ..builder import Builder, Call, Tensor
 from ..layout import Perm, channels_first, identity, position
 from ..registry import converts, refuse
+from .array_ops import index_nodes
 from .audio import atan2
 from .conv import window_pads
 from .merge import common_layout
@@ -48,7 +49,6 @@ from .preprocessing import _apply_plan as apply_resize_plan
 
 __all__ = ["tf_operation"]
 
-_INT64_MAX = np.iinfo(np.int64).max
 _INT64_MIN = np.iinfo(np.int64).min
 
 _BINARY = {"__operators__.add": "Add", "math.add": "Add", "math.subtract": "Sub", "math.multiply": "Mul",
@@ -282,46 +282,10 @@ def _reduction(e: _Emit, function: str, a: dict[str, Any]) -> Tensor:
 
 
 def _getitem(e: _Emit, t: Tensor, spec: Any) -> Tensor:
-    """numpy basic indexing as Slice (every sliced or indexed axis), Squeeze (integer indices)
-    and Unsqueeze (None)."""
-    items = index_items(spec, t.rank)
-    starts, ends, steps, axes, dropped, added = [], [], [], [], [], []
-    axis = out_axis = 0
-    for item in items:
-        if item is None:
-            added.append(out_axis)
-            out_axis += 1
-            continue
-        if isinstance(item, slice):
-            if item != slice(None):
-                step = 1 if item.step is None else int(item.step)
-                start = item.start if item.start is not None else (0 if step > 0 else _INT64_MAX)
-                stop = item.stop if item.stop is not None else (_INT64_MAX if step > 0 else _INT64_MIN)
-                starts.append(int(start))
-                ends.append(int(stop))
-                steps.append(step)
-                axes.append(axis)
-            out_axis += 1
-        else:
-            k = int(item)
-            starts.append(k)
-            ends.append(k + 1 if k != -1 else _INT64_MAX)
-            steps.append(1)
-            axes.append(axis)
-            dropped.append(axis)
-        axis += 1
-    y = e.keras(t)
-    b = e.b
-    if axes:
-        y = e.node("Slice", [y, b.ints(f"{e.name}/starts", starts), b.ints(f"{e.name}/ends", ends),
-                             b.ints(f"{e.name}/axes", axes), b.ints(f"{e.name}/steps", steps)], "slice")
-    if dropped:
-        y = e.node("Squeeze", [y, b.ints(f"{e.name}/dropped", dropped)], "squeeze")
-    if added:
-        y = e.node("Unsqueeze", [y, b.ints(f"{e.name}/added", added)], "unsqueeze")
-    if not (axes or dropped or added):
-        return t
-    return e.out(e.node("Identity", [y]))
+    """numpy basic indexing (:func:`.array_ops.index_nodes`, shared with Keras 3's ``get_item``)."""
+    value = e.keras(t)
+    y = index_nodes(e.b, value, index_items(spec, t.rank), e.name)
+    return t if y == value else e.out(e.node("Identity", [y]))
 
 
 def _transpose(e: _Emit, t: Tensor, perm_value: Any) -> Tensor:
