@@ -157,6 +157,8 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise FormatError(f"{path}: not a readable .npz/.npy file ({one_line(exc)})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise FormatError(f"{path}: not a readable .npz/.npy file ({one_line(exc)})") from None
+    except MemoryError:  # a header declaring more than memory holds (numpy allocates before reading)
+        raise FormatError(f"{path}: calibration array '{one_line(key)}' declares more data than fits in memory") from None
     if not arrays:
         raise FormatError(f"{path}: calibration file holds no arrays")
     return arrays

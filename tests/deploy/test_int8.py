@@ -281,3 +281,16 @@ def test_failure_leaves_nothing(models, tmp_path, monkeypatch) -> None:
     assert out.read_bytes() == b"keep me"
     with pytest.raises(OutputError, match="is the input file"):
         quantize_int8(m["onnx"], m["onnx"], {names[0]: m["x"]}, force=True)
+
+
+def test_a_header_declaring_more_than_memory_is_one_line(tmp_path) -> None:
+    """An .npz member whose header declares 1e14 samples: numpy allocates before it reads."""
+    import zipfile
+
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (100000000000000, 9, 9, 3), }"
+    header += " " * (118 - len(header)) + "\n"
+    blob = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(64)
+    with zipfile.ZipFile(tmp_path / "lie.npz", "w") as z:
+        z.writestr("x.npy", blob)
+    with pytest.raises(FormatError, match="declares more data than fits in memory|not a readable"):
+        load_calibration(tmp_path / "lie.npz", ["x"], [(None, 9, 9, 3)])
