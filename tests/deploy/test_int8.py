@@ -292,5 +292,5 @@ def test_a_header_declaring_more_than_memory_is_one_line(tmp_path) -> None:
     blob = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(64)
     with zipfile.ZipFile(tmp_path / "lie.npz", "w") as z:
         z.writestr("x.npy", blob)
-    with pytest.raises(FormatError, match="declares more data than fits in memory|not a readable"):
+    with pytest.raises(FormatError, match=r"declares more data than fits in memory|not a readable"):
         load_calibration(tmp_path / "lie.npz", ["x"], [(None, 9, 9, 3)])
